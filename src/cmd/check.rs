@@ -1,0 +1,71 @@
+//! `kbackup check`: validate a config, then prove the broker and the container are usable.
+
+use std::time::Duration;
+
+use crate::cmd::{load_config, ConfigArg, ExitError};
+use crate::storage::Storage;
+
+/// Arguments of `kbackup check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// Prints one line per check; fails if any check fails.
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    println!("config {}: ok ({} topic(s))", args.config.config.display(), config.topics.len());
+    let mut failures = 0;
+
+    let kafka = config.kafka.clone();
+    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let counts = tokio::task::spawn_blocking(move || {
+        let client = crate::consumer::metadata_client(&kafka)?;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        crate::consumer::partition_counts(&client, &refs, Duration::from_secs(15))
+    })
+    .await?;
+    match counts {
+        Ok(counts) => {
+            println!("kafka {}: reachable", config.kafka.brokers);
+            for (topic, n) in counts {
+                match n {
+                    Some(n) => println!("  topic {topic}: {n} partitions"),
+                    None => {
+                        println!("  topic {topic}: NOT FOUND");
+                        failures += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("kafka {}: UNREACHABLE ({e})", config.kafka.brokers);
+            failures += 1;
+        }
+    }
+
+    match Storage::open(&config.storage) {
+        Ok(storage) => {
+            let result = async {
+                storage.ensure_container(config.storage.create_container).await?;
+                storage.probe_write().await
+            }
+            .await;
+            match result {
+                Ok(()) => println!("storage {}: container ok, write probe ok", storage.describe),
+                Err(e) => {
+                    println!("storage {}: FAILED ({e})", storage.describe);
+                    failures += 1;
+                }
+            }
+        }
+        Err(e) => return Err(ExitError { code: 2, message: e.to_string() }.into()),
+    }
+
+    if failures > 0 {
+        return Err(ExitError { code: 1, message: format!("{failures} check(s) failed") }.into());
+    }
+    println!("all checks passed");
+    Ok(())
+}

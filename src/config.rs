@@ -1,0 +1,510 @@
+//! The TOML configuration: parsing, defaults and validation.
+//!
+//! Every error names the key it is about (`topic[1].output_timezone`, `kafka.brokers`, ...) so an
+//! operator can fix a config without reading code. Validation happens before anything is consumed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::naming::FilePattern;
+
+/// Default file name pattern: Sunbird's `{partition}-{kafkaPartition}-{currentTimestamp}.json`.
+pub const DEFAULT_FILE_PATTERN: &str = "{partition}-{kafkaPartition}-{currentTimestamp}.json";
+
+/// A configuration error; the message always names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub storage: StorageConfig,
+    #[serde(rename = "topic", default)]
+    pub topics: Vec<TopicConfig>,
+    #[serde(default)]
+    pub writer: WriterConfig,
+}
+
+/// `[kafka]`: where to consume from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]` (Secor: `kafka.seed.broker.host`/`port`).
+    pub brokers: String,
+    /// Consumer group (Secor: `secor.kafka.group`).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Passed verbatim to librdkafka; they override kbackup's own defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "kbackup".into()
+}
+
+/// `[storage]`: where files go.
+#[derive(Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `az://<container>[/<root>]` or `file:///dir`.
+    pub url: String,
+    /// An Azure connection string (else env `AZURE_STORAGE_CONNECTION_STRING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string: Option<String>,
+    /// Storage account name (else env `AZURE_STORAGE_ACCOUNT_NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Storage account key (else env `AZURE_STORAGE_ACCOUNT_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    /// A SAS token (else env `AZURE_STORAGE_SAS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_token: Option<String>,
+    /// Blob endpoint override, e.g. `http://127.0.0.1:10000/devstoreaccount1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Create the container at start when it is missing.
+    #[serde(default)]
+    pub create_container: bool,
+    /// Extra `object_store` Azure options (e.g. `azure_use_azure_cli`, `azure_client_id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+// Hand-written so that keys and connection strings never reach a log line through `{:?}`.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("StorageConfig")
+            .field("url", &self.url)
+            .field("connection_string", &redact(&self.connection_string))
+            .field("account", &self.account)
+            .field("access_key", &redact(&self.access_key))
+            .field("sas_token", &redact(&self.sas_token))
+            .field("endpoint", &self.endpoint)
+            .field("create_container", &self.create_container)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Output compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip; `.gz` is appended to the file name.
+    Gzip,
+    /// Plain newline-delimited JSON.
+    None,
+}
+
+impl Compression {
+    /// The extension appended after the pattern's own (`.json` + `.gz`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".gz",
+            Compression::None => "",
+        }
+    }
+}
+
+/// One `[[topic]]`: a Kafka topic and how its files are laid out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Kafka topic name.
+    pub name: String,
+    /// Path prefix inside the container (Secor: `secor.azure.path`).
+    pub path: String,
+    /// File name pattern (Secor: `secor.s3.output_file_pattern`).
+    #[serde(default = "default_pattern")]
+    pub file_pattern: String,
+    /// `gzip` (default) or `none` (Secor: `secor.compression.codec`).
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// gzip level 0-9.
+    #[serde(default = "default_level")]
+    pub compression_level: u32,
+    /// Fields tried in order for the event time; dotted paths reach nested fields
+    /// (Secor: `message.timestamp.name`, `message.fallback.timestamp.name`).
+    #[serde(default = "default_ts_fields")]
+    pub timestamp_fields: Vec<String>,
+    /// strftime pattern for string timestamps, matched against the start of the string
+    /// (Secor: `message.timestamp.input.pattern`). Unset: RFC 3339 / ISO-8601 / plain dates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_input_pattern: Option<String>,
+    /// Time zone of string timestamps that carry no offset (Secor: `secor.message.timezone`).
+    #[serde(default = "default_tz")]
+    pub message_timezone: String,
+    /// Time zone the date is computed in (Secor: `secor.parser.timezone`).
+    #[serde(default = "default_tz")]
+    pub output_timezone: String,
+    /// strftime format of the date (Secor: `secor.partition.output_dt_format`).
+    #[serde(default = "default_date_format")]
+    pub date_format: String,
+    /// Seal a file when its uncompressed bytes reach this (Secor: `secor.max.file.size.bytes`).
+    #[serde(default = "default_max_bytes")]
+    pub max_file_bytes: u64,
+    /// Seal a file this long after its first message, even if idle (Secor: `secor.max.file.age.seconds`).
+    #[serde(default = "default_max_age")]
+    pub max_file_age_secs: u64,
+    /// Field whose value picks a sub-path (Secor: `secor.partition.prefix.identifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_field: Option<String>,
+    /// Field value → sub-path; `DEFAULT` catches the rest (Secor: `secor.partition.prefix.mapping`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prefix_map: BTreeMap<String, String>,
+    /// Date used for messages that are not JSON or not UTF-8 (Secor: `1970-01-01`).
+    #[serde(default = "default_invalid_date")]
+    pub invalid_date: String,
+    /// If set, invalid messages go under this path instead of `<path>/<invalid_date>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_path: Option<String>,
+    /// Value of the `{generation}` placeholder (Secor: `secor.generation`).
+    #[serde(default = "default_generation")]
+    pub generation: u32,
+}
+
+fn default_pattern() -> String {
+    DEFAULT_FILE_PATTERN.into()
+}
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+fn default_level() -> u32 {
+    3
+}
+fn default_ts_fields() -> Vec<String> {
+    vec!["syncts".into(), "@timestamp".into()]
+}
+fn default_tz() -> String {
+    "UTC".into()
+}
+fn default_date_format() -> String {
+    "%Y-%m-%d".into()
+}
+fn default_max_bytes() -> u64 {
+    100_000_000
+}
+fn default_max_age() -> u64 {
+    14_400
+}
+fn default_invalid_date() -> String {
+    "1970-01-01".into()
+}
+fn default_generation() -> u32 {
+    1
+}
+
+/// `[writer]`: process-wide knobs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Upper bound on bytes held in open buffers plus files being uploaded.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_bytes: u64,
+    /// Files compressed and uploaded at once.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// Longest a graceful shutdown may take before giving up (unuploaded data is re-read later).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// Longest a revocation waits for its partitions' uploads.
+    #[serde(default = "default_revoke_timeout")]
+    pub revoke_timeout_secs: u64,
+    /// Least time between two offset commits in steady state.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_ms: u64,
+}
+
+fn default_memory_limit() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_upload_concurrency() -> usize {
+    4
+}
+fn default_shutdown_timeout() -> u64 {
+    120
+}
+fn default_revoke_timeout() -> u64 {
+    30
+}
+fn default_commit_interval() -> u64 {
+    1000
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            memory_limit_bytes: default_memory_limit(),
+            upload_concurrency: default_upload_concurrency(),
+            shutdown_timeout_secs: default_shutdown_timeout(),
+            revoke_timeout_secs: default_revoke_timeout(),
+            commit_interval_ms: default_commit_interval(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.brokers", "must name at least one host:port"));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.group_id", "must not be empty"));
+        }
+        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+            if self.kafka.properties.contains_key(key) {
+                return Err(ConfigError::invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is managed by kbackup (use kafka.brokers / kafka.group_id; auto commit is never used)",
+                ));
+            }
+        }
+        crate::storage::StorageUrl::parse(&self.storage.url)
+            .map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
+        if self.topics.is_empty() {
+            return Err(ConfigError::invalid("topic", "at least one [[topic]] is required"));
+        }
+        let w = &self.writer;
+        if w.memory_limit_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid("writer.memory_limit_bytes", "must be at least 1 MiB"));
+        }
+        if w.upload_concurrency == 0 {
+            return Err(ConfigError::invalid("writer.upload_concurrency", "must be at least 1"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut layouts = std::collections::HashSet::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            let k = |name: &str| format!("topic[{i}].{name}");
+            if t.name.trim().is_empty() {
+                return Err(ConfigError::invalid(k("name"), "must not be empty"));
+            }
+            if !seen.insert(t.name.clone()) {
+                return Err(ConfigError::invalid(k("name"), format!("topic `{}` is listed twice", t.name)));
+            }
+            check_path(&k("path"), &t.path)?;
+            let pattern = FilePattern::parse(&t.file_pattern)
+                .map_err(|e| ConfigError::invalid(k("file_pattern"), e.to_string()))?;
+            // Two topics writing the same names under one path would overwrite each other.
+            if !pattern.has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
+                return Err(ConfigError::invalid(
+                    k("path"),
+                    format!("path `{}` is used by another topic; give each topic its own path or put {{topic}} in file_pattern", t.path),
+                ));
+            }
+            if t.compression_level > 9 {
+                return Err(ConfigError::invalid(k("compression_level"), "must be 0-9"));
+            }
+            if t.timestamp_fields.iter().any(|f| f.is_empty() || f.split('.').any(str::is_empty)) {
+                return Err(ConfigError::invalid(k("timestamp_fields"), "field names must be non-empty dotted paths"));
+            }
+            parse_tz(&k("message_timezone"), &t.message_timezone)?;
+            parse_tz(&k("output_timezone"), &t.output_timezone)?;
+            check_strftime(&k("date_format"), &t.date_format)?;
+            if t.date_format.contains('/') {
+                return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
+            }
+            if let Some(p) = &t.timestamp_input_pattern {
+                check_strftime(&k("timestamp_input_pattern"), p)?;
+            }
+            if t.max_file_bytes == 0 {
+                return Err(ConfigError::invalid(k("max_file_bytes"), "must be greater than 0"));
+            }
+            if t.max_file_age_secs == 0 {
+                return Err(ConfigError::invalid(k("max_file_age_secs"), "must be greater than 0"));
+            }
+            match (&t.prefix_field, t.prefix_map.is_empty()) {
+                (Some(_), true) => {
+                    return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set"))
+                }
+                (None, false) => {
+                    return Err(ConfigError::invalid(k("prefix_field"), "is required when prefix_map is set"))
+                }
+                (Some(f), false) => {
+                    if f.is_empty() || f.split('.').any(str::is_empty) {
+                        return Err(ConfigError::invalid(k("prefix_field"), "must be a non-empty dotted path"));
+                    }
+                    if !t.prefix_map.contains_key("DEFAULT") {
+                        return Err(ConfigError::invalid(
+                            k("prefix_map"),
+                            "needs a DEFAULT entry for values that match no other key",
+                        ));
+                    }
+                    for (value, sub) in &t.prefix_map {
+                        check_path(&format!("{}.{value}", k("prefix_map")), sub)?;
+                    }
+                }
+                (None, true) => {}
+            }
+            if chrono::NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").is_err() {
+                return Err(ConfigError::invalid(k("invalid_date"), "must be a date like 1970-01-01"));
+            }
+            if let Some(p) = &t.error_path {
+                check_path(&k("error_path"), p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic section for a Kafka topic name.
+    pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_tz(key: &str, name: &str) -> Result<Tz, ConfigError> {
+    name.parse::<Tz>()
+        .map_err(|_| ConfigError::invalid(key, format!("`{name}` is not an IANA time zone (e.g. UTC, Asia/Kolkata)")))
+}
+
+fn check_strftime(key: &str, fmt: &str) -> Result<(), ConfigError> {
+    use chrono::format::{Item, StrftimeItems};
+    if fmt.is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        return Err(ConfigError::invalid(key, format!("`{fmt}` is not a valid strftime format")));
+    }
+    Ok(())
+}
+
+fn check_path(key: &str, path: &str) -> Result<(), ConfigError> {
+    let p = path.trim_matches('/');
+    if p.is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if p.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Err(ConfigError::invalid(key, format!("`{path}` has an empty, `.` or `..` segment")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        [storage]
+        url = "az://telemetry-data-store"
+        [[topic]]
+        name = "dev.telemetry.unique"
+        path = "unique/raw"
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_sunbird_defaults() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        let t = &c.topics[0];
+        assert_eq!(c.kafka.group_id, "kbackup");
+        assert_eq!(t.file_pattern, DEFAULT_FILE_PATTERN);
+        assert_eq!(t.compression, Compression::Gzip);
+        assert_eq!(t.timestamp_fields, vec!["syncts", "@timestamp"]);
+        assert_eq!(t.max_file_bytes, 100_000_000);
+        assert_eq!(t.max_file_age_secs, 14_400);
+        assert_eq!(t.invalid_date, "1970-01-01");
+        assert_eq!(c.writer.memory_limit_bytes, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn typo_key_is_named() {
+        let e = err(&GOOD.replace("path =", "paht ="));
+        assert!(e.contains("paht"), "{e}");
+        let e = err(&format!("{GOOD}\nmax_file_byte = 3"));
+        assert!(e.contains("max_file_byte"), "{e}");
+        let e = err(&GOOD.replace("[storage]", "[storage]\nconection_string = \"x\""));
+        assert!(e.contains("conection_string"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (format!("{GOOD}\noutput_timezone = \"Asia/Kolkota\""), "topic[0].output_timezone"),
+            (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{nope}}.json\""), "topic[0].file_pattern"),
+            (format!("{GOOD}\nprefix_field = \"eid\""), "topic[0].prefix_map"),
+            (format!("{GOOD}\nprefix_field = \"eid\"\nprefix_map = {{ A = \"a\" }}"), "topic[0].prefix_map"),
+            (format!("{GOOD}\nmax_file_bytes = 0"), "topic[0].max_file_bytes"),
+            (format!("{GOOD}\ninvalid_date = \"yesterday\""), "topic[0].invalid_date"),
+            (format!("{GOOD}\ndate_format = \"%Y/%m/%d\""), "topic[0].date_format"),
+            (format!("{GOOD}\ncompression = \"zstd\""), "compression"),
+            (GOOD.replace("az://telemetry-data-store", "s4://x"), "storage.url"),
+            (GOOD.replace("unique/raw", "unique//raw"), "topic[0].path"),
+            (format!("{GOOD}\n[[topic]]\nname = \"dev.telemetry.unique\"\npath = \"x\""), "topic[1].name"),
+            (format!("{GOOD}\n[[topic]]\nname = \"other\"\npath = \"unique/raw/\""), "topic[1].path"),
+            (GOOD.replace("[storage]", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n[storage]"), "enable.auto.commit"),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_topics_is_an_error() {
+        let text = GOOD.split("[[topic]]").next().unwrap();
+        assert!(err(text).contains("topic"));
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let s = StorageConfig {
+            url: "az://c".into(),
+            connection_string: Some("AccountKey=SECRET".into()),
+            access_key: Some("SECRET".into()),
+            sas_token: Some("sig=SECRET".into()),
+            ..Default::default()
+        };
+        let d = format!("{s:?}");
+        assert!(!d.contains("SECRET"), "{d}");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for f in ["config/local.toml", "config/sunbird-unique-denorm.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+}

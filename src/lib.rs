@@ -1,0 +1,19 @@
+//! kbackup: back up Kafka topics to Azure Blob Storage as per-partition, per-date NDJSON files.
+//!
+//! Data flows one way, one module per stage:
+//! [`consumer`] → [`routing`] (with [`event_date`]) → [`buffer`] → [`seal`] → [`upload`]
+//! → [`commit`], driven by [`writer`]. [`naming`] owns every rule about blob names,
+//! [`config`] every configuration key, [`storage`] how the blob store is reached.
+
+pub mod buffer;
+pub mod cmd;
+pub mod commit;
+pub mod config;
+pub mod consumer;
+pub mod event_date;
+pub mod naming;
+pub mod routing;
+pub mod seal;
+pub mod storage;
+pub mod upload;
+pub mod writer;

@@ -1,0 +1,76 @@
+//! The `kbackup` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kbackup::cmd::{self, ExitError};
+
+/// Back up Kafka topics to Azure Blob Storage as per-partition, per-date NDJSON files.
+#[derive(Debug, Parser)]
+#[command(name = "kbackup", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KBACKUP_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the backup writer (consumer group → files in storage → offset commits).
+    Run(cmd::run::RunArgs),
+    /// Validate a config and check that the broker, topics and container are usable.
+    Check(cmd::check::CheckArgs),
+    /// List backup files by date and Kafka partition (not implemented yet).
+    Ls,
+    /// Print the events of backup files (not implemented yet).
+    Cat,
+    /// Replay backups into Kafka (not implemented yet).
+    Replay,
+    /// Plan per-partition WFS jobs (not implemented yet).
+    Plan,
+    /// Audit backups against the topic for missing or doubled events (not implemented yet).
+    Verify,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => cmd::run::run(a).await,
+            Command::Check(a) => cmd::check::run(a).await,
+            Command::Ls | Command::Cat | Command::Replay | Command::Plan | Command::Verify => {
+                Err(ExitError { code: 1, message: "this command is not implemented yet".into() }.into())
+            }
+        }
+    });
+    // Uploads still retrying after a failed shutdown must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = e.downcast_ref::<ExitError>().map_or(1, |x| x.code);
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Routing: which file a message belongs in — (prefix, date), or the invalid bucket — and why.
+//!
+//! One pass over the message validates it as JSON and picks out only the configured fields
+//! (timestamp ladder and prefix field); everything else is skipped without building a tree.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::config::{parse_tz, ConfigError, TopicConfig};
+use crate::event_date::{DateRules, FieldValue};
+
+/// How a message's date was found; counted per topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DateSource {
+    /// From `timestamp_fields[i]`.
+    Field(usize),
+    /// No usable field: the Kafka record timestamp.
+    RecordTime,
+    /// Not JSON or not UTF-8 (or no usable time at all): the invalid bucket.
+    Invalid(InvalidReason),
+}
+
+/// Why a message went to the invalid bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidReason {
+    NotUtf8,
+    NotJson,
+    Empty,
+    /// Valid JSON, but neither a field nor the record carried a usable time.
+    NoTimestamp,
+}
+
+impl InvalidReason {
+    /// A short label for logs and counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::NotUtf8 => "not_utf8",
+            InvalidReason::NotJson => "not_json",
+            InvalidReason::Empty => "empty",
+            InvalidReason::NoTimestamp => "no_timestamp",
+        }
+    }
+}
+
+/// Where one message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Sub-path chosen by `prefix_field`, if configured.
+    pub prefix: Option<Arc<str>>,
+    /// The formatted date.
+    pub date: Arc<str>,
+    /// True if the message goes under `error_path` rather than `path`.
+    pub to_error_path: bool,
+    pub source: DateSource,
+}
+
+/// The routing rules of one topic.
+#[derive(Debug)]
+pub struct Router {
+    rules: DateRules,
+    /// Field paths, split on dots: the timestamp fields, then the prefix field if any.
+    paths: Vec<Vec<String>>,
+    n_ts: usize,
+    prefix_map: BTreeMap<String, Arc<str>>,
+    default_prefix: Option<Arc<str>>,
+    invalid_date: Arc<str>,
+    has_error_path: bool,
+    /// The last formatted date and the millisecond range it covers; consecutive events of a
+    /// partition are mostly from the same day, so most lookups skip the formatter.
+    cache: std::cell::Cell<Option<(i64, i64)>>,
+    cached_date: std::cell::RefCell<Option<Arc<str>>>,
+    cacheable: bool,
+}
+
+impl Router {
+    /// Builds the router of a topic; `topic_index` names the topic in errors.
+    pub fn new(t: &TopicConfig, topic_index: usize) -> Result<Router, ConfigError> {
+        let k = |n: &str| format!("topic[{topic_index}].{n}");
+        let rules = DateRules {
+            input_pattern: t.timestamp_input_pattern.clone(),
+            message_tz: parse_tz(&k("message_timezone"), &t.message_timezone)?,
+            output_tz: parse_tz(&k("output_timezone"), &t.output_timezone)?,
+            date_format: t.date_format.clone(),
+        };
+        let mut paths: Vec<Vec<String>> =
+            t.timestamp_fields.iter().map(|f| f.split('.').map(String::from).collect()).collect();
+        let n_ts = paths.len();
+        if let Some(f) = &t.prefix_field {
+            paths.push(f.split('.').map(String::from).collect());
+        }
+        let prefix_map: BTreeMap<String, Arc<str>> =
+            t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
+        let default_prefix = prefix_map.get("DEFAULT").cloned();
+        // A date format finer than a day (or with odd specifiers) is formatted every time.
+        let cacheable = is_daily_format(&t.date_format);
+        Ok(Router {
+            rules,
+            paths,
+            n_ts,
+            prefix_map,
+            default_prefix,
+            invalid_date: Arc::from(t.invalid_date.as_str()),
+            has_error_path: t.error_path.is_some(),
+            cache: Default::default(),
+            cached_date: Default::default(),
+            cacheable,
+        })
+    }
+
+    /// Routes one message. `record_ms` is the Kafka record timestamp, if the record has one.
+    pub fn route(&self, payload: Option<&[u8]>, record_ms: Option<i64>) -> Route {
+        let payload = payload.unwrap_or_default();
+        if payload.is_empty() {
+            return self.invalid(InvalidReason::Empty);
+        }
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return self.invalid(InvalidReason::NotUtf8);
+        };
+        let found = match extract(text, &self.paths) {
+            Ok(f) => f,
+            Err(_) => return self.invalid(InvalidReason::NotJson),
+        };
+        let prefix = if self.paths.len() > self.n_ts {
+            let value = match &found[self.n_ts] {
+                Some(FieldValue::Str(s)) => self.prefix_map.get(s.as_str()),
+                Some(FieldValue::Int(i)) => self.prefix_map.get(&i.to_string()),
+                _ => None,
+            };
+            value.or(self.default_prefix.as_ref()).cloned()
+        } else {
+            None
+        };
+        let dated = found[..self.n_ts]
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| Some((DateSource::Field(i), self.rules.millis(v.as_ref()?)?)))
+            .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| *ms >= 0)?)));
+        match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
+            Some((source, date)) => Route { prefix, date, to_error_path: false, source },
+            None => Route { prefix, ..self.invalid(InvalidReason::NoTimestamp) },
+        }
+    }
+
+    fn invalid(&self, reason: InvalidReason) -> Route {
+        Route {
+            prefix: if self.has_error_path { None } else { self.default_prefix.clone() },
+            date: self.invalid_date.clone(),
+            to_error_path: self.has_error_path,
+            source: DateSource::Invalid(reason),
+        }
+    }
+
+    fn date_for(&self, ms: i64) -> Option<Arc<str>> {
+        if self.cacheable {
+            if let Some((lo, hi)) = self.cache.get() {
+                if ms >= lo && ms < hi {
+                    return self.cached_date.borrow().clone();
+                }
+            }
+        }
+        let date: Arc<str> = Arc::from(self.rules.format_date(ms)?);
+        if self.cacheable {
+            // The format depends on the local calendar day only, so the string holds from that
+            // day's local midnight to the next one.
+            if let Some(range) = self.rules.local_day_range(ms) {
+                self.cache.set(Some(range));
+                *self.cached_date.borrow_mut() = Some(date.clone());
+            }
+        }
+        Some(date)
+    }
+}
+
+/// True if a strftime format depends only on the calendar day (so dates can be cached per day).
+fn is_daily_format(fmt: &str) -> bool {
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let mut spec = chars.next();
+            while matches!(spec, Some('-' | '_' | '0')) {
+                spec = chars.next();
+            }
+            match spec {
+                Some(s) if "YmdyjeFbBhaAuwDCGgVUW%".contains(s) => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Validates `text` as JSON and returns the first value found at each path (`None` if absent).
+pub fn extract(text: &str, paths: &[Vec<String>]) -> Result<Vec<Option<FieldValue>>, serde_json::Error> {
+    let mut found = vec![None; paths.len()];
+    let mut de = serde_json::Deserializer::from_str(text);
+    let active: Vec<usize> = (0..paths.len()).collect();
+    Node { paths, found: &mut found, depth: 0, active: &active }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+/// One JSON value at `depth`, under which the `active` paths may continue.
+struct Node<'a> {
+    paths: &'a [Vec<String>],
+    found: &'a mut Vec<Option<FieldValue>>,
+    depth: usize,
+    active: &'a [usize],
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut next = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let is_leaf = |i: usize| self.paths[i].len() == self.depth + 1;
+            let mut leaf = false;
+            next.clear();
+            for &i in self.active {
+                if self.found[i].is_none() && self.paths[i][self.depth] == *key {
+                    if is_leaf(i) {
+                        leaf = true;
+                    } else {
+                        next.push(i);
+                    }
+                }
+            }
+            // A key that ends one path is read as a scalar, even if a longer path also runs
+            // through it (configuring both `a` and `a.b` is not useful).
+            if leaf {
+                let v = map.next_value_seed(Scalar)?;
+                for &i in self.active {
+                    if self.found[i].is_none() && is_leaf(i) && self.paths[i][self.depth] == *key {
+                        self.found[i] = Some(v.clone());
+                    }
+                }
+            } else if !next.is_empty() {
+                let active = std::mem::take(&mut next);
+                map.next_value_seed(Node { paths: self.paths, found: &mut *self.found, depth: self.depth + 1, active: &active })?;
+                next = active;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// A leaf value: numbers and strings are kept, anything else is validated and skipped.
+struct Scalar;
+
+impl<'de> DeserializeSeed<'de> for Scalar {
+    type Value = FieldValue;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scalar {
+    type Value = FieldValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
+        Ok(i64::try_from(v).map(FieldValue::Int).unwrap_or(FieldValue::Float(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.to_owned()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other)
+    }
+    fn visit_unit<E>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(FieldValue::Other)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FieldValue::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(extra: &str) -> TopicConfig {
+        let text = format!(
+            "[kafka]\nbrokers='x'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='t'\npath='p'\noutput_timezone='Asia/Kolkata'\n{extra}"
+        );
+        crate::config::Config::parse(&text, "t").unwrap().topics.remove(0)
+    }
+
+    fn router(extra: &str) -> Router {
+        Router::new(&topic(extra), 0).unwrap()
+    }
+
+    const EVENT: &str = r#"{"ver":"3.0","eid":"IMPRESSION","ets":1580495389750,"mid":"IMPRESSION:5f0c","context":{"channel":"505c","did":"8b55","pdata":{"id":"prod.sunbird.app"}},"edata":{"type":"view"},"tags":[],"syncts":1580495403199,"@timestamp":"2020-01-31T18:30:03.199Z","flags":{"dd_processed":true},"type":"events"}"#;
+
+    #[test]
+    fn extract_finds_nested_and_top_level_fields() {
+        let paths: Vec<Vec<String>> = ["syncts", "context.did", "context.pdata.id", "missing", "context.missing"]
+            .iter()
+            .map(|p| p.split('.').map(String::from).collect())
+            .collect();
+        let f = extract(EVENT, &paths).unwrap();
+        assert_eq!(f[0], Some(FieldValue::Int(1580495403199)));
+        assert_eq!(f[1], Some(FieldValue::Str("8b55".into())));
+        assert_eq!(f[2], Some(FieldValue::Str("prod.sunbird.app".into())));
+        assert_eq!(f[3], None);
+        assert_eq!(f[4], None);
+    }
+
+    #[test]
+    fn extract_validates_the_whole_document() {
+        let p = vec![vec!["a".to_string()]];
+        assert!(extract(r#"{"a":1,"b":[1,2,{"c":"d"}]}"#, &p).is_ok());
+        assert!(extract(r#"{"a":1,"b":[1,2,{"c":"d"}]"#, &p).is_err(), "truncated");
+        assert!(extract(r#"{"a":1} trailing"#, &p).is_err());
+        assert!(extract(r#"{"a":1,}"#, &p).is_err());
+        assert!(extract("[1,2]", &p).unwrap()[0].is_none(), "valid JSON, not an object");
+        assert!(extract(r#""just a string""#, &p).is_ok());
+        assert_eq!(extract(r#"{"\u0061":5}"#, &p).unwrap()[0], Some(FieldValue::Int(5)), "escaped key");
+        assert_eq!(extract(r#"{"a":5,"a":6}"#, &p).unwrap()[0], Some(FieldValue::Int(5)), "first wins");
+    }
+
+    #[test]
+    fn ladder_syncts_then_timestamp_then_record_time() {
+        let r = router("");
+        let route = r.route(Some(EVENT.as_bytes()), Some(0));
+        assert_eq!(&*route.date, "2020-02-01");
+        assert_eq!(route.source, DateSource::Field(0));
+
+        let ts_only = r#"{"eid":"LOG","@timestamp":"2020-01-31T18:30:03.199Z"}"#;
+        let route = r.route(Some(ts_only.as_bytes()), Some(0));
+        assert_eq!(route.source, DateSource::Field(1));
+        assert_eq!(&*route.date, "2020-02-01", "RFC 3339 read in full without an input pattern");
+
+        let none = r#"{"eid":"LOG"}"#;
+        let route = r.route(Some(none.as_bytes()), Some(1_580_495_403_199));
+        assert_eq!(route.source, DateSource::RecordTime);
+        assert_eq!(&*route.date, "2020-02-01");
+
+        let bad_field = r#"{"syncts":"soon","@timestamp":true}"#;
+        let route = r.route(Some(bad_field.as_bytes()), Some(1_580_495_403_199));
+        assert_eq!(route.source, DateSource::RecordTime, "unusable values fall through the ladder");
+
+        let route = r.route(Some(none.as_bytes()), None);
+        assert_eq!(route.source, DateSource::Invalid(InvalidReason::NoTimestamp));
+        assert_eq!(&*route.date, "1970-01-01");
+    }
+
+    #[test]
+    fn invalid_messages_go_to_invalid_date() {
+        let r = router("");
+        for (payload, reason) in [
+            (Some(&b"not json at all"[..]), InvalidReason::NotJson),
+            (Some(&b"{\"syncts\":1"[..]), InvalidReason::NotJson),
+            (Some(&b"\xff\xfe{}"[..]), InvalidReason::NotUtf8),
+            (Some(&b""[..]), InvalidReason::Empty),
+            (None, InvalidReason::Empty),
+        ] {
+            let route = r.route(payload, Some(1_580_495_403_199));
+            assert_eq!(route.source, DateSource::Invalid(reason), "{payload:?}");
+            assert_eq!(&*route.date, "1970-01-01");
+            assert!(!route.to_error_path);
+        }
+        let r = router("error_path = 'errors/unique'");
+        let route = r.route(Some(b"nope"), Some(0));
+        assert!(route.to_error_path);
+    }
+
+    #[test]
+    fn denorm_prefix_routing() {
+        let r = router("prefix_field = 'eid'\nprefix_map = { ME_WORKFLOW_SUMMARY = 'summary', DEFAULT = 'raw' }");
+        let summary = r#"{"eid":"ME_WORKFLOW_SUMMARY","syncts":1580495403199}"#;
+        assert_eq!(r.route(Some(summary.as_bytes()), None).prefix.as_deref(), Some("summary"));
+        assert_eq!(r.route(Some(EVENT.as_bytes()), None).prefix.as_deref(), Some("raw"));
+        let no_eid = r#"{"syncts":1580495403199}"#;
+        assert_eq!(r.route(Some(no_eid.as_bytes()), None).prefix.as_deref(), Some("raw"));
+        assert_eq!(r.route(Some(b"garbage"), None).prefix.as_deref(), Some("raw"), "invalid: DEFAULT prefix");
+    }
+
+    #[test]
+    fn nested_timestamp_field() {
+        let r = router("timestamp_fields = ['context.ts', 'syncts']");
+        let e = r#"{"context":{"ts":"2020-01-31T18:29:59Z"},"syncts":1580495403199}"#;
+        let route = r.route(Some(e.as_bytes()), None);
+        assert_eq!(route.source, DateSource::Field(0));
+        assert_eq!(&*route.date, "2020-01-31");
+    }
+
+    #[test]
+    fn daily_formats() {
+        assert!(is_daily_format("%Y-%m-%d"));
+        assert!(is_daily_format("dt=%Y%m%d"));
+        assert!(is_daily_format("%-d.%b.%Y"));
+        assert!(!is_daily_format("%Y-%m-%d-%H"));
+        assert!(!is_daily_format("%s"));
+    }
+
+    #[test]
+    fn date_cache_agrees_with_the_formatter_around_midnight() {
+        let r = router("");
+        let rules = &r.rules;
+        let midnight = 1_580_495_400_000i64; // IST midnight
+        // Walk across two IST midnights in uneven steps, in both directions, and compare.
+        let mut times: Vec<i64> = (-200..200).map(|i| midnight + i * 433_777).collect();
+        times.extend((-50..50).map(|i| midnight + 86_400_000 + i * 7));
+        let mut rev = times.clone();
+        rev.reverse();
+        times.extend(rev);
+        for t in times {
+            let e = format!(r#"{{"syncts":{t}}}"#);
+            assert_eq!(&*r.route(Some(e.as_bytes()), None).date, rules.format_date(t).unwrap(), "t={t}");
+        }
+    }
+}

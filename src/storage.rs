@@ -1,0 +1,430 @@
+//! Opening the blob store: `az://container[/root]` (Azure Blob Storage, Azurite) or `file:///dir`.
+//!
+//! Credentials come from, in order: `storage.connection_string`, env
+//! `AZURE_STORAGE_CONNECTION_STRING`, then `storage.account`/`access_key`/`sas_token`/`endpoint`
+//! and `object_store`'s own environment variables (managed identity, workload identity, CLI).
+//! No secret is ever part of an error or log message.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+
+use crate::config::StorageConfig;
+
+/// A storage error, safe to print (no credentials inside).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage.url `{0}`: expected az://<container>[/<root>] or file:///<dir>")]
+    BadUrl(String),
+    #[error("storage connection string: {0}")]
+    ConnectionString(String),
+    #[error("storage setup: {0}")]
+    Setup(String),
+    #[error("container `{container}` does not exist (set storage.create_container = true to create it)")]
+    MissingContainer { container: String },
+    #[error("{op} failed: {message}")]
+    Op { op: &'static str, message: String },
+}
+
+/// The target named by `storage.url`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageUrl {
+    Azure { container: String, root: Option<String> },
+    File { dir: PathBuf },
+}
+
+impl StorageUrl {
+    /// Parses `az://container[/root]`, `azure://...`, or `file:///dir`.
+    pub fn parse(url: &str) -> Result<StorageUrl, StorageError> {
+        let bad = || StorageError::BadUrl(url.to_string());
+        if let Some(rest) = url.strip_prefix("az://").or_else(|| url.strip_prefix("azure://")) {
+            let (container, root) = match rest.split_once('/') {
+                Some((c, r)) => (c, Some(r.trim_matches('/').to_string()).filter(|r| !r.is_empty())),
+                None => (rest, None),
+            };
+            // Azure container names: 3-63 chars of lowercase letters, digits and single dashes.
+            let valid = (3..=63).contains(&container.len())
+                && container.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !container.starts_with('-')
+                && !container.ends_with('-')
+                && !container.contains("--");
+            if !valid {
+                return Err(StorageError::BadUrl(format!(
+                    "{url}` (container names are 3-63 lowercase letters, digits and single dashes)`"
+                )));
+            }
+            return Ok(StorageUrl::Azure { container: container.to_string(), root });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad());
+            }
+            return Ok(StorageUrl::File { dir: PathBuf::from(path) });
+        }
+        Err(bad())
+    }
+}
+
+/// The parts of an Azure connection string kbackup uses.
+#[derive(Clone, PartialEq, Default)]
+pub struct ConnectionString {
+    pub account: Option<String>,
+    pub key: Option<String>,
+    pub sas: Option<String>,
+    /// `BlobEndpoint`, or one built from protocol + account + `EndpointSuffix`.
+    pub blob_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionString")
+            .field("account", &self.account)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("sas", &self.sas.as_ref().map(|_| "<redacted>"))
+            .field("blob_endpoint", &self.blob_endpoint)
+            .finish()
+    }
+}
+
+impl ConnectionString {
+    /// Parses `Key=Value;...` (keys case-insensitive, values may contain `=`).
+    pub fn parse(s: &str) -> Result<ConnectionString, StorageError> {
+        let mut fields = BTreeMap::new();
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            // Only the key is ever named in an error: values may be secrets.
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                StorageError::ConnectionString("a part is not of the form Key=Value".into())
+            })?;
+            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        if fields.get("usedevelopmentstorage").map(|v| v.eq_ignore_ascii_case("true")) == Some(true) {
+            return Ok(ConnectionString {
+                account: Some("devstoreaccount1".into()),
+                key: Some(AZURITE_KEY.into()),
+                sas: None,
+                blob_endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".into()),
+            });
+        }
+        let account = fields.get("accountname").cloned();
+        let blob_endpoint = fields.get("blobendpoint").cloned().or_else(|| {
+            let proto = fields.get("defaultendpointsprotocol").map(String::as_str).unwrap_or("https");
+            let suffix = fields.get("endpointsuffix").map(String::as_str).unwrap_or("core.windows.net");
+            account.as_ref().map(|a| format!("{proto}://{a}.blob.{suffix}"))
+        });
+        let cs = ConnectionString {
+            account,
+            key: fields.get("accountkey").cloned(),
+            sas: fields.get("sharedaccesssignature").cloned(),
+            blob_endpoint,
+        };
+        if cs.key.is_some() && cs.account.is_none() {
+            return Err(StorageError::ConnectionString("AccountKey is given without AccountName".into()));
+        }
+        if cs.key.is_none() && cs.sas.is_none() {
+            return Err(StorageError::ConnectionString(
+                "needs AccountName and AccountKey, or SharedAccessSignature".into(),
+            ));
+        }
+        if cs.blob_endpoint.is_none() {
+            return Err(StorageError::ConnectionString("needs AccountName or BlobEndpoint".into()));
+        }
+        Ok(cs)
+    }
+}
+
+/// Azurite's published development key; valid only against the emulator.
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An opened blob store plus what is needed to manage its container.
+#[derive(Clone)]
+pub struct Storage {
+    /// Keys are relative to the URL's root.
+    pub store: Arc<dyn ObjectStore>,
+    /// A printable description without secrets, e.g. `az://telemetry-data-store (http://127.0.0.1:10000/devstoreaccount1)`.
+    pub describe: String,
+    container: Option<ContainerAdmin>,
+    file_dir: Option<PathBuf>,
+}
+
+/// What creating or checking an Azure container needs (shared key auth only).
+#[derive(Clone)]
+struct ContainerAdmin {
+    container: String,
+    endpoint: String,
+    account: Option<String>,
+    key: Option<String>,
+}
+
+/// Retry and timeout settings of every storage request.
+pub fn client_options() -> (ClientOptions, RetryConfig) {
+    let opts = ClientOptions::new()
+        .with_timeout(Duration::from_secs(60))
+        .with_connect_timeout(Duration::from_secs(10));
+    // object_store retries individual requests briefly; the upload stage retries whole files
+    // for as long as it takes, so this stays short.
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(60),
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    };
+    (opts, retry)
+}
+
+impl Storage {
+    /// Opens the store described by `[storage]` (no network traffic yet).
+    pub fn open(cfg: &StorageConfig) -> Result<Storage, StorageError> {
+        match StorageUrl::parse(&cfg.url)? {
+            StorageUrl::File { dir } => {
+                let store = LocalFileSystem::new_with_prefix(&dir)
+                    .or_else(|_| {
+                        std::fs::create_dir_all(&dir)?;
+                        LocalFileSystem::new_with_prefix(&dir).map_err(std::io::Error::other)
+                    })
+                    .map_err(|e| StorageError::Setup(format!("cannot open {}: {e}", dir.display())))?
+                    .with_automatic_cleanup(true);
+                Ok(Storage {
+                    store: Arc::new(store),
+                    describe: cfg.url.clone(),
+                    container: None,
+                    file_dir: Some(dir),
+                })
+            }
+            StorageUrl::Azure { container, root } => {
+                let env_cs = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok().filter(|s| !s.is_empty());
+                let cs = cfg.connection_string.clone().or(env_cs).map(|s| ConnectionString::parse(&s)).transpose()?;
+                let (opts, retry) = client_options();
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&container)
+                    .with_client_options(opts)
+                    .with_retry(retry);
+                for (k, v) in &cfg.options {
+                    let key = AzureConfigKey::from_str(k)
+                        .map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
+                    b = b.with_config(key, v);
+                }
+                let mut account = cfg.account.clone();
+                let mut key = cfg.access_key.clone();
+                let mut sas = cfg.sas_token.clone();
+                let mut endpoint = cfg.endpoint.clone();
+                if let Some(cs) = cs {
+                    account = cs.account.or(account);
+                    key = cs.key.or(key);
+                    sas = cs.sas.or(sas);
+                    endpoint = cs.blob_endpoint.or(endpoint);
+                }
+                if let Some(a) = &account {
+                    b = b.with_account(a);
+                } else if let Some(e) = &endpoint {
+                    // object_store needs an account name; a SAS-only endpoint carries it in its host.
+                    if let Some(a) = account_from_endpoint(e) {
+                        account = Some(a.clone());
+                        b = b.with_account(a);
+                    }
+                }
+                if let Some(k) = &key {
+                    b = b.with_access_key(k);
+                } else if let Some(s) = &sas {
+                    b = b.with_config(AzureConfigKey::SasKey, s.trim_start_matches('?'));
+                }
+                if let Some(e) = &endpoint {
+                    if e.starts_with("http://") {
+                        b = b.with_allow_http(true);
+                    }
+                    b = b.with_endpoint(e.trim_end_matches('/').to_string());
+                }
+                let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&key, &sas])))?;
+                let ep = endpoint.clone().unwrap_or_else(|| {
+                    format!("https://{}.blob.core.windows.net", account.as_deref().unwrap_or("<account>"))
+                });
+                let store: Arc<dyn ObjectStore> = match &root {
+                    Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
+                    None => Arc::new(store),
+                };
+                Ok(Storage {
+                    store,
+                    describe: format!("{} ({})", cfg.url, ep),
+                    container: Some(ContainerAdmin { container, endpoint: ep, account, key }),
+                    file_dir: None,
+                })
+            }
+        }
+    }
+
+    /// Makes sure the container exists: creates it when `create` is set, else fails clearly.
+    pub async fn ensure_container(&self, create: bool) -> Result<(), StorageError> {
+        if let Some(dir) = &self.file_dir {
+            if !dir.is_dir() {
+                if !create {
+                    return Err(StorageError::MissingContainer { container: dir.display().to_string() });
+                }
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            return Ok(());
+        }
+        let Some(admin) = &self.container else { return Ok(()) };
+        match self.store.list_with_delimiter(Some(&ObjectPath::from("_kbackup_probe_"))).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_container_missing(&e) => {
+                if !create {
+                    return Err(StorageError::MissingContainer { container: admin.container.clone() });
+                }
+                admin.create().await
+            }
+            Err(e) => Err(StorageError::Op { op: "listing the container", message: e.to_string() }),
+        }
+    }
+
+    /// Writes, reads back and deletes a small probe blob: proves the credentials can write.
+    pub async fn probe_write(&self) -> Result<(), StorageError> {
+        let path = ObjectPath::from(format!("_kbackup/probe-{:016x}", rand::random::<u64>()));
+        let op = |op: &'static str| move |e: object_store::Error| StorageError::Op { op, message: e.to_string() };
+        self.store.put(&path, b"kbackup probe".to_vec().into()).await.map_err(op("writing a probe blob"))?;
+        let got = self.store.get(&path).await.map_err(op("reading the probe blob"))?;
+        let bytes = got.bytes().await.map_err(op("reading the probe blob"))?;
+        self.store.delete(&path).await.map_err(op("deleting the probe blob"))?;
+        if &bytes[..] != b"kbackup probe" {
+            return Err(StorageError::Op { op: "probe", message: "read back different bytes".into() });
+        }
+        Ok(())
+    }
+}
+
+fn is_container_missing(e: &object_store::Error) -> bool {
+    let s = e.to_string();
+    matches!(e, object_store::Error::NotFound { .. }) || s.contains("ContainerNotFound") || s.contains("404")
+}
+
+fn account_from_endpoint(e: &str) -> Option<String> {
+    let host = url::Url::parse(e).ok()?.host_str()?.to_string();
+    let (account, rest) = host.split_once('.')?;
+    rest.starts_with("blob.").then(|| account.to_string())
+}
+
+/// Removes any secret value that might have crept into a message.
+fn scrub(msg: &str, secrets: &[&Option<String>]) -> String {
+    let mut out = msg.to_string();
+    for s in secrets.iter().filter_map(|s| s.as_deref()).filter(|s| s.len() >= 4) {
+        out = out.replace(s, "<redacted>");
+    }
+    out
+}
+
+impl ContainerAdmin {
+    /// `PUT ?restype=container`, signed with the account key (the one call object_store lacks).
+    async fn create(&self) -> Result<(), StorageError> {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let (Some(account), Some(key)) = (&self.account, &self.key) else {
+            return Err(StorageError::Setup(format!(
+                "creating container `{}` needs an account key; create it with your Azure tooling or use a key",
+                self.container
+            )));
+        };
+        let url = format!("{}/{}?restype=container", self.endpoint.trim_end_matches('/'), self.container);
+        let parsed = url::Url::parse(&url).map_err(|e| StorageError::Setup(format!("endpoint: {e}")))?;
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let version = "2021-08-06";
+        // Shared Key string-to-sign: verb, 11 standard headers (empty here), x-ms-* headers,
+        // then the canonical resource `/<account><path>` and sorted query parameters.
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}{}\nrestype:container",
+            parsed.path()
+        );
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| StorageError::Setup("the account key is not valid base64".into()))?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
+        mac.update(to_sign.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let resp = reqwest::Client::new()
+            .put(parsed)
+            .header("x-ms-date", date)
+            .header("x-ms-version", version)
+            .header("Authorization", format!("SharedKey {account}:{sig}"))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .map_err(|e| StorageError::Op { op: "creating the container", message: e.without_url().to_string() })?;
+        let status = resp.status();
+        // 409 ContainerAlreadyExists: another process created it first, which is fine.
+        if status.is_success() || status.as_u16() == 409 {
+            tracing::info!(container = %self.container, "created container");
+            Ok(())
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            let code = body
+                .split("<Code>")
+                .nth(1)
+                .and_then(|s| s.split("</Code>").next())
+                .unwrap_or("")
+                .to_string();
+            Err(StorageError::Op { op: "creating the container", message: format!("HTTP {status} {code}") })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            StorageUrl::parse("az://telemetry-data-store").unwrap(),
+            StorageUrl::Azure { container: "telemetry-data-store".into(), root: None }
+        );
+        assert_eq!(
+            StorageUrl::parse("az://backups/env/dev/").unwrap(),
+            StorageUrl::Azure { container: "backups".into(), root: Some("env/dev".into()) }
+        );
+        assert_eq!(StorageUrl::parse("file:///tmp/x").unwrap(), StorageUrl::File { dir: "/tmp/x".into() });
+        for bad in ["s3://b", "az://", "az://Upper", "az://a--b", "az://ab", "file://rel", "telemetry"] {
+            assert!(StorageUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn azurite_connection_string() {
+        let cs = ConnectionString::parse(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=abc==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;",
+        )
+        .unwrap();
+        assert_eq!(cs.account.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(cs.key.as_deref(), Some("abc=="), "values keep their `=`");
+        assert_eq!(cs.blob_endpoint.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        let dev = ConnectionString::parse("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(dev.account.as_deref(), Some("devstoreaccount1"));
+    }
+
+    #[test]
+    fn cloud_connection_strings() {
+        let cs = ConnectionString::parse("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=k;EndpointSuffix=core.windows.net").unwrap();
+        assert_eq!(cs.blob_endpoint.as_deref(), Some("https://acct.blob.core.windows.net"));
+        let sas = ConnectionString::parse("BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=2020&sig=SECRET").unwrap();
+        assert_eq!(sas.sas.as_deref(), Some("sv=2020&sig=SECRET"));
+        assert_eq!(account_from_endpoint("https://acct.blob.core.windows.net"), Some("acct".into()));
+    }
+
+    #[test]
+    fn connection_string_errors_never_show_values() {
+        for bad in ["AccountKey=SECRETSECRET", "AccountName=a", "garbageSECRETSECRET", "AccountName=a;SECRETSECRET"] {
+            let e = ConnectionString::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("SECRETSECRET"), "{e}");
+        }
+        let cs = ConnectionString::parse("AccountName=a;AccountKey=SECRETSECRET").unwrap();
+        assert!(!format!("{cs:?}").contains("SECRETSECRET"));
+    }
+}
