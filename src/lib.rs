@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod event_date;
 pub mod naming;
 pub mod routing;
+pub mod sample;
 pub mod seal;
 pub mod storage;
 pub mod upload;

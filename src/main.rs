@@ -38,6 +38,8 @@ enum Command {
     Plan,
     /// Audit backups against the topic for missing or doubled events (not implemented yet).
     Verify,
+    /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
+    ProduceSample(cmd::produce_sample::ProduceSampleArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
+            Command::ProduceSample(a) => cmd::produce_sample::run(a).await,
             Command::Ls | Command::Cat | Command::Replay | Command::Plan | Command::Verify => {
                 Err(ExitError { code: 1, message: "this command is not implemented yet".into() }.into())
             }

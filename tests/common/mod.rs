@@ -1,0 +1,249 @@
+//! Shared helpers for the integration tests: they talk to the real Kafka and Azurite started by
+//! `scripts/devstack up`. Without the services a test is skipped with a message, except under
+//! `CI=true`, where a missing service fails the test.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use kbackup::config::StorageConfig;
+use kbackup::storage::Storage;
+use object_store::{ObjectStore, ObjectStoreExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Azurite's public development key; valid only against the emulator.
+pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Where the services are.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub brokers: String,
+    pub connection_string: String,
+}
+
+fn reachable(hostport: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// The dev stack, or `None` (test skipped) when it is not running and CI is not set.
+pub fn stack() -> Option<Stack> {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let connection_string = std::env::var("AZURE_STORAGE_CONNECTION_STRING").unwrap_or_else(|_| {
+        format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;")
+    });
+    let blob_host = connection_string
+        .split(';')
+        .find_map(|p| p.strip_prefix("BlobEndpoint="))
+        .and_then(|e| url::Url::parse(e).ok())
+        .map(|u| format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port().unwrap_or(10000)))
+        .unwrap_or_else(|| "127.0.0.1:10000".into());
+    let first_broker = brokers.split(',').next().unwrap_or_default().to_string();
+    let ok_kafka = reachable(&first_broker);
+    let ok_blob = reachable(&blob_host);
+    if ok_kafka && ok_blob {
+        return Some(Stack { brokers, connection_string });
+    }
+    let msg = format!(
+        "dev stack not reachable (kafka {first_broker}: {ok_kafka}, azurite {blob_host}: {ok_blob}); run `scripts/devstack up`"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{msg} (CI=true: missing services are a failure)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A name unique to this run, safe for topics, groups and containers.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:x}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Stack {
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        let res = admin
+            .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .unwrap();
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+        // Wait until the broker serves metadata for every partition.
+        let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        wait_for("topic metadata", Duration::from_secs(30), || {
+            let md = client.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+            let t = md.topics().first()?;
+            (t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0))
+                .then_some(())
+        });
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces to an explicit partition; returns the offset.
+    pub async fn produce(&self, p: &FutureProducer, topic: &str, partition: i32, key: Option<&str>, value: &[u8]) -> i64 {
+        let mut rec = FutureRecord::<str, [u8]>::to(topic).partition(partition).payload(value);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        let d = p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        d.offset
+    }
+
+    /// High watermark of every partition.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        (0..partitions).map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1).collect()
+    }
+
+    /// The group's committed offsets (`-1` where none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    /// A connection to a fresh (not yet created) container.
+    pub fn storage(&self, container: &str) -> Storage {
+        Storage::open(&StorageConfig {
+            url: format!("az://{container}"),
+            connection_string: Some(self.connection_string.clone()),
+            create_container: true,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+}
+
+/// Every blob under the store: key → decompressed content.
+pub async fn read_all(storage: &Storage) -> BTreeMap<String, Vec<u8>> {
+    let metas: Vec<_> = storage.store.list(None).try_collect().await.unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let key = m.location.to_string();
+        let raw = storage.store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        let data = if key.ends_with(".gz") {
+            let mut v = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut v).unwrap();
+            v
+        } else {
+            raw.to_vec()
+        };
+        out.insert(key, data);
+    }
+    out
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("kbackup.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A `kbackup` child process with the stack's environment.
+pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kbackup"));
+    c.args(args)
+        .env("AZURE_STORAGE_CONNECTION_STRING", &stack.connection_string)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null());
+    c
+}
+
+/// A running `kbackup run`, killed if the test panics.
+pub struct Running {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn start(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str]) -> Running {
+        let out = std::fs::File::create(&log).unwrap();
+        let mut args = vec!["run", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let child = kbackup(stack, &args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        Running { child, log }
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit code.
+    pub fn terminate(mut self, timeout: Duration) -> i32 {
+        let pid = self.child.id() as i32;
+        // SAFETY-free: `kill` via the shell would also do; libc is not a dependency here.
+        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        self.wait(timeout)
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kbackup did not exit within {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
