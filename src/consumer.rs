@@ -21,6 +21,9 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
     props.insert("fetch.max.bytes", "16777216".into());
     props.insert("enable.auto.offset.store", "false".into());
     props.insert("client.id", "kbackup".into());
+    // End-of-partition events: logged at debug level, so operators (and tests) can see when a
+    // partition has been read to its end.
+    props.insert("enable.partition.eof", "true".into());
     for (key, value) in &k.properties {
         props.insert(key.as_str(), value.clone());
     }

@@ -98,7 +98,15 @@ struct Ctx {
     writer: Arc<Mutex<Writer>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // End of partition is information, not an error (it is handled in the poll loop).
+        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
+            return;
+        }
+        error!(error = %error, reason, "kafka client error");
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -178,6 +186,7 @@ pub fn run(
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
         match msg {
             Some(Ok(m)) => w.on_message(&m),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => w.on_partition_eof(&consumer, p),
             Some(Err(e)) => warn!(error = %e, "kafka error"),
             None => {}
         }
@@ -258,6 +267,18 @@ impl Writer {
         }
         if self.open_bytes + self.inflight_bytes > self.memory_limit {
             self.seal_largest();
+        }
+    }
+
+    fn on_partition_eof(&self, consumer: &BaseConsumer<Ctx>, partition: i32) {
+        // librdkafka's EOF event carries only the partition number; report positions of every
+        // owned partition with that number (topics are few).
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements().iter().filter(|e| e.partition() == partition) {
+                if let Offset::Offset(o) = e.offset() {
+                    debug!(topic = e.topic(), "reached the end of partition {partition} at offset {o}");
+                }
+            }
         }
     }
 

@@ -192,7 +192,7 @@ pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbackup"));
     c.args(args)
         .env("AZURE_STORAGE_CONNECTION_STRING", &stack.connection_string)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kbackup::writer=debug".into()))
         .stdin(Stdio::null());
     c
 }

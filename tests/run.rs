@@ -1,0 +1,291 @@
+//! `kbackup run` end to end on the real stack: every message in exactly one blob, in the blob
+//! named for its own Kafka partition and IST date, and committed offsets equal to end offsets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use kbackup::naming::parse_name;
+use rdkafka::producer::FutureRecord;
+
+/// One produced message and where it must land.
+#[derive(Debug, Clone)]
+struct Expect {
+    line: Vec<u8>,
+    partition: i32,
+    date: String,
+    /// Sub-path between the topic path and the file name ("" when none).
+    dir: String,
+}
+
+fn config(stack: &Stack, container: &str, group: &str, topics: &str, age_secs: u64) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "10000"
+"heartbeat.interval.ms" = "1000"
+[storage]
+url = "az://{container}"
+create_container = true
+[writer]
+commit_interval_ms = 200
+shutdown_timeout_secs = 60
+{topics}
+"#,
+        brokers = stack.brokers,
+    )
+    .replace("AGE", &age_secs.to_string())
+}
+
+fn topic_section(name: &str, path: &str, extra: &str) -> String {
+    format!("[[topic]]\nname = \"{name}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_age_secs = AGE\n{extra}\n")
+}
+
+/// Checks that every expected line is in exactly one blob whose name carries its partition and
+/// date under the right directory, and that nothing else was written.
+fn assert_exactly_once(blobs: &std::collections::BTreeMap<String, Vec<u8>>, path: &str, expected: &[Expect]) {
+    let mut want: HashMap<&[u8], &Expect> = HashMap::new();
+    for e in expected {
+        assert!(want.insert(&e.line, e).is_none(), "test bug: duplicate expected line");
+    }
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for (key, data) in blobs {
+        let Some(rest) = key.strip_prefix(&format!("{path}/")) else { continue };
+        let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
+        let name = parse_name(file).unwrap_or_else(|| panic!("unparseable blob name {key}"));
+        assert!(name.gzip, "{key}");
+        assert!(data.ends_with(b"\n") || data.is_empty(), "{key} does not end in a newline");
+        for line in data.split(|&b| b == b'\n').take(data.iter().filter(|&&b| b == b'\n').count()) {
+            let e = want.get(line).unwrap_or_else(|| panic!("unexpected line in {key}: {}", String::from_utf8_lossy(line)));
+            assert_eq!(name.kafka_partition, Some(e.partition), "{key} holds a message of partition {}", e.partition);
+            assert_eq!(name.date.format("%Y-%m-%d").to_string(), e.date, "{key}: wrong date for {}", String::from_utf8_lossy(line));
+            assert_eq!(dir, e.dir, "{key}: wrong directory");
+            *seen.entry(line).or_default() += 1;
+        }
+    }
+    for e in expected {
+        let n = seen.get(&e.line[..]).copied().unwrap_or(0);
+        assert_eq!(n, 1, "message {} found {n} times", String::from_utf8_lossy(&e.line));
+    }
+}
+
+fn wait_committed(stack: &Stack, group: &str, topic: &str, partitions: i32, run: &mut Running) {
+    let end = stack.end_offsets(topic, partitions);
+    wait_for("committed offsets to reach the end offsets", Duration::from_secs(90), || {
+        let c = stack.committed(group, topic, partitions);
+        if c == end {
+            Some(())
+        } else {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("kbackup exited early ({status}):\n{}", run.log_text());
+            }
+            None
+        }
+    });
+}
+
+const IST_MIDNIGHT: i64 = 1_580_495_400_000; // 2020-02-01T00:00+05:30 = 2020-01-31T18:30Z
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dates_partitions_and_bad_input_land_exactly_once() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("unique");
+    let partitions = 4;
+    stack.create_topic(&topic, partitions).await;
+    let producer = stack.producer();
+    let mut expected = Vec::new();
+    let mut n = 0;
+    let mut send = |key: Option<String>, value: Vec<u8>, record_ts: Option<i64>, date: &str| {
+        let (topic, producer, date) = (topic.clone(), producer.clone(), date.to_string());
+        async move {
+            let mut rec = FutureRecord::<str, [u8]>::to(&topic).payload(&value[..]);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_str());
+            }
+            if let Some(ts) = record_ts {
+                rec = rec.timestamp(ts);
+            }
+            let d = producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+            Expect { line: value, partition: d.partition, date, dir: String::new() }
+        }
+    };
+    for i in 0..40 {
+        n += 1;
+        let did = format!("device-{}", i % 13);
+        // Just before and just after IST midnight: different files for the same partition.
+        let (syncts, date) = if i % 2 == 0 { (IST_MIDNIGHT - 1 - i, "2020-01-31") } else { (IST_MIDNIGHT + i, "2020-02-01") };
+        let v = format!(r#"{{"eid":"IMPRESSION","mid":"m-{n}","context":{{"did":"{did}"}},"syncts":{syncts},"@timestamp":"2020-01-01T00:00:00Z"}}"#);
+        expected.push(send(Some(did), v.into_bytes(), None, date).await);
+    }
+    // @timestamp only: read as a full RFC 3339 instant, 20:00Z Jan 31 is 01:30 IST Feb 1.
+    for i in 0..5 {
+        let v = format!(r#"{{"eid":"LOG","mid":"ts-{i}","context":{{"did":"d{i}"}},"@timestamp":"2020-01-31T20:00:00.000Z"}}"#);
+        expected.push(send(Some(format!("d{i}")), v.into_bytes(), None, "2020-02-01").await);
+    }
+    // No usable timestamp: the Kafka record time decides (deterministic, unlike Secor's clock).
+    for i in 0..5 {
+        let v = format!(r#"{{"eid":"LOG","mid":"nots-{i}","context":{{"did":"e{i}"}}}}"#);
+        expected.push(send(Some(format!("e{i}")), v.into_bytes(), Some(IST_MIDNIGHT + 3_600_000), "2020-02-01").await);
+    }
+    // Not JSON, not UTF-8, and an empty value: the invalid date, never dropped.
+    expected.push(send(Some("x".into()), b"this is not json".to_vec(), None, "1970-01-01").await);
+    expected.push(send(Some("y".into()), b"\xff\xfe binary \x00".to_vec(), None, "1970-01-01").await);
+    expected.push(send(Some("z".into()), Vec::new(), None, "1970-01-01").await);
+    // Pretty-printed JSON: its newlines are written as spaces so it stays one line.
+    let pretty = b"{\n  \"mid\": \"pretty\",\n  \"syncts\": 1580495400000\n}".to_vec();
+    let mut e = send(Some("p".into()), pretty, None, "2020-02-01").await;
+    e.line = b"{   \"mid\": \"pretty\",   \"syncts\": 1580495400000 }".to_vec();
+    expected.push(e);
+
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 1));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
+    wait_committed(&stack, &group, &topic, partitions, &mut run);
+    let log = run.log.clone();
+    let code = run.terminate(Duration::from_secs(60));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, 0, "{log}");
+
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    // Both dates of one partition were open at once and went to different files.
+    let dates: std::collections::HashSet<_> = blobs.keys().filter_map(|k| parse_name(k)).map(|n| n.date).collect();
+    assert!(dates.len() >= 3, "{:?}", blobs.keys());
+    assert_eq!(stack.committed(&group, &topic, partitions), stack.end_offsets(&topic, partitions));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn denorm_events_are_routed_by_eid() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("denorm");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    let mut expected = Vec::new();
+    for i in 0..30 {
+        let eid = if i % 3 == 0 { "ME_WORKFLOW_SUMMARY" } else { "INTERACT" };
+        let v = format!(r#"{{"eid":"{eid}","mid":"d-{i}","syncts":{}}}"#, IST_MIDNIGHT + i);
+        let p = (i % 2) as i32;
+        stack.produce(&producer, &topic, p, Some("k"), v.as_bytes()).await;
+        let dir = if eid == "ME_WORKFLOW_SUMMARY" { "summary" } else { "raw" };
+        expected.push(Expect { line: v.into_bytes(), partition: p, date: "2020-02-01".into(), dir: dir.into() });
+    }
+    // Invalid messages follow the DEFAULT prefix, as Secor's prefix mapping does.
+    stack.produce(&producer, &topic, 0, None, b"garbage").await;
+    expected.push(Expect { line: b"garbage".to_vec(), partition: 0, date: "1970-01-01".into(), dir: "raw".into() });
+
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let section = topic_section(
+        &topic,
+        "telemetry-denormalized",
+        "prefix_field = \"eid\"\nprefix_map = { ME_WORKFLOW_SUMMARY = \"summary\", DEFAULT = \"raw\" }",
+    );
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &section, 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    let code = run.wait(Duration::from_secs(90));
+    assert_eq!(code, 0, "{}", run.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert!(blobs.keys().any(|k| k.starts_with("telemetry-denormalized/summary/2020-02-01-")), "{:?}", blobs.keys());
+    assert!(blobs.keys().any(|k| k.starts_with("telemetry-denormalized/raw/2020-02-01-")), "{:?}", blobs.keys());
+    assert_exactly_once(&blobs, "telemetry-denormalized", &expected);
+    assert_eq!(stack.committed(&group, &topic, 2), stack.end_offsets(&topic, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_writers_split_partitions_and_a_graceful_stop_loses_nothing() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("scale");
+    let partitions = 6;
+    stack.create_topic(&topic, partitions).await;
+    let producer = stack.producer();
+    let mut expected = Vec::new();
+    let mut seq = 0;
+    let mut produce_batch = |count: usize| {
+        let (stack, producer, topic) = (stack.clone(), producer.clone(), topic.clone());
+        let start = seq;
+        seq += count;
+        async move {
+            let mut out = Vec::new();
+            for i in start..start + count {
+                let did = format!("did-{}", i % 50);
+                let v = format!(r#"{{"eid":"LOG","mid":"s-{i}","context":{{"did":"{did}"}},"syncts":{}}}"#, IST_MIDNIGHT + 1000);
+                let rec = FutureRecord::to(&topic).key(&did).payload(&v);
+                let d = producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+                out.push(Expect { line: v.into_bytes(), partition: d.partition, date: "2020-02-01".into(), dir: String::new() });
+            }
+            let _ = stack;
+            out
+        }
+    };
+    expected.extend(produce_batch(600).await);
+
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 1));
+    let mut a = Running::start(&stack, &cfg, dir.path().join("a.log"), &[]);
+    wait_committed(&stack, &group, &topic, partitions, &mut a);
+    let mut b = Running::start(&stack, &cfg, dir.path().join("b.log"), &[]);
+    // B gets a share of the partitions through the cooperative-sticky rebalance.
+    wait_for("the second writer to be assigned partitions", Duration::from_secs(60), || {
+        b.log_text().contains("partition assigned").then_some(())
+    });
+    expected.extend(produce_batch(600).await);
+    wait_committed(&stack, &group, &topic, partitions, &mut a);
+    let a_log_path = a.log.clone();
+    assert_eq!(a.terminate(Duration::from_secs(60)), 0);
+    // A's partitions move to B; what A had buffered was uploaded and committed before it left.
+    expected.extend(produce_batch(600).await);
+    wait_committed(&stack, &group, &topic, partitions, &mut b);
+    let b_log = b.log.clone();
+    assert_eq!(b.terminate(Duration::from_secs(60)), 0);
+
+    let (a_log, b_log) = (std::fs::read_to_string(a_log_path).unwrap(), std::fs::read_to_string(b_log).unwrap());
+    assert!(a_log.contains("uploaded"), "A uploaded nothing:\n{a_log}");
+    assert!(b_log.contains("uploaded"), "B uploaded nothing:\n{b_log}");
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(stack.committed(&group, &topic, partitions), stack.end_offsets(&topic, partitions));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_uploads_open_buffers_before_exiting() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("term");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let v = format!(r#"{{"mid":"t-{i}","syncts":{}}}"#, IST_MIDNIGHT + i);
+        let p = (i % 2) as i32;
+        stack.produce(&producer, &topic, p, None, v.as_bytes()).await;
+        expected.push(Expect { line: v.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });
+    }
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    // Files would only roll after an hour: everything reaches storage because of the SIGTERM.
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600));
+    let run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
+    wait_for("both partitions consumed to their end", Duration::from_secs(60), || {
+        let log = run.log_text();
+        (log.contains("reached the end of partition 0 at offset 10") && log.contains("reached the end of partition 1 at offset 10"))
+            .then_some(())
+    });
+    let log = run.log.clone();
+    let code = run.terminate(Duration::from_secs(60));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("reason=\"shutdown\"") || text.contains("\"reason\":\"shutdown\""), "{text}");
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(stack.committed(&group, &topic, 2), vec![10, 10]);
+}
