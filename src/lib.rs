@@ -11,6 +11,7 @@ pub mod commit;
 pub mod config;
 pub mod consumer;
 pub mod event_date;
+pub mod listing;
 pub mod naming;
 pub mod routing;
 pub mod sample;

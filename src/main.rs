@@ -28,8 +28,8 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Validate a config and check that the broker, topics and container are usable.
     Check(cmd::check::CheckArgs),
-    /// List backup files by date and Kafka partition (not implemented yet).
-    Ls,
+    /// List backup files by date and Kafka partition (new and old names).
+    Ls(cmd::ls::LsArgs),
     /// Print the events of backup files (not implemented yet).
     Cat,
     /// Replay backups into Kafka (not implemented yet).
@@ -65,7 +65,8 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
             Command::ProduceSample(a) => cmd::produce_sample::run(a).await,
-            Command::Ls | Command::Cat | Command::Replay | Command::Plan | Command::Verify => {
+            Command::Ls(a) => cmd::ls::run(a).await,
+            Command::Cat | Command::Replay | Command::Plan | Command::Verify => {
                 Err(ExitError { code: 1, message: "this command is not implemented yet".into() }.into())
             }
         }
