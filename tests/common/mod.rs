@@ -140,7 +140,10 @@ impl Stack {
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        // A fresh broker answers NotCoordinator until the offsets topic exists; ask again.
+        let got = wait_for("the group's committed offsets", Duration::from_secs(60), || {
+            c.committed_offsets(tpl.clone(), Duration::from_secs(10)).ok()
+        });
         (0..partitions)
             .map(|p| match got.find_partition(topic, p).unwrap().offset() {
                 Offset::Offset(o) => o,
