@@ -11,6 +11,8 @@ pub mod commit;
 pub mod config;
 pub mod consumer;
 pub mod event_date;
+pub mod failpoint;
+pub mod intent;
 pub mod listing;
 pub mod naming;
 pub mod routing;

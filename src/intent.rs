@@ -1,0 +1,255 @@
+//! Upload intents: the durable record that makes Sunbird's wall-clock names exactly-once.
+//!
+//! A name like `2020-02-01-3-1580495403199.json.gz` says nothing about which offsets the file
+//! holds, so a crash between an upload and the offset commit would upload the same events again
+//! under a new name. kbackup closes that window by recording, **before** a file is uploaded, its
+//! name, route (prefix, date) and offset range in the Kafka commit metadata of its partition —
+//! committed atomically with the offset and fenced by the group generation, so a writer that
+//! lost its partitions cannot record anything.
+//!
+//! A file holds exactly the messages in `[from, to]` of its partition whose route is its route
+//! (one file per route is open at a time). So on assignment, with committed offset `C`:
+//! - an intent with `to < C` is finished (its messages are committed) and is dropped;
+//! - an intent with `from < C <= to` was certainly uploaded (the commit could not pass `from`
+//!   otherwise): re-read messages in `[C, to]` on its route are **skipped**;
+//! - an intent with `from >= C` may or may not have been uploaded: its file is **rebuilt** from
+//!   the re-read messages under the recorded name, and uploaded only if it is not already there.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The broker's default `offset.metadata.max.bytes` is 4096; stay under it.
+pub const DEFAULT_METADATA_LIMIT: usize = 4000;
+
+/// One file recorded before its upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Full blob key.
+    #[serde(rename = "k")]
+    pub key: String,
+    /// Route: prefix (sub-path), if any.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Route: the formatted date.
+    #[serde(rename = "d")]
+    pub date: String,
+    /// Route: true for the error-path bucket.
+    #[serde(rename = "e", default, skip_serializing_if = "is_false")]
+    pub error: bool,
+    /// First and last offset in the file.
+    #[serde(rename = "a")]
+    pub from: i64,
+    #[serde(rename = "b")]
+    pub to: i64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    v: u32,
+    f: Vec<Intent>,
+}
+
+/// Why commit metadata could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("commit metadata is not a kbackup intent record: {0}")]
+pub struct DecodeError(String);
+
+/// Serializes intents for the commit metadata.
+pub fn encode(intents: &[Intent]) -> String {
+    serde_json::to_string(&Record { v: 1, f: intents.to_vec() }).expect("intents serialize")
+}
+
+/// Reads intents back; empty metadata (a commit by another tool, or none) means no intents.
+pub fn decode(metadata: &str) -> Result<Vec<Intent>, DecodeError> {
+    if metadata.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let r: Record = serde_json::from_str(metadata).map_err(|e| DecodeError(e.to_string()))?;
+    if r.v != 1 {
+        return Err(DecodeError(format!("unknown version {}", r.v)));
+    }
+    Ok(r.f)
+}
+
+impl Intent {
+    /// True if a message with this route belongs to the intent's file.
+    pub fn route_matches(&self, prefix: Option<&str>, date: &str, error: bool) -> bool {
+        self.error == error && self.date == date && self.prefix.as_deref() == prefix
+    }
+}
+
+/// What to do with one re-read message of a partition being recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Already in an uploaded file: do not write it again.
+    Skip,
+    /// Belongs in the file being rebuilt for `intents[i]` of the plan.
+    Rebuild(usize),
+    /// Not covered by any intent: buffer it normally.
+    Normal,
+}
+
+/// How a newly assigned partition is recovered from its last commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryPlan {
+    /// Intents whose messages from the committed offset on are skipped.
+    pub skip: Vec<Intent>,
+    /// Intents whose files are rebuilt under their recorded names.
+    pub rebuild: Vec<Intent>,
+}
+
+impl RecoveryPlan {
+    /// Sorts recorded intents by the committed offset `committed`.
+    pub fn new(committed: i64, intents: Vec<Intent>) -> RecoveryPlan {
+        let mut plan = RecoveryPlan::default();
+        for i in intents {
+            if i.to < committed {
+                continue;
+            } else if i.from < committed {
+                plan.skip.push(i);
+            } else {
+                plan.rebuild.push(i);
+            }
+        }
+        plan.rebuild.sort_by_key(|i| i.from);
+        plan
+    }
+
+    /// Decides where the message at `offset` with the given route goes.
+    pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
+        let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(prefix, date, error);
+        if self.skip.iter().any(covers) {
+            return Action::Skip;
+        }
+        match self.rebuild.iter().position(covers) {
+            Some(i) => Action::Rebuild(i),
+            None => Action::Normal,
+        }
+    }
+
+    /// The highest offset any intent of the plan reaches; past it the plan has nothing to say.
+    pub fn end(&self) -> Option<i64> {
+        self.skip.iter().chain(&self.rebuild).map(|i| i.to).max()
+    }
+
+    /// True if there is nothing to skip or rebuild.
+    pub fn is_empty(&self) -> bool {
+        self.skip.is_empty() && self.rebuild.is_empty()
+    }
+}
+
+/// The intents of one partition still to be carried in its commits.
+#[derive(Debug, Clone, Default)]
+pub struct IntentLog {
+    entries: Vec<Arc<Intent>>,
+}
+
+impl IntentLog {
+    /// Adds an intent (a sealed file about to be recorded).
+    pub fn push(&mut self, i: Arc<Intent>) {
+        self.entries.push(i);
+    }
+
+    /// Removes an intent (its file was renamed, or dropped with a lost partition).
+    pub fn remove(&mut self, key: &str) {
+        self.entries.retain(|e| e.key != key);
+    }
+
+    /// Drops intents wholly below `committed`; they need no record any more.
+    pub fn prune(&mut self, committed: i64) {
+        self.entries.retain(|e| e.to >= committed);
+    }
+
+    /// The metadata to commit along with offset `offset`, or `None` if it would exceed `limit`.
+    pub fn metadata(&self, offset: i64, limit: usize) -> Option<String> {
+        let live: Vec<Intent> = self.entries.iter().filter(|e| e.to >= offset).map(|e| (**e).clone()).collect();
+        let m = encode(&live);
+        (m.len() <= limit).then_some(m)
+    }
+
+    /// Number of intents held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no intent is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(key: &str, date: &str, from: i64, to: i64) -> Intent {
+        Intent { key: key.into(), prefix: None, date: date.into(), error: false, from, to }
+    }
+
+    #[test]
+    fn round_trip_and_size() {
+        let v = vec![
+            intent("unique/raw/2020-02-01-3-1580495403199.json.gz", "2020-02-01", 10, 20),
+            Intent { prefix: Some("summary".into()), error: true, ..intent("x", "1970-01-01", 5, 5) },
+        ];
+        let m = encode(&v);
+        assert_eq!(decode(&m).unwrap(), v);
+        assert!(m.len() < 220, "{} bytes: {m}", m.len());
+        assert_eq!(decode("").unwrap(), vec![]);
+        assert!(decode("{\"v\":2,\"f\":[]}").is_err());
+        assert!(decode("written by someone else").is_err());
+    }
+
+    #[test]
+    fn plan_sorts_intents_by_the_committed_offset() {
+        let plan = RecoveryPlan::new(
+            100,
+            vec![
+                intent("done", "A", 10, 99),      // wholly committed
+                intent("straddle", "B", 50, 150), // uploaded: skip 100..=150 on route B
+                intent("pending", "A", 100, 180), // unknown: rebuild
+                intent("later", "B", 160, 200),   // unknown: rebuild
+            ],
+        );
+        assert_eq!(plan.skip.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["straddle"]);
+        assert_eq!(plan.rebuild.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["pending", "later"]);
+        assert_eq!(plan.end(), Some(200));
+
+        assert_eq!(plan.action(100, None, "B", false), Action::Skip);
+        assert_eq!(plan.action(150, None, "B", false), Action::Skip);
+        assert_eq!(plan.action(155, None, "B", false), Action::Normal, "between B's files");
+        assert_eq!(plan.action(160, None, "B", false), Action::Rebuild(1));
+        assert_eq!(plan.action(100, None, "A", false), Action::Rebuild(0));
+        assert_eq!(plan.action(180, None, "A", false), Action::Rebuild(0));
+        assert_eq!(plan.action(181, None, "A", false), Action::Normal);
+        assert_eq!(plan.action(120, None, "C", false), Action::Normal, "other routes are untouched");
+        assert_eq!(plan.action(120, Some("raw"), "B", false), Action::Normal, "prefix is part of the route");
+        assert_eq!(plan.action(120, None, "B", true), Action::Normal, "error bucket is part of the route");
+    }
+
+    #[test]
+    fn empty_plan() {
+        let plan = RecoveryPlan::new(5, vec![intent("old", "A", 0, 4)]);
+        assert!(plan.is_empty());
+        assert_eq!(plan.action(5, None, "A", false), Action::Normal);
+    }
+
+    #[test]
+    fn log_prunes_and_limits_metadata() {
+        let mut log = IntentLog::default();
+        log.push(Arc::new(intent("a", "A", 0, 9)));
+        log.push(Arc::new(intent("b", "B", 5, 30)));
+        assert_eq!(decode(&log.metadata(10, 4000).unwrap()).unwrap().len(), 1, "a is below 10");
+        assert_eq!(decode(&log.metadata(0, 4000).unwrap()).unwrap().len(), 2);
+        assert!(log.metadata(0, 20).is_none());
+        log.prune(10);
+        assert_eq!(log.len(), 1);
+        log.remove("b");
+        assert!(log.is_empty());
+    }
+}
