@@ -234,6 +234,14 @@ pub struct WriterConfig {
     /// Least time between two offset commits in steady state.
     #[serde(default = "default_commit_interval")]
     pub commit_interval_ms: u64,
+    /// Largest upload-intent record kept in a partition's commit metadata; must not exceed the
+    /// brokers' `offset.metadata.max.bytes` (default 4096).
+    #[serde(default = "default_metadata_limit")]
+    pub commit_metadata_limit: usize,
+}
+
+fn default_metadata_limit() -> usize {
+    crate::intent::DEFAULT_METADATA_LIMIT
 }
 
 fn default_memory_limit() -> u64 {
@@ -260,6 +268,7 @@ impl Default for WriterConfig {
             shutdown_timeout_secs: default_shutdown_timeout(),
             revoke_timeout_secs: default_revoke_timeout(),
             commit_interval_ms: default_commit_interval(),
+            commit_metadata_limit: default_metadata_limit(),
         }
     }
 }
@@ -304,6 +313,12 @@ impl Config {
         let w = &self.writer;
         if w.memory_limit_bytes < 1024 * 1024 {
             return Err(ConfigError::invalid("writer.memory_limit_bytes", "must be at least 1 MiB"));
+        }
+        if w.commit_metadata_limit < 512 {
+            return Err(ConfigError::invalid(
+                "writer.commit_metadata_limit",
+                "must be at least 512 bytes (room for a few upload intents)",
+            ));
         }
         if w.upload_concurrency == 0 {
             return Err(ConfigError::invalid("writer.upload_concurrency", "must be at least 1"));

@@ -1,20 +1,33 @@
-//! Uploading sealed files: compression on the blocking pool, then a PUT retried with
-//! exponential backoff and jitter until it succeeds. A file that keeps failing is never given
-//! up on by itself: it holds back its partition's commit, and the writer pauses consumption
-//! when the memory budget fills.
+//! Uploading sealed files: compression on the blocking pool, then a conditional PUT
+//! (`If-None-Match: *`) retried with exponential backoff and jitter until it succeeds.
+//!
+//! A file that keeps failing is never given up on by itself: it holds back its partition's
+//! commit, and the writer pauses consumption when the memory budget fills. Conditional writes
+//! make every retry safe: if an earlier attempt did land (the response was lost), the blob is
+//! there already and its content is compared instead of being written twice.
 
+use std::io::Read;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 use crate::config::Compression;
 use crate::seal;
+
+/// How an existing blob under the same name is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// A new file: an existing blob is ours only if its events are identical, else a conflict.
+    Compare,
+    /// A file rebuilt under a recorded name: an existing blob is the earlier upload of it.
+    Accept,
+}
 
 /// A sealed file on its way to storage.
 #[derive(Debug)]
@@ -24,18 +37,31 @@ pub struct UploadJob {
     pub data: Vec<u8>,
     pub compression: Compression,
     pub level: u32,
+    pub existing: Existing,
 }
 
-/// The outcome the writer is told about.
+/// What happened to an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written now.
+    Stored,
+    /// Already there with the same events (an earlier attempt or an earlier owner wrote it).
+    AlreadyThere,
+    /// Another blob with different content has this name; the file needs a new name.
+    Conflict,
+}
+
+/// The report the writer gets for each job.
 #[derive(Debug)]
 pub struct UploadDone {
     pub id: u64,
+    pub outcome: Outcome,
     pub stored_bytes: u64,
     pub attempts: u32,
     pub elapsed: Duration,
 }
 
-/// Backoff between whole-file attempts.
+/// Backoff between attempts: 200 ms doubling to 30 s, with jitter, without limit.
 pub fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -66,32 +92,98 @@ impl Uploader {
         self.rt.spawn(async move {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
-            let UploadJob { id, key, data, compression, level } = job;
+            let UploadJob { id, key, data, compression, level, existing } = job;
             let body = tokio::task::spawn_blocking(move || seal::encode(&data, compression, level))
                 .await
                 .expect("compression does not panic");
             let stored_bytes = body.len() as u64;
-            let attempts = put_with_retry(this.store.as_ref(), &key, PutPayload::from(body)).await;
+            let (outcome, attempts) = put_new(this.store.as_ref(), &key, body, existing).await;
             // The receiver is gone only when the writer has exited; nothing is left to tell.
-            let _ = this.done.send(UploadDone { id, stored_bytes, attempts, elapsed: started.elapsed() });
+            let _ = this.done.send(UploadDone { id, outcome, stored_bytes, attempts, elapsed: started.elapsed() });
         });
     }
 }
 
-/// PUTs `payload` at `key` until it succeeds; returns the number of attempts.
-pub async fn put_with_retry(store: &dyn ObjectStore, key: &str, payload: PutPayload) -> u32 {
+/// Writes `body` at `key` unless a blob is there, retrying until there is an answer.
+pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Vec<u8>, existing: Existing) -> (Outcome, u32) {
     let path = ObjectPath::from(key);
-    let attempts = std::sync::atomic::AtomicU32::new(0);
-    let op = || async {
-        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        store.put_opts(&path, payload.clone(), Default::default()).await
+    let payload = PutPayload::from(body);
+    let mut attempts = 0u32;
+    let op = || {
+        attempts += 1;
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let (path, payload) = (&path, payload.clone());
+        async move {
+            match store.put_opts(path, payload.clone(), opts).await {
+                Ok(_) => Ok(Outcome::Stored),
+                Err(object_store::Error::AlreadyExists { .. }) => match existing {
+                    Existing::Accept => Ok(Outcome::AlreadyThere),
+                    Existing::Compare => {
+                        let theirs = store.get(path).await?.bytes().await?;
+                        let ours: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+                        Ok(if same_events(key, &theirs, &ours) { Outcome::AlreadyThere } else { Outcome::Conflict })
+                    }
+                },
+                Err(e) => Err(e),
+            }
+        }
     };
-    op.retry(backoff())
+    let outcome = op
+        .retry(backoff())
         .sleep(tokio::time::sleep)
         .notify(|e: &object_store::Error, wait: Duration| {
             tracing::warn!(key, error = %e, retry_in_ms = wait.as_millis() as u64, "upload failed; retrying");
         })
         .await
         .expect("retries without a limit only return on success");
-    attempts.into_inner()
+    (outcome, attempts)
+}
+
+/// True if two blobs hold the same events: equal bytes, or equal once decompressed (a
+/// different gzip implementation or level writes different bytes for the same lines).
+fn same_events(key: &str, a: &[u8], b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    if !key.ends_with(".gz") {
+        return false;
+    }
+    let inflate = |x: &[u8]| {
+        let mut v = Vec::new();
+        flate2::read::MultiGzDecoder::new(x).read_to_end(&mut v).ok().map(|_| v)
+    };
+    matches!((inflate(a), inflate(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn gz(data: &[u8], level: u32) -> Vec<u8> {
+        seal::encode(data, Compression::Gzip, level)
+    }
+
+    #[tokio::test]
+    async fn conditional_put_accepts_its_own_earlier_attempt() {
+        let store = InMemory::new();
+        let body = gz(b"a\nb\n", 3);
+        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare).await.0, Outcome::Stored);
+        // The same events again (a retry whose first response was lost): not written twice.
+        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare).await.0, Outcome::AlreadyThere);
+        // Same events compressed differently still count as the same file.
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"a\nb\n", 9), Existing::Compare).await.0, Outcome::AlreadyThere);
+        // Different events under the same name: a conflict, and the blob is untouched.
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Compare).await.0, Outcome::Conflict);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Accept).await.0, Outcome::AlreadyThere);
+        let got = store.get(&ObjectPath::from("x/f.json.gz")).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], &body[..]);
+    }
+
+    #[test]
+    fn same_events_on_plain_files_is_byte_equality() {
+        assert!(same_events("a.json", b"x\n", b"x\n"));
+        assert!(!same_events("a.json", b"x\n", b"y\n"));
+        assert!(!same_events("a.json.gz", b"not gzip", b"also not"));
+    }
 }

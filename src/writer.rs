@@ -4,6 +4,11 @@
 //! runtime and report back over a channel. Rebalance callbacks run on the polling thread
 //! inside `poll()`, so a revocation can seal, wait for the uploads and commit before the
 //! partitions are given away — the only point at which doing so is safe.
+//!
+//! Exactly once (see `docs/exactly-once.md` and [`crate::intent`]): a sealed file is uploaded
+//! only after its name, route and offset range are committed as metadata with the partition's
+//! offset; on assignment those records decide which re-read messages are skipped and which
+//! files are rebuilt under their recorded names.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +24,12 @@ use tracing::{debug, error, info, warn};
 use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
 use crate::commit::CommitTracker;
 use crate::config::{Compression, Config, TopicConfig};
+use crate::failpoint;
+use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
 use crate::naming::{blob_key, FilePattern, NameContext, UploadClock};
 use crate::routing::{DateSource, Router};
 use crate::storage::Storage;
-use crate::upload::{UploadDone, UploadJob, Uploader};
+use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +51,12 @@ pub struct RunSummary {
     pub record_time_dated: u64,
     /// Messages whose raw newlines were written as spaces.
     pub newlines_replaced: u64,
+    /// Re-read messages skipped because an uploaded file already holds them.
+    pub skipped_already_stored: u64,
+    /// Files rebuilt under a name recorded by an earlier run.
+    pub rebuilt_files: u64,
+    /// Uploads that found their blob already there with the same events.
+    pub already_there: u64,
     /// Files still not uploaded when the writer had to stop (their events will be re-read).
     pub abandoned_files: u64,
 }
@@ -55,15 +68,31 @@ struct TopicRuntime {
     policy: RotationPolicy,
 }
 
+/// A sealed file from seal to upload.
 struct InFlight {
     topic: usize,
     partition: i32,
-    first_offset: i64,
-    last_offset: i64,
+    /// The assignment it belongs to; results for an older assignment are ignored.
+    epoch: u64,
+    intent: Arc<Intent>,
     events: u64,
     bytes: u64,
-    key: String,
     reason: SealReason,
+    /// Present until the upload is submitted (the file awaits its intent record).
+    data: Option<Vec<u8>>,
+    existing: Existing,
+}
+
+/// Per owned partition: its recovery plan, rebuilt files, and the intents its commits carry.
+#[derive(Default)]
+struct PartState {
+    epoch: u64,
+    intents: IntentLog,
+    plan: RecoveryPlan,
+    /// Files being rebuilt, by index in `plan.rebuild`.
+    pinned: HashMap<usize, Buffer>,
+    /// Rebuild indices already sealed.
+    rebuilt: HashSet<usize>,
 }
 
 /// All writer state; lives behind a mutex shared with the rebalance callback.
@@ -74,8 +103,11 @@ struct Writer {
     open_bytes: u64,
     inflight: HashMap<u64, InFlight>,
     inflight_bytes: u64,
+    /// Sealed files waiting for their intent to be committed, in seal order.
+    awaiting: Vec<u64>,
     tracker: CommitTracker,
-    owned: HashSet<(usize, i32)>,
+    parts: HashMap<(usize, i32), PartState>,
+    next_epoch: u64,
     /// End offsets to reach, for `--until-caught-up`.
     targets: HashMap<(usize, i32), i64>,
     clock: UploadClock,
@@ -83,12 +115,16 @@ struct Writer {
     done_rx: Receiver<UploadDone>,
     next_id: u64,
     memory_limit: u64,
+    metadata_limit: usize,
     commit_interval: Duration,
     revoke_timeout: Duration,
     last_commit: Instant,
     last_tick: Instant,
+    intent_retry_at: Instant,
     paused: bool,
     ever_assigned: bool,
+    /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
+    fatal: Option<String>,
     opts: RunOptions,
     summary: RunSummary,
 }
@@ -115,12 +151,6 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => w.on_assign(consumer, tpl),
             Rebalance::Revoke(tpl) => w.on_revoke(consumer, tpl),
             Rebalance::Error(e) => error!(error = %e, "rebalance error"),
-        }
-    }
-
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            warn!(error = %e, "offset commit failed");
         }
     }
 }
@@ -157,20 +187,25 @@ pub fn run(
         open_bytes: 0,
         inflight: HashMap::new(),
         inflight_bytes: 0,
+        awaiting: Vec::new(),
         tracker: CommitTracker::default(),
-        owned: HashSet::new(),
+        parts: HashMap::new(),
+        next_epoch: 1,
         targets: HashMap::new(),
         clock: UploadClock::default(),
         uploader,
         done_rx,
         next_id: 0,
         memory_limit: config.writer.memory_limit_bytes,
+        metadata_limit: config.writer.commit_metadata_limit,
         commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
         revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
         last_commit: now,
         last_tick: now,
+        intent_retry_at: now,
         paused: false,
         ever_assigned: false,
+        fatal: None,
         opts,
         summary: RunSummary::default(),
     }));
@@ -191,6 +226,10 @@ pub fn run(
             None => {}
         }
         w.housekeeping(&consumer);
+        if let Some(why) = &w.fatal {
+            error!(reason = %why, "stopping: the writer cannot continue safely");
+            break;
+        }
         if stop.load(Ordering::Relaxed) {
             info!("stopping: sealing and uploading every open file");
             break;
@@ -205,11 +244,15 @@ pub fn run(
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
     w.finish(&consumer, deadline);
     let summary = w.summary.clone();
+    let fatal = w.fatal.clone();
     drop(w);
     // Leaving the group fires a final revoke; every buffer is already sealed and committed.
     consumer.unsubscribe();
     drop(consumer);
     info!(?summary, "writer stopped");
+    if let Some(why) = fatal {
+        anyhow::bail!("{why}");
+    }
     if summary.abandoned_files > 0 {
         anyhow::bail!(
             "{} file(s) were not uploaded before the shutdown timeout; their events were not committed and will be read again",
@@ -226,7 +269,7 @@ impl Writer {
             return;
         };
         let (p, off) = (m.partition(), m.offset());
-        if !self.owned.contains(&(t, p)) {
+        if !self.parts.contains_key(&(t, p)) {
             // librdkafka purges a partition's queue when it is unassigned, so this should not
             // happen; the message is not committed, so its owner will back it up.
             warn!(topic = m.topic(), partition = p, offset = off, "message for a partition not owned; skipped (not committed)");
@@ -237,6 +280,7 @@ impl Writer {
             self.tracker.assign(t, p, off);
         }
         let topic = &self.topics[t];
+        let payload = m.payload().unwrap_or_default();
         let route = topic.router.route(m.payload(), m.timestamp().to_millis());
         match route.source {
             DateSource::Invalid(reason) => {
@@ -246,27 +290,109 @@ impl Writer {
             DateSource::RecordTime => self.summary.record_time_dated += 1,
             DateSource::Field(_) => {}
         }
-        let key = BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path };
+        self.summary.events += 1;
+        self.summary.bytes_in += payload.len() as u64;
         let now = Instant::now();
+
+        // A partition recovered from intents: some re-read messages are already stored, some
+        // belong in files rebuilt under their recorded names.
+        let st = self.parts.get_mut(&(t, p)).expect("owned");
+        if let Some(end) = st.plan.end() {
+            if off <= end {
+                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
+                    Action::Skip => {
+                        self.summary.skipped_already_stored += 1;
+                        self.tracker.get_mut(t, p).expect("tracked").consumed(off);
+                        self.finish_rebuilds(t, p, off);
+                        return;
+                    }
+                    Action::Rebuild(i) => {
+                        let track = self.tracker.get_mut(t, p).expect("tracked");
+                        let buf = st.pinned.entry(i).or_insert_with(|| {
+                            track.hold(off);
+                            Buffer::new(off, now)
+                        });
+                        if buf.append(off, payload) {
+                            self.summary.newlines_replaced += 1;
+                        }
+                        track.consumed(off);
+                        self.open_bytes += payload.len() as u64 + 1;
+                        self.finish_rebuilds(t, p, off);
+                        return;
+                    }
+                    Action::Normal => {}
+                }
+            }
+        }
+
+        let key = BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path };
         let track = self.tracker.get_mut(t, p).expect("tracked above");
         let buf = self.buffers.entry(key.clone()).or_insert_with(|| {
             track.hold(off);
             Buffer::new(off, now)
         });
         let before = buf.len();
-        let payload = m.payload().unwrap_or_default();
         if buf.append(off, payload) {
             self.summary.newlines_replaced += 1;
         }
         track.consumed(off);
         self.open_bytes += buf.len() - before;
-        self.summary.events += 1;
-        self.summary.bytes_in += payload.len() as u64;
         if topic.policy.due(buf, now) == Some(SealReason::Size) {
             self.seal(&key, SealReason::Size);
         }
+        self.finish_rebuilds(t, p, off);
         if self.open_bytes + self.inflight_bytes > self.memory_limit {
             self.seal_largest();
+        }
+    }
+
+    /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
+    /// drops the recovery plan once consumption has passed all of it.
+    fn finish_rebuilds(&mut self, t: usize, p: i32, off: i64) {
+        let Some(st) = self.parts.get_mut(&(t, p)) else { return };
+        let Some(end) = st.plan.end() else { return };
+        let ready: Vec<usize> =
+            (0..st.plan.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.plan.rebuild[*i].to <= off).collect();
+        for i in ready {
+            st.rebuilt.insert(i);
+            let intent = Arc::new(st.plan.rebuild[i].clone());
+            let epoch = st.epoch;
+            let Some(buf) = st.pinned.remove(&i) else {
+                // None of its messages came back (deleted by retention before this run): the
+                // earlier upload, if any, is all there is.
+                warn!(key = %intent.key, "recorded file could not be rebuilt: its messages are gone");
+                continue;
+            };
+            self.open_bytes -= buf.len();
+            self.summary.rebuilt_files += 1;
+            info!(key = %intent.key, events = buf.events, "rebuilding a file recorded by an earlier run");
+            let id = self.next_id;
+            self.next_id += 1;
+            self.inflight_bytes += buf.len();
+            let level = self.topics[t].cfg.compression_level;
+            let compression = self.topics[t].cfg.compression;
+            self.inflight.insert(
+                id,
+                InFlight {
+                    topic: t,
+                    partition: p,
+                    epoch,
+                    intent: intent.clone(),
+                    events: buf.events,
+                    bytes: buf.len(),
+                    reason: SealReason::Size,
+                    data: None,
+                    existing: Existing::Accept,
+                },
+            );
+            // Its intent is already in the partition's commits: no new record is needed.
+            self.uploader.submit(UploadJob { id, key: intent.key.clone(), data: buf.data, compression, level, existing: Existing::Accept });
+        }
+        let st = self.parts.get_mut(&(t, p)).expect("owned");
+        if off >= end && st.rebuilt.len() == st.plan.rebuild.len() {
+            debug!(partition = p, "recovery finished");
+            st.plan = RecoveryPlan::default();
+            st.rebuilt.clear();
         }
     }
 
@@ -289,6 +415,7 @@ impl Writer {
         }
     }
 
+    /// Names a buffer and queues it for its intent record; the upload starts after that.
     fn seal(&mut self, key: &BufferKey, reason: SealReason) {
         let Some(buf) = self.buffers.remove(key) else { return };
         self.open_bytes -= buf.len();
@@ -304,7 +431,15 @@ impl Writer {
             random: rand::random(),
         });
         let base = if key.error { topic.cfg.error_path.as_deref().unwrap_or(&topic.cfg.path) } else { &topic.cfg.path };
-        let blob = blob_key(base, key.prefix.as_deref(), &name, topic.cfg.compression.extension());
+        let intent = Arc::new(Intent {
+            key: blob_key(base, key.prefix.as_deref(), &name, topic.cfg.compression.extension()),
+            prefix: key.prefix.as_deref().map(String::from),
+            date: key.date.to_string(),
+            error: key.error,
+            from: buf.first_offset,
+            to: buf.last_offset,
+        });
+        let epoch = self.parts.get(&(key.topic, key.partition)).map_or(0, |s| s.epoch);
         let id = self.next_id;
         self.next_id += 1;
         self.inflight_bytes += buf.len();
@@ -313,42 +448,172 @@ impl Writer {
             InFlight {
                 topic: key.topic,
                 partition: key.partition,
-                first_offset: buf.first_offset,
-                last_offset: buf.last_offset,
+                epoch,
+                intent,
                 events: buf.events,
                 bytes: buf.len(),
-                key: blob.clone(),
                 reason,
+                data: Some(buf.data),
+                existing: Existing::Compare,
             },
         );
-        let level = if topic.cfg.compression == Compression::Gzip { topic.cfg.compression_level } else { 0 };
-        self.uploader.submit(UploadJob { id, key: blob, data: buf.data, compression: topic.cfg.compression, level });
+        self.awaiting.push(id);
+    }
+
+    /// Commits the intents of sealed files (with each partition's safe offset), then starts
+    /// their uploads. A file whose intent is not confirmed is never uploaded.
+    fn record_intents(&mut self, consumer: &BaseConsumer<Ctx>) {
+        if self.awaiting.is_empty() {
+            return;
+        }
+        failpoint::hit(failpoint::SEALED);
+        let mut batch: Vec<u64> = Vec::new();
+        let mut commits: Vec<(usize, i32, i64, String)> = Vec::new();
+        let mut parts: Vec<(usize, i32)> = Vec::new();
+        for id in &self.awaiting {
+            let f = &self.inflight[id];
+            if !parts.contains(&(f.topic, f.partition)) {
+                parts.push((f.topic, f.partition));
+            }
+        }
+        for (t, p) in parts {
+            let (Some(st), Some(track)) = (self.parts.get_mut(&(t, p)), self.tracker.get(t, p)) else { continue };
+            let offset = track.safe();
+            let mut added = 0;
+            for id in self.awaiting.iter().filter(|id| {
+                let f = &self.inflight[*id];
+                (f.topic, f.partition) == (t, p)
+            }) {
+                let f = &self.inflight[id];
+                st.intents.push(f.intent.clone());
+                if st.intents.metadata(offset, self.metadata_limit).is_none() {
+                    // The record is full: this file waits until earlier ones are committed past.
+                    st.intents.remove(&f.intent.key);
+                    break;
+                }
+                batch.push(*id);
+                added += 1;
+            }
+            if added > 0 {
+                let md = st.intents.metadata(offset, self.metadata_limit).expect("checked above");
+                commits.push((t, p, offset, md));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        match self.commit_with_metadata(consumer, &commits) {
+            Ok(()) => {
+                failpoint::hit(failpoint::INTENT_RECORDED);
+                self.awaiting.retain(|id| !batch.contains(id));
+                for id in batch {
+                    let f = self.inflight.get_mut(&id).expect("in flight");
+                    let data = f.data.take().expect("awaiting files hold their data");
+                    let cfg = &self.topics[f.topic].cfg;
+                    self.uploader.submit(UploadJob {
+                        id,
+                        key: f.intent.key.clone(),
+                        data,
+                        compression: cfg.compression,
+                        level: if cfg.compression == Compression::Gzip { cfg.compression_level } else { 0 },
+                        existing: f.existing,
+                    });
+                }
+            }
+            Err(e) => {
+                // Not recorded (or not known to be): do not upload. The intents come out of the
+                // log again; if the broker did store them, recovery rebuilds those files.
+                for id in &batch {
+                    let f = &self.inflight[id];
+                    if let Some(st) = self.parts.get_mut(&(f.topic, f.partition)) {
+                        st.intents.remove(&f.intent.key);
+                    }
+                }
+                self.intent_retry_at = Instant::now() + Duration::from_secs(1);
+                warn!(error = %e, files = batch.len(), "recording upload intents failed; will retry");
+            }
+        }
+    }
+
+    /// One synchronous commit of offsets with metadata; updates the tracker on success.
+    fn commit_with_metadata(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        commits: &[(usize, i32, i64, String)],
+    ) -> rdkafka::error::KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o, md) in commits {
+            let mut e = tpl.add_partition(&self.topics[*t].cfg.name, *p);
+            e.set_offset(Offset::Offset(*o))?;
+            e.set_metadata(md.as_str());
+        }
+        consumer.commit(&tpl, CommitMode::Sync)?;
+        for (t, p, o, _) in commits {
+            debug!(topic = %self.topics[*t].cfg.name, partition = p, offset = o, "committed");
+            if let Some(track) = self.tracker.get_mut(*t, *p) {
+                track.committed(*o);
+            }
+            if let Some(st) = self.parts.get_mut(&(*t, *p)) {
+                st.intents.prune(*o);
+            }
+        }
+        failpoint::hit(failpoint::COMMITTED);
+        Ok(())
     }
 
     fn on_uploaded(&mut self, done: UploadDone) {
         let Some(f) = self.inflight.remove(&done.id) else { return };
         self.inflight_bytes -= f.bytes;
+        let current = self.parts.get(&(f.topic, f.partition)).is_some_and(|s| s.epoch == f.epoch);
+        if done.outcome == Outcome::Conflict {
+            // Someone else's file has this name (a clock step back across owners?). Never
+            // overwrite it: name this file anew and record that instead.
+            error!(key = %f.intent.key, "a different blob already has this name; renaming the file");
+            if current {
+                self.rename_conflicting(f);
+            }
+            return;
+        }
+        failpoint::hit(failpoint::UPLOADED);
         self.summary.files += 1;
         self.summary.bytes_out += done.stored_bytes;
+        if done.outcome == Outcome::AlreadyThere {
+            self.summary.already_there += 1;
+        }
         info!(
-            key = %f.key,
+            key = %f.intent.key,
             events = f.events,
             bytes = f.bytes,
             stored_bytes = done.stored_bytes,
-            first_offset = f.first_offset,
-            last_offset = f.last_offset,
+            first_offset = f.intent.from,
+            last_offset = f.intent.to,
             partition = f.partition,
             reason = f.reason.as_str(),
             attempts = done.attempts,
+            existed = done.outcome == Outcome::AlreadyThere,
             ms = done.elapsed.as_millis() as u64,
             "uploaded"
         );
         match self.tracker.get_mut(f.topic, f.partition) {
-            Some(track) => track.release(f.first_offset),
+            Some(track) if current => track.release(f.intent.from),
             // The partition was revoked or lost while this upload ran; its new owner re-reads
-            // these events from the last commit.
-            None => warn!(key = %f.key, "upload finished after its partition was given up"),
+            // these events from the last commit and finds this file through its intent.
+            _ => warn!(key = %f.intent.key, "upload finished after its partition was given up"),
         }
+    }
+
+    /// Re-seals a file under a fresh name after a name conflict. Its data is gone (compressed
+    /// and dropped by the uploader), so the partition is rewound instead: the intent is removed
+    /// and the events stay held, so they are re-read by the next owner. Simplest safe answer to
+    /// an event that should never happen.
+    fn rename_conflicting(&mut self, f: InFlight) {
+        if let Some(st) = self.parts.get_mut(&(f.topic, f.partition)) {
+            st.intents.remove(&f.intent.key);
+        }
+        self.fatal = Some(format!(
+            "blob {} exists with different content; stopping without committing its events (restart to re-read them under a new name)",
+            f.intent.key
+        ));
     }
 
     fn drain_uploads(&mut self) {
@@ -358,9 +623,12 @@ impl Writer {
     }
 
     /// Waits for uploads until `pred` holds or `deadline` passes; returns whether it holds.
-    fn wait_uploads(&mut self, deadline: Instant, pred: impl Fn(&Writer) -> bool) -> bool {
+    fn wait_uploads(&mut self, consumer: &BaseConsumer<Ctx>, deadline: Instant, pred: impl Fn(&Writer) -> bool) -> bool {
         loop {
             self.drain_uploads();
+            if !self.awaiting.is_empty() && Instant::now() >= self.intent_retry_at {
+                self.record_intents(consumer);
+            }
             if pred(self) {
                 return true;
             }
@@ -368,21 +636,21 @@ impl Writer {
             if left.is_zero() {
                 return false;
             }
-            match self.done_rx.recv_timeout(left.min(Duration::from_secs(5))) {
+            match self.done_rx.recv_timeout(left.min(Duration::from_secs(1))) {
                 Ok(done) => self.on_uploaded(done),
-                Err(RecvTimeoutError::Timeout) => {
-                    let n = self.inflight.len();
-                    info!(files = n, "waiting for uploads");
-                }
+                Err(RecvTimeoutError::Timeout) => debug!(files = self.inflight.len(), "waiting for uploads"),
                 Err(RecvTimeoutError::Disconnected) => return pred(self),
             }
         }
     }
 
-    /// Periodic work: finished uploads, file age, memory pressure, commits.
+    /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
     fn housekeeping(&mut self, consumer: &BaseConsumer<Ctx>) {
         self.drain_uploads();
         let now = Instant::now();
+        if !self.awaiting.is_empty() && now >= self.intent_retry_at {
+            self.record_intents(consumer);
+        }
         if now.duration_since(self.last_tick) >= Duration::from_millis(500) {
             self.last_tick = now;
             let due: Vec<BufferKey> = self
@@ -425,74 +693,97 @@ impl Writer {
         }
     }
 
-    /// Commits every partition whose safe offset moved (only `only` if given), synchronously.
+    /// Commits every partition whose safe offset moved (only `only` if given), with its intents.
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&HashSet<(usize, i32)>>) {
         self.last_commit = Instant::now();
-        let due: Vec<_> = self
-            .tracker
-            .due()
-            .into_iter()
-            .filter(|(t, p, _)| only.is_none_or(|s| s.contains(&(*t, *p))))
-            .collect();
-        if due.is_empty() {
+        let mut commits = Vec::new();
+        for (t, p, o) in self.tracker.due() {
+            if only.is_some_and(|s| !s.contains(&(t, p))) {
+                continue;
+            }
+            let Some(st) = self.parts.get(&(t, p)) else { continue };
+            match st.intents.metadata(o, self.metadata_limit) {
+                Some(md) => commits.push((t, p, o, md)),
+                // Cannot happen: a higher offset only drops intents from the record.
+                None => error!(partition = p, "intent record too large to commit"),
+            }
+        }
+        if commits.is_empty() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, o) in &due {
-            if let Err(e) = tpl.add_partition_offset(&self.topics[*t].cfg.name, *p, Offset::Offset(*o)) {
-                error!(error = %e, "building the commit list failed");
-                return;
-            }
-        }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                for (t, p, o) in due {
-                    debug!(topic = %self.topics[t].cfg.name, partition = p, offset = o, "committed");
-                    if let Some(track) = self.tracker.get_mut(t, p) {
-                        track.committed(o);
-                    }
-                }
-            }
-            // Not fatal: the offsets stay due and the next commit carries them.
-            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
+        // Not fatal: the offsets stay due and the next commit carries them.
+        if let Err(e) = self.commit_with_metadata(consumer, &commits) {
+            warn!(error = %e, "offset commit failed; will retry");
         }
     }
 
     fn on_assign(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
         self.ever_assigned = true;
-        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(30));
+        // The committed offsets and their intent records decide how each partition resumes;
+        // without them it is not safe to consume. A fresh broker may need a moment to elect a
+        // group coordinator.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    warn!(error = %e, "reading committed offsets failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    self.fatal = Some(format!("cannot read committed offsets: {e}"));
+                    return;
+                }
+            }
+        };
         for e in tpl.elements() {
             let Some(&t) = self.topic_index.get(e.topic()) else { continue };
             let p = e.partition();
-            self.owned.insert((t, p));
-            let start = committed
-                .as_ref()
-                .ok()
-                .and_then(|c| c.find_partition(e.topic(), p))
-                .and_then(|c| match c.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
+            let c = committed.find_partition(e.topic(), p);
+            let start = c.as_ref().and_then(|c| match c.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            let metadata = c.as_ref().map(|c| c.metadata().to_string()).unwrap_or_default();
+            let intents = match intent::decode(&metadata) {
+                Ok(i) => i,
+                Err(err) => {
+                    warn!(topic = e.topic(), partition = p, error = %err, "ignoring commit metadata kbackup did not write");
+                    Vec::new()
+                }
+            };
+            let epoch = self.next_epoch;
+            self.next_epoch += 1;
+            let mut st = PartState { epoch, ..Default::default() };
             if let Some(s) = start {
                 self.tracker.assign(t, p, s);
+                st.plan = RecoveryPlan::new(s, intents);
+                // Every recorded intent that is not wholly committed stays in the record.
+                for i in st.plan.skip.iter().chain(&st.plan.rebuild) {
+                    st.intents.push(Arc::new(i.clone()));
+                }
+                if !st.plan.is_empty() {
+                    info!(
+                        topic = e.topic(),
+                        partition = p,
+                        skip = st.plan.skip.len(),
+                        rebuild = st.plan.rebuild.len(),
+                        "resuming from recorded upload intents"
+                    );
+                }
             }
+            self.parts.insert((t, p), st);
             if self.opts.until_caught_up {
                 match consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(30)) {
                     Ok((low, high)) => {
                         // With no commit, consumption starts at the low watermark (earliest).
-                        if start.unwrap_or(low).max(low) >= high {
-                            self.targets.insert((t, p), i64::MIN);
-                        } else {
-                            self.targets.insert((t, p), high);
-                        }
+                        let target = if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high };
+                        self.targets.insert((t, p), target);
                     }
                     Err(err) => error!(topic = e.topic(), partition = p, error = %err, "reading end offsets failed"),
                 }
             }
             info!(topic = e.topic(), partition = p, committed = ?start, "partition assigned");
-        }
-        if let Err(e) = committed {
-            warn!(error = %e, "reading committed offsets failed; tracking starts at the first message");
         }
     }
 
@@ -514,46 +805,70 @@ impl Writer {
                     dropped += b.events;
                 }
             }
+            let unrecorded: Vec<u64> =
+                self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
+            for id in unrecorded {
+                let f = self.inflight.remove(&id).expect("awaiting is in flight");
+                self.inflight_bytes -= f.bytes;
+                dropped += f.events;
+            }
+            self.awaiting.retain(|id| self.inflight.contains_key(id));
             warn!(partitions = parts.len(), dropped_events = dropped, "partitions lost (session timeout?); uncommitted events will be re-read by their new owner");
         } else {
             for k in &keys {
                 self.seal(k, SealReason::Revoke);
             }
             let deadline = Instant::now() + self.revoke_timeout;
-            let done = self.wait_uploads(deadline, |w| {
-                !w.inflight.values().any(|f| parts.contains(&(f.topic, f.partition)))
+            let done = self.wait_uploads(consumer, deadline, |w| {
+                !w.inflight.values().any(|f| parts.contains(&(f.topic, f.partition)) && f.epoch == w.parts.get(&(f.topic, f.partition)).map_or(0, |s| s.epoch))
             });
             if !done {
                 warn!("revoke timeout: some uploads of revoked partitions are still running; their events stay uncommitted");
             }
             self.commit(consumer, Some(&parts));
+            // Sealed files whose intents could not be recorded are dropped with the partition.
+            let unrecorded: Vec<u64> =
+                self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
+            for id in unrecorded {
+                let f = self.inflight.remove(&id).expect("awaiting is in flight");
+                self.inflight_bytes -= f.bytes;
+            }
+            self.awaiting.retain(|id| self.inflight.contains_key(id));
         }
         for &(t, p) in &parts {
+            if let Some(st) = self.parts.remove(&(t, p)) {
+                for b in st.pinned.values() {
+                    self.open_bytes -= b.len();
+                }
+            }
             self.tracker.revoke(t, p);
-            self.owned.remove(&(t, p));
             self.targets.remove(&(t, p));
             info!(topic = %self.topics[t].cfg.name, partition = p, lost, "partition revoked");
         }
     }
 
-    /// True once every owned partition reached its end offset and everything is committed.
+    /// True once every owned partition reached its end offset.
     fn caught_up(&self) -> bool {
-        if !self.ever_assigned || self.owned.is_empty() {
+        if !self.ever_assigned || self.parts.is_empty() {
             return false;
         }
-        self.owned.iter().all(|&(t, p)| match self.targets.get(&(t, p)) {
-            Some(&target) => self.tracker.get(t, p).is_some_and(|o| o.position() >= target) || target == i64::MIN,
+        self.parts.keys().all(|&(t, p)| match self.targets.get(&(t, p)) {
+            Some(&target) => target == i64::MIN || self.tracker.get(t, p).is_some_and(|o| o.position() >= target),
             None => false,
         })
     }
 
     /// Seals everything, waits for the uploads until `deadline`, and commits.
+    ///
+    /// Files being rebuilt that are not complete are not uploaded: a partial file under a
+    /// recorded name could stand in for the complete one. Their intents stay recorded and
+    /// their events uncommitted, so the next owner rebuilds them.
     fn finish(&mut self, consumer: &BaseConsumer<Ctx>, deadline: Instant) {
         let keys: Vec<BufferKey> = self.buffers.keys().cloned().collect();
         for k in &keys {
             self.seal(k, SealReason::Shutdown);
         }
-        if !self.wait_uploads(deadline, |w| w.inflight.is_empty()) {
+        if !self.wait_uploads(consumer, deadline, |w| w.inflight.is_empty()) {
             self.summary.abandoned_files = self.inflight.len() as u64;
             error!(files = self.inflight.len(), "shutdown timeout: some files were not uploaded");
         }
