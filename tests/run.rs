@@ -3,91 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use kbackup::naming::parse_name;
+
 use rdkafka::producer::FutureRecord;
-
-/// One produced message and where it must land.
-#[derive(Debug, Clone)]
-struct Expect {
-    line: Vec<u8>,
-    partition: i32,
-    date: String,
-    /// Sub-path between the topic path and the file name ("" when none).
-    dir: String,
-}
-
-fn config(stack: &Stack, container: &str, group: &str, topics: &str, age_secs: u64) -> String {
-    format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-[kafka.properties]
-"session.timeout.ms" = "10000"
-"heartbeat.interval.ms" = "1000"
-[storage]
-url = "az://{container}"
-create_container = true
-[writer]
-commit_interval_ms = 200
-shutdown_timeout_secs = 60
-{topics}
-"#,
-        brokers = stack.brokers,
-    )
-    .replace("AGE", &age_secs.to_string())
-}
-
-fn topic_section(name: &str, path: &str, extra: &str) -> String {
-    format!("[[topic]]\nname = \"{name}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_age_secs = AGE\n{extra}\n")
-}
-
-/// Checks that every expected line is in exactly one blob whose name carries its partition and
-/// date under the right directory, and that nothing else was written.
-fn assert_exactly_once(blobs: &std::collections::BTreeMap<String, Vec<u8>>, path: &str, expected: &[Expect]) {
-    let mut want: HashMap<&[u8], &Expect> = HashMap::new();
-    for e in expected {
-        assert!(want.insert(&e.line, e).is_none(), "test bug: duplicate expected line");
-    }
-    let mut seen: HashMap<&[u8], usize> = HashMap::new();
-    for (key, data) in blobs {
-        let Some(rest) = key.strip_prefix(&format!("{path}/")) else { continue };
-        let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
-        let name = parse_name(file).unwrap_or_else(|| panic!("unparseable blob name {key}"));
-        assert!(name.gzip, "{key}");
-        assert!(data.ends_with(b"\n") || data.is_empty(), "{key} does not end in a newline");
-        for line in data.split(|&b| b == b'\n').take(data.iter().filter(|&&b| b == b'\n').count()) {
-            let e = want.get(line).unwrap_or_else(|| panic!("unexpected line in {key}: {}", String::from_utf8_lossy(line)));
-            assert_eq!(name.kafka_partition, Some(e.partition), "{key} holds a message of partition {}", e.partition);
-            assert_eq!(name.date.format("%Y-%m-%d").to_string(), e.date, "{key}: wrong date for {}", String::from_utf8_lossy(line));
-            assert_eq!(dir, e.dir, "{key}: wrong directory");
-            *seen.entry(line).or_default() += 1;
-        }
-    }
-    for e in expected {
-        let n = seen.get(&e.line[..]).copied().unwrap_or(0);
-        assert_eq!(n, 1, "message {} found {n} times", String::from_utf8_lossy(&e.line));
-    }
-}
-
-fn wait_committed(stack: &Stack, group: &str, topic: &str, partitions: i32, run: &mut Running) {
-    let end = stack.end_offsets(topic, partitions);
-    wait_for("committed offsets to reach the end offsets", Duration::from_secs(90), || {
-        let c = stack.committed(group, topic, partitions);
-        if c == end {
-            Some(())
-        } else {
-            if let Ok(Some(status)) = run.child.try_wait() {
-                panic!("kbackup exited early ({status}):\n{}", run.log_text());
-            }
-            None
-        }
-    });
-}
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000; // 2020-02-01T00:00+05:30 = 2020-01-31T18:30Z
 
@@ -156,7 +76,7 @@ async fn dates_partitions_and_bad_input_land_exactly_once() {
     let blobs = read_all(&stack.storage(&container)).await;
     assert_exactly_once(&blobs, "unique/raw", &expected);
     // Both dates of one partition were open at once and went to different files.
-    let dates: std::collections::HashSet<_> = blobs.keys().filter_map(|k| parse_name(k)).map(|n| n.date).collect();
+    let dates: std::collections::HashSet<_> = blobs.keys().filter_map(|k| kbackup::naming::parse_name(k)).map(|n| n.date).collect();
     assert!(dates.len() >= 3, "{:?}", blobs.keys());
     assert_eq!(stack.committed(&group, &topic, partitions), stack.end_offsets(&topic, partitions));
 }

@@ -3,7 +3,7 @@
 //! `CI=true`, where a missing service fails the test.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use kbackup::config::StorageConfig;
 use kbackup::storage::Storage;
+use kbackup::naming::parse_name;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -208,10 +209,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str]) -> Running {
-        let out = std::fs::File::create(&log).unwrap();
+        Running::start_with_env(stack, config, log, extra, &[])
+    }
+
+    pub fn start_with_env(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Running {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let child = kbackup(stack, &args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        let mut cmd = kbackup(stack, &args);
+        cmd.envs(env.iter().copied());
+        let child = cmd.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
         Running { child, log }
     }
 
@@ -250,3 +257,83 @@ impl Drop for Running {
         }
     }
 }
+
+/// One produced message and where it must land.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub line: Vec<u8>,
+    pub partition: i32,
+    pub date: String,
+    /// Sub-path between the topic path and the file name ("" when none).
+    pub dir: String,
+}
+
+pub fn config(stack: &Stack, container: &str, group: &str, topics: &str, age_secs: u64) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "10000"
+"heartbeat.interval.ms" = "1000"
+[storage]
+url = "az://{container}"
+create_container = true
+[writer]
+commit_interval_ms = 200
+shutdown_timeout_secs = 60
+{topics}
+"#,
+        brokers = stack.brokers,
+    )
+    .replace("AGE", &age_secs.to_string())
+}
+
+pub fn topic_section(name: &str, path: &str, extra: &str) -> String {
+    format!("[[topic]]\nname = \"{name}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_age_secs = AGE\n{extra}\n")
+}
+
+/// Checks that every expected line is in exactly one blob whose name carries its partition and
+/// date under the right directory, and that nothing else was written.
+pub fn assert_exactly_once(blobs: &std::collections::BTreeMap<String, Vec<u8>>, path: &str, expected: &[Expect]) {
+    let mut want: HashMap<&[u8], &Expect> = HashMap::new();
+    for e in expected {
+        assert!(want.insert(&e.line, e).is_none(), "test bug: duplicate expected line");
+    }
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for (key, data) in blobs {
+        let Some(rest) = key.strip_prefix(&format!("{path}/")) else { continue };
+        let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
+        let name = parse_name(file).unwrap_or_else(|| panic!("unparseable blob name {key}"));
+        assert!(name.gzip, "{key}");
+        assert!(data.ends_with(b"\n") || data.is_empty(), "{key} does not end in a newline");
+        for line in data.split(|&b| b == b'\n').take(data.iter().filter(|&&b| b == b'\n').count()) {
+            let e = want.get(line).unwrap_or_else(|| panic!("unexpected line in {key}: {}", String::from_utf8_lossy(line)));
+            assert_eq!(name.kafka_partition, Some(e.partition), "{key} holds a message of partition {}", e.partition);
+            assert_eq!(name.date.format("%Y-%m-%d").to_string(), e.date, "{key}: wrong date for {}", String::from_utf8_lossy(line));
+            assert_eq!(dir, e.dir, "{key}: wrong directory");
+            *seen.entry(line).or_default() += 1;
+        }
+    }
+    for e in expected {
+        let n = seen.get(&e.line[..]).copied().unwrap_or(0);
+        assert_eq!(n, 1, "message {} found {n} times", String::from_utf8_lossy(&e.line));
+    }
+}
+
+pub fn wait_committed(stack: &Stack, group: &str, topic: &str, partitions: i32, run: &mut Running) {
+    let end = stack.end_offsets(topic, partitions);
+    wait_for("committed offsets to reach the end offsets", Duration::from_secs(90), || {
+        let c = stack.committed(group, topic, partitions);
+        if c == end {
+            Some(())
+        } else {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                panic!("kbackup exited early ({status}):\n{}", run.log_text());
+            }
+            None
+        }
+    });
+}
+

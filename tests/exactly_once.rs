@@ -1,0 +1,102 @@
+//! Crash at every point of the seal → record → upload → commit sequence (the process aborts
+//! like `kill -9`), restart, and prove every message is stored exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const IST_MIDNIGHT: i64 = 1_580_495_400_000;
+
+/// Produces events over three partitions, two dates and the invalid bucket, so files of several
+/// routes are open at once and interleave their offsets.
+async fn produce(stack: &Stack, topic: &str, n: usize) -> Vec<Expect> {
+    let producer = stack.producer();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = (i % 3) as i32;
+        let (line, date) = match i % 7 {
+            0 => (format!("not json {i}"), "1970-01-01"),
+            1 | 3 => (format!(r#"{{"mid":"x-{i}","syncts":{},"pad":"{}"}}"#, IST_MIDNIGHT - 1000 - i as i64, "a".repeat(i % 50)), "2020-01-31"),
+            _ => (format!(r#"{{"mid":"x-{i}","syncts":{},"pad":"{}"}}"#, IST_MIDNIGHT + i as i64, "b".repeat(i % 40)), "2020-02-01"),
+        };
+        stack.produce(&producer, topic, p, None, line.as_bytes()).await;
+        out.push(Expect { line: line.into_bytes(), partition: p, date: date.into(), dir: String::new() });
+    }
+    out
+}
+
+async fn crash_then_recover(failpoint: &str) {
+    let Some(stack) = stack() else { return };
+    let topic = unique("eo");
+    stack.create_topic(&topic, 3).await;
+    let mut expected = produce(&stack, &topic, 210).await;
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    // Small files: many seals, records and uploads per partition.
+    let section = topic_section(&topic, "unique/raw", "max_file_bytes = 1500");
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &section, 3600));
+
+    let mut crashed = Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", failpoint)]);
+    let code = crashed.wait(Duration::from_secs(90));
+    let crash_log = crashed.log_text();
+    assert_ne!(code, 0, "the failpoint {failpoint} was never reached:\n{crash_log}");
+    assert!(crash_log.contains(&format!("failpoint {}", failpoint.split(':').next().unwrap())), "{crash_log}");
+
+    // More traffic arrives while the writer is down.
+    expected.extend(produce_late(&stack, &topic).await);
+
+    let mut again = Running::start(&stack, &cfg, dir.path().join("recover.log"), &["--until-caught-up"]);
+    let code = again.wait(Duration::from_secs(90));
+    let log = again.log_text();
+    assert_eq!(code, 0, "{log}");
+    if failpoint.starts_with("intent-recorded") || failpoint.starts_with("uploaded") {
+        // The crash left a recorded intent above the committed offset: recovery must use it.
+        assert!(log.contains("resuming from recorded upload intents"), "{log}");
+    }
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once_allowing(&blobs, "unique/raw", &expected, &log);
+    assert_eq!(stack.committed(&group, &topic, 3), stack.end_offsets(&topic, 3), "{log}");
+}
+
+async fn produce_late(stack: &Stack, topic: &str) -> Vec<Expect> {
+    let producer = stack.producer();
+    let mut out = Vec::new();
+    for i in 0..30 {
+        let p = (i % 3) as i32;
+        let line = format!(r#"{{"mid":"late-{i}","syncts":{}}}"#, IST_MIDNIGHT + 5000 + i as i64);
+        stack.produce(&producer, topic, p, None, line.as_bytes()).await;
+        out.push(Expect { line: line.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });
+    }
+    out
+}
+
+fn assert_exactly_once_allowing(blobs: &std::collections::BTreeMap<String, Vec<u8>>, path: &str, expected: &[Expect], log: &str) {
+    let result = std::panic::catch_unwind(|| assert_exactly_once(blobs, path, expected));
+    if let Err(e) = result {
+        eprintln!("recovery log:\n{log}");
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_seal_before_the_intent_is_recorded() {
+    crash_then_recover("sealed:4").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_the_intent_is_recorded_before_upload() {
+    crash_then_recover("intent-recorded:4").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_upload_before_commit() {
+    crash_then_recover("uploaded:5").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_right_after_a_commit() {
+    crash_then_recover("committed:3").await;
+}
