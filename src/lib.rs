@@ -5,6 +5,7 @@
 //! → [`commit`], driven by [`writer`]. [`naming`] owns every rule about blob names,
 //! [`config`] every configuration key, [`storage`] how the blob store is reached.
 
+pub mod audit;
 pub mod buffer;
 pub mod cmd;
 pub mod commit;

@@ -36,8 +36,8 @@ enum Command {
     Replay,
     /// Plan per-partition WFS jobs (not implemented yet).
     Plan,
-    /// Audit backups against the topic for missing or doubled events (not implemented yet).
-    Verify,
+    /// Audit backups against the topic: missing, doubled and misfiled events.
+    Verify(cmd::verify::VerifyArgs),
     /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
     ProduceSample(cmd::produce_sample::ProduceSampleArgs),
 }
@@ -66,7 +66,8 @@ fn main() -> ExitCode {
             Command::Check(a) => cmd::check::run(a).await,
             Command::ProduceSample(a) => cmd::produce_sample::run(a).await,
             Command::Ls(a) => cmd::ls::run(a).await,
-            Command::Cat | Command::Replay | Command::Plan | Command::Verify => {
+            Command::Verify(a) => cmd::verify::run(a).await,
+            Command::Cat | Command::Replay | Command::Plan => {
                 Err(ExitError { code: 1, message: "this command is not implemented yet".into() }.into())
             }
         }

@@ -4,6 +4,7 @@ pub mod check;
 pub mod ls;
 pub mod produce_sample;
 pub mod run;
+pub mod verify;
 
 use std::path::PathBuf;
 
