@@ -57,12 +57,16 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+fn default_request_timeout() -> u64 {
+    60
+}
+
 fn default_group() -> String {
     "kbackup".into()
 }
 
 /// `[storage]`: where files go.
-#[derive(Clone, Deserialize, Serialize, Default)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// `az://<container>[/<root>]` or `file:///dir`.
@@ -85,9 +89,28 @@ pub struct StorageConfig {
     /// Create the container at start when it is missing.
     #[serde(default)]
     pub create_container: bool,
+    /// Longest a single storage request may take before it is abandoned and retried.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
     /// Extra `object_store` Azure options (e.g. `azure_use_azure_cli`, `azure_client_id`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: String::new(),
+            connection_string: None,
+            account: None,
+            access_key: None,
+            sas_token: None,
+            endpoint: None,
+            create_container: false,
+            request_timeout_secs: default_request_timeout(),
+            options: BTreeMap::new(),
+        }
+    }
 }
 
 // Hand-written so that keys and connection strings never reach a log line through `{:?}`.
@@ -102,6 +125,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("sas_token", &redact(&self.sas_token))
             .field("endpoint", &self.endpoint)
             .field("create_container", &self.create_container)
+            .field("request_timeout_secs", &self.request_timeout_secs)
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -304,6 +328,9 @@ impl Config {
                     "is managed by kbackup (use kafka.brokers / kafka.group_id; auto commit is never used)",
                 ));
             }
+        }
+        if self.storage.request_timeout_secs == 0 {
+            return Err(ConfigError::invalid("storage.request_timeout_secs", "must be at least 1"));
         }
         crate::storage::StorageUrl::parse(&self.storage.url)
             .map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;

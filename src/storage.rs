@@ -161,18 +161,19 @@ struct ContainerAdmin {
     endpoint: String,
     account: Option<String>,
     key: Option<String>,
+    timeout: Duration,
 }
 
 /// Retry and timeout settings of every storage request.
-pub fn client_options() -> (ClientOptions, RetryConfig) {
+pub fn client_options(request_timeout: Duration) -> (ClientOptions, RetryConfig) {
     let opts = ClientOptions::new()
-        .with_timeout(Duration::from_secs(60))
+        .with_timeout(request_timeout)
         .with_connect_timeout(Duration::from_secs(10));
     // object_store retries individual requests briefly; the upload stage retries whole files
     // for as long as it takes, so this stays short.
     let retry = RetryConfig {
         max_retries: 3,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: request_timeout,
         backoff: object_store::BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -204,7 +205,7 @@ impl Storage {
             StorageUrl::Azure { container, root } => {
                 let env_cs = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok().filter(|s| !s.is_empty());
                 let cs = cfg.connection_string.clone().or(env_cs).map(|s| ConnectionString::parse(&s)).transpose()?;
-                let (opts, retry) = client_options();
+                let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
                 let mut b = MicrosoftAzureBuilder::from_env()
                     .with_container_name(&container)
                     .with_client_options(opts)
@@ -255,7 +256,13 @@ impl Storage {
                 Ok(Storage {
                     store,
                     describe: format!("{} ({})", cfg.url, ep),
-                    container: Some(ContainerAdmin { container, endpoint: ep, account, key }),
+                    container: Some(ContainerAdmin {
+                        container,
+                        endpoint: ep,
+                        account,
+                        key,
+                        timeout: Duration::from_secs(cfg.request_timeout_secs),
+                    }),
                     file_dir: None,
                 })
             }
@@ -323,8 +330,19 @@ fn scrub(msg: &str, secrets: &[&Option<String>]) -> String {
 }
 
 impl ContainerAdmin {
-    /// `PUT ?restype=container`, signed with the account key (the one call object_store lacks).
+    /// Creates the container, retrying transient failures a few times.
     async fn create(&self) -> Result<(), StorageError> {
+        use backon::Retryable;
+        (|| self.create_once())
+            .retry(crate::upload::backoff().with_max_times(5).with_max_delay(Duration::from_secs(5)))
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, StorageError::Op { .. }))
+            .notify(|e, wait| tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "creating the container failed; retrying"))
+            .await
+    }
+
+    /// `PUT ?restype=container`, signed with the account key (the one call object_store lacks).
+    async fn create_once(&self) -> Result<(), StorageError> {
         use base64::Engine;
         use hmac::{Hmac, Mac};
         let (Some(account), Some(key)) = (&self.account, &self.key) else {
@@ -349,7 +367,12 @@ impl ContainerAdmin {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
         mac.update(to_sign.as_bytes());
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        let resp = reqwest::Client::new()
+        let client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| StorageError::Setup(e.without_url().to_string()))?;
+        let resp = client
             .put(parsed)
             .header("x-ms-date", date)
             .header("x-ms-version", version)

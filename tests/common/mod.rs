@@ -3,6 +3,8 @@
 //! `CI=true`, where a missing service fails the test.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
