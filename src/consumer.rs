@@ -24,6 +24,8 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
     // End-of-partition events: logged at debug level, so operators (and tests) can see when a
     // partition has been read to its end.
     props.insert("enable.partition.eof", "true".into());
+    // Statistics feed the lag gauges and the readiness probe.
+    props.insert("statistics.interval.ms", "5000".into());
     for (key, value) in &k.properties {
         props.insert(key.as_str(), value.clone());
     }

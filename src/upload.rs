@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 use crate::config::Compression;
+use crate::health::Health;
 use crate::seal;
 
 /// How an existing blob under the same name is treated.
@@ -34,6 +35,8 @@ pub enum Existing {
 pub struct UploadJob {
     pub id: u64,
     pub key: String,
+    /// For metrics labels.
+    pub topic: String,
     pub data: Vec<u8>,
     pub compression: Compression,
     pub level: u32,
@@ -78,12 +81,13 @@ pub struct Uploader {
     rt: Handle,
     permits: Arc<Semaphore>,
     done: Sender<UploadDone>,
+    health: Arc<Health>,
 }
 
 impl Uploader {
     /// An uploader reporting each finished file on `done`.
-    pub fn new(store: Arc<dyn ObjectStore>, rt: Handle, concurrency: usize, done: Sender<UploadDone>) -> Uploader {
-        Uploader { store, rt, permits: Arc::new(Semaphore::new(concurrency)), done }
+    pub fn new(store: Arc<dyn ObjectStore>, rt: Handle, concurrency: usize, done: Sender<UploadDone>, health: Arc<Health>) -> Uploader {
+        Uploader { store, rt, permits: Arc::new(Semaphore::new(concurrency)), done, health }
     }
 
     /// Starts uploading a job; its completion arrives on the `done` channel.
@@ -92,12 +96,20 @@ impl Uploader {
         self.rt.spawn(async move {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
-            let UploadJob { id, key, data, compression, level, existing } = job;
+            let UploadJob { id, key, topic, data, compression, level, existing } = job;
             let body = tokio::task::spawn_blocking(move || seal::encode(&data, compression, level))
                 .await
                 .expect("compression does not panic");
             let stored_bytes = body.len() as u64;
-            let (outcome, attempts) = put_new(this.store.as_ref(), &key, body, existing).await;
+            let retries = metrics::counter!(crate::metrics::UPLOAD_RETRIES, "topic" => topic);
+            let health = this.health.clone();
+            let (outcome, attempts) = put_new(this.store.as_ref(), &key, body, existing, |ok| {
+                health.upload_attempt(ok);
+                if !ok {
+                    retries.increment(1);
+                }
+            })
+            .await;
             // The receiver is gone only when the writer has exited; nothing is left to tell.
             let _ = this.done.send(UploadDone { id, outcome, stored_bytes, attempts, elapsed: started.elapsed() });
         });
@@ -105,7 +117,14 @@ impl Uploader {
 }
 
 /// Writes `body` at `key` unless a blob is there, retrying until there is an answer.
-pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Vec<u8>, existing: Existing) -> (Outcome, u32) {
+/// `attempt(ok)` is told the result of every attempt.
+pub async fn put_new(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Vec<u8>,
+    existing: Existing,
+    attempt: impl Fn(bool),
+) -> (Outcome, u32) {
     let path = ObjectPath::from(key);
     let payload = PutPayload::from(body);
     let mut attempts = 0u32;
@@ -132,10 +151,12 @@ pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Vec<u8>, existing
         .retry(backoff())
         .sleep(tokio::time::sleep)
         .notify(|e: &object_store::Error, wait: Duration| {
+            attempt(false);
             tracing::warn!(key, error = %e, retry_in_ms = wait.as_millis() as u64, "upload failed; retrying");
         })
         .await
         .expect("retries without a limit only return on success");
+    attempt(true);
     (outcome, attempts)
 }
 
@@ -168,14 +189,14 @@ mod tests {
     async fn conditional_put_accepts_its_own_earlier_attempt() {
         let store = InMemory::new();
         let body = gz(b"a\nb\n", 3);
-        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare).await.0, Outcome::Stored);
+        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare, |_| {}).await.0, Outcome::Stored);
         // The same events again (a retry whose first response was lost): not written twice.
-        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare).await.0, Outcome::AlreadyThere);
+        assert_eq!(put_new(&store, "x/f.json.gz", body.clone(), Existing::Compare, |_| {}).await.0, Outcome::AlreadyThere);
         // Same events compressed differently still count as the same file.
-        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"a\nb\n", 9), Existing::Compare).await.0, Outcome::AlreadyThere);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"a\nb\n", 9), Existing::Compare, |_| {}).await.0, Outcome::AlreadyThere);
         // Different events under the same name: a conflict, and the blob is untouched.
-        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Compare).await.0, Outcome::Conflict);
-        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Accept).await.0, Outcome::AlreadyThere);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Compare, |_| {}).await.0, Outcome::Conflict);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Accept, |_| {}).await.0, Outcome::AlreadyThere);
         let got = store.get(&ObjectPath::from("x/f.json.gz")).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], &body[..]);
     }

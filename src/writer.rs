@@ -25,6 +25,8 @@ use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
 use crate::commit::CommitTracker;
 use crate::config::{Compression, Config, TopicConfig};
 use crate::failpoint;
+use crate::health::Health;
+use crate::metrics as m;
 use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
 use crate::naming::{blob_key, FilePattern, NameContext, UploadClock};
 use crate::routing::{DateSource, Router};
@@ -66,6 +68,8 @@ struct TopicRuntime {
     router: Router,
     pattern: FilePattern,
     policy: RotationPolicy,
+    events: metrics::Counter,
+    bytes: metrics::Counter,
 }
 
 /// A sealed file from seal to upload.
@@ -125,6 +129,7 @@ struct Writer {
     ever_assigned: bool,
     /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
     fatal: Option<String>,
+    health: Arc<Health>,
     opts: RunOptions,
     summary: RunSummary,
 }
@@ -132,15 +137,33 @@ struct Writer {
 /// The consumer context: routes rebalance callbacks into the writer.
 struct Ctx {
     writer: Arc<Mutex<Writer>>,
+    health: Arc<Health>,
 }
 
 impl ClientContext for Ctx {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        // End of partition is information, not an error (it is handled in the poll loop).
-        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
-            return;
+        use rdkafka::types::RDKafkaErrorCode;
+        match error.rdkafka_error_code() {
+            // End of partition is information, not an error (it is handled in the poll loop).
+            Some(RDKafkaErrorCode::PartitionEOF) => return,
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.health.brokers_down(),
+            _ => {}
         }
         error!(error = %error, reason, "kafka client error");
+    }
+
+    fn stats(&self, stats: rdkafka::Statistics) {
+        // Lag from the committed offset, for the partitions this process consumes.
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 && part.fetch_state == "active" {
+                    metrics::gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(part.consumer_lag as f64);
+                }
+            }
+        }
+        if stats.cgrp.as_ref().is_some_and(|g| g.state == "up") {
+            self.health.joined(true);
+        }
     }
 }
 
@@ -163,6 +186,7 @@ pub fn run(
     rt: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
     opts: RunOptions,
+    health: Arc<Health>,
 ) -> anyhow::Result<RunSummary> {
     let mut topics = Vec::new();
     for (i, t) in config.topics.iter().enumerate() {
@@ -171,6 +195,8 @@ pub fn run(
             warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; per-partition readers cannot filter these files");
         }
         topics.push(TopicRuntime {
+            events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
+            bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
             router: Router::new(t, i)?,
             pattern,
             policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
@@ -178,7 +204,7 @@ pub fn run(
         });
     }
     let (done_tx, done_rx) = channel();
-    let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx);
+    let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
     let now = Instant::now();
     let writer = Arc::new(Mutex::new(Writer {
         topic_index: topics.iter().enumerate().map(|(i, t)| (t.cfg.name.clone(), i)).collect(),
@@ -206,12 +232,13 @@ pub fn run(
         paused: false,
         ever_assigned: false,
         fatal: None,
+        health: health.clone(),
         opts,
         summary: RunSummary::default(),
     }));
 
     let consumer: BaseConsumer<Ctx> = crate::consumer::group_config(&config.kafka)
-        .create_with_context(Ctx { writer: writer.clone() })?;
+        .create_with_context(Ctx { writer: writer.clone(), health: health.clone() })?;
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&names)?;
     info!(group = %config.kafka.group_id, topics = ?names, storage = %storage.describe, "writer started");
@@ -219,8 +246,9 @@ pub fn run(
     loop {
         let msg = consumer.poll(Duration::from_millis(100));
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.health.loop_ran();
         match msg {
-            Some(Ok(m)) => w.on_message(&m),
+            Some(Ok(msg)) => w.on_message(&msg),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => w.on_partition_eof(&consumer, p),
             Some(Err(e)) => warn!(error = %e, "kafka error"),
             None => {}
@@ -281,10 +309,13 @@ impl Writer {
         }
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
+        topic.events.increment(1);
+        topic.bytes.increment(payload.len() as u64);
         let route = topic.router.route(m.payload(), m.timestamp().to_millis());
         match route.source {
             DateSource::Invalid(reason) => {
                 self.summary.invalid += 1;
+                metrics::counter!(m::INVALID_MESSAGES, "topic" => topic.cfg.name.clone(), "reason" => reason.as_str()).increment(1);
                 debug!(topic = m.topic(), partition = p, offset = off, reason = reason.as_str(), "invalid message");
             }
             DateSource::RecordTime => self.summary.record_time_dated += 1,
@@ -302,6 +333,7 @@ impl Writer {
                 match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
                     Action::Skip => {
                         self.summary.skipped_already_stored += 1;
+                        metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
                         self.tracker.get_mut(t, p).expect("tracked").consumed(off);
                         self.finish_rebuilds(t, p, off);
                         return;
@@ -365,6 +397,7 @@ impl Writer {
             };
             self.open_bytes -= buf.len();
             self.summary.rebuilt_files += 1;
+            metrics::counter!(m::FILES_REBUILT).increment(1);
             info!(key = %intent.key, events = buf.events, "rebuilding a file recorded by an earlier run");
             let id = self.next_id;
             self.next_id += 1;
@@ -386,7 +419,15 @@ impl Writer {
                 },
             );
             // Its intent is already in the partition's commits: no new record is needed.
-            self.uploader.submit(UploadJob { id, key: intent.key.clone(), data: buf.data, compression, level, existing: Existing::Accept });
+            self.uploader.submit(UploadJob {
+                id,
+                key: intent.key.clone(),
+                topic: self.topics[t].cfg.name.clone(),
+                data: buf.data,
+                compression,
+                level,
+                existing: Existing::Accept,
+            });
         }
         let st = self.parts.get_mut(&(t, p)).expect("owned");
         if off >= end && st.rebuilt.len() == st.plan.rebuild.len() {
@@ -513,6 +554,7 @@ impl Writer {
                     self.uploader.submit(UploadJob {
                         id,
                         key: f.intent.key.clone(),
+                        topic: cfg.name.clone(),
                         data,
                         compression: cfg.compression,
                         level: if cfg.compression == Compression::Gzip { cfg.compression_level } else { 0 },
@@ -547,7 +589,14 @@ impl Writer {
             e.set_offset(Offset::Offset(*o))?;
             e.set_metadata(md.as_str());
         }
-        consumer.commit(&tpl, CommitMode::Sync)?;
+        let started = Instant::now();
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            metrics::counter!(m::COMMIT_FAILURES).increment(1);
+            return Err(e);
+        }
+        metrics::counter!(m::COMMITS).increment(1);
+        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.health.broker_ok();
         for (t, p, o, _) in commits {
             debug!(topic = %self.topics[*t].cfg.name, partition = p, offset = o, "committed");
             if let Some(track) = self.tracker.get_mut(*t, *p) {
@@ -566,6 +615,7 @@ impl Writer {
         self.inflight_bytes -= f.bytes;
         let current = self.parts.get(&(f.topic, f.partition)).is_some_and(|s| s.epoch == f.epoch);
         if done.outcome == Outcome::Conflict {
+            metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].cfg.name.clone()).increment(1);
             // Someone else's file has this name (a clock step back across owners?). Never
             // overwrite it: name this file anew and record that instead.
             error!(key = %f.intent.key, "a different blob already has this name; renaming the file");
@@ -575,6 +625,10 @@ impl Writer {
             return;
         }
         failpoint::hit(failpoint::UPLOADED);
+        let name = self.topics[f.topic].cfg.name.clone();
+        metrics::counter!(m::FILES_UPLOADED, "topic" => name.clone()).increment(1);
+        metrics::counter!(m::BYTES_UPLOADED, "topic" => name.clone()).increment(done.stored_bytes);
+        metrics::histogram!(m::UPLOAD_SECONDS, "topic" => name).record(done.elapsed.as_secs_f64());
         self.summary.files += 1;
         self.summary.bytes_out += done.stored_bytes;
         if done.outcome == Outcome::AlreadyThere {
@@ -663,6 +717,11 @@ impl Writer {
                 self.seal(&k, SealReason::Age);
             }
             self.apply_backpressure(consumer);
+            let oldest = self.buffers.values().map(|b| now.saturating_duration_since(b.opened_at)).max().unwrap_or_default();
+            metrics::gauge!(m::BUFFERED_BYTES).set(self.open_bytes as f64);
+            metrics::gauge!(m::INFLIGHT_BYTES).set(self.inflight_bytes as f64);
+            metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
+            metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
         }
         if now.duration_since(self.last_commit) >= self.commit_interval {
             self.commit(consumer, None);
@@ -719,6 +778,9 @@ impl Writer {
 
     fn on_assign(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
         self.ever_assigned = true;
+        self.health.joined(true);
+        self.health.broker_ok();
+        metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
         // The committed offsets and their intent records decide how each partition resumes;
         // without them it is not safe to consume. A fresh broker may need a moment to elect a
         // group coordinator.
@@ -789,6 +851,11 @@ impl Writer {
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
         let lost = consumer.assignment_lost();
+        metrics::counter!(m::REBALANCES, "kind" => if lost { "lost" } else { "revoke" }).increment(1);
+        for e in tpl.elements() {
+            // This process no longer reports lag for it; its new owner does.
+            metrics::gauge!(m::CONSUMER_LAG, "topic" => e.topic().to_string(), "partition" => e.partition().to_string()).set(0.0);
+        }
         let parts: HashSet<(usize, i32)> = tpl
             .elements()
             .iter()

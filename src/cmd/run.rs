@@ -7,6 +7,7 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::cmd::{load_config, ConfigArg, ExitError};
+use crate::health::Health;
 use crate::storage::Storage;
 use crate::writer::{self, RunOptions};
 
@@ -18,6 +19,9 @@ pub struct RunArgs {
     /// Consume up to the end offsets read at assignment, upload, commit and exit 0.
     #[arg(long)]
     pub until_caught_up: bool,
+    /// Where to serve /metrics, /health/live and /health/ready (`off` to disable).
+    #[arg(long, env = "KBACKUP_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
 }
 
 /// Runs the writer until SIGTERM/Ctrl-C (or until caught up).
@@ -30,11 +34,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("storage {}", storage.describe))?;
     check_topics_exist(&config).await?;
 
+    let health = Arc::new(Health::default());
+    if args.metrics_addr != "off" {
+        let addr: std::net::SocketAddr = args
+            .metrics_addr
+            .parse()
+            .map_err(|_| ExitError { code: 2, message: format!("--metrics-addr `{}` is not host:port", args.metrics_addr) })?;
+        let handle = crate::metrics::install()?;
+        let bound = crate::status_server::serve(addr, handle, health.clone()).await?;
+        info!(addr = %bound, "serving /metrics, /health/live, /health/ready");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
     let rt = tokio::runtime::Handle::current();
     let opts = RunOptions { until_caught_up: args.until_caught_up };
-    let summary = tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts))
+    let summary = tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health))
         .await
         .context("writer thread panicked")??;
     info!(

@@ -217,6 +217,10 @@ impl Running {
     pub fn start_with_env(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
+        // Many writers run at once in the tests: each takes an ephemeral metrics port.
+        if !extra.contains(&"--metrics-addr") {
+            args.extend_from_slice(&["--metrics-addr", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = kbackup(stack, &args);
         cmd.envs(env.iter().copied());
@@ -244,6 +248,15 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The address the writer serves /metrics on, once it has logged it.
+    pub fn metrics_addr(&self) -> String {
+        wait_for("the metrics address in the log", Duration::from_secs(30), || {
+            let log = self.log_text();
+            let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+            Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
+        })
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,94 @@
+//! Liveness and readiness, as Kubernetes probes see them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shared health signals, updated by the writer and the uploader.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Last time the writer loop ran, epoch ms.
+    last_loop_ms: AtomicI64,
+    /// The consumer has joined its group (received an assignment, possibly empty).
+    joined: AtomicBool,
+    /// Last time librdkafka reported all brokers down, epoch ms (0: never).
+    brokers_down_ms: AtomicI64,
+    /// Last time a message, assignment or commit proved the broker reachable, epoch ms.
+    broker_ok_ms: AtomicI64,
+    /// Whether the last upload attempt failed.
+    upload_failing: AtomicBool,
+}
+
+/// How long the loop may stall before liveness fails.
+pub const LIVE_WINDOW_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Health {
+    pub fn loop_ran(&self) {
+        self.last_loop_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn joined(&self, v: bool) {
+        self.joined.store(v, Ordering::Relaxed);
+    }
+    pub fn brokers_down(&self) {
+        self.brokers_down_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn broker_ok(&self) {
+        self.broker_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    pub fn upload_attempt(&self, ok: bool) {
+        self.upload_failing.store(!ok, Ordering::Relaxed);
+    }
+
+    /// `Ok` while the writer loop keeps running.
+    pub fn live(&self) -> Result<(), String> {
+        let last = self.last_loop_ms.load(Ordering::Relaxed);
+        let age = now_ms() - last;
+        if last == 0 || age > LIVE_WINDOW_MS {
+            return Err(format!("writer loop has not run for {} ms", age));
+        }
+        Ok(())
+    }
+
+    /// `Ok` when joined, the broker is reachable, and uploads are not failing.
+    pub fn ready(&self) -> Result<(), String> {
+        self.live()?;
+        if !self.joined.load(Ordering::Relaxed) {
+            return Err("not yet joined the consumer group".into());
+        }
+        if self.brokers_down_ms.load(Ordering::Relaxed) > self.broker_ok_ms.load(Ordering::Relaxed) {
+            return Err("all brokers are down".into());
+        }
+        if self.upload_failing.load(Ordering::Relaxed) {
+            return Err("the last upload attempt failed; uploads are being retried".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_signals() {
+        let h = Health::default();
+        assert!(h.live().is_err(), "the loop has not run yet");
+        h.loop_ran();
+        assert!(h.live().is_ok());
+        assert!(h.ready().unwrap_err().contains("joined"));
+        h.joined(true);
+        assert!(h.ready().is_ok());
+        h.upload_attempt(false);
+        assert!(h.ready().unwrap_err().contains("upload"));
+        h.upload_attempt(true);
+        assert!(h.ready().is_ok());
+        h.brokers_down();
+        assert!(h.ready().unwrap_err().contains("brokers"));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        h.broker_ok();
+        assert!(h.ready().is_ok());
+    }
+}

@@ -1,0 +1,62 @@
+//! Prometheus metrics: names, help texts and the recorder. Labels stay bounded: topic,
+//! partition, reason — never dates or file names.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS_CONSUMED: &str = "kbackup_events_consumed_total";
+pub const BYTES_CONSUMED: &str = "kbackup_bytes_consumed_total";
+pub const INVALID_MESSAGES: &str = "kbackup_invalid_messages_total";
+pub const FILES_UPLOADED: &str = "kbackup_files_uploaded_total";
+pub const BYTES_UPLOADED: &str = "kbackup_bytes_uploaded_total";
+pub const UPLOAD_SECONDS: &str = "kbackup_upload_duration_seconds";
+pub const UPLOAD_RETRIES: &str = "kbackup_upload_retries_total";
+pub const UPLOAD_FAILURES: &str = "kbackup_upload_failures_total";
+pub const BUFFERED_BYTES: &str = "kbackup_buffered_bytes";
+pub const INFLIGHT_BYTES: &str = "kbackup_inflight_bytes";
+pub const OLDEST_BUFFER_AGE: &str = "kbackup_oldest_buffer_age_seconds";
+pub const COMMITS: &str = "kbackup_commits_total";
+pub const COMMIT_FAILURES: &str = "kbackup_commit_failures_total";
+pub const COMMIT_SECONDS: &str = "kbackup_commit_duration_seconds";
+pub const REBALANCES: &str = "kbackup_rebalances_total";
+pub const CONSUMER_LAG: &str = "kbackup_consumer_lag";
+pub const PAUSED: &str = "kbackup_consumption_paused";
+pub const SKIPPED_RECOVERED: &str = "kbackup_recovered_skipped_events_total";
+pub const FILES_REBUILT: &str = "kbackup_recovered_rebuilt_files_total";
+pub const BUILD_INFO: &str = "kbackup_build_info";
+
+/// Installs the global recorder and returns the handle that renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0],
+        )?
+        .install_recorder()?;
+    describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(EVENTS_CONSUMED, "Messages consumed from Kafka");
+    describe_counter!(BYTES_CONSUMED, Unit::Bytes, "Message value bytes consumed from Kafka");
+    describe_counter!(INVALID_MESSAGES, "Messages written to the invalid bucket, by reason");
+    describe_counter!(FILES_UPLOADED, "Files durably uploaded");
+    describe_counter!(BYTES_UPLOADED, Unit::Bytes, "Bytes stored (after compression)");
+    describe_histogram!(UPLOAD_SECONDS, Unit::Seconds, "Time from seal to durable upload, per file");
+    describe_counter!(UPLOAD_RETRIES, "Upload attempts that failed and were retried");
+    describe_counter!(UPLOAD_FAILURES, "Uploads refused for good (name conflicts)");
+    describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Bytes in open buffers");
+    describe_gauge!(INFLIGHT_BYTES, Unit::Bytes, "Bytes of sealed files not yet uploaded");
+    describe_gauge!(OLDEST_BUFFER_AGE, Unit::Seconds, "Age of the oldest open buffer");
+    describe_counter!(COMMITS, "Offset commits (including upload-intent records)");
+    describe_counter!(COMMIT_FAILURES, "Offset commits that failed");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Offset commit latency");
+    describe_counter!(REBALANCES, "Rebalance events, by kind (assign, revoke, lost)");
+    describe_gauge!(CONSUMER_LAG, "Messages between the committed offset and the end of the partition (this process's partitions)");
+    describe_gauge!(PAUSED, "1 while consumption is paused because uploads are behind");
+    describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
+    describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
+    describe_gauge!(BUILD_INFO, "Build information");
+}
