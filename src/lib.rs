@@ -19,6 +19,7 @@ pub mod listing;
 pub mod metrics;
 pub mod naming;
 pub mod routing;
+pub mod secor;
 pub mod sample;
 pub mod seal;
 pub mod status_server;

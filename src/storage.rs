@@ -24,6 +24,8 @@ use crate::config::StorageConfig;
 pub enum StorageError {
     #[error("storage.url `{0}`: expected az://<container>[/<root>] or file:///<dir>")]
     BadUrl(String),
+    #[error("storage.url `{0}`: container names are 3-63 lowercase letters, digits and single dashes")]
+    BadContainer(String),
     #[error("storage connection string: {0}")]
     ConnectionString(String),
     #[error("storage setup: {0}")]
@@ -57,9 +59,7 @@ impl StorageUrl {
                 && !container.ends_with('-')
                 && !container.contains("--");
             if !valid {
-                return Err(StorageError::BadUrl(format!(
-                    "{url}` (container names are 3-63 lowercase letters, digits and single dashes)`"
-                )));
+                return Err(StorageError::BadContainer(url.to_string()));
             }
             return Ok(StorageUrl::Azure { container: container.to_string(), root });
         }

@@ -15,7 +15,10 @@ pub struct CheckArgs {
 /// Prints one line per check; fails if any check fails.
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
-    println!("config {}: ok ({} topic(s))", args.config.config.display(), config.topics.len());
+    if !args.config.secor_properties.is_empty() {
+        println!("{}", crate::secor::to_toml(&config));
+    }
+    println!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());
     let mut failures = 0;
 
     let kafka = config.kafka.clone();

@@ -16,15 +16,43 @@ pub struct ExitError {
     pub message: String,
 }
 
-/// `--config FILE`, shared by the commands that read a config.
+/// `--config FILE` or `--secor-properties FILE...`, shared by the commands that read a config.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// Path to the TOML config (see config/local.toml).
-    #[arg(long, short = 'c', env = "KBACKUP_CONFIG")]
-    pub config: PathBuf,
+    #[arg(long, short = 'c', env = "KBACKUP_CONFIG", required_unless_present = "secor_properties", conflicts_with = "secor_properties")]
+    pub config: Option<PathBuf>,
+    /// Secor .properties files instead of a TOML config; later files override earlier ones.
+    #[arg(long = "secor-properties", value_name = "FILE")]
+    pub secor_properties: Vec<PathBuf>,
 }
 
-/// Loads the config, mapping any problem to exit code 2.
+impl ConfigArg {
+    /// Where the config came from, for messages.
+    pub fn describe(&self) -> String {
+        match &self.config {
+            Some(p) => p.display().to_string(),
+            None => self.secor_properties.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "),
+        }
+    }
+}
+
+/// Loads the config, mapping any problem to exit code 2. Secor properties are mapped, with one
+/// warning listing the keys kbackup does not use.
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<crate::config::Config> {
-    crate::config::Config::load(&arg.config).map_err(|e| ExitError { code: 2, message: e.to_string() }.into())
+    let bad = |e: crate::config::ConfigError| ExitError { code: 2, message: e.to_string() };
+    match &arg.config {
+        Some(p) => Ok(crate::config::Config::load(p).map_err(bad)?),
+        None => {
+            let props = crate::secor::load(&arg.secor_properties).map_err(bad)?;
+            let mapped = crate::secor::map(&props).map_err(bad)?;
+            if !mapped.ignored.is_empty() {
+                tracing::warn!(keys = %mapped.ignored.join(", "), "Secor keys not used by kbackup (unknown, or misspelled?)");
+            }
+            for n in &mapped.notes {
+                tracing::info!("{n}");
+            }
+            Ok(mapped.config)
+        }
+    }
 }

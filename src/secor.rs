@@ -1,0 +1,538 @@
+//! Drop-in Secor configuration: read Secor `.properties` files and map them to a kbackup
+//! [`Config`]. Later files override earlier ones (as Secor's includes do); `include=` inside a
+//! file loads another file at that point. Keys whose meaning kbackup cannot keep are errors that
+//! name the key; keys it does not need are listed in one warning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Compression, Config, ConfigError, KafkaConfig, StorageConfig, TopicConfig, WriterConfig, DEFAULT_FILE_PATTERN};
+
+/// Properties in file order, later keys winning.
+pub type Properties = BTreeMap<String, String>;
+
+/// Parses Java `.properties` text (comments, `=`/`:`/space separators, continuations, escapes).
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    for raw in text.lines() {
+        let line = if logical.is_empty() { raw.trim_start() } else { raw.trim_start() };
+        if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        let trailing = line.chars().rev().take_while(|&c| c == '\\').count();
+        if trailing % 2 == 1 {
+            logical.push_str(&line[..line.len() - 1]);
+            continue;
+        }
+        logical.push_str(line);
+        let (k, v) = split_key_value(&logical);
+        out.push((unescape(&k), unescape(&v)));
+        logical.clear();
+    }
+    if !logical.is_empty() {
+        let (k, v) = split_key_value(&logical);
+        out.push((unescape(&k), unescape(&v)));
+    }
+    out
+}
+
+fn split_key_value(line: &str) -> (String, String) {
+    let mut key = String::new();
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                key.push(c);
+                if let Some((_, n)) = chars.next() {
+                    key.push(n);
+                }
+            }
+            '=' | ':' | ' ' | '\t' => {
+                let mut rest = line[i + c.len_utf8()..].trim_start();
+                if c.is_whitespace() {
+                    if let Some(r) = rest.strip_prefix(['=', ':']) {
+                        rest = r.trim_start();
+                    }
+                }
+                return (key, rest.to_string());
+            }
+            _ => key.push(c),
+        }
+    }
+    (key, String::new())
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\x0c'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                if let Some(ch) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    out.push(ch);
+                }
+            }
+            Some(o) => out.push(o),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Loads files in order, following `include=` keys relative to the including file.
+pub fn load(files: &[PathBuf]) -> Result<Properties, ConfigError> {
+    let mut props = Properties::new();
+    for f in files {
+        load_into(f, &mut props, 0)?;
+    }
+    Ok(props)
+}
+
+fn load_into(path: &Path, props: &mut Properties, depth: usize) -> Result<(), ConfigError> {
+    if depth > 10 {
+        return Err(ConfigError::Parse { path: path.display().to_string(), message: "include nesting deeper than 10".into() });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    for (k, v) in parse_properties(&text) {
+        if k == "include" {
+            let inc = path.parent().unwrap_or(Path::new(".")).join(&v);
+            load_into(&inc, props, depth + 1)?;
+        } else {
+            props.insert(k, v);
+        }
+    }
+    Ok(())
+}
+
+/// The result of a mapping: the config, and keys that were not used.
+#[derive(Debug)]
+pub struct Mapped {
+    pub config: Config,
+    /// Keys kbackup does not need or does not know, for one warning.
+    pub ignored: Vec<String>,
+    /// Notes about keys whose effect differs slightly (always-on behaviour and the like).
+    pub notes: Vec<String>,
+}
+
+/// Keys that configure parts of Secor kbackup does not have (ZooKeeper offsets, local disk
+/// buffering, its monitoring) and that are safe to drop.
+const NOT_NEEDED: &[&str] = &[
+    "zookeeper.quorum",
+    "kafka.zookeeper.path",
+    "secor.zookeeper.path",
+    "secor.local.path",
+    "secor.consumer.threads",
+    "secor.offsets.per.partition",
+    "secor.offsets.prefix",
+    "secor.upload.manager.class",
+    "secor.message.parser.class",
+    "secor.file.reader.writer.factory",
+    "secor.cloud.service",
+    "ostrich.port",
+    "secor.monitoring.metrics.collector.class",
+    "secor.azure.endpoints.protocol",
+    "secor.partition.prefix.enable",
+    "secor.upload.on.shutdown",
+    "kafka.consumer.timeout.ms",
+    "kafka.consumer.auto.offset.reset",
+    "kafka.offsets.storage",
+    "kafka.dual.commit.enabled",
+    "secor.kafka.perf_topic_prefix",
+];
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// Converts a Java `SimpleDateFormat` pattern to strftime.
+pub fn java_date_pattern(key: &str, p: &str) -> Result<String, ConfigError> {
+    let mut out = String::new();
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // Quoted literal; '' is a single quote.
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '\'' {
+                out.push(chars[j]);
+                j += 1;
+            }
+            if j == i + 1 {
+                out.push('\'');
+            }
+            i = j + 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let spec = match (c, run) {
+            ('y', 4) | ('y', 1) | ('y', 3) => "%Y",
+            ('y', 2) => "%y",
+            ('M', 2) | ('M', 1) => "%m",
+            ('d', 2) | ('d', 1) => "%d",
+            ('H', 2) | ('H', 1) => "%H",
+            ('m', 2) | ('m', 1) => "%M",
+            ('s', 2) | ('s', 1) => "%S",
+            ('S', 3) => "%3f",
+            ('a'..='z' | 'A'..='Z', _) => {
+                return Err(err(key, format!("Java date pattern letter `{}` (in `{p}`) has no kbackup equivalent", c.to_string().repeat(run))))
+            }
+            ('%', _) => "%%",
+            _ => {
+                out.extend(std::iter::repeat_n(c, run));
+                i += run;
+                continue;
+            }
+        };
+        out.push_str(spec);
+        i += run;
+    }
+    Ok(out)
+}
+
+/// Maps Secor properties to a kbackup config.
+pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
+    let get = |k: &str| props.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let mut notes = Vec::new();
+
+    let host = get("kafka.seed.broker.host").ok_or_else(|| err("kafka.seed.broker.host", "is required"))?;
+    let port = get("kafka.seed.broker.port").unwrap_or_else(|| "9092".into());
+    let brokers = if host.contains(':') || host.contains(',') { host } else { format!("{host}:{port}") };
+    let group_id = get("secor.kafka.group").ok_or_else(|| err("secor.kafka.group", "is required"))?;
+
+    let filter = get("secor.kafka.topic_filter").ok_or_else(|| err("secor.kafka.topic_filter", "is required"))?;
+    // Secor takes a regex; kbackup subscribes to names. Dots are taken literally; `a|b` lists two.
+    let names: Vec<String> = filter.split('|').map(|s| s.trim().replace("\\.", ".")).collect();
+    if names.iter().any(|n| n.is_empty() || n.contains(['*', '+', '?', '[', ']', '(', ')', '^', '$', '{', '}'])) {
+        return Err(err("secor.kafka.topic_filter", format!("`{filter}` is a regex; kbackup needs topic names (use `a|b` for several)")));
+    }
+
+    match get("secor.cloud.service").as_deref() {
+        None | Some("Azure") | Some("azure") => {}
+        Some(other) => return Err(err("secor.cloud.service", format!("`{other}`: only Azure is supported"))),
+    }
+    if let Some(f) = get("secor.file.reader.writer.factory") {
+        if !f.contains("DelimitedText") {
+            return Err(err("secor.file.reader.writer.factory", format!("`{f}`: kbackup writes delimited text (NDJSON) only")));
+        }
+    }
+    let container = get("secor.azure.container.name").ok_or_else(|| err("secor.azure.container.name", "is required"))?;
+    let account = get("secor.azure.account.name");
+    let endpoint = match (&account, get("secor.azure.endpoints.protocol")) {
+        (Some(a), Some(proto)) if proto == "http" || proto == "https" => Some(format!("{proto}://{a}.blob.core.windows.net")),
+        (_, Some(proto)) if proto != "http" && proto != "https" => {
+            return Err(err("secor.azure.endpoints.protocol", format!("`{proto}`: expected http or https")))
+        }
+        _ => None,
+    };
+    let storage = StorageConfig {
+        url: format!("az://{container}"),
+        account,
+        access_key: get("secor.azure.account.key"),
+        endpoint: endpoint.filter(|e| e.starts_with("http://")),
+        ..Default::default()
+    };
+
+    let path = get("secor.azure.path").ok_or_else(|| err("secor.azure.path", "is required"))?;
+    let file_pattern = get("secor.s3.output_file_pattern").unwrap_or_else(|| DEFAULT_FILE_PATTERN.into());
+    let compression = match get("secor.compression.codec").as_deref() {
+        None => Compression::None,
+        Some(c) if c.ends_with("GzipCodec") => Compression::Gzip,
+        Some(c) => return Err(err("secor.compression.codec", format!("`{c}`: kbackup writes gzip or uncompressed files"))),
+    };
+    match (get("secor.file.extension").as_deref(), compression) {
+        (None, _) | (Some(".gz"), Compression::Gzip) => {}
+        (Some(ext), _) => {
+            return Err(err("secor.file.extension", format!("`{ext}` with this codec: kbackup appends .gz for gzip and nothing otherwise")))
+        }
+    }
+    let mut timestamp_fields = Vec::new();
+    timestamp_fields.push(get("message.timestamp.name").unwrap_or_else(|| "timestamp".into()));
+    if let Some(f) = get("message.fallback.timestamp.name") {
+        timestamp_fields.push(f);
+    }
+    let timestamp_input_pattern = get("message.timestamp.input.pattern")
+        .map(|p| java_date_pattern("message.timestamp.input.pattern", &p))
+        .transpose()?;
+    let date_format = java_date_pattern(
+        "secor.partition.output_dt_format",
+        &get("secor.partition.output_dt_format").unwrap_or_else(|| "yyyy-MM-dd".into()),
+    )?;
+    let prefix_on = get("secor.partition.prefix.enable").is_some_and(|v| v == "true");
+    let (prefix_field, prefix_map) = if prefix_on {
+        let field = get("secor.partition.prefix.identifier")
+            .ok_or_else(|| err("secor.partition.prefix.identifier", "is required when secor.partition.prefix.enable=true"))?;
+        let mapping = get("secor.partition.prefix.mapping")
+            .ok_or_else(|| err("secor.partition.prefix.mapping", "is required when secor.partition.prefix.enable=true"))?;
+        let map: BTreeMap<String, String> = serde_json::from_str(&mapping)
+            .map_err(|e| err("secor.partition.prefix.mapping", format!("not a JSON object of strings: {e}")))?;
+        (Some(field), map)
+    } else {
+        (None, BTreeMap::new())
+    };
+    let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
+        get(k).map(|v| v.parse::<u64>().map_err(|_| err(k, format!("`{v}` is not a whole number")))).unwrap_or(Ok(default))
+    };
+    if get("secor.upload.on.shutdown").is_some_and(|v| v == "false") {
+        notes.push("secor.upload.on.shutdown=false: kbackup always uploads and commits on a graceful shutdown".into());
+    }
+    if get("secor.local.path").is_some() {
+        notes.push("secor.local.path: kbackup buffers in memory within writer.memory_limit_bytes; no local disk is used".into());
+    }
+
+    let topics = names
+        .iter()
+        .map(|name| -> Result<TopicConfig, ConfigError> {
+            Ok(TopicConfig {
+                name: name.clone(),
+                path: path.clone(),
+                file_pattern: file_pattern.clone(),
+                compression,
+                compression_level: 3,
+                timestamp_fields: timestamp_fields.clone(),
+                timestamp_input_pattern: timestamp_input_pattern.clone(),
+                message_timezone: get("secor.message.timezone").unwrap_or_else(|| "UTC".into()),
+                output_timezone: get("secor.parser.timezone").unwrap_or_else(|| "UTC".into()),
+                date_format: date_format.clone(),
+                max_file_bytes: num("secor.max.file.size.bytes", 200_000_000)?,
+                max_file_age_secs: num("secor.max.file.age.seconds", 3600)?,
+                prefix_field: prefix_field.clone(),
+                prefix_map: prefix_map.clone(),
+                invalid_date: "1970-01-01".into(),
+                error_path: None,
+                generation: num("secor.generation", 1)? as u32,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    const MAPPED: &[&str] = &[
+        "kafka.seed.broker.host",
+        "kafka.seed.broker.port",
+        "secor.kafka.group",
+        "secor.kafka.topic_filter",
+        "secor.azure.account.name",
+        "secor.azure.account.key",
+        "secor.azure.container.name",
+        "secor.azure.path",
+        "secor.s3.output_file_pattern",
+        "secor.compression.codec",
+        "secor.file.extension",
+        "message.timestamp.name",
+        "message.fallback.timestamp.name",
+        "message.timestamp.input.pattern",
+        "secor.message.timezone",
+        "secor.parser.timezone",
+        "secor.partition.output_dt_format",
+        "secor.partition.prefix.identifier",
+        "secor.partition.prefix.mapping",
+        "secor.max.file.size.bytes",
+        "secor.max.file.age.seconds",
+        "secor.generation",
+    ];
+    let ignored: Vec<String> =
+        props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str())).cloned().collect();
+
+    let config = Config {
+        kafka: KafkaConfig { brokers, group_id, properties: BTreeMap::new() },
+        storage,
+        topics,
+        writer: WriterConfig::default(),
+    };
+    // The same validation as a TOML config, so errors read the same way.
+    config.validate().map_err(|e| match e {
+        ConfigError::Invalid { key, message } => ConfigError::Invalid { key: secor_key_for(&key), message },
+        other => other,
+    })?;
+    Ok(Mapped { config, ignored, notes })
+}
+
+/// Names the Secor key behind a kbackup key in validation errors.
+fn secor_key_for(key: &str) -> String {
+    let field = key.rsplit('.').next().unwrap_or(key);
+    let secor = match field {
+        "file_pattern" => "secor.s3.output_file_pattern",
+        "path" => "secor.azure.path",
+        "output_timezone" => "secor.parser.timezone",
+        "message_timezone" => "secor.message.timezone",
+        "date_format" => "secor.partition.output_dt_format",
+        "timestamp_input_pattern" => "message.timestamp.input.pattern",
+        "prefix_map" => "secor.partition.prefix.mapping",
+        "max_file_bytes" => "secor.max.file.size.bytes",
+        "max_file_age_secs" => "secor.max.file.age.seconds",
+        "url" => "secor.azure.container.name",
+        _ => return key.to_string(),
+    };
+    format!("{secor} ({key})")
+}
+
+/// The TOML equivalent, with the account key left out (set it through the environment).
+pub fn to_toml(config: &Config) -> String {
+    let mut c = config.clone();
+    let had_key = c.storage.access_key.take().is_some();
+    let mut out = String::from("# Generated by `kbackup check --secor-properties`.\n");
+    if had_key {
+        out.push_str("# The account key from secor.azure.account.key is not printed: set AZURE_STORAGE_ACCOUNT_KEY.\n");
+    }
+    out.push_str(&toml::to_string_pretty(&c).expect("config serializes"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sunbird's unique backup, as their Secor deployment configures it.
+    pub const SUNBIRD_UNIQUE: &str = r#"
+# Kafka
+kafka.seed.broker.host=kafka-1
+kafka.seed.broker.port=9092
+zookeeper.quorum=zk-1:2181
+secor.kafka.group=telemetry-unique-backup
+secor.kafka.topic_filter=prod.telemetry.unique
+secor.cloud.service=Azure
+secor.azure.account.name=sunbirdstore
+secor.azure.account.key=c2VjcmV0a2V5c2VjcmV0a2V5
+secor.azure.container.name=telemetry-data-store
+secor.azure.endpoints.protocol=https
+secor.azure.path=unique/raw
+secor.s3.output_file_pattern={partition}-{kafkaPartition}-{currentTimestamp}.json
+secor.compression.codec=org.apache.hadoop.io.compress.GzipCodec
+secor.file.extension=.gz
+secor.file.reader.writer.factory=com.pinterest.secor.io.impl.DelimitedTextFileReaderWriterFactory
+secor.message.parser.class=com.pinterest.secor.parser.PatternDateMessageParser
+message.timestamp.name=syncts
+message.fallback.timestamp.name=@timestamp
+message.timestamp.input.pattern=yyyy-MM-dd
+secor.message.timezone=UTC
+secor.parser.timezone=Asia/Kolkata
+secor.partition.output_dt_format=yyyy-MM-dd
+secor.max.file.size.bytes=100000000
+secor.max.file.age.seconds=14400
+secor.local.path=/mnt/secor_data/message_logs/partition
+secor.upload.on.shutdown=true
+secor.messages.per.second=10000
+"#;
+
+    fn props(text: &str) -> Properties {
+        parse_properties(text).into_iter().collect()
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let p = parse_properties("a=1\n b : 2\nc 3\n# x=y\n! z\nd=multi\\\n   line\ne=tab\\tand\\u0041\nf=\ng=a=b");
+        assert_eq!(
+            p,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "3".into()),
+                ("d".into(), "multiline".into()),
+                ("e".into(), "tab\tandA".into()),
+                ("f".into(), "".into()),
+                ("g".into(), "a=b".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sunbird_unique_maps_to_the_toml_config() {
+        let m = map(&props(SUNBIRD_UNIQUE)).unwrap();
+        let c = &m.config;
+        assert_eq!(c.kafka.brokers, "kafka-1:9092");
+        assert_eq!(c.kafka.group_id, "telemetry-unique-backup");
+        assert_eq!(c.storage.url, "az://telemetry-data-store");
+        assert_eq!(c.storage.account.as_deref(), Some("sunbirdstore"));
+        let t = &c.topics[0];
+        assert_eq!(t.name, "prod.telemetry.unique");
+        assert_eq!(t.path, "unique/raw");
+        assert_eq!(t.compression, Compression::Gzip);
+        assert_eq!(t.timestamp_fields, vec!["syncts", "@timestamp"]);
+        assert_eq!(t.timestamp_input_pattern.as_deref(), Some("%Y-%m-%d"));
+        assert_eq!(t.output_timezone, "Asia/Kolkata");
+        assert_eq!(t.date_format, "%Y-%m-%d");
+        assert_eq!((t.max_file_bytes, t.max_file_age_secs), (100_000_000, 14_400));
+        assert_eq!(m.ignored, vec!["secor.messages.per.second"]);
+        assert!(m.notes.iter().any(|n| n.contains("secor.local.path")));
+        // The shipped TOML says the same about the topic.
+        let shipped = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sunbird-unique-denorm.toml")).unwrap();
+        let s = &shipped.topics[0];
+        assert_eq!(
+            (&s.path, &s.file_pattern, s.compression, &s.timestamp_fields, &s.timestamp_input_pattern, &s.output_timezone, &s.date_format, s.max_file_bytes, s.max_file_age_secs),
+            (&t.path, &t.file_pattern, t.compression, &t.timestamp_fields, &t.timestamp_input_pattern, &t.output_timezone, &t.date_format, t.max_file_bytes, t.max_file_age_secs)
+        );
+    }
+
+    #[test]
+    fn denorm_prefix_mapping() {
+        let text = SUNBIRD_UNIQUE.replace("unique/raw", "telemetry-denormalized")
+            + "secor.partition.prefix.enable=true\nsecor.partition.prefix.identifier=eid\nsecor.partition.prefix.mapping={\"ME_WORKFLOW_SUMMARY\":\"summary\",\"DEFAULT\":\"raw\"}\n";
+        let t = &map(&props(&text)).unwrap().config.topics[0];
+        assert_eq!(t.prefix_field.as_deref(), Some("eid"));
+        assert_eq!(t.prefix_map.get("ME_WORKFLOW_SUMMARY").map(String::as_str), Some("summary"));
+    }
+
+    #[test]
+    fn later_files_override_and_includes_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("common.properties"), "secor.kafka.group=common\nsecor.max.file.age.seconds=60\n").unwrap();
+        std::fs::write(dir.path().join("a.properties"), "include=common.properties\nsecor.kafka.group=a\n").unwrap();
+        std::fs::write(dir.path().join("b.properties"), "secor.max.file.age.seconds=120\n").unwrap();
+        let p = load(&[dir.path().join("a.properties"), dir.path().join("b.properties")]).unwrap();
+        assert_eq!(p["secor.kafka.group"], "a");
+        assert_eq!(p["secor.max.file.age.seconds"], "120");
+    }
+
+    #[test]
+    fn keys_that_cannot_be_kept_are_named() {
+        let cases = [
+            ("secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec", "secor.compression.codec"),
+            ("secor.kafka.topic_filter=prod.telemetry.*", "secor.kafka.topic_filter"),
+            ("secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory", "secor.file.reader.writer.factory"),
+            ("secor.cloud.service=S3", "secor.cloud.service"),
+            ("secor.file.extension=.json", "secor.file.extension"),
+            ("secor.partition.output_dt_format=EEE", "secor.partition.output_dt_format"),
+            ("secor.parser.timezone=Asia/Kolkota", "secor.parser.timezone"),
+            ("secor.s3.output_file_pattern={kafkaPartition}/{partition}.json", "secor.s3.output_file_pattern"),
+            ("secor.max.file.age.seconds=soon", "secor.max.file.age.seconds"),
+        ];
+        for (line, key) in cases {
+            let e = map(&props(&format!("{SUNBIRD_UNIQUE}\n{line}\n"))).unwrap_err().to_string();
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+        let e = map(&props("secor.kafka.group=x")).unwrap_err().to_string();
+        assert!(e.contains("kafka.seed.broker.host"), "{e}");
+    }
+
+    #[test]
+    fn typo_keys_are_listed_not_silently_dropped() {
+        let m = map(&props(&format!("{SUNBIRD_UNIQUE}\nsecor.max.file.age.secnds=60\n"))).unwrap();
+        assert!(m.ignored.contains(&"secor.max.file.age.secnds".to_string()));
+    }
+
+    #[test]
+    fn java_patterns() {
+        assert_eq!(java_date_pattern("k", "yyyy-MM-dd").unwrap(), "%Y-%m-%d");
+        assert_eq!(java_date_pattern("k", "yyyyMMdd'T'HH").unwrap(), "%Y%m%dT%H");
+        assert_eq!(java_date_pattern("k", "'dt='yyyy-MM-dd").unwrap(), "dt=%Y-%m-%d");
+        assert!(java_date_pattern("k", "yyyy-MMM-dd").is_err());
+    }
+
+    #[test]
+    fn toml_output_parses_back_and_hides_the_key() {
+        let m = map(&props(SUNBIRD_UNIQUE)).unwrap();
+        let text = to_toml(&m.config);
+        assert!(!text.contains("c2VjcmV0a2V5c2VjcmV0a2V5"), "{text}");
+        let back = Config::parse(&text, "generated").unwrap();
+        assert_eq!(back.topics[0].path, "unique/raw");
+    }
+}
