@@ -1,8 +1,13 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t kbackup .      Run: docker run --rm -v $PWD/config:/config kbackup run --config /config/kbackup.toml
-# The build steps are the README's (`cargo build --release`); librdkafka is compiled from source.
+# Build: docker build -t kbackup .
+# Run:   docker run --rm -v "$PWD/config:/config:ro" -e AZURE_STORAGE_CONNECTION_STRING -p 9464:9464 kbackup
+# The build step is the README's (`cargo build --release`); librdkafka is compiled from source.
+# Probes: GET :9464/health/live and :9464/health/ready (see deploy/kubernetes.yaml); the final
+# image has no shell tools, so no HEALTHCHECK command is baked in.
 
-FROM rust:1.85-bookworm AS build
+FROM rust:1-bookworm AS build
+# cmake builds the TLS crate's C parts; versions come with the pinned base image.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
@@ -12,12 +17,16 @@ COPY src ./src
 RUN cargo build --release --locked && strip target/release/kbackup
 
 FROM debian:bookworm-slim
+# Only CA certificates besides the binary (Azure is reached over TLS).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home kbackup
 COPY --from=build /src/target/release/kbackup /usr/local/bin/kbackup
 USER 10001
-ENV KBACKUP_LOG_FORMAT=json
+ENV KBACKUP_LOG_FORMAT=json \
+    KBACKUP_METRICS_ADDR=0.0.0.0:9464
+EXPOSE 9464
 ENTRYPOINT ["/usr/local/bin/kbackup"]
 CMD ["run", "--config", "/config/kbackup.toml"]
