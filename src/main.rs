@@ -40,6 +40,9 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
     ProduceSample(cmd::produce_sample::ProduceSampleArgs),
+    /// Ceiling measurements for scripts/bench.
+    #[command(subcommand, hide = true)]
+    Bench(cmd::bench::BenchCmd),
 }
 
 fn init_logging(format: LogFormat) {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
             Command::ProduceSample(a) => cmd::produce_sample::run(a).await,
+            Command::Bench(c) => cmd::bench::run(c).await,
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Cat | Command::Replay | Command::Plan => {

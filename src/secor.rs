@@ -298,7 +298,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 path: path.clone(),
                 file_pattern: file_pattern.clone(),
                 compression,
-                compression_level: 3,
+                compression_level: 1,
                 timestamp_fields: timestamp_fields.clone(),
                 timestamp_input_pattern: timestamp_input_pattern.clone(),
                 message_timezone: get("secor.message.timezone").unwrap_or_else(|| "UTC".into()),

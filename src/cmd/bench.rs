@@ -1,0 +1,130 @@
+//! `kbackup bench …`: the ceilings the benchmark compares the writer against (hidden command).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::StorageConfig;
+use crate::storage::Storage;
+
+/// Arguments of `kbackup bench`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// Drain a topic with a bare librdkafka consumer doing nothing with the messages.
+    Consume {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Print the number of retained messages of a topic (sum of watermark spans).
+    Count {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// PUT `--bytes` to storage in blobs of `--blob-bytes`, `--concurrency` at once.
+    Put {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 8 << 20)]
+        blob_bytes: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+}
+
+/// Runs one ceiling measurement and prints one JSON line.
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Consume { brokers, topic } => {
+            let (events, bytes, secs) = tokio::task::spawn_blocking(move || consume(&brokers, &topic)).await??;
+            println!("{}", serde_json::json!({"events": events, "bytes": bytes, "seconds": secs}));
+        }
+        BenchCmd::Count { brokers, topic } => {
+            let n = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+                let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+                let md = c.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+                let t = md.topics().first().filter(|t| t.error().is_none()).ok_or_else(|| anyhow::anyhow!("no topic {topic}"))?;
+                let mut n = 0;
+                for p in t.partitions() {
+                    let (low, high) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(30))?;
+                    n += high - low;
+                }
+                Ok(n)
+            })
+            .await??;
+            println!("{}", serde_json::json!({"events": n}));
+        }
+        BenchCmd::Put { url, bytes, blob_bytes, concurrency } => {
+            let storage = Storage::open(&StorageConfig { url, create_container: true, ..Default::default() })?;
+            storage.ensure_container(true).await?;
+            let body = PutPayload::from(vec![b'x'; blob_bytes as usize]);
+            let blobs = bytes.div_ceil(blob_bytes);
+            let started = Instant::now();
+            let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let mut tasks = Vec::new();
+            for i in 0..blobs {
+                let (store, body, permit) = (storage.store.clone(), body.clone(), sem.clone().acquire_owned().await?);
+                tasks.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    store.put(&ObjectPath::from(format!("_bench/put-{i}")), body).await
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            for i in 0..blobs {
+                let _ = storage.store.delete(&ObjectPath::from(format!("_bench/put-{i}"))).await;
+            }
+            println!("{}", serde_json::json!({"bytes": blobs * blob_bytes, "seconds": secs}));
+        }
+    }
+    Ok(())
+}
+
+fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kbackup-bench-ceiling")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("queued.max.messages.kbytes", "32768")
+        .set("fetch.max.bytes", "16777216")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in 0..parts {
+        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            remaining += 1;
+        }
+    }
+    c.assign(&tpl)?;
+    let started = Instant::now();
+    let (mut events, mut bytes) = (0u64, 0u64);
+    while remaining > 0 {
+        match c.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                events += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
+            Some(Err(e)) => anyhow::bail!("consuming: {e}"),
+            None => anyhow::bail!("no data for 10 s"),
+        }
+    }
+    Ok((events, bytes, started.elapsed().as_secs_f64()))
+}
