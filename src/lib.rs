@@ -18,6 +18,7 @@ pub mod intent;
 pub mod listing;
 pub mod metrics;
 pub mod naming;
+pub mod partitioner;
 pub mod routing;
 pub mod secor;
 pub mod sample;

@@ -7,16 +7,16 @@
 
 use crate::config::Compression;
 
-/// Encodes a file's contents.
-pub fn encode(data: &[u8], compression: Compression, level: u32) -> Vec<u8> {
+/// Encodes a file's contents (plain files are passed through without a copy).
+pub fn encode(data: Vec<u8>, compression: Compression, level: u32) -> Vec<u8> {
     match compression {
-        Compression::None => data.to_vec(),
+        Compression::None => data,
         Compression::Gzip => {
             let lvl = libdeflater::CompressionLvl::new(level.clamp(1, 12) as i32).unwrap_or_default();
             let mut c = libdeflater::Compressor::new(lvl);
             // calloc'd: pages the compressor does not write are never touched.
             let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
-            let n = c.gzip_compress(data, &mut out).expect("the output buffer is sized by gzip_compress_bound");
+            let n = c.gzip_compress(&data, &mut out).expect("the output buffer is sized by gzip_compress_bound");
             out.truncate(n);
             out.shrink_to_fit();
             out
@@ -33,9 +33,9 @@ mod tests {
     fn gzip_round_trips_and_is_deterministic() {
         let data = b"{\"a\":1}\n{\"b\":2}\n".repeat(1000);
         for level in [0, 1, 6, 12] {
-            let gz = encode(&data, Compression::Gzip, level);
+            let gz = encode(data.clone(), Compression::Gzip, level);
             assert!(level == 0 || gz.len() < data.len() / 10, "level {level}");
-            assert_eq!(gz, encode(&data, Compression::Gzip, level));
+            assert_eq!(gz, encode(data.clone(), Compression::Gzip, level));
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
             assert_eq!(out, data);
@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn empty_input_is_a_valid_gzip_file() {
-        let gz = encode(b"", Compression::Gzip, 1);
+        let gz = encode(Vec::new(), Compression::Gzip, 1);
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
         assert!(out.is_empty());
@@ -52,6 +52,6 @@ mod tests {
 
     #[test]
     fn none_is_identity() {
-        assert_eq!(encode(b"x\n", Compression::None, 3), b"x\n");
+        assert_eq!(encode(b"x\n".to_vec(), Compression::None, 3), b"x\n");
     }
 }

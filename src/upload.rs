@@ -97,7 +97,7 @@ impl Uploader {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
             let UploadJob { id, key, topic, data, compression, level, existing } = job;
-            let body = tokio::task::spawn_blocking(move || seal::encode(&data, compression, level))
+            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level))
                 .await
                 .expect("compression does not panic");
             let stored_bytes = body.len() as u64;
@@ -182,7 +182,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     fn gz(data: &[u8], level: u32) -> Vec<u8> {
-        seal::encode(data, Compression::Gzip, level)
+        seal::encode(data.to_vec(), Compression::Gzip, level)
     }
 
     #[tokio::test]

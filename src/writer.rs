@@ -203,6 +203,10 @@ pub fn run(
             cfg: t.clone(),
         });
     }
+    // The budget covers librdkafka's prefetch too; buffers get the rest (at least a quarter).
+    let prefetch = crate::consumer::prefetch_bytes(&config.kafka);
+    let buffer_budget = config.writer.memory_limit_bytes.saturating_sub(prefetch).max(config.writer.memory_limit_bytes / 4);
+    info!(memory_limit = config.writer.memory_limit_bytes, prefetch, buffer_budget, "memory budget");
     let (done_tx, done_rx) = channel();
     let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
     let now = Instant::now();
@@ -222,7 +226,7 @@ pub fn run(
         uploader,
         done_rx,
         next_id: 0,
-        memory_limit: config.writer.memory_limit_bytes,
+        memory_limit: buffer_budget,
         metadata_limit: config.writer.commit_metadata_limit,
         commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
         revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),

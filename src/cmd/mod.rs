@@ -1,6 +1,7 @@
 //! One module per `kbackup` subcommand; each is a thin shell over the library stages.
 
 pub mod bench;
+pub mod cat;
 pub mod check;
 pub mod ls;
 pub mod produce_sample;
