@@ -19,6 +19,7 @@ pub mod listing;
 pub mod metrics;
 pub mod naming;
 pub mod partitioner;
+pub mod plan;
 pub mod routing;
 pub mod secor;
 pub mod sample;

@@ -32,10 +32,10 @@ enum Command {
     Ls(cmd::ls::LsArgs),
     /// Print the events of selected backup files, decompressed, in file order.
     Cat(cmd::cat::CatArgs),
-    /// Replay backups into Kafka (not implemented yet).
-    Replay,
-    /// Plan per-partition WFS jobs (not implemented yet).
-    Plan,
+    /// Replay backups into Kafka, keyed, into the partitions they came from (or hashed).
+    Replay(cmd::replay::ReplayArgs),
+    /// Plan (and run, or publish) per-partition WFS jobs.
+    Plan(cmd::plan::PlanArgs),
     /// Audit backups against the topic: missing, doubled and misfiled events.
     Verify(cmd::verify::VerifyArgs),
     /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
@@ -88,9 +88,8 @@ fn main() -> ExitCode {
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Cat(a) => cmd::cat::run(a).await,
-            Command::Replay | Command::Plan => {
-                Err(ExitError { code: 1, message: "this command is not implemented yet".into() }.into())
-            }
+            Command::Replay(a) => cmd::replay::run(a).await,
+            Command::Plan(a) => cmd::plan::run(a).await,
         }
     });
     // Uploads still retrying after a failed shutdown must not keep the process alive.

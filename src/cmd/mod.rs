@@ -4,7 +4,9 @@ pub mod bench;
 pub mod cat;
 pub mod check;
 pub mod ls;
+pub mod plan;
 pub mod produce_sample;
+pub mod replay;
 pub mod run;
 pub mod verify;
 

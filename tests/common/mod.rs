@@ -352,3 +352,27 @@ pub fn wait_committed(stack: &Stack, group: &str, topic: &str, partitions: i32, 
     });
 }
 
+
+/// Every message of a topic: (partition, key, value), read from the start to the end offsets.
+pub fn read_topic(stack: &Stack, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &stack.brokers).set("group.id", unique("reader")).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let parts = md.topics()[0].partitions().len() as i32;
+    let ends = stack.end_offsets(topic, parts);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let total: i64 = ends.iter().sum();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total {
+        assert!(Instant::now() < deadline, "read {} of {total} messages of {topic}", out.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push((m.partition(), m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}

@@ -1,0 +1,164 @@
+//! `kbackup plan`: the WFS submit step, one job per group of Kafka partitions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+use crate::cmd::ExitError;
+use crate::plan::{groups, job_manager_message, render_exec, with_partitions};
+
+/// How the jobs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One job per group of `--parallelisation` partitions.
+    ViaPartition,
+    /// One job over all partitions (the job config unchanged).
+    RunMode,
+    /// One `{"model","config"}` message per group on the job-manager topic.
+    JobManager,
+}
+
+/// Arguments of `kbackup plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The WFS job config (JSON with search.queries).
+    #[arg(long)]
+    pub job_config: PathBuf,
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Partitions per job.
+    #[arg(long, default_value_t = 1)]
+    pub parallelisation: usize,
+    /// Number of Kafka partitions; without it, read from --topic's metadata.
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// Topic whose partition count is used (e.g. prod.telemetry.unique).
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Command run per job, with {config} and {partitions} filled in (e.g. a spark-submit line).
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Where the per-job configs are written.
+    #[arg(long, default_value = "wfs-plan")]
+    pub out_dir: PathBuf,
+    /// job-manager mode: the job-queue topic.
+    #[arg(long)]
+    pub job_topic: Option<String>,
+    /// job-manager mode: the model name (default: the job config's "model").
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    ExitError { code: 2, message: message.into() }.into()
+}
+
+/// Plans, writes and (optionally) runs or publishes the jobs.
+pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.job_config).with_context(|| format!("reading {}", a.job_config.display()))?;
+    let job: Value = serde_json::from_str(&text).map_err(|e| usage(format!("{}: not JSON: {e}", a.job_config.display())))?;
+    let count = match (a.partitions, &a.topic) {
+        (Some(n), _) => n,
+        (None, Some(topic)) => {
+            let brokers = a.brokers.clone().ok_or_else(|| usage("--topic needs --brokers (or KAFKA_BROKERS)"))?;
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
+                let c = crate::consumer::metadata_client(&crate::config::KafkaConfig {
+                    brokers,
+                    group_id: "kbackup-plan".into(),
+                    properties: Default::default(),
+                })?;
+                let n = crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?
+                    .pop()
+                    .and_then(|(_, n)| n)
+                    .ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?;
+                Ok(n as i32)
+            })
+            .await??
+        }
+        (None, None) => return Err(usage("give --partitions COUNT, or --topic NAME with --brokers")),
+    };
+    let plan: Vec<Vec<i32>> = match a.mode {
+        Mode::RunMode => vec![(0..count).collect()],
+        _ => groups(count, a.parallelisation).map_err(|e| usage(e.to_string()))?,
+    };
+    std::fs::create_dir_all(&a.out_dir)?;
+    let mut jobs = Vec::new();
+    for parts in &plan {
+        let (name, config) = match a.mode {
+            Mode::RunMode => ("job-all.json".to_string(), job.clone()),
+            _ => (
+                format!("job-{}-{}.json", parts[0], parts[parts.len() - 1]),
+                with_partitions(&job, parts).map_err(|e| usage(e.to_string()))?,
+            ),
+        };
+        let path = a.out_dir.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        println!("planned {} partitions {:?}", path.display(), parts);
+        jobs.push((path, parts.clone(), config));
+    }
+
+    if a.mode == Mode::JobManager {
+        let topic = a.job_topic.clone().ok_or_else(|| usage("job-manager mode needs --job-topic"))?;
+        let brokers = a.brokers.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS)"))?;
+        let model = a
+            .model
+            .clone()
+            .or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
+            .ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
+        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("enable.idempotence", "true").create()?;
+        for (path, parts, config) in &jobs {
+            let msg = serde_json::to_string(&job_manager_message(&model, config))?;
+            producer
+                .send(FutureRecord::<(), str>::to(&topic).payload(&msg), Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .with_context(|| format!("publishing {}", path.display()))?;
+            println!("published job for partitions {parts:?} to {topic}");
+        }
+        return Ok(());
+    }
+
+    let Some(template) = a.exec.clone() else { return Ok(()) };
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for (path, parts, _) in jobs {
+        let cmd = render_exec(&template, &path.display().to_string(), &parts);
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let status = tokio::process::Command::new("sh").arg("-c").arg(&cmd).status().await;
+            (parts, cmd, status, started.elapsed())
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        let (parts, cmd, status, took) = t.await?;
+        match status {
+            Ok(s) if s.success() => println!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64()),
+            Ok(s) => {
+                failed += 1;
+                println!("job partitions {parts:?}: FAILED ({s}) in {:.1}s: {cmd}", took.as_secs_f64());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("job partitions {parts:?}: could not start ({e}): {cmd}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(ExitError { code: 1, message: format!("{failed} job(s) failed") }.into());
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! `kbackup replay`: push selected backups back into Kafka, keyed, into the right partitions,
+//! resumable, rate-limited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::cmd::ls::SelectArgs;
+use crate::cmd::ExitError;
+use crate::event_date::FieldValue;
+use crate::partitioner::{java_hashcode_partition, murmur2_partition};
+use crate::routing::extract;
+
+/// How each event's target partition is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartitionerArg {
+    /// The Kafka partition named in the file: exact, no hashing (new-name files only).
+    Same,
+    /// The Java client's default for keyed records (librdkafka's `murmur2_random`).
+    Murmur2,
+    /// Samza's `abs(key.hashCode()) % partitions`, as Sunbird's dedup job placed events.
+    JavaHashcode,
+}
+
+/// Arguments of `kbackup replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Topic to write into.
+    #[arg(long)]
+    pub to_topic: String,
+    /// Bootstrap servers (default: the config's kafka.brokers).
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    #[arg(long, value_enum, default_value_t = PartitionerArg::Same)]
+    pub partitioner: PartitionerArg,
+    /// Fields whose first present value becomes the message key, e.g. context.did,mid.
+    #[arg(long, value_delimiter = ',')]
+    pub key: Vec<String>,
+    /// At most this many events per second.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Count events per target partition; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Progress file: finished files (and how far a stopped one got) are skipped on restart.
+    /// Default: .kbackup-replay-<topic>.progress
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Events acknowledged between two progress records.
+const PROGRESS_EVERY: u64 = 50_000;
+
+struct Ctx {
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "delivery failed");
+        }
+    }
+}
+
+/// Sends the selected files' events; exits non-zero if any delivery failed.
+pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
+    let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
+    let (storage, listed, left_out) = a.select.resolve().await?;
+    if left_out > 0 {
+        eprintln!("note: {left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
+    }
+    let brokers = match (&a.brokers, &a.select.config) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) => crate::config::Config::load(c).map_err(|e| usage(e.to_string()))?.kafka.brokers,
+        (None, None) => return Err(usage("--brokers (or KAFKA_BROKERS) is needed without --config".into())),
+    };
+    if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
+        return Err(usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", a.partitioner).to_lowercase()));
+    }
+    let old = listed.iter().filter(|l| l.kafka_partition.is_none()).count();
+    if a.partitioner == PartitionerArg::Same && old > 0 {
+        return Err(usage(format!(
+            "{old} selected file(s) have old names without a Kafka partition; use --partitioner murmur2 or java-hashcode with --key"
+        )));
+    }
+    let target_parts = {
+        let (b, topic) = (brokers.clone(), a.to_topic.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<usize>> {
+            let c = crate::consumer::metadata_client(&crate::config::KafkaConfig { brokers: b, group_id: "kbackup-replay".into(), properties: Default::default() })?;
+            Ok(crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?.pop().and_then(|(_, n)| n))
+        })
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("topic {} not found on {brokers}", a.to_topic))? as i32
+    };
+    if a.partitioner == PartitionerArg::Same {
+        if let Some(max) = listed.iter().filter_map(|l| l.kafka_partition).max() {
+            if max >= target_parts {
+                return Err(usage(format!(
+                    "{} has {target_parts} partitions but the files name partition {max}; --partitioner same needs at least {}",
+                    a.to_topic,
+                    max + 1
+                )));
+            }
+        }
+    }
+
+    let checkpoint = a.checkpoint.clone().unwrap_or_else(|| PathBuf::from(format!(".kbackup-replay-{}.progress", a.to_topic)));
+    // Each line: `<key>\tdone`, or `<key>\t<events acknowledged>`; the last line of a key wins.
+    let mut progress: HashMap<String, Option<u64>> = HashMap::new();
+    if !a.dry_run {
+        for line in std::fs::read_to_string(&checkpoint).unwrap_or_default().lines() {
+            if let Some((k, v)) = line.rsplit_once('\t') {
+                progress.insert(k.to_string(), if v == "done" { None } else { v.parse().ok() });
+            }
+        }
+    }
+    let todo: Vec<_> = listed.iter().filter(|l| !matches!(progress.get(&l.key), Some(None))).collect();
+    if todo.len() < listed.len() || !progress.is_empty() {
+        eprintln!("resuming: {} of {} file(s) already replayed (per {})", listed.len() - todo.len(), listed.len(), checkpoint.display());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let failed = Arc::new(AtomicU64::new(0));
+    let producer: Option<ThreadedProducer<Ctx>> = if a.dry_run {
+        None
+    } else {
+        Some(
+            ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "20")
+                .set("batch.size", "1000000")
+                .set("compression.type", "lz4")
+                .set("queue.buffering.max.kbytes", "262144")
+                .create_with_context(Ctx { failed: failed.clone() })?,
+        )
+    };
+    let mut ckpt = if a.dry_run {
+        None
+    } else {
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(&checkpoint).with_context(|| format!("opening {}", checkpoint.display()))?)
+    };
+    let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
+
+    let total: u64 = todo.iter().map(|l| l.size).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} stored bytes, {msg} [{elapsed_precise}, ETA {eta}]").unwrap(),
+    );
+    let started = Instant::now();
+    let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
+    let (mut events, mut unkeyed) = (0u64, 0u64);
+    let mut rr = 0i32;
+    let flush = |p: &ThreadedProducer<Ctx>, key: &str| -> anyhow::Result<()> {
+        p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
+        if failed.load(Ordering::Relaxed) > 0 {
+            anyhow::bail!("{} deliveries failed; {key} is not recorded as done, rerun to resend", failed.load(Ordering::Relaxed));
+        }
+        Ok(())
+    };
+    for l in todo {
+        let skip = progress.get(&l.key).copied().flatten().unwrap_or(0);
+        let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+        let reader: Box<dyn std::io::Read> =
+            if l.key.ends_with(".gz") { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+        let mut in_file = 0u64;
+        for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+            let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
+            in_file += 1;
+            if in_file <= skip {
+                continue;
+            }
+            let key = if paths.is_empty() { None } else { key_of(&line, &paths) };
+            let partition = match (a.partitioner, &key) {
+                (PartitionerArg::Same, _) => l.kafka_partition.expect("checked: new names only"),
+                (PartitionerArg::Murmur2, Some(k)) => murmur2_partition(k.as_bytes(), target_parts),
+                (PartitionerArg::JavaHashcode, Some(k)) => java_hashcode_partition(k, target_parts),
+                (_, None) => {
+                    // No key field at all: spread evenly, as an unkeyed producer would.
+                    unkeyed += 1;
+                    rr = (rr + 1) % target_parts;
+                    rr
+                }
+            };
+            *per_partition.entry(partition).or_default() += 1;
+            events += 1;
+            if let Some(p) = &producer {
+                let mut rec = BaseRecord::to(&a.to_topic).partition(partition).payload(&line[..]);
+                if let Some(k) = &key {
+                    rec = rec.key(k.as_str());
+                }
+                loop {
+                    match p.send(rec) {
+                        Ok(()) => break,
+                        Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                            rec = r;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err((e, _)) => anyhow::bail!("producing to {}: {e}", a.to_topic),
+                    }
+                }
+            }
+            if let Some(rate) = a.rate {
+                if events % 100 == 0 {
+                    let due = Duration::from_secs_f64(events as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+            if events % 10_000 == 0 {
+                bar.set_message(format!("{events} events, {:.0} events/s", events as f64 / started.elapsed().as_secs_f64()));
+            }
+            let stopping = stop.load(Ordering::Relaxed);
+            if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
+                // Progress is recorded only for events the broker acknowledged.
+                if stopping || in_file % PROGRESS_EVERY == 0 {
+                    flush(p, &l.key)?;
+                    writeln!(f, "{}\t{in_file}", l.key)?;
+                    f.sync_data()?;
+                }
+            }
+            if stopping {
+                bar.finish_and_clear();
+                return Err(ExitError {
+                    code: 130,
+                    message: format!("interrupted after {events} events; progress is in {}, run the same command again to resume", checkpoint.display()),
+                }
+                .into());
+            }
+        }
+        if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
+            // A file is recorded as done only once every event of it is acknowledged.
+            flush(p, &l.key)?;
+            writeln!(f, "{}\tdone", l.key)?;
+            f.sync_data()?;
+        }
+        bar.inc(l.size);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let verb = if a.dry_run { "would send" } else { "sent" };
+    println!("{verb} {events} events to {} in {secs:.1}s ({:.0} events/s)", a.to_topic, events as f64 / secs.max(1e-9));
+    for (p, n) in &per_partition {
+        println!("  partition {p}: {n}");
+    }
+    if unkeyed > 0 {
+        eprintln!("note: {unkeyed} event(s) had none of the --key fields and were spread round-robin");
+    }
+    Ok(())
+}
+
+/// The first present key field, as a string.
+fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    extract(text, paths).ok()?.into_iter().flatten().find_map(|v| match v {
+        FieldValue::Str(s) => Some(s),
+        FieldValue::Int(i) => Some(i.to_string()),
+        _ => None,
+    })
+}

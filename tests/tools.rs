@@ -1,0 +1,229 @@
+//! The data team's and ops' tools on the real stack: `ls`, `cat`, `replay`, `plan`, over new and
+//! old file names.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+const IST_MIDNIGHT: i64 = 1_580_495_400_000;
+
+fn gz(text: &str) -> Vec<u8> {
+    kbackup::seal::encode(text.as_bytes().to_vec(), kbackup::config::Compression::Gzip, 1)
+}
+
+fn out(stack: &Stack, args: &[&str]) -> (i32, String, String) {
+    let o = kbackup(stack, args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[tokio::test]
+async fn ls_and_cat_over_new_and_old_names() {
+    let Some(stack) = stack() else { return };
+    let container = unique("c");
+    let storage = stack.storage(&container);
+    storage.ensure_container(true).await.unwrap();
+    let corrupt = {
+        let g = gz(&"x".repeat(5000));
+        g[..g.len() / 2].to_vec()
+    };
+    let blobs: Vec<(&str, Vec<u8>)> = vec![
+        ("unique/raw/2020-02-01-1-1580495403199.json.gz", gz("a1\n")),
+        ("unique/raw/2020-02-01-11-1580495403300.json.gz", gz("a11\n")),
+        // Old name whose timestamp starts with 1: not partition 1.
+        ("unique/raw/2020-02-01-1580495403199.json.gz", gz("old1\n")),
+        ("unique/raw/2020-02-02-0-1580581803199.json.gz", gz("b0\n")),
+        ("unique/raw/2020-01-31-1-1580409003199.json.gz", gz("outside\n")),
+        ("unique/raw/2020-02-02-2-1580581803999.json.gz", corrupt),
+    ];
+    for (k, v) in &blobs {
+        storage.store.put(&ObjectPath::from(*k), v.clone().into()).await.unwrap();
+    }
+    let url = format!("az://{container}");
+    let sel = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--to", "2020-02-02"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd.to_string()];
+        args.extend(sel(extra));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        out(&stack, &refs)
+    };
+
+    let (code, stdout, _) = run("ls", &[]);
+    assert_eq!(code, 0);
+    let keys: Vec<&str> = stdout.lines().collect();
+    assert_eq!(keys.len(), 5, "{stdout}");
+    assert!(!stdout.contains("2020-01-31"), "outside the range: {stdout}");
+
+    let (code, stdout, stderr) = run("ls", &["--partitions", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "unique/raw/2020-02-01-1-1580495403199.json.gz");
+    assert!(stderr.contains("1 old-name file(s)"), "{stderr}");
+    let (_, stdout, _) = run("ls", &["--partitions", "1", "--include-unpartitioned"]);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let (_, stdout, _) = run("ls", &["--partitions", "0-1,11", "--json"]);
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["kafka_partition"], 1);
+    assert_eq!(rows[0]["date"], "2020-02-01");
+    assert_eq!(rows[0]["timestamp"], 1580495403199i64);
+    assert!(rows[0]["size"].as_u64().unwrap() > 0);
+    let (_, stdout, _) = run("ls", &["--include-unpartitioned", "--partitions", "5", "--json"]);
+    let old: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(old["kafka_partition"], serde_json::Value::Null);
+
+    let (code, stdout, _) = run("cat", &["--partitions", "0,1", "--include-unpartitioned"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "old1\na1\nb0\n", "date, then partition (old names first), then timestamp");
+    let (code, _, stderr) = run("cat", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("2020-02-02-2-1580581803999.json.gz") && stderr.contains("corrupt"), "{stderr}");
+    let (code, stdout, stderr) = run("cat", &["--skip-corrupt"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("a11\n") && stdout.contains("b0\n"));
+    assert!(stderr.contains("2020-02-02-2-1580581803999.json.gz"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_and_plan() {
+    let Some(stack) = stack() else { return };
+    let src = unique("src");
+    stack.create_topic(&src, 4).await;
+    let producer = stack.producer();
+    // did -> partition as the Java-compatible producer placed them.
+    let mut placed: HashMap<Vec<u8>, i32> = HashMap::new();
+    for i in 0..400 {
+        let did = format!("device-{}", i % 37);
+        let line = format!(r#"{{"mid":"r-{i}","context":{{"did":"{did}"}},"syncts":{}}}"#, IST_MIDNIGHT + (i % 2) * 1000 - 500);
+        let rec = rdkafka::producer::FutureRecord::to(&src).key(&did).payload(&line);
+        let d = producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        placed.insert(line.into_bytes(), d.partition);
+    }
+    let container = unique("c");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &unique("g"), &topic_section(&src, "unique/raw", "max_file_bytes = 4000"), 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(90)), 0, "{}", run.log_text());
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let replay = |to: &str, extra: &[&str]| {
+        let progress = dir.path().join(format!("{to}.progress"));
+        let mut args = vec!["replay", "--config", &cfg_s, "--topic", &src, "--from", "2020-01-31", "--to", "2020-02-01", "--to-topic", to, "--checkpoint", progress.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        out(&stack, &refs)
+    };
+
+    // same: every event back in the partition its file names.
+    let t1 = unique("same");
+    stack.create_topic(&t1, 4).await;
+    let (code, stdout, stderr) = replay(&t1, &["--key", "context.did"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sent 400 events"), "{stdout}");
+    let got = read_topic(&stack, &t1);
+    assert_eq!(got.len(), 400);
+    for (p, key, v) in &got {
+        assert_eq!(placed[v], *p, "{}", String::from_utf8_lossy(v));
+        assert!(key.as_deref().unwrap().starts_with(b"device-"));
+    }
+
+    // murmur2 over the same key reproduces the Java client's placement exactly.
+    let t2 = unique("murmur");
+    stack.create_topic(&t2, 4).await;
+    let (code, _, stderr) = replay(&t2, &["--partitioner", "murmur2", "--key", "context.did"]);
+    assert_eq!(code, 0, "{stderr}");
+    for (p, _, v) in read_topic(&stack, &t2) {
+        assert_eq!(placed[&v], p);
+    }
+
+    // java-hashcode: Samza's placement.
+    let t3 = unique("samza");
+    stack.create_topic(&t3, 5).await;
+    let (code, _, stderr) = replay(&t3, &["--partitioner", "java-hashcode", "--key", "context.did"]);
+    assert_eq!(code, 0, "{stderr}");
+    for (p, key, _) in read_topic(&stack, &t3) {
+        let k = String::from_utf8(key.unwrap()).unwrap();
+        assert_eq!(p, kbackup::partitioner::java_hashcode_partition(&k, 5));
+    }
+
+    // Guard rails: fewer target partitions, a hashing partitioner without a key; dry run.
+    let small = unique("small");
+    stack.create_topic(&small, 2).await;
+    let (code, _, stderr) = replay(&small, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("needs at least 4"), "{stderr}");
+    let (code, _, stderr) = replay(&small, &["--partitioner", "murmur2"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--key"), "{stderr}");
+    let (code, stdout, _) = replay(&small, &["--partitioner", "murmur2", "--key", "context.did", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("would send 400 events") && stdout.contains("partition 0:"), "{stdout}");
+    assert!(read_topic(&stack, &small).is_empty(), "dry run sent nothing");
+
+    // Interrupted half way (SIGTERM), then resumed: every event exactly once.
+    let t4 = unique("resume");
+    stack.create_topic(&t4, 4).await;
+    let progress = dir.path().join(format!("{t4}.progress"));
+    let mut child = kbackup(
+        &stack,
+        &["replay", "--config", &cfg_s, "--topic", &src, "--from", "2020-01-31", "--to", "2020-02-01", "--to-topic", &t4, "--checkpoint", progress.to_str().unwrap(), "--rate", "150"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for("some events to be replayed", Duration::from_secs(30), || (stack.end_offsets(&t4, 4).iter().sum::<i64>() >= 100).then_some(()));
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let sent_before: i64 = stack.end_offsets(&t4, 4).iter().sum();
+    assert!(sent_before < 400, "interrupted before the end ({sent_before})");
+    let (code, stdout, stderr) = replay(&t4, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert!(stdout.contains(&format!("sent {} events", 400 - sent_before)), "{stdout}");
+    let got = read_topic(&stack, &t4);
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (_, _, v) in got {
+        *seen.entry(v).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(seen.values().all(|&n| n == 1), "a resumed replay sent something twice");
+
+    // plan: via-partition (runs), run-mode, job-manager (publishes), count from topic metadata.
+    let job = dir.path().join("wfs.json");
+    std::fs::write(&job, r#"{"search":{"type":"azure","queries":[{"bucket":"telemetry-data-store","prefix":"unique/raw/","endDate":"2020-02-01","delta":0}]},"model":"org.ekstep.analytics.model.WorkflowSummary","appName":"Workflow Summarizer"}"#).unwrap();
+    let plan_dir = dir.path().join("plan");
+    let ran = dir.path().join("ran");
+    std::fs::create_dir_all(&ran).unwrap();
+    let exec = format!("cp {{config}} {}/p-{{partitions}}.json", ran.display());
+    let (code, stdout, stderr) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "via-partition", "--parallelisation", "3", "--topic", &src, "--brokers", &stack.brokers, "--out-dir", plan_dir.to_str().unwrap(), "--exec", &exec, "--concurrency", "2"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.matches(": ok in").count(), 2, "{stdout}");
+    let first: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.join("p-0,1,2.json")).unwrap()).unwrap();
+    assert_eq!(first["search"]["queries"][0]["partitions"], serde_json::json!([0, 1, 2]));
+    let second: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.join("p-3.json")).unwrap()).unwrap();
+    assert_eq!(second["search"]["queries"][0]["partitions"], serde_json::json!([3]));
+    let (code, stdout, _) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "via-partition", "--partitions", "4", "--parallelisation", "2", "--out-dir", plan_dir.to_str().unwrap(), "--exec", "exit 3"]);
+    assert_eq!(code, 1, "failing jobs are reported: {stdout}");
+    assert_eq!(stdout.matches("FAILED").count(), 2);
+    let (code, stdout, _) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "run-mode", "--partitions", "4", "--out-dir", plan_dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let jobs_topic = unique("jobs");
+    stack.create_topic(&jobs_topic, 1).await;
+    let (code, stdout, stderr) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "job-manager", "--partitions", "4", "--parallelisation", "2", "--brokers", &stack.brokers, "--job-topic", &jobs_topic, "--out-dir", plan_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let msgs = read_topic(&stack, &jobs_topic);
+    assert_eq!(msgs.len(), 2);
+    let m: serde_json::Value = serde_json::from_slice(&msgs[0].2).unwrap();
+    assert_eq!(m["model"], "org.ekstep.analytics.model.WorkflowSummary");
+    assert_eq!(m["config"]["search"]["queries"][0]["partitions"], serde_json::json!([0, 1]));
+}
