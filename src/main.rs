@@ -36,6 +36,8 @@ enum Command {
     Replay(cmd::replay::ReplayArgs),
     /// Plan (and run, or publish) per-partition WFS jobs.
     Plan(cmd::plan::PlanArgs),
+    /// Split old <date>-<ts> files into new <date>-<p>-<ts> files by key, beside the originals.
+    Repartition(cmd::repartition::RepartitionArgs),
     /// Audit backups against the topic: missing, doubled and misfiled events.
     Verify(cmd::verify::VerifyArgs),
     /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             Command::Cat(a) => cmd::cat::run(a).await,
             Command::Replay(a) => cmd::replay::run(a).await,
             Command::Plan(a) => cmd::plan::run(a).await,
+            Command::Repartition(a) => cmd::repartition::run(a).await,
         }
     });
     // Uploads still retrying after a failed shutdown must not keep the process alive.

@@ -227,3 +227,51 @@ async fn replay_and_plan() {
     assert_eq!(m["model"], "org.ekstep.analytics.model.WorkflowSummary");
     assert_eq!(m["config"]["search"]["queries"][0]["partitions"], serde_json::json!([0, 1]));
 }
+
+#[tokio::test]
+async fn repartition_splits_old_files_by_key_beside_the_originals() {
+    let Some(stack) = stack() else { return };
+    let container = unique("c");
+    let storage = stack.storage(&container);
+    storage.ensure_container(true).await.unwrap();
+    let mut lines = Vec::new();
+    for (file, n) in [("unique/raw/2020-02-01-1580495403199.json.gz", 0), ("unique/raw/2020-02-01-1580499003199.json.gz", 1)] {
+        let mut text = String::new();
+        for i in 0..60 {
+            let line = format!(r#"{{"mid":"h-{n}-{i}","context":{{"did":"dev-{}"}}}}"#, i % 17);
+            text.push_str(&line);
+            text.push('\n');
+            lines.push(line);
+        }
+        storage.store.put(&ObjectPath::from(file), gz(&text).into()).await.unwrap();
+    }
+    let url = format!("az://{container}");
+    let args = ["repartition", "--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--partitioner", "murmur2", "--key", "context.did", "--partition-count", "4"];
+    let (code, stdout, stderr) = out(&stack, &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("120 events"), "{stdout}");
+
+    // Every event in exactly one new-name file, in the partition murmur2 gives its device.
+    let blobs = read_all(&storage).await;
+    assert!(blobs.contains_key("unique/raw/2020-02-01-1580495403199.json.gz"), "originals stay");
+    let mut seen = HashMap::new();
+    for (key, data) in &blobs {
+        let n = kbackup::naming::parse_name(key).unwrap();
+        let Some(p) = n.kafka_partition else { continue };
+        assert!(n.timestamp_ms == Some(1580495403199) || n.timestamp_ms == Some(1580499003199), "{key} keeps the original timestamp");
+        for line in String::from_utf8_lossy(data).lines() {
+            let did = line.split("\"did\":\"").nth(1).unwrap().split('"').next().unwrap();
+            assert_eq!(p, kbackup::partitioner::murmur2_partition(did.as_bytes(), 4), "{key}: {line}");
+            *seen.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    assert!(seen.values().all(|&n| n == 1));
+
+    // A rerun writes nothing new; ls --partitions now finds the history.
+    let (code, stdout, _) = out(&stack, &args);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("0 file(s) written"), "{stdout}");
+    let (_, stdout, _) = out(&stack, &["ls", "--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--partitions", "0-3"]);
+    assert!(stdout.lines().count() >= 4, "{stdout}");
+}

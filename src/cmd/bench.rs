@@ -29,6 +29,16 @@ pub enum BenchCmd {
         #[arg(long)]
         topic: String,
     },
+    /// Send every line of the files under `--from-dir` to `--topic` with a plain producer
+    /// (no keys, default partitioner): the ceiling `replay` is compared with.
+    Produce {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        from_dir: std::path::PathBuf,
+    },
     /// PUT `--bytes` to storage in blobs of `--blob-bytes`, `--concurrency` at once.
     Put {
         #[arg(long)]
@@ -63,6 +73,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             })
             .await??;
             println!("{}", serde_json::json!({"events": n}));
+        }
+        BenchCmd::Produce { brokers, topic, from_dir } => {
+            let (events, secs) = tokio::task::spawn_blocking(move || produce(&brokers, &topic, &from_dir)).await??;
+            println!("{}", serde_json::json!({"events": events, "seconds": secs}));
         }
         BenchCmd::Put { url, bytes, blob_bytes, concurrency } => {
             let storage = Storage::open(&StorageConfig { url, create_container: true, ..Default::default() })?;
@@ -127,4 +141,54 @@ fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
         }
     }
     Ok((events, bytes, started.elapsed().as_secs_f64()))
+}
+
+fn produce(brokers: &str, topic: &str, dir: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use std::io::BufRead;
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    let mut files: Vec<_> = walk(dir)?;
+    files.sort();
+    let started = Instant::now();
+    let mut events = 0u64;
+    for f in files {
+        let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&f)?);
+        for line in reader.split(b'\n') {
+            let line = line?;
+            let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(&line[..]);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => anyhow::bail!("producing: {e}"),
+                }
+            }
+            events += 1;
+        }
+    }
+    p.flush(Duration::from_secs(300))?;
+    Ok((events, started.elapsed().as_secs_f64()))
+}
+
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else if p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod ls;
 pub mod plan;
 pub mod produce_sample;
+pub mod repartition;
 pub mod replay;
 pub mod run;
 pub mod verify;

@@ -274,7 +274,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// The first present key field, as a string.
-fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
+pub fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
     extract(text, paths).ok()?.into_iter().flatten().find_map(|v| match v {
         FieldValue::Str(s) => Some(s),

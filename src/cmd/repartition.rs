@@ -1,0 +1,115 @@
+//! `kbackup repartition`: split old `<date>-<ts>` files into new `<date>-<p>-<ts>` files by key,
+//! beside the originals, so WFS can run per partition over history too.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use anyhow::Context;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+use crate::cmd::ls::SelectArgs;
+use crate::cmd::replay::{key_of, PartitionerArg};
+use crate::cmd::ExitError;
+use crate::config::Compression;
+use crate::partitioner::{java_hashcode_partition, murmur2, murmur2_partition};
+use crate::upload::{put_new, Existing, Outcome};
+
+/// Arguments of `kbackup repartition`.
+#[derive(Debug, clap::Args)]
+pub struct RepartitionArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// murmur2 (Java client, Flink) or java-hashcode (Samza), as the topic was produced.
+    #[arg(long, value_enum)]
+    pub partitioner: PartitionerArg,
+    /// Fields whose first present value is the key, e.g. context.did,mid.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub key: Vec<String>,
+    /// The topic's partition count (default: from the config's brokers and --topic).
+    #[arg(long)]
+    pub partition_count: Option<i32>,
+    /// Say what would be written; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Writes the new-name files; originals are never touched.
+pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
+    let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
+    if a.partitioner == PartitionerArg::Same {
+        return Err(usage("old-name files carry no partition: use --partitioner murmur2 or java-hashcode".into()));
+    }
+    let count = match (a.partition_count, &a.select.config, &a.select.topic) {
+        (Some(n), _, _) if n > 0 => n,
+        (Some(_), _, _) => return Err(usage("--partition-count must be at least 1".into())),
+        (None, Some(cfg), Some(topic)) => {
+            let kafka = crate::config::Config::load(cfg).map_err(|e| usage(e.to_string()))?.kafka;
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
+                let c = crate::consumer::metadata_client(&kafka)?;
+                let n = crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?.pop().and_then(|(_, n)| n);
+                Ok(n.ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))? as i32)
+            })
+            .await??
+        }
+        _ => return Err(usage("give --partition-count (or --config with --topic to read it from Kafka)".into())),
+    };
+    let (storage, listed, _) = a.select.resolve().await?;
+    let old: Vec<_> = listed.iter().filter(|l| l.kafka_partition.is_none()).collect();
+    if old.is_empty() {
+        println!("no old-name files in the selection");
+        return Ok(());
+    }
+    let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
+    let (mut written, mut existing, mut unkeyed, mut events) = (0, 0, 0u64, 0u64);
+    for l in old {
+        let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+        let gz = l.key.ends_with(".gz");
+        let reader: Box<dyn std::io::Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+        // Lines keep their order within each new file.
+        let mut by_part: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+        for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+            let line = line.with_context(|| format!("{}: corrupt or truncated", l.key))?;
+            let p = match key_of(&line, &paths) {
+                Some(k) if a.partitioner == PartitionerArg::Murmur2 => murmur2_partition(k.as_bytes(), count),
+                Some(k) => java_hashcode_partition(&k, count),
+                None => {
+                    // No key: placed by the whole line, so a rerun places it the same way.
+                    unkeyed += 1;
+                    (murmur2(&line) & 0x7fff_ffff) % count
+                }
+            };
+            let buf = by_part.entry(p).or_default();
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+            events += 1;
+        }
+        let (dir, file) = l.key.rsplit_once('/').unwrap_or(("", &l.key));
+        // <date>-<ts><ext>  →  <date>-<p>-<ts><ext>: same date, same timestamp, so a rerun
+        // produces the same names and finds them already written.
+        let (date, rest) = file.split_at(10);
+        for (p, data) in by_part {
+            let key = if dir.is_empty() { format!("{date}-{p}{rest}") } else { format!("{dir}/{date}-{p}{rest}") };
+            if a.dry_run {
+                println!("would write {key} ({} bytes uncompressed)", data.len());
+                continue;
+            }
+            let body = crate::seal::encode(data, if gz { Compression::Gzip } else { Compression::None }, 1);
+            match put_new(storage.store.as_ref(), &key, body, Existing::Compare, |_| {}).await.0 {
+                Outcome::Stored => {
+                    written += 1;
+                    println!("wrote {key}");
+                }
+                Outcome::AlreadyThere => existing += 1,
+                Outcome::Conflict => anyhow::bail!("{key} exists with different content; not overwritten"),
+            }
+        }
+    }
+    println!("{events} events: {written} file(s) written, {existing} already there; originals untouched");
+    if unkeyed > 0 {
+        eprintln!("note: {unkeyed} event(s) had none of the --key fields; placed by a hash of the whole event");
+    }
+    Ok(())
+}
