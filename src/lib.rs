@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod naming;
 pub mod partitioner;
 pub mod plan;
+pub mod producer;
 pub mod routing;
 pub mod secor;
 pub mod sample;

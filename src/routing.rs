@@ -198,10 +198,26 @@ pub fn extract(text: &str, paths: &[Vec<String>]) -> Result<Vec<Option<FieldValu
     let mut found = vec![None; paths.len()];
     let mut de = serde_json::Deserializer::from_str(text);
     let active: Vec<usize> = (0..paths.len()).collect();
-    Node { paths, found: &mut found, depth: 0, active: &active }.deserialize(&mut de)?;
+    Node { paths, found: &mut found, depth: 0, active: &active, stop_early: false }.deserialize(&mut de)?;
     de.end()?;
     Ok(found)
 }
+
+/// Like [`extract`], but stops reading as soon as every path is found, without validating the
+/// rest: for tools that only need a key from events already known to be JSON.
+pub fn find_fields(text: &str, paths: &[Vec<String>]) -> Option<Vec<Option<FieldValue>>> {
+    let mut found = vec![None; paths.len()];
+    let mut de = serde_json::Deserializer::from_str(text);
+    let active: Vec<usize> = (0..paths.len()).collect();
+    match (Node { paths, found: &mut found, depth: 0, active: &active, stop_early: true }).deserialize(&mut de) {
+        Ok(()) => Some(found),
+        Err(e) if e.to_string().starts_with(ALL_FOUND) => Some(found),
+        Err(_) => None,
+    }
+}
+
+/// The sentinel error that ends a [`find_fields`] parse once everything is found.
+const ALL_FOUND: &str = "kbackup: all fields found";
 
 /// One JSON value at `depth`, under which the `active` paths may continue.
 struct Node<'a> {
@@ -209,6 +225,7 @@ struct Node<'a> {
     found: &'a mut Vec<Option<FieldValue>>,
     depth: usize,
     active: &'a [usize],
+    stop_early: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -247,9 +264,18 @@ impl<'de> Visitor<'de> for Node<'_> {
                         self.found[i] = Some(v.clone());
                     }
                 }
+                if self.stop_early && self.found.iter().all(Option::is_some) {
+                    return Err(de::Error::custom(ALL_FOUND));
+                }
             } else if !next.is_empty() {
                 let active = std::mem::take(&mut next);
-                map.next_value_seed(Node { paths: self.paths, found: &mut *self.found, depth: self.depth + 1, active: &active })?;
+                map.next_value_seed(Node {
+                    paths: self.paths,
+                    found: &mut *self.found,
+                    depth: self.depth + 1,
+                    active: &active,
+                    stop_early: self.stop_early,
+                })?;
                 next = active;
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -376,6 +402,17 @@ mod tests {
         assert_eq!(f[2], Some(FieldValue::Str("prod.sunbird.app".into())));
         assert_eq!(f[3], None);
         assert_eq!(f[4], None);
+    }
+
+    #[test]
+    fn find_fields_stops_at_the_last_wanted_field() {
+        let p: Vec<Vec<String>> = vec![vec!["context".into(), "did".into()]];
+        // Everything after the key may be anything: it is not read.
+        let f = find_fields(r#"{"context":{"did":"d1","x":1},"rest": not json at all"#, &p).unwrap();
+        assert_eq!(f[0], Some(FieldValue::Str("d1".into())));
+        let f = find_fields(r#"{"a":1}"#, &p).unwrap();
+        assert_eq!(f[0], None);
+        assert!(find_fields("garbage", &p).is_none());
     }
 
     #[test]

@@ -162,17 +162,7 @@ fn produce(brokers: &str, topic: &str, dir: &std::path::Path) -> anyhow::Result<
         let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&f)?);
         for line in reader.split(b'\n') {
             let line = line?;
-            let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(&line[..]);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => anyhow::bail!("producing: {e}"),
-                }
-            }
+            crate::producer::send_blocking(&p, BaseRecord::<(), [u8]>::to(topic).payload(&line[..]))?;
             events += 1;
         }
     }

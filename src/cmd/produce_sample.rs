@@ -74,17 +74,8 @@ pub async fn run(a: ProduceSampleArgs) -> anyhow::Result<()> {
         for i in 0..a.count {
             let (key, value, _) = gen.next_event(i);
             bytes += value.len() as u64;
-            let mut rec = BaseRecord::to(&a.topic).key(&key).payload(&value);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                        rec = r;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => anyhow::bail!("producing: {e}"),
-                }
-            }
+            crate::producer::send_blocking(&producer, BaseRecord::to(&a.topic).key(&key).payload(&value))
+                .context("producing")?;
         }
         producer.flush(Duration::from_secs(120)).context("flushing producer")?;
         Ok((a.count, bytes))

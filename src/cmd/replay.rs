@@ -18,7 +18,7 @@ use crate::cmd::ls::SelectArgs;
 use crate::cmd::ExitError;
 use crate::event_date::FieldValue;
 use crate::partitioner::{java_hashcode_partition, murmur2_partition};
-use crate::routing::extract;
+use crate::routing::find_fields;
 
 /// How each event's target partition is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,21 +59,29 @@ pub struct ReplayArgs {
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Events acknowledged between two progress records.
-const PROGRESS_EVERY: u64 = 50_000;
+/// How often (in events) finished files are looked for and recorded.
+const PROGRESS_EVERY: u64 = 20_000;
 
+/// Counts acknowledgements per file (the delivery opaque is the file's index), so a file is
+/// recorded as done as soon as all its events are acknowledged, without draining the pipeline.
 struct Ctx {
     failed: Arc<AtomicU64>,
+    acked: Arc<Vec<AtomicU64>>,
 }
 
 impl ClientContext for Ctx {}
 
 impl ProducerContext for Ctx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "delivery failed");
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, file: usize) {
+        match result {
+            Ok(_) => {
+                self.acked[file].fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "delivery failed");
+            }
         }
     }
 }
@@ -144,6 +152,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         });
     }
     let failed = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..todo.len()).map(|_| AtomicU64::new(0)).collect());
     let producer: Option<ThreadedProducer<Ctx>> = if a.dry_run {
         None
     } else {
@@ -155,7 +164,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 .set("batch.size", "1000000")
                 .set("compression.type", "lz4")
                 .set("queue.buffering.max.kbytes", "262144")
-                .create_with_context(Ctx { failed: failed.clone() })?,
+                .create_with_context(Ctx { failed: failed.clone(), acked: acked.clone() })?,
         )
     };
     let mut ckpt = if a.dry_run {
@@ -174,14 +183,30 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     let (mut events, mut unkeyed) = (0u64, 0u64);
     let mut rr = 0i32;
-    let flush = |p: &ThreadedProducer<Ctx>, key: &str| -> anyhow::Result<()> {
-        p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
-        if failed.load(Ordering::Relaxed) > 0 {
-            anyhow::bail!("{} deliveries failed; {key} is not recorded as done, rerun to resend", failed.load(Ordering::Relaxed));
+    let check_failed = || -> anyhow::Result<()> {
+        match failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => anyhow::bail!("{n} deliveries failed; unfinished files are not recorded as done, rerun to resend them"),
+        }
+    };
+    // Files fully sent, with their event counts, not yet recorded as done.
+    let mut pending: Vec<(usize, u64)> = Vec::new();
+    let record_done = |pending: &mut Vec<(usize, u64)>, f: &mut std::fs::File| -> anyhow::Result<()> {
+        let mut wrote = false;
+        pending.retain(|&(i, n)| {
+            if acked[i].load(Ordering::Relaxed) >= n {
+                wrote |= writeln!(f, "{}\tdone", todo[i].key).is_ok();
+                false
+            } else {
+                true
+            }
+        });
+        if wrote {
+            f.sync_data()?;
         }
         Ok(())
     };
-    for l in todo {
+    for (fi, l) in todo.iter().enumerate() {
         let skip = progress.get(&l.key).copied().flatten().unwrap_or(0);
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
         let reader: Box<dyn std::io::Read> =
@@ -208,20 +233,11 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             *per_partition.entry(partition).or_default() += 1;
             events += 1;
             if let Some(p) = &producer {
-                let mut rec = BaseRecord::to(&a.to_topic).partition(partition).payload(&line[..]);
+                let mut rec = BaseRecord::with_opaque_to(&a.to_topic, fi).partition(partition).payload(&line[..]);
                 if let Some(k) = &key {
                     rec = rec.key(k.as_str());
                 }
-                loop {
-                    match p.send(rec) {
-                        Ok(()) => break,
-                        Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                            rec = r;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err((e, _)) => anyhow::bail!("producing to {}: {e}", a.to_topic),
-                    }
-                }
+                crate::producer::send_blocking(p, rec).with_context(|| format!("producing to {}", a.to_topic))?;
             }
             if let Some(rate) = a.rate {
                 if events % 100 == 0 {
@@ -236,9 +252,15 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             }
             let stopping = stop.load(Ordering::Relaxed);
             if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
-                // Progress is recorded only for events the broker acknowledged.
-                if stopping || in_file % PROGRESS_EVERY == 0 {
-                    flush(p, &l.key)?;
+                if events % PROGRESS_EVERY == 0 {
+                    check_failed()?;
+                    record_done(&mut pending, f)?;
+                }
+                if stopping {
+                    // Everything sent so far is acknowledged before progress is recorded.
+                    p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
+                    check_failed()?;
+                    record_done(&mut pending, f)?;
                     writeln!(f, "{}\t{in_file}", l.key)?;
                     f.sync_data()?;
                 }
@@ -252,13 +274,14 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 .into());
             }
         }
-        if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
-            // A file is recorded as done only once every event of it is acknowledged.
-            flush(p, &l.key)?;
-            writeln!(f, "{}\tdone", l.key)?;
-            f.sync_data()?;
-        }
+        // Recorded as done once every event of it is acknowledged (checked as replay goes on).
+        pending.push((fi, in_file - skip));
         bar.inc(l.size);
+    }
+    if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
+        p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
+        check_failed()?;
+        record_done(&mut pending, f)?;
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -276,7 +299,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
 /// The first present key field, as a string.
 pub fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
-    extract(text, paths).ok()?.into_iter().flatten().find_map(|v| match v {
+    find_fields(text, paths)?.into_iter().flatten().find_map(|v| match v {
         FieldValue::Str(s) => Some(s),
         FieldValue::Int(i) => Some(i.to_string()),
         _ => None,
