@@ -5,7 +5,9 @@
 //! not yet durably uploaded, or, when there is none, the offset after the last consumed message.
 //! Every message below that offset is in a file that has been uploaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 /// Offsets of one partition.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,7 +243,7 @@ mod tests {
         for _ in 0..300 {
             let mut p = PartitionOffsets::new(0);
             // file id -> (first offset, offsets), per date: the open file of each date.
-            let mut open: HashMap<u64, usize> = HashMap::new();
+            let mut open: HashMap<u64, usize> = HashMap::default();
             let mut files: Vec<(i64, Vec<i64>, bool, bool)> = Vec::new(); // first, offsets, sealed, uploaded
             for o in 0..60i64 {
                 let date = rnd(3);

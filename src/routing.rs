@@ -69,10 +69,9 @@ pub struct Router {
     default_prefix: Option<Arc<str>>,
     invalid_date: Arc<str>,
     has_error_path: bool,
-    /// The last formatted date and the millisecond range it covers; consecutive events of a
-    /// partition are mostly from the same day, so most lookups skip the formatter.
-    cache: std::cell::Cell<Option<(i64, i64)>>,
-    cached_date: std::cell::RefCell<Option<Arc<str>>>,
+    /// Recently formatted dates with the millisecond range each covers: events are mostly from
+    /// a few days (around midnight, two alternate), so most lookups skip the formatter.
+    cache: std::cell::RefCell<Vec<(i64, i64, Arc<str>)>>,
     cacheable: bool,
 }
 
@@ -106,7 +105,6 @@ impl Router {
             invalid_date: Arc::from(t.invalid_date.as_str()),
             has_error_path: t.error_path.is_some(),
             cache: Default::default(),
-            cached_date: Default::default(),
             cacheable,
         })
     }
@@ -156,24 +154,28 @@ impl Router {
 
     fn date_for(&self, ms: i64) -> Option<Arc<str>> {
         if self.cacheable {
-            if let Some((lo, hi)) = self.cache.get() {
-                if ms >= lo && ms < hi {
-                    return self.cached_date.borrow().clone();
-                }
+            if let Some((_, _, d)) = self.cache.borrow().iter().find(|(lo, hi, _)| ms >= *lo && ms < *hi) {
+                return Some(d.clone());
             }
         }
         let date: Arc<str> = Arc::from(self.rules.format_date(ms)?);
         if self.cacheable {
             // The format depends on the local calendar day only, so the string holds from that
             // day's local midnight to the next one.
-            if let Some(range) = self.rules.local_day_range(ms) {
-                self.cache.set(Some(range));
-                *self.cached_date.borrow_mut() = Some(date.clone());
+            if let Some((lo, hi)) = self.rules.local_day_range(ms) {
+                let mut cache = self.cache.borrow_mut();
+                if cache.len() >= DATE_CACHE_DAYS {
+                    cache.remove(0);
+                }
+                cache.push((lo, hi, date.clone()));
             }
         }
         Some(date)
     }
 }
+
+/// How many days' ranges the date cache keeps.
+const DATE_CACHE_DAYS: usize = 8;
 
 /// True if a strftime format depends only on the calendar day (so dates can be cached per day).
 fn is_daily_format(fmt: &str) -> bool {
