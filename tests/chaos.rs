@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::proxy::{FaultProxy, Faults};
+use common::proxy::Faults;
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -85,15 +85,8 @@ async fn chaos(params: Params) {
     let topic = unique("chaos");
     kstack.create_topic(&topic, params.partitions).await;
 
-    let upstream = stack
-        .connection_string
-        .split(';')
-        .find_map(|p| p.strip_prefix("BlobEndpoint="))
-        .map(|e| e.trim_end_matches('/').trim_end_matches("devstoreaccount1").to_string())
-        .unwrap();
     let faults = Faults { p500: 0.03, p503: 0.03, reset: 0.02, slow: 0.01, applied_then_500: 0.03, stall_once: Some(Duration::from_secs(30)) };
-    let proxy = FaultProxy::start(&upstream, faults, seed).await;
-    let via_proxy = Stack { brokers: kafka.brokers(), connection_string: proxy.connection_string() };
+    let (proxy, via_proxy) = kstack.through_proxy(faults, seed).await;
 
     // The producer: keyed by device id, idempotent (a broker restart must not double events in
     // Kafka itself), recording where each event landed.

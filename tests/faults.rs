@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::proxy::{FaultProxy, Faults};
+use common::proxy::Faults;
 use common::*;
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
@@ -36,12 +36,6 @@ fn assert_commits_are_backed(blobs: &BTreeMap<String, Vec<u8>>, committed: &[i64
 async fn storage_faults_cost_retries_not_data() {
     let Some(stack) = stack() else { return };
     let seed = seed();
-    let upstream = stack
-        .connection_string
-        .split(';')
-        .find_map(|p| p.strip_prefix("BlobEndpoint="))
-        .map(|e| e.trim_end_matches('/').trim_end_matches("devstoreaccount1").to_string())
-        .unwrap();
     let faults = Faults {
         p500: 0.08,
         p503: 0.08,
@@ -50,8 +44,7 @@ async fn storage_faults_cost_retries_not_data() {
         applied_then_500: 0.08,
         stall_once: Some(Duration::from_secs(60)),
     };
-    let proxy = FaultProxy::start(&upstream, faults, seed).await;
-    let via_proxy = Stack { brokers: stack.brokers.clone(), connection_string: proxy.connection_string() };
+    let (proxy, via_proxy) = stack.through_proxy(faults, seed).await;
 
     let topic = unique("faults");
     let partitions = 3;

@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::proxy::{FaultProxy, Faults};
+use common::proxy::Faults;
 use common::*;
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
@@ -45,14 +45,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_and_readiness_through_a_storage_outage() {
     let Some(stack) = stack() else { return };
-    let upstream = stack
-        .connection_string
-        .split(';')
-        .find_map(|p| p.strip_prefix("BlobEndpoint="))
-        .map(|e| e.trim_end_matches('/').trim_end_matches("devstoreaccount1").to_string())
-        .unwrap();
-    let proxy = FaultProxy::start(&upstream, Faults::default(), 1).await;
-    let via_proxy = Stack { brokers: stack.brokers.clone(), connection_string: proxy.connection_string() };
+    let (proxy, via_proxy) = stack.through_proxy(Faults::default(), 1).await;
     let topic = unique("ops");
     stack.create_topic(&topic, 2).await;
     let producer = stack.producer();

@@ -20,7 +20,7 @@ async fn dates_partitions_and_bad_input_land_exactly_once() {
     let producer = stack.producer();
     let mut expected = Vec::new();
     let mut n = 0;
-    let mut send = |key: Option<String>, value: Vec<u8>, record_ts: Option<i64>, date: &str| {
+    let send = |key: Option<String>, value: Vec<u8>, record_ts: Option<i64>, date: &str| {
         let (topic, producer, date) = (topic.clone(), producer.clone(), date.to_string());
         async move {
             let mut rec = FutureRecord::<str, [u8]>::to(&topic).payload(&value[..]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
 

@@ -155,6 +155,22 @@ impl Stack {
             .collect()
     }
 
+    /// Azurite's base URL (`http://host:port`), for a proxy in front of it.
+    pub fn blob_upstream(&self) -> String {
+        self.connection_string
+            .split(';')
+            .find_map(|p| p.strip_prefix("BlobEndpoint="))
+            .map(|e| e.trim_end_matches('/').trim_end_matches("devstoreaccount1").trim_end_matches('/').to_string())
+            .expect("the connection string names a BlobEndpoint")
+    }
+
+    /// A fault-injecting proxy in front of Azurite, and this stack as seen through it.
+    pub async fn through_proxy(&self, faults: proxy::Faults, seed: u64) -> (proxy::FaultProxy, Stack) {
+        let p = proxy::FaultProxy::start(&self.blob_upstream(), faults, seed).await;
+        let via = Stack { brokers: self.brokers.clone(), connection_string: p.connection_string() };
+        (p, via)
+    }
+
     /// A connection to a fresh (not yet created) container.
     pub fn storage(&self, container: &str) -> Storage {
         Storage::open(&StorageConfig {
