@@ -65,7 +65,7 @@ async fn produce_late(stack: &Stack, topic: &str) -> Vec<Expect> {
     let producer = stack.producer();
     let mut out = Vec::new();
     for i in 0..30 {
-        let p = (i % 3);
+        let p = i % 3;
         let line = format!(r#"{{"mid":"late-{i}","syncts":{}}}"#, IST_MIDNIGHT + 5000 + i as i64);
         stack.produce(&producer, topic, p, None, line.as_bytes()).await;
         out.push(Expect { line: line.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });

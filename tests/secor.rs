@@ -59,8 +59,8 @@ async fn sunbird_secor_properties_write_what_the_toml_config_writes() {
             1 => format!("not json {i}"),
             _ => format!(r#"{{"eid":"{eid}","mid":"s-{i}","syncts":{}}}"#, IST_MIDNIGHT + (i as i64 % 3 - 1) * 60_000),
         };
-        stack.produce(&producer, &unique_t, ((i % 3)), Some("k"), v.as_bytes()).await;
-        stack.produce(&producer, &denorm_t, ((i % 2)), Some("k"), v.as_bytes()).await;
+        stack.produce(&producer, &unique_t, i % 3, Some("k"), v.as_bytes()).await;
+        stack.produce(&producer, &denorm_t, i % 2, Some("k"), v.as_bytes()).await;
     }
     let dir = tempfile::tempdir().unwrap();
 
