@@ -4,7 +4,24 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+/// A context for tools that read partitions to their end: end-of-partition is expected there,
+/// not an error worth a log line.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 use crate::config::KafkaConfig;
 

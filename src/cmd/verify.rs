@@ -104,7 +104,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     // Partitions, watermarks and the group's committed offsets.
     let kafka = config.kafka.clone();
     let name = topic.name.clone();
-    let consumer: BaseConsumer = {
+    let consumer: BaseConsumer<crate::consumer::QuietEof> = {
         let mut c = ClientConfig::new();
         for (k, v) in &kafka.properties {
             c.set(k, v);
@@ -113,7 +113,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .create()?
+            .create_with_context(crate::consumer::QuietEof)?
     };
     let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(30))?;
     let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0);
@@ -245,7 +245,7 @@ fn mid_hash(value: &[u8]) -> Option<u64> {
 
 /// Reads `[low, high)` of one partition, calling `f(offset, value, record_ms)` per message.
 fn read_partition(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<crate::consumer::QuietEof>,
     topic: &str,
     p: i32,
     low: i64,
