@@ -61,6 +61,13 @@ fn default_request_timeout() -> u64 {
     60
 }
 
+impl KafkaConfig {
+    /// Settings for tools that only need to reach the brokers (no group of their own).
+    pub fn for_brokers(brokers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig { brokers: brokers.into(), group_id: default_group(), properties: BTreeMap::new() }
+    }
+}
+
 fn default_group() -> String {
     "kbackup".into()
 }

@@ -97,3 +97,25 @@ pub fn partition_counts(
         })
         .collect())
 }
+
+/// [`partition_counts`] from async code: connects and looks up on the blocking pool.
+pub async fn lookup_partition_counts(
+    k: &KafkaConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
+    let (k, topics) = (k.clone(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let client = metadata_client(&k)?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        partition_counts(&client, &refs, timeout)
+    })
+    .await
+    .expect("a metadata lookup does not panic")
+}
+
+/// The partition count of one topic (`None` if it does not exist).
+pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> rdkafka::error::KafkaResult<Option<i32>> {
+    let mut counts = lookup_partition_counts(k, &[topic.to_string()], Duration::from_secs(30)).await?;
+    Ok(counts.pop().and_then(|(_, n)| n).map(|n| n as i32))
+}

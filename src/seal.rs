@@ -24,6 +24,16 @@ pub fn encode(data: Vec<u8>, compression: Compression, level: u32) -> Vec<u8> {
     }
 }
 
+/// Reads a stored blob back as lines, decompressing by the key's `.gz` extension (the inverse
+/// of [`encode`]; multi-member gzip, as other writers may produce, is read whole).
+pub fn reader<'a>(key: &str, stored: &'a [u8]) -> Box<dyn std::io::Read + 'a> {
+    if key.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(stored))
+    } else {
+        Box::new(stored)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

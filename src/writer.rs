@@ -347,7 +347,8 @@ impl Writer {
         // A partition recovered from intents: some re-read messages are already stored, some
         // belong in files rebuilt under their recorded names.
         let st = self.parts.get_mut(&(t, p)).expect("owned");
-        if let Some(end) = st.plan.end() {
+        let recovering = st.plan.end();
+        if let Some(end) = recovering {
             if off <= end {
                 match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
                     Action::Skip => {
@@ -391,7 +392,9 @@ impl Writer {
         if topic.policy.due(buf, now) == Some(SealReason::Size) {
             self.seal(&key, SealReason::Size);
         }
-        self.finish_rebuilds(t, p, off);
+        if recovering.is_some() {
+            self.finish_rebuilds(t, p, off);
+        }
         if self.open_bytes + self.inflight_bytes > self.memory_limit {
             self.seal_largest();
         }

@@ -29,11 +29,7 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
     let mut corrupt = 0;
     for l in &listed {
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
-        let result = if l.key.ends_with(".gz") {
-            copy(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out)
-        } else {
-            copy(&mut &raw[..], &mut out)
-        };
+        let result = copy(&mut crate::seal::reader(&l.key, &raw), &mut out);
         match result {
             Ok(()) => {}
             Err(CopyError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

@@ -21,14 +21,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     println!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());
     let mut failures = 0;
 
-    let kafka = config.kafka.clone();
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let counts = tokio::task::spawn_blocking(move || {
-        let client = crate::consumer::metadata_client(&kafka)?;
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        crate::consumer::partition_counts(&client, &refs, Duration::from_secs(15))
-    })
-    .await?;
+    let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, Duration::from_secs(15)).await;
     match counts {
         Ok(counts) => {
             println!("kafka {}: reachable", config.kafka.brokers);

@@ -71,20 +71,9 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         (Some(n), _) => n,
         (None, Some(topic)) => {
             let brokers = a.brokers.clone().ok_or_else(|| usage("--topic needs --brokers (or KAFKA_BROKERS)"))?;
-            let topic = topic.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
-                let c = crate::consumer::metadata_client(&crate::config::KafkaConfig {
-                    brokers,
-                    group_id: "kbackup-plan".into(),
-                    properties: Default::default(),
-                })?;
-                let n = crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?
-                    .pop()
-                    .and_then(|(_, n)| n)
-                    .ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?;
-                Ok(n as i32)
-            })
-            .await??
+            crate::consumer::lookup_partition_count(&crate::config::KafkaConfig::for_brokers(brokers), topic)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?
         }
         (None, None) => return Err(usage("give --partitions COUNT, or --topic NAME with --brokers")),
     };

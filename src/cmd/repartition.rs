@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::time::Duration;
 
 use anyhow::Context;
 use object_store::path::Path as ObjectPath;
@@ -46,13 +45,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
         (Some(_), _, _) => return Err(usage("--partition-count must be at least 1".into())),
         (None, Some(cfg), Some(topic)) => {
             let kafka = crate::config::Config::load(cfg).map_err(|e| usage(e.to_string()))?.kafka;
-            let topic = topic.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
-                let c = crate::consumer::metadata_client(&kafka)?;
-                let n = crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?.pop().and_then(|(_, n)| n);
-                Ok(n.ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))? as i32)
-            })
-            .await??
+            crate::consumer::lookup_partition_count(&kafka, topic).await?.ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?
         }
         _ => return Err(usage("give --partition-count (or --config with --topic to read it from Kafka)".into())),
     };
@@ -67,7 +60,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     for l in old {
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
         let gz = l.key.ends_with(".gz");
-        let reader: Box<dyn std::io::Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+        let reader = crate::seal::reader(&l.key, &raw);
         // Lines keep their order within each new file.
         let mut by_part: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
         for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {

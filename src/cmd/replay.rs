@@ -107,15 +107,9 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             "{old} selected file(s) have old names without a Kafka partition; use --partitioner murmur2 or java-hashcode with --key"
         )));
     }
-    let target_parts = {
-        let (b, topic) = (brokers.clone(), a.to_topic.clone());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<usize>> {
-            let c = crate::consumer::metadata_client(&crate::config::KafkaConfig { brokers: b, group_id: "kbackup-replay".into(), properties: Default::default() })?;
-            Ok(crate::consumer::partition_counts(&c, &[&topic], Duration::from_secs(30))?.pop().and_then(|(_, n)| n))
-        })
-        .await??
-        .ok_or_else(|| anyhow::anyhow!("topic {} not found on {brokers}", a.to_topic))? as i32
-    };
+    let target_parts = crate::consumer::lookup_partition_count(&crate::config::KafkaConfig::for_brokers(&brokers), &a.to_topic)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("topic {} not found on {brokers}", a.to_topic))?;
     if a.partitioner == PartitionerArg::Same {
         if let Some(max) = listed.iter().filter_map(|l| l.kafka_partition).max() {
             if max >= target_parts {
@@ -209,8 +203,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     for (fi, l) in todo.iter().enumerate() {
         let skip = progress.get(&l.key).copied().flatten().unwrap_or(0);
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
-        let reader: Box<dyn std::io::Read> =
-            if l.key.ends_with(".gz") { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+        let reader = crate::seal::reader(&l.key, &raw);
         let mut in_file = 0u64;
         for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
             let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;

@@ -64,15 +64,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Fails before consuming anything if a configured topic does not exist.
 async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()> {
-    let kafka = config.kafka.clone();
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let counts = tokio::task::spawn_blocking(move || {
-        let client = crate::consumer::metadata_client(&kafka)?;
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        crate::consumer::partition_counts(&client, &refs, std::time::Duration::from_secs(30))
-    })
-    .await?
-    .with_context(|| format!("reading metadata from {}", config.kafka.brokers))?;
+    let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, std::time::Duration::from_secs(30))
+        .await
+        .with_context(|| format!("reading metadata from {}", config.kafka.brokers))?;
     let missing: Vec<String> = counts.into_iter().filter(|(_, n)| n.is_none()).map(|(t, _)| t).collect();
     if !missing.is_empty() {
         anyhow::bail!("topic(s) not found on {}: {}", config.kafka.brokers, missing.join(", "));

@@ -154,8 +154,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
             bar.set_message(format!("partition {p}: reading {key}"));
             tally.files += 1;
             let raw = storage.store.get(&ObjectPath::from(key.as_str())).await?.bytes().await?;
-            let reader: Box<dyn std::io::Read> =
-                if key.ends_with(".gz") { Box::new(flate2::read::MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
+            let reader = crate::seal::reader(key, &raw);
             let want = date.format("%Y-%m-%d").to_string();
             for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
                 let line = line.with_context(|| format!("reading {key} (corrupt or truncated?)"))?;
