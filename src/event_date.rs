@@ -7,12 +7,12 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-/// A timestamp field's value, as found in the message.
+/// A field's value, as found in the message (strings without escapes borrow from it).
 #[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
+pub enum FieldValue<'a> {
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(std::borrow::Cow<'a, str>),
     /// Present but of another type (bool, null, object, array): not usable.
     Other,
 }
@@ -70,7 +70,7 @@ pub fn millis_from_int(v: i64) -> Option<i64> {
 
 impl DateRules {
     /// Epoch milliseconds from a field value, or `None` if it is not a usable time.
-    pub fn millis(&self, v: &FieldValue) -> Option<i64> {
+    pub fn millis(&self, v: &FieldValue<'_>) -> Option<i64> {
         match v {
             FieldValue::Int(i) => millis_from_int(*i),
             FieldValue::Float(f) => millis_from_number(*f),

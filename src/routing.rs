@@ -3,12 +3,12 @@
 //! One pass over the message validates it as JSON and picks out only the configured fields
 //! (timestamp ladder and prefix field); everything else is skipped without building a tree.
 
-use std::borrow::Cow;
+mod scan;
+
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+pub use scan::{ScanError, MAX_PATHS};
 
 use crate::config::{parse_tz, ConfigError, TopicConfig};
 use crate::event_date::{DateRules, FieldValue};
@@ -91,6 +91,12 @@ impl Router {
         if let Some(f) = &t.prefix_field {
             paths.push(f.split('.').map(String::from).collect());
         }
+        if paths.len() > MAX_PATHS {
+            return Err(ConfigError::Invalid {
+                key: k("timestamp_fields"),
+                message: format!("at most {} fields (with prefix_field) can be looked up per message", MAX_PATHS),
+            });
+        }
         let prefix_map: BTreeMap<String, Arc<str>> =
             t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
         let default_prefix = prefix_map.get("DEFAULT").cloned();
@@ -118,13 +124,21 @@ impl Router {
         let Ok(text) = std::str::from_utf8(payload) else {
             return self.invalid(InvalidReason::NotUtf8);
         };
-        let found = match extract(text, &self.paths) {
-            Ok(f) => f,
-            Err(_) => return self.invalid(InvalidReason::NotJson),
+        // No allocation per message for the usual handful of fields.
+        let mut small: [Option<FieldValue<'_>>; 8] = Default::default();
+        let mut large = Vec::new();
+        let found: &mut [Option<FieldValue<'_>>] = if self.paths.len() <= small.len() {
+            &mut small[..self.paths.len()]
+        } else {
+            large.resize(self.paths.len(), None);
+            &mut large
         };
+        if scan::scan(text, &self.paths, found, false).is_err() {
+            return self.invalid(InvalidReason::NotJson);
+        }
         let prefix = if self.paths.len() > self.n_ts {
             let value = match &found[self.n_ts] {
-                Some(FieldValue::Str(s)) => self.prefix_map.get(s.as_str()),
+                Some(FieldValue::Str(s)) => self.prefix_map.get(s.as_ref()),
                 Some(FieldValue::Int(i)) => self.prefix_map.get(&i.to_string()),
                 _ => None,
             };
@@ -196,183 +210,18 @@ fn is_daily_format(fmt: &str) -> bool {
 }
 
 /// Validates `text` as JSON and returns the first value found at each path (`None` if absent).
-pub fn extract(text: &str, paths: &[Vec<String>]) -> Result<Vec<Option<FieldValue>>, serde_json::Error> {
+pub fn extract<'t>(text: &'t str, paths: &[Vec<String>]) -> Result<Vec<Option<FieldValue<'t>>>, ScanError> {
     let mut found = vec![None; paths.len()];
-    let mut de = serde_json::Deserializer::from_str(text);
-    let active: Vec<usize> = (0..paths.len()).collect();
-    Node { paths, found: &mut found, depth: 0, active: &active, stop_early: false }.deserialize(&mut de)?;
-    de.end()?;
+    scan::scan(text, paths, &mut found, false)?;
     Ok(found)
 }
 
 /// Like [`extract`], but stops reading as soon as every path is found, without validating the
 /// rest: for tools that only need a key from events already known to be JSON.
-pub fn find_fields(text: &str, paths: &[Vec<String>]) -> Option<Vec<Option<FieldValue>>> {
+pub fn find_fields<'t>(text: &'t str, paths: &[Vec<String>]) -> Option<Vec<Option<FieldValue<'t>>>> {
     let mut found = vec![None; paths.len()];
-    let mut de = serde_json::Deserializer::from_str(text);
-    let active: Vec<usize> = (0..paths.len()).collect();
-    match (Node { paths, found: &mut found, depth: 0, active: &active, stop_early: true }).deserialize(&mut de) {
-        Ok(()) => Some(found),
-        Err(e) if e.to_string().starts_with(ALL_FOUND) => Some(found),
-        Err(_) => None,
-    }
-}
-
-/// The sentinel error that ends a [`find_fields`] parse once everything is found.
-const ALL_FOUND: &str = "kbackup: all fields found";
-
-/// One JSON value at `depth`, under which the `active` paths may continue.
-struct Node<'a> {
-    paths: &'a [Vec<String>],
-    found: &'a mut Vec<Option<FieldValue>>,
-    depth: usize,
-    active: &'a [usize],
-    stop_early: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Node<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Node<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut next = Vec::new();
-        while let Some(key) = map.next_key_seed(Key)? {
-            let is_leaf = |i: usize| self.paths[i].len() == self.depth + 1;
-            let mut leaf = false;
-            next.clear();
-            for &i in self.active {
-                if self.found[i].is_none() && self.paths[i][self.depth] == *key {
-                    if is_leaf(i) {
-                        leaf = true;
-                    } else {
-                        next.push(i);
-                    }
-                }
-            }
-            // A key that ends one path is read as a scalar, even if a longer path also runs
-            // through it (configuring both `a` and `a.b` is not useful).
-            if leaf {
-                let v = map.next_value_seed(Scalar)?;
-                for &i in self.active {
-                    if self.found[i].is_none() && is_leaf(i) && self.paths[i][self.depth] == *key {
-                        self.found[i] = Some(v.clone());
-                    }
-                }
-                if self.stop_early && self.found.iter().all(Option::is_some) {
-                    return Err(de::Error::custom(ALL_FOUND));
-                }
-            } else if !next.is_empty() {
-                let active = std::mem::take(&mut next);
-                map.next_value_seed(Node {
-                    paths: self.paths,
-                    found: &mut *self.found,
-                    depth: self.depth + 1,
-                    active: &active,
-                    stop_early: self.stop_early,
-                })?;
-                next = active;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(())
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-/// An object key, borrowed from the input when it has no escapes.
-struct Key;
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-}
-
-/// A leaf value: numbers and strings are kept, anything else is validated and skipped.
-struct Scalar;
-
-impl<'de> DeserializeSeed<'de> for Scalar {
-    type Value = FieldValue;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Scalar {
-    type Value = FieldValue;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
-        Ok(FieldValue::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
-        Ok(i64::try_from(v).map(FieldValue::Int).unwrap_or(FieldValue::Float(v as f64)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
-        Ok(FieldValue::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
-        Ok(FieldValue::Str(v.to_owned()))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<FieldValue, E> {
-        Ok(FieldValue::Other)
-    }
-    fn visit_unit<E>(self) -> Result<FieldValue, E> {
-        Ok(FieldValue::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(FieldValue::Other)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(FieldValue::Other)
-    }
+    scan::scan(text, paths, &mut found, true).ok()?;
+    Some(found)
 }
 
 #[cfg(test)]

@@ -293,7 +293,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
 pub fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
     find_fields(text, paths)?.into_iter().flatten().find_map(|v| match v {
-        FieldValue::Str(s) => Some(s),
+        FieldValue::Str(s) => Some(s.into_owned()),
         FieldValue::Int(i) => Some(i.to_string()),
         _ => None,
     })
