@@ -5,7 +5,9 @@
 
 mod scan;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use scan::{ScanError, MAX_PATHS};
@@ -69,9 +71,8 @@ pub struct Router {
     default_prefix: Option<Arc<str>>,
     invalid_date: Arc<str>,
     has_error_path: bool,
-    /// Recently formatted dates with the millisecond range each covers: events are mostly from
-    /// a few days (around midnight, two alternate), so most lookups skip the formatter.
-    cache: std::cell::RefCell<Vec<(i64, i64, Arc<str>)>>,
+    /// Names this router in the per-thread date cache.
+    id: u64,
     cacheable: bool,
 }
 
@@ -110,7 +111,7 @@ impl Router {
             default_prefix,
             invalid_date: Arc::from(t.invalid_date.as_str()),
             has_error_path: t.error_path.is_some(),
-            cache: Default::default(),
+            id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             cacheable,
         })
     }
@@ -167,28 +168,37 @@ impl Router {
     }
 
     fn date_for(&self, ms: i64) -> Option<Arc<str>> {
-        if self.cacheable {
-            if let Some((_, _, d)) = self.cache.borrow().iter().find(|(lo, hi, _)| ms >= *lo && ms < *hi) {
+        if !self.cacheable {
+            return Some(Arc::from(self.rules.format_date(ms)?));
+        }
+        DATE_CACHE.with_borrow_mut(|cache| {
+            if let Some((.., d)) = cache.iter().find(|(id, lo, hi, _)| *id == self.id && ms >= *lo && ms < *hi) {
                 return Some(d.clone());
             }
-        }
-        let date: Arc<str> = Arc::from(self.rules.format_date(ms)?);
-        if self.cacheable {
+            let date: Arc<str> = Arc::from(self.rules.format_date(ms)?);
             // The format depends on the local calendar day only, so the string holds from that
             // day's local midnight to the next one.
             if let Some((lo, hi)) = self.rules.local_day_range(ms) {
-                let mut cache = self.cache.borrow_mut();
-                if cache.len() >= DATE_CACHE_DAYS {
+                if cache.len() >= DATE_CACHE_DAYS * 4 {
                     cache.remove(0);
                 }
-                cache.push((lo, hi, date.clone()));
+                cache.push((self.id, lo, hi, date.clone()));
             }
-        }
-        Some(date)
+            Some(date)
+        })
     }
 }
 
-/// How many days' ranges the date cache keeps.
+static NEXT_ROUTER_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Recently formatted dates per (router, local day): events are mostly from a few days
+    /// (around midnight, two alternate), so most lookups skip the formatter. Per thread, so
+    /// routers can be shared by the threads that route.
+    static DATE_CACHE: RefCell<Vec<(u64, i64, i64, Arc<str>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many days' ranges the date cache keeps per router (in a thread's cache of four routers' worth).
 const DATE_CACHE_DAYS: usize = 8;
 
 /// True if a strftime format depends only on the calendar day (so dates can be cached per day).
