@@ -191,11 +191,14 @@ impl Router {
 
 static NEXT_ROUTER_ID: AtomicU64 = AtomicU64::new(0);
 
+/// (router id, local midnight ms, next local midnight ms, formatted date).
+type CachedDay = (u64, i64, i64, Arc<str>);
+
 thread_local! {
     /// Recently formatted dates per (router, local day): events are mostly from a few days
     /// (around midnight, two alternate), so most lookups skip the formatter. Per thread, so
     /// routers can be shared by the threads that route.
-    static DATE_CACHE: RefCell<Vec<(u64, i64, i64, Arc<str>)>> = const { RefCell::new(Vec::new()) };
+    static DATE_CACHE: RefCell<Vec<CachedDay>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How many days' ranges the date cache keeps per router (in a thread's cache of four routers' worth).

@@ -315,7 +315,12 @@ pub fn run(
             // prefetch fill up and stop fetching, at no cost; pausing would drop what was
             // prefetched and fetch it again. Bounded, so rebalances are still served; a longer
             // stall pauses consumption at the next tick (`apply_backpressure`).
-            w.wait_uploads(&consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
+            let caught_up =
+                w.wait_uploads(&consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
+            if !caught_up {
+                // Uploads are stuck, not just slow: stop fetching until they catch up.
+                w.pause_for_memory(&consumer);
+            }
         }
         paused = w.paused;
         if let Some(why) = &w.fatal {
@@ -419,7 +424,7 @@ impl Routing {
 impl Writer {
     fn on_message(&mut self, m: &BorrowedMessage<'_>, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
-        if !self.parts.get(&(t, p)).is_some_and(|st| st.assigned_gen <= generation) {
+        if self.parts.get(&(t, p)).is_none_or(|st| st.assigned_gen > generation) {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
             debug!(topic = m.topic(), partition = p, offset = off, "message polled before its partition was revoked; dropped (not committed)");
@@ -896,6 +901,25 @@ impl Writer {
             info!("uploads caught up: consumption resumed");
             self.paused = false;
         }
+    }
+
+    /// Pauses consumption because the budget is full and uploads are not draining it; resumed
+    /// by `apply_backpressure` once uploads hold half the budget or less.
+    fn pause_for_memory(&mut self, consumer: &BaseConsumer<Ctx>) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        if let Err(e) = consumer.pause(&assignment) {
+            warn!(error = %e, "pausing partitions failed");
+            return;
+        }
+        if !self.paused {
+            warn!(
+                buffered_bytes = self.open_bytes,
+                inflight_bytes = self.inflight_bytes,
+                files = self.inflight.len(),
+                "memory budget full and uploads are behind: consumption paused"
+            );
+        }
+        self.paused = true;
     }
 
     /// Commits every partition whose safe offset moved (only `only` if given), with its intents.

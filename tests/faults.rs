@@ -104,3 +104,41 @@ async fn storage_faults_cost_retries_not_data() {
     // stage: the run did not wait out the minute.
     assert!(log.contains("upload failed; retrying"), "{log}");
 }
+
+/// Uploads stuck while the memory budget is full: the writer pauses instead of sealing ever
+/// smaller files (it once cut thousands of one-event files here), and loses or doubles nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stuck_uploads_with_a_full_budget_pause_instead_of_cutting_tiny_files() {
+    let Some(stack) = stack() else { return };
+    let faults = Faults { stall_once: Some(Duration::from_secs(4)), ..Default::default() };
+    let (_proxy, via_proxy) = stack.through_proxy(faults, 1).await;
+    let topic = unique("budget");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    let mut sent = Vec::new();
+    // 3,000 events of ~1 KB: about ten times the smallest budget's buffer share.
+    for i in 0..3000 {
+        let p = (i % 2) as i32;
+        let line = format!(r#"{{"mid":"m-{i}","syncts":{},"pad":"{}"}}"#, IST_MIDNIGHT + 1000, "y".repeat(1000));
+        stack.produce(&producer, &topic, p, None, line.as_bytes()).await;
+        sent.push(Expect { line: line.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });
+    }
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&via_proxy, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600)
+        .replace("[writer]", "[writer]\nmemory_limit_bytes = 1048576");
+    let cfg = write_config(dir.path(), &text);
+    let mut run = Running::start(&via_proxy, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    let code = run.wait(Duration::from_secs(120));
+    let log = run.log_text();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("consumption paused"), "the stalled upload should have paused consumption:\n{log}");
+
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &sent);
+    let tiny = blobs.values().filter(|b| b.iter().filter(|&&c| c == b'\n').count() < 20).count();
+    // Only the last file of each partition may be small (sealed at shutdown).
+    assert!(tiny <= 2, "{tiny} of {} files hold fewer than 20 events:\n{log}", blobs.len());
+    assert_eq!(stack.committed(&group, &topic, 2), stack.end_offsets(&topic, 2), "{log}");
+}
