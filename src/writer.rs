@@ -5,9 +5,9 @@
 //! inside `poll()`, so a revocation can seal, wait for the uploads and commit before the
 //! partitions are given away — the only point at which doing so is safe.
 //!
-//! Messages are taken in batches: while one helper thread routes batch k (JSON scan and date,
-//! the costliest step per message), the polling thread polls batch k+1, then appends batch k
-//! under one lock. A message polled before a rebalance that revoked its partition is dropped
+//! Messages are taken in batches that move through a three-stage pipeline: while one helper
+//! thread routes batch k (JSON scan and date, the costliest step per message), the polling
+//! thread appends batch k-1 under one lock and then polls batch k+1. A message polled before a rebalance that revoked its partition is dropped
 //! when its batch is applied (it was never tracked, so it is not committed and is re-read).
 //!
 //! Exactly once (see `docs/exactly-once.md` and [`crate::intent`]): a sealed file is uploaded
@@ -274,77 +274,38 @@ pub fn run(
     consumer.subscribe(&names)?;
     info!(group = %config.kafka.group_id, topics = ?names, storage = %storage.describe, "writer started");
 
-    let mut pending: Vec<Polled<'_>> = Vec::new();
+    // Three batches are in the pipeline: `routed` (batch k-1) is applied by this thread while
+    // the helper routes `polled` (batch k); then this thread polls batch k+1.
+    let mut routed: Vec<Polled<'_>> = Vec::new();
+    let mut routes: Vec<Option<(usize, Route)>> = Vec::new();
+    let mut polled: Vec<Polled<'_>> = Vec::new();
     let mut paused = false;
     loop {
         let mut next = Vec::new();
-        let routes = if pending.len() >= PARALLEL_ROUTING_MIN {
-            let mut routes = Vec::new();
+        let mut next_routes = Vec::new();
+        let mut step = Step { writer: &writer, consumer: &consumer, generation: &generation, stop: &stop, paused: &mut paused };
+        let exit = if polled.len() >= PARALLEL_ROUTING_MIN {
+            let mut exit = false;
             router_pool.in_place_scope(|s| {
-                s.spawn(|_| routes = routing.route_all(&pending));
-                poll_batch(&consumer, &generation, &mut next, Duration::ZERO);
+                s.spawn(|_| next_routes = routing.route_all(&polled));
+                exit = step.run(&mut routed, std::mem::take(&mut routes), true, &mut next);
             });
-            routes
+            exit
         } else {
-            let routes = routing.route_all(&pending);
-            // Block for the next message only when there is nothing to apply; while paused,
-            // briefly, so finished uploads resume consumption soon.
-            let wait = match (pending.is_empty(), paused) {
-                (false, _) => Duration::ZERO,
-                (true, true) => Duration::from_millis(10),
-                (true, false) => Duration::from_millis(100),
-            };
-            poll_batch(&consumer, &generation, &mut next, wait);
-            routes
+            next_routes = routing.route_all(&polled);
+            let busy = !polled.is_empty();
+            step.run(&mut routed, std::mem::take(&mut routes), busy, &mut next)
         };
-        // One clock read per batch: it showed up at ~4% of a drain's CPU when read per message.
-        let now = Instant::now();
-        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-        for (item, route) in pending.drain(..).zip(routes) {
-            match (item, route) {
-                (Polled::Message(msg, generation), Some((t, route))) => w.on_message(&msg, t, route, generation, now),
-                (Polled::Message(msg, _), None) => error!(topic = msg.topic(), "message from a topic that is not configured"),
-                (Polled::Eof(p), _) => w.on_partition_eof(&consumer, p),
-                (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
-            }
-        }
-        pending = next;
-        w.housekeeping(&consumer, now);
-        if w.over_budget() && w.uploads_behind() {
-            // Wait for uploads rather than poll more. Not polling lets librdkafka's bounded
-            // prefetch fill up and stop fetching, at no cost; pausing would drop what was
-            // prefetched and fetch it again. Bounded, so rebalances are still served; a longer
-            // stall pauses consumption at the next tick (`apply_backpressure`).
-            let caught_up =
-                w.wait_uploads(&consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
-            if !caught_up {
-                // Uploads are stuck, not just slow: stop fetching until they catch up.
-                w.pause_for_memory(&consumer);
-            }
-        }
-        paused = w.paused;
-        if let Some(why) = &w.fatal {
-            error!(reason = %why, "stopping: the writer cannot continue safely");
+        if exit {
             break;
         }
-        if stop.load(Ordering::Relaxed) {
-            info!("stopping: sealing and uploading every open file");
-            break;
-        }
-        if w.opts.until_caught_up && w.caught_up() {
-            let drain = w.first_message_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
-            info!(
-                events = w.summary.events,
-                drain_seconds = drain,
-                events_per_second = (w.summary.events as f64 / drain.max(1e-9)).round(),
-                "caught up with the end offsets read at assignment"
-            );
-            break;
-        }
+        routed = std::mem::replace(&mut polled, next);
+        routes = next_routes;
     }
     // Polled but not applied: never tracked, so not committed; the next run reads them again.
     // (They must also go before the consumer: they point into librdkafka's memory.)
-    drop(pending);
+    drop(routed);
+    drop(polled);
 
     let deadline = Instant::now() + Duration::from_secs(config.writer.shutdown_timeout_secs);
     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -398,6 +359,86 @@ fn poll_batch<'c>(consumer: &'c BaseConsumer<Ctx>, generation: &AtomicU64, out: 
             Some(Err(e)) => out.push(Polled::Error(e)),
         }
         timeout = Duration::ZERO;
+    }
+}
+
+/// What the polling thread does per batch, besides handing a batch to the routing helper.
+struct Step<'a, 'c> {
+    writer: &'a Mutex<Writer>,
+    consumer: &'c BaseConsumer<Ctx>,
+    generation: &'a AtomicU64,
+    stop: &'a AtomicBool,
+    paused: &'a mut bool,
+}
+
+impl<'c> Step<'_, 'c> {
+    /// Applies a routed batch and does the periodic work under one lock, then (unless it is
+    /// time to stop) polls the next batch into `next`. `busy`: another batch is being routed,
+    /// so polling must not block. Returns true when the loop must end.
+    fn run(
+        &mut self,
+        batch: &mut Vec<Polled<'c>>,
+        routes: Vec<Option<(usize, Route)>>,
+        busy: bool,
+        next: &mut Vec<Polled<'c>>,
+    ) -> bool {
+        let consumer = self.consumer;
+        {
+            // One clock read per batch: it showed up at ~4% of a drain's CPU when read per message.
+            let now = Instant::now();
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            for (item, route) in batch.drain(..).zip(routes) {
+                match (item, route) {
+                    (Polled::Message(msg, generation), Some((t, route))) => w.on_message(&msg, t, route, generation, now),
+                    (Polled::Message(msg, _), None) => error!(topic = msg.topic(), "message from a topic that is not configured"),
+                    (Polled::Eof(p), _) => w.on_partition_eof(consumer, p),
+                    (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
+                }
+            }
+            w.housekeeping(consumer, now);
+            if w.over_budget() && w.uploads_behind() {
+                // Wait for uploads rather than poll more. Not polling lets librdkafka's bounded
+                // prefetch fill up and stop fetching, at no cost; pausing would drop what was
+                // prefetched and fetch it again. Bounded, so rebalances are still served.
+                let caught_up =
+                    w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
+                if !caught_up {
+                    // Uploads are stuck, not just slow: stop fetching until they catch up.
+                    w.pause_for_memory(consumer);
+                }
+            }
+            *self.paused = w.paused;
+            if let Some(why) = &w.fatal {
+                error!(reason = %why, "stopping: the writer cannot continue safely");
+                return true;
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                info!("stopping: sealing and uploading every open file");
+                return true;
+            }
+            if w.opts.until_caught_up && w.caught_up() {
+                let drain = w.first_message_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
+                info!(
+                    events = w.summary.events,
+                    drain_seconds = drain,
+                    events_per_second = (w.summary.events as f64 / drain.max(1e-9)).round(),
+                    "caught up with the end offsets read at assignment"
+                );
+                return true;
+            }
+        }
+        // Unlocked: rebalance callbacks run inside poll() and take the lock.
+        // Block for the next message only when nothing else is in the pipeline; while paused,
+        // briefly, so finished uploads resume consumption soon.
+        let wait = if busy {
+            Duration::ZERO
+        } else if *self.paused {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(100)
+        };
+        poll_batch(consumer, self.generation, next, wait);
+        false
     }
 }
 

@@ -118,7 +118,7 @@ async fn stuck_uploads_with_a_full_budget_pause_instead_of_cutting_tiny_files() 
     let mut sent = Vec::new();
     // 3,000 events of ~1 KB: about ten times the smallest budget's buffer share.
     for i in 0..3000 {
-        let p = (i % 2) as i32;
+        let p = i % 2;
         let line = format!(r#"{{"mid":"m-{i}","syncts":{},"pad":"{}"}}"#, IST_MIDNIGHT + 1000, "y".repeat(1000));
         stack.produce(&producer, &topic, p, None, line.as_bytes()).await;
         sent.push(Expect { line: line.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });
