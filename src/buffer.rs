@@ -36,9 +36,15 @@ impl Buffer {
     /// bytes can only be insignificant whitespace (strings must escape them), so the parsed
     /// value is unchanged.
     pub fn append(&mut self, offset: i64, payload: &[u8]) -> bool {
+        self.append_checked(offset, payload, None)
+    }
+
+    /// [`Self::append`] when whether `payload` holds `\n`/`\r` may already be known (the
+    /// router finds out while validating JSON); `None` searches for them.
+    pub fn append_checked(&mut self, offset: i64, payload: &[u8], line_breaks: Option<bool>) -> bool {
         self.last_offset = offset;
         self.events += 1;
-        let had_newline = memchr::memchr2(b'\n', b'\r', payload).is_some();
+        let had_newline = line_breaks.unwrap_or_else(|| memchr::memchr2(b'\n', b'\r', payload).is_some());
         if had_newline {
             self.data.extend(payload.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
         } else {

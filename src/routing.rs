@@ -58,6 +58,8 @@ pub struct Route {
     /// True if the message goes under `error_path` rather than `path`.
     pub to_error_path: bool,
     pub source: DateSource,
+    /// Whether the message holds a raw `\n`/`\r`, when parsing found out (valid JSON only).
+    pub line_breaks: Option<bool>,
 }
 
 /// The routing rules of one topic.
@@ -134,9 +136,10 @@ impl Router {
             large.resize(self.paths.len(), None);
             &mut large
         };
-        if scan::scan(text, &self.paths, found, false).is_err() {
-            return self.invalid(InvalidReason::NotJson);
-        }
+        let line_breaks = match scan::scan(text, &self.paths, found, false) {
+            Ok(b) => Some(b),
+            Err(_) => return self.invalid(InvalidReason::NotJson),
+        };
         let prefix = if self.paths.len() > self.n_ts {
             let value = match &found[self.n_ts] {
                 Some(FieldValue::Str(s)) => self.prefix_map.get(s.as_ref()),
@@ -153,8 +156,8 @@ impl Router {
             .find_map(|(i, v)| Some((DateSource::Field(i), self.rules.millis(v.as_ref()?)?)))
             .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| *ms >= 0)?)));
         match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
-            Some((source, date)) => Route { prefix, date, to_error_path: false, source },
-            None => Route { prefix, ..self.invalid(InvalidReason::NoTimestamp) },
+            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks },
+            None => Route { prefix, line_breaks, ..self.invalid(InvalidReason::NoTimestamp) },
         }
     }
 
@@ -164,6 +167,7 @@ impl Router {
             date: self.invalid_date.clone(),
             to_error_path: self.has_error_path,
             source: DateSource::Invalid(reason),
+            line_breaks: None,
         }
     }
 

@@ -513,7 +513,7 @@ impl Writer {
                             track.hold(off);
                             Buffer::new(off, now)
                         });
-                        if buf.append(off, payload) {
+                        if buf.append_checked(off, payload, route.line_breaks) {
                             self.summary.newlines_replaced += 1;
                         }
                         track.consumed(off);
@@ -533,7 +533,7 @@ impl Writer {
             Buffer::new(off, now)
         });
         let before = buf.len();
-        if buf.append(off, payload) {
+        if buf.append_checked(off, payload, route.line_breaks) {
             self.summary.newlines_replaced += 1;
         }
         track.consumed(off);

@@ -107,15 +107,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
-    let c: BaseConsumer<crate::consumer::QuietEof> = ClientConfig::new()
+    let mut cfg = ClientConfig::new();
+    // The writer's own fetch settings, so the two differ only in what they do per message.
+    for (key, value) in crate::consumer::FETCH_TUNING {
+        cfg.set(key, value);
+    }
+    let c: BaseConsumer<crate::consumer::QuietEof> = cfg
         .set("bootstrap.servers", brokers)
         .set("group.id", "kbackup-bench-ceiling")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        // The writer's own prefetch settings, so the two differ only in what they do per message.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("fetch.max.bytes", "4194304")
-        .set("fetch.queue.backoff.ms", "10")
         .create_with_context(crate::consumer::QuietEof)?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;

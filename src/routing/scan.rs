@@ -35,25 +35,29 @@ impl std::error::Error for ScanError {}
 /// (`paths[i]` is a list of object keys from the top; `found` must be as long as `paths`
 /// and all `None`). With `stop_early`, returns as soon as every path is found, without
 /// validating the rest.
+///
+/// Returns whether the message holds a raw `\n` or `\r` byte (in valid JSON only whitespace
+/// can: strings must escape them), so the writer need not search for them again; meaningful
+/// only when the whole message was scanned.
 pub fn scan<'t>(
     text: &'t str,
     paths: &[Vec<String>],
     found: &mut [Option<FieldValue<'t>>],
     stop_early: bool,
-) -> Result<(), ScanError> {
+) -> Result<bool, ScanError> {
     assert!(paths.len() <= MAX_PATHS && found.len() == paths.len());
     let all = if paths.len() == MAX_PATHS { u64::MAX } else { (1u64 << paths.len()) - 1 };
-    let mut s = Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early };
+    let mut s = Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false };
     match s.value(all, 0) {
         Ok(()) => {}
-        Err(Stop::AllFound) => return Ok(()),
+        Err(Stop::AllFound) => return Ok(s.line_breaks),
         Err(Stop::Invalid(e)) => return Err(e),
     }
     s.skip_ws();
     if s.i < s.b.len() {
         return Err(s.err("trailing characters"));
     }
-    Ok(())
+    Ok(s.line_breaks)
 }
 
 enum Stop {
@@ -77,6 +81,8 @@ struct Scanner<'t, 'p> {
     /// Paths not found yet, as bits.
     missing: u64,
     stop_early: bool,
+    /// A raw `\n` or `\r` was skipped as whitespace.
+    line_breaks: bool,
 }
 
 impl<'t> Scanner<'t, '_> {
@@ -86,8 +92,10 @@ impl<'t> Scanner<'t, '_> {
 
     fn skip_ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
+            match c {
+                b' ' | b'\t' => {}
+                b'\n' | b'\r' => self.line_breaks = true,
+                _ => break,
             }
             self.i += 1;
         }
@@ -674,6 +682,15 @@ mod tests {
         assert!(matches!(&find(r#"{"a":"plain"}"#, &["a"])[0], Some(FieldValue::Str(Cow::Borrowed("plain")))));
         // A lone surrogate is valid JSON but no usable string.
         assert_eq!(find(r#"{"a":"\ud800"}"#, &["a"])[0], Some(FieldValue::Other));
+    }
+
+    #[test]
+    fn reports_raw_line_breaks() {
+        let p = paths(&["a"]);
+        for (text, want) in [("{\"a\":1}", false), ("{\n\"a\":1}", true), ("{\"a\":1}\r\n", true), ("{\"a\":\"x\\ny\"}", false), (" [1,\t2] ", false)] {
+            let mut found = vec![None];
+            assert_eq!(scan(text, &p, &mut found, false), Ok(want), "{text:?}");
+        }
     }
 
     #[test]
