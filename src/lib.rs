@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod commit;
 pub mod config;
 pub mod consumer;
+pub mod direct_file;
 pub mod event_date;
 pub mod failpoint;
 pub mod health;

@@ -196,7 +196,7 @@ impl Storage {
                     .map_err(|e| StorageError::Setup(format!("cannot open {}: {e}", dir.display())))?
                     .with_automatic_cleanup(true);
                 Ok(Storage {
-                    store: Arc::new(store),
+                    store: Arc::new(crate::direct_file::DirectFileStore::new(store)),
                     describe: cfg.url.clone(),
                     container: None,
                     file_dir: Some(dir),
