@@ -37,7 +37,8 @@ pub struct UploadJob {
     pub key: String,
     /// For metrics labels.
     pub topic: String,
-    pub data: Vec<u8>,
+    /// The file's lines, in parts (see `Buffer::into_parts`).
+    pub data: Vec<bytes::Bytes>,
     pub compression: Compression,
     pub level: u32,
     pub existing: Existing,
@@ -97,10 +98,10 @@ impl Uploader {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
             let UploadJob { id, key, topic, data, compression, level, existing } = job;
-            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level))
+            let body = tokio::task::spawn_blocking(move || seal::encode_parts(data, compression, level))
                 .await
                 .expect("compression does not panic");
-            let stored_bytes = body.len() as u64;
+            let stored_bytes = body.content_length() as u64;
             let retries = metrics::counter!(crate::metrics::UPLOAD_RETRIES, "topic" => topic);
             let health = this.health.clone();
             let (outcome, attempts) = put_new(this.store.as_ref(), &key, body, existing, |ok| {
@@ -121,12 +122,12 @@ impl Uploader {
 pub async fn put_new(
     store: &dyn ObjectStore,
     key: &str,
-    body: Vec<u8>,
+    body: impl Into<PutPayload>,
     existing: Existing,
     attempt: impl Fn(bool),
 ) -> (Outcome, u32) {
     let path = ObjectPath::from(key);
-    let payload = PutPayload::from(body);
+    let payload: PutPayload = body.into();
     let mut attempts = 0u32;
     let op = || {
         attempts += 1;
