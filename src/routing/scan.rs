@@ -47,15 +47,16 @@ pub fn scan<'t>(
 ) -> Result<bool, ScanError> {
     assert!(paths.len() <= MAX_PATHS && found.len() == paths.len());
     let all = if paths.len() == MAX_PATHS { u64::MAX } else { (1u64 << paths.len()) - 1 };
-    let mut s = Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false };
+    let mut s = Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false, error: ScanError { at: 0, what: "" } };
     match s.value(all, 0) {
         Ok(()) => {}
         Err(Stop::AllFound) => return Ok(s.line_breaks),
-        Err(Stop::Invalid(e)) => return Err(e),
+        Err(Stop::Invalid) => return Err(s.error),
     }
     s.skip_ws();
     if s.i < s.b.len() {
-        return Err(s.err("trailing characters"));
+        s.err("trailing characters");
+        return Err(s.error);
     }
     Ok(s.line_breaks)
 }
@@ -63,12 +64,17 @@ pub fn scan<'t>(
 enum Stop {
     /// Every path was found and the caller asked to stop there.
     AllFound,
-    Invalid(ScanError),
+    /// Not JSON; the details are in `Scanner::error`.
+    Invalid,
 }
 
-impl From<ScanError> for Stop {
-    fn from(e: ScanError) -> Stop {
-        Stop::Invalid(e)
+/// A failed step; what failed is recorded in `Scanner::error`. Zero-sized, so results stay in
+/// registers on the hot path.
+struct Fail;
+
+impl From<Fail> for Stop {
+    fn from(_: Fail) -> Stop {
+        Stop::Invalid
     }
 }
 
@@ -83,11 +89,14 @@ struct Scanner<'t, 'p> {
     stop_early: bool,
     /// A raw `\n` or `\r` was skipped as whitespace.
     line_breaks: bool,
+    error: ScanError,
 }
 
 impl<'t> Scanner<'t, '_> {
-    fn err(&self, what: &'static str) -> ScanError {
-        ScanError { at: self.i, what }
+    #[cold]
+    fn err(&mut self, what: &'static str) -> Fail {
+        self.error = ScanError { at: self.i, what };
+        Fail
     }
 
     fn skip_ws(&mut self) {
@@ -169,7 +178,7 @@ impl<'t> Scanner<'t, '_> {
     }
 
     /// An object key and its colon: `(start, end, has_escapes)` of the key's text.
-    fn key(&mut self) -> Result<(usize, usize, bool), ScanError> {
+    fn key(&mut self) -> Result<(usize, usize, bool), Fail> {
         if self.b.get(self.i) != Some(&b'"') {
             return Err(self.err("expected a key"));
         }
@@ -185,7 +194,7 @@ impl<'t> Scanner<'t, '_> {
 
     /// Validates one value of any shape without looking inside; containers are tracked on an
     /// explicit stack (true = object), so nesting depth costs heap, not thread stack.
-    fn skip_value(&mut self) -> Result<(), ScanError> {
+    fn skip_value(&mut self) -> Result<(), Fail> {
         let mut open = BitStack::default();
         loop {
             // A value.
@@ -254,7 +263,7 @@ impl<'t> Scanner<'t, '_> {
 
     /// The rest of a string whose opening quote was consumed: `(start, end, has_escapes)` of
     /// its contents, with the closing quote consumed.
-    fn string(&mut self) -> Result<(usize, usize, bool), ScanError> {
+    fn string(&mut self) -> Result<(usize, usize, bool), Fail> {
         let start = self.i;
         let mut escaped = false;
         loop {
@@ -296,7 +305,7 @@ impl<'t> Scanner<'t, '_> {
     }
 
     /// A number; returns its text and whether it is an integer (no fraction, no exponent).
-    fn number(&mut self) -> Result<(usize, bool), ScanError> {
+    fn number(&mut self) -> Result<(usize, bool), Fail> {
         let start = self.i;
         if self.b[self.i] == b'-' {
             self.i += 1;
@@ -341,7 +350,7 @@ impl<'t> Scanner<'t, '_> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
+    fn literal(&mut self, word: &[u8]) -> Result<(), Fail> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(())
