@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 /// Identifies one open file: (topic, Kafka partition, prefix, date, error bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BufferKey {
@@ -18,49 +16,25 @@ pub struct BufferKey {
 }
 
 /// The newline-delimited contents of one file being filled.
-///
-/// The bytes are kept as a list of pieces: ranges of chunks that a whole batch of messages was
-/// copied into off the polling thread (see [`line_into`]), and bytes copied one message at a
-/// time. Sealing turns them into the parts of one blob without another copy.
 #[derive(Debug)]
 pub struct Buffer {
-    pieces: Vec<Piece>,
-    len: u64,
+    pub data: Vec<u8>,
     pub first_offset: i64,
     pub last_offset: i64,
     pub events: u64,
     pub opened_at: Instant,
 }
 
-#[derive(Debug)]
-enum Piece {
-    Shared { chunk: Bytes, start: usize, end: usize },
-    Copied(Vec<u8>),
-}
-
-/// Writes `payload` as one line into `out`: raw `\n`/`\r` bytes become spaces, so every message
-/// stays exactly one line (in valid JSON those bytes can only be insignificant whitespace —
-/// strings must escape them — so the parsed value is unchanged), then a `\n`. Whether the
-/// payload holds such bytes may already be known (`line_breaks`); returns whether it did.
-pub fn line_into(out: &mut Vec<u8>, payload: &[u8], line_breaks: Option<bool>) -> bool {
-    let had_newline = line_breaks.unwrap_or_else(|| memchr::memchr2(b'\n', b'\r', payload).is_some());
-    if had_newline {
-        out.extend(payload.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out.push(b'\n');
-    had_newline
-}
-
 impl Buffer {
     /// A new empty buffer whose first message will have `first_offset`.
     pub fn new(first_offset: i64, now: Instant) -> Buffer {
-        Buffer { pieces: Vec::new(), len: 0, first_offset, last_offset: first_offset, events: 0, opened_at: now }
+        Buffer { data: Vec::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now }
     }
 
-    /// Appends one message as a line (see [`line_into`]); returns true if it held raw
-    /// `\n`/`\r` bytes.
+    /// Appends one message and its `\n`. Returns true if the value held raw `\n`/`\r` bytes,
+    /// which are written as spaces so every message stays exactly one line. In valid JSON those
+    /// bytes can only be insignificant whitespace (strings must escape them), so the parsed
+    /// value is unchanged.
     pub fn append(&mut self, offset: i64, payload: &[u8]) -> bool {
         self.append_checked(offset, payload, None)
     }
@@ -70,45 +44,19 @@ impl Buffer {
     pub fn append_checked(&mut self, offset: i64, payload: &[u8], line_breaks: Option<bool>) -> bool {
         self.last_offset = offset;
         self.events += 1;
-        if !matches!(self.pieces.last(), Some(Piece::Copied(_))) {
-            self.pieces.push(Piece::Copied(Vec::new()));
+        let had_newline = line_breaks.unwrap_or_else(|| memchr::memchr2(b'\n', b'\r', payload).is_some());
+        if had_newline {
+            self.data.extend(payload.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+        } else {
+            self.data.extend_from_slice(payload);
         }
-        let Some(Piece::Copied(out)) = self.pieces.last_mut() else { unreachable!("pushed above") };
-        let before = out.len();
-        let had_newline = line_into(out, payload, line_breaks);
-        self.len += (out.len() - before) as u64;
+        self.data.push(b'\n');
         had_newline
-    }
-
-    /// Appends one message whose line is already written at `range` of `chunk`; consecutive
-    /// ranges of one chunk are kept as one piece.
-    pub fn append_line(&mut self, offset: i64, chunk: &Bytes, range: std::ops::Range<usize>) {
-        self.last_offset = offset;
-        self.events += 1;
-        self.len += range.len() as u64;
-        if let Some(Piece::Shared { chunk: c, end, .. }) = self.pieces.last_mut() {
-            if c.as_ptr() == chunk.as_ptr() && *end == range.start {
-                *end = range.end;
-                return;
-            }
-        }
-        self.pieces.push(Piece::Shared { chunk: chunk.clone(), start: range.start, end: range.end });
-    }
-
-    /// The file's contents as the parts of one blob (no copy of the lines).
-    pub fn into_parts(self) -> Vec<Bytes> {
-        self.pieces
-            .into_iter()
-            .map(|p| match p {
-                Piece::Shared { chunk, start, end } => chunk.slice(start..end),
-                Piece::Copied(v) => Bytes::from(v),
-            })
-            .collect()
     }
 
     /// Bytes held (uncompressed).
     pub fn len(&self) -> u64 {
-        self.len
+        self.data.len() as u64
     }
 
     /// True if nothing was appended.
@@ -166,31 +114,6 @@ impl RotationPolicy {
 mod tests {
     use super::*;
 
-    fn contents(b: Buffer) -> Vec<u8> {
-        b.into_parts().concat()
-    }
-
-    #[test]
-    fn shared_lines_and_copied_lines_keep_their_order() {
-        let mut chunk = Vec::new();
-        let mut ranges = Vec::new();
-        for line in [&b"a"[..], b"b\nc", b"d"] {
-            let start = chunk.len();
-            line_into(&mut chunk, line, None);
-            ranges.push(start..chunk.len());
-        }
-        let chunk = Bytes::from(chunk);
-        let mut b = Buffer::new(0, Instant::now());
-        b.append_line(0, &chunk, ranges[0].clone());
-        b.append_line(1, &chunk, ranges[1].clone());
-        b.append(2, b"x");
-        b.append_line(3, &chunk, ranges[2].clone());
-        assert_eq!((b.events, b.len(), b.last_offset), (4, 10, 3));
-        // Contiguous ranges of one chunk are one piece: [a, b c], [x], [d].
-        assert_eq!(b.pieces.len(), 3);
-        assert_eq!(contents(b), b"a\nb c\nx\nd\n");
-    }
-
     #[test]
     fn append_writes_value_and_newline() {
         let now = Instant::now();
@@ -198,8 +121,8 @@ mod tests {
         assert!(b.is_empty());
         assert!(!b.append(10, br#"{"a":1}"#));
         assert!(!b.append(12, b""));
-        assert_eq!((b.first_offset, b.last_offset, b.events, b.len()), (10, 12, 2, 9));
-        assert_eq!(contents(b), b"{\"a\":1}\n\n");
+        assert_eq!(b.data, b"{\"a\":1}\n\n");
+        assert_eq!((b.first_offset, b.last_offset, b.events), (10, 12, 2));
     }
 
     #[test]
@@ -207,9 +130,8 @@ mod tests {
         let mut b = Buffer::new(0, Instant::now());
         let pretty = b"{\r\n  \"a\": [1,\n 2]\n}";
         assert!(b.append(0, pretty));
-        let data = contents(b);
-        assert_eq!(data.iter().filter(|&&c| c == b'\n').count(), 1, "one line per message");
-        let line = &data[..data.len() - 1];
+        assert_eq!(b.data.iter().filter(|&&c| c == b'\n').count(), 1, "one line per message");
+        let line = &b.data[..b.data.len() - 1];
         let orig: serde_json::Value = serde_json::from_slice(pretty).unwrap();
         let back: serde_json::Value = serde_json::from_slice(line).unwrap();
         assert_eq!(orig, back);

@@ -5,19 +5,7 @@
 //! and the output is a single gzip member that every reader handles. The output is
 //! deterministic (no timestamp, no name), so sealing the same events twice yields the same blob.
 
-use bytes::Bytes;
-use object_store::PutPayload;
-
 use crate::config::Compression;
-
-/// Encodes a file held as parts (see [`crate::buffer::Buffer::into_parts`]) into a blob's
-/// payload: plain files keep their parts as they are, gzip needs the lines in one piece.
-pub fn encode_parts(parts: Vec<Bytes>, compression: Compression, level: u32) -> PutPayload {
-    match compression {
-        Compression::None => parts.into_iter().collect(),
-        Compression::Gzip => PutPayload::from(encode(parts.concat(), compression, level)),
-    }
-}
 
 /// Encodes a file's contents (plain files are passed through without a copy).
 pub fn encode(data: Vec<u8>, compression: Compression, level: u32) -> Vec<u8> {

@@ -37,8 +37,7 @@ pub struct UploadJob {
     pub key: String,
     /// For metrics labels.
     pub topic: String,
-    /// The file's lines, in parts (see `Buffer::into_parts`).
-    pub data: Vec<bytes::Bytes>,
+    pub data: Vec<u8>,
     pub compression: Compression,
     pub level: u32,
     pub existing: Existing,
@@ -98,10 +97,10 @@ impl Uploader {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
             let UploadJob { id, key, topic, data, compression, level, existing } = job;
-            let body = tokio::task::spawn_blocking(move || seal::encode_parts(data, compression, level))
+            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level))
                 .await
                 .expect("compression does not panic");
-            let stored_bytes = body.content_length() as u64;
+            let stored_bytes = body.len() as u64;
             let retries = metrics::counter!(crate::metrics::UPLOAD_RETRIES, "topic" => topic);
             let health = this.health.clone();
             let (outcome, attempts) = put_new(this.store.as_ref(), &key, body, existing, |ok| {
@@ -122,12 +121,12 @@ impl Uploader {
 pub async fn put_new(
     store: &dyn ObjectStore,
     key: &str,
-    body: impl Into<PutPayload>,
+    body: Vec<u8>,
     existing: Existing,
     attempt: impl Fn(bool),
 ) -> (Outcome, u32) {
     let path = ObjectPath::from(key);
-    let payload: PutPayload = body.into();
+    let payload = PutPayload::from(body);
     let mut attempts = 0u32;
     let op = || {
         attempts += 1;
