@@ -126,6 +126,20 @@ mod tests {
     }
 
     #[test]
+    fn large_buffers_keep_every_byte() {
+        let mut b = Buffer::new(0, Instant::now());
+        let mut want = Vec::new();
+        for i in 0..20_000u32 {
+            let line: Vec<u8> = (0..(i % 700) as usize).map(|j| b'a' + ((i as usize * 31 + j) % 26) as u8).collect();
+            b.append(i as i64, &line);
+            want.extend_from_slice(&line);
+            want.push(b'\n');
+        }
+        assert_eq!(b.len() as usize, want.len());
+        assert!(b.data == want, "contents differ");
+    }
+
+    #[test]
     fn embedded_newlines_become_spaces_and_json_stays_equal() {
         let mut b = Buffer::new(0, Instant::now());
         let pretty = b"{\r\n  \"a\": [1,\n 2]\n}";
