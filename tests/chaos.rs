@@ -85,7 +85,7 @@ async fn chaos(params: Params) {
     let topic = unique("chaos");
     kstack.create_topic(&topic, params.partitions).await;
 
-    let faults = Faults { p500: 0.03, p503: 0.03, reset: 0.02, slow: 0.01, applied_then_500: 0.03, stall_once: Some(Duration::from_secs(30)) };
+    let faults = Faults { p500: 0.03, p503: 0.03, reset: 0.02, slow: 0.01, applied_then_500: 0.03, stall_once: Some(Duration::from_secs(30)), ..Default::default() };
     let (proxy, via_proxy) = kstack.through_proxy(faults, seed).await;
 
     // The producer: keyed by device id, idempotent (a broker restart must not double events in

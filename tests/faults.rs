@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::proxy::Faults;
+use common::proxy::{Faults, Forced};
 use common::*;
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
@@ -43,6 +43,9 @@ async fn storage_faults_cost_retries_not_data() {
         slow: 0.03,
         applied_then_500: 0.08,
         stall_once: Some(Duration::from_secs(60)),
+        // Whatever the seed, each kind happens at least once (with ~30 requests per run, a
+        // seed without an applied-then-500 came up about one run in twenty).
+        forced: [Forced::AppliedThen500, Forced::E503, Forced::E500].into(),
     };
     let (proxy, via_proxy) = stack.through_proxy(faults, seed).await;
 

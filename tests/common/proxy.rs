@@ -26,6 +26,18 @@ pub struct Faults {
     pub applied_then_500: f64,
     /// Stall the next blob PUT for this long before forwarding it (once).
     pub stall_once: Option<Duration>,
+    /// Outcomes forced on the first blob PUTs, in order (the probabilities apply after them), so
+    /// a test exercises each kind of fault whatever its seed.
+    pub forced: std::collections::VecDeque<Forced>,
+}
+
+/// A fault forced on one blob PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forced {
+    E500,
+    E503,
+    /// Forwarded (so it takes effect), then answered 500.
+    AppliedThen500,
 }
 
 /// Counts of what was injected.
@@ -141,26 +153,29 @@ async fn handle(
     }
     // Blob uploads only (not container creation): the writer's PUTs.
     let is_put = req.method() == hyper::Method::PUT && req.uri().path().contains(".json");
-    let (f, roll, stall) = {
+    let (f, roll, stall, forced) = {
         let mut f = faults.lock().unwrap();
         let stall = if is_put { f.stall_once.take() } else { None };
-        (f.clone(), rng.lock().unwrap().random::<f64>(), stall)
+        // Not on a stalled request: its client gives up before the outcome is delivered.
+        let forced = if is_put && stall.is_none() { f.forced.pop_front() } else { None };
+        (f.clone(), rng.lock().unwrap().random::<f64>(), stall, forced)
     };
     if let Some(d) = stall {
         stats.stalls.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(d).await;
     }
-    let mut edge = 0.0;
+    // A forced outcome replaces the roll (no probability band starts above 1).
+    let mut edge = if forced.is_some() { 2.0 } else { 0.0 };
     let mut pick = |p: f64| {
         let hit = roll >= edge && roll < edge + p;
         edge += p;
         hit
     };
-    if pick(f.p500) {
+    if pick(f.p500) || forced == Some(Forced::E500) {
         stats.e500.fetch_add(1, Ordering::Relaxed);
         return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
     }
-    if pick(f.p503) {
+    if pick(f.p503) || forced == Some(Forced::E503) {
         stats.e503.fetch_add(1, Ordering::Relaxed);
         return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE));
     }
@@ -169,7 +184,7 @@ async fn handle(
         return Err(Reset);
     }
     let slow = pick(f.slow);
-    let applied_then_500 = pick(f.applied_then_500);
+    let applied_then_500 = pick(f.applied_then_500) || forced == Some(Forced::AppliedThen500);
     if slow {
         stats.slow.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(1500)).await;
