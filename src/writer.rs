@@ -229,8 +229,10 @@ pub fn run(
     let (done_tx, done_rx) = channel();
     let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
     let now = Instant::now();
+    // Topic names to config indices, for the routing helper and the rebalance callbacks alike.
+    let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
     let writer = Arc::new(Mutex::new(Writer {
-        topic_index: topics.iter().enumerate().map(|(i, t)| (t.cfg.name.clone(), i)).collect(),
+        topic_index: routing.topic_index.clone(),
         topics,
         buffers: HashMap::default(),
         open_bytes: 0,
@@ -262,7 +264,6 @@ pub fn run(
         summary: RunSummary::default(),
     }));
 
-    let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
     let generation = Arc::new(AtomicU64::new(0));
     // One helper routes a batch while this thread appends the previous one and polls the next
     // (a second helper measured no faster on 2 cores, at 30% more CPU).
@@ -891,14 +892,15 @@ impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
     fn housekeeping(&mut self, consumer: &BaseConsumer<Ctx>, now: Instant) {
         self.drain_uploads();
-        if self.paused {
-            // Resume as soon as uploads catch up, not at the next tick.
+        let tick = now.duration_since(self.last_tick) >= Duration::from_millis(500);
+        if self.paused && !tick {
+            // Resume as soon as uploads catch up, not at the next tick (which checks anyway).
             self.apply_backpressure(consumer);
         }
         if !self.awaiting.is_empty() && now >= self.intent_retry_at {
             self.record_intents(consumer);
         }
-        if now.duration_since(self.last_tick) >= Duration::from_millis(500) {
+        if tick {
             self.last_tick = now;
             self.health.loop_ran();
             let due: Vec<BufferKey> = self
@@ -927,17 +929,11 @@ impl Writer {
         let high = self.memory_limit / 4 * 3;
         let low = self.memory_limit / 2;
         let want_pause = if self.paused { self.inflight_bytes > low } else { self.inflight_bytes >= high };
-        let Ok(assignment) = consumer.assignment() else { return };
         if want_pause {
-            // Re-applied every tick so partitions assigned meanwhile are paused too.
-            if let Err(e) = consumer.pause(&assignment) {
-                warn!(error = %e, "pausing partitions failed");
-            }
-            if !self.paused {
-                warn!(inflight_bytes = self.inflight_bytes, files = self.inflight.len(), "uploads are behind: consumption paused");
-            }
-            self.paused = true;
+            // Re-applied on every check so partitions assigned meanwhile are paused too.
+            self.pause(consumer, "uploads are behind: consumption paused");
         } else if self.paused {
+            let Ok(assignment) = consumer.assignment() else { return };
             if let Err(e) = consumer.resume(&assignment) {
                 warn!(error = %e, "resuming partitions failed");
             }
@@ -949,18 +945,17 @@ impl Writer {
     /// Pauses consumption because the budget is full and uploads are not draining it; resumed
     /// by `apply_backpressure` once uploads hold half the budget or less.
     fn pause_for_memory(&mut self, consumer: &BaseConsumer<Ctx>) {
+        self.pause(consumer, "memory budget full and uploads are behind: consumption paused");
+    }
+
+    /// Pauses every assigned partition; `why` is logged when consumption was running.
+    fn pause(&mut self, consumer: &BaseConsumer<Ctx>, why: &str) {
         let Ok(assignment) = consumer.assignment() else { return };
         if let Err(e) = consumer.pause(&assignment) {
             warn!(error = %e, "pausing partitions failed");
-            return;
         }
         if !self.paused {
-            warn!(
-                buffered_bytes = self.open_bytes,
-                inflight_bytes = self.inflight_bytes,
-                files = self.inflight.len(),
-                "memory budget full and uploads are behind: consumption paused"
-            );
+            warn!(buffered_bytes = self.open_bytes, inflight_bytes = self.inflight_bytes, files = self.inflight.len(), "{why}");
         }
         self.paused = true;
     }
