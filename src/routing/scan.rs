@@ -99,7 +99,12 @@ impl<'t> Scanner<'t, '_> {
         Fail
     }
 
+    #[inline(always)]
     fn skip_ws(&mut self) {
+        // Compact JSON has no whitespace between tokens: one compare settles the usual case.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b' ' | b'\t' => {}
@@ -178,6 +183,7 @@ impl<'t> Scanner<'t, '_> {
     }
 
     /// An object key and its colon: `(start, end, has_escapes)` of the key's text.
+    #[inline(always)]
     fn key(&mut self) -> Result<(usize, usize, bool), Fail> {
         if self.b.get(self.i) != Some(&b'"') {
             return Err(self.err("expected a key"));
@@ -263,6 +269,7 @@ impl<'t> Scanner<'t, '_> {
 
     /// The rest of a string whose opening quote was consumed: `(start, end, has_escapes)` of
     /// its contents, with the closing quote consumed.
+    #[inline(always)]
     fn string(&mut self) -> Result<(usize, usize, bool), Fail> {
         let start = self.i;
         let mut escaped = false;
@@ -305,6 +312,7 @@ impl<'t> Scanner<'t, '_> {
     }
 
     /// A number; returns its text and whether it is an integer (no fraction, no exponent).
+    #[inline(always)]
     fn number(&mut self) -> Result<(usize, bool), Fail> {
         let start = self.i;
         if self.b[self.i] == b'-' {
@@ -344,12 +352,14 @@ impl<'t> Scanner<'t, '_> {
         Ok((start, integer))
     }
 
+    #[inline(always)]
     fn digits(&mut self) {
         while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
             self.i += 1;
         }
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Result<(), Fail> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
