@@ -1,7 +1,11 @@
 //! Open files in memory and the rotation policy that decides when to seal them.
 
+mod memory;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use memory::{block_counts, set_pool_limit, Memory};
 
 /// Identifies one open file: (topic, Kafka partition, prefix, date, error bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,7 +22,7 @@ pub struct BufferKey {
 /// The newline-delimited contents of one file being filled.
 #[derive(Debug)]
 pub struct Buffer {
-    pub data: Vec<u8>,
+    pub data: Memory,
     pub first_offset: i64,
     pub last_offset: i64,
     pub events: u64,
@@ -28,7 +32,7 @@ pub struct Buffer {
 impl Buffer {
     /// A new empty buffer whose first message will have `first_offset`.
     pub fn new(first_offset: i64, now: Instant) -> Buffer {
-        Buffer { data: Vec::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now }
+        Buffer { data: Memory::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now }
     }
 
     /// Appends one message and its `\n`. Returns true if the value held raw `\n`/`\r` bytes,
@@ -45,10 +49,14 @@ impl Buffer {
         self.last_offset = offset;
         self.events += 1;
         let had_newline = line_breaks.unwrap_or_else(|| memchr::memchr2(b'\n', b'\r', payload).is_some());
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
         if had_newline {
-            self.data.extend(payload.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
-        } else {
-            self.data.extend_from_slice(payload);
+            for b in self.data.tail_mut(start) {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
         }
         self.data.push(b'\n');
         had_newline
@@ -57,6 +65,11 @@ impl Buffer {
     /// Bytes held (uncompressed).
     pub fn len(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// Memory held, which the memory budget counts (a little more than `len`, see [`Memory`]).
+    pub fn charged(&self) -> u64 {
+        self.data.charged()
     }
 
     /// True if nothing was appended.
@@ -121,7 +134,7 @@ mod tests {
         assert!(b.is_empty());
         assert!(!b.append(10, br#"{"a":1}"#));
         assert!(!b.append(12, b""));
-        assert_eq!(b.data, b"{\"a\":1}\n\n");
+        assert_eq!(b.data.as_slice(), b"{\"a\":1}\n\n");
         assert_eq!((b.first_offset, b.last_offset, b.events), (10, 12, 2));
     }
 
@@ -136,7 +149,7 @@ mod tests {
             want.push(b'\n');
         }
         assert_eq!(b.len() as usize, want.len());
-        assert!(b.data == want, "contents differ");
+        assert!(b.data.as_slice() == want, "contents differ");
     }
 
     #[test]
@@ -144,8 +157,8 @@ mod tests {
         let mut b = Buffer::new(0, Instant::now());
         let pretty = b"{\r\n  \"a\": [1,\n 2]\n}";
         assert!(b.append(0, pretty));
-        assert_eq!(b.data.iter().filter(|&&c| c == b'\n').count(), 1, "one line per message");
-        let line = &b.data[..b.data.len() - 1];
+        assert_eq!(b.data.as_slice().iter().filter(|&&c| c == b'\n').count(), 1, "one line per message");
+        let line = &b.data.as_slice()[..b.data.len() - 1];
         let orig: serde_json::Value = serde_json::from_slice(pretty).unwrap();
         let back: serde_json::Value = serde_json::from_slice(line).unwrap();
         assert_eq!(orig, back);

@@ -5,13 +5,17 @@
 //! and the output is a single gzip member that every reader handles. The output is
 //! deterministic (no timestamp, no name), so sealing the same events twice yields the same blob.
 
+use bytes::Bytes;
+
 use crate::config::Compression;
 
-/// Encodes a file's contents (plain files are passed through without a copy).
-pub fn encode(data: Vec<u8>, compression: Compression, level: u32) -> Vec<u8> {
+/// Encodes a file's contents (plain files are passed through without a copy; gzip frees the
+/// input as soon as it is compressed).
+pub fn encode<T: AsRef<[u8]> + Send + 'static>(data: T, compression: Compression, level: u32) -> Bytes {
     match compression {
-        Compression::None => data,
+        Compression::None => Bytes::from_owner(data),
         Compression::Gzip => {
+            let data = data.as_ref();
             let lvl = libdeflater::CompressionLvl::new(level.clamp(1, 12) as i32).unwrap_or_default();
             let mut c = libdeflater::Compressor::new(lvl);
             // calloc'd: pages the compressor does not write are never touched.
@@ -19,7 +23,7 @@ pub fn encode(data: Vec<u8>, compression: Compression, level: u32) -> Vec<u8> {
             let n = c.gzip_compress(&data, &mut out).expect("the output buffer is sized by gzip_compress_bound");
             out.truncate(n);
             out.shrink_to_fit();
-            out
+            Bytes::from(out)
         }
     }
 }
@@ -62,6 +66,9 @@ mod tests {
 
     #[test]
     fn none_is_identity() {
-        assert_eq!(encode(b"x\n".to_vec(), Compression::None, 3), b"x\n");
+        assert_eq!(encode(b"x\n".to_vec(), Compression::None, 3), &b"x\n"[..]);
+        let mut m = crate::buffer::Memory::new();
+        m.extend_from_slice(b"y\n");
+        assert_eq!(encode(m, Compression::None, 0), &b"y\n"[..]);
     }
 }

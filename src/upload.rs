@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::runtime::Handle;
@@ -37,7 +38,7 @@ pub struct UploadJob {
     pub key: String,
     /// For metrics labels.
     pub topic: String,
-    pub data: Vec<u8>,
+    pub data: crate::buffer::Memory,
     pub compression: Compression,
     pub level: u32,
     pub existing: Existing,
@@ -121,7 +122,7 @@ impl Uploader {
 pub async fn put_new(
     store: &dyn ObjectStore,
     key: &str,
-    body: Vec<u8>,
+    body: Bytes,
     existing: Existing,
     attempt: impl Fn(bool),
 ) -> (Outcome, u32) {
@@ -181,7 +182,7 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
-    fn gz(data: &[u8], level: u32) -> Vec<u8> {
+    fn gz(data: &[u8], level: u32) -> Bytes {
         seal::encode(data.to_vec(), Compression::Gzip, level)
     }
 

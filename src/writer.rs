@@ -91,10 +91,13 @@ struct InFlight {
     epoch: u64,
     intent: Arc<Intent>,
     events: u64,
+    /// Uncompressed size of the file.
     bytes: u64,
+    /// Memory it holds until uploaded (counted in `inflight_bytes`).
+    charged: u64,
     reason: SealReason,
     /// Present until the upload is submitted (the file awaits its intent record).
-    data: Option<Vec<u8>>,
+    data: Option<crate::buffer::Memory>,
     existing: Existing,
 }
 
@@ -226,6 +229,8 @@ pub fn run(
     let prefetch = crate::consumer::prefetch_bytes(&config.kafka);
     let buffer_budget = config.writer.memory_limit_bytes.saturating_sub(prefetch).max(config.writer.memory_limit_bytes / 4);
     info!(memory_limit = config.writer.memory_limit_bytes, prefetch, buffer_budget, "memory budget");
+    // Memory of uploaded files is kept for new buffers, within the same budget.
+    crate::buffer::set_pool_limit(buffer_budget);
     let (done_tx, done_rx) = channel();
     let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
     let now = Instant::now();
@@ -319,7 +324,8 @@ pub fn run(
     // Leaving the group fires a final revoke; every buffer is already sealed and committed.
     consumer.unsubscribe();
     drop(consumer);
-    info!(?summary, "writer stopped");
+    let (reused, fresh) = crate::buffer::block_counts();
+    info!(?summary, buffer_blocks_reused = reused, buffer_blocks_fresh = fresh, "writer stopped");
     if let Some(why) = fatal {
         anyhow::bail!("{why}");
     }
@@ -516,11 +522,12 @@ impl Writer {
                             track.hold(off);
                             Buffer::new(off, now)
                         });
+                        let before = buf.charged();
                         if buf.append_checked(off, payload, route.line_breaks) {
                             self.summary.newlines_replaced += 1;
                         }
                         track.consumed(off);
-                        self.open_bytes += payload.len() as u64 + 1;
+                        self.open_bytes += buf.charged() - before;
                         self.finish_rebuilds(t, p, off);
                         return;
                     }
@@ -535,12 +542,12 @@ impl Writer {
             track.hold(off);
             Buffer::new(off, now)
         });
-        let before = buf.len();
+        let before = buf.charged();
         if buf.append_checked(off, payload, route.line_breaks) {
             self.summary.newlines_replaced += 1;
         }
         track.consumed(off);
-        self.open_bytes += buf.len() - before;
+        self.open_bytes += buf.charged() - before;
         if topic.policy.due(buf, now) == Some(SealReason::Size) {
             self.seal(&key, SealReason::Size);
         }
@@ -581,13 +588,13 @@ impl Writer {
                 warn!(key = %intent.key, "recorded file could not be rebuilt: its messages are gone");
                 continue;
             };
-            self.open_bytes -= buf.len();
+            self.open_bytes -= buf.charged();
             self.summary.rebuilt_files += 1;
             metrics::counter!(m::FILES_REBUILT).increment(1);
             info!(key = %intent.key, events = buf.events, "rebuilding a file recorded by an earlier run");
             let id = self.next_id;
             self.next_id += 1;
-            self.inflight_bytes += buf.len();
+            self.inflight_bytes += buf.charged();
             let level = self.topics[t].cfg.compression_level;
             let compression = self.topics[t].cfg.compression;
             self.inflight.insert(
@@ -599,6 +606,7 @@ impl Writer {
                     intent: intent.clone(),
                     events: buf.events,
                     bytes: buf.len(),
+                    charged: buf.charged(),
                     reason: SealReason::Size,
                     data: None,
                     existing: Existing::Accept,
@@ -645,7 +653,7 @@ impl Writer {
     /// Names a buffer and queues it for its intent record; the upload starts after that.
     fn seal(&mut self, key: &BufferKey, reason: SealReason) {
         let Some(buf) = self.buffers.remove(key) else { return };
-        self.open_bytes -= buf.len();
+        self.open_bytes -= buf.charged();
         let topic = &self.topics[key.topic];
         let now_ms = chrono::Utc::now().timestamp_millis();
         let name = topic.pattern.render(&NameContext {
@@ -669,7 +677,7 @@ impl Writer {
         let epoch = self.parts.get(&(key.topic, key.partition)).map_or(0, |s| s.epoch);
         let id = self.next_id;
         self.next_id += 1;
-        self.inflight_bytes += buf.len();
+        self.inflight_bytes += buf.charged();
         self.inflight.insert(
             id,
             InFlight {
@@ -679,6 +687,7 @@ impl Writer {
                 intent,
                 events: buf.events,
                 bytes: buf.len(),
+                charged: buf.charged(),
                 reason,
                 data: Some(buf.data),
                 existing: Existing::Compare,
@@ -803,7 +812,7 @@ impl Writer {
 
     fn on_uploaded(&mut self, done: UploadDone) {
         let Some(f) = self.inflight.remove(&done.id) else { return };
-        self.inflight_bytes -= f.bytes;
+        self.inflight_bytes -= f.charged;
         let current = self.parts.get(&(f.topic, f.partition)).is_some_and(|s| s.epoch == f.epoch);
         if done.outcome == Outcome::Conflict {
             metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].cfg.name.clone()).increment(1);
@@ -1084,7 +1093,7 @@ impl Writer {
                 self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
             for id in unrecorded {
                 let f = self.inflight.remove(&id).expect("awaiting is in flight");
-                self.inflight_bytes -= f.bytes;
+                self.inflight_bytes -= f.charged;
                 dropped += f.events;
             }
             self.awaiting.retain(|id| self.inflight.contains_key(id));
@@ -1106,7 +1115,7 @@ impl Writer {
                 self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
             for id in unrecorded {
                 let f = self.inflight.remove(&id).expect("awaiting is in flight");
-                self.inflight_bytes -= f.bytes;
+                self.inflight_bytes -= f.charged;
             }
             self.awaiting.retain(|id| self.inflight.contains_key(id));
         }

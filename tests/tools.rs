@@ -13,7 +13,7 @@ use object_store::ObjectStoreExt;
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
 
 fn gz(text: &str) -> Vec<u8> {
-    kbackup::seal::encode(text.as_bytes().to_vec(), kbackup::config::Compression::Gzip, 1)
+    kbackup::seal::encode(text.as_bytes().to_vec(), kbackup::config::Compression::Gzip, 1).to_vec()
 }
 
 fn out(stack: &Stack, args: &[&str]) -> (i32, String, String) {
