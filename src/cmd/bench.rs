@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -49,6 +50,11 @@ pub enum BenchCmd {
         blob_bytes: u64,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+    },
+    /// Delete every blob under `--url` (the benchmark's runs would otherwise fill the disk).
+    Clear {
+        #[arg(long)]
+        url: String,
     },
 }
 
@@ -101,6 +107,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 let _ = storage.store.delete(&ObjectPath::from(format!("_bench/put-{i}"))).await;
             }
             println!("{}", serde_json::json!({"bytes": blobs * blob_bytes, "seconds": secs}));
+        }
+        BenchCmd::Clear { url } => {
+            let storage = Storage::open(&StorageConfig { url, ..Default::default() })?;
+            let locations = storage.store.list(None).map_ok(|m| m.location).boxed();
+            let deleted: Vec<_> = storage.store.delete_stream(locations).try_collect().await?;
+            println!("{}", serde_json::json!({"deleted": deleted.len()}));
         }
     }
     Ok(())
