@@ -5,7 +5,7 @@ mod memory;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use memory::{block_counts, set_pool_limit, Memory};
+pub use memory::{block_counts, pooled_bytes, release_idle_blocks, set_pool_limit, Memory};
 
 /// Identifies one open file: (topic, Kafka partition, prefix, date, error bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

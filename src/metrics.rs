@@ -14,6 +14,7 @@ pub const UPLOAD_RETRIES: &str = "kbackup_upload_retries_total";
 pub const UPLOAD_FAILURES: &str = "kbackup_upload_failures_total";
 pub const BUFFERED_BYTES: &str = "kbackup_buffered_bytes";
 pub const INFLIGHT_BYTES: &str = "kbackup_inflight_bytes";
+pub const POOLED_BYTES: &str = "kbackup_buffer_pool_bytes";
 pub const OLDEST_BUFFER_AGE: &str = "kbackup_oldest_buffer_age_seconds";
 pub const COMMITS: &str = "kbackup_commits_total";
 pub const COMMIT_FAILURES: &str = "kbackup_commit_failures_total";
@@ -49,6 +50,7 @@ fn describe() {
     describe_counter!(UPLOAD_FAILURES, "Uploads refused for good (name conflicts)");
     describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Bytes in open buffers");
     describe_gauge!(INFLIGHT_BYTES, Unit::Bytes, "Bytes of sealed files not yet uploaded");
+    describe_gauge!(POOLED_BYTES, Unit::Bytes, "Buffer memory kept for new files (within the memory budget; released after 30 s unused)");
     describe_gauge!(OLDEST_BUFFER_AGE, Unit::Seconds, "Age of the oldest open buffer");
     describe_counter!(COMMITS, "Offset commits (including upload-intent records)");
     describe_counter!(COMMIT_FAILURES, "Offset commits that failed");

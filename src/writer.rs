@@ -925,6 +925,8 @@ impl Writer {
             let oldest = self.buffers.values().map(|b| now.saturating_duration_since(b.opened_at)).max().unwrap_or_default();
             metrics::gauge!(m::BUFFERED_BYTES).set(self.open_bytes as f64);
             metrics::gauge!(m::INFLIGHT_BYTES).set(self.inflight_bytes as f64);
+            crate::buffer::release_idle_blocks(now);
+            metrics::gauge!(m::POOLED_BYTES).set(crate::buffer::pooled_bytes() as f64);
             metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
         }

@@ -21,6 +21,7 @@
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Block size: the unit of growth and of recycling. Moving a block costs one `mremap` instead
 /// of 64 page faults; smaller blocks would cost more calls, larger ones more memory: a
@@ -32,6 +33,10 @@ const PAGE: usize = 4096;
 /// Address space reserved per buffer: far above the largest file (the default rotation size is
 /// 100 MB); reserving costs no memory. A buffer that outgrows it moves to a larger reservation.
 const RESERVE: usize = 1 << 30;
+
+/// Pooled blocks not drawn on for this long are handed back to the kernel, so a writer that
+/// has gone quiet after a burst does not keep its peak memory.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// A set of idle, resident blocks and the accounting that bounds it.
 pub struct Pool {
@@ -46,6 +51,8 @@ pub struct Pool {
     /// Blocks taken from the pool, and blocks made fresh.
     reused: AtomicU64,
     fresh: AtomicU64,
+    /// `reused` when it last changed, and when that was noticed (for [`Pool::release_idle`]).
+    last_draw: Mutex<Option<(u64, Instant)>>,
 }
 
 /// The process-wide pool every [`Memory::new`] buffer uses; it keeps nothing until
@@ -55,6 +62,17 @@ static GLOBAL: Pool = Pool::new();
 /// Lets released blocks be kept while buffers and the pool together hold at most `bytes`.
 pub fn set_pool_limit(bytes: u64) {
     GLOBAL.set_limit(bytes);
+}
+
+/// Hands pooled memory back to the kernel once the pool has not been drawn on for
+/// [`IDLE_RELEASE`] (the writer calls this on its timer).
+pub fn release_idle_blocks(now: Instant) {
+    GLOBAL.release_idle(now);
+}
+
+/// Bytes of buffer memory pooled for new files.
+pub fn pooled_bytes() -> u64 {
+    GLOBAL.pooled.load(Ordering::Relaxed)
 }
 
 /// Blocks taken from the pool and blocks newly mapped since the process started.
@@ -71,6 +89,29 @@ impl Pool {
             limit: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             fresh: AtomicU64::new(0),
+            last_draw: Mutex::new(None),
+        }
+    }
+
+    /// Unmaps every pooled block if none was taken for [`IDLE_RELEASE`]; call it now and then.
+    fn release_idle(&self, now: Instant) {
+        let reused = self.reused.load(Ordering::Relaxed);
+        let mut last = self.last_draw.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((seen, since)) if seen == reused => {
+                if now.saturating_duration_since(since) < IDLE_RELEASE {
+                    return;
+                }
+            }
+            _ => {
+                *last = Some((reused, now));
+                return;
+            }
+        }
+        drop(last);
+        while let Some(addr) = self.pop() {
+            // SAFETY: a pooled block is a mapping of its own that nothing refers to.
+            unsafe { libc::munmap(addr as *mut libc::c_void, BLOCK) };
         }
     }
 
@@ -571,5 +612,29 @@ mod tests {
         assert_eq!(POOL.in_use.load(Ordering::Relaxed), 0);
         assert!(POOL.reused.load(Ordering::Relaxed) > 0, "blocks were recycled");
         POOL.set_limit(0);
+    }
+
+    #[test]
+    fn pooled_memory_goes_back_to_the_kernel_after_an_idle_spell() {
+        static POOL: Pool = Pool::new();
+        POOL.set_limit(64 * BLOCK as u64);
+        let t0 = Instant::now();
+        let mut a = Memory::in_pool(&POOL);
+        a.extend_from_slice(&vec![1u8; 4 * BLOCK]);
+        drop(a);
+        assert_eq!(POOL.pooled.load(Ordering::Relaxed), 4 * BLOCK as u64);
+        POOL.release_idle(t0);
+        POOL.release_idle(t0 + IDLE_RELEASE / 2);
+        assert_eq!(POOL.pooled.load(Ordering::Relaxed), 4 * BLOCK as u64, "not idle long enough");
+        // A draw on the pool restarts the clock.
+        let mut b = Memory::in_pool(&POOL);
+        b.extend_from_slice(&vec![2u8; 2 * BLOCK]);
+        drop(b);
+        POOL.release_idle(t0 + IDLE_RELEASE);
+        assert!(POOL.pooled.load(Ordering::Relaxed) > 0, "drawn on since the last look");
+        POOL.release_idle(t0 + IDLE_RELEASE * 2 - Duration::from_millis(1));
+        assert!(POOL.pooled.load(Ordering::Relaxed) > 0);
+        POOL.release_idle(t0 + IDLE_RELEASE * 2);
+        assert_eq!(POOL.pooled.load(Ordering::Relaxed), 0, "idle for the whole spell");
     }
 }
