@@ -142,11 +142,13 @@ fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
         }
     }
     c.assign(&tpl)?;
-    let started = Instant::now();
+    // From the first message, as the writer's drain rate is measured.
+    let mut started = None;
     let (mut events, mut bytes) = (0u64, 0u64);
     while remaining > 0 {
         match c.poll(Duration::from_secs(10)) {
             Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
                 events += 1;
                 bytes += m.payload().map_or(0, <[u8]>::len) as u64;
             }
@@ -155,7 +157,7 @@ fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
             None => anyhow::bail!("no data for 10 s"),
         }
     }
-    Ok((events, bytes, started.elapsed().as_secs_f64()))
+    Ok((events, bytes, started.map_or(0.0, |t| t.elapsed().as_secs_f64())))
 }
 
 fn produce(brokers: &str, topic: &str, dir: &std::path::Path) -> anyhow::Result<(u64, f64)> {
