@@ -207,6 +207,10 @@ impl Memory {
     /// Appends `bytes`.
     #[inline]
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            // Nothing may be mapped yet, and a copy needs a non-null destination even for 0 bytes.
+            return;
+        }
         self.reserve(bytes.len());
         // SAFETY: `reserve` made `len + bytes.len()` bytes writable; the source is not ours.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(self.len), bytes.len()) };
@@ -480,6 +484,18 @@ mod tests {
         assert_eq!(&m.as_slice()[..5], b"head\n");
         m.push(b'!');
         assert_eq!(m.as_slice().last(), Some(&b'!'));
+    }
+
+    #[test]
+    fn empty_writes_before_anything_is_mapped() {
+        // An empty Kafka value is a line of its own; it may be a buffer's first message.
+        let mut m = Memory::new();
+        m.extend_from_slice(b"");
+        assert!(m.is_empty());
+        assert_eq!(m.tail_mut(0), b"");
+        m.push(b'\n');
+        m.extend_from_slice(b"");
+        assert_eq!(m.as_slice(), b"\n");
     }
 
     #[test]
