@@ -34,6 +34,12 @@ const PAGE: usize = 4096;
 /// 100 MB); reserving costs no memory. A buffer that outgrows it moves to a larger reservation.
 const RESERVE: usize = 1 << 30;
 
+/// Most memory the pool is allowed to reach (buffers plus pool), whatever the budget. Every
+/// pooled block is a mapping of its own, and stays one inside the buffer that takes it, so
+/// this keeps the process's mapping count (≤ 2 per block) far below the kernel's default
+/// `vm.max_map_count` of 65,530. Larger budgets still work; past this they fault fresh pages.
+const MAX_POOL_REACH: u64 = 2 << 30;
+
 /// Pooled blocks not drawn on for this long are handed back to the kernel, so a writer that
 /// has gone quiet after a burst does not keep its peak memory.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
@@ -116,6 +122,7 @@ impl Pool {
     }
 
     fn set_limit(&self, bytes: u64) {
+        let bytes = bytes.min(MAX_POOL_REACH);
         self.limit.store(bytes, Ordering::Relaxed);
         // Unmap what no longer fits.
         loop {
@@ -627,6 +634,15 @@ mod tests {
         }
         assert_eq!(POOL.in_use.load(Ordering::Relaxed), 0);
         assert!(POOL.reused.load(Ordering::Relaxed) > 0, "blocks were recycled");
+        POOL.set_limit(0);
+    }
+
+    #[test]
+    fn the_pool_reach_is_capped_whatever_the_budget() {
+        static POOL: Pool = Pool::new();
+        POOL.set_limit(u64::MAX);
+        assert_eq!(POOL.limit.load(Ordering::Relaxed), MAX_POOL_REACH);
+        assert!(MAX_POOL_REACH / BLOCK as u64 * 2 < 65_530 / 2, "well under the default mapping limit");
         POOL.set_limit(0);
     }
 
