@@ -912,6 +912,18 @@ impl Writer {
         if tick {
             self.last_tick = now;
             self.health.loop_ran();
+            // The budget's books must match the buffers they describe (a path that dropped
+            // buffers by length rather than charge once let them drift upwards).
+            debug_assert_eq!(
+                self.open_bytes,
+                self.buffers.values().chain(self.parts.values().flat_map(|st| st.pinned.values())).map(Buffer::charged).sum::<u64>(),
+                "open_bytes out of step with the open buffers"
+            );
+            debug_assert_eq!(
+                self.inflight_bytes,
+                self.inflight.values().map(|f| f.charged).sum::<u64>(),
+                "inflight_bytes out of step with the files in flight"
+            );
             let due: Vec<BufferKey> = self
                 .buffers
                 .iter()
@@ -1087,7 +1099,7 @@ impl Writer {
             let mut dropped = 0;
             for k in keys {
                 if let Some(b) = self.buffers.remove(&k) {
-                    self.open_bytes -= b.len();
+                    self.open_bytes -= b.charged();
                     dropped += b.events;
                 }
             }
@@ -1124,7 +1136,7 @@ impl Writer {
         for &(t, p) in &parts {
             if let Some(st) = self.parts.remove(&(t, p)) {
                 for b in st.pinned.values() {
-                    self.open_bytes -= b.len();
+                    self.open_bytes -= b.charged();
                 }
             }
             self.tracker.revoke(t, p);

@@ -198,6 +198,16 @@ async fn chaos(params: Params) {
         assert_eq!(w.terminate(Duration::from_secs(120)), 0);
     }
 
+    // Kills are the only way a writer may have ended: none panicked on its own (a debug build's
+    // bookkeeping assertions included), whatever recovery made of it afterwards.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains("panicked at"), "{} shows a panic:\n{text}", path.display());
+        }
+    }
+
     // Independent count: every produced event, by content, exactly once in its partition and date.
     let expected = sent.lock().unwrap().clone();
     let blobs = read_all(&stack.storage(&container)).await;
