@@ -20,7 +20,7 @@ pub fn encode<T: AsRef<[u8]> + Send + 'static>(data: T, compression: Compression
             let mut c = libdeflater::Compressor::new(lvl);
             // calloc'd: pages the compressor does not write are never touched.
             let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
-            let n = c.gzip_compress(&data, &mut out).expect("the output buffer is sized by gzip_compress_bound");
+            let n = c.gzip_compress(data, &mut out).expect("the output buffer is sized by gzip_compress_bound");
             out.truncate(n);
             out.shrink_to_fit();
             Bytes::from(out)
