@@ -100,3 +100,52 @@ async fn crash_after_upload_before_commit() {
 async fn crash_right_after_a_commit() {
     crash_then_recover("committed:3").await;
 }
+
+/// A writer frozen past its session timeout while its files are still open: when it wakes its
+/// partitions belong to nobody it knows of, so it drops those files (nothing of them was
+/// recorded or committed), rejoins, reads the events again and stores each exactly once. Debug
+/// builds also check the memory budget's books at every tick, so dropping open files must leave
+/// them balanced for the writer to finish cleanly.
+#[tokio::test]
+async fn a_writer_frozen_with_open_files_drops_them_and_stores_each_event_once() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("zombie");
+    stack.create_topic(&topic, 3).await;
+    let mut expected = produce(&stack, &topic, 210).await;
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    // Files roll only after an hour: the freeze finds them open.
+    let text = config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600)
+        .replace("\"session.timeout.ms\" = \"10000\"", "\"session.timeout.ms\" = \"6000\"");
+    let cfg = write_config(dir.path(), &text);
+    let mut run = Running::start(&stack, &cfg, dir.path().join("zombie.log"), &[]);
+    wait_for("every partition consumed to its end", Duration::from_secs(60), || {
+        let log = run.log_text();
+        (0..3).all(|p| log.contains(&format!("reached the end of partition {p} at offset 70"))).then_some(())
+    });
+    let pid = run.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let dropped = wait_for("the writer to notice its partitions were lost", Duration::from_secs(60), || {
+        let log = run.log_text();
+        let line = log.lines().find(|l| l.contains("partitions lost"))?.to_string();
+        Some(line.split("dropped_events=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()?)
+    });
+    assert!(dropped > 0, "the lost partitions had open files:\n{}", run.log_text());
+
+    // It carries on: it reads everything again plus new traffic, and a stop stores and commits it.
+    expected.extend(produce_late(&stack, &topic).await);
+    wait_for("every partition read again to its new end", Duration::from_secs(60), || {
+        let log = run.log_text();
+        (0..3).all(|p| log.contains(&format!("reached the end of partition {p} at offset 80"))).then_some(())
+    });
+    let log = run.log.clone();
+    assert_eq!(run.terminate(Duration::from_secs(60)), 0, "{}", std::fs::read_to_string(&log).unwrap());
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!log.contains("panicked at"), "{log}");
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once_allowing(&blobs, "unique/raw", &expected, &log);
+    assert_eq!(stack.committed(&group, &topic, 3), stack.end_offsets(&topic, 3), "{log}");
+}
