@@ -115,19 +115,20 @@ impl Pool {
             }
         }
         drop(last);
-        while let Some(addr) = self.pop() {
-            // SAFETY: a pooled block is a mapping of its own that nothing refers to.
-            unsafe { libc::munmap(addr as *mut libc::c_void, BLOCK) };
-        }
+        self.unmap_pooled_while(|| true);
     }
 
     fn set_limit(&self, bytes: u64) {
         let bytes = bytes.min(MAX_POOL_REACH);
         self.limit.store(bytes, Ordering::Relaxed);
         // Unmap what no longer fits.
-        loop {
-            let over = self.in_use.load(Ordering::Relaxed) + self.pooled.load(Ordering::Relaxed) > bytes;
-            let Some(addr) = (if over { self.pop() } else { None }) else { return };
+        self.unmap_pooled_while(|| self.in_use.load(Ordering::Relaxed) + self.pooled.load(Ordering::Relaxed) > bytes);
+    }
+
+    /// Hands pooled blocks back to the kernel one by one while `more()` holds and any are left.
+    fn unmap_pooled_while(&self, more: impl Fn() -> bool) {
+        while more() {
+            let Some(addr) = self.pop() else { return };
             // SAFETY: a pooled block is a mapping of its own that nothing refers to.
             unsafe { libc::munmap(addr as *mut libc::c_void, BLOCK) };
         }
