@@ -27,14 +27,35 @@ async fn produce(stack: &Stack, topic: &str, n: usize) -> Vec<Expect> {
     out
 }
 
-async fn crash_then_recover(failpoint: &str) {
-    let Some(stack) = stack() else { return };
-    let topic = unique("eo");
+/// A 3-partition topic holding `produce`'s 210 events (70 per partition), and a container,
+/// group and directory of its own; `None` without the services (outside CI).
+struct Case {
+    stack: Stack,
+    topic: String,
+    expected: Vec<Expect>,
+    container: String,
+    group: String,
+    dir: tempfile::TempDir,
+}
+
+async fn case(topic_prefix: &str) -> Option<Case> {
+    let stack = stack()?;
+    let topic = unique(topic_prefix);
     stack.create_topic(&topic, 3).await;
-    let mut expected = produce(&stack, &topic, 210).await;
-    let container = unique("c");
-    let group = unique("g");
-    let dir = tempfile::tempdir().unwrap();
+    let expected = produce(&stack, &topic, 210).await;
+    Some(Case { stack, topic, expected, container: unique("c"), group: unique("g"), dir: tempfile::tempdir().unwrap() })
+}
+
+/// Waits until the writer's log shows each of the 3 partitions read to `offset`.
+fn wait_read_to(run: &Running, offset: i64, what: &str) {
+    wait_for(what, Duration::from_secs(60), || {
+        let log = run.log_text();
+        (0..3).all(|p| log.contains(&format!("reached the end of partition {p} at offset {offset}"))).then_some(())
+    });
+}
+
+async fn crash_then_recover(failpoint: &str) {
+    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("eo").await else { return };
     // Small files: many seals, records and uploads per partition.
     let section = topic_section(&topic, "unique/raw", "max_file_bytes = 1500");
     let cfg = write_config(dir.path(), &config(&stack, &container, &group, &section, 3600));
@@ -108,22 +129,13 @@ async fn crash_right_after_a_commit() {
 /// them balanced for the writer to finish cleanly.
 #[tokio::test]
 async fn a_writer_frozen_with_open_files_drops_them_and_stores_each_event_once() {
-    let Some(stack) = stack() else { return };
-    let topic = unique("zombie");
-    stack.create_topic(&topic, 3).await;
-    let mut expected = produce(&stack, &topic, 210).await;
-    let container = unique("c");
-    let group = unique("g");
-    let dir = tempfile::tempdir().unwrap();
+    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("zombie").await else { return };
     // Files roll only after an hour: the freeze finds them open.
     let text = config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600)
         .replace("\"session.timeout.ms\" = \"10000\"", "\"session.timeout.ms\" = \"6000\"");
     let cfg = write_config(dir.path(), &text);
-    let mut run = Running::start(&stack, &cfg, dir.path().join("zombie.log"), &[]);
-    wait_for("every partition consumed to its end", Duration::from_secs(60), || {
-        let log = run.log_text();
-        (0..3).all(|p| log.contains(&format!("reached the end of partition {p} at offset 70"))).then_some(())
-    });
+    let run = Running::start(&stack, &cfg, dir.path().join("zombie.log"), &[]);
+    wait_read_to(&run, 70, "every partition consumed to its end");
     let pid = run.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_secs(9));
@@ -131,16 +143,13 @@ async fn a_writer_frozen_with_open_files_drops_them_and_stores_each_event_once()
     let dropped = wait_for("the writer to notice its partitions were lost", Duration::from_secs(60), || {
         let log = run.log_text();
         let line = log.lines().find(|l| l.contains("partitions lost"))?.to_string();
-        Some(line.split("dropped_events=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()?)
+        line.split("dropped_events=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()
     });
     assert!(dropped > 0, "the lost partitions had open files:\n{}", run.log_text());
 
     // It carries on: it reads everything again plus new traffic, and a stop stores and commits it.
     expected.extend(produce_late(&stack, &topic).await);
-    wait_for("every partition read again to its new end", Duration::from_secs(60), || {
-        let log = run.log_text();
-        (0..3).all(|p| log.contains(&format!("reached the end of partition {p} at offset 80"))).then_some(())
-    });
+    wait_read_to(&run, 80, "every partition read again to its new end");
     let log = run.log.clone();
     assert_eq!(run.terminate(Duration::from_secs(60)), 0, "{}", std::fs::read_to_string(&log).unwrap());
     let log = std::fs::read_to_string(log).unwrap();
