@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::naming::FilePattern;
+use crate::naming::{FileLayout, FilePattern, LayoutError};
 
 /// Default file name pattern: Sunbird's `{partition}-{kafkaPartition}-{currentTimestamp}.json`.
 pub const DEFAULT_FILE_PATTERN: &str = "{partition}-{kafkaPartition}-{currentTimestamp}.json";
@@ -368,8 +368,16 @@ impl Config {
                 return Err(ConfigError::invalid(k("name"), format!("topic `{}` is listed twice", t.name)));
             }
             check_path(&k("path"), &t.path)?;
+            check_strftime(&k("date_format"), &t.date_format)?;
+            if t.date_format.contains('/') {
+                return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
+            }
             let pattern = FilePattern::parse(&t.file_pattern)
                 .map_err(|e| ConfigError::invalid(k("file_pattern"), e.to_string()))?;
+            FileLayout::new(t).map_err(|e| match e {
+                LayoutError::Date(e) => ConfigError::invalid(k("date_format"), e.to_string()),
+                e => ConfigError::invalid(k("file_pattern"), e.to_string()),
+            })?;
             // Two topics writing the same names under one path would overwrite each other.
             if !pattern.has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
                 return Err(ConfigError::invalid(
@@ -385,10 +393,6 @@ impl Config {
             }
             parse_tz(&k("message_timezone"), &t.message_timezone)?;
             parse_tz(&k("output_timezone"), &t.output_timezone)?;
-            check_strftime(&k("date_format"), &t.date_format)?;
-            if t.date_format.contains('/') {
-                return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
-            }
             if let Some(p) = &t.timestamp_input_pattern {
                 check_strftime(&k("timestamp_input_pattern"), p)?;
             }
@@ -517,6 +521,10 @@ mod tests {
             (format!("{GOOD}\nmax_file_bytes = 0"), "topic[0].max_file_bytes"),
             (format!("{GOOD}\ninvalid_date = \"yesterday\""), "topic[0].invalid_date"),
             (format!("{GOOD}\ndate_format = \"%Y/%m/%d\""), "topic[0].date_format"),
+            (format!("{GOOD}\nfile_pattern = \"{{partition}}.json\""), "topic[0].file_pattern"),
+            (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{kafkaPartition}}{{currentTimestamp}}.json\""), "topic[0].file_pattern"),
+            (format!("{GOOD}\ndate_format = \"%Y-%m\""), "topic[0].date_format"),
+            (format!("{GOOD}\ndate_format = \"%b %d %Y\""), "topic[0].date_format"),
             (format!("{GOOD}\ncompression = \"zstd\""), "compression"),
             (GOOD.replace("az://telemetry-data-store", "s4://x"), "storage.url"),
             (GOOD.replace("unique/raw", "unique//raw"), "topic[0].path"),

@@ -2,13 +2,19 @@
 //!
 //! Mirrors Sunbird's fetcher (list `<path>/<date>` for each date, then keep names matching
 //! `\d{4}-\d{2}-\d{2}-<p>-`), except that old names without a partition are never silently
-//! lost: they are counted and can be included on request.
+//! lost: they are counted and can be included on request. Names are read with the topic's
+//! [`FileLayout`], the same rule the writer names files with.
 
 use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
+use object_store::path::Path as ObjectPath;
 
-use crate::naming::{parse_name, ParsedName};
+use crate::naming::{FileLayout, ParsedName};
+use crate::storage::Storage;
+
+/// The widest partition range accepted (Kafka clusters hold far fewer partitions per topic).
+pub const MAX_PARTITIONS: i32 = 100_000;
 
 /// A selection error (bad flag values).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -17,6 +23,8 @@ pub enum SelectionError {
     BadPartitions(String),
     #[error("--from {from} is after --to {to}")]
     EmptyRange { from: NaiveDate, to: NaiveDate },
+    #[error("--partitions: `{0}` reaches past partition {max} (no topic has that many)", max = MAX_PARTITIONS - 1)]
+    TooWide(String),
 }
 
 /// Parses `0,3,5-7` into a set of partitions.
@@ -30,12 +38,18 @@ pub fn parse_partitions(s: &str) -> Result<BTreeSet<i32>, SelectionError> {
                 if a < 0 || b < a {
                     return Err(bad(part));
                 }
+                if b >= MAX_PARTITIONS {
+                    return Err(SelectionError::TooWide(part.to_string()));
+                }
                 out.extend(a..=b);
             }
             None => {
                 let p: i32 = part.parse().map_err(|_| bad(part))?;
                 if p < 0 {
                     return Err(bad(part));
+                }
+                if p >= MAX_PARTITIONS {
+                    return Err(SelectionError::TooWide(part.to_string()));
                 }
                 out.insert(p);
             }
@@ -83,9 +97,9 @@ impl Selection {
         self.from.iter_days().take_while(move |d| *d <= self.to)
     }
 
-    /// Judges one file by its name (the part after the last `/`).
-    pub fn judge(&self, file_name: &str) -> Verdict {
-        let Some(n) = parse_name(file_name) else { return Verdict::NotBackup };
+    /// Judges one file by its name, read with the topic's layout.
+    pub fn judge(&self, layout: &FileLayout, key: &str) -> Verdict {
+        let Some(n) = layout.parse(key) else { return Verdict::NotBackup };
         if n.date < self.from || n.date > self.to {
             return Verdict::Skip;
         }
@@ -99,12 +113,63 @@ impl Selection {
     }
 }
 
+/// One selected blob.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub key: String,
+    pub date: String,
+    pub kafka_partition: Option<i32>,
+    pub timestamp: Option<i64>,
+    pub size: u64,
+    #[serde(skip)]
+    pub name: ParsedName,
+}
+
+/// What a listing found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// In (date, partition, timestamp, key) order.
+    pub files: Vec<Listed>,
+    /// Files without a partition in their name left out by `partitions`.
+    pub unpartitioned_left_out: usize,
+}
+
+/// Lists the files of a layout that the selection keeps: every directory the topic writes to,
+/// each listed once (object stores list by prefix, so the date range is applied to the names).
+pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Result<Listing, object_store::Error> {
+    let mut out = Listing::default();
+    for dir in layout.dirs() {
+        let listing = storage.store.list_with_delimiter(Some(&ObjectPath::from(dir.as_str()))).await?;
+        for meta in listing.objects {
+            let key = meta.location.to_string();
+            match sel.judge(layout, &key) {
+                Verdict::Keep(n) => out.files.push(Listed {
+                    date: n.date.format("%Y-%m-%d").to_string(),
+                    kafka_partition: n.kafka_partition,
+                    timestamp: n.timestamp_ms,
+                    size: meta.size,
+                    key,
+                    name: n,
+                }),
+                Verdict::UnpartitionedLeftOut => out.unpartitioned_left_out += 1,
+                Verdict::Skip | Verdict::NotBackup => {}
+            }
+        }
+    }
+    out.files.sort_by(|a, b| (a.name.date, a.kafka_partition, a.timestamp, &a.key).cmp(&(b.name.date, b.kafka_partition, b.timestamp, &b.key)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
+    }
+
+    fn layout() -> FileLayout {
+        FileLayout::bare("unique/raw")
     }
 
     #[test]
@@ -114,28 +179,34 @@ mod tests {
         for bad in ["", "a", "3-1", "-1", "1-", "1,,x"] {
             assert!(parse_partitions(bad).is_err(), "{bad}");
         }
+        // A range as wide as i32 once ran away in memory; it is refused at once.
+        assert_eq!(parse_partitions("0-2147483647"), Err(SelectionError::TooWide("0-2147483647".into())));
+        assert_eq!(parse_partitions("100000"), Err(SelectionError::TooWide("100000".into())));
+        assert_eq!(parse_partitions("0-99999").unwrap().len(), 100_000);
     }
 
     #[test]
     fn partition_one_does_not_match_old_names_starting_with_one() {
+        let l = layout();
         let mut s = Selection::new(d("2020-02-01"), d("2020-02-01")).unwrap();
         s.partitions = Some([1].into());
         // Old name: timestamp starts with 1. Sunbird's first regex (without the trailing `-`) took it for partition 1.
-        assert_eq!(s.judge("2020-02-01-1580495403199.json.gz"), Verdict::UnpartitionedLeftOut);
-        assert!(matches!(s.judge("2020-02-01-1-1580495403199.json.gz"), Verdict::Keep(_)));
-        assert_eq!(s.judge("2020-02-01-11-1580495403199.json.gz"), Verdict::Skip, "11 is not 1");
-        assert_eq!(s.judge("2020-02-01-0-1580495403199.json.gz"), Verdict::Skip);
+        assert_eq!(s.judge(&l, "2020-02-01-1580495403199.json.gz"), Verdict::UnpartitionedLeftOut);
+        assert!(matches!(s.judge(&l, "2020-02-01-1-1580495403199.json.gz"), Verdict::Keep(_)));
+        assert_eq!(s.judge(&l, "2020-02-01-11-1580495403199.json.gz"), Verdict::Skip, "11 is not 1");
+        assert_eq!(s.judge(&l, "2020-02-01-0-1580495403199.json.gz"), Verdict::Skip);
         s.include_unpartitioned = true;
-        assert!(matches!(s.judge("2020-02-01-1580495403199.json.gz"), Verdict::Keep(_)));
+        assert!(matches!(s.judge(&l, "2020-02-01-1580495403199.json.gz"), Verdict::Keep(_)));
     }
 
     #[test]
     fn dates_outside_the_range_and_foreign_files() {
+        let l = layout();
         let s = Selection::new(d("2020-02-01"), d("2020-02-02")).unwrap();
-        assert!(matches!(s.judge("2020-02-02-3-1.json.gz"), Verdict::Keep(_)));
-        assert_eq!(s.judge("2020-01-31-3-1.json.gz"), Verdict::Skip);
-        assert_eq!(s.judge("2020-02-03-3-1.json.gz"), Verdict::Skip);
-        assert_eq!(s.judge("_SUCCESS"), Verdict::NotBackup);
+        assert!(matches!(s.judge(&l, "2020-02-02-3-1.json.gz"), Verdict::Keep(_)));
+        assert_eq!(s.judge(&l, "2020-01-31-3-1.json.gz"), Verdict::Skip);
+        assert_eq!(s.judge(&l, "2020-02-03-3-1.json.gz"), Verdict::Skip);
+        assert_eq!(s.judge(&l, "_SUCCESS"), Verdict::NotBackup);
         assert_eq!(s.dates().count(), 2);
         assert!(Selection::new(d("2020-02-02"), d("2020-02-01")).is_err());
     }

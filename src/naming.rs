@@ -1,9 +1,15 @@
-//! Blob names: Secor's file pattern placeholders, the full key layout, unique upload timestamps,
-//! and parsing names back (new `<date>-<kafkaPartition>-<ts>` and old `<date>-<ts>` forms).
+//! Blob names — the one rule shared by the writer and every reader.
+//!
+//! From a topic's config, [`FileLayout`] derives where its files live (path, prefix
+//! sub-paths, `error_path`), the key the writer gives a new file, and a parser for every name the
+//! writer can have written, plus the Sunbird names that stay in storage for years
+//! (`<date>-<kafkaPartition>-<ts>` and the old `<date>-<ts>`). A pattern that could not be parsed
+//! back, or that could give two files the same name, is refused when the config is loaded.
 
+use chrono::format::{Item, Numeric, Pad, StrftimeItems};
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// An error in a `file_pattern`.
+/// An error in a `file_pattern` or in the `date_format` it is rendered with.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PatternError {
     #[error("unknown placeholder `{{{0}}}` (known: {{partition}}, {{kafkaPartition}}, {{currentTimestamp}}, {{topic}}, {{generation}}, {{fmOffset}}, {{randomHex}}, {{currentTime}}, {{currentDate}})")]
@@ -14,6 +20,116 @@ pub enum PatternError {
     MustStartWithDate,
     #[error("the pattern must not contain `/`")]
     Slash,
+    #[error("{{{0}}} must be followed by the end of the pattern or by a character that is not a digit (otherwise names cannot be read back)")]
+    Ambiguous(&'static str),
+    #[error("the pattern must contain {{currentTimestamp}}, or {{fmOffset}} together with {{kafkaPartition}}: otherwise two files get the same name")]
+    NotUnique,
+}
+
+/// An error in a `date_format` used in file names.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DateFormatError {
+    #[error("`{0}` uses a specifier that cannot be read back from a file name (allowed: %Y, %m, %d, %j, %F and characters other than digits, `%` and `/`)")]
+    Unreadable(String),
+    #[error("`{0}` does not name a day (it needs %Y with %m and %d, or %Y with %j)")]
+    NotADay(String),
+}
+
+/// A date format that file names can be rendered with and parsed back from: fixed-width,
+/// zero-padded numeric fields and literal separators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateFormat {
+    format: String,
+    /// Per character of a rendered date: true where a digit stands, false for a literal.
+    shape: Vec<Option<char>>,
+}
+
+impl DateFormat {
+    /// Checks a strftime format for use in names.
+    pub fn parse(format: &str) -> Result<DateFormat, DateFormatError> {
+        let unreadable = || DateFormatError::Unreadable(format.to_string());
+        let mut shape = Vec::new();
+        let (mut y, mut m, mut d, mut j) = (false, false, false, false);
+        for item in StrftimeItems::new(format) {
+            match item {
+                Item::Literal(s) | Item::Space(s) => {
+                    for c in s.chars() {
+                        if c.is_ascii_digit() || c == '/' {
+                            return Err(unreadable());
+                        }
+                        shape.push(Some(c));
+                    }
+                }
+                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => {
+                    for c in s.chars() {
+                        if c.is_ascii_digit() || c == '/' {
+                            return Err(unreadable());
+                        }
+                        shape.push(Some(c));
+                    }
+                }
+                Item::Numeric(n, Pad::Zero) => {
+                    let width = match n {
+                        Numeric::Year => {
+                            y = true;
+                            4
+                        }
+                        Numeric::Month => {
+                            m = true;
+                            2
+                        }
+                        Numeric::Day => {
+                            d = true;
+                            2
+                        }
+                        Numeric::Ordinal => {
+                            j = true;
+                            3
+                        }
+                        _ => return Err(unreadable()),
+                    };
+                    shape.extend(std::iter::repeat_n(None, width));
+                }
+                _ => return Err(unreadable()),
+            }
+        }
+        if !(y && ((m && d) || j)) {
+            return Err(DateFormatError::NotADay(format.to_string()));
+        }
+        Ok(DateFormat { format: format.to_string(), shape })
+    }
+
+    /// The strftime format.
+    pub fn as_str(&self) -> &str {
+        &self.format
+    }
+
+    /// Formats a day (used for `invalid_date`, so every name of a topic has one date form).
+    pub fn format(&self, d: NaiveDate) -> String {
+        d.format(&self.format).to_string()
+    }
+
+    /// Reads a date from the start of `s`; returns it and the rest.
+    fn read<'a>(&self, s: &'a str) -> Option<(NaiveDate, &'a str)> {
+        let mut chars = s.char_indices();
+        for want in &self.shape {
+            let (_, c) = chars.next()?;
+            match want {
+                None if c.is_ascii_digit() => {}
+                Some(l) if *l == c => {}
+                _ => return None,
+            }
+        }
+        let end = chars.next().map_or(s.len(), |(i, _)| i);
+        let d = NaiveDate::parse_from_str(&s[..end], &self.format).ok()?;
+        Some((d, &s[end..]))
+    }
+}
+
+impl Default for DateFormat {
+    fn default() -> Self {
+        DateFormat::parse("%Y-%m-%d").expect("the default date format is readable")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +211,85 @@ impl FilePattern {
         if tokens.first() != Some(&Token::Date) {
             return Err(PatternError::MustStartWithDate);
         }
+        // Numbers of varying width are read greedily, so what follows one must not be a digit.
+        for (i, t) in tokens.iter().enumerate() {
+            let name = match t {
+                Token::KafkaPartition => "kafkaPartition",
+                Token::CurrentTimestamp => "currentTimestamp",
+                Token::Generation => "generation",
+                _ => continue,
+            };
+            let next_ok = match tokens.get(i + 1) {
+                None => true,
+                Some(Token::Lit(l)) => !l.starts_with(|c: char| c.is_ascii_digit()),
+                // Checked against the topic name in `FileLayout::new`.
+                Some(Token::Topic) => true,
+                Some(_) => false,
+            };
+            if !next_ok {
+                return Err(PatternError::Ambiguous(name));
+            }
+        }
+        let has = |t: Token| tokens.contains(&t);
+        if !(has(Token::CurrentTimestamp) || (has(Token::FmOffset) && has(Token::KafkaPartition))) {
+            return Err(PatternError::NotUnique);
+        }
         Ok(FilePattern { tokens })
+    }
+
+    /// True if the name carries the Kafka partition.
+    pub fn has_kafka_partition(&self) -> bool {
+        self.tokens.contains(&Token::KafkaPartition)
+    }
+
+    /// Reads a file name (without `.gz`) rendered by this pattern; `topic` fills `{topic}`.
+    fn read(&self, name: &str, dates: &DateFormat, topic: &str) -> Option<(NaiveDate, Option<i32>, Option<i64>)> {
+        fn digits(s: &str) -> (&str, &str) {
+            let n = s.bytes().take_while(u8::is_ascii_digit).count();
+            s.split_at(n)
+        }
+        fn fixed(s: &str, n: usize, ok: impl Fn(u8) -> bool) -> Option<&str> {
+            (s.len() >= n && s.as_bytes()[..n].iter().all(|b| ok(*b))).then(|| &s[n..])
+        }
+        let (mut date, mut partition, mut ts) = (None, None, None);
+        let mut rest = name;
+        for t in &self.tokens {
+            rest = match t {
+                Token::Lit(l) => rest.strip_prefix(l.as_str())?,
+                Token::Date => {
+                    let (d, r) = dates.read(rest)?;
+                    if date.is_some_and(|prev| prev != d) {
+                        return None;
+                    }
+                    date = Some(d);
+                    r
+                }
+                Token::KafkaPartition => {
+                    let (n, r) = digits(rest);
+                    partition = Some(n.parse::<i32>().ok()?);
+                    r
+                }
+                Token::CurrentTimestamp => {
+                    let (n, r) = digits(rest);
+                    ts = Some(n.parse::<i64>().ok()?);
+                    r
+                }
+                Token::Generation => {
+                    let (n, r) = digits(rest);
+                    n.parse::<u32>().ok()?;
+                    r
+                }
+                Token::Topic => rest.strip_prefix(topic)?,
+                Token::FmOffset => fixed(rest, 20, |b| b.is_ascii_digit())?,
+                Token::RandomHex => fixed(rest, 4, |b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))?,
+                Token::CurrentTime => {
+                    let r = fixed(rest, 2, |b| b.is_ascii_digit())?.strip_prefix('-')?;
+                    fixed(r, 2, |b| b.is_ascii_digit())?
+                }
+                Token::CurrentDate => fixed(rest, 8, |b| b.is_ascii_digit())?,
+            };
+        }
+        rest.is_empty().then_some((date?, partition, ts))
     }
 
     /// True if the pattern names the topic (so two topics may share a path).
@@ -170,41 +364,146 @@ impl UploadClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedName {
     pub date: NaiveDate,
-    /// `None` for old names (`<date>-<ts>`), written before the Kafka partition was added.
+    /// `None` for names without the Kafka partition (old `<date>-<ts>` files, or a pattern
+    /// without `{kafkaPartition}`).
     pub kafka_partition: Option<i32>,
     pub timestamp_ms: Option<i64>,
     pub gzip: bool,
 }
 
-/// Parses a blob's file name (the part after the last `/`) in the new or old Sunbird form.
-///
-/// New: `2020-02-01-3-1580495403199.json.gz`; old: `2020-02-01-1580495403199.json.gz`.
-/// The two are told apart by the number of dash-separated numbers after the date, never by
-/// the digits themselves, so an old name whose timestamp starts with `1` is not partition 1.
-pub fn parse_name(file_name: &str) -> Option<ParsedName> {
-    let file_name = file_name.rsplit('/').next()?;
-    if file_name.len() < 11 || !file_name.is_char_boundary(10) {
-        return None;
+/// Where one topic's files live and what they are called: the writer names files with it and
+/// every reader (`ls`, `cat`, `verify`, `replay`, `repartition`) selects files with it.
+#[derive(Debug, Clone)]
+pub struct FileLayout {
+    path: String,
+    prefixes: Vec<String>,
+    error_path: Option<String>,
+    pattern: FilePattern,
+    dates: DateFormat,
+    topic: String,
+    extension: &'static str,
+}
+
+/// Sunbird's two name forms, which stay readable whatever a topic's pattern is today.
+fn legacy_patterns() -> &'static [FilePattern; 2] {
+    static P: std::sync::OnceLock<[FilePattern; 2]> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        [
+            FilePattern::parse(crate::config::DEFAULT_FILE_PATTERN).expect("default pattern"),
+            FilePattern::parse("{partition}-{currentTimestamp}.json").expect("old pattern"),
+        ]
+    })
+}
+
+/// An error building a topic's layout; the caller names the config key.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LayoutError {
+    #[error("{0}")]
+    Pattern(#[from] PatternError),
+    #[error("{0}")]
+    Date(#[from] DateFormatError),
+    #[error("the topic name `{0}` starts with a digit, so a number before {{topic}} cannot be read back")]
+    TopicAfterNumber(String),
+}
+
+impl FileLayout {
+    /// The layout of a configured topic.
+    pub fn new(t: &crate::config::TopicConfig) -> Result<FileLayout, LayoutError> {
+        let pattern = FilePattern::parse(&t.file_pattern)?;
+        let dates = DateFormat::parse(&t.date_format)?;
+        let numeric = [Token::KafkaPartition, Token::CurrentTimestamp, Token::Generation];
+        let number_then_topic = pattern.tokens.windows(2).any(|w| numeric.contains(&w[0]) && w[1] == Token::Topic);
+        if number_then_topic && t.name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(LayoutError::TopicAfterNumber(t.name.clone()));
+        }
+        let mut prefixes: Vec<String> = t.prefix_map.values().map(|v| v.trim_matches('/').to_string()).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        Ok(FileLayout {
+            path: t.path.trim_matches('/').to_string(),
+            prefixes,
+            error_path: t.error_path.as_ref().map(|e| e.trim_matches('/').to_string()),
+            pattern,
+            dates,
+            topic: t.name.clone(),
+            extension: t.compression.extension(),
+        })
     }
-    let date = NaiveDate::parse_from_str(&file_name[..10], "%Y-%m-%d").ok()?;
-    let rest = file_name[10..].strip_prefix('-')?;
-    let (stem, gzip) = match rest.strip_suffix(".gz") {
-        Some(s) => (s, true),
-        None => (rest, false),
-    };
-    let stem = stem.split('.').next()?;
-    let nums: Vec<&str> = stem.split('-').collect();
-    let num = |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<i64>().ok()).flatten();
-    match nums.as_slice() {
-        [p, ts] => Some(ParsedName {
-            date,
-            kafka_partition: Some(i32::try_from(num(p)?).ok()?),
-            timestamp_ms: Some(num(ts)?),
-            gzip,
-        }),
-        [ts] => Some(ParsedName { date, kafka_partition: None, timestamp_ms: Some(num(ts)?), gzip }),
-        _ => None,
+
+    /// The layout of a bare path, for tools run without a config: Sunbird's names.
+    pub fn bare(path: &str) -> FileLayout {
+        FileLayout {
+            path: path.trim_matches('/').to_string(),
+            prefixes: Vec::new(),
+            error_path: None,
+            pattern: legacy_patterns()[0].clone(),
+            dates: DateFormat::default(),
+            topic: String::new(),
+            extension: ".gz",
+        }
     }
+
+    /// Replaces the base path (a reader's `--path` over a config's topic).
+    pub fn with_path(mut self, path: &str) -> FileLayout {
+        self.path = path.trim_matches('/').to_string();
+        self
+    }
+
+    /// Every directory that holds files of the topic: `<path>` or `<path>/<prefix>` for each
+    /// prefix, and `error_path`.
+    pub fn dirs(&self) -> Vec<String> {
+        let mut dirs: Vec<String> = if self.prefixes.is_empty() {
+            vec![self.path.clone()]
+        } else {
+            self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect()
+        };
+        if let Some(e) = &self.error_path {
+            if !dirs.contains(e) {
+                dirs.push(e.clone());
+            }
+        }
+        dirs
+    }
+
+    /// The date format of names.
+    pub fn dates(&self) -> &DateFormat {
+        &self.dates
+    }
+
+    /// The blob key of a new file: `<base>/[<prefix>/]<name><ext>`, `<base>` being `error_path`
+    /// for invalid messages when one is configured.
+    pub fn key(&self, prefix: Option<&str>, error: bool, ctx: &NameContext<'_>) -> String {
+        let base = match (&self.error_path, error) {
+            (Some(e), true) => e.as_str(),
+            _ => self.path.as_str(),
+        };
+        blob_key(base, prefix, &self.pattern.render(ctx), self.extension)
+    }
+
+    /// Parses a blob's file name (the part after the last `/`): the topic's own pattern first,
+    /// then Sunbird's new and old forms. `.gz` is optional whatever the topic's compression
+    /// (a topic's compression may have changed over the years).
+    pub fn parse(&self, key: &str) -> Option<ParsedName> {
+        let file = key.rsplit('/').next()?;
+        let (stem, gzip) = match file.strip_suffix(".gz") {
+            Some(s) => (s, true),
+            None => (file, false),
+        };
+        let default_dates = DateFormat::default();
+        let tries = std::iter::once((&self.pattern, &self.dates))
+            .chain(legacy_patterns().iter().map(|p| (p, &self.dates)))
+            .chain(legacy_patterns().iter().map(|p| (p, &default_dates)));
+        tries
+            .filter_map(|(p, d)| p.read(stem, d, &self.topic))
+            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip })
+            .next()
+    }
+}
+
+/// Parses a name in Sunbird's forms (new `<date>-<p>-<ts>` and old `<date>-<ts>`), for code
+/// that has no topic config.
+pub fn parse_name(key: &str) -> Option<ParsedName> {
+    FileLayout::bare("").parse(key)
 }
 
 #[cfg(test)]
@@ -279,6 +578,14 @@ mod tests {
         assert_eq!(c.next(5000), 5000);
     }
 
+    fn topic(pattern: &str, date_format: &str) -> crate::config::TopicConfig {
+        let text = format!(
+            "[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='dev.telemetry.unique'\npath='unique/raw'\nfile_pattern='{pattern}'\ndate_format='{date_format}'\n"
+        );
+        let c: crate::config::Config = toml::from_str(&text).unwrap();
+        c.topics[0].clone()
+    }
+
     #[test]
     fn parse_new_and_old_names() {
         let n = parse_name("unique/raw/2020-02-01-3-1580495403199.json.gz").unwrap();
@@ -292,7 +599,7 @@ mod tests {
         let plain = parse_name("2020-02-01-12-1580495403199.json").unwrap();
         assert_eq!(plain.kafka_partition, Some(12));
         assert!(!plain.gzip);
-        for bad in ["2020-02-31-1-2.json", "2020-02-01.json", "x-1-2.json", "2020-02-01-a-2.json", "2020-02-01-1-2-3.json", "2020-02-01--2.json"] {
+        for bad in ["2020-02-31-1-2.json", "2020-02-01.json", "x-1-2.json", "2020-02-01-a-2.json", "2020-02-01-1-2-3.json", "2020-02-01--2.json", "2020-02-01-1-2.json.tmp"] {
             assert_eq!(parse_name(bad), None, "{bad}");
         }
     }
@@ -308,5 +615,95 @@ mod tests {
             assert_eq!(n.kafka_partition, Some(part));
             assert_eq!(n.timestamp_ms, Some(c.current_ms));
         }
+    }
+
+    /// Every pattern and date format the config accepts: what the writer names, the readers
+    /// read back, with the same date, partition and timestamp.
+    #[test]
+    fn every_accepted_layout_reads_back_what_it_writes() {
+        let patterns = [
+            crate::config::DEFAULT_FILE_PATTERN,
+            "{partition}-{kafkaPartition}-{currentTimestamp}-{randomHex}.json",
+            "{partition}-{topic}-{currentTimestamp}.json",
+            "{partition}_{kafkaPartition}_{currentTimestamp}.json",
+            "{partition}-{currentTimestamp}.json",
+            "{partition}-{kafkaPartition}-{fmOffset}.json",
+            "{partition}-{generation}-{kafkaPartition}-{fmOffset}-{currentTimestamp}.json",
+            "{partition}_{kafkaPartition}_{currentTimestamp}_{topic}_{generation}_{fmOffset}_{randomHex}_{currentTime}_{currentDate}.json",
+            "{partition}-{kafkaPartition}-{randomHex}{currentTimestamp}",
+            "{partition}.{currentTimestamp}",
+        ];
+        let formats = ["%Y-%m-%d", "%Y%m%d", "%d-%m-%Y", "%Y_%j", "%F", "dt=%Y-%m-%d"];
+        let days = [NaiveDate::from_ymd_opt(2020, 2, 1).unwrap(), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2099, 12, 31).unwrap()];
+        for pat in patterns {
+            for fmt in formats {
+                let t = topic(pat, fmt);
+                crate::config::Config::parse(&format!("[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='{}'\npath='unique/raw'\nfile_pattern='{pat}'\ndate_format='{fmt}'\n", t.name), "t")
+                    .unwrap_or_else(|e| panic!("{pat} / {fmt} should be accepted: {e}"));
+                let layout = FileLayout::new(&t).unwrap();
+                for day in days {
+                    for (part, ms, first) in [(0, 1_580_495_403_199i64, 0i64), (7, 1_000, 123_456), (11, 1_999_999_999_999, 1)] {
+                        let date = layout.dates().format(day);
+                        let c = NameContext { date: &date, kafka_partition: part, current_ms: ms, topic: &t.name, generation: 3, first_offset: first, random: 0xbeef };
+                        for error in [false, true] {
+                            let key = layout.key(Some("raw"), error, &c);
+                            let n = layout.parse(&key).unwrap_or_else(|| panic!("{pat} / {fmt}: cannot read back {key}"));
+                            assert_eq!(n.date, day, "{key}");
+                            let has = |s: &str| pat.contains(s);
+                            assert_eq!(n.kafka_partition, has("{kafkaPartition}").then_some(part), "{key}");
+                            assert_eq!(n.timestamp_ms, has("{currentTimestamp}").then_some(ms), "{key}");
+                            assert!(n.gzip, "{key}");
+                        }
+                    }
+                }
+                // Sunbird's names stay readable under any layout.
+                let old = layout.parse("unique/raw/2020-02-01-1580495403199.json.gz").unwrap();
+                assert_eq!((old.kafka_partition, old.timestamp_ms), (None, Some(1580495403199)), "{pat} / {fmt}");
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_that_cannot_be_read_back_or_repeat_names_are_refused() {
+        for (pat, want) in [
+            ("{partition}.json", PatternError::NotUnique),
+            ("{partition}-{kafkaPartition}.json", PatternError::NotUnique),
+            ("{partition}-{fmOffset}.json", PatternError::NotUnique),
+            ("{partition}-{topic}-{randomHex}.json", PatternError::NotUnique),
+            ("{partition}-{kafkaPartition}{currentTimestamp}.json", PatternError::Ambiguous("kafkaPartition")),
+            ("{partition}-{currentTimestamp}{fmOffset}.json", PatternError::Ambiguous("currentTimestamp")),
+            ("{partition}-{currentTimestamp}{randomHex}", PatternError::Ambiguous("currentTimestamp")),
+            ("{partition}-{kafkaPartition}1-{currentTimestamp}", PatternError::Ambiguous("kafkaPartition")),
+        ] {
+            assert_eq!(FilePattern::parse(pat), Err(want), "{pat}");
+        }
+        let mut t = topic("{partition}-{currentTimestamp}{topic}.json", "%Y-%m-%d");
+        t.name = "1topic".into();
+        assert!(matches!(FileLayout::new(&t), Err(LayoutError::TopicAfterNumber(_))));
+        t.name = "topic".into();
+        assert!(FileLayout::new(&t).is_ok());
+    }
+
+    #[test]
+    fn date_formats_that_cannot_be_read_back_are_refused() {
+        for bad in ["%Y-%m", "%m-%d", "%Y-%b-%d", "%Y-%-m-%d", "%Y-%m-%d-%H", "%s", "%Y1%m%d", "%y-%m-%d", "%Y-%m-%e"] {
+            assert!(DateFormat::parse(bad).is_err(), "{bad}");
+        }
+        for good in ["%Y-%m-%d", "%Y%m%d", "%d-%m-%Y", "%F", "%Y_%j", "day=%Y.%m.%d"] {
+            assert!(DateFormat::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn layout_dirs_include_prefixes_and_error_path() {
+        let mut t = topic(crate::config::DEFAULT_FILE_PATTERN, "%Y-%m-%d");
+        assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw"]);
+        t.error_path = Some("/errors/unique/".into());
+        t.prefix_map = [("DEFAULT".to_string(), "raw".to_string()), ("ME_WORKFLOW_SUMMARY".into(), "summary".into()), ("X".into(), "raw".into())].into();
+        assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw/raw", "unique/raw/summary", "errors/unique"]);
+        let l = FileLayout::new(&t).unwrap();
+        let c = ctx();
+        assert_eq!(l.key(None, true, &c), "errors/unique/2020-02-01-3-1580495403199.json.gz");
+        assert_eq!(l.key(Some("summary"), false, &c), "unique/raw/summary/2020-02-01-3-1580495403199.json.gz");
     }
 }

@@ -111,7 +111,8 @@ impl Router {
             n_ts,
             prefix_map,
             default_prefix,
-            invalid_date: Arc::from(t.invalid_date.as_str()),
+            // In the topic's date format, so that every name of a topic has one date form.
+            invalid_date: Arc::from(invalid_date(t).as_str()),
             has_error_path: t.error_path.is_some(),
             id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             cacheable,
@@ -190,6 +191,14 @@ impl Router {
             }
             Some(date)
         })
+    }
+}
+
+/// The invalid bucket's date as it appears in names: `invalid_date` in the topic's `date_format`.
+pub fn invalid_date(t: &TopicConfig) -> String {
+    match (chrono::NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d"), crate::naming::DateFormat::parse(&t.date_format)) {
+        (Ok(d), Ok(f)) => f.format(d),
+        _ => t.invalid_date.clone(),
     }
 }
 

@@ -38,7 +38,7 @@ use crate::failpoint;
 use crate::health::Health;
 use crate::metrics as m;
 use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
-use crate::naming::{blob_key, FilePattern, NameContext, UploadClock};
+use crate::naming::{FileLayout, FilePattern, NameContext, UploadClock};
 use crate::routing::{DateSource, Route, Router};
 use crate::storage::Storage;
 use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
@@ -77,7 +77,7 @@ pub struct RunSummary {
 
 struct TopicRuntime {
     cfg: TopicConfig,
-    pattern: FilePattern,
+    layout: FileLayout,
     policy: RotationPolicy,
     events: metrics::Counter,
     bytes: metrics::Counter,
@@ -213,14 +213,14 @@ pub fn run(
     let mut routers = Vec::new();
     for (i, t) in config.topics.iter().enumerate() {
         routers.push(Router::new(t, i)?);
-        let pattern = FilePattern::parse(&t.file_pattern)?;
-        if !pattern.is_partition_filterable() {
-            warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; per-partition readers cannot filter these files");
+        let layout = FileLayout::new(t)?;
+        if !FilePattern::parse(&t.file_pattern)?.is_partition_filterable() {
+            warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
         }
         topics.push(TopicRuntime {
             events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
             bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
-            pattern,
+            layout,
             policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
             cfg: t.clone(),
         });
@@ -656,7 +656,7 @@ impl Writer {
         self.open_bytes -= buf.charged();
         let topic = &self.topics[key.topic];
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let name = topic.pattern.render(&NameContext {
+        let name = NameContext {
             date: &key.date,
             kafka_partition: key.partition,
             current_ms: self.clock.next(now_ms),
@@ -664,10 +664,9 @@ impl Writer {
             generation: topic.cfg.generation,
             first_offset: buf.first_offset,
             random: rand::random(),
-        });
-        let base = if key.error { topic.cfg.error_path.as_deref().unwrap_or(&topic.cfg.path) } else { &topic.cfg.path };
+        };
         let intent = Arc::new(Intent {
-            key: blob_key(base, key.prefix.as_deref(), &name, topic.cfg.compression.extension()),
+            key: topic.layout.key(key.prefix.as_deref(), key.error, &name),
             prefix: key.prefix.as_deref().map(String::from),
             date: key.date.to_string(),
             error: key.error,

@@ -1,15 +1,12 @@
 //! `kbackup ls`: list backup files by date and Kafka partition.
 
-use std::collections::BTreeSet;
-
 use anyhow::Context;
 use chrono::NaiveDate;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
 
-use crate::cmd::{ExitError};
+use crate::cmd::ExitError;
 use crate::config::{Config, StorageConfig};
-use crate::listing::{parse_partitions, Selection, Verdict};
+use crate::listing::{parse_partitions, Selection};
+use crate::naming::FileLayout;
 use crate::storage::Storage;
 
 /// Which files: shared by `ls` and the commands that read backups.
@@ -41,80 +38,41 @@ pub struct SelectArgs {
     pub include_unpartitioned: bool,
 }
 
-/// One selected blob.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Listed {
-    pub key: String,
-    pub date: String,
-    pub kafka_partition: Option<i32>,
-    pub timestamp: Option<i64>,
-    pub size: u64,
-}
+pub use crate::listing::Listed;
 
 impl SelectArgs {
-    /// Opens storage and lists the selected blobs in (date, partition, timestamp) order.
+    /// Opens storage and lists the selected blobs in (date, partition, timestamp) order, with
+    /// the number of old-name files left out by `--partitions`.
     pub async fn resolve(&self) -> anyhow::Result<(Storage, Vec<Listed>, usize)> {
+        let usage = |m: String| ExitError { code: 2, message: m };
         let to = self.to.unwrap_or(self.from);
-        let mut sel = Selection::new(self.from, to).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
+        let mut sel = Selection::new(self.from, to).map_err(|e| usage(e.to_string()))?;
         if let Some(p) = &self.partitions {
-            sel.partitions = Some(parse_partitions(p).map_err(|e| ExitError { code: 2, message: e.to_string() })?);
+            sel.partitions = Some(parse_partitions(p).map_err(|e| usage(e.to_string()))?);
         }
         sel.include_unpartitioned = self.include_unpartitioned;
-        let (storage_cfg, dirs) = match (&self.config, &self.url) {
+        let (storage_cfg, layout) = match (&self.config, &self.url) {
             (Some(path), _) => {
-                let config = Config::load(path).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
+                let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
                 let name = self.topic.as_deref().unwrap_or_default();
-                let t = config.topic(name).ok_or_else(|| ExitError {
-                    code: 2,
-                    message: format!("topic `{name}` is not in {}", path.display()),
-                })?;
-                let base = self.path.clone().unwrap_or_else(|| t.path.clone());
-                let mut dirs: BTreeSet<String> = BTreeSet::new();
-                if t.prefix_map.is_empty() {
-                    dirs.insert(base.trim_matches('/').to_string());
-                } else {
-                    for sub in t.prefix_map.values() {
-                        dirs.insert(format!("{}/{}", base.trim_matches('/'), sub.trim_matches('/')));
-                    }
+                let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
+                let mut layout = FileLayout::new(t).map_err(|e| usage(format!("topic `{name}`: {e}")))?;
+                if let Some(p) = &self.path {
+                    layout = layout.with_path(p);
                 }
-                (config.storage.clone(), dirs)
+                (config.storage.clone(), layout)
             }
             (None, Some(url)) => {
                 let cfg = StorageConfig { url: url.clone(), ..Default::default() };
-                let path = self.path.clone().unwrap_or_default();
-                (cfg, [path.trim_matches('/').to_string()].into())
+                (cfg, FileLayout::bare(self.path.as_deref().unwrap_or_default()))
             }
             (None, None) => unreachable!("clap requires --config or --url"),
         };
-        let storage = Storage::open(&storage_cfg).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
-        let mut out = Vec::new();
-        let mut left_out = 0;
-        for dir in &dirs {
-            let prefix = ObjectPath::from(dir.as_str());
-            // Listing is per directory; the date range is applied to the names.
-            let listing = storage
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .with_context(|| format!("listing {dir}/ in {}", storage.describe))?;
-            for meta in listing.objects {
-                let key = meta.location.to_string();
-                let file = key.rsplit('/').next().unwrap_or(&key);
-                match sel.judge(file) {
-                    Verdict::Keep(n) => out.push(Listed {
-                        date: n.date.format("%Y-%m-%d").to_string(),
-                        kafka_partition: n.kafka_partition,
-                        timestamp: n.timestamp_ms,
-                        size: meta.size,
-                        key,
-                    }),
-                    Verdict::UnpartitionedLeftOut => left_out += 1,
-                    Verdict::Skip | Verdict::NotBackup => {}
-                }
-            }
-        }
-        out.sort_by(|a, b| (&a.date, a.kafka_partition, a.timestamp, &a.key).cmp(&(&b.date, b.kafka_partition, b.timestamp, &b.key)));
-        Ok((storage, out, left_out))
+        let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
+        let listing = crate::listing::list(&storage, &layout, &sel)
+            .await
+            .with_context(|| format!("listing {} in {}", layout.dirs().join(", "), storage.describe))?;
+        Ok((storage, listing.files, listing.unpartitioned_left_out))
     }
 }
 
