@@ -23,4 +23,3 @@ fn main() {
         println!("route: {:.0} ns/event, {:.2} GB/s (round {round}, {n})", s * 1e9 / events.len() as f64, bytes as f64 / s / 1e9);
     }
 }
-

@@ -96,11 +96,7 @@ pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsu
 }
 
 /// Partition counts of `topics`; a missing topic maps to `None`.
-pub fn partition_counts(
-    client: &BaseConsumer,
-    topics: &[&str],
-    timeout: Duration,
-) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
+pub fn partition_counts(client: &BaseConsumer, topics: &[&str], timeout: Duration) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
     let md = client.fetch_metadata(None, timeout)?;
     Ok(topics
         .iter()

@@ -21,8 +21,8 @@ use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result,
 };
 
 /// `O_DIRECT` needs buffers, offsets and lengths aligned to the device's logical block; 4 KiB
@@ -163,7 +163,9 @@ fn write_tail<'a>(file: &mut File, rest: impl Iterator<Item = &'a [u8]>) -> std:
 }
 
 fn put_direct(dest: &FsPath, location: &Path, parts: &[Bytes], mode: &PutMode) -> Result<Option<PutResult>> {
-    let Some((mut file, staging)) = open_staging(dest).map_err(|e| io_err(dest, e))? else { return Ok(None) };
+    let Some((mut file, staging)) = open_staging(dest).map_err(|e| io_err(dest, e))? else {
+        return Ok(None);
+    };
     let publish = write_direct(&mut file, parts).and_then(|()| {
         drop(file);
         match mode {
@@ -174,9 +176,7 @@ fn put_direct(dest: &FsPath, location: &Path, parts: &[Bytes], mode: &PutMode) -
     let _ = std::fs::remove_file(&staging);
     match publish {
         Ok(()) => Ok(Some(PutResult { e_tag: None, version: None, extensions: Default::default() })),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            Err(object_store::Error::AlreadyExists { path: location.to_string(), source: Box::new(e) })
-        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(object_store::Error::AlreadyExists { path: location.to_string(), source: Box::new(e) }),
         Err(e) => Err(io_err(dest, e)),
     }
 }

@@ -158,12 +158,7 @@ mod tests {
     use super::*;
 
     fn rules(out: &str) -> DateRules {
-        DateRules {
-            input_pattern: None,
-            message_tz: Tz::UTC,
-            output_tz: out.parse().unwrap(),
-            date_format: "%Y-%m-%d".into(),
-        }
+        DateRules { input_pattern: None, message_tz: Tz::UTC, output_tz: out.parse().unwrap(), date_format: "%Y-%m-%d".into() }
     }
 
     const SYNCTS: i64 = 1_580_495_403_199; // 2020-01-31T18:30:03.199Z

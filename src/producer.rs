@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::message::ToBytes;
 
 /// Enqueues a record, waiting while librdkafka's local queue is full (backpressure rather than
 /// an error); any other error is returned.

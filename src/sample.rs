@@ -58,9 +58,7 @@ impl TelemetryGen {
         self.hex(&mut actor, 32);
         let mut obj = String::new();
         self.hex(&mut obj, 20);
-        let ts = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(syncts)
-            .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let ts = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(syncts).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ");
         let json = format!(
             concat!(
                 r#"{{"ver":"3.0","eid":"{eid}","ets":{ets},"mid":"{eid}:{mid}","actor":{{"type":"User","id":"{actor}"}},"#,

@@ -262,21 +262,18 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     if let Some(f) = get("message.fallback.timestamp.name") {
         timestamp_fields.push(f);
     }
-    let timestamp_input_pattern = get("message.timestamp.input.pattern")
-        .map(|p| java_date_pattern("message.timestamp.input.pattern", &p))
-        .transpose()?;
-    let date_format = java_date_pattern(
-        "secor.partition.output_dt_format",
-        &get("secor.partition.output_dt_format").unwrap_or_else(|| "yyyy-MM-dd".into()),
-    )?;
+    let timestamp_input_pattern =
+        get("message.timestamp.input.pattern").map(|p| java_date_pattern("message.timestamp.input.pattern", &p)).transpose()?;
+    let date_format =
+        java_date_pattern("secor.partition.output_dt_format", &get("secor.partition.output_dt_format").unwrap_or_else(|| "yyyy-MM-dd".into()))?;
     let prefix_on = get("secor.partition.prefix.enable").is_some_and(|v| v == "true");
     let (prefix_field, prefix_map) = if prefix_on {
         let field = get("secor.partition.prefix.identifier")
             .ok_or_else(|| err("secor.partition.prefix.identifier", "is required when secor.partition.prefix.enable=true"))?;
         let mapping = get("secor.partition.prefix.mapping")
             .ok_or_else(|| err("secor.partition.prefix.mapping", "is required when secor.partition.prefix.enable=true"))?;
-        let map: BTreeMap<String, String> = serde_json::from_str(&mapping)
-            .map_err(|e| err("secor.partition.prefix.mapping", format!("not a JSON object of strings: {e}")))?;
+        let map: BTreeMap<String, String> =
+            serde_json::from_str(&mapping).map_err(|e| err("secor.partition.prefix.mapping", format!("not a JSON object of strings: {e}")))?;
         (Some(field), map)
     } else {
         (None, BTreeMap::new())
@@ -340,15 +337,9 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         "secor.max.file.age.seconds",
         "secor.generation",
     ];
-    let ignored: Vec<String> =
-        props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str())).cloned().collect();
+    let ignored: Vec<String> = props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str())).cloned().collect();
 
-    let config = Config {
-        kafka: KafkaConfig { brokers, group_id, properties: BTreeMap::new() },
-        storage,
-        topics,
-        writer: WriterConfig::default(),
-    };
+    let config = Config { kafka: KafkaConfig { brokers, group_id, properties: BTreeMap::new() }, storage, topics, writer: WriterConfig::default() };
     // The same validation as a TOML config, so errors read the same way.
     config.validate().map_err(|e| match e {
         ConfigError::Invalid { key, message } => ConfigError::Invalid { key: secor_key_for(&key), message },
@@ -468,8 +459,28 @@ secor.messages.per.second=10000
         let shipped = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sunbird-unique-denorm.toml")).unwrap();
         let s = &shipped.topics[0];
         assert_eq!(
-            (&s.path, &s.file_pattern, s.compression, &s.timestamp_fields, &s.timestamp_input_pattern, &s.output_timezone, &s.date_format, s.max_file_bytes, s.max_file_age_secs),
-            (&t.path, &t.file_pattern, t.compression, &t.timestamp_fields, &t.timestamp_input_pattern, &t.output_timezone, &t.date_format, t.max_file_bytes, t.max_file_age_secs)
+            (
+                &s.path,
+                &s.file_pattern,
+                s.compression,
+                &s.timestamp_fields,
+                &s.timestamp_input_pattern,
+                &s.output_timezone,
+                &s.date_format,
+                s.max_file_bytes,
+                s.max_file_age_secs
+            ),
+            (
+                &t.path,
+                &t.file_pattern,
+                t.compression,
+                &t.timestamp_fields,
+                &t.timestamp_input_pattern,
+                &t.output_timezone,
+                &t.date_format,
+                t.max_file_bytes,
+                t.max_file_age_secs
+            )
         );
     }
 
@@ -498,7 +509,10 @@ secor.messages.per.second=10000
         let cases = [
             ("secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec", "secor.compression.codec"),
             ("secor.kafka.topic_filter=prod.telemetry.*", "secor.kafka.topic_filter"),
-            ("secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory", "secor.file.reader.writer.factory"),
+            (
+                "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory",
+                "secor.file.reader.writer.factory",
+            ),
             ("secor.cloud.service=S3", "secor.cloud.service"),
             ("secor.file.extension=.json", "secor.file.extension"),
             ("secor.partition.output_dt_format=EEE", "secor.partition.output_dt_format"),

@@ -100,9 +100,7 @@ impl ConnectionString {
         let mut fields = BTreeMap::new();
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             // Only the key is ever named in an error: values may be secrets.
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                StorageError::ConnectionString("a part is not of the form Key=Value".into())
-            })?;
+            let (k, v) = part.split_once('=').ok_or_else(|| StorageError::ConnectionString("a part is not of the form Key=Value".into()))?;
             fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
         if fields.get("usedevelopmentstorage").map(|v| v.eq_ignore_ascii_case("true")) == Some(true) {
@@ -119,19 +117,13 @@ impl ConnectionString {
             let suffix = fields.get("endpointsuffix").map(String::as_str).unwrap_or("core.windows.net");
             account.as_ref().map(|a| format!("{proto}://{a}.blob.{suffix}"))
         });
-        let cs = ConnectionString {
-            account,
-            key: fields.get("accountkey").cloned(),
-            sas: fields.get("sharedaccesssignature").cloned(),
-            blob_endpoint,
-        };
+        let cs =
+            ConnectionString { account, key: fields.get("accountkey").cloned(), sas: fields.get("sharedaccesssignature").cloned(), blob_endpoint };
         if cs.key.is_some() && cs.account.is_none() {
             return Err(StorageError::ConnectionString("AccountKey is given without AccountName".into()));
         }
         if cs.key.is_none() && cs.sas.is_none() {
-            return Err(StorageError::ConnectionString(
-                "needs AccountName and AccountKey, or SharedAccessSignature".into(),
-            ));
+            return Err(StorageError::ConnectionString("needs AccountName and AccountKey, or SharedAccessSignature".into()));
         }
         if cs.blob_endpoint.is_none() {
             return Err(StorageError::ConnectionString("needs AccountName or BlobEndpoint".into()));
@@ -166,19 +158,13 @@ struct ContainerAdmin {
 
 /// Retry and timeout settings of every storage request.
 pub fn client_options(request_timeout: Duration) -> (ClientOptions, RetryConfig) {
-    let opts = ClientOptions::new()
-        .with_timeout(request_timeout)
-        .with_connect_timeout(Duration::from_secs(10));
+    let opts = ClientOptions::new().with_timeout(request_timeout).with_connect_timeout(Duration::from_secs(10));
     // object_store retries individual requests briefly; the upload stage retries whole files
     // for as long as it takes, so this stays short.
     let retry = RetryConfig {
         max_retries: 3,
         retry_timeout: request_timeout,
-        backoff: object_store::BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            base: 2.0,
-        },
+        backoff: object_store::BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), base: 2.0 },
     };
     (opts, retry)
 }
@@ -206,13 +192,9 @@ impl Storage {
                 let env_cs = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok().filter(|s| !s.is_empty());
                 let cs = cfg.connection_string.clone().or(env_cs).map(|s| ConnectionString::parse(&s)).transpose()?;
                 let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&container)
-                    .with_client_options(opts)
-                    .with_retry(retry);
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&container).with_client_options(opts).with_retry(retry);
                 for (k, v) in &cfg.options {
-                    let key = AzureConfigKey::from_str(k)
-                        .map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
+                    let key = AzureConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
                     b = b.with_config(key, v);
                 }
                 let mut account = cfg.account.clone();
@@ -246,9 +228,7 @@ impl Storage {
                     b = b.with_endpoint(e.trim_end_matches('/').to_string());
                 }
                 let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&key, &sas])))?;
-                let ep = endpoint.clone().unwrap_or_else(|| {
-                    format!("https://{}.blob.core.windows.net", account.as_deref().unwrap_or("<account>"))
-                });
+                let ep = endpoint.clone().unwrap_or_else(|| format!("https://{}.blob.core.windows.net", account.as_deref().unwrap_or("<account>")));
                 let store: Arc<dyn ObjectStore> = match &root {
                     Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
                     None => Arc::new(store),
@@ -256,13 +236,7 @@ impl Storage {
                 Ok(Storage {
                     store,
                     describe: format!("{} ({})", cfg.url, ep),
-                    container: Some(ContainerAdmin {
-                        container,
-                        endpoint: ep,
-                        account,
-                        key,
-                        timeout: Duration::from_secs(cfg.request_timeout_secs),
-                    }),
+                    container: Some(ContainerAdmin { container, endpoint: ep, account, key, timeout: Duration::from_secs(cfg.request_timeout_secs) }),
                     file_dir: None,
                 })
             }
@@ -276,12 +250,13 @@ impl Storage {
                 if !create {
                     return Err(StorageError::MissingContainer { container: dir.display().to_string() });
                 }
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", dir.display())))?;
             }
             return Ok(());
         }
-        let Some(admin) = &self.container else { return Ok(()) };
+        let Some(admin) = &self.container else {
+            return Ok(());
+        };
         match self.store.list_with_delimiter(Some(&ObjectPath::from("_kbackup_probe_"))).await {
             Ok(_) => Ok(()),
             Err(e) if is_container_missing(&e) => {
@@ -357,13 +332,9 @@ impl ContainerAdmin {
         let version = "2021-08-06";
         // Shared Key string-to-sign: verb, 11 standard headers (empty here), x-ms-* headers,
         // then the canonical resource `/<account><path>` and sorted query parameters.
-        let to_sign = format!(
-            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}{}\nrestype:container",
-            parsed.path()
-        );
-        let secret = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .map_err(|_| StorageError::Setup("the account key is not valid base64".into()))?;
+        let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}{}\nrestype:container", parsed.path());
+        let secret =
+            base64::engine::general_purpose::STANDARD.decode(key).map_err(|_| StorageError::Setup("the account key is not valid base64".into()))?;
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
         mac.update(to_sign.as_bytes());
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -388,12 +359,7 @@ impl ContainerAdmin {
             Ok(())
         } else {
             let body = resp.text().await.unwrap_or_default();
-            let code = body
-                .split("<Code>")
-                .nth(1)
-                .and_then(|s| s.split("</Code>").next())
-                .unwrap_or("")
-                .to_string();
+            let code = body.split("<Code>").nth(1).and_then(|s| s.split("</Code>").next()).unwrap_or("").to_string();
             Err(StorageError::Op { op: "creating the container", message: format!("HTTP {status} {code}") })
         }
     }

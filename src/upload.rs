@@ -98,9 +98,7 @@ impl Uploader {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
             let UploadJob { id, key, topic, data, compression, level, existing } = job;
-            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level))
-                .await
-                .expect("compression does not panic");
+            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level)).await.expect("compression does not panic");
             let stored_bytes = body.len() as u64;
             let retries = metrics::counter!(crate::metrics::UPLOAD_RETRIES, "topic" => topic);
             let health = this.health.clone();
@@ -119,13 +117,7 @@ impl Uploader {
 
 /// Writes `body` at `key` unless a blob is there, retrying until there is an answer.
 /// `attempt(ok)` is told the result of every attempt.
-pub async fn put_new(
-    store: &dyn ObjectStore,
-    key: &str,
-    body: Bytes,
-    existing: Existing,
-    attempt: impl Fn(bool),
-) -> (Outcome, u32) {
+pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Bytes, existing: Existing, attempt: impl Fn(bool)) -> (Outcome, u32) {
     let path = ObjectPath::from(key);
     let payload = PutPayload::from(body);
     let mut attempts = 0u32;

@@ -85,7 +85,15 @@ async fn chaos(params: Params) {
     let topic = unique("chaos");
     kstack.create_topic(&topic, params.partitions).await;
 
-    let faults = Faults { p500: 0.03, p503: 0.03, reset: 0.02, slow: 0.01, applied_then_500: 0.03, stall_once: Some(Duration::from_secs(30)), ..Default::default() };
+    let faults = Faults {
+        p500: 0.03,
+        p503: 0.03,
+        reset: 0.02,
+        slow: 0.01,
+        applied_then_500: 0.03,
+        stall_once: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
     let (proxy, via_proxy) = kstack.through_proxy(faults, seed).await;
 
     // The producer: keyed by device id, idempotent (a broker restart must not double events in
@@ -110,7 +118,10 @@ async fn chaos(params: Params) {
                 let did = format!("did-{:05}", prng.random_range(0..5000));
                 let syncts = IST_MIDNIGHT + prng.random_range(-3_600_000i64..3_600_000);
                 let date = if syncts < IST_MIDNIGHT { "2020-01-31" } else { "2020-02-01" };
-                let line = format!(r#"{{"eid":"LOG","mid":"c-{i}","context":{{"did":"{did}"}},"syncts":{syncts},"edata":{{"pad":"{}"}}}}"#, "p".repeat(prng.random_range(0..200)));
+                let line = format!(
+                    r#"{{"eid":"LOG","mid":"c-{i}","context":{{"did":"{did}"}},"syncts":{syncts},"edata":{{"pad":"{}"}}}}"#,
+                    "p".repeat(prng.random_range(0..200))
+                );
                 let (producer, topic) = (producer.clone(), topic.clone());
                 inflight.push(async move {
                     let d = producer
@@ -181,7 +192,10 @@ async fn chaos(params: Params) {
     }
     producing.await.unwrap();
     let produced = sent.lock().unwrap().len();
-    eprintln!("chaos: {kills} kills, {freezes} freezes, {broker_restarts} broker restarts in {:?}; {produced} events produced", chaos_started.elapsed());
+    eprintln!(
+        "chaos: {kills} kills, {freezes} freezes, {broker_restarts} broker restarts in {:?}; {produced} events produced",
+        chaos_started.elapsed()
+    );
 
     // Let the group catch up, then stop everyone gracefully.
     let end = kstack.end_offsets(&topic, params.partitions);

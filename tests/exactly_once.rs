@@ -55,12 +55,15 @@ fn wait_read_to(run: &Running, offset: i64, what: &str) {
 }
 
 async fn crash_then_recover(failpoint: &str) {
-    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("eo").await else { return };
+    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("eo").await else {
+        return;
+    };
     // Small files: many seals, records and uploads per partition.
     let section = topic_section(&topic, "unique/raw", "max_file_bytes = 1500");
     let cfg = write_config(dir.path(), &config(&stack, &container, &group, &section, 3600));
 
-    let mut crashed = Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", failpoint)]);
+    let mut crashed =
+        Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", failpoint)]);
     let code = crashed.wait(Duration::from_secs(90));
     let crash_log = crashed.log_text();
     assert_ne!(code, 0, "the failpoint {failpoint} was never reached:\n{crash_log}");
@@ -129,7 +132,9 @@ async fn crash_right_after_a_commit() {
 /// them balanced for the writer to finish cleanly.
 #[tokio::test]
 async fn a_writer_frozen_with_open_files_drops_them_and_stores_each_event_once() {
-    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("zombie").await else { return };
+    let Some(Case { stack, topic, mut expected, container, group, dir }) = case("zombie").await else {
+        return;
+    };
     // Files roll only after an hour: the freeze finds them open.
     let text = config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600)
         .replace("\"session.timeout.ms\" = \"10000\"", "\"session.timeout.ms\" = \"6000\"");

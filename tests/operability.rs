@@ -89,7 +89,18 @@ async fn metrics_and_readiness_through_a_storage_outage() {
     })
     .await;
     let (_, page) = get(&format!("{base}/metrics")).await;
-    for name in ["kbackup_events_consumed_total", "kbackup_bytes_uploaded_total", "kbackup_upload_duration_seconds_count", "kbackup_commits_total", "kbackup_build_info", "kbackup_buffered_bytes", "kbackup_inflight_bytes", "kbackup_buffer_pool_bytes", "kbackup_oldest_buffer_age_seconds", "kbackup_rebalances_total"] {
+    for name in [
+        "kbackup_events_consumed_total",
+        "kbackup_bytes_uploaded_total",
+        "kbackup_upload_duration_seconds_count",
+        "kbackup_commits_total",
+        "kbackup_build_info",
+        "kbackup_buffered_bytes",
+        "kbackup_inflight_bytes",
+        "kbackup_buffer_pool_bytes",
+        "kbackup_oldest_buffer_age_seconds",
+        "kbackup_rebalances_total",
+    ] {
         assert!(metric(&page, name).is_some(), "{name} missing from:\n{page}");
     }
     assert_eq!(metric(&page, "kbackup_events_consumed_total"), Some(200.0));

@@ -155,9 +155,7 @@ async fn two_writers_split_partitions_and_a_graceful_stop_loses_nothing() {
     wait_committed(&stack, &group, &topic, partitions, &mut a);
     let mut b = Running::start(&stack, &cfg, dir.path().join("b.log"), &[]);
     // B gets a share of the partitions through the cooperative-sticky rebalance.
-    wait_for("the second writer to be assigned partitions", Duration::from_secs(60), || {
-        b.log_text().contains("partition assigned").then_some(())
-    });
+    wait_for("the second writer to be assigned partitions", Duration::from_secs(60), || b.log_text().contains("partition assigned").then_some(()));
     expected.extend(produce_batch(600).await);
     wait_committed(&stack, &group, &topic, partitions, &mut a);
     let a_log_path = a.log.clone();
@@ -197,8 +195,7 @@ async fn sigterm_uploads_open_buffers_before_exiting() {
     let run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
     wait_for("both partitions consumed to their end", Duration::from_secs(60), || {
         let log = run.log_text();
-        (log.contains("reached the end of partition 0 at offset 10") && log.contains("reached the end of partition 1 at offset 10"))
-            .then_some(())
+        (log.contains("reached the end of partition 0 at offset 10") && log.contains("reached the end of partition 1 at offset 10")).then_some(())
     });
     let log = run.log.clone();
     let code = run.terminate(Duration::from_secs(60));

@@ -14,7 +14,9 @@ const IST_MIDNIGHT: i64 = 1_580_495_400_000;
 fn layout(blobs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<(String, String, Option<i32>), BTreeSet<Vec<u8>>> {
     let mut out: BTreeMap<_, BTreeSet<Vec<u8>>> = BTreeMap::new();
     for (key, data) in blobs {
-        let Some(n) = kbackup::naming::parse_name(key) else { continue };
+        let Some(n) = kbackup::naming::parse_name(key) else {
+            continue;
+        };
         let dir = key.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
         let entry = out.entry((dir, n.date.to_string(), n.kafka_partition)).or_default();
         for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -123,7 +125,11 @@ async fn a_typo_in_secor_properties_is_reported() {
     assert!(!stdout.contains(AZURITE_KEY), "{stdout}");
 
     let bad = dir.path().join("bad.properties");
-    std::fs::write(&bad, properties(&stack, "t", "g", "cont1", "unique/raw", false) + "secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec\n").unwrap();
+    std::fs::write(
+        &bad,
+        properties(&stack, "t", "g", "cont1", "unique/raw", false) + "secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec\n",
+    )
+    .unwrap();
     let out = kbackup(&stack, &["check", "--secor-properties", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("secor.compression.codec"));

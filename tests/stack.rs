@@ -85,7 +85,12 @@ async fn wrong_account_key_fails_without_leaking_it() {
         ..Default::default()
     })
     .unwrap();
-    let e = async { storage.ensure_container(true).await?; storage.probe_write().await }.await.unwrap_err();
+    let e = async {
+        storage.ensure_container(true).await?;
+        storage.probe_write().await
+    }
+    .await
+    .unwrap_err();
     let text = e.to_string();
     assert!(!text.contains(bad_key) && !text.contains(AZURITE_KEY), "{text}");
 }
@@ -101,7 +106,8 @@ async fn file_storage_works_too() {
 }
 
 fn config_text(stack: &Stack, topics: &[(&str, &str)], container: &str) -> String {
-    let mut s = format!("[kafka]\nbrokers = \"{}\"\ngroup_id = \"g\"\n[storage]\nurl = \"az://{container}\"\ncreate_container = true\n", stack.brokers);
+    let mut s =
+        format!("[kafka]\nbrokers = \"{}\"\ngroup_id = \"g\"\n[storage]\nurl = \"az://{container}\"\ncreate_container = true\n", stack.brokers);
     for (t, path) in topics {
         s.push_str(&format!("[[topic]]\nname = \"{t}\"\npath = \"{path}\"\n"));
     }

@@ -45,7 +45,8 @@ async fn ls_and_cat_over_new_and_old_names() {
     }
     let url = format!("az://{container}");
     let sel = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--to", "2020-02-02"].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> =
+            ["--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--to", "2020-02-02"].iter().map(|s| s.to_string()).collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -114,7 +115,21 @@ async fn replay_and_plan() {
     let cfg_s = cfg.to_str().unwrap().to_string();
     let replay = |to: &str, extra: &[&str]| {
         let progress = dir.path().join(format!("{to}.progress"));
-        let mut args = vec!["replay", "--config", &cfg_s, "--topic", &src, "--from", "2020-01-31", "--to", "2020-02-01", "--to-topic", to, "--checkpoint", progress.to_str().unwrap()];
+        let mut args = vec![
+            "replay",
+            "--config",
+            &cfg_s,
+            "--topic",
+            &src,
+            "--from",
+            "2020-01-31",
+            "--to",
+            "2020-02-01",
+            "--to-topic",
+            to,
+            "--checkpoint",
+            progress.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -173,7 +188,23 @@ async fn replay_and_plan() {
     let progress = dir.path().join(format!("{t4}.progress"));
     let mut child = kbackup(
         &stack,
-        &["replay", "--config", &cfg_s, "--topic", &src, "--from", "2020-01-31", "--to", "2020-02-01", "--to-topic", &t4, "--checkpoint", progress.to_str().unwrap(), "--rate", "150"],
+        &[
+            "replay",
+            "--config",
+            &cfg_s,
+            "--topic",
+            &src,
+            "--from",
+            "2020-01-31",
+            "--to",
+            "2020-02-01",
+            "--to-topic",
+            &t4,
+            "--checkpoint",
+            progress.to_str().unwrap(),
+            "--rate",
+            "150",
+        ],
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped())
@@ -204,22 +235,82 @@ async fn replay_and_plan() {
     let ran = dir.path().join("ran");
     std::fs::create_dir_all(&ran).unwrap();
     let exec = format!("cp {{config}} {}/p-{{partitions}}.json", ran.display());
-    let (code, stdout, stderr) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "via-partition", "--parallelisation", "3", "--topic", &src, "--brokers", &stack.brokers, "--out-dir", plan_dir.to_str().unwrap(), "--exec", &exec, "--concurrency", "2"]);
+    let (code, stdout, stderr) = out(
+        &stack,
+        &[
+            "plan",
+            "--job-config",
+            job.to_str().unwrap(),
+            "--mode",
+            "via-partition",
+            "--parallelisation",
+            "3",
+            "--topic",
+            &src,
+            "--brokers",
+            &stack.brokers,
+            "--out-dir",
+            plan_dir.to_str().unwrap(),
+            "--exec",
+            &exec,
+            "--concurrency",
+            "2",
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.matches(": ok in").count(), 2, "{stdout}");
     let first: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.join("p-0,1,2.json")).unwrap()).unwrap();
     assert_eq!(first["search"]["queries"][0]["partitions"], serde_json::json!([0, 1, 2]));
     let second: serde_json::Value = serde_json::from_slice(&std::fs::read(ran.join("p-3.json")).unwrap()).unwrap();
     assert_eq!(second["search"]["queries"][0]["partitions"], serde_json::json!([3]));
-    let (code, stdout, _) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "via-partition", "--partitions", "4", "--parallelisation", "2", "--out-dir", plan_dir.to_str().unwrap(), "--exec", "exit 3"]);
+    let (code, stdout, _) = out(
+        &stack,
+        &[
+            "plan",
+            "--job-config",
+            job.to_str().unwrap(),
+            "--mode",
+            "via-partition",
+            "--partitions",
+            "4",
+            "--parallelisation",
+            "2",
+            "--out-dir",
+            plan_dir.to_str().unwrap(),
+            "--exec",
+            "exit 3",
+        ],
+    );
     assert_eq!(code, 1, "failing jobs are reported: {stdout}");
     assert_eq!(stdout.matches("FAILED").count(), 2);
-    let (code, stdout, _) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "run-mode", "--partitions", "4", "--out-dir", plan_dir.to_str().unwrap()]);
+    let (code, stdout, _) = out(
+        &stack,
+        &["plan", "--job-config", job.to_str().unwrap(), "--mode", "run-mode", "--partitions", "4", "--out-dir", plan_dir.to_str().unwrap()],
+    );
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let jobs_topic = unique("jobs");
     stack.create_topic(&jobs_topic, 1).await;
-    let (code, stdout, stderr) = out(&stack, &["plan", "--job-config", job.to_str().unwrap(), "--mode", "job-manager", "--partitions", "4", "--parallelisation", "2", "--brokers", &stack.brokers, "--job-topic", &jobs_topic, "--out-dir", plan_dir.to_str().unwrap()]);
+    let (code, stdout, stderr) = out(
+        &stack,
+        &[
+            "plan",
+            "--job-config",
+            job.to_str().unwrap(),
+            "--mode",
+            "job-manager",
+            "--partitions",
+            "4",
+            "--parallelisation",
+            "2",
+            "--brokers",
+            &stack.brokers,
+            "--job-topic",
+            &jobs_topic,
+            "--out-dir",
+            plan_dir.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     let msgs = read_topic(&stack, &jobs_topic);
     assert_eq!(msgs.len(), 2);
@@ -246,7 +337,21 @@ async fn repartition_splits_old_files_by_key_beside_the_originals() {
         storage.store.put(&ObjectPath::from(file), gz(&text).into()).await.unwrap();
     }
     let url = format!("az://{container}");
-    let args = ["repartition", "--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--partitioner", "murmur2", "--key", "context.did", "--partition-count", "4"];
+    let args = [
+        "repartition",
+        "--url",
+        &url,
+        "--path",
+        "unique/raw",
+        "--from",
+        "2020-02-01",
+        "--partitioner",
+        "murmur2",
+        "--key",
+        "context.did",
+        "--partition-count",
+        "4",
+    ];
     let (code, stdout, stderr) = out(&stack, &args);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("120 events"), "{stdout}");

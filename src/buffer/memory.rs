@@ -319,17 +319,15 @@ impl Memory {
     fn release_blocks(&mut self) -> Vec<usize> {
         self.pool.in_use.fetch_sub(self.writable as u64, Ordering::Relaxed);
         // A fresh block is resident only where it was written.
-        let mut resident: Vec<usize> =
-            (0..self.pooled.len()).filter(|&k| self.pooled[k] || (k + 1) * BLOCK <= self.len).collect();
+        let mut resident: Vec<usize> = (0..self.pooled.len()).filter(|&k| self.pooled[k] || (k + 1) * BLOCK <= self.len).collect();
         let n = resident.len().min(self.pool.room());
         resident.truncate(n);
         if n == 0 {
             return resident;
         }
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let homes = unsafe {
-            libc::mmap(ptr::null_mut(), n * BLOCK, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
-        };
+        let homes =
+            unsafe { libc::mmap(ptr::null_mut(), n * BLOCK, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
         if homes == libc::MAP_FAILED {
             return Vec::new();
         }
@@ -411,9 +409,7 @@ impl Reservation {
         // MAP_NORESERVE: neither memory nor commit charge until a block is made writable.
         let span = len + BLOCK;
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let raw = unsafe {
-            libc::mmap(ptr::null_mut(), span, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
-        };
+        let raw = unsafe { libc::mmap(ptr::null_mut(), span, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
         if raw == libc::MAP_FAILED {
             out_of_memory(len);
         }

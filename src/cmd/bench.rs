@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::path::Path as ObjectPath;
 use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

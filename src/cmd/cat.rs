@@ -38,7 +38,14 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
                 corrupt += 1;
                 out.flush()?;
                 if !a.skip_corrupt {
-                    return Err(ExitError { code: 1, message: format!("{}: corrupt or truncated ({e}); the lines before the damage were printed; --skip-corrupt continues past it", l.key) }.into());
+                    return Err(ExitError {
+                        code: 1,
+                        message: format!(
+                            "{}: corrupt or truncated ({e}); the lines before the damage were printed; --skip-corrupt continues past it",
+                            l.key
+                        ),
+                    }
+                    .into());
                 }
                 eprintln!("warning: {}: corrupt or truncated ({e}); skipped the rest of it", l.key);
             }

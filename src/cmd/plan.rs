@@ -86,10 +86,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     for parts in &plan {
         let (name, config) = match a.mode {
             Mode::RunMode => ("job-all.json".to_string(), job.clone()),
-            _ => (
-                format!("job-{}-{}.json", parts[0], parts[parts.len() - 1]),
-                with_partitions(&job, parts).map_err(|e| usage(e.to_string()))?,
-            ),
+            _ => (format!("job-{}-{}.json", parts[0], parts[parts.len() - 1]), with_partitions(&job, parts).map_err(|e| usage(e.to_string()))?),
         };
         let path = a.out_dir.join(name);
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
@@ -118,7 +115,9 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let Some(template) = a.exec.clone() else { return Ok(()) };
+    let Some(template) = a.exec.clone() else {
+        return Ok(());
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut tasks = Vec::new();
     for (path, parts, _) in jobs {
@@ -135,7 +134,9 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     for t in tasks {
         let (parts, cmd, status, took) = t.await?;
         match status {
-            Ok(s) if s.success() => println!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64()),
+            Ok(s) if s.success() => {
+                println!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64())
+            }
             Ok(s) => {
                 failed += 1;
                 println!("job partitions {parts:?}: FAILED ({s}) in {:.1}s: {cmd}", took.as_secs_f64());

@@ -41,9 +41,7 @@ pub struct ProduceSampleArgs {
 /// Creates `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let res = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await?;
+    let res = admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()).await?;
     for r in res {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -74,18 +72,13 @@ pub async fn run(a: ProduceSampleArgs) -> anyhow::Result<()> {
         for i in 0..a.count {
             let (key, value, _) = gen.next_event(i);
             bytes += value.len() as u64;
-            crate::producer::send_blocking(&producer, BaseRecord::to(&a.topic).key(&key).payload(&value))
-                .context("producing")?;
+            crate::producer::send_blocking(&producer, BaseRecord::to(&a.topic).key(&key).payload(&value)).context("producing")?;
         }
         producer.flush(Duration::from_secs(120)).context("flushing producer")?;
         Ok((a.count, bytes))
     })
     .await??;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "produced {count} events ({:.1} MB) in {secs:.1}s ({:.0} events/s)",
-        bytes as f64 / 1e6,
-        count as f64 / secs
-    );
+    eprintln!("produced {count} events ({:.1} MB) in {secs:.1}s ({:.0} events/s)", bytes as f64 / 1e6, count as f64 / secs);
     Ok(())
 }

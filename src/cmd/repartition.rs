@@ -96,7 +96,9 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
                     println!("wrote {key}");
                 }
                 Outcome::AlreadyThere => existing += 1,
-                Outcome::Conflict => anyhow::bail!("{key} exists with different content; not overwritten"),
+                Outcome::Conflict => {
+                    anyhow::bail!("{key} exists with different content; not overwritten")
+                }
             }
         }
     }

@@ -262,7 +262,10 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 bar.finish_and_clear();
                 return Err(ExitError {
                     code: 130,
-                    message: format!("interrupted after {events} events; progress is in {}, run the same command again to resume", checkpoint.display()),
+                    message: format!(
+                        "interrupted after {events} events; progress is in {}, run the same command again to resume",
+                        checkpoint.display()
+                    ),
                 }
                 .into());
             }

@@ -28,10 +28,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let storage = Storage::open(&config.storage).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
-    storage
-        .ensure_container(config.storage.create_container)
-        .await
-        .with_context(|| format!("storage {}", storage.describe))?;
+    storage.ensure_container(config.storage.create_container).await.with_context(|| format!("storage {}", storage.describe))?;
     check_topics_exist(&config).await?;
 
     let health = Arc::new(Health::default());
@@ -48,9 +45,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     spawn_signal_handler(stop.clone());
     let rt = tokio::runtime::Handle::current();
     let opts = RunOptions { until_caught_up: args.until_caught_up };
-    let summary = tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health))
-        .await
-        .context("writer thread panicked")??;
+    let summary =
+        tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")??;
     info!(
         events = summary.events,
         files = summary.files,

@@ -39,15 +39,11 @@ impl std::error::Error for ScanError {}
 /// Returns whether the message holds a raw `\n` or `\r` byte (in valid JSON only whitespace
 /// can: strings must escape them), so the writer need not search for them again; meaningful
 /// only when the whole message was scanned.
-pub fn scan<'t>(
-    text: &'t str,
-    paths: &[Vec<String>],
-    found: &mut [Option<FieldValue<'t>>],
-    stop_early: bool,
-) -> Result<bool, ScanError> {
+pub fn scan<'t>(text: &'t str, paths: &[Vec<String>], found: &mut [Option<FieldValue<'t>>], stop_early: bool) -> Result<bool, ScanError> {
     assert!(paths.len() <= MAX_PATHS && found.len() == paths.len());
     let all = if paths.len() == MAX_PATHS { u64::MAX } else { (1u64 << paths.len()) - 1 };
-    let mut s = Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false, error: ScanError { at: 0, what: "" } };
+    let mut s =
+        Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false, error: ScanError { at: 0, what: "" } };
     match s.value(all, 0) {
         Ok(()) => {}
         Err(Stop::AllFound) => return Ok(s.line_breaks),
@@ -242,7 +238,9 @@ impl<'t> Scanner<'t, '_> {
             }
             // After a value: close what ends here, or move on to the next member.
             loop {
-                let Some(in_object) = open.top() else { return Ok(()) };
+                let Some(in_object) = open.top() else {
+                    return Ok(());
+                };
                 self.skip_ws();
                 match self.b.get(self.i) {
                     Some(b',') => {
@@ -489,14 +487,69 @@ mod tests {
     #[test]
     fn accepts_and_rejects_like_serde_json_on_edge_cases() {
         let cases = [
-            "{}", "[]", "0", "-0", "1.5e+10", "1E-2", "\"\"", "true", "false", "null", " {} ", "\t[\n]\r",
-            r#"{"a":[1,{"b":[]},"x\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"]}"#, r#""\ud800""#, "1e400", "-1e-400",
-            "18446744073709551616", "{\"a\":1,\"a\":2}",
+            "{}",
+            "[]",
+            "0",
+            "-0",
+            "1.5e+10",
+            "1E-2",
+            "\"\"",
+            "true",
+            "false",
+            "null",
+            " {} ",
+            "\t[\n]\r",
+            r#"{"a":[1,{"b":[]},"x\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"]}"#,
+            r#""\ud800""#,
+            "1e400",
+            "-1e-400",
+            "18446744073709551616",
+            "{\"a\":1,\"a\":2}",
             // Invalid:
-            "", " ", "{", "}", "[", "]", "{,}", "[,]", "[1,]", "{\"a\":1,}", "{\"a\"}", "{\"a\" 1}", "{a:1}", "{'a':1}",
-            "01", "-", "-01", "1.", ".5", "1e", "1e+", "+1", "0x10", "NaN", "Infinity", "tru", "nul", "truex", "nulll",
-            "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\u12G4\"", "\"a\u{1}b\"", "\"tab\there\"", "{} {}", "[] x", "\"a\"\"b\"",
-            "[1 2]", "{\"a\":1 \"b\":2}", "\u{feff}{}", "{\"a\":-}", "[-]", "[1.e5]",
+            "",
+            " ",
+            "{",
+            "}",
+            "[",
+            "]",
+            "{,}",
+            "[,]",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\"}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "{'a':1}",
+            "01",
+            "-",
+            "-01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "0x10",
+            "NaN",
+            "Infinity",
+            "tru",
+            "nul",
+            "truex",
+            "nulll",
+            "\"abc",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\u12G4\"",
+            "\"a\u{1}b\"",
+            "\"tab\there\"",
+            "{} {}",
+            "[] x",
+            "\"a\"\"b\"",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+            "\u{feff}{}",
+            "{\"a\":-}",
+            "[-]",
+            "[1.e5]",
         ];
         for c in cases {
             assert_eq!(valid(c), reference(c), "{c:?}");
@@ -527,8 +580,23 @@ mod tests {
         match pick {
             0 => out.push_str(["true", "false", "null"][r.random_range(0..3)]),
             1 | 2 => {
-                let n = ["0", "-0", "7", "-12", "1580495403199", "9223372036854775807", "9223372036854775808", "-9223372036854775809",
-                    "18446744073709551616", "1.5", "-0.25e3", "6.02E23", "1e-7", "3E+2", "1e400"];
+                let n = [
+                    "0",
+                    "-0",
+                    "7",
+                    "-12",
+                    "1580495403199",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "-9223372036854775809",
+                    "18446744073709551616",
+                    "1.5",
+                    "-0.25e3",
+                    "6.02E23",
+                    "1e-7",
+                    "3E+2",
+                    "1e400",
+                ];
                 out.push_str(n[r.random_range(0..n.len())]);
             }
             3..=5 => gen_string(r, out),
@@ -579,8 +647,27 @@ mod tests {
     }
 
     fn gen_string(r: &mut StdRng, out: &mut String) {
-        let parts = ["a", "b", "c", "syncts", "did", "x", "é", "日本", "😀", "\\\"", "\\\\", "\\/", "\\n", "\\u0041", "\\u00e9", "\\uD83D\\uDE00", "\\t",
-            "0123456789abcdef", " "];
+        let parts = [
+            "a",
+            "b",
+            "c",
+            "syncts",
+            "did",
+            "x",
+            "é",
+            "日本",
+            "😀",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\n",
+            "\\u0041",
+            "\\u00e9",
+            "\\uD83D\\uDE00",
+            "\\t",
+            "0123456789abcdef",
+            " ",
+        ];
         out.push('"');
         for _ in 0..r.random_range(0..6) {
             out.push_str(parts[r.random_range(0..parts.len())]);
@@ -664,7 +751,9 @@ mod tests {
             // Without duplicate keys: serde_json's map keeps the last, the scan the first.
             gen_value_keys(&mut r, 0, &mut doc, true);
             // 1e400 is valid JSON that serde_json's tree cannot hold.
-            let Ok(tree) = serde_json::from_str::<serde_json::Value>(&doc) else { continue };
+            let Ok(tree) = serde_json::from_str::<serde_json::Value>(&doc) else {
+                continue;
+            };
             let mut found = vec![None; ps.len()];
             scan(&doc, &ps, &mut found, false).unwrap();
             for (i, p) in ps.iter().enumerate() {
@@ -675,7 +764,9 @@ mod tests {
                 }
                 let want = by_tree(&tree, p);
                 match (&found[i], &want) {
-                    (Some(FieldValue::Float(a)), Some(FieldValue::Float(b))) => assert!(a == b || a.is_infinite(), "{doc}: {p:?}"),
+                    (Some(FieldValue::Float(a)), Some(FieldValue::Float(b))) => {
+                        assert!(a == b || a.is_infinite(), "{doc}: {p:?}")
+                    }
                     _ => assert_eq!(found[i], want, "{doc}: {p:?}"),
                 }
                 compared += want.is_some() as usize;
@@ -706,7 +797,8 @@ mod tests {
     #[test]
     fn reports_raw_line_breaks() {
         let p = paths(&["a"]);
-        for (text, want) in [("{\"a\":1}", false), ("{\n\"a\":1}", true), ("{\"a\":1}\r\n", true), ("{\"a\":\"x\\ny\"}", false), (" [1,\t2] ", false)] {
+        for (text, want) in [("{\"a\":1}", false), ("{\n\"a\":1}", true), ("{\"a\":1}\r\n", true), ("{\"a\":\"x\\ny\"}", false), (" [1,\t2] ", false)]
+        {
             let mut found = vec![None];
             assert_eq!(scan(text, &p, &mut found, false), Ok(want), "{text:?}");
         }
@@ -728,7 +820,9 @@ mod tests {
         let mut r = StdRng::seed_from_u64(3);
         for _ in 0..20_000 {
             let len = r.random_range(0..70);
-            let b: Vec<u8> = (0..len).map(|_| if r.random_bool(0.05) { [b'"', b'\\', 0x1f, 0, 0x7f, 0x20][r.random_range(0..6)] } else { r.random_range(0x20..=0xff) }).collect();
+            let b: Vec<u8> = (0..len)
+                .map(|_| if r.random_bool(0.05) { [b'"', b'\\', 0x1f, 0, 0x7f, 0x20][r.random_range(0..6)] } else { r.random_range(0x20..=0xff) })
+                .collect();
             let from = r.random_range(0..=len);
             let want = (from..len).find(|&i| matches!(b[i], b'"' | b'\\' | 0..=0x1f)).unwrap_or(len);
             assert_eq!(find_special(&b, from), want, "{b:?} from {from}");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use kbackup::config::StorageConfig;
-use kbackup::storage::Storage;
 use kbackup::naming::parse_name;
+use kbackup::storage::Storage;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -58,9 +58,7 @@ pub fn stack() -> Option<Stack> {
     if ok_kafka && ok_blob {
         return Some(Stack { brokers, connection_string });
     }
-    let msg = format!(
-        "dev stack not reachable (kafka {first_broker}: {ok_kafka}, azurite {blob_host}: {ok_blob}); run `scripts/devstack up`"
-    );
+    let msg = format!("dev stack not reachable (kafka {first_broker}: {ok_kafka}, azurite {blob_host}: {ok_blob}); run `scripts/devstack up`");
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{msg} (CI=true: missing services are a failure)");
     }
@@ -90,10 +88,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 impl Stack {
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
-        let res = admin
-            .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-            .await
-            .unwrap();
+        let res = admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap();
         for r in res {
             r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
         }
@@ -102,18 +97,12 @@ impl Stack {
         wait_for("topic metadata", Duration::from_secs(30), || {
             let md = client.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
             let t = md.topics().first()?;
-            (t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0))
-                .then_some(())
+            (t.error().is_none() && t.partitions().len() == partitions as usize && t.partitions().iter().all(|p| p.leader() >= 0)).then_some(())
         });
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .create()
-            .unwrap()
+        ClientConfig::new().set("bootstrap.servers", &self.brokers).set("partitioner", "murmur2_random").set("linger.ms", "5").create().unwrap()
     }
 
     /// Produces to an explicit partition; returns the offset.
@@ -134,19 +123,14 @@ impl Stack {
 
     /// The group's committed offsets (`-1` where none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", group)
-            .create()
-            .unwrap();
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", group).create().unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
         // A fresh broker answers NotCoordinator until the offsets topic exists; ask again.
-        let got = wait_for("the group's committed offsets", Duration::from_secs(60), || {
-            c.committed_offsets(tpl.clone(), Duration::from_secs(10)).ok()
-        });
+        let got =
+            wait_for("the group's committed offsets", Duration::from_secs(60), || c.committed_offsets(tpl.clone(), Duration::from_secs(10)).ok());
         (0..partitions)
             .map(|p| match got.find_partition(topic, p).unwrap().offset() {
                 Offset::Offset(o) => o,
@@ -334,7 +318,9 @@ pub fn assert_exactly_once(blobs: &std::collections::BTreeMap<String, Vec<u8>>, 
     }
     let mut seen: HashMap<&[u8], usize> = HashMap::new();
     for (key, data) in blobs {
-        let Some(rest) = key.strip_prefix(&format!("{path}/")) else { continue };
+        let Some(rest) = key.strip_prefix(&format!("{path}/")) else {
+            continue;
+        };
         let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
         let name = parse_name(file).unwrap_or_else(|| panic!("unparseable blob name {key}"));
         assert!(name.gzip, "{key}");
@@ -367,7 +353,6 @@ pub fn wait_committed(stack: &Stack, group: &str, topic: &str, partitions: i32, 
         }
     });
 }
-
 
 /// Every message of a topic: (partition, key, value), read from the start to the end offsets.
 pub fn read_topic(stack: &Stack, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {

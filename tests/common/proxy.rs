@@ -65,7 +65,14 @@ impl FaultStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
             "requests {} 500s {} 503s {} resets {} slow {} applied-then-500 {} stalls {} refused-while-down {}",
-            l(&self.requests), l(&self.e500), l(&self.e503), l(&self.resets), l(&self.slow), l(&self.applied_then_500), l(&self.stalls), l(&self.refused_while_down)
+            l(&self.requests),
+            l(&self.e500),
+            l(&self.e503),
+            l(&self.resets),
+            l(&self.slow),
+            l(&self.applied_then_500),
+            l(&self.stalls),
+            l(&self.refused_while_down)
         )
     }
 }
@@ -92,7 +99,9 @@ impl FaultProxy {
         let (st, dn, fl) = (stats.clone(), down.clone(), faults.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (stats, down, faults, rng, client, upstream) =
                     (st.clone(), dn.clone(), fl.clone(), rng.clone(), client.clone(), upstream.clone());
                 tokio::spawn(async move {
