@@ -18,20 +18,35 @@ pub fn fingerprint(value: &[u8]) -> u64 {
     }
 }
 
+/// Where a line belongs: an interned (directory, date) pair. Kafka messages get theirs from the
+/// writer's own routing of the message, stored lines from the file that holds them.
+pub type Place = u32;
+
+/// A fingerprint seen in Kafka.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Offsets that must be backed up (below the committed offset, in the dates audited).
+    required: Vec<i64>,
+    /// Copies allowed but not required (past the commit, or outside the dates audited).
+    optional: u32,
+    found: u32,
+    /// Where the message belongs; [`ANY_PLACE`] when identical values were routed differently
+    /// (only possible for values dated by their record time).
+    place: Place,
+}
+
+const ANY_PLACE: Place = Place::MAX;
+
 /// Counts for one partition.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Fingerprint → (offsets in Kafka that must be backed up, times found in backups).
-    expected: HashMap<u64, (Vec<i64>, u32)>,
-    /// Fingerprints of Kafka messages past the committed offset: may or may not be stored yet.
-    optional: HashMap<u64, u32>,
+    entries: HashMap<u64, Entry>,
     /// `mid` hash → (times in Kafka, times in backups).
     mids: HashMap<u64, (u32, u32)>,
-    /// Lines found in backups that match no retained message (older than retention, or not
-    /// from this partition).
-    pub unknown_lines: u64,
-    /// Lines found whose own date differs from the date in their file's name.
-    pub misdated_lines: u64,
+    /// Lines that match no message Kafka still holds for this partition.
+    pub unverifiable_lines: u64,
+    /// Lines stored under another date or directory than the writer routes their message to.
+    pub misplaced_lines: u64,
     pub found_lines: u64,
     pub files: u64,
 }
@@ -44,84 +59,120 @@ pub struct Report {
     pub files: u64,
     /// Offsets (below the committed offset) whose message is in no backup file.
     pub missing_offsets: Vec<i64>,
-    /// Offsets whose message is stored more than once.
+    /// Offsets whose message is stored more than once (`-1`: a copy of a message that was not
+    /// required at all).
     pub duplicated_offsets: Vec<i64>,
     /// `mid`s stored more often than Kafka holds them.
     pub duplicated_mids: u64,
-    pub misdated_lines: u64,
-    pub unknown_lines: u64,
+    /// Lines in a file of the wrong date or directory (compared with how the writer routes the
+    /// message, not with a fresh parse of the stored line).
+    pub misplaced_lines: u64,
+    /// Lines that match no message Kafka still holds for this partition: older than retention,
+    /// or not from this partition at all. Never counted as clean.
+    pub unverifiable_lines: u64,
+    /// Offsets Kafka deleted before the group committed past them: never backed up.
+    pub lost_offsets: u64,
+    /// The group has no committed offset although the partition holds messages.
+    pub never_committed: bool,
+    /// Files that could not be read to the end (with `--skip-corrupt`).
+    pub corrupt_files: Vec<String>,
 }
 
 impl Report {
-    /// True when nothing is missing, doubled or misfiled.
+    /// True only when nothing is missing, doubled, misfiled, lost, unreadable or unverifiable.
     pub fn is_clean(&self) -> bool {
-        self.missing_offsets.is_empty() && self.duplicated_offsets.is_empty() && self.duplicated_mids == 0 && self.misdated_lines == 0
+        self.missing_offsets.is_empty()
+            && self.duplicated_offsets.is_empty()
+            && self.duplicated_mids == 0
+            && self.misplaced_lines == 0
+            && self.unverifiable_lines == 0
+            && self.lost_offsets == 0
+            && !self.never_committed
+            && self.corrupt_files.is_empty()
+    }
+
+    /// Adds another partition's counts (for the total line).
+    pub fn add(&mut self, r: &Report) {
+        self.expected += r.expected;
+        self.found_lines += r.found_lines;
+        self.files += r.files;
+        self.missing_offsets.extend(&r.missing_offsets);
+        self.duplicated_offsets.extend(&r.duplicated_offsets);
+        self.duplicated_mids += r.duplicated_mids;
+        self.misplaced_lines += r.misplaced_lines;
+        self.unverifiable_lines += r.unverifiable_lines;
+        self.lost_offsets += r.lost_offsets;
+        self.never_committed |= r.never_committed;
+        self.corrupt_files.extend(r.corrupt_files.iter().cloned());
     }
 }
 
 impl Tally {
-    /// A message read from Kafka. `required` is false past the committed offset.
-    pub fn kafka(&mut self, offset: i64, fingerprint: u64, mid: Option<u64>, required: bool) {
+    /// A message read from Kafka, with the place the writer routes it to. `required` is false
+    /// past the committed offset and outside the dates audited.
+    pub fn kafka(&mut self, offset: i64, fingerprint: u64, mid: Option<u64>, place: Place, required: bool) {
+        let e = self.entries.entry(fingerprint).or_insert_with(|| Entry { place, ..Default::default() });
+        if e.required.is_empty() && e.optional == 0 {
+            e.place = place;
+        } else if e.place != place {
+            e.place = ANY_PLACE;
+        }
         if required {
-            self.expected.entry(fingerprint).or_default().0.push(offset);
+            e.required.push(offset);
         } else {
-            *self.optional.entry(fingerprint).or_default() += 1;
+            e.optional += 1;
         }
         if let Some(m) = mid {
             self.mids.entry(m).or_default().0 += 1;
         }
     }
 
-    /// A line read from a backup file; `date_ok` says whether its own date matches the name's.
-    pub fn stored(&mut self, fingerprint: u64, mid: Option<u64>, date_ok: bool) {
+    /// A line read from a file of this partition, stored at `place`.
+    pub fn stored(&mut self, fingerprint: u64, mid: Option<u64>, place: Place) {
         self.found_lines += 1;
-        if !date_ok {
-            self.misdated_lines += 1;
+        if !self.stored_if_known(fingerprint, mid, place) {
+            self.unverifiable_lines += 1;
+            if let Some(m) = mid {
+                self.mids.entry(m).or_default().1 += 1;
+            }
+        }
+    }
+
+    /// A line of a file whose name carries no partition: counted here only if it is one of this
+    /// partition's messages. Returns whether it was.
+    pub fn stored_if_known(&mut self, fingerprint: u64, mid: Option<u64>, place: Place) -> bool {
+        let Some(e) = self.entries.get_mut(&fingerprint) else {
+            return false;
+        };
+        e.found += 1;
+        if e.place != ANY_PLACE && e.place != place {
+            self.misplaced_lines += 1;
         }
         if let Some(m) = mid {
             self.mids.entry(m).or_default().1 += 1;
         }
-        if let Some(e) = self.expected.get_mut(&fingerprint) {
-            e.1 += 1;
-        } else if let Some(n) = self.optional.get_mut(&fingerprint) {
-            // Past the commit: allowed once (uploaded, not yet committed); a second copy is a
-            // duplicate and is counted by moving it into `expected` with no offset to spare.
-            if *n == 0 {
-                self.expected.entry(fingerprint).or_default().1 += 1;
-            } else {
-                *n -= 1;
-            }
-        } else {
-            self.unknown_lines += 1;
-        }
+        true
     }
 
     /// Compares both sides.
     pub fn report(&self) -> Report {
         let mut r = Report { found_lines: self.found_lines, files: self.files, ..Default::default() };
-        for (offsets, found) in self.expected.values() {
-            r.expected += offsets.len() as u64;
-            let want = offsets.len() as u32;
-            match found.cmp(&want) {
-                std::cmp::Ordering::Less => {
-                    // Identical values at several offsets cannot be told apart: the last ones
-                    // are reported missing.
-                    r.missing_offsets.extend(offsets.iter().skip(*found as usize));
-                }
-                std::cmp::Ordering::Greater => {
-                    r.duplicated_offsets.extend(offsets.iter().copied().take(1));
-                    if offsets.is_empty() {
-                        r.duplicated_offsets.push(-1);
-                    }
-                }
-                std::cmp::Ordering::Equal => {}
+        for e in self.entries.values() {
+            r.expected += e.required.len() as u64;
+            let need = e.required.len() as u32;
+            if e.found < need {
+                // Identical values at several offsets cannot be told apart: the last ones
+                // are reported missing.
+                r.missing_offsets.extend(e.required.iter().skip(e.found as usize));
+            } else if e.found > need + e.optional {
+                r.duplicated_offsets.push(e.required.first().copied().unwrap_or(-1));
             }
         }
         r.missing_offsets.sort_unstable();
         r.duplicated_offsets.sort_unstable();
         r.duplicated_mids = self.mids.values().filter(|(k, s)| s > k && *k > 0).count() as u64;
-        r.misdated_lines = self.misdated_lines;
-        r.unknown_lines = self.unknown_lines;
+        r.misplaced_lines = self.misplaced_lines;
+        r.unverifiable_lines = self.unverifiable_lines;
         r
     }
 }
@@ -130,14 +181,21 @@ impl Tally {
 mod tests {
     use super::*;
 
+    const HERE: Place = 1;
+    const ELSEWHERE: Place = 2;
+
+    fn fp(v: &str) -> u64 {
+        fingerprint(v.as_bytes())
+    }
+
     #[test]
     fn clean_partition() {
         let mut t = Tally::default();
         for (o, v) in [(0, "a"), (1, "b"), (2, "c")] {
-            t.kafka(o, fingerprint(v.as_bytes()), None, true);
+            t.kafka(o, fp(v), None, HERE, true);
         }
         for v in ["c", "a", "b"] {
-            t.stored(fingerprint(v.as_bytes()), None, true);
+            t.stored(fp(v), None, HERE);
         }
         let r = t.report();
         assert!(r.is_clean(), "{r:?}");
@@ -148,11 +206,11 @@ mod tests {
     fn missing_and_duplicated_offsets() {
         let mut t = Tally::default();
         for (o, v) in [(0, "a"), (1, "b"), (2, "c")] {
-            t.kafka(o, fingerprint(v.as_bytes()), Some(o as u64), true);
+            t.kafka(o, fp(v), Some(o as u64), HERE, true);
         }
-        t.stored(fingerprint(b"a"), Some(0), true);
-        t.stored(fingerprint(b"a"), Some(0), true);
-        t.stored(fingerprint(b"c"), Some(2), true);
+        t.stored(fp("a"), Some(0), HERE);
+        t.stored(fp("a"), Some(0), HERE);
+        t.stored(fp("c"), Some(2), HERE);
         let r = t.report();
         assert_eq!(r.missing_offsets, vec![1]);
         assert_eq!(r.duplicated_offsets, vec![0]);
@@ -163,35 +221,89 @@ mod tests {
     #[test]
     fn same_value_at_two_offsets_needs_two_copies() {
         let mut t = Tally::default();
-        t.kafka(5, fingerprint(b"x"), None, true);
-        t.kafka(9, fingerprint(b"x"), None, true);
-        t.stored(fingerprint(b"x"), None, true);
+        t.kafka(5, fp("x"), None, HERE, true);
+        t.kafka(9, fp("x"), None, HERE, true);
+        t.stored(fp("x"), None, HERE);
         assert_eq!(t.report().missing_offsets, vec![9]);
     }
 
     #[test]
     fn past_the_commit_one_copy_is_fine_two_are_not() {
         let mut t = Tally::default();
-        t.kafka(0, fingerprint(b"a"), None, true);
-        t.kafka(1, fingerprint(b"late"), None, false);
-        t.stored(fingerprint(b"a"), None, true);
+        t.kafka(0, fp("a"), None, HERE, true);
+        t.kafka(1, fp("late"), None, HERE, false);
+        t.stored(fp("a"), None, HERE);
         assert!(t.report().is_clean(), "not yet stored is fine");
-        t.stored(fingerprint(b"late"), None, true);
+        t.stored(fp("late"), None, HERE);
         assert!(t.report().is_clean(), "stored once is fine");
-        t.stored(fingerprint(b"late"), None, true);
-        assert!(!t.report().is_clean(), "stored twice is a duplicate");
+        t.stored(fp("late"), None, HERE);
+        let r = t.report();
+        assert!(!r.is_clean(), "stored twice is a duplicate");
+        assert_eq!(r.duplicated_offsets, vec![-1]);
     }
 
     #[test]
-    fn unknown_and_misdated_lines() {
+    fn lines_matching_nothing_are_unverifiable_never_clean() {
         let mut t = Tally::default();
-        t.stored(fingerprint(b"old"), None, true);
-        t.kafka(0, fingerprint(b"a"), None, true);
-        t.stored(fingerprint(b"a"), None, false);
+        t.stored(fp("old"), None, HERE);
+        t.kafka(0, fp("a"), None, HERE, true);
+        t.stored(fp("a"), None, HERE);
         let r = t.report();
-        assert_eq!(r.unknown_lines, 1);
-        assert_eq!(r.misdated_lines, 1);
+        assert_eq!(r.unverifiable_lines, 1);
         assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn a_line_in_the_wrong_place_is_misplaced() {
+        let mut t = Tally::default();
+        t.kafka(0, fp("a"), None, HERE, true);
+        t.stored(fp("a"), None, ELSEWHERE);
+        let r = t.report();
+        assert_eq!((r.misplaced_lines, r.missing_offsets.len()), (1, 0));
+        assert!(!r.is_clean());
+    }
+
+    #[test]
+    fn identical_values_routed_differently_accept_either_place() {
+        let mut t = Tally::default();
+        t.kafka(0, fp("a"), None, HERE, true);
+        t.kafka(1, fp("a"), None, ELSEWHERE, true);
+        t.stored(fp("a"), None, ELSEWHERE);
+        t.stored(fp("a"), None, HERE);
+        assert!(t.report().is_clean());
+    }
+
+    #[test]
+    fn unpartitioned_lines_count_only_where_they_belong() {
+        let mut t = Tally::default();
+        t.kafka(0, fp("a"), Some(7), HERE, true);
+        assert!(!t.stored_if_known(fp("other partition"), None, HERE));
+        assert!(t.report().missing_offsets == vec![0]);
+        assert!(t.stored_if_known(fp("a"), Some(7), HERE));
+        assert!(t.report().is_clean());
+        // A second copy under an old-style name is a duplicate.
+        t.stored(fp("a"), Some(7), HERE);
+        assert!(!t.report().is_clean());
+    }
+
+    #[test]
+    fn every_problem_makes_the_report_unclean() {
+        let clean = Report::default();
+        assert!(clean.is_clean());
+        let cases = [
+            Report { lost_offsets: 3, ..Default::default() },
+            Report { never_committed: true, ..Default::default() },
+            Report { corrupt_files: vec!["x".into()], ..Default::default() },
+            Report { unverifiable_lines: 1, ..Default::default() },
+            Report { misplaced_lines: 1, ..Default::default() },
+            Report { duplicated_mids: 1, ..Default::default() },
+        ];
+        for r in cases {
+            assert!(!r.is_clean(), "{r:?}");
+            let mut total = Report::default();
+            total.add(&r);
+            assert!(!total.is_clean(), "{total:?}");
+        }
     }
 
     #[test]

@@ -307,15 +307,13 @@ impl Default for WriterConfig {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -339,8 +337,7 @@ impl Config {
         if self.storage.request_timeout_secs == 0 {
             return Err(ConfigError::invalid("storage.request_timeout_secs", "must be at least 1"));
         }
-        crate::storage::StorageUrl::parse(&self.storage.url)
-            .map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
+        crate::storage::StorageUrl::parse(&self.storage.url).map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
         if self.topics.is_empty() {
             return Err(ConfigError::invalid("topic", "at least one [[topic]] is required"));
         }
@@ -349,10 +346,7 @@ impl Config {
             return Err(ConfigError::invalid("writer.memory_limit_bytes", "must be at least 1 MiB"));
         }
         if w.commit_metadata_limit < 512 {
-            return Err(ConfigError::invalid(
-                "writer.commit_metadata_limit",
-                "must be at least 512 bytes (room for a few upload intents)",
-            ));
+            return Err(ConfigError::invalid("writer.commit_metadata_limit", "must be at least 512 bytes (room for a few upload intents)"));
         }
         if w.upload_concurrency == 0 {
             return Err(ConfigError::invalid("writer.upload_concurrency", "must be at least 1"));
@@ -372,8 +366,7 @@ impl Config {
             if t.date_format.contains('/') {
                 return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
             }
-            let pattern = FilePattern::parse(&t.file_pattern)
-                .map_err(|e| ConfigError::invalid(k("file_pattern"), e.to_string()))?;
+            let pattern = FilePattern::parse(&t.file_pattern).map_err(|e| ConfigError::invalid(k("file_pattern"), e.to_string()))?;
             FileLayout::new(t).map_err(|e| match e {
                 LayoutError::Date(e) => ConfigError::invalid(k("date_format"), e.to_string()),
                 e => ConfigError::invalid(k("file_pattern"), e.to_string()),
@@ -403,21 +396,14 @@ impl Config {
                 return Err(ConfigError::invalid(k("max_file_age_secs"), "must be greater than 0"));
             }
             match (&t.prefix_field, t.prefix_map.is_empty()) {
-                (Some(_), true) => {
-                    return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set"))
-                }
-                (None, false) => {
-                    return Err(ConfigError::invalid(k("prefix_field"), "is required when prefix_map is set"))
-                }
+                (Some(_), true) => return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set")),
+                (None, false) => return Err(ConfigError::invalid(k("prefix_field"), "is required when prefix_map is set")),
                 (Some(f), false) => {
                     if f.is_empty() || f.split('.').any(str::is_empty) {
                         return Err(ConfigError::invalid(k("prefix_field"), "must be a non-empty dotted path"));
                     }
                     if !t.prefix_map.contains_key("DEFAULT") {
-                        return Err(ConfigError::invalid(
-                            k("prefix_map"),
-                            "needs a DEFAULT entry for values that match no other key",
-                        ));
+                        return Err(ConfigError::invalid(k("prefix_map"), "needs a DEFAULT entry for values that match no other key"));
                     }
                     for (value, sub) in &t.prefix_map {
                         check_path(&format!("{}.{value}", k("prefix_map")), sub)?;
@@ -443,8 +429,7 @@ impl Config {
 
 /// Parses an IANA time zone name.
 pub fn parse_tz(key: &str, name: &str) -> Result<Tz, ConfigError> {
-    name.parse::<Tz>()
-        .map_err(|_| ConfigError::invalid(key, format!("`{name}` is not an IANA time zone (e.g. UTC, Asia/Kolkata)")))
+    name.parse::<Tz>().map_err(|_| ConfigError::invalid(key, format!("`{name}` is not an IANA time zone (e.g. UTC, Asia/Kolkata)")))
 }
 
 fn check_strftime(key: &str, fmt: &str) -> Result<(), ConfigError> {

@@ -99,7 +99,9 @@ impl Selection {
 
     /// Judges one file by its name, read with the topic's layout.
     pub fn judge(&self, layout: &FileLayout, key: &str) -> Verdict {
-        let Some(n) = layout.parse(key) else { return Verdict::NotBackup };
+        let Some(n) = layout.parse(key) else {
+            return Verdict::NotBackup;
+        };
         if n.date < self.from || n.date > self.to {
             return Verdict::Skip;
         }

@@ -22,7 +22,9 @@ pub enum PatternError {
     Slash,
     #[error("{{{0}}} must be followed by the end of the pattern or by a character that is not a digit (otherwise names cannot be read back)")]
     Ambiguous(&'static str),
-    #[error("the pattern must contain {{currentTimestamp}}, or {{fmOffset}} together with {{kafkaPartition}}: otherwise two files get the same name")]
+    #[error(
+        "the pattern must contain {{currentTimestamp}}, or {{fmOffset}} together with {{kafkaPartition}}: otherwise two files get the same name"
+    )]
     NotUnique,
 }
 
@@ -452,11 +454,8 @@ impl FileLayout {
     /// Every directory that holds files of the topic: `<path>` or `<path>/<prefix>` for each
     /// prefix, and `error_path`.
     pub fn dirs(&self) -> Vec<String> {
-        let mut dirs: Vec<String> = if self.prefixes.is_empty() {
-            vec![self.path.clone()]
-        } else {
-            self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect()
-        };
+        let mut dirs: Vec<String> =
+            if self.prefixes.is_empty() { vec![self.path.clone()] } else { self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect() };
         if let Some(e) = &self.error_path {
             if !dirs.contains(e) {
                 dirs.push(e.clone());
@@ -473,11 +472,22 @@ impl FileLayout {
     /// The blob key of a new file: `<base>/[<prefix>/]<name><ext>`, `<base>` being `error_path`
     /// for invalid messages when one is configured.
     pub fn key(&self, prefix: Option<&str>, error: bool, ctx: &NameContext<'_>) -> String {
-        let base = match (&self.error_path, error) {
-            (Some(e), true) => e.as_str(),
-            _ => self.path.as_str(),
-        };
-        blob_key(base, prefix, &self.pattern.render(ctx), self.extension)
+        blob_key(self.base(error), prefix, &self.pattern.render(ctx), self.extension)
+    }
+
+    /// The directory a file of this route lands in (what [`key`](Self::key) puts before the name).
+    pub fn dir(&self, prefix: Option<&str>, error: bool) -> String {
+        match prefix {
+            Some(p) => format!("{}/{}", self.base(error), p.trim_matches('/')),
+            None => self.base(error).to_string(),
+        }
+    }
+
+    fn base(&self, error: bool) -> &str {
+        match (&self.error_path, error) {
+            (Some(e), true) => e,
+            _ => &self.path,
+        }
     }
 
     /// Parses a blob's file name (the part after the last `/`): the topic's own pattern first,
@@ -529,10 +539,7 @@ mod tests {
         let name = p.render(&ctx());
         assert_eq!(name, "2020-02-01-3-1580495403199.json");
         assert_eq!(blob_key("unique/raw", None, &name, ".gz"), "unique/raw/2020-02-01-3-1580495403199.json.gz");
-        assert_eq!(
-            blob_key("/telemetry-denormalized/", Some("raw"), &name, ".gz"),
-            "telemetry-denormalized/raw/2020-02-01-3-1580495403199.json.gz"
-        );
+        assert_eq!(blob_key("/telemetry-denormalized/", Some("raw"), &name, ".gz"), "telemetry-denormalized/raw/2020-02-01-3-1580495403199.json.gz");
     }
 
     #[test]
@@ -542,10 +549,7 @@ mod tests {
         )
         .unwrap();
         // 1580495403199 ms = 2020-01-31T18:30:03.199Z
-        assert_eq!(
-            p.render(&ctx()),
-            "2020-02-01_3_1580495403199_dev.telemetry.unique_1_00000000000000000042_0ab1_18-30_20200131.json"
-        );
+        assert_eq!(p.render(&ctx()), "2020-02-01_3_1580495403199_dev.telemetry.unique_1_00000000000000000042_0ab1_18-30_20200131.json");
         assert!(!p.is_partition_filterable());
         assert!(p.has_topic());
     }
@@ -599,7 +603,15 @@ mod tests {
         let plain = parse_name("2020-02-01-12-1580495403199.json").unwrap();
         assert_eq!(plain.kafka_partition, Some(12));
         assert!(!plain.gzip);
-        for bad in ["2020-02-31-1-2.json", "2020-02-01.json", "x-1-2.json", "2020-02-01-a-2.json", "2020-02-01-1-2-3.json", "2020-02-01--2.json", "2020-02-01-1-2.json.tmp"] {
+        for bad in [
+            "2020-02-31-1-2.json",
+            "2020-02-01.json",
+            "x-1-2.json",
+            "2020-02-01-a-2.json",
+            "2020-02-01-1-2-3.json",
+            "2020-02-01--2.json",
+            "2020-02-01-1-2.json.tmp",
+        ] {
             assert_eq!(parse_name(bad), None, "{bad}");
         }
     }
@@ -634,7 +646,11 @@ mod tests {
             "{partition}.{currentTimestamp}",
         ];
         let formats = ["%Y-%m-%d", "%Y%m%d", "%d-%m-%Y", "%Y_%j", "%F", "dt=%Y-%m-%d"];
-        let days = [NaiveDate::from_ymd_opt(2020, 2, 1).unwrap(), NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2099, 12, 31).unwrap()];
+        let days = [
+            NaiveDate::from_ymd_opt(2020, 2, 1).unwrap(),
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2099, 12, 31).unwrap(),
+        ];
         for pat in patterns {
             for fmt in formats {
                 let t = topic(pat, fmt);
@@ -644,7 +660,15 @@ mod tests {
                 for day in days {
                     for (part, ms, first) in [(0, 1_580_495_403_199i64, 0i64), (7, 1_000, 123_456), (11, 1_999_999_999_999, 1)] {
                         let date = layout.dates().format(day);
-                        let c = NameContext { date: &date, kafka_partition: part, current_ms: ms, topic: &t.name, generation: 3, first_offset: first, random: 0xbeef };
+                        let c = NameContext {
+                            date: &date,
+                            kafka_partition: part,
+                            current_ms: ms,
+                            topic: &t.name,
+                            generation: 3,
+                            first_offset: first,
+                            random: 0xbeef,
+                        };
                         for error in [false, true] {
                             let key = layout.key(Some("raw"), error, &c);
                             let n = layout.parse(&key).unwrap_or_else(|| panic!("{pat} / {fmt}: cannot read back {key}"));
@@ -699,11 +723,14 @@ mod tests {
         let mut t = topic(crate::config::DEFAULT_FILE_PATTERN, "%Y-%m-%d");
         assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw"]);
         t.error_path = Some("/errors/unique/".into());
-        t.prefix_map = [("DEFAULT".to_string(), "raw".to_string()), ("ME_WORKFLOW_SUMMARY".into(), "summary".into()), ("X".into(), "raw".into())].into();
+        t.prefix_map =
+            [("DEFAULT".to_string(), "raw".to_string()), ("ME_WORKFLOW_SUMMARY".into(), "summary".into()), ("X".into(), "raw".into())].into();
         assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw/raw", "unique/raw/summary", "errors/unique"]);
         let l = FileLayout::new(&t).unwrap();
         let c = ctx();
         assert_eq!(l.key(None, true, &c), "errors/unique/2020-02-01-3-1580495403199.json.gz");
         assert_eq!(l.key(Some("summary"), false, &c), "unique/raw/summary/2020-02-01-3-1580495403199.json.gz");
+        assert_eq!(l.dir(Some("summary"), false), "unique/raw/summary");
+        assert_eq!(l.dir(None, true), "errors/unique");
     }
 }

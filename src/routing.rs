@@ -88,8 +88,7 @@ impl Router {
             output_tz: parse_tz(&k("output_timezone"), &t.output_timezone)?,
             date_format: t.date_format.clone(),
         };
-        let mut paths: Vec<Vec<String>> =
-            t.timestamp_fields.iter().map(|f| f.split('.').map(String::from).collect()).collect();
+        let mut paths: Vec<Vec<String>> = t.timestamp_fields.iter().map(|f| f.split('.').map(String::from).collect()).collect();
         let n_ts = paths.len();
         if let Some(f) = &t.prefix_field {
             paths.push(f.split('.').map(String::from).collect());
@@ -100,8 +99,7 @@ impl Router {
                 message: format!("at most {} fields (with prefix_field) can be looked up per message", MAX_PATHS),
             });
         }
-        let prefix_map: BTreeMap<String, Arc<str>> =
-            t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
+        let prefix_map: BTreeMap<String, Arc<str>> = t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
         let default_prefix = prefix_map.get("DEFAULT").cloned();
         // A date format finer than a day (or with odd specifiers) is formatted every time.
         let cacheable = is_daily_format(&t.date_format);
@@ -255,9 +253,8 @@ mod tests {
     use super::*;
 
     fn topic(extra: &str) -> TopicConfig {
-        let text = format!(
-            "[kafka]\nbrokers='x'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='t'\npath='p'\noutput_timezone='Asia/Kolkata'\n{extra}"
-        );
+        let text =
+            format!("[kafka]\nbrokers='x'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='t'\npath='p'\noutput_timezone='Asia/Kolkata'\n{extra}");
         crate::config::Config::parse(&text, "t").unwrap().topics.remove(0)
     }
 
@@ -385,7 +382,7 @@ mod tests {
         let r = router("");
         let rules = &r.rules;
         let midnight = 1_580_495_400_000i64; // IST midnight
-        // Walk across two IST midnights in uneven steps, in both directions, and compare.
+                                             // Walk across two IST midnights in uneven steps, in both directions, and compare.
         let mut times: Vec<i64> = (-200..200).map(|i| midnight + i * 433_777).collect();
         times.extend((-50..50).map(|i| midnight + 86_400_000 + i * 7));
         let mut rev = times.clone();

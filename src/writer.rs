@@ -36,8 +36,8 @@ use crate::commit::CommitTracker;
 use crate::config::{Compression, Config, TopicConfig};
 use crate::failpoint;
 use crate::health::Health;
-use crate::metrics as m;
 use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
+use crate::metrics as m;
 use crate::naming::{FileLayout, FilePattern, NameContext, UploadClock};
 use crate::routing::{DateSource, Route, Router};
 use crate::storage::Storage;
@@ -384,13 +384,7 @@ impl<'c> Step<'_, 'c> {
     /// Applies a routed batch and does the periodic work under one lock, then (unless it is
     /// time to stop) polls the next batch into `next`. `busy`: another batch is being routed,
     /// so polling must not block. Returns true when the loop must end.
-    fn run(
-        &mut self,
-        batch: &mut Vec<Polled<'c>>,
-        routes: Vec<Option<(usize, Route)>>,
-        busy: bool,
-        next: &mut Vec<Polled<'c>>,
-    ) -> bool {
+    fn run(&mut self, batch: &mut Vec<Polled<'c>>, routes: Vec<Option<(usize, Route)>>, busy: bool, next: &mut Vec<Polled<'c>>) -> bool {
         let consumer = self.consumer;
         {
             // One clock read per batch: it showed up at ~4% of a drain's CPU when read per message.
@@ -409,8 +403,7 @@ impl<'c> Step<'_, 'c> {
                 // Wait for uploads rather than poll more. Not polling lets librdkafka's bounded
                 // prefetch fill up and stop fetching, at no cost; pausing would drop what was
                 // prefetched and fetch it again. Bounded, so rebalances are still served.
-                let caught_up =
-                    w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
+                let caught_up = w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
                 if !caught_up {
                     // Uploads are stuck, not just slow: stop fetching until they catch up.
                     w.pause_for_memory(consumer);
@@ -463,7 +456,9 @@ impl Routing {
         batch
             .iter()
             .map(|item| {
-                let Polled::Message(m, _) = item else { return None };
+                let Polled::Message(m, _) = item else {
+                    return None;
+                };
                 let t = *self.topic_index.get(m.topic())?;
                 Some((t, self.routers[t].route(m.payload(), m.timestamp().to_millis())))
             })
@@ -574,10 +569,11 @@ impl Writer {
     /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
     /// drops the recovery plan once consumption has passed all of it.
     fn finish_rebuilds(&mut self, t: usize, p: i32, off: i64) {
-        let Some(st) = self.parts.get_mut(&(t, p)) else { return };
+        let Some(st) = self.parts.get_mut(&(t, p)) else {
+            return;
+        };
         let Some(end) = st.plan.end() else { return };
-        let ready: Vec<usize> =
-            (0..st.plan.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.plan.rebuild[*i].to <= off).collect();
+        let ready: Vec<usize> = (0..st.plan.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.plan.rebuild[*i].to <= off).collect();
         for i in ready {
             st.rebuilt.insert(i);
             let intent = Arc::new(st.plan.rebuild[i].clone());
@@ -652,7 +648,9 @@ impl Writer {
 
     /// Names a buffer and queues it for its intent record; the upload starts after that.
     fn seal(&mut self, key: &BufferKey, reason: SealReason) {
-        let Some(buf) = self.buffers.remove(key) else { return };
+        let Some(buf) = self.buffers.remove(key) else {
+            return;
+        };
         self.open_bytes -= buf.charged();
         let topic = &self.topics[key.topic];
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -715,7 +713,9 @@ impl Writer {
             }
         }
         for (t, p) in parts {
-            let (Some(st), Some(track)) = (self.parts.get_mut(&(t, p)), self.tracker.get(t, p)) else { continue };
+            let (Some(st), Some(track)) = (self.parts.get_mut(&(t, p)), self.tracker.get(t, p)) else {
+                continue;
+            };
             let offset = track.safe();
             let mut added = 0;
             for id in self.awaiting.iter().filter(|id| {
@@ -777,11 +777,7 @@ impl Writer {
     }
 
     /// One synchronous commit of offsets with metadata; updates the tracker on success.
-    fn commit_with_metadata(
-        &mut self,
-        consumer: &BaseConsumer<Ctx>,
-        commits: &[(usize, i32, i64, String)],
-    ) -> rdkafka::error::KafkaResult<()> {
+    fn commit_with_metadata(&mut self, consumer: &BaseConsumer<Ctx>, commits: &[(usize, i32, i64, String)]) -> rdkafka::error::KafkaResult<()> {
         let mut tpl = TopicPartitionList::new();
         for (t, p, o, md) in commits {
             let mut e = tpl.add_partition(&self.topics[*t].cfg.name, *p);
@@ -810,7 +806,9 @@ impl Writer {
     }
 
     fn on_uploaded(&mut self, done: UploadDone) {
-        let Some(f) = self.inflight.remove(&done.id) else { return };
+        let Some(f) = self.inflight.remove(&done.id) else {
+            return;
+        };
         self.inflight_bytes -= f.charged;
         let current = self.parts.get(&(f.topic, f.partition)).is_some_and(|s| s.epoch == f.epoch);
         if done.outcome == Outcome::Conflict {
@@ -891,7 +889,9 @@ impl Writer {
             }
             match self.done_rx.recv_timeout(left.min(Duration::from_secs(1))) {
                 Ok(done) => self.on_uploaded(done),
-                Err(RecvTimeoutError::Timeout) => debug!(files = self.inflight.len(), "waiting for uploads"),
+                Err(RecvTimeoutError::Timeout) => {
+                    debug!(files = self.inflight.len(), "waiting for uploads")
+                }
                 Err(RecvTimeoutError::Disconnected) => return pred(self),
             }
         }
@@ -923,12 +923,8 @@ impl Writer {
                 self.inflight.values().map(|f| f.charged).sum::<u64>(),
                 "inflight_bytes out of step with the files in flight"
             );
-            let due: Vec<BufferKey> = self
-                .buffers
-                .iter()
-                .filter(|(k, b)| self.topics[k.topic].policy.due(b, now).is_some())
-                .map(|(k, _)| k.clone())
-                .collect();
+            let due: Vec<BufferKey> =
+                self.buffers.iter().filter(|(k, b)| self.topics[k.topic].policy.due(b, now).is_some()).map(|(k, _)| k.clone()).collect();
             for k in due {
                 self.seal(&k, SealReason::Age);
             }
@@ -955,7 +951,9 @@ impl Writer {
             // Re-applied on every check so partitions assigned meanwhile are paused too.
             self.pause(consumer, "uploads are behind: consumption paused");
         } else if self.paused {
-            let Ok(assignment) = consumer.assignment() else { return };
+            let Ok(assignment) = consumer.assignment() else {
+                return;
+            };
             if let Err(e) = consumer.resume(&assignment) {
                 warn!(error = %e, "resuming partitions failed");
             }
@@ -972,7 +970,9 @@ impl Writer {
 
     /// Pauses every assigned partition; `why` is logged when consumption was running.
     fn pause(&mut self, consumer: &BaseConsumer<Ctx>, why: &str) {
-        let Ok(assignment) = consumer.assignment() else { return };
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
         if let Err(e) = consumer.pause(&assignment) {
             warn!(error = %e, "pausing partitions failed");
         }
@@ -990,7 +990,9 @@ impl Writer {
             if only.is_some_and(|s| !s.contains(&(t, p))) {
                 continue;
             }
-            let Some(st) = self.parts.get(&(t, p)) else { continue };
+            let Some(st) = self.parts.get(&(t, p)) else {
+                continue;
+            };
             match st.intents.metadata(o, self.metadata_limit) {
                 Some(md) => commits.push((t, p, o, md)),
                 // Cannot happen: a higher offset only drops intents from the record.
@@ -1029,7 +1031,9 @@ impl Writer {
             }
         };
         for e in tpl.elements() {
-            let Some(&t) = self.topic_index.get(e.topic()) else { continue };
+            let Some(&t) = self.topic_index.get(e.topic()) else {
+                continue;
+            };
             let p = e.partition();
             let c = committed.find_partition(e.topic(), p);
             let start = c.as_ref().and_then(|c| match c.offset() {
@@ -1072,7 +1076,9 @@ impl Writer {
                         let target = if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high };
                         self.targets.insert((t, p), target);
                     }
-                    Err(err) => error!(topic = e.topic(), partition = p, error = %err, "reading end offsets failed"),
+                    Err(err) => {
+                        error!(topic = e.topic(), partition = p, error = %err, "reading end offsets failed")
+                    }
                 }
             }
             info!(topic = e.topic(), partition = p, committed = ?start, "partition assigned");
@@ -1086,11 +1092,7 @@ impl Writer {
             // This process no longer reports lag for it; its new owner does.
             metrics::gauge!(m::CONSUMER_LAG, "topic" => e.topic().to_string(), "partition" => e.partition().to_string()).set(0.0);
         }
-        let parts: HashSet<(usize, i32)> = tpl
-            .elements()
-            .iter()
-            .filter_map(|e| Some((*self.topic_index.get(e.topic())?, e.partition())))
-            .collect();
+        let parts: HashSet<(usize, i32)> = tpl.elements().iter().filter_map(|e| Some((*self.topic_index.get(e.topic())?, e.partition()))).collect();
         let keys: Vec<BufferKey> = self.buffers.keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
         if lost {
             // Another member may already own these partitions: uploading or committing now
@@ -1110,14 +1112,20 @@ impl Writer {
                 dropped += f.events;
             }
             self.awaiting.retain(|id| self.inflight.contains_key(id));
-            warn!(partitions = parts.len(), dropped_events = dropped, "partitions lost (session timeout?); uncommitted events will be re-read by their new owner");
+            warn!(
+                partitions = parts.len(),
+                dropped_events = dropped,
+                "partitions lost (session timeout?); uncommitted events will be re-read by their new owner"
+            );
         } else {
             for k in &keys {
                 self.seal(k, SealReason::Revoke);
             }
             let deadline = Instant::now() + self.revoke_timeout;
             let done = self.wait_uploads(consumer, deadline, |w| {
-                !w.inflight.values().any(|f| parts.contains(&(f.topic, f.partition)) && f.epoch == w.parts.get(&(f.topic, f.partition)).map_or(0, |s| s.epoch))
+                !w.inflight
+                    .values()
+                    .any(|f| parts.contains(&(f.topic, f.partition)) && f.epoch == w.parts.get(&(f.topic, f.partition)).map_or(0, |s| s.epoch))
             });
             if !done {
                 warn!("revoke timeout: some uploads of revoked partitions are still running; their events stay uncommitted");

@@ -63,3 +63,134 @@ async fn verify_reports_clean_then_missing_and_duplicated() {
     assert_eq!(r["expected"], 50);
     assert_eq!(r["missing_offsets"].as_array().unwrap().len(), 0);
 }
+
+fn verify_cmd(stack: &Stack, cfg: &std::path::Path, topic: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec!["verify", "--config", cfg.to_str().unwrap(), "--topic", topic];
+    args.extend_from_slice(extra);
+    let out = kbackup(stack, &args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Every case that once printed "clean" (or a false alarm), on one backup: each must now be
+/// reported, with exit 1 (or 2 for bad arguments), and the untouched backup stays clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_is_never_wrongly_clean() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("verify-false");
+    stack.create_topic(&topic, 4).await;
+    let producer = stack.producer();
+    for i in 0..200 {
+        let v = format!(r#"{{"mid":"f-{i}","eid":"IMPRESSION","syncts":{}}}"#, IST_MIDNIGHT + (i % 3) * 1000 - 1500);
+        stack.produce(&producer, &topic, (i % 4) as i32, None, v.as_bytes()).await;
+    }
+    // A raw newline inside a string: invalid JSON, filed under the invalid date; its stored
+    // copy (newline written as a space) is valid JSON, and verify must not call it misdated.
+    stack.produce(&producer, &topic, 1, None, b"{\"mid\":\"nl\",\"syncts\":1580495403199,\"x\":\"a\nb\"}").await;
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", "max_file_bytes = 2000"), 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(90)), 0, "{}", run.log_text());
+
+    let (code, out, err) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("201 expected, 201 lines"), "{out}");
+    assert!(out.contains("misplaced 0, unverifiable 0"), "{out}");
+    assert!(out.trim_end().ends_with("clean"), "{out}");
+
+    // Bad ranges and partitions are usage errors, not an empty (clean) audit.
+    let (code, _, err) = verify_cmd(&stack, &cfg, &topic, &["--from", "2020-02-03", "--to", "2020-02-01"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--from 2020-02-03 is after --to 2020-02-01"), "{err}");
+    let (code, _, err) = verify_cmd(&stack, &cfg, &topic, &["--partitions", "9"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("has 4 partitions") && err.contains("no partition 9"), "{err}");
+    let (code, _, err) = verify_cmd(&stack, &cfg, &topic, &["--partitions", "0-2147483647"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    let storage = stack.storage(&container);
+    let blobs = read_all(&storage).await;
+    let put = |key: String, data: Vec<u8>| {
+        let s = &storage;
+        async move { s.store.put(&ObjectPath::from(key.as_str()), data.into()).await.unwrap() }
+    };
+    let del = |key: String| {
+        let s = &storage;
+        async move { s.store.delete(&ObjectPath::from(key.as_str())).await.unwrap() }
+    };
+    let p2 = blobs.keys().find(|k| k.contains("/2020-02-01-2-")).unwrap().clone();
+    let raw = storage.store.get(&ObjectPath::from(p2.as_str())).await.unwrap().bytes().await.unwrap().to_vec();
+
+    // A partition-2 file copied under a partition-3 name: Kafka holds partition 3 from offset
+    // 0, so its lines are from another partition.
+    let moved = "unique/raw/2020-02-01-3-1.json.gz".to_string();
+    put(moved.clone(), raw.clone()).await;
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not from this partition"), "{out}");
+    del(moved).await;
+
+    // A copy under an old-style <date>-<ts> name is a duplicate.
+    let old = "unique/raw/2020-02-01-1580495403199.json.gz".to_string();
+    put(old.clone(), raw.clone()).await;
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let lines = blobs[&p2].iter().filter(|&&b| b == b'\n').count();
+    assert!(out.contains(&format!("duplicated {lines} (offsets")), "{out}");
+    // Only partition 2 is audited: still a duplicate there.
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &["--partitions", "2"]);
+    assert_eq!(code, Some(1), "{out}");
+    del(old).await;
+
+    // The same file under another date: misplaced (and its own date's lines doubled).
+    let misdated = p2.replace("2020-02-01-2-", "2020-02-02-2-");
+    put(misdated.clone(), raw.clone()).await;
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("misplaced {lines}")), "{out}");
+    del(misdated).await;
+
+    // A group that never committed proves nothing.
+    std::fs::create_dir_all(dir.path().join("g2")).unwrap();
+    let cfg2 = write_config(&dir.path().join("g2"), &std::fs::read_to_string(&cfg).unwrap().replace(&group, "never-committed-group"));
+    let (code, out, _) = verify_cmd(&stack, &cfg2, &topic, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("never committed"), "{out}");
+    let (code, out, _) = verify_cmd(&stack, &cfg2, &topic, &["--to-end"]);
+    assert_eq!(code, Some(0), "--to-end audits without a commit: {out}");
+
+    // A corrupt file: named, and with --skip-corrupt the audit goes on but is not clean.
+    let corrupt = "unique/raw/2020-02-01-0-2.json.gz".to_string();
+    put(corrupt.clone(), raw[..raw.len() / 2].to_vec()).await;
+    let (code, _, err) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&corrupt) && err.contains("--skip-corrupt"), "{err}");
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &["--skip-corrupt", "--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let total: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(total["clean"], false, "{out}");
+    assert_eq!(total["report"]["corrupt_files"][0], corrupt.as_str(), "{out}");
+    del(corrupt).await;
+
+    // Its reader going away ends verify quietly (it panicked on the broken pipe).
+    let mut child = kbackup(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", &topic])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("partition 0"), "{first}");
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+
+    // And the backup itself is still clean.
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -13,6 +13,21 @@ pub mod verify;
 
 use std::path::PathBuf;
 
+/// `println!` that returns the write error instead of panicking, so that a command whose reader
+/// went away (`kbackup verify | head -1`) ends quietly; `main` turns a broken pipe into exit 141.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// True if the error is a write to a closed pipe (the reader of stdout went away).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 /// An error with the exit code it should produce (2: bad config or usage, 1: failure).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

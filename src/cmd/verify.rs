@@ -1,24 +1,34 @@
 //! `kbackup verify`: audit the backups of a topic against what Kafka still retains.
+//!
+//! Per partition: every retained message is routed exactly as the writer routes it (so its
+//! expected date and directory come from the writer's rule, not from a fresh parse of the
+//! stored copy), then every backup file of the partition is read, and the files whose names
+//! carry no partition (old `<date>-<ts>` names, or a pattern without `{kafkaPartition}`) are
+//! read for every partition. Anything that is not proven backed up exactly once makes the
+//! result not clean: missing, doubled, misplaced or unverifiable lines, offsets Kafka deleted
+//! before the group committed them, a group that never committed, unreadable files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::audit::{fingerprint, Report, Tally};
+use crate::audit::{fingerprint, Place, Report, Tally};
 use crate::cmd::{load_config, ConfigArg, ExitError};
-use crate::listing::parse_partitions;
-use crate::naming::parse_name;
-use crate::routing::{extract, DateSource, InvalidReason, Router};
+use crate::listing::{parse_partitions, Listed, Selection};
+use crate::naming::FileLayout;
+use crate::outln;
+use crate::progress::Progress;
+use crate::routing::{extract, DateSource, Route, Router};
 use crate::storage::Storage;
 
 /// Arguments of `kbackup verify`.
@@ -42,7 +52,11 @@ pub struct VerifyArgs {
     /// group's committed offset.
     #[arg(long)]
     pub to_end: bool,
-    /// One JSON object per partition on stdout.
+    /// Skip files that cannot be read to the end (named in the report; the result is then not
+    /// clean) instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_corrupt: bool,
+    /// One JSON object per partition on stdout, then one with the totals.
     #[arg(long)]
     pub json: bool,
 }
@@ -52,52 +66,80 @@ struct PartitionReport<'a> {
     topic: &'a str,
     partition: i32,
     low: i64,
-    committed: i64,
+    committed: Option<i64>,
     high: i64,
+    clean: bool,
     #[serde(flatten)]
-    report: Report,
+    report: &'a Report,
+}
+
+/// A route's (prefix, error bucket, date).
+type RouteKey = (Option<Arc<str>>, bool, Arc<str>);
+
+/// Interns (directory, date) pairs so that each line's place is one integer.
+#[derive(Default)]
+struct Places {
+    ids: HashMap<(String, String), Place>,
+    /// Routes already interned, so the hot Kafka loop allocates nothing per message.
+    routes: HashMap<RouteKey, Place>,
+}
+
+impl Places {
+    fn id(&mut self, dir: &str, date: &str) -> Place {
+        let n = self.ids.len() as Place;
+        *self.ids.entry((dir.to_string(), date.to_string())).or_insert(n)
+    }
+
+    /// Where the writer puts a message with this route.
+    fn of_route(&mut self, layout: &FileLayout, r: &Route) -> Place {
+        if let Some(id) = self.routes.get(&(r.prefix.clone(), r.to_error_path, r.date.clone())) {
+            return *id;
+        }
+        let id = self.id(&layout.dir(r.prefix.as_deref(), r.to_error_path), &r.date);
+        self.routes.insert((r.prefix.clone(), r.to_error_path, r.date.clone()), id);
+        id
+    }
+
+    /// Where a stored file is.
+    fn of_file(&mut self, layout: &FileLayout, l: &Listed) -> Place {
+        let dir = l.key.rsplit_once('/').map_or("", |(d, _)| d);
+        self.id(dir, &layout.dates().format(l.name.date))
+    }
 }
 
 /// Audits every selected partition; exits 1 unless all are clean.
 pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
+    let usage = |m: String| anyhow::Error::from(ExitError { code: 2, message: m });
     let config = load_config(&a.config)?;
     let (index, topic) = config
         .topics
         .iter()
         .enumerate()
         .find(|(_, t)| t.name == a.topic)
-        .ok_or_else(|| ExitError { code: 2, message: format!("topic `{}` is not in the config", a.topic) })?;
-    let router = Router::new(topic, index)?;
-    let storage = Storage::open(&config.storage).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
-    let in_range = |d: &str| {
-        let Ok(d) = NaiveDate::parse_from_str(d, "%Y-%m-%d") else { return true };
-        a.from.is_none_or(|f| d >= f) && a.to.is_none_or(|t| d <= t)
-    };
-
-    // Every backup file of the topic, grouped by the partition in its name.
-    let mut roots = vec![topic.path.trim_matches('/').to_string()];
-    if let Some(e) = &topic.error_path {
-        roots.push(e.trim_matches('/').to_string());
+        .ok_or_else(|| usage(format!("topic `{}` is not in the config", a.topic)))?;
+    if let (Some(f), Some(t)) = (a.from, a.to) {
+        Selection::new(f, t).map_err(|e| usage(e.to_string()))?;
     }
-    let mut files: BTreeMap<i32, Vec<(String, NaiveDate)>> = BTreeMap::new();
-    let mut unpartitioned = 0u64;
-    for root in &roots {
-        let metas: Vec<_> = storage
-            .store
-            .list(Some(&ObjectPath::from(root.as_str())))
-            .try_collect()
-            .await
-            .with_context(|| format!("listing {root}/"))?;
-        for m in metas {
-            let key = m.location.to_string();
-            let Some(n) = parse_name(&key) else { continue };
-            if !in_range(&n.date.format("%Y-%m-%d").to_string()) && n.date != invalid_date(topic) {
-                continue;
-            }
-            match n.kafka_partition {
-                Some(p) => files.entry(p).or_default().push((key, n.date)),
-                None => unpartitioned += 1,
-            }
+    let wanted = a.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
+    let router = Router::new(topic, index)?;
+    let layout = FileLayout::new(topic)?;
+    let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
+    let from = a.from.unwrap_or(NaiveDate::MIN);
+    let to = a.to.unwrap_or(NaiveDate::MAX);
+    let invalid_date = NaiveDate::parse_from_str(&topic.invalid_date, "%Y-%m-%d").ok();
+    let in_range = |d: NaiveDate| (d >= from && d <= to) || Some(d) == invalid_date;
+
+    // Every backup file of the topic in the dates audited (the invalid bucket always), grouped
+    // by the partition in its name.
+    let all = crate::listing::list(&storage, &layout, &Selection::new(NaiveDate::MIN, NaiveDate::MAX)?)
+        .await
+        .with_context(|| format!("listing {} in {}", layout.dirs().join(", "), storage.describe))?;
+    let mut files: BTreeMap<i32, Vec<Listed>> = BTreeMap::new();
+    let mut unpartitioned: Vec<Listed> = Vec::new();
+    for l in all.files.into_iter().filter(|l| in_range(l.name.date)) {
+        match l.kafka_partition {
+            Some(p) => files.entry(p).or_default().push(l),
+            None => unpartitioned.push(l),
         }
     }
 
@@ -116,111 +158,211 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
             .create_with_context(crate::consumer::QuietEof)?
     };
     let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(30))?;
-    let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0);
+    let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0) as i32;
     if count == 0 {
         anyhow::bail!("topic {name} not found on {}", kafka.brokers);
     }
-    let selected: Vec<i32> = match &a.partitions {
-        Some(p) => parse_partitions(p).map_err(|e| ExitError { code: 2, message: e.to_string() })?.into_iter().filter(|p| (*p as usize) < count).collect(),
-        None => (0..count as i32).collect(),
+    let selected: Vec<i32> = match &wanted {
+        Some(set) => {
+            let absent: Vec<String> = set.iter().filter(|p| **p >= count).map(i32::to_string).collect();
+            if !absent.is_empty() {
+                return Err(usage(format!(
+                    "--partitions: topic {name} has {count} partitions (0-{}); no partition {}",
+                    count - 1,
+                    absent.join(", ")
+                )));
+            }
+            set.iter().copied().collect()
+        }
+        None => (0..count).collect(),
     };
+    if let Some(p) = files.keys().find(|p| **p >= count) {
+        // Files named for a partition the topic does not have: nobody audits them.
+        return Err(ExitError {
+            code: 1,
+            message: format!("{} file(s) are named for partition {p}, which topic {name} does not have (it has {count})", files[p].len()),
+        }
+        .into());
+    }
     let mut tpl = TopicPartitionList::new();
     for p in &selected {
         tpl.add_partition(&name, *p);
     }
     let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
 
-    let bar = indicatif::ProgressBar::new(selected.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} verify {pos}/{len} partitions {msg} [{elapsed_precise}]").unwrap());
+    let mut bar = Progress::new(selected.len() as u64, "{spinner} verify {pos}/{len} partitions {msg} [{elapsed_precise}]", "partitions");
+    let mut places = Places::default();
+    // Per unpartitioned file, which of its lines some partition claimed.
+    let mut claimed: Vec<Vec<bool>> = unpartitioned.iter().map(|_| Vec::new()).collect();
     let mut dirty = 0;
     let mut total = Report::default();
     for &p in &selected {
         let (low, high) = consumer.fetch_watermarks(&name, p, Duration::from_secs(30))?;
         let c = match committed.find_partition(&name, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => low,
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
         };
-        let required_below = if a.to_end { high } else { c };
+        let required_below = if a.to_end { high } else { c.unwrap_or(low) };
         let mut tally = Tally::default();
         bar.set_message(format!("partition {p}: reading Kafka [{low}, {high})"));
         read_partition(&consumer, &name, p, low, high, |offset, value, record_ms| {
             let route = router.route(Some(value), record_ms);
-            if !in_range(&route.date) && !matches!(route.source, DateSource::Invalid(_)) {
-                return;
-            }
-            tally.kafka(offset, fingerprint(value), mid_hash(value), offset < required_below);
+            let date_ok = match NaiveDate::parse_from_str(&route.date, layout.dates().as_str()) {
+                Ok(d) => in_range(d),
+                Err(_) => true,
+            };
+            let place = places.of_route(&layout, &route);
+            let required = offset < required_below && (date_ok || matches!(route.source, DateSource::Invalid(_)));
+            tally.kafka(offset, fingerprint(value), mid_hash(value), place, required);
         })?;
-        for (key, date) in files.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            bar.set_message(format!("partition {p}: reading {key}"));
+        let mut corrupt = Vec::new();
+        for l in files.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            bar.set_message(format!("partition {p}: reading {}", l.key));
             tally.files += 1;
-            let raw = storage.store.get(&ObjectPath::from(key.as_str())).await?.bytes().await?;
-            let reader = crate::seal::reader(key, &raw);
-            let want = date.format("%Y-%m-%d").to_string();
-            for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
-                let line = line.with_context(|| format!("reading {key} (corrupt or truncated?)"))?;
-                let route = router.route(Some(&line), None);
-                // A line dated by its record time cannot be re-dated from its content.
-                let date_ok = route.date.as_ref() == want || route.source == DateSource::Invalid(InvalidReason::NoTimestamp);
-                tally.stored(xxh3_64(&line), mid_hash(&line), date_ok);
+            let place = places.of_file(&layout, l);
+            let read = read_lines(&storage, &l.key, |line| tally.stored(xxh3_64(line), mid_hash(line), place)).await;
+            if let Err(e) = read {
+                corrupt.push(corrupt_or_fail(&a, &l.key, e)?);
             }
         }
-        let report = tally.report();
+        for (i, l) in unpartitioned.iter().enumerate() {
+            bar.set_message(format!("partition {p}: reading {}", l.key));
+            let place = places.of_file(&layout, l);
+            let mut n = 0;
+            let seen = &mut claimed[i];
+            let read = read_lines(&storage, &l.key, |line| {
+                if seen.len() <= n {
+                    seen.push(false);
+                }
+                if tally.stored_if_known(xxh3_64(line), mid_hash(line), place) {
+                    seen[n] = true;
+                    tally.found_lines += 1;
+                }
+                n += 1;
+            })
+            .await;
+            if let Err(e) = read {
+                let key = corrupt_or_fail(&a, &l.key, e)?;
+                if !corrupt.contains(&key) {
+                    corrupt.push(key);
+                }
+            }
+        }
+        let mut report = tally.report();
+        report.files += unpartitioned.len() as u64;
+        report.corrupt_files = corrupt;
+        if let Some(c) = c {
+            // Kafka deleted [c, low) before the group committed past it: never backed up.
+            report.lost_offsets = (low - c).max(0) as u64;
+        }
+        report.never_committed = c.is_none() && high > low && !a.to_end;
         if !report.is_clean() {
             dirty += 1;
         }
-        total.expected += report.expected;
-        total.found_lines += report.found_lines;
-        total.files += report.files;
-        total.missing_offsets.extend(&report.missing_offsets);
-        total.duplicated_offsets.extend(&report.duplicated_offsets);
-        total.duplicated_mids += report.duplicated_mids;
-        total.misdated_lines += report.misdated_lines;
-        total.unknown_lines += report.unknown_lines;
+        total.add(&report);
         bar.inc(1);
         if a.json {
-            let r = PartitionReport { topic: &name, partition: p, low, committed: c, high, report };
-            println!("{}", serde_json::to_string(&r)?);
+            let r = PartitionReport { topic: &name, partition: p, low, committed: c, high, clean: report.is_clean(), report: &report };
+            let line = serde_json::to_string(&r)?;
+            bar.suspend(|| -> anyhow::Result<()> {
+                outln!("{line}");
+                Ok(())
+            })?;
         } else {
-            bar.suspend(|| print_partition(p, low, c, high, &report));
+            bar.suspend(|| print_partition(p, low, c, high, &report))?;
         }
     }
-    bar.finish_and_clear();
-    if !a.json {
-        println!(
-            "total: {} expected, {} lines in {} files; missing {}, duplicated {}, duplicated mids {}, misdated {}, unknown {}",
+    bar.finish();
+
+    // Lines of unpartitioned files that no partition claimed. With every partition audited
+    // they belong to none; with a subset they may belong to another one, and are not judged.
+    let unclaimed: u64 = claimed.iter().map(|c| c.iter().filter(|x| !**x).count() as u64).sum();
+    let all_partitions = selected.len() as i32 == count;
+    total.corrupt_files.sort();
+    total.corrupt_files.dedup();
+    if all_partitions {
+        total.unverifiable_lines += unclaimed;
+        total.files = total.files.saturating_sub(unpartitioned.len() as u64 * (selected.len() as u64).saturating_sub(1));
+        if unclaimed > 0 {
+            dirty += 1;
+        }
+    }
+    if a.json {
+        let summary = serde_json::json!({
+            "topic": name, "total": true, "clean": dirty == 0, "partitions": selected.len(),
+            "unpartitioned_files": unpartitioned.len(),
+            "unpartitioned_lines_unclaimed": unclaimed, "report": total,
+        });
+        outln!("{summary}");
+    } else {
+        outln!(
+            "total: {} expected, {} lines in {} files; missing {}, duplicated {}, duplicated mids {}, misplaced {}, unverifiable {}, lost {}, corrupt files {}",
             total.expected,
             total.found_lines,
             total.files,
             total.missing_offsets.len(),
             total.duplicated_offsets.len(),
             total.duplicated_mids,
-            total.misdated_lines,
-            total.unknown_lines
+            total.misplaced_lines,
+            total.unverifiable_lines,
+            total.lost_offsets,
+            total.corrupt_files.len()
         );
-        if unpartitioned > 0 {
-            println!("note: {unpartitioned} old-name file(s) without a Kafka partition were not audited");
+        if !unpartitioned.is_empty() {
+            outln!(
+                "note: {} file(s) without a Kafka partition in their name were read for every partition audited{}",
+                unpartitioned.len(),
+                match (unclaimed, all_partitions) {
+                    (0, _) => String::new(),
+                    (n, true) => format!("; {n} of their lines match no retained message of any partition (unverifiable)"),
+                    (n, false) => format!("; {n} of their lines match none of the partitions audited (not judged: they may belong to others)"),
+                }
+            );
         }
     }
     if dirty > 0 {
-        return Err(ExitError { code: 1, message: format!("{dirty} partition(s) are not clean") }.into());
+        return Err(ExitError { code: 1, message: format!("not clean: {dirty} problem(s); see the report above") }.into());
     }
     if !a.json {
-        println!("clean");
+        outln!("clean");
     }
     Ok(())
 }
 
-fn invalid_date(t: &crate::config::TopicConfig) -> NaiveDate {
-    NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").unwrap_or_default()
+/// A file that could not be read: with `--skip-corrupt` its key (counted as not clean), else
+/// the error that stops the audit.
+fn corrupt_or_fail(a: &VerifyArgs, key: &str, e: anyhow::Error) -> anyhow::Result<String> {
+    if a.skip_corrupt {
+        eprintln!("warning: {key}: {e:#}; skipped the rest of it (the result will not be clean)");
+        Ok(key.to_string())
+    } else {
+        Err(ExitError { code: 1, message: format!("{key}: {e:#}; the partitions before it were reported; --skip-corrupt goes on past it") }.into())
+    }
 }
 
-fn print_partition(p: i32, low: i64, c: i64, high: i64, r: &Report) {
+/// Calls `f` on every line of a stored file (decompressed, without its `\n`).
+async fn read_lines(storage: &Storage, key: &str, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
+    let raw = storage.store.get(&ObjectPath::from(key)).await.with_context(|| format!("reading {key}"))?.bytes().await?;
+    let reader = crate::seal::reader(key, &raw);
+    for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+        let line = line.context("corrupt or truncated")?;
+        f(&line);
+    }
+    Ok(())
+}
+
+fn print_partition(p: i32, low: i64, c: Option<i64>, high: i64, r: &Report) -> anyhow::Result<()> {
     let show = |v: &[i64]| {
         let head: Vec<String> = v.iter().take(10).map(i64::to_string).collect();
-        if v.len() > 10 { format!("{} …", head.join(",")) } else { head.join(",") }
+        if v.len() > 10 {
+            format!("{} …", head.join(","))
+        } else {
+            head.join(",")
+        }
     };
-    println!(
-        "partition {p}: kafka [{low}, {high}) committed {c}; {} expected, {} lines in {} files; missing {}{}; duplicated {}{}; duplicated mids {}; misdated {}; unknown {}",
+    let committed = c.map_or_else(|| "none".to_string(), |c| c.to_string());
+    outln!(
+        "partition {p}: kafka [{low}, {high}) committed {committed}; {} expected, {} lines in {} files; missing {}{}; duplicated {}{}; duplicated mids {}; misplaced {}; unverifiable {}",
         r.expected,
         r.found_lines,
         r.files,
@@ -229,9 +371,30 @@ fn print_partition(p: i32, low: i64, c: i64, high: i64, r: &Report) {
         r.duplicated_offsets.len(),
         if r.duplicated_offsets.is_empty() { String::new() } else { format!(" (offsets {})", show(&r.duplicated_offsets)) },
         r.duplicated_mids,
-        r.misdated_lines,
-        r.unknown_lines,
+        r.misplaced_lines,
+        r.unverifiable_lines,
     );
+    if r.unverifiable_lines > 0 {
+        if low == 0 {
+            outln!("  {} stored line(s) match no message of partition {p}, although Kafka still holds it from offset 0: they are not from this partition", r.unverifiable_lines);
+        } else {
+            outln!("  {} stored line(s) match no message Kafka still holds (it deleted offsets below {low}): older than retention, or not from this partition; narrow --from/--to to retained dates", r.unverifiable_lines);
+        }
+    }
+    if r.lost_offsets > 0 {
+        outln!(
+            "  LOST: {} offset(s) [{}, {low}) were deleted by Kafka before the group committed them: never backed up",
+            r.lost_offsets,
+            low - r.lost_offsets as i64
+        );
+    }
+    if r.never_committed {
+        outln!("  the group has never committed an offset for partition {p}: nothing is proven backed up (wrong group_id? or use --to-end)");
+    }
+    for k in &r.corrupt_files {
+        outln!("  corrupt: {k}");
+    }
+    Ok(())
 }
 
 fn mid_hash(value: &[u8]) -> Option<u64> {
