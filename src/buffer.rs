@@ -27,12 +27,15 @@ pub struct Buffer {
     pub last_offset: i64,
     pub events: u64,
     pub opened_at: Instant,
+    /// Kafka record time of the first message (epoch ms): the oldest uncommitted message while
+    /// the file is not committed, which the retention headroom gauge measures.
+    pub first_record_ms: Option<i64>,
 }
 
 impl Buffer {
     /// A new empty buffer whose first message will have `first_offset`.
     pub fn new(first_offset: i64, now: Instant) -> Buffer {
-        Buffer { data: Memory::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now }
+        Buffer { data: Memory::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now, first_record_ms: None }
     }
 
     /// Appends one message and its `\n`. Returns true if the value held raw `\n`/`\r` bytes,

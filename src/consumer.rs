@@ -1,6 +1,6 @@
 //! The Kafka side: librdkafka settings kbackup relies on, and metadata look-ups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -127,4 +127,39 @@ pub async fn lookup_partition_counts(
 pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> rdkafka::error::KafkaResult<Option<i32>> {
     let mut counts = lookup_partition_counts(k, &[topic.to_string()], Duration::from_secs(30)).await?;
     Ok(counts.pop().and_then(|(_, n)| n).map(|n| n as i32))
+}
+
+/// `retention.ms` of each topic that has a finite time retention (absent: unknown, infinite or
+/// not readable). Feeds the retention headroom gauge; a failure here only loses that gauge.
+pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<String, i64> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, value) in &k.properties {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            c.set(key, value);
+        }
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = match c.create() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset");
+            return HashMap::new();
+        }
+    };
+    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let mut out = HashMap::new();
+    match admin.describe_configs(&specs, &opts).await {
+        Ok(results) => {
+            for (t, r) in topics.iter().zip(results) {
+                let ms = r.ok().and_then(|res| res.get("retention.ms").and_then(|e| e.value.as_deref()?.parse::<i64>().ok()));
+                if let Some(ms) = ms.filter(|ms| *ms > 0) {
+                    out.insert(t.clone(), ms);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset"),
+    }
+    out
 }

@@ -16,6 +16,9 @@ pub struct Health {
     broker_ok_ms: AtomicI64,
     /// Whether the last upload attempt failed.
     upload_failing: AtomicBool,
+    /// Set when Kafka deleted offsets before they were backed up; stays until the process
+    /// restarts, so that someone looks.
+    data_lost: std::sync::Mutex<Vec<String>>,
 }
 
 /// How long the loop may stall before liveness fails.
@@ -42,6 +45,10 @@ impl Health {
         self.upload_failing.store(!ok, Ordering::Relaxed);
     }
 
+    pub fn data_lost(&self, what: String) {
+        self.data_lost.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+    }
+
     /// `Ok` while the writer loop keeps running.
     pub fn live(&self) -> Result<(), String> {
         let last = self.last_loop_ms.load(Ordering::Relaxed);
@@ -63,6 +70,10 @@ impl Health {
         }
         if self.upload_failing.load(Ordering::Relaxed) {
             return Err("the last upload attempt failed; uploads are being retried".into());
+        }
+        let lost = self.data_lost.lock().unwrap_or_else(|e| e.into_inner());
+        if !lost.is_empty() {
+            return Err(format!("DATA LOST (restart once acknowledged, see the runbook): {}", lost.join("; ")));
         }
         Ok(())
     }
@@ -90,5 +101,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         h.broker_ok();
         assert!(h.ready().is_ok());
+        h.data_lost("t/3: 5 offset(s) [0, 5) were deleted".into());
+        assert!(h.ready().unwrap_err().contains("DATA LOST"), "and it stays so");
+        assert!(h.live().is_ok(), "the writer itself is fine");
     }
 }

@@ -24,6 +24,8 @@ pub const CONSUMER_LAG: &str = "kbackup_consumer_lag";
 pub const PAUSED: &str = "kbackup_consumption_paused";
 pub const SKIPPED_RECOVERED: &str = "kbackup_recovered_skipped_events_total";
 pub const FILES_REBUILT: &str = "kbackup_recovered_rebuilt_files_total";
+pub const OFFSETS_LOST: &str = "kbackup_offsets_lost_total";
+pub const RETENTION_HEADROOM: &str = "kbackup_retention_headroom_seconds";
 pub const BUILD_INFO: &str = "kbackup_build_info";
 
 /// Installs the global recorder and returns the handle that renders `/metrics`.

@@ -48,6 +48,8 @@ use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
 pub struct RunOptions {
     /// Read the end offsets at assignment, consume up to them, upload, commit and exit.
     pub until_caught_up: bool,
+    /// `retention.ms` per topic (finite ones), for the retention headroom gauge.
+    pub retention_ms: std::collections::HashMap<String, i64>,
 }
 
 /// Totals reported when the writer exits.
@@ -73,11 +75,16 @@ pub struct RunSummary {
     pub abandoned_files: u64,
     /// Messages polled before a rebalance revoked their partition, left for its next owner.
     pub stale_dropped: u64,
+    /// Offsets Kafka deleted before they were backed up (the group's commit was below the log
+    /// start at assignment).
+    pub lost_offsets: u64,
 }
 
 struct TopicRuntime {
     cfg: TopicConfig,
     layout: FileLayout,
+    /// The topic's `retention.ms`, when finite and known.
+    retention_ms: Option<i64>,
     policy: RotationPolicy,
     events: metrics::Counter,
     bytes: metrics::Counter,
@@ -98,6 +105,8 @@ struct InFlight {
     reason: SealReason,
     /// Present until the upload is submitted (the file awaits its intent record).
     data: Option<crate::buffer::Memory>,
+    /// Record time of its first message (for the retention headroom gauge).
+    first_record_ms: Option<i64>,
     existing: Existing,
 }
 
@@ -147,6 +156,8 @@ struct Writer {
     first_message_at: Option<Instant>,
     /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
     fatal: Option<String>,
+    /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
+    offset_reset_to_end: bool,
     health: Arc<Health>,
     opts: RunOptions,
     summary: RunSummary,
@@ -221,6 +232,7 @@ pub fn run(
             events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
             bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
             layout,
+            retention_ms: opts.retention_ms.get(&t.name).copied(),
             policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
             cfg: t.clone(),
         });
@@ -264,6 +276,9 @@ pub fn run(
         ever_assigned: false,
         first_message_at: None,
         fatal: None,
+        offset_reset_to_end: crate::consumer::group_config(&config.kafka)
+            .get("auto.offset.reset")
+            .is_some_and(|v| matches!(v, "latest" | "largest" | "end")),
         health: health.clone(),
         opts,
         summary: RunSummary::default(),
@@ -469,6 +484,7 @@ impl Routing {
 impl Writer {
     fn on_message(&mut self, m: &BorrowedMessage<'_>, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
+        let record_ms = m.timestamp().to_millis();
         if self.parts.get(&(t, p)).is_none_or(|st| st.assigned_gen > generation) {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
@@ -515,7 +531,7 @@ impl Writer {
                         let track = self.tracker.get_mut(t, p).expect("tracked");
                         let buf = st.pinned.entry(i).or_insert_with(|| {
                             track.hold(off);
-                            Buffer::new(off, now)
+                            Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
                         });
                         let before = buf.charged();
                         if buf.append_checked(off, payload, route.line_breaks) {
@@ -535,7 +551,7 @@ impl Writer {
         let track = self.tracker.get_mut(t, p).expect("tracked above");
         let buf = self.buffers.entry(key.clone()).or_insert_with(|| {
             track.hold(off);
-            Buffer::new(off, now)
+            Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
         });
         let before = buf.charged();
         if buf.append_checked(off, payload, route.line_breaks) {
@@ -604,6 +620,7 @@ impl Writer {
                     bytes: buf.len(),
                     charged: buf.charged(),
                     reason: SealReason::Size,
+                    first_record_ms: buf.first_record_ms,
                     data: None,
                     existing: Existing::Accept,
                 },
@@ -686,6 +703,7 @@ impl Writer {
                 bytes: buf.len(),
                 charged: buf.charged(),
                 reason,
+                first_record_ms: buf.first_record_ms,
                 data: Some(buf.data),
                 existing: Existing::Compare,
             },
@@ -936,9 +954,42 @@ impl Writer {
             metrics::gauge!(m::POOLED_BYTES).set(crate::buffer::pooled_bytes() as f64);
             metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
+            self.report_retention_headroom();
         }
         if now.duration_since(self.last_commit) >= self.commit_interval {
             self.commit(consumer, None);
+        }
+    }
+
+    /// Per owned partition: how long until Kafka's retention deletes its oldest message not yet
+    /// committed (the first message of the oldest open or in-flight file), so ops can act before
+    /// anything is lost. A partition holding nothing uncommitted has the whole retention ahead.
+    fn report_retention_headroom(&self) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut oldest: HashMap<(usize, i32), i64> = HashMap::default();
+        let mut note = |t: usize, p: i32, ms: Option<i64>| {
+            if let Some(ms) = ms {
+                let e = oldest.entry((t, p)).or_insert(ms);
+                *e = (*e).min(ms);
+            }
+        };
+        for (k, b) in &self.buffers {
+            note(k.topic, k.partition, b.first_record_ms);
+        }
+        for ((t, p), st) in &self.parts {
+            for b in st.pinned.values() {
+                note(*t, *p, b.first_record_ms);
+            }
+        }
+        for f in self.inflight.values() {
+            note(f.topic, f.partition, f.first_record_ms);
+        }
+        for &(t, p) in self.parts.keys() {
+            let topic = &self.topics[t];
+            let Some(retention) = topic.retention_ms else { continue };
+            let age = oldest.get(&(t, p)).map_or(0, |ms| (now_ms - ms).max(0));
+            metrics::gauge!(m::RETENTION_HEADROOM, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
+                .set((retention - age) as f64 / 1000.0);
         }
     }
 
@@ -1068,21 +1119,51 @@ impl Writer {
                     );
                 }
             }
-            self.parts.insert((t, p), st);
-            if self.opts.until_caught_up {
+            if start.is_some() || self.opts.until_caught_up {
                 match consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(30)) {
                     Ok((low, high)) => {
-                        // With no commit, consumption starts at the low watermark (earliest).
-                        let target = if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high };
-                        self.targets.insert((t, p), target);
+                        if let Some(s) = start.filter(|s| *s < low) {
+                            self.report_lost(e.topic(), p, s, low, high, &st.plan);
+                        }
+                        if self.opts.until_caught_up {
+                            // With no commit, consumption starts at the low watermark (earliest).
+                            let target = if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high };
+                            self.targets.insert((t, p), target);
+                        }
                     }
-                    Err(err) => {
-                        error!(topic = e.topic(), partition = p, error = %err, "reading end offsets failed")
-                    }
+                    Err(err) => error!(topic = e.topic(), partition = p, error = %err, "reading watermarks failed"),
                 }
             }
+            self.parts.insert((t, p), st);
             info!(topic = e.topic(), partition = p, committed = ?start, "partition assigned");
         }
+    }
+
+    /// The group's commit `s` is below the log start `low`: Kafka deleted `[s, low)` before it
+    /// was backed up. The one failure a backup must never hide: logged as an error, counted,
+    /// shown by the readiness probe and in the run summary (`docs/runbook.md`, OffsetsLost).
+    fn report_lost(&mut self, topic: &str, p: i32, s: i64, low: i64, high: i64, plan: &RecoveryPlan) {
+        // librdkafka resets an out-of-range position by `auto.offset.reset`: to the log start
+        // by default, to the end if an operator chose "latest" (then the retained rest is skipped too).
+        let until = if self.offset_reset_to_end { high } else { low };
+        let lost = (until - s) as u64;
+        let recorded: Vec<&str> = plan.skip.iter().chain(&plan.rebuild).filter(|i| i.from < until).map(|i| i.key.as_str()).collect();
+        self.summary.lost_offsets += lost;
+        metrics::counter!(m::OFFSETS_LOST, "topic" => topic.to_string(), "partition" => p.to_string()).increment(lost);
+        if recorded.is_empty() {
+            error!(
+                topic,
+                partition = p,
+                lost,
+                committed = s,
+                log_start = low,
+                "DATA LOST: Kafka deleted offsets that were never backed up (retention passed the group's commit)"
+            );
+        } else {
+            // Files an earlier run recorded and may have uploaded can hold some of them.
+            error!(topic, partition = p, lost, committed = s, log_start = low, files = %recorded.join(","), "DATA LOST: Kafka deleted offsets that were never committed; the files recorded for them, if uploaded, hold some");
+        }
+        self.health.data_lost(format!("{topic}/{p}: {lost} offset(s) [{s}, {until}) were deleted by Kafka before they were backed up"));
     }
 
     fn on_revoke(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {

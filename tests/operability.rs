@@ -129,3 +129,81 @@ async fn metrics_and_readiness_through_a_storage_outage() {
     assert_exactly_once(&read_all(&stack.storage(&container)).await, "unique/raw", &expected);
     assert!(proxy.stats.refused_while_down.load(Ordering::Relaxed) > 0);
 }
+
+/// Kafka deleting what was never backed up is the loudest event kbackup knows: an error with
+/// the exact count, a counter, readiness failing, a non-zero exit, and `verify` reporting it.
+/// Before it happens, the retention headroom gauge says how close it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offsets_deleted_before_backup_are_loud() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("lost");
+    let retention_ms = 86_400_000i64;
+    stack.create_topic_with(&topic, 2, &[("retention.ms", &retention_ms.to_string())]).await;
+    let producer = stack.producer();
+    let produce = |from: usize, to: usize, partition: i32| {
+        let (stack, producer, topic) = (stack.clone(), producer.clone(), topic.clone());
+        async move {
+            for i in from..to {
+                let v = format!(r#"{{"mid":"l-{i}","syncts":{}}}"#, IST_MIDNIGHT + i as i64);
+                stack.produce(&producer, &topic, partition, None, v.as_bytes()).await;
+            }
+        }
+    };
+    produce(0, 50, 0).await;
+    produce(50, 100, 1).await;
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 2));
+    let mut first = Running::start(&stack, &cfg, dir.path().join("first.log"), &["--until-caught-up"]);
+    assert_eq!(first.wait(Duration::from_secs(90)), 0, "{}", first.log_text());
+    assert_eq!(stack.committed(&group, &topic, 2), vec![50, 50]);
+
+    // The writer is stopped while 50 more events arrive and retention deletes 30 of them.
+    produce(100, 150, 0).await;
+    stack.delete_records(&topic, 0, 80).await;
+
+    let verify = kbackup(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", &topic, "--json"]).output().unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{out}");
+    let p0: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((p0["partition"].as_i64(), p0["lost_offsets"].as_u64(), p0["clean"].as_bool()), (Some(0), Some(30), Some(false)), "{out}");
+
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
+    let base = format!("http://{}", run.metrics_addr());
+    let page = wait_async("the lost-offsets counter", 60, || {
+        let url = format!("{base}/metrics");
+        async move {
+            let (_, page) = get(&url).await;
+            (metric(&page, "kbackup_offsets_lost_total") == Some(30.0)).then_some(page)
+        }
+    })
+    .await;
+    assert!(page.contains(&format!("kbackup_offsets_lost_total{{topic=\"{topic}\",partition=\"0\"}} 30")), "{page}");
+    let (status, body) = get(&format!("{base}/health/ready")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("DATA LOST") && body.contains("30 offset(s) [50, 80)"), "{body}");
+    // Partition 1 holds nothing uncommitted: its headroom is the whole retention.
+    let page = wait_async("the retention headroom gauge", 30, || {
+        let url = format!("{base}/metrics");
+        async move {
+            let (_, page) = get(&url).await;
+            page.contains("kbackup_retention_headroom_seconds").then_some(page)
+        }
+    })
+    .await;
+    let headroom = page
+        .lines()
+        .find(|l| l.starts_with(&format!("kbackup_retention_headroom_seconds{{topic=\"{topic}\",partition=\"1\"}}")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(headroom <= retention_ms as f64 / 1000.0 && headroom > retention_ms as f64 / 1000.0 - 120.0, "{headroom}");
+    wait_committed(&stack, &group, &topic, 2, &mut run);
+    let log_path = run.log.clone();
+    let code = run.terminate(Duration::from_secs(60));
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert_eq!(code, 1, "a run that lost data does not exit 0:\n{log}");
+    assert!(log.contains("ERROR") && log.contains("DATA LOST") && log.contains("lost=30"), "{log}");
+    // What Kafka still held was backed up; the report now shows the commit past the gap.
+    assert_eq!(stack.committed(&group, &topic, 2), vec![100, 50]);
+}

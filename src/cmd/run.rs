@@ -44,7 +44,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
     let rt = tokio::runtime::Handle::current();
-    let opts = RunOptions { until_caught_up: args.until_caught_up };
+    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
+    let opts = RunOptions { until_caught_up: args.until_caught_up, retention_ms };
     let summary =
         tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")??;
     info!(
@@ -53,8 +55,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bytes_in = summary.bytes_in,
         bytes_out = summary.bytes_out,
         invalid = summary.invalid,
+        lost_offsets = summary.lost_offsets,
         "done"
     );
+    if summary.lost_offsets > 0 {
+        // Everything Kafka still held was backed up, but not what it had deleted first.
+        return Err(ExitError {
+            code: 1,
+            message: format!(
+                "DATA LOST: Kafka deleted {} offset(s) before they were backed up (see the DATA LOST log lines and docs/runbook.md)",
+                summary.lost_offsets
+            ),
+        }
+        .into());
+    }
     Ok(())
 }
 

@@ -87,8 +87,17 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 impl Stack {
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.create_topic_with(topic, partitions, &[]).await
+    }
+
+    /// Creates a topic with topic-level configs (e.g. `retention.ms`).
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
         let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
-        let res = admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap();
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let res = admin.create_topics(&[new], &AdminOptions::new()).await.unwrap();
         for r in res {
             r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
         }
@@ -113,6 +122,17 @@ impl Stack {
         }
         let d = p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
         d.offset
+    }
+
+    /// Deletes every record of `partition` below `before` (moves the log start, as retention does).
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) {
+        let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(before)).unwrap();
+        let res = admin.delete_records(&tpl, &AdminOptions::new()).await.unwrap();
+        for e in res.elements() {
+            e.error().unwrap_or_else(|err| panic!("delete records of {topic}/{partition}: {err}"));
+        }
     }
 
     /// High watermark of every partition.
