@@ -87,7 +87,9 @@ async fn ls_and_cat_over_new_and_old_names() {
     assert_eq!(code, 1);
     assert!(stderr.contains("2020-02-02-2-1580581803999.json.gz") && stderr.contains("corrupt"), "{stderr}");
     let (code, stdout, stderr) = run("cat", &["--skip-corrupt"]);
-    assert_eq!(code, 0, "{stderr}");
+    // Everything readable is printed, but a skipped file is not success.
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("1 corrupt file(s) skipped"), "{stderr}");
     assert!(stdout.contains("a11\n") && stdout.contains("b0\n"));
     assert!(stderr.contains("2020-02-02-2-1580581803999.json.gz"), "{stderr}");
 }
@@ -174,6 +176,29 @@ async fn replay_and_plan() {
     let (code, _, stderr) = replay(&small, &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("needs at least 4"), "{stderr}");
+    assert!(stderr.contains("no --key"), "a keyless replay breaks device affinity and says so: {stderr}");
+    let empty = format!("file://{}", dir.path().display());
+    let (code, _, stderr) = out(
+        &stack,
+        &[
+            "replay",
+            "--url",
+            &empty,
+            "--path",
+            "nowhere",
+            "--from",
+            "2020-01-31",
+            "--to-topic",
+            &small,
+            "--brokers",
+            &stack.brokers,
+            "--key",
+            "context.did",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("no backup file matched"), "{stderr}");
     let (code, _, stderr) = replay(&small, &["--partitioner", "murmur2"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--key"), "{stderr}");
@@ -289,6 +314,21 @@ async fn replay_and_plan() {
     );
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // The earlier via-partition plans' configs are gone: the directory holds this plan only.
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&plan_dir), vec!["job-all.json"]);
+    // A job-manager plan missing its topic fails before it writes anything.
+    let (code, _, stderr) = out(
+        &stack,
+        &["plan", "--job-config", job.to_str().unwrap(), "--mode", "job-manager", "--partitions", "4", "--out-dir", plan_dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--job-topic"), "{stderr}");
+    assert_eq!(names(&plan_dir), vec!["job-all.json"], "nothing written or removed by a refused plan");
     let jobs_topic = unique("jobs");
     stack.create_topic(&jobs_topic, 1).await;
     let (code, stdout, stderr) = out(
@@ -377,6 +417,49 @@ async fn repartition_splits_old_files_by_key_beside_the_originals() {
     let (code, stdout, _) = out(&stack, &args);
     assert_eq!(code, 0);
     assert!(stdout.contains("0 file(s) written"), "{stdout}");
+    // A dry run says which names exist already instead of claiming it would write them.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let (code, stdout, _) = out(&stack, &dry);
+    assert_eq!(code, 0);
+    assert!(!stdout.contains("would write"), "{stdout}");
+    assert!(stdout.contains("exists already unique/raw/2020-02-01-"), "{stdout}");
+    assert!(stdout.contains("0 file(s) would be written"), "{stdout}");
     let (_, stdout, _) = out(&stack, &["ls", "--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--partitions", "0-3"]);
     assert!(stdout.lines().count() >= 4, "{stdout}");
+}
+
+/// Argument mistakes are usage errors (exit 2) with a message, never a panic (exit 101); the
+/// help lists only what a command accepts. No services needed.
+#[test]
+fn argument_mistakes_are_usage_errors() {
+    let bin = env!("CARGO_BIN_EXE_kbackup");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, text) = run(&[
+        "replay",
+        "--url",
+        "file:///tmp/none",
+        "--path",
+        "x",
+        "--from",
+        "2020-02-01",
+        "--to-topic",
+        "t",
+        "--brokers",
+        "127.0.0.1:1",
+        "--rate",
+        "0",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--rate"), "{text}");
+    let (code, text) = run(&["repartition", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("murmur2") && text.contains("java-hashcode"), "{text}");
+    assert!(!text.contains("same"), "repartition rejects `same`, so its help must not offer it: {text}");
+    let (code, text) = run(&["ls", "--url", "file:///tmp/none", "--path", "x", "--from", "2020-02-01", "--partitions", "0-2147483647"]);
+    assert_eq!(code, Some(2), "{text}");
 }

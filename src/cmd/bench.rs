@@ -63,7 +63,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Consume { brokers, topic } => {
             let (events, bytes, secs) = tokio::task::spawn_blocking(move || consume(&brokers, &topic)).await??;
-            println!("{}", serde_json::json!({"events": events, "bytes": bytes, "seconds": secs}));
+            crate::outln!("{}", serde_json::json!({"events": events, "bytes": bytes, "seconds": secs}));
         }
         BenchCmd::Count { brokers, topic } => {
             let n = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
@@ -78,11 +78,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 Ok(n)
             })
             .await??;
-            println!("{}", serde_json::json!({"events": n}));
+            crate::outln!("{}", serde_json::json!({"events": n}));
         }
         BenchCmd::Produce { brokers, topic, from_dir } => {
             let (events, secs) = tokio::task::spawn_blocking(move || produce(&brokers, &topic, &from_dir)).await??;
-            println!("{}", serde_json::json!({"events": events, "seconds": secs}));
+            crate::outln!("{}", serde_json::json!({"events": events, "seconds": secs}));
         }
         BenchCmd::Put { url, bytes, blob_bytes, concurrency } => {
             let storage = Storage::open(&StorageConfig { url, create_container: true, ..Default::default() })?;
@@ -106,13 +106,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             for i in 0..blobs {
                 let _ = storage.store.delete(&ObjectPath::from(format!("_bench/put-{i}"))).await;
             }
-            println!("{}", serde_json::json!({"bytes": blobs * blob_bytes, "seconds": secs}));
+            crate::outln!("{}", serde_json::json!({"bytes": blobs * blob_bytes, "seconds": secs}));
         }
         BenchCmd::Clear { url } => {
             let storage = Storage::open(&StorageConfig { url, ..Default::default() })?;
             let locations = storage.store.list(None).map_ok(|m| m.location).boxed();
             let deleted: Vec<_> = storage.store.delete_stream(locations).try_collect().await?;
-            println!("{}", serde_json::json!({"deleted": deleted.len()}));
+            crate::outln!("{}", serde_json::json!({"deleted": deleted.len()}));
         }
     }
     Ok(())

@@ -53,7 +53,7 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     if corrupt > 0 {
-        eprintln!("{corrupt} corrupt file(s) skipped");
+        return Err(ExitError { code: 1, message: format!("{corrupt} corrupt file(s) skipped; every other line was printed") }.into());
     }
     Ok(())
 }

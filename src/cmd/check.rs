@@ -16,28 +16,28 @@ pub struct CheckArgs {
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     if !args.config.secor_properties.is_empty() {
-        println!("{}", crate::secor::to_toml(&config));
+        crate::outln!("{}", crate::secor::to_toml(&config));
     }
-    println!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());
+    crate::outln!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());
     let mut failures = 0;
 
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
     let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, Duration::from_secs(15)).await;
     match counts {
         Ok(counts) => {
-            println!("kafka {}: reachable", config.kafka.brokers);
+            crate::outln!("kafka {}: reachable", config.kafka.brokers);
             for (topic, n) in counts {
                 match n {
-                    Some(n) => println!("  topic {topic}: {n} partitions"),
+                    Some(n) => crate::outln!("  topic {topic}: {n} partitions"),
                     None => {
-                        println!("  topic {topic}: NOT FOUND");
+                        crate::outln!("  topic {topic}: NOT FOUND");
                         failures += 1;
                     }
                 }
             }
         }
         Err(e) => {
-            println!("kafka {}: UNREACHABLE ({e})", config.kafka.brokers);
+            crate::outln!("kafka {}: UNREACHABLE ({e})", config.kafka.brokers);
             failures += 1;
         }
     }
@@ -50,9 +50,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             }
             .await;
             match result {
-                Ok(()) => println!("storage {}: container ok, write probe ok", storage.describe),
+                Ok(()) => crate::outln!("storage {}: container ok, write probe ok", storage.describe),
                 Err(e) => {
-                    println!("storage {}: FAILED ({e})", storage.describe);
+                    crate::outln!("storage {}: FAILED ({e})", storage.describe);
                     failures += 1;
                 }
             }
@@ -63,6 +63,6 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     if failures > 0 {
         return Err(ExitError { code: 1, message: format!("{failures} check(s) failed") }.into());
     }
-    println!("all checks passed");
+    crate::outln!("all checks passed");
     Ok(())
 }

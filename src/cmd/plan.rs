@@ -77,31 +77,48 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         }
         (None, None) => return Err(usage("give --partitions COUNT, or --topic NAME with --brokers")),
     };
+    if count < 1 {
+        return Err(usage("--partitions must be at least 1"));
+    }
+    if a.concurrency == 0 {
+        return Err(usage("--concurrency must be at least 1"));
+    }
+    // Everything a mode needs is checked before anything is written.
+    let manager = match a.mode {
+        Mode::JobManager => {
+            let topic = a.job_topic.clone().ok_or_else(|| usage("job-manager mode needs --job-topic"))?;
+            let brokers = a.brokers.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS)"))?;
+            let model = a
+                .model
+                .clone()
+                .or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
+                .ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
+            Some((topic, brokers, model))
+        }
+        _ => None,
+    };
     let plan: Vec<Vec<i32>> = match a.mode {
         Mode::RunMode => vec![(0..count).collect()],
         _ => groups(count, a.parallelisation).map_err(|e| usage(e.to_string()))?,
     };
-    std::fs::create_dir_all(&a.out_dir)?;
+    let configs: Vec<(String, Value)> = plan
+        .iter()
+        .map(|parts| match a.mode {
+            Mode::RunMode => Ok(("job-all.json".to_string(), job.clone())),
+            _ => Ok((format!("job-{}-{}.json", parts[0], parts[parts.len() - 1]), with_partitions(&job, parts).map_err(|e| usage(e.to_string()))?)),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    remove_stale_configs(&a.out_dir)?;
     let mut jobs = Vec::new();
-    for parts in &plan {
-        let (name, config) = match a.mode {
-            Mode::RunMode => ("job-all.json".to_string(), job.clone()),
-            _ => (format!("job-{}-{}.json", parts[0], parts[parts.len() - 1]), with_partitions(&job, parts).map_err(|e| usage(e.to_string()))?),
-        };
+    for (parts, (name, config)) in plan.iter().zip(configs) {
         let path = a.out_dir.join(name);
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        println!("planned {} partitions {:?}", path.display(), parts);
+        crate::outln!("planned {} partitions {:?}", path.display(), parts);
         jobs.push((path, parts.clone(), config));
     }
 
-    if a.mode == Mode::JobManager {
-        let topic = a.job_topic.clone().ok_or_else(|| usage("job-manager mode needs --job-topic"))?;
-        let brokers = a.brokers.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS)"))?;
-        let model = a
-            .model
-            .clone()
-            .or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
-            .ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
+    if let Some((topic, brokers, model)) = manager {
         let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("enable.idempotence", "true").create()?;
         for (path, parts, config) in &jobs {
             let msg = serde_json::to_string(&job_manager_message(&model, config))?;
@@ -110,7 +127,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|(e, _)| e)
                 .with_context(|| format!("publishing {}", path.display()))?;
-            println!("published job for partitions {parts:?} to {topic}");
+            crate::outln!("published job for partitions {parts:?} to {topic}");
         }
         return Ok(());
     }
@@ -135,20 +152,34 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         let (parts, cmd, status, took) = t.await?;
         match status {
             Ok(s) if s.success() => {
-                println!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64())
+                crate::outln!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64())
             }
             Ok(s) => {
                 failed += 1;
-                println!("job partitions {parts:?}: FAILED ({s}) in {:.1}s: {cmd}", took.as_secs_f64());
+                crate::outln!("job partitions {parts:?}: FAILED ({s}) in {:.1}s: {cmd}", took.as_secs_f64());
             }
             Err(e) => {
                 failed += 1;
-                println!("job partitions {parts:?}: could not start ({e}): {cmd}");
+                crate::outln!("job partitions {parts:?}: could not start ({e}): {cmd}");
             }
         }
     }
     if failed > 0 {
         return Err(ExitError { code: 1, message: format!("{failed} job(s) failed") }.into());
+    }
+    Ok(())
+}
+
+/// Removes the job configs an earlier plan wrote (`job-*.json`), so the directory holds exactly
+/// this plan's jobs; other files are left alone.
+fn remove_stale_configs(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("job-") && name.ends_with(".json") && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path()).with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
 use crate::cmd::ls::SelectArgs;
-use crate::cmd::replay::{key_of, PartitionerArg};
+use crate::cmd::replay::key_of;
 use crate::cmd::ExitError;
 use crate::config::Compression;
 use crate::partitioner::{java_hashcode_partition, murmur2, murmur2_partition};
@@ -22,7 +22,7 @@ pub struct RepartitionArgs {
     pub select: SelectArgs,
     /// murmur2 (Java client, Flink) or java-hashcode (Samza), as the topic was produced.
     #[arg(long, value_enum)]
-    pub partitioner: PartitionerArg,
+    pub partitioner: HashPartitioner,
     /// Fields whose first present value is the key, e.g. context.did,mid.
     #[arg(long, value_delimiter = ',', required = true)]
     pub key: Vec<String>,
@@ -34,12 +34,18 @@ pub struct RepartitionArgs {
     pub dry_run: bool,
 }
 
+/// How the topic placed keys (old-name files carry no partition, so `same` has no meaning here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashPartitioner {
+    /// The Java client's default for keyed records (and Flink's).
+    Murmur2,
+    /// Samza's `abs(key.hashCode()) % partitions`, as Sunbird's dedup job placed events.
+    JavaHashcode,
+}
+
 /// Writes the new-name files; originals are never touched.
 pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
-    if a.partitioner == PartitionerArg::Same {
-        return Err(usage("old-name files carry no partition: use --partitioner murmur2 or java-hashcode".into()));
-    }
     let count = match (a.partition_count, &a.select.config, &a.select.topic) {
         (Some(n), _, _) if n > 0 => n,
         (Some(_), _, _) => return Err(usage("--partition-count must be at least 1".into())),
@@ -52,7 +58,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     let (storage, listed, _) = a.select.resolve().await?;
     let old: Vec<_> = listed.iter().filter(|l| l.kafka_partition.is_none()).collect();
     if old.is_empty() {
-        println!("no old-name files in the selection");
+        crate::outln!("no old-name files in the selection");
         return Ok(());
     }
     let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
@@ -66,7 +72,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
         for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
             let line = line.with_context(|| format!("{}: corrupt or truncated", l.key))?;
             let p = match key_of(&line, &paths) {
-                Some(k) if a.partitioner == PartitionerArg::Murmur2 => murmur2_partition(k.as_bytes(), count),
+                Some(k) if a.partitioner == HashPartitioner::Murmur2 => murmur2_partition(k.as_bytes(), count),
                 Some(k) => java_hashcode_partition(&k, count),
                 None => {
                     // No key: placed by the whole line, so a rerun places it the same way.
@@ -79,21 +85,33 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
             buf.push(b'\n');
             events += 1;
         }
-        let (dir, file) = l.key.rsplit_once('/').unwrap_or(("", &l.key));
-        // <date>-<ts><ext>  →  <date>-<p>-<ts><ext>: same date, same timestamp, so a rerun
-        // produces the same names and finds them already written.
-        let (date, rest) = file.split_at(10);
+        let dir = l.key.rsplit_once('/').map_or("", |(d, _)| d);
+        // Same date, same timestamp, the partition added: a rerun produces the same names and
+        // finds them already written. Sunbird's readers want `yyyy-MM-dd` dates.
+        let date = l.name.date.format("%Y-%m-%d");
+        let ts = l.name.timestamp_ms.context("an old-name file without a timestamp")?;
+        let ext = if gz { ".json.gz" } else { ".json" };
         for (p, data) in by_part {
-            let key = if dir.is_empty() { format!("{date}-{p}{rest}") } else { format!("{dir}/{date}-{p}{rest}") };
+            let key = if dir.is_empty() { format!("{date}-{p}-{ts}{ext}") } else { format!("{dir}/{date}-{p}-{ts}{ext}") };
             if a.dry_run {
-                println!("would write {key} ({} bytes uncompressed)", data.len());
+                match storage.store.head(&ObjectPath::from(key.as_str())).await {
+                    Ok(_) => {
+                        existing += 1;
+                        crate::outln!("exists already {key}");
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {
+                        written += 1;
+                        crate::outln!("would write {key} ({} bytes uncompressed)", data.len());
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("looking up {key}")),
+                }
                 continue;
             }
             let body = crate::seal::encode(data, if gz { Compression::Gzip } else { Compression::None }, 1);
             match put_new(storage.store.as_ref(), &key, body, Existing::Compare, |_| {}).await.0 {
                 Outcome::Stored => {
                     written += 1;
-                    println!("wrote {key}");
+                    crate::outln!("wrote {key}");
                 }
                 Outcome::AlreadyThere => existing += 1,
                 Outcome::Conflict => {
@@ -102,7 +120,8 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{events} events: {written} file(s) written, {existing} already there; originals untouched");
+    let verb = if a.dry_run { "would be written" } else { "written" };
+    crate::outln!("{events} events: {written} file(s) {verb}, {existing} already there; originals untouched");
     if unkeyed > 0 {
         eprintln!("note: {unkeyed} event(s) had none of the --key fields; placed by a hash of the whole event");
     }

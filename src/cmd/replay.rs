@@ -44,11 +44,13 @@ pub struct ReplayArgs {
     pub brokers: Option<String>,
     #[arg(long, value_enum, default_value_t = PartitionerArg::Same)]
     pub partitioner: PartitionerArg,
-    /// Fields whose first present value becomes the message key, e.g. context.did,mid.
+    /// Fields whose first present value becomes the message key, e.g. context.did,mid. Without
+    /// it events are sent unkeyed. Backups in Secor's format keep only each message's value:
+    /// original keys, headers and record timestamps are not restored.
     #[arg(long, value_delimiter = ',')]
     pub key: Vec<String>,
-    /// At most this many events per second.
-    #[arg(long)]
+    /// At most this many events per second (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
     /// Count events per target partition; send nothing.
     #[arg(long)]
@@ -100,6 +102,14 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     };
     if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
         return Err(usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", a.partitioner).to_lowercase()));
+    }
+    if listed.is_empty() {
+        eprintln!("warning: no backup file matched the selection (dates, partitions, path): nothing to replay");
+    }
+    if a.key.is_empty() {
+        eprintln!(
+            "warning: no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
+        );
     }
     let old = listed.iter().filter(|l| l.kafka_partition.is_none()).count();
     if a.partitioner == PartitionerArg::Same && old > 0 {
@@ -169,10 +179,8 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
 
     let total: u64 = todo.iter().map(|l| l.size).sum();
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} stored bytes, {msg} [{elapsed_precise}, ETA {eta}]").unwrap(),
-    );
+    let mut bar =
+        crate::progress::Progress::new(total, "{spinner} {bytes}/{total_bytes} stored bytes, {msg} [{elapsed_precise}, ETA {eta}]", "stored bytes");
     let started = Instant::now();
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     let (mut events, mut unkeyed) = (0u64, 0u64);
@@ -259,7 +267,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 }
             }
             if stopping {
-                bar.finish_and_clear();
+                bar.finish();
                 return Err(ExitError {
                     code: 130,
                     message: format!(
@@ -279,12 +287,12 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         check_failed()?;
         record_done(&mut pending, f)?;
     }
-    bar.finish_and_clear();
+    bar.finish();
     let secs = started.elapsed().as_secs_f64();
     let verb = if a.dry_run { "would send" } else { "sent" };
-    println!("{verb} {events} events to {} in {secs:.1}s ({:.0} events/s)", a.to_topic, events as f64 / secs.max(1e-9));
+    crate::outln!("{verb} {events} events to {} in {secs:.1}s ({:.0} events/s)", a.to_topic, events as f64 / secs.max(1e-9));
     for (p, n) in &per_partition {
-        println!("  partition {p}: {n}");
+        crate::outln!("  partition {p}: {n}");
     }
     if unkeyed > 0 {
         eprintln!("note: {unkeyed} event(s) had none of the --key fields and were spread round-robin");
