@@ -194,3 +194,98 @@ async fn verify_is_never_wrongly_clean() {
     let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &[]);
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// Every accepted `file_pattern` / `date_format`: what `run` writes, `ls` lists and `verify`
+/// finds clean (each once listed 0 files and reported "missing 1000"), `error_path` files
+/// included; a pattern that would give every file the same name is refused before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_accepted_layout_is_listed_and_verified() {
+    let Some(stack) = stack() else { return };
+    let layouts = [
+        ("{partition}-{kafkaPartition}-{currentTimestamp}-{randomHex}.json", "%Y-%m-%d", ""),
+        ("{partition}-{topic}-{currentTimestamp}.json", "%Y-%m-%d", ""),
+        ("{partition}_{kafkaPartition}_{currentTimestamp}.json", "%Y-%m-%d", ""),
+        ("{partition}-{kafkaPartition}-{currentTimestamp}.json", "%Y%m%d", ""),
+        ("{partition}-{kafkaPartition}-{currentTimestamp}.json", "%d-%m-%Y", "error_path = \"errors/@N\""),
+        (
+            "{partition}-{kafkaPartition}-{fmOffset}.json",
+            "%Y-%m-%d",
+            "prefix_field = \"eid\"\nprefix_map = { ME_WORKFLOW_SUMMARY = \"summary\", DEFAULT = \"raw\" }",
+        ),
+    ];
+    let producer = stack.producer();
+    let mut sections = String::new();
+    let mut topics = Vec::new();
+    for (i, (pattern, date_format, extra)) in layouts.iter().enumerate() {
+        let topic = unique(&format!("layout{i}"));
+        stack.create_topic(&topic, 3).await;
+        for n in 0..120 {
+            let eid = if n % 5 == 0 { "ME_WORKFLOW_SUMMARY" } else { "IMPRESSION" };
+            let v = format!(r#"{{"mid":"{i}-{n}","eid":"{eid}","syncts":{}}}"#, IST_MIDNIGHT + (n % 2) * 1000 - 500);
+            stack.produce(&producer, &topic, (n % 3) as i32, None, v.as_bytes()).await;
+        }
+        // Two invalid events (not JSON) per topic, for the invalid bucket / error_path.
+        stack.produce(&producer, &topic, 0, None, b"not json").await;
+        stack.produce(&producer, &topic, 2, None, b"{broken").await;
+        let extra = extra.replace("@N", &i.to_string());
+        sections.push_str(&topic_section(
+            &topic,
+            &format!("layout{i}"),
+            &format!("file_pattern = \"{pattern}\"\ndate_format = \"{date_format}\"\nmax_file_bytes = 1500\n{extra}"),
+        ));
+        topics.push(topic);
+    }
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &sections, 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+
+    for (i, topic) in topics.iter().enumerate() {
+        let stored: usize = blobs
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("layout{i}/")) || k.starts_with(&format!("errors/{i}/")))
+            .map(|(_, d)| d.iter().filter(|&&b| b == b'\n').count())
+            .sum();
+        assert_eq!(stored, 122, "layout {i}: {:?}", blobs.keys().collect::<Vec<_>>());
+        // ls: every file of the topic, the invalid bucket's included (1970-01-01).
+        let ls = kbackup(&stack, &["ls", "--config", cfg.to_str().unwrap(), "--topic", topic, "--from", "1970-01-01", "--to", "2020-12-31"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&ls.stdout).lines().count();
+        let written = blobs.keys().filter(|k| k.starts_with(&format!("layout{i}/")) || k.starts_with(&format!("errors/{i}/"))).count();
+        assert_eq!(listed, written, "layout {i} ({}): ls listed {listed} of {written}: {}", layouts[i].0, String::from_utf8_lossy(&ls.stdout));
+        let out = kbackup(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", topic, "--to-end"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "layout {i} ({}):\n{text}{}", layouts[i].0, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("122 expected, 122 lines"), "layout {i}: {text}");
+    }
+    assert!(
+        blobs.keys().any(|k| k.starts_with("errors/4/01-01-1970-")),
+        "the invalid bucket in the topic's date format: {:?}",
+        blobs.keys().collect::<Vec<_>>()
+    );
+
+    // `{partition}.json` could never give a second file a new name: refused, exit 2, naming it.
+    std::fs::create_dir_all(dir.path().join("bad")).unwrap();
+    let bad = write_config(
+        &dir.path().join("bad"),
+        &config(&stack, &container, &group, &topic_section(&topics[0], "x", "file_pattern = \"{partition}.json\""), 3600),
+    );
+    for cmd in ["check", "run"] {
+        let o = kbackup(
+            &stack,
+            &[cmd, "--config", bad.to_str().unwrap(), "--metrics-addr", "off"]
+                .into_iter()
+                .take(if cmd == "check" { 3 } else { 5 })
+                .collect::<Vec<_>>(),
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("topic[0].file_pattern"), "{cmd}: {err}");
+    }
+}
