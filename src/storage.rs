@@ -142,6 +142,8 @@ pub struct Storage {
     pub store: Arc<dyn ObjectStore>,
     /// A printable description without secrets, e.g. `az://telemetry-data-store (http://127.0.0.1:10000/devstoreaccount1)`.
     pub describe: String,
+    /// Where the credential came from, for `check` (never the secret itself).
+    pub credential: String,
     container: Option<ContainerAdmin>,
     file_dir: Option<PathBuf>,
 }
@@ -184,29 +186,41 @@ impl Storage {
                 Ok(Storage {
                     store: Arc::new(crate::direct_file::DirectFileStore::new(store)),
                     describe: cfg.url.clone(),
+                    credential: "local files (no credential)".to_string(),
                     container: None,
                     file_dir: Some(dir),
                 })
             }
             StorageUrl::Azure { container, root } => {
+                // Explicit config wins over the environment: each of account, key, SAS token and
+                // endpoint comes from its own key first, then from the connection string
+                // (`storage.connection_string`, else env `AZURE_STORAGE_CONNECTION_STRING`), then
+                // from object_store's own environment variables.
                 let env_cs = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok().filter(|s| !s.is_empty());
-                let cs = cfg.connection_string.clone().or(env_cs).map(|s| ConnectionString::parse(&s)).transpose()?;
+                let (cs, cs_origin) = match (&cfg.connection_string, env_cs) {
+                    (Some(c), _) => (Some(ConnectionString::parse(c)?), "storage.connection_string"),
+                    (None, Some(c)) => (Some(ConnectionString::parse(&c)?), "AZURE_STORAGE_CONNECTION_STRING"),
+                    (None, None) => (None, ""),
+                };
                 let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&container).with_client_options(opts).with_retry(retry);
                 for (k, v) in &cfg.options {
                     let key = AzureConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
                     b = b.with_config(key, v);
                 }
-                let mut account = cfg.account.clone();
-                let mut key = cfg.access_key.clone();
-                let mut sas = cfg.sas_token.clone();
-                let mut endpoint = cfg.endpoint.clone();
-                if let Some(cs) = cs {
-                    account = cs.account.or(account);
-                    key = cs.key.or(key);
-                    sas = cs.sas.or(sas);
-                    endpoint = cs.blob_endpoint.or(endpoint);
-                }
+                let cs = cs.unwrap_or_default();
+                let mut account = cfg.account.clone().or(cs.account);
+                let key = cfg.access_key.clone().or(cs.key.clone());
+                let sas = cfg.sas_token.clone().or(cs.sas.clone());
+                let endpoint = cfg.endpoint.clone().or(cs.blob_endpoint);
+                let credential = match (&cfg.access_key, &cs.key, &cfg.sas_token, &cs.sas) {
+                    (Some(_), ..) => "account key from storage.access_key".to_string(),
+                    (None, Some(_), ..) => format!("account key from {cs_origin}"),
+                    (None, None, Some(_), _) => "SAS token from storage.sas_token".to_string(),
+                    (None, None, None, Some(_)) => format!("SAS token from {cs_origin}"),
+                    _ => "object_store's Azure environment (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, workload or managed identity, ...)"
+                        .to_string(),
+                };
                 if let Some(a) = &account {
                     b = b.with_account(a);
                 } else if let Some(e) = &endpoint {
@@ -236,6 +250,7 @@ impl Storage {
                 Ok(Storage {
                     store,
                     describe: format!("{} ({})", cfg.url, ep),
+                    credential,
                     container: Some(ContainerAdmin { container, endpoint: ep, account, key, timeout: Duration::from_secs(cfg.request_timeout_secs) }),
                     file_dir: None,
                 })

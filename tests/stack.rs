@@ -147,7 +147,19 @@ async fn check_prints_partition_counts_on_a_good_config() {
     assert!(stdout.contains(&format!("topic {a}: 3 partitions")), "{stdout}");
     assert!(stdout.contains(&format!("topic {b}: 2 partitions")), "{stdout}");
     assert!(stdout.contains("write probe ok"), "{stdout}");
+    assert!(stdout.contains("credential: account key from AZURE_STORAGE_CONNECTION_STRING"), "{stdout}");
     assert!(!stdout.contains(AZURITE_KEY));
+
+    // An explicit key in the config wins over the environment's connection string: a wrong one
+    // fails the check (it was silently ignored), and the output says where the key came from.
+    let wrong = "d3JvbmcgYnV0IHZhbGlkIGJhc2U2NCBrZXkgZm9yIHRoZSB0ZXN0IG9ubHk=";
+    let text = config_text(&stack, &[(&a, "unique/raw")], &container).replace("[storage]", &format!("[storage]\naccess_key = \"{wrong}\""));
+    let cfg = write_config(dir.path(), &text);
+    let out = kbackup(&stack, &["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAILED") && stdout.contains("credential: account key from storage.access_key"), "{stdout}");
+    assert!(!stdout.contains(wrong) && !String::from_utf8_lossy(&out.stderr).contains(wrong), "the key never appears");
 
     // A missing topic is a failed check (exit 1), not a config error.
     let cfg = write_config(dir.path(), &config_text(&stack, &[(&a, "unique/raw"), ("no-such-topic-kb", "x")], &container));

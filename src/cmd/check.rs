@@ -50,9 +50,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             }
             .await;
             match result {
-                Ok(()) => crate::outln!("storage {}: container ok, write probe ok", storage.describe),
+                Ok(()) => crate::outln!("storage {}: container ok, write probe ok (credential: {})", storage.describe, storage.credential),
                 Err(e) => {
-                    crate::outln!("storage {}: FAILED ({e})", storage.describe);
+                    crate::outln!("storage {}: FAILED ({e}) (credential: {})", storage.describe, storage.credential);
                     failures += 1;
                 }
             }
