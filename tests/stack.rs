@@ -167,3 +167,19 @@ async fn check_prints_partition_counts_on_a_good_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no-such-topic-kb: NOT FOUND"));
 }
+
+/// The README's `eval "$(scripts/devstack env)"` must reach the commands run after it, so the
+/// variables are exported (they were only set in the shell). No services needed.
+#[test]
+fn devstack_env_exports_its_variables() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/devstack");
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("eval \"$({script} env)\"; env")])
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .output()
+        .unwrap();
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.lines().any(|l| l.starts_with("KAFKA_BROKERS=127.0.0.1:")), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=http;")), "{env}");
+}

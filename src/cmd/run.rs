@@ -33,12 +33,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::default());
     if args.metrics_addr != "off" {
-        let addr: std::net::SocketAddr = args
-            .metrics_addr
-            .parse()
-            .map_err(|_| ExitError { code: 2, message: format!("--metrics-addr `{}` is not host:port", args.metrics_addr) })?;
+        let usage = |e: crate::status_server::BindError| ExitError { code: 2, message: e.to_string() };
+        let addr = crate::status_server::resolve(&args.metrics_addr).await.map_err(usage)?;
         let handle = crate::metrics::install()?;
-        let bound = crate::status_server::serve(addr, handle, health.clone()).await?;
+        let bound =
+            crate::status_server::serve(addr, handle, health.clone()).await.map_err(|e| match e.downcast::<crate::status_server::BindError>() {
+                Ok(b) => usage(b).into(),
+                Err(e) => e,
+            })?;
         info!(addr = %bound, "serving /metrics, /health/live, /health/ready");
     }
     let stop = Arc::new(AtomicBool::new(false));
