@@ -75,7 +75,8 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
@@ -98,8 +99,21 @@ fn main() -> ExitCode {
         // The reader of stdout went away (`kbackup ls | head`): stop quietly, as Unix tools do.
         Err(e) if cmd::is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
-            eprintln!("error: {e:#}");
             let code = e.downcast_ref::<ExitError>().map_or(1, |x| x.code);
+            match log_format {
+                // One JSON object like every other line, so log pipelines keep the reason.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                        "level": "ERROR",
+                        "target": "kbackup",
+                        "message": format!("{e:#}"),
+                        "exit_code": code,
+                    })
+                ),
+                LogFormat::Text => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(code)
         }
     }

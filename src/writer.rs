@@ -295,7 +295,7 @@ pub fn run(
     })?;
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&names)?;
-    info!(group = %config.kafka.group_id, topics = ?names, storage = %storage.describe, "writer started");
+    info!(group = %config.kafka.group_id, topics = %names.join(","), storage = %storage.describe, "writer started");
 
     // Three batches are in the pipeline: `routed` (batch k-1) is applied by this thread while
     // the helper routes `polled` (batch k); then this thread polls batch k+1.
@@ -340,7 +340,25 @@ pub fn run(
     consumer.unsubscribe();
     drop(consumer);
     let (reused, fresh) = crate::buffer::block_counts();
-    info!(?summary, buffer_blocks_reused = reused, buffer_blocks_fresh = fresh, "writer stopped");
+    let s = &summary;
+    info!(
+        events = s.events,
+        bytes_in = s.bytes_in,
+        files = s.files,
+        bytes_out = s.bytes_out,
+        invalid = s.invalid,
+        record_time_dated = s.record_time_dated,
+        newlines_replaced = s.newlines_replaced,
+        skipped_already_stored = s.skipped_already_stored,
+        rebuilt_files = s.rebuilt_files,
+        already_there = s.already_there,
+        abandoned_files = s.abandoned_files,
+        stale_dropped = s.stale_dropped,
+        lost_offsets = s.lost_offsets,
+        buffer_blocks_reused = reused,
+        buffer_blocks_fresh = fresh,
+        "writer stopped"
+    );
     if let Some(why) = fatal {
         anyhow::bail!("{why}");
     }
@@ -1135,7 +1153,11 @@ impl Writer {
                 }
             }
             self.parts.insert((t, p), st);
-            info!(topic = e.topic(), partition = p, committed = ?start, "partition assigned");
+            // A number when there is a commit; absent (not the text "None") when there is none.
+            match start {
+                Some(c) => info!(topic = e.topic(), partition = p, committed = c, "partition assigned"),
+                None => info!(topic = e.topic(), partition = p, "partition assigned (no committed offset: from the log start)"),
+            }
         }
     }
 

@@ -206,3 +206,50 @@ async fn sigterm_uploads_open_buffers_before_exiting() {
     assert_exactly_once(&blobs, "unique/raw", &expected);
     assert_eq!(stack.committed(&group, &topic, 2), vec![10, 10]);
 }
+
+/// `--log-format json`: every stderr line is a JSON object with typed fields — the fatal error
+/// and a multi-line TOML error included (they were plain text, and `committed` was the text
+/// "None", the summary a Rust debug string).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_json_on_every_line() {
+    let Some(stack) = stack() else { return };
+    let parse_all = |stderr: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(stderr).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(
+        dir.path(),
+        "[kafka]\nbrokers = \"x:1\"\n[storage]\nurl = \"file:///tmp/x\"\n[[topic]]\nname = \"t\"\npath = \"p\"\nmax_file_bytes = \"lots\"\n",
+    );
+    let out = kbackup(&stack, &["--log-format", "json", "run", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let lines = parse_all(&out.stderr);
+    let last = lines.last().unwrap();
+    assert_eq!((last["level"].as_str(), last["exit_code"].as_i64()), (Some("ERROR"), Some(2)), "{last}");
+    assert!(last["message"].as_str().unwrap().contains("max_file_bytes"), "{last}");
+
+    let topic = unique("jsonlog");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    for i in 0..20 {
+        let v = format!(r#"{{"mid":"j-{i}","syncts":{}}}"#, 1_580_495_400_000i64 + i);
+        stack.produce(&producer, &topic, (i % 2) as i32, None, v.as_bytes()).await;
+    }
+    let (container, group) = (unique("c"), unique("g"));
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600));
+    let out = kbackup(&stack, &["--log-format", "json", "run", "--config", cfg.to_str().unwrap(), "--until-caught-up", "--metrics-addr", "off"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = parse_all(&out.stderr);
+    for l in &lines {
+        for (k, v) in l.as_object().unwrap() {
+            let s = v.as_str().unwrap_or_default();
+            assert!(s != "None" && !s.starts_with("Some(") && !s.contains("RunSummary {"), "field {k} is a Rust debug string: {l}");
+        }
+    }
+    let stopped = lines.iter().find(|l| l["message"] == "writer stopped").expect("a summary line");
+    assert_eq!(stopped["events"].as_u64(), Some(20), "{stopped}");
+    assert_eq!(stopped["lost_offsets"].as_u64(), Some(0), "{stopped}");
+}
