@@ -210,6 +210,13 @@ pub struct TopicConfig {
     /// If set, invalid messages go under this path instead of `<path>/<invalid_date>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_path: Option<String>,
+    /// Earliest event date taken from a message or record time (in `output_timezone`); an
+    /// earlier time is treated as no time, so the next rung of the ladder dates the event.
+    #[serde(default = "default_earliest")]
+    pub earliest_event_date: String,
+    /// Latest event date taken from a message or record time (inclusive); later is no time.
+    #[serde(default = "default_latest")]
+    pub latest_event_date: String,
     /// Value of the `{generation}` placeholder (Secor: `secor.generation`).
     #[serde(default = "default_generation")]
     pub generation: u32,
@@ -241,6 +248,12 @@ fn default_max_age() -> u64 {
 }
 fn default_invalid_date() -> String {
     "1970-01-01".into()
+}
+pub(crate) fn default_earliest() -> String {
+    "2000-01-01".into()
+}
+pub(crate) fn default_latest() -> String {
+    "2099-12-31".into()
 }
 fn default_generation() -> u32 {
     1
@@ -417,6 +430,11 @@ impl Config {
             if let Some(p) = &t.error_path {
                 check_path(&k("error_path"), p)?;
             }
+            let earliest = parse_day(&k("earliest_event_date"), &t.earliest_event_date)?;
+            let latest = parse_day(&k("latest_event_date"), &t.latest_event_date)?;
+            if earliest > latest {
+                return Err(ConfigError::invalid(k("latest_event_date"), format!("{latest} is before earliest_event_date {earliest}")));
+            }
         }
         Ok(())
     }
@@ -425,6 +443,11 @@ impl Config {
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
     }
+}
+
+/// Parses a `YYYY-MM-DD` day.
+pub fn parse_day(key: &str, s: &str) -> Result<chrono::NaiveDate, ConfigError> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ConfigError::invalid(key, format!("`{s}` is not a date like 2000-01-01")))
 }
 
 /// Parses an IANA time zone name.

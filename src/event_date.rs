@@ -25,6 +25,17 @@ pub struct DateRules {
     pub message_tz: Tz,
     pub output_tz: Tz,
     pub date_format: String,
+    /// `[earliest, latest)` epoch milliseconds of a usable time (the sanity window): a time
+    /// outside it is treated like no time at all, so the ladder goes on to its next rung.
+    pub window: (i64, i64),
+}
+
+/// The sanity window of `[earliest, latest]` calendar days in `tz`, as epoch milliseconds.
+pub fn window(tz: Tz, earliest: NaiveDate, latest: NaiveDate) -> (i64, i64) {
+    let midnight = |d: NaiveDate| tz.from_local_datetime(&d.and_time(NaiveTime::MIN)).earliest().map(|t| t.timestamp_millis());
+    let lo = midnight(earliest).unwrap_or(i64::MIN);
+    let hi = latest.succ_opt().and_then(midnight).unwrap_or(i64::MAX);
+    (lo, hi)
 }
 
 // Boundaries of the magnitude ladder. 1e11 s is the year 5138 and 1e11 ms is 1973-03-03, so
@@ -69,6 +80,11 @@ pub fn millis_from_int(v: i64) -> Option<i64> {
 }
 
 impl DateRules {
+    /// True if `ms` lies inside the sanity window.
+    pub fn usable(&self, ms: i64) -> bool {
+        ms >= self.window.0 && ms < self.window.1
+    }
+
     /// Epoch milliseconds from a field value, or `None` if it is not a usable time.
     pub fn millis(&self, v: &FieldValue<'_>) -> Option<i64> {
         match v {
@@ -91,6 +107,12 @@ impl DateRules {
             return self.parse_with_pattern(s, p);
         }
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            // Eight digits are an ISO-8601 basic date (`20200131`), not epoch seconds of 1970.
+            if s.len() == 8 {
+                if let Ok(d) = NaiveDate::parse_from_str(s, "%Y%m%d") {
+                    return self.local_millis(d.and_time(NaiveTime::MIN));
+                }
+            }
             return s.parse::<i64>().ok().and_then(millis_from_int);
         }
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
@@ -158,7 +180,13 @@ mod tests {
     use super::*;
 
     fn rules(out: &str) -> DateRules {
-        DateRules { input_pattern: None, message_tz: Tz::UTC, output_tz: out.parse().unwrap(), date_format: "%Y-%m-%d".into() }
+        DateRules {
+            input_pattern: None,
+            message_tz: Tz::UTC,
+            output_tz: out.parse().unwrap(),
+            date_format: "%Y-%m-%d".into(),
+            window: (i64::MIN, i64::MAX),
+        }
     }
 
     const SYNCTS: i64 = 1_580_495_403_199; // 2020-01-31T18:30:03.199Z
@@ -194,6 +222,29 @@ mod tests {
         assert_eq!(millis_from_number(-3.0), None);
         assert_eq!(millis_from_number(f64::INFINITY), None);
         assert_eq!(millis_from_int(i64::MAX), Some(i64::MAX / 1_000_000));
+    }
+
+    #[test]
+    fn eight_digit_strings_are_basic_dates() {
+        let r = rules("UTC");
+        assert_eq!(r.millis_from_str("20200131").and_then(|ms| r.format_date(ms)).as_deref(), Some("2020-01-31"));
+        // Not a date: read as a number (epoch seconds) as before.
+        assert_eq!(r.millis_from_str("20201399"), Some(20_201_399_000));
+        assert_eq!(r.millis_from_str("1580495403"), Some(1_580_495_403_000));
+    }
+
+    #[test]
+    fn the_window_covers_whole_local_days() {
+        let ist: Tz = "Asia/Kolkata".parse().unwrap();
+        let (lo, hi) = window(ist, NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2099, 12, 31).unwrap());
+        let mut r = rules("Asia/Kolkata");
+        r.window = (lo, hi);
+        assert_eq!(r.format_date(lo).unwrap(), "2000-01-01");
+        assert_eq!(r.format_date(lo - 1).unwrap(), "1999-12-31");
+        assert!(r.usable(lo) && !r.usable(lo - 1));
+        assert_eq!(r.format_date(hi - 1).unwrap(), "2099-12-31");
+        assert!(r.usable(hi - 1) && !r.usable(hi));
+        assert!(!r.usable(0), "syncts 0 is no time");
     }
 
     #[test]

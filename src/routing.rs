@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use scan::{ScanError, MAX_PATHS};
 
-use crate::config::{parse_tz, ConfigError, TopicConfig};
+use crate::config::{parse_day, parse_tz, ConfigError, TopicConfig};
 use crate::event_date::{DateRules, FieldValue};
 
 /// How a message's date was found; counted per topic.
@@ -87,6 +87,11 @@ impl Router {
             message_tz: parse_tz(&k("message_timezone"), &t.message_timezone)?,
             output_tz: parse_tz(&k("output_timezone"), &t.output_timezone)?,
             date_format: t.date_format.clone(),
+            window: crate::event_date::window(
+                parse_tz(&k("output_timezone"), &t.output_timezone)?,
+                parse_day(&k("earliest_event_date"), &t.earliest_event_date)?,
+                parse_day(&k("latest_event_date"), &t.latest_event_date)?,
+            ),
         };
         let mut paths: Vec<Vec<String>> = t.timestamp_fields.iter().map(|f| f.split('.').map(String::from).collect()).collect();
         let n_ts = paths.len();
@@ -126,6 +131,9 @@ impl Router {
         let Ok(text) = std::str::from_utf8(payload) else {
             return self.invalid(InvalidReason::NotUtf8);
         };
+        // A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows it); the stored
+        // line keeps it, byte for byte.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         // No allocation per message for the usual handful of fields.
         let mut small: [Option<FieldValue<'_>>; 8] = Default::default();
         let mut large = Vec::new();
@@ -152,8 +160,8 @@ impl Router {
         let dated = found[..self.n_ts]
             .iter()
             .enumerate()
-            .find_map(|(i, v)| Some((DateSource::Field(i), self.rules.millis(v.as_ref()?)?)))
-            .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| *ms >= 0)?)));
+            .find_map(|(i, v)| Some((DateSource::Field(i), self.rules.millis(v.as_ref()?).filter(|ms| self.rules.usable(*ms))?)))
+            .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)));
         match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
             Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks },
             None => Route { prefix, line_breaks, ..self.invalid(InvalidReason::NoTimestamp) },
@@ -263,6 +271,37 @@ mod tests {
     }
 
     const EVENT: &str = r#"{"ver":"3.0","eid":"IMPRESSION","ets":1580495389750,"mid":"IMPRESSION:5f0c","context":{"channel":"505c","did":"8b55","pdata":{"id":"prod.sunbird.app"}},"edata":{"type":"view"},"tags":[],"syncts":1580495403199,"@timestamp":"2020-01-31T18:30:03.199Z","flags":{"dd_processed":true},"type":"events"}"#;
+
+    /// The timestamp decisions of issue 13, each deliberate (docs: README, "Event date").
+    #[test]
+    fn timestamp_decisions() {
+        let r = router(""); // dated in IST, as Sunbird does
+        let rec = Some(1_580_495_403_199); // a usable record time: 2020-02-01 IST
+        let route = |v: &str, rec: Option<i64>| r.route(Some(v.as_bytes()), rec);
+        // `@timestamp` of eight digits is a basic ISO date, not 1970-08-23 in epoch seconds.
+        let x = route(r#"{"@timestamp":"20200131"}"#, None);
+        assert_eq!((&*x.date, x.source), ("2020-01-31", DateSource::Field(1)));
+        // A number too large to be a time (23 digits): the next rung, the record time.
+        let x = route(r#"{"syncts":12345678901234567890123}"#, rec);
+        assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::RecordTime));
+        // `syncts: 0` is no time (before earliest_event_date): the next field, then the record.
+        let x = route(r#"{"syncts":0,"@timestamp":"2020-02-03T00:00:00Z"}"#, rec);
+        assert_eq!((&*x.date, x.source), ("2020-02-03", DateSource::Field(1)));
+        let x = route(r#"{"syncts":0}"#, None);
+        assert_eq!((&*x.date, x.source), ("1970-01-01", DateSource::Invalid(InvalidReason::NoTimestamp)), "counted as invalid");
+        // A UTF-8 BOM before the JSON does not make it invalid.
+        let x = route("\u{feff}{\"syncts\":1580495403199}", None);
+        assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::Field(0)));
+        // The year 3000 is outside the sanity window: the record time dates it.
+        let x = route(r#"{"syncts":32503680000000}"#, rec);
+        assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::RecordTime));
+        // The window is configurable, inclusive, in the output zone.
+        let narrow = router("earliest_event_date = '2020-02-01'\nlatest_event_date = '2020-02-01'");
+        let x = narrow.route(Some(br#"{"syncts":1580495400000}"#), None);
+        assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::Field(0)));
+        let x = narrow.route(Some(br#"{"syncts":1580495399999}"#), None);
+        assert_eq!(x.source, DateSource::Invalid(InvalidReason::NoTimestamp));
+    }
 
     #[test]
     fn extract_finds_nested_and_top_level_fields() {

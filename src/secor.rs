@@ -308,6 +308,8 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 prefix_map: prefix_map.clone(),
                 invalid_date: "1970-01-01".into(),
                 error_path: None,
+                earliest_event_date: crate::config::default_earliest(),
+                latest_event_date: crate::config::default_latest(),
                 generation: num("secor.generation", 1)? as u32,
             })
         })
