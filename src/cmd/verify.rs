@@ -280,9 +280,10 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     let all_partitions = selected.len() as i32 == count;
     total.corrupt_files.sort();
     total.corrupt_files.dedup();
+    // Each partition's report counts the unpartitioned files it read; the total counts them once.
+    total.files = total.files.saturating_sub(unpartitioned.len() as u64 * (selected.len() as u64).saturating_sub(1));
     if all_partitions {
         total.unverifiable_lines += unclaimed;
-        total.files = total.files.saturating_sub(unpartitioned.len() as u64 * (selected.len() as u64).saturating_sub(1));
         if unclaimed > 0 {
             dirty += 1;
         }
