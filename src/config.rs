@@ -102,6 +102,10 @@ pub struct StorageConfig {
     /// Extra `object_store` Azure options (e.g. `azure_use_azure_cli`, `azure_client_id`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+    /// An endpoint derived from other settings (Secor's `secor.azure.endpoints.protocol=http`),
+    /// used only when neither `endpoint` nor a connection string names one.
+    #[serde(skip)]
+    pub fallback_endpoint: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +120,7 @@ impl Default for StorageConfig {
             create_container: false,
             request_timeout_secs: default_request_timeout(),
             options: BTreeMap::new(),
+            fallback_endpoint: None,
         }
     }
 }

@@ -240,7 +240,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         url: format!("az://{container}"),
         account,
         access_key: get("secor.azure.account.key"),
-        endpoint: endpoint.filter(|e| e.starts_with("http://")),
+        fallback_endpoint: endpoint.filter(|e| e.starts_with("http://")),
         ..Default::default()
     };
 

@@ -212,7 +212,7 @@ impl Storage {
                 let mut account = cfg.account.clone().or(cs.account);
                 let key = cfg.access_key.clone().or(cs.key.clone());
                 let sas = cfg.sas_token.clone().or(cs.sas.clone());
-                let endpoint = cfg.endpoint.clone().or(cs.blob_endpoint);
+                let endpoint = cfg.endpoint.clone().or(cs.blob_endpoint).or(cfg.fallback_endpoint.clone());
                 let credential = match (&cfg.access_key, &cs.key, &cfg.sas_token, &cs.sas) {
                     (Some(_), ..) => "account key from storage.access_key".to_string(),
                     (None, Some(_), ..) => format!("account key from {cs_origin}"),
