@@ -102,6 +102,22 @@ pub struct StorageConfig {
     /// Extra `object_store` Azure options (e.g. `azure_use_azure_cli`, `azure_client_id`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+    /// S3: the region (else env `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: access key id (else env `AWS_ACCESS_KEY_ID`, profiles, web identity, instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// S3: secret access key (else env `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// S3: session token of temporary credentials (else env `AWS_SESSION_TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    /// S3: `true` for virtual-hosted-style requests (`bucket.host`), `false` for path style
+    /// (`host/bucket`, what most S3-compatible servers want); unset: object_store's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_hosted_style: Option<bool>,
     /// An endpoint derived from other settings (Secor's `secor.azure.endpoints.protocol=http`),
     /// used only when neither `endpoint` nor a connection string names one.
     #[serde(skip)]
@@ -120,6 +136,11 @@ impl Default for StorageConfig {
             create_container: false,
             request_timeout_secs: default_request_timeout(),
             options: BTreeMap::new(),
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            virtual_hosted_style: None,
             fallback_endpoint: None,
         }
     }
@@ -139,6 +160,11 @@ impl std::fmt::Debug for StorageConfig {
             .field("create_container", &self.create_container)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("session_token", &redact(&self.session_token))
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
             .finish()
     }
 }
@@ -564,6 +590,8 @@ mod tests {
             connection_string: Some("AccountKey=SECRET".into()),
             access_key: Some("SECRET".into()),
             sas_token: Some("sig=SECRET".into()),
+            secret_access_key: Some("SECRET".into()),
+            session_token: Some("SECRET".into()),
             ..Default::default()
         };
         let d = format!("{s:?}");

@@ -43,34 +43,126 @@ pub const FETCH_TUNING: [(&str, &str); 4] = [
     ("fetch.queue.backoff.ms", "10"),
 ];
 
-/// librdkafka settings for the writer's group consumer. User properties override the tuning
-/// defaults; the correctness settings (`enable.auto.commit`) cannot be overridden (config
-/// validation refuses them).
-pub fn group_config(k: &KafkaConfig) -> ClientConfig {
-    let mut props: BTreeMap<&str, String> = BTreeMap::new();
-    props.insert("auto.offset.reset", "earliest".into());
-    props.insert("partition.assignment.strategy", "cooperative-sticky".into());
-    for (key, value) in FETCH_TUNING {
-        props.insert(key, value.to_string());
+/// What a Kafka client is for; decides which `[kafka.properties]` it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The writer's group member.
+    Group,
+    /// A consumer that assigns partitions itself (`verify`, benchmarks).
+    Reader,
+    /// `replay`, `plan --mode job-manager`, sample data.
+    Producer,
+    /// Metadata, watermarks, topic configs.
+    Admin,
+}
+
+/// Properties (exact names, or prefixes ending in `.`) that only a consumer uses.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "fetch.",
+    "max.partition.fetch.bytes",
+    "queued.",
+    "enable.partition.eof",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "check.crcs",
+    "coordinator.query.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// Properties that only a producer uses.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "linger.ms",
+    "queue.buffering.",
+    "queuing.strategy",
+    "batch.",
+    "compression.",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "partitioner",
+    "sticky.partitioning.linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "delivery.report.only.error",
+];
+
+fn listed(key: &str, list: &[&str]) -> bool {
+    list.iter().any(|p| if p.ends_with('.') { key.starts_with(p) } else { key == *p })
+}
+
+/// Whether a `[kafka.properties]` entry applies to a client of `role`: everything that is not
+/// specific to the other side (security, TLS, SASL, `message.max.bytes`, timeouts, ...) goes to
+/// every client, so every command reaches a secured cluster the way `run` does.
+pub fn applies(key: &str, role: Role) -> bool {
+    match role {
+        Role::Group | Role::Reader => !listed(key, PRODUCER_ONLY),
+        Role::Producer => !listed(key, CONSUMER_ONLY),
+        Role::Admin => !listed(key, PRODUCER_ONLY) && !listed(key, CONSUMER_ONLY),
     }
-    props.insert("enable.auto.offset.store", "false".into());
-    props.insert("client.id", "kbackup".into());
-    // End-of-partition events: logged at debug level, so operators (and tests) can see when a
-    // partition has been read to its end.
-    props.insert("enable.partition.eof", "true".into());
-    // Statistics feed the lag gauges and the readiness probe.
-    props.insert("statistics.interval.ms", "5000".into());
+}
+
+/// The one place `[kafka]` becomes a librdkafka configuration: every client kbackup creates
+/// (writer, `verify`, `replay`, `plan`, `check`, metadata look-ups) starts from this.
+/// `defaults` are kbackup's own settings for the role; the operator's properties override
+/// them; `bootstrap.servers` is always the config's.
+pub fn client_config(k: &KafkaConfig, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut props: BTreeMap<&str, &str> = defaults.iter().copied().collect();
     for (key, value) in &k.properties {
-        props.insert(key.as_str(), value.clone());
+        if applies(key, role) {
+            props.insert(key.as_str(), value.as_str());
+        }
     }
     let mut c = ClientConfig::new();
     for (key, value) in props {
         c.set(key, value);
     }
     c.set("bootstrap.servers", &k.brokers);
+    c
+}
+
+/// librdkafka settings for the writer's group consumer. User properties override the tuning
+/// defaults; the correctness settings (`enable.auto.commit`) cannot be overridden (config
+/// validation refuses them).
+pub fn group_config(k: &KafkaConfig) -> ClientConfig {
+    let mut defaults: Vec<(&str, &str)> = vec![("auto.offset.reset", "earliest"), ("partition.assignment.strategy", "cooperative-sticky")];
+    defaults.extend(FETCH_TUNING);
+    defaults.extend([
+        ("enable.auto.offset.store", "false"),
+        ("client.id", "kbackup"),
+        // End-of-partition events: logged at debug level, so operators (and tests) can see when
+        // a partition has been read to its end.
+        ("enable.partition.eof", "true"),
+        // Statistics feed the lag gauges and the readiness probe.
+        ("statistics.interval.ms", "5000"),
+    ]);
+    let mut c = client_config(k, Role::Group, &defaults);
     c.set("group.id", &k.group_id);
     c.set("enable.auto.commit", "false");
     c
+}
+
+/// Checks every `[kafka.properties]` entry with librdkafka itself (unknown names, bad values),
+/// for each kind of client kbackup creates; the error names the property. No connection is made
+/// beyond what creating a client starts in the background.
+pub fn validate_properties(k: &KafkaConfig) -> Result<(), String> {
+    use rdkafka::producer::BaseProducer;
+    let bad = |e: KafkaError| format!("kafka.properties: librdkafka refuses the configuration: {e}");
+    group_config(k).create::<BaseConsumer>().map_err(bad)?;
+    client_config(k, Role::Producer, &[]).create::<BaseProducer>().map_err(bad)?;
+    Ok(())
 }
 
 /// What librdkafka's prefetch really costs under these settings, which the writer's memory
@@ -85,14 +177,7 @@ pub fn prefetch_bytes(k: &KafkaConfig) -> u64 {
 
 /// A consumer for metadata and watermark queries only (no group membership).
 pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsumer> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    for (key, value) in &k.properties {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            c.set(key, value);
-        }
-    }
-    c.create()
+    client_config(k, Role::Admin, &[]).create()
 }
 
 /// Partition counts of `topics`; a missing topic maps to `None`.
@@ -133,14 +218,7 @@ pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> rdkafka::er
 /// not readable). Feeds the retention headroom gauge; a failure here only loses that gauge.
 pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<String, i64> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    for (key, value) in &k.properties {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            c.set(key, value);
-        }
-    }
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = match c.create() {
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = match client_config(k, Role::Admin, &[]).create() {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset");
@@ -162,4 +240,58 @@ pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<
         Err(e) => tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset"),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(props: &[(&str, &str)]) -> KafkaConfig {
+        let mut k = KafkaConfig::for_brokers("127.0.0.1:1");
+        k.properties = props.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        k
+    }
+
+    #[test]
+    fn properties_go_to_the_clients_that_use_them() {
+        let k = kafka(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.password", "pw"),
+            ("message.max.bytes", "4000000"),
+            ("session.timeout.ms", "10000"),
+            ("linger.ms", "50"),
+        ]);
+        let get = |role| {
+            let c = client_config(&k, role, &[]);
+            ["security.protocol", "sasl.mechanism", "sasl.password", "message.max.bytes", "session.timeout.ms", "linger.ms"]
+                .map(|p| c.get(p).is_some())
+        };
+        assert_eq!(get(Role::Producer), [true, true, true, true, false, true]);
+        assert_eq!(get(Role::Group), [true, true, true, true, true, false]);
+        assert_eq!(get(Role::Reader), [true, true, true, true, true, false]);
+        assert_eq!(get(Role::Admin), [true, true, true, true, false, false]);
+        let g = group_config(&k);
+        assert_eq!(g.get("enable.auto.commit"), Some("false"));
+        assert_eq!(g.get("bootstrap.servers"), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn the_operator_overrides_defaults_but_not_the_brokers() {
+        let k = kafka(&[("linger.ms", "7")]);
+        let c = client_config(&k, Role::Producer, &[("linger.ms", "20"), ("enable.idempotence", "true")]);
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn librdkafka_refusals_name_the_property() {
+        assert!(validate_properties(&kafka(&[("session.timeout.ms", "10000")])).is_ok());
+        let e = validate_properties(&kafka(&[("no.such.property", "1")])).unwrap_err();
+        assert!(e.contains("no.such.property"), "{e}");
+        let e = validate_properties(&kafka(&[("linger.ms", "not-a-number")])).unwrap_err();
+        assert!(e.contains("linger.ms"), "{e}");
+        let e = validate_properties(&kafka(&[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "NOPE")])).unwrap_err();
+        assert!(e.contains("sasl.mechanism") || e.contains("NOPE"), "{e}");
+    }
 }

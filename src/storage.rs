@@ -1,9 +1,12 @@
-//! Opening the blob store: `az://container[/root]` (Azure Blob Storage, Azurite) or `file:///dir`.
+//! Opening the blob store: `az://container[/root]` (Azure Blob Storage, Azurite),
+//! `s3://bucket[/root]` (AWS S3 and S3-compatible stores) or `file:///dir`.
 //!
-//! Credentials come from, in order: `storage.connection_string`, env
-//! `AZURE_STORAGE_CONNECTION_STRING`, then `storage.account`/`access_key`/`sas_token`/`endpoint`
-//! and `object_store`'s own environment variables (managed identity, workload identity, CLI).
-//! No secret is ever part of an error or log message.
+//! Explicit config wins over the environment. Azure: `storage.account`/`access_key`/`sas_token`/
+//! `endpoint`, then `storage.connection_string` (else env `AZURE_STORAGE_CONNECTION_STRING`), then
+//! `object_store`'s own environment (managed identity, workload identity, CLI). S3:
+//! `storage.region`/`endpoint`/`access_key_id`/`secret_access_key`/`session_token`, then the
+//! standard `AWS_*` variables, profiles, web identity and instance metadata through
+//! `object_store`. No secret is ever part of an error or log message.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -22,8 +26,12 @@ use crate::config::StorageConfig;
 /// A storage error, safe to print (no credentials inside).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("storage.url `{0}`: expected az://<container>[/<root>] or file:///<dir>")]
+    #[error("storage.url `{0}`: expected az://<container>[/<root>], s3://<bucket>[/<root>] or file:///<dir>")]
     BadUrl(String),
+    #[error("storage.url `{0}`: S3 bucket names are 3-63 lowercase letters, digits, dots and dashes")]
+    BadBucket(String),
+    #[error("S3 bucket `{bucket}` does not exist: create it first (kbackup does not create S3 buckets; storage.create_container is for Azure)")]
+    MissingBucket { bucket: String },
     #[error("storage.url `{0}`: container names are 3-63 lowercase letters, digits and single dashes")]
     BadContainer(String),
     #[error("storage connection string: {0}")]
@@ -40,6 +48,7 @@ pub enum StorageError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StorageUrl {
     Azure { container: String, root: Option<String> },
+    S3 { bucket: String, root: Option<String> },
     File { dir: PathBuf },
 }
 
@@ -62,6 +71,20 @@ impl StorageUrl {
                 return Err(StorageError::BadContainer(url.to_string()));
             }
             return Ok(StorageUrl::Azure { container: container.to_string(), root });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, root) = match rest.split_once('/') {
+                Some((b, r)) => (b, Some(r.trim_matches('/').to_string()).filter(|r| !r.is_empty())),
+                None => (rest, None),
+            };
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && bucket.as_bytes()[0].is_ascii_alphanumeric()
+                && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+            if !valid {
+                return Err(StorageError::BadBucket(url.to_string()));
+            }
+            return Ok(StorageUrl::S3 { bucket: bucket.to_string(), root });
         }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -145,6 +168,8 @@ pub struct Storage {
     /// Where the credential came from, for `check` (never the secret itself).
     pub credential: String,
     container: Option<ContainerAdmin>,
+    /// The S3 bucket, for a clear error when it is missing.
+    bucket: Option<String>,
     file_dir: Option<PathBuf>,
 }
 
@@ -188,8 +213,63 @@ impl Storage {
                     describe: cfg.url.clone(),
                     credential: "local files (no credential)".to_string(),
                     container: None,
+                    bucket: None,
                     file_dir: Some(dir),
                 })
+            }
+            StorageUrl::S3 { bucket, root } => {
+                let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
+                // Conditional create (If-None-Match: *) is what keeps uploads from overwriting:
+                // the exactly-once protocol needs it, so it is set here and not left to options.
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_client_options(opts)
+                    .with_retry(retry)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch);
+                for (k, v) in &cfg.options {
+                    let key = AmazonS3ConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
+                    if key == AmazonS3ConfigKey::ConditionalPut {
+                        return Err(StorageError::Setup(format!("storage.options.{k}: kbackup always uses conditional writes")));
+                    }
+                    b = b.with_config(key, v);
+                }
+                if let Some(r) = &cfg.region {
+                    b = b.with_region(r);
+                }
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e.trim_end_matches('/'));
+                }
+                // Client options replace what `from_env` read for the client (AWS_ALLOW_HTTP):
+                // an http:// endpoint, from the config or the environment, is itself the choice.
+                let endpoint = cfg.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()).or_else(|| std::env::var("AWS_ENDPOINT").ok());
+                if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true") {
+                    b = b.with_allow_http(true);
+                }
+                if let Some(v) = cfg.virtual_hosted_style {
+                    b = b.with_virtual_hosted_style_request(v);
+                }
+                let credential = match (&cfg.access_key_id, &cfg.secret_access_key) {
+                    (Some(id), Some(secret)) => {
+                        b = b.with_access_key_id(id).with_secret_access_key(secret);
+                        if let Some(t) = &cfg.session_token {
+                            b = b.with_token(t);
+                        }
+                        "access key from storage.access_key_id / secret_access_key".to_string()
+                    }
+                    (None, None) if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() => {
+                        "access key from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY".to_string()
+                    }
+                    (None, None) => "object_store's AWS chain (profile, web identity, container or instance metadata)".to_string(),
+                    (Some(_), None) => return Err(StorageError::Setup("storage.access_key_id is set without storage.secret_access_key".into())),
+                    (None, Some(_)) => return Err(StorageError::Setup("storage.secret_access_key is set without storage.access_key_id".into())),
+                };
+                let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&cfg.secret_access_key, &cfg.session_token])))?;
+                let ep = endpoint.unwrap_or_else(|| format!("AWS {}", cfg.region.as_deref().unwrap_or("(region from the environment)")));
+                let store: Arc<dyn ObjectStore> = match &root {
+                    Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
+                    None => Arc::new(store),
+                };
+                Ok(Storage { store, describe: format!("{} ({})", cfg.url, ep), credential, container: None, bucket: Some(bucket), file_dir: None })
             }
             StorageUrl::Azure { container, root } => {
                 // Explicit config wins over the environment: each of account, key, SAS token and
@@ -252,6 +332,7 @@ impl Storage {
                     describe: format!("{} ({})", cfg.url, ep),
                     credential,
                     container: Some(ContainerAdmin { container, endpoint: ep, account, key, timeout: Duration::from_secs(cfg.request_timeout_secs) }),
+                    bucket: None,
                     file_dir: None,
                 })
             }
@@ -268,6 +349,15 @@ impl Storage {
                 std::fs::create_dir_all(dir).map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", dir.display())))?;
             }
             return Ok(());
+        }
+        if let Some(bucket) = &self.bucket {
+            return match self.store.list_with_delimiter(Some(&ObjectPath::from("_kbackup_probe_"))).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.to_string().contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) => {
+                    Err(StorageError::MissingBucket { bucket: bucket.clone() })
+                }
+                Err(e) => Err(StorageError::Op { op: "listing the bucket", message: e.to_string() }),
+            };
         }
         let Some(admin) = &self.container else {
             return Ok(());

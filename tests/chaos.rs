@@ -81,7 +81,7 @@ async fn chaos(params: Params) {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let kafka = PrivateKafka::start(19092);
-    let kstack = Stack { brokers: kafka.brokers(), connection_string: stack.connection_string.clone() };
+    let kstack = Stack { brokers: kafka.brokers(), ..stack.clone() };
     let topic = unique("chaos");
     kstack.create_topic(&topic, params.partitions).await;
 

@@ -183,3 +183,24 @@ fn devstack_env_exports_its_variables() {
     assert!(env.lines().any(|l| l.starts_with("KAFKA_BROKERS=127.0.0.1:")), "{env}");
     assert!(env.lines().any(|l| l.starts_with("AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=http;")), "{env}");
 }
+
+/// The exactly-once protocol rests on this: a file is created only if its name is free. On the
+/// backend under test (Azurite, or the S3 server with `KBACKUP_TEST_STORAGE=s3`) a second upload
+/// under the same name with other content is a conflict and leaves the first untouched, and the
+/// same content is recognised as already there.
+#[tokio::test]
+async fn uploads_never_overwrite() {
+    use kbackup::upload::{put_new, Existing, Outcome};
+    let Some(stack) = stack() else { return };
+    let container = unique("c");
+    let storage = stack.storage(&container);
+    storage.ensure_container(true).await.unwrap();
+    let key = "unique/raw/2020-02-01-0-1580495403199.json.gz";
+    let first = bytes::Bytes::from_static(b"first\n");
+    assert_eq!(put_new(storage.store.as_ref(), key, first.clone(), Existing::Compare, |_| {}).await.0, Outcome::Stored);
+    assert_eq!(put_new(storage.store.as_ref(), key, first.clone(), Existing::Compare, |_| {}).await.0, Outcome::AlreadyThere);
+    let other = bytes::Bytes::from_static(b"second\n");
+    assert_eq!(put_new(storage.store.as_ref(), key, other, Existing::Compare, |_| {}).await.0, Outcome::Conflict);
+    let got = storage.store.get(&object_store::path::Path::from(key)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&got[..], b"first\n", "{:?}: the first upload must stay", backend());
+}

@@ -43,7 +43,7 @@ async fn ls_and_cat_over_new_and_old_names() {
     for (k, v) in &blobs {
         storage.store.put(&ObjectPath::from(*k), v.clone().into()).await.unwrap();
     }
-    let url = format!("az://{container}");
+    let url = stack.url(&container);
     let sel = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> =
             ["--url", &url, "--path", "unique/raw", "--from", "2020-02-01", "--to", "2020-02-02"].iter().map(|s| s.to_string()).collect();
@@ -376,7 +376,7 @@ async fn repartition_splits_old_files_by_key_beside_the_originals() {
         }
         storage.store.put(&ObjectPath::from(file), gz(&text).into()).await.unwrap();
     }
-    let url = format!("az://{container}");
+    let url = stack.url(&container);
     let args = [
         "repartition",
         "--url",

@@ -8,9 +8,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::StorageConfig;
+use crate::config::{KafkaConfig, StorageConfig};
+use crate::consumer::{client_config, Role};
 use crate::storage::Storage;
 
 /// Arguments of `kbackup bench`.
@@ -67,7 +68,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
         BenchCmd::Count { brokers, topic } => {
             let n = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
-                let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+                let c: BaseConsumer = client_config(&KafkaConfig::for_brokers(brokers.clone()), Role::Admin, &[]).create()?;
                 let md = c.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
                 let t = md.topics().first().filter(|t| t.error().is_none()).ok_or_else(|| anyhow::anyhow!("no topic {topic}"))?;
                 let mut n = 0;
@@ -119,13 +120,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
-    let mut cfg = ClientConfig::new();
     // The writer's own fetch settings, so the two differ only in what they do per message.
-    for (key, value) in crate::consumer::FETCH_TUNING {
-        cfg.set(key, value);
-    }
-    let c: BaseConsumer<crate::consumer::QuietEof> = cfg
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer<crate::consumer::QuietEof> = client_config(&KafkaConfig::for_brokers(brokers), Role::Reader, &crate::consumer::FETCH_TUNING)
         .set("group.id", "kbackup-bench-ceiling")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -163,14 +159,18 @@ fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
 fn produce(brokers: &str, topic: &str, dir: &std::path::Path) -> anyhow::Result<(u64, f64)> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     use std::io::BufRead;
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.kbytes", "262144")
-        .create()?;
+    let p: ThreadedProducer<DefaultProducerContext> = client_config(
+        &KafkaConfig::for_brokers(brokers),
+        Role::Producer,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "20"),
+            ("batch.size", "1000000"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.kbytes", "262144"),
+        ],
+    )
+    .create()?;
     let mut files: Vec<_> = walk(dir)?;
     files.sort();
     let started = Instant::now();

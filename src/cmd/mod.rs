@@ -60,6 +60,13 @@ impl ConfigArg {
 /// Loads the config, mapping any problem to exit code 2. Secor properties are mapped, with one
 /// warning listing the keys kbackup does not use.
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<crate::config::Config> {
+    let config = load_config_unchecked(arg)?;
+    // librdkafka's own verdict on [kafka.properties], before anything connects or consumes.
+    crate::consumer::validate_properties(&config.kafka).map_err(|message| ExitError { code: 2, message })?;
+    Ok(config)
+}
+
+fn load_config_unchecked(arg: &ConfigArg) -> anyhow::Result<crate::config::Config> {
     let bad = |e: crate::config::ConfigError| ExitError { code: 2, message: e.to_string() };
     match &arg.config {
         Some(p) => Ok(crate::config::Config::load(p).map_err(bad)?),

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use crate::cmd::ExitError;
@@ -42,6 +41,10 @@ pub struct PlanArgs {
     pub topic: Option<String>,
     #[arg(long, env = "KAFKA_BROKERS")]
     pub brokers: Option<String>,
+    /// A kbackup config whose [kafka] section (brokers, TLS/SASL and other properties) the
+    /// partition look-up and the job-manager producer use; --brokers replaces its servers.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// Command run per job, with {config} and {partitions} filled in (e.g. a spark-submit line).
     #[arg(long)]
     pub exec: Option<String>,
@@ -67,13 +70,22 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.job_config).with_context(|| format!("reading {}", a.job_config.display()))?;
     let job: Value = serde_json::from_str(&text).map_err(|e| usage(format!("{}: not JSON: {e}", a.job_config.display())))?;
+    let kafka = match (&a.config, &a.brokers) {
+        (Some(path), b) => {
+            let mut k = crate::config::Config::load(path).map_err(|e| usage(e.to_string()))?.kafka;
+            if let Some(b) = b {
+                k.brokers = b.clone();
+            }
+            Some(k)
+        }
+        (None, Some(b)) => Some(crate::config::KafkaConfig::for_brokers(b.clone())),
+        (None, None) => None,
+    };
     let count = match (a.partitions, &a.topic) {
         (Some(n), _) => n,
         (None, Some(topic)) => {
-            let brokers = a.brokers.clone().ok_or_else(|| usage("--topic needs --brokers (or KAFKA_BROKERS)"))?;
-            crate::consumer::lookup_partition_count(&crate::config::KafkaConfig::for_brokers(brokers), topic)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?
+            let kafka = kafka.as_ref().ok_or_else(|| usage("--topic needs --brokers (or KAFKA_BROKERS) or --config"))?;
+            crate::consumer::lookup_partition_count(kafka, topic).await?.ok_or_else(|| anyhow::anyhow!("topic {topic} not found"))?
         }
         (None, None) => return Err(usage("give --partitions COUNT, or --topic NAME with --brokers")),
     };
@@ -87,13 +99,13 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     let manager = match a.mode {
         Mode::JobManager => {
             let topic = a.job_topic.clone().ok_or_else(|| usage("job-manager mode needs --job-topic"))?;
-            let brokers = a.brokers.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS)"))?;
+            let kafka = kafka.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS) or --config"))?;
             let model = a
                 .model
                 .clone()
                 .or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
                 .ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
-            Some((topic, brokers, model))
+            Some((topic, kafka, model))
         }
         _ => None,
     };
@@ -118,8 +130,10 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         jobs.push((path, parts.clone(), config));
     }
 
-    if let Some((topic, brokers, model)) = manager {
-        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("enable.idempotence", "true").create()?;
+    if let Some((topic, kafka, model)) = manager {
+        let producer: FutureProducer = crate::consumer::client_config(&kafka, crate::consumer::Role::Producer, &[("enable.idempotence", "true")])
+            .create()
+            .map_err(|e| usage(format!("kafka.properties: {e}")))?;
         for (path, parts, config) in &jobs {
             let msg = serde_json::to_string(&job_manager_message(&model, config))?;
             producer

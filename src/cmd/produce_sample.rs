@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+use crate::consumer::{client_config, Role};
 
 use crate::sample::TelemetryGen;
 
@@ -40,7 +42,7 @@ pub struct ProduceSampleArgs {
 
 /// Creates `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<_> = client_config(&KafkaConfig::for_brokers(brokers), Role::Admin, &[]).create()?;
     let res = admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()).await?;
     for r in res {
         match r {
@@ -58,15 +60,19 @@ pub async fn run(a: ProduceSampleArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let (count, bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64)> {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &a.brokers)
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.kbytes", "262144")
-            .create()
-            .context("creating producer")?;
+        let producer: ThreadedProducer<DefaultProducerContext> = client_config(
+            &KafkaConfig::for_brokers(a.brokers.clone()),
+            Role::Producer,
+            &[
+                ("partitioner", "murmur2_random"),
+                ("linger.ms", "20"),
+                ("batch.size", "1000000"),
+                ("compression.type", "lz4"),
+                ("queue.buffering.max.kbytes", "262144"),
+            ],
+        )
+        .create()
+        .context("creating producer")?;
         let mut gen = TelemetryGen::new(a.seed, a.devices, a.syncts_from, a.syncts_from + a.hours * 3_600_000);
         let mut bytes = 0u64;
         for i in 0..a.count {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::ClientContext;
 
 use crate::cmd::ls::SelectArgs;
 use crate::cmd::ExitError;
@@ -95,11 +95,20 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     if left_out > 0 {
         eprintln!("note: {left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
     }
-    let brokers = match (&a.brokers, &a.select.config) {
-        (Some(b), _) => b.clone(),
-        (None, Some(c)) => crate::config::Config::load(c).map_err(|e| usage(e.to_string()))?.kafka.brokers,
+    // The config's [kafka] section (security settings, message.max.bytes, ...) applies to the
+    // producer too; --brokers only replaces the servers.
+    let kafka = match (&a.brokers, &a.select.config) {
+        (b, Some(c)) => {
+            let mut k = crate::config::Config::load(c).map_err(|e| usage(e.to_string()))?.kafka;
+            if let Some(b) = b {
+                k.brokers = b.clone();
+            }
+            k
+        }
+        (Some(b), None) => crate::config::KafkaConfig::for_brokers(b.clone()),
         (None, None) => return Err(usage("--brokers (or KAFKA_BROKERS) is needed without --config".into())),
     };
+    let brokers = kafka.brokers.clone();
     if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
         return Err(usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", a.partitioner).to_lowercase()));
     }
@@ -117,7 +126,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             "{old} selected file(s) have old names without a Kafka partition; use --partitioner murmur2 or java-hashcode with --key"
         )));
     }
-    let target_parts = crate::consumer::lookup_partition_count(&crate::config::KafkaConfig::for_brokers(&brokers), &a.to_topic)
+    let target_parts = crate::consumer::lookup_partition_count(&kafka, &a.to_topic)
         .await?
         .ok_or_else(|| anyhow::anyhow!("topic {} not found on {brokers}", a.to_topic))?;
     if a.partitioner == PartitionerArg::Same {
@@ -161,14 +170,15 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         None
     } else {
         Some(
-            ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "20")
-                .set("batch.size", "1000000")
-                .set("compression.type", "lz4")
-                .set("queue.buffering.max.kbytes", "262144")
-                .create_with_context(Ctx { failed: failed.clone(), acked: acked.clone() })?,
+            crate::consumer::client_config(
+                &kafka,
+                crate::consumer::Role::Producer,
+                &[("linger.ms", "20"), ("batch.size", "1000000"), ("compression.type", "lz4"), ("queue.buffering.max.kbytes", "262144")],
+            )
+            // Idempotence is what makes a resumed replay send nothing twice: not negotiable.
+            .set("enable.idempotence", "true")
+            .create_with_context(Ctx { failed: failed.clone(), acked: acked.clone() })
+            .map_err(|e| usage(format!("kafka.properties: {e}")))?,
         )
     };
     let mut ckpt = if a.dry_run {

@@ -19,7 +19,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::audit::{fingerprint, Place, Report, Tally};
@@ -147,15 +147,10 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     let kafka = config.kafka.clone();
     let name = topic.name.clone();
     let consumer: BaseConsumer<crate::consumer::QuietEof> = {
-        let mut c = ClientConfig::new();
-        for (k, v) in &kafka.properties {
-            c.set(k, v);
-        }
-        c.set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", &kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .create_with_context(crate::consumer::QuietEof)?
+        let mut c = crate::consumer::client_config(&kafka, crate::consumer::Role::Reader, &[]);
+        // The group only names whose committed offsets are read; verify never joins or commits.
+        c.set("group.id", &kafka.group_id).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
+        c.create_with_context(crate::consumer::QuietEof)?
     };
     let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(30))?;
     let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0) as i32;

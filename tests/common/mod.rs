@@ -29,6 +29,47 @@ pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuF
 pub struct Stack {
     pub brokers: String,
     pub connection_string: String,
+    /// The S3-compatible server (moto), e.g. `http://127.0.0.1:9479`.
+    pub s3_endpoint: String,
+}
+
+/// Which object store the tests write to. One parameter, the same test code:
+/// `KBACKUP_TEST_STORAGE=s3` runs them against the S3-compatible server, otherwise Azurite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Azure,
+    S3,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("KBACKUP_TEST_STORAGE").as_deref() {
+        Ok("s3") => Backend::S3,
+        Ok("azure") | Err(_) => Backend::Azure,
+        Ok(other) => panic!("KBACKUP_TEST_STORAGE={other}: expected azure or s3"),
+    }
+}
+
+/// moto accepts any key pair; these never leave the machine.
+pub const S3_KEY_ID: &str = "kbackup-test";
+pub const S3_SECRET: &str = "kbackup-test-secret";
+
+/// Creates an S3 bucket on the test server (moto accepts the unsigned request).
+pub fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read as _, Write as _};
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    // Through the fault proxy a request may be failed on purpose: ask again.
+    let mut last = String::new();
+    for _ in 0..20 {
+        let Ok(mut s) = std::net::TcpStream::connect(hostport) else { continue };
+        let _ = write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        last.clear();
+        let _ = s.read_to_string(&mut last);
+        if last.starts_with("HTTP/1.1 200") || last.contains("BucketAlreadyOwnedByYou") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("creating bucket {bucket} on {hostport}: {last}");
 }
 
 fn reachable(hostport: &str) -> bool {
@@ -52,11 +93,16 @@ pub fn stack() -> Option<Stack> {
         .and_then(|e| url::Url::parse(e).ok())
         .map(|u| format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port().unwrap_or(10000)))
         .unwrap_or_else(|| "127.0.0.1:10000".into());
+    let s3_endpoint = std::env::var("KBACKUP_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9479".into());
+    let blob_host = match backend() {
+        Backend::Azure => blob_host,
+        Backend::S3 => s3_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string(),
+    };
     let first_broker = brokers.split(',').next().unwrap_or_default().to_string();
     let ok_kafka = reachable(&first_broker);
     let ok_blob = reachable(&blob_host);
     if ok_kafka && ok_blob {
-        return Some(Stack { brokers, connection_string });
+        return Some(Stack { brokers, connection_string, s3_endpoint });
     }
     let msg = format!("dev stack not reachable (kafka {first_broker}: {ok_kafka}, azurite {blob_host}: {ok_blob}); run `scripts/devstack up`");
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -168,22 +214,61 @@ impl Stack {
             .expect("the connection string names a BlobEndpoint")
     }
 
-    /// A fault-injecting proxy in front of Azurite, and this stack as seen through it.
+    /// A fault-injecting proxy in front of the storage server, and this stack as seen through it.
     pub async fn through_proxy(&self, faults: proxy::Faults, seed: u64) -> (proxy::FaultProxy, Stack) {
-        let p = proxy::FaultProxy::start(&self.blob_upstream(), faults, seed).await;
-        let via = Stack { brokers: self.brokers.clone(), connection_string: p.connection_string() };
+        let upstream = match backend() {
+            Backend::Azure => self.blob_upstream(),
+            Backend::S3 => self.s3_endpoint.clone(),
+        };
+        let p = proxy::FaultProxy::start(&upstream, faults, seed).await;
+        let via = Stack { brokers: self.brokers.clone(), connection_string: p.connection_string(), s3_endpoint: p.url() };
         (p, via)
     }
 
-    /// A connection to a fresh (not yet created) container.
+    /// The storage URL of a container (Azure) or bucket (S3).
+    pub fn url(&self, container: &str) -> String {
+        match backend() {
+            Backend::Azure => format!("az://{container}"),
+            Backend::S3 => format!("s3://{container}"),
+        }
+    }
+
+    /// The `[storage]` section for a container (created on first use).
+    pub fn storage_section(&self, container: &str) -> String {
+        match backend() {
+            Backend::Azure => format!("[storage]\nurl = \"az://{container}\"\ncreate_container = true\n"),
+            Backend::S3 => {
+                create_bucket(&self.s3_endpoint, container);
+                format!(
+                    "[storage]\nurl = \"s3://{container}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"{S3_KEY_ID}\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+                    self.s3_endpoint
+                )
+            }
+        }
+    }
+
+    /// A connection to a container or bucket (created if needed, via `ensure_container`).
     pub fn storage(&self, container: &str) -> Storage {
-        Storage::open(&StorageConfig {
-            url: format!("az://{container}"),
-            connection_string: Some(self.connection_string.clone()),
-            create_container: true,
-            ..Default::default()
-        })
-        .unwrap()
+        let cfg = match backend() {
+            Backend::Azure => StorageConfig {
+                url: format!("az://{container}"),
+                connection_string: Some(self.connection_string.clone()),
+                create_container: true,
+                ..Default::default()
+            },
+            Backend::S3 => {
+                create_bucket(&self.s3_endpoint, container);
+                StorageConfig {
+                    url: format!("s3://{container}"),
+                    endpoint: Some(self.s3_endpoint.clone()),
+                    region: Some("us-east-1".into()),
+                    access_key_id: Some(S3_KEY_ID.into()),
+                    secret_access_key: Some(S3_SECRET.into()),
+                    ..Default::default()
+                }
+            }
+        };
+        Storage::open(&cfg).unwrap()
     }
 }
 
@@ -218,6 +303,12 @@ pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbackup"));
     c.args(args)
         .env("AZURE_STORAGE_CONNECTION_STRING", &stack.connection_string)
+        // For `--url s3://...` (tools run without a config): the standard AWS variables.
+        .env("AWS_ENDPOINT_URL", &stack.s3_endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kbackup::writer=debug".into()))
         .stdin(Stdio::null());
     c
@@ -312,15 +403,13 @@ group_id = "{group}"
 [kafka.properties]
 "session.timeout.ms" = "10000"
 "heartbeat.interval.ms" = "1000"
-[storage]
-url = "az://{container}"
-create_container = true
-[writer]
+{storage}[writer]
 commit_interval_ms = 200
 shutdown_timeout_secs = 60
 {topics}
 "#,
         brokers = stack.brokers,
+        storage = stack.storage_section(container),
     )
     .replace("AGE", &age_secs.to_string())
 }

@@ -118,6 +118,11 @@ impl FaultProxy {
         FaultProxy { addr, stats, down, faults }
     }
 
+    /// The proxy's base URL (the S3 endpoint that goes through it).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The Azurite connection string that goes through this proxy.
     pub fn connection_string(&self) -> String {
         format!(
