@@ -23,6 +23,66 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// A context that keeps the client's last error, so a failed look-up can say why (librdkafka
+/// reports a refused SASL login through the error callback; the look-up itself only sees
+/// "broker transport failure").
+#[derive(Default)]
+pub struct Diagnosing {
+    last: std::sync::Mutex<Option<String>>,
+    /// The last connection failure librdkafka logged (`FAIL`: refused login, TLS handshake):
+    /// more telling than the "all brokers are down" that follows it.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Diagnosing {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "FAIL" {
+            // "sasl_ssl://host:port/bootstrap: SASL authentication error: ..." → the reason.
+            let reason = log_message.split_once(": ").map_or(log_message, |(_, r)| r);
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(error = %error, reason, "kafka client error");
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl ConsumerContext for Diagnosing {}
+
+impl Diagnosing {
+    /// The look-up error with the client's own account of it (never a secret: librdkafka's
+    /// messages name mechanisms and users, not passwords).
+    fn explain(&self, e: KafkaError) -> LookupError {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = failure.or_else(|| self.last.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let hint = match &last {
+            Some(r) if r.contains("SASL authentication") || r.contains("Authentication failed") => {
+                " (check sasl.mechanism, sasl.username and sasl.password in [kafka.properties])"
+            }
+            Some(r) if r.contains("SSL") || r.contains("certificate") => " (check security.protocol and the ssl.* settings in [kafka.properties])",
+            _ => "",
+        };
+        LookupError { error: e, cause: last.map(|r| format!("{r}{hint}")) }
+    }
+}
+
+/// A metadata look-up that failed, with the client's reason when it gave one.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+pub struct LookupError {
+    error: KafkaError,
+    cause: Option<String>,
+}
+
 use crate::config::KafkaConfig;
 
 /// How the writer fetches (shared with the benchmark's bare consumer, so the two differ only in
@@ -148,6 +208,13 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
         // Statistics feed the lag gauges and the readiness probe.
         ("statistics.interval.ms", "5000"),
     ]);
+    // librdkafka requires fetch.max.bytes >= message.max.bytes: an operator who raises the
+    // latter for large events should not have to know about kbackup's fetch tuning.
+    let raised = k.properties.get("message.max.bytes").and_then(|v| v.parse::<u64>().ok()).filter(|m| *m > 1_000_000).map(|m| m.to_string());
+    if let Some(m) = &raised {
+        defaults.retain(|(key, _)| *key != "fetch.max.bytes");
+        defaults.push(("fetch.max.bytes", m.as_str()));
+    }
     let mut c = client_config(k, Role::Group, &defaults);
     c.set("group.id", &k.group_id);
     c.set("enable.auto.commit", "false");
@@ -176,12 +243,16 @@ pub fn prefetch_bytes(k: &KafkaConfig) -> u64 {
 }
 
 /// A consumer for metadata and watermark queries only (no group membership).
-pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsumer> {
-    client_config(k, Role::Admin, &[]).create()
+pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsumer<Diagnosing>> {
+    client_config(k, Role::Admin, &[]).create_with_context(Diagnosing::default())
 }
 
 /// Partition counts of `topics`; a missing topic maps to `None`.
-pub fn partition_counts(client: &BaseConsumer, topics: &[&str], timeout: Duration) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
+pub fn partition_counts<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topics: &[&str],
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
     let md = client.fetch_metadata(None, timeout)?;
     Ok(topics
         .iter()
@@ -193,23 +264,26 @@ pub fn partition_counts(client: &BaseConsumer, topics: &[&str], timeout: Duratio
 }
 
 /// [`partition_counts`] from async code: connects and looks up on the blocking pool.
-pub async fn lookup_partition_counts(
-    k: &KafkaConfig,
-    topics: &[String],
-    timeout: Duration,
-) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
+pub async fn lookup_partition_counts(k: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
     let (k, topics) = (k.clone(), topics.to_vec());
     tokio::task::spawn_blocking(move || {
-        let client = metadata_client(&k)?;
+        let client = metadata_client(&k).map_err(|error| LookupError { error, cause: None })?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        partition_counts(&client, &refs, timeout)
+        partition_counts(&client, &refs, timeout).map_err(|e| {
+            // librdkafka hands its errors (a refused login, a TLS failure) to the context only
+            // when the client is polled.
+            for _ in 0..5 {
+                let _ = client.poll(Duration::from_millis(20));
+            }
+            client.context().explain(e)
+        })
     })
     .await
     .expect("a metadata lookup does not panic")
 }
 
 /// The partition count of one topic (`None` if it does not exist).
-pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> rdkafka::error::KafkaResult<Option<i32>> {
+pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> Result<Option<i32>, LookupError> {
     let mut counts = lookup_partition_counts(k, &[topic.to_string()], Duration::from_secs(30)).await?;
     Ok(counts.pop().and_then(|(_, n)| n).map(|n| n as i32))
 }
@@ -274,6 +348,16 @@ mod tests {
         let g = group_config(&k);
         assert_eq!(g.get("enable.auto.commit"), Some("false"));
         assert_eq!(g.get("bootstrap.servers"), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn a_raised_message_max_bytes_raises_the_fetch_tuning() {
+        let k = kafka(&[("message.max.bytes", "3000000")]);
+        assert_eq!(group_config(&k).get("fetch.max.bytes"), Some("3000000"));
+        assert!(validate_properties(&k).is_ok());
+        let k = kafka(&[("message.max.bytes", "3000000"), ("fetch.max.bytes", "5000000")]);
+        assert_eq!(group_config(&k).get("fetch.max.bytes"), Some("5000000"), "an explicit value wins");
+        assert_eq!(group_config(&kafka(&[])).get("fetch.max.bytes"), Some("1000000"));
     }
 
     #[test]

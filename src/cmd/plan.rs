@@ -39,7 +39,8 @@ pub struct PlanArgs {
     /// Topic whose partition count is used (e.g. prod.telemetry.unique).
     #[arg(long)]
     pub topic: Option<String>,
-    #[arg(long, env = "KAFKA_BROKERS")]
+    /// Bootstrap servers (default: --config's kafka.brokers; without --config, env KAFKA_BROKERS).
+    #[arg(long)]
     pub brokers: Option<String>,
     /// A kbackup config whose [kafka] section (brokers, TLS/SASL and other properties) the
     /// partition look-up and the job-manager producer use; --brokers replaces its servers.
@@ -79,7 +80,8 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
             Some(k)
         }
         (None, Some(b)) => Some(crate::config::KafkaConfig::for_brokers(b.clone())),
-        (None, None) => None,
+        // The environment never overrides a config: it is only the last resort.
+        (None, None) => std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()).map(crate::config::KafkaConfig::for_brokers),
     };
     let count = match (a.partitions, &a.topic) {
         (Some(n), _) => n,

@@ -39,8 +39,9 @@ pub struct ReplayArgs {
     /// Topic to write into.
     #[arg(long)]
     pub to_topic: String,
-    /// Bootstrap servers (default: the config's kafka.brokers).
-    #[arg(long, env = "KAFKA_BROKERS")]
+    /// Bootstrap servers (default: the config's kafka.brokers; without --config, env
+    /// KAFKA_BROKERS). The environment never overrides a config.
+    #[arg(long)]
     pub brokers: Option<String>,
     #[arg(long, value_enum, default_value_t = PartitionerArg::Same)]
     pub partitioner: PartitionerArg,
@@ -106,7 +107,10 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             k
         }
         (Some(b), None) => crate::config::KafkaConfig::for_brokers(b.clone()),
-        (None, None) => return Err(usage("--brokers (or KAFKA_BROKERS) is needed without --config".into())),
+        (None, None) => match std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()) {
+            Some(b) => crate::config::KafkaConfig::for_brokers(b),
+            None => return Err(usage("--brokers (or KAFKA_BROKERS) is needed without --config".into())),
+        },
     };
     let brokers = kafka.brokers.clone();
     if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
