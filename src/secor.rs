@@ -218,33 +218,60 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         return Err(err("secor.kafka.topic_filter", format!("`{filter}` is a regex; kbackup needs topic names (use `a|b` for several)")));
     }
 
-    match get("secor.cloud.service").as_deref() {
-        None | Some("Azure") | Some("azure") => {}
-        Some(other) => return Err(err("secor.cloud.service", format!("`{other}`: only Azure is supported"))),
-    }
+    // Which store: Secor picks it by `secor.cloud.service` and the upload manager class.
+    let manager = get("secor.upload.manager.class").unwrap_or_default();
+    let s3 = match (get("secor.cloud.service").as_deref(), manager.as_str()) {
+        (Some("S3") | Some("s3"), _) => true,
+        (None, m) if m.contains("S3UploadManager") => true,
+        (None | Some("Azure") | Some("azure"), m) if m.is_empty() || m.contains("Azure") => false,
+        (None | Some("Azure") | Some("azure"), m) => {
+            return Err(err(
+                "secor.upload.manager.class",
+                format!("`{m}`: kbackup uploads to Azure Blob or S3 (AzureUploadManager, S3UploadManager)"),
+            ))
+        }
+        (Some(other), _) => return Err(err("secor.cloud.service", format!("`{other}`: kbackup supports Azure and S3"))),
+    };
     if let Some(f) = get("secor.file.reader.writer.factory") {
         if !f.contains("DelimitedText") {
             return Err(err("secor.file.reader.writer.factory", format!("`{f}`: kbackup writes delimited text (NDJSON) only")));
         }
     }
-    let container = get("secor.azure.container.name").ok_or_else(|| err("secor.azure.container.name", "is required"))?;
-    let account = get("secor.azure.account.name");
-    let endpoint = match (&account, get("secor.azure.endpoints.protocol")) {
-        (Some(a), Some(proto)) if proto == "http" || proto == "https" => Some(format!("{proto}://{a}.blob.core.windows.net")),
-        (_, Some(proto)) if proto != "http" && proto != "https" => {
-            return Err(err("secor.azure.endpoints.protocol", format!("`{proto}`: expected http or https")))
-        }
-        _ => None,
-    };
-    let storage = StorageConfig {
-        url: format!("az://{container}"),
-        account,
-        access_key: get("secor.azure.account.key"),
-        fallback_endpoint: endpoint.filter(|e| e.starts_with("http://")),
-        ..Default::default()
+    let (storage, path_key) = if s3 {
+        let bucket = get("secor.s3.bucket").ok_or_else(|| err("secor.s3.bucket", "is required for S3"))?;
+        let storage = StorageConfig {
+            url: format!("s3://{bucket}"),
+            region: get("aws.region"),
+            endpoint: get("aws.endpoint"),
+            access_key_id: get("aws.access.key"),
+            secret_access_key: get("aws.secret.key"),
+            session_token: get("aws.session.token"),
+            // S3-compatible servers behind an endpoint want path-style requests, as Secor sends.
+            virtual_hosted_style: get("aws.endpoint").map(|_| false),
+            ..Default::default()
+        };
+        (storage, "secor.s3.path")
+    } else {
+        let container = get("secor.azure.container.name").ok_or_else(|| err("secor.azure.container.name", "is required"))?;
+        let account = get("secor.azure.account.name");
+        let endpoint = match (&account, get("secor.azure.endpoints.protocol")) {
+            (Some(a), Some(proto)) if proto == "http" || proto == "https" => Some(format!("{proto}://{a}.blob.core.windows.net")),
+            (_, Some(proto)) if proto != "http" && proto != "https" => {
+                return Err(err("secor.azure.endpoints.protocol", format!("`{proto}`: expected http or https")))
+            }
+            _ => None,
+        };
+        let storage = StorageConfig {
+            url: format!("az://{container}"),
+            account,
+            access_key: get("secor.azure.account.key"),
+            fallback_endpoint: endpoint.filter(|e| e.starts_with("http://")),
+            ..Default::default()
+        };
+        (storage, "secor.azure.path")
     };
 
-    let path = get("secor.azure.path").ok_or_else(|| err("secor.azure.path", "is required"))?;
+    let path = get(path_key).ok_or_else(|| err(path_key, "is required"))?;
     let file_pattern = get("secor.s3.output_file_pattern").unwrap_or_else(|| DEFAULT_FILE_PATTERN.into());
     let compression = match get("secor.compression.codec").as_deref() {
         None => Compression::None,
@@ -324,6 +351,13 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         "secor.azure.account.key",
         "secor.azure.container.name",
         "secor.azure.path",
+        "secor.s3.bucket",
+        "secor.s3.path",
+        "aws.access.key",
+        "aws.secret.key",
+        "aws.session.token",
+        "aws.region",
+        "aws.endpoint",
         "secor.s3.output_file_pattern",
         "secor.compression.codec",
         "secor.file.extension",
@@ -355,7 +389,7 @@ fn secor_key_for(key: &str) -> String {
     let field = key.rsplit('.').next().unwrap_or(key);
     let secor = match field {
         "file_pattern" => "secor.s3.output_file_pattern",
-        "path" => "secor.azure.path",
+        "path" => "secor.azure.path or secor.s3.path",
         "output_timezone" => "secor.parser.timezone",
         "message_timezone" => "secor.message.timezone",
         "date_format" => "secor.partition.output_dt_format",
@@ -363,7 +397,7 @@ fn secor_key_for(key: &str) -> String {
         "prefix_map" => "secor.partition.prefix.mapping",
         "max_file_bytes" => "secor.max.file.size.bytes",
         "max_file_age_secs" => "secor.max.file.age.seconds",
-        "url" => "secor.azure.container.name",
+        "url" => "secor.azure.container.name or secor.s3.bucket",
         _ => return key.to_string(),
     };
     format!("{secor} ({key})")
@@ -373,9 +407,13 @@ fn secor_key_for(key: &str) -> String {
 pub fn to_toml(config: &Config) -> String {
     let mut c = config.clone();
     let had_key = c.storage.access_key.take().is_some();
+    let had_secret = c.storage.secret_access_key.take().is_some() | c.storage.session_token.take().is_some();
     let mut out = String::from("# Generated by `kbackup check --secor-properties`.\n");
     if had_key {
         out.push_str("# The account key from secor.azure.account.key is not printed: set AZURE_STORAGE_ACCOUNT_KEY.\n");
+    }
+    if had_secret {
+        out.push_str("# The secret from aws.secret.key (and aws.session.token) is not printed: set AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN).\n");
     }
     out.push_str(&toml::to_string_pretty(&c).expect("config serializes"));
     out
@@ -515,7 +553,9 @@ secor.messages.per.second=10000
                 "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory",
                 "secor.file.reader.writer.factory",
             ),
-            ("secor.cloud.service=S3", "secor.cloud.service"),
+            ("secor.cloud.service=GS", "secor.cloud.service"),
+            ("secor.cloud.service=S3", "secor.s3.bucket"),
+            ("secor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager", "secor.upload.manager.class"),
             ("secor.file.extension=.json", "secor.file.extension"),
             ("secor.partition.output_dt_format=EEE", "secor.partition.output_dt_format"),
             ("secor.parser.timezone=Asia/Kolkota", "secor.parser.timezone"),
@@ -528,6 +568,25 @@ secor.messages.per.second=10000
         }
         let e = map(&props("secor.kafka.group=x")).unwrap_err().to_string();
         assert!(e.contains("kafka.seed.broker.host"), "{e}");
+    }
+
+    #[test]
+    fn secor_s3_keys_map_to_an_s3_store() {
+        let text = SUNBIRD_UNIQUE
+            .replace("secor.cloud.service=Azure", "secor.upload.manager.class=com.pinterest.secor.uploader.S3UploadManager")
+            .replace("secor.azure.path=unique/raw", "secor.s3.path=unique/raw")
+            + "\nsecor.s3.bucket=telemetry-data-store\naws.access.key=AKIDEXAMPLE\naws.secret.key=SECRETEXAMPLE\naws.region=ap-south-1\naws.endpoint=https://s3.example.internal\n";
+        let m = map(&props(&text)).unwrap();
+        let st = &m.config.storage;
+        assert_eq!(st.url, "s3://telemetry-data-store");
+        assert_eq!((st.region.as_deref(), st.endpoint.as_deref()), (Some("ap-south-1"), Some("https://s3.example.internal")));
+        assert_eq!((st.access_key_id.as_deref(), st.secret_access_key.as_deref()), (Some("AKIDEXAMPLE"), Some("SECRETEXAMPLE")));
+        assert_eq!(st.virtual_hosted_style, Some(false));
+        assert_eq!(m.config.topics[0].path, "unique/raw");
+        assert!(m.ignored.iter().all(|k| !k.starts_with("aws.") && !k.starts_with("secor.s3.")), "{:?}", m.ignored);
+        let toml = to_toml(&m.config);
+        assert!(!toml.contains("SECRETEXAMPLE") && toml.contains("AWS_SECRET_ACCESS_KEY"), "{toml}");
+        crate::config::Config::parse(&toml, "generated").unwrap();
     }
 
     #[test]
