@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn shipped_configs_are_valid() {
-        for f in ["config/local.toml", "config/sunbird-unique-denorm.toml"] {
+        for f in ["config/local.toml", "config/sunbird-unique-denorm.toml", "config/sunbird-s3.toml", "config/eventhubs.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
