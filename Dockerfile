@@ -6,7 +6,8 @@
 # image has no shell tools, so no HEALTHCHECK command is baked in.
 
 FROM rust:1-bookworm AS build
-# cmake builds the TLS crate's C parts; versions come with the pinned base image.
+# librdkafka and (for TLS) OpenSSL are compiled from source; perl and make come with the base
+# image, cmake is kept for the C parts of other crates. Versions come with the pinned base image.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
@@ -17,7 +18,7 @@ COPY src ./src
 RUN cargo build --release --locked && strip target/release/kbackup
 
 FROM debian:bookworm-slim
-# Only CA certificates besides the binary (Azure is reached over TLS).
+# Only CA certificates besides the binary (storage and secured brokers are reached over TLS).
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
