@@ -51,15 +51,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let opts = RunOptions { until_caught_up: args.until_caught_up, retention_ms };
     let summary =
         tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")??;
-    info!(
-        events = summary.events,
-        files = summary.files,
-        bytes_in = summary.bytes_in,
-        bytes_out = summary.bytes_out,
-        invalid = summary.invalid,
-        lost_offsets = summary.lost_offsets,
-        "done"
-    );
+    // The writer has logged the whole summary ("writer stopped", one field per count).
     if summary.lost_offsets > 0 {
         // Everything Kafka still held was backed up, but not what it had deleted first.
         return Err(ExitError {
