@@ -36,6 +36,7 @@ impl PrivateKafka {
             .env("KBACKUP_DEVSTACK_DIR", &self.dir)
             .env("KBACKUP_KAFKA_PORT", self.port.to_string())
             .env("KBACKUP_KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .env("KBACKUP_KAFKA_SASL_PORT", (self.port + 2).to_string())
             .status()
             .unwrap();
         assert!(status.success(), "scripts/devstack {cmd} for the private broker failed");
