@@ -117,14 +117,14 @@ fn config_text(stack: &Stack, topics: &[(&str, &str)], container: &str) -> Strin
 async fn check_names_a_typo_key_and_exits_2() {
     let Some(stack) = stack() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&stack, &[("t", "unique/raw")], "c1").replace("path =", "paht =");
+    let text = config_text(&stack, &[("t", "unique/raw")], &unique("c")).replace("path =", "paht =");
     let cfg = write_config(dir.path(), &text);
     let out = kbackup(&stack, &["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("paht"), "{err}");
 
-    let text = config_text(&stack, &[("t", "unique/raw")], "c1").replace("[kafka]", "[kafka]\nbrokerz = \"x\"");
+    let text = config_text(&stack, &[("t", "unique/raw")], &unique("c")).replace("[kafka]", "[kafka]\nbrokerz = \"x\"");
     let cfg = write_config(dir.path(), &text);
     let out = kbackup(&stack, &["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
