@@ -57,6 +57,24 @@ impl ConfigArg {
     }
 }
 
+/// The `[kafka]` settings of tools that can run without a kbackup config (`replay`, `plan`):
+/// the config's section, `--brokers` replacing only its servers; else `--brokers`; else env
+/// `KAFKA_BROKERS`. The environment never overrides a config. `None` when nothing names a broker.
+pub fn kafka_for(config: Option<&std::path::Path>, brokers: Option<&str>) -> anyhow::Result<Option<crate::config::KafkaConfig>> {
+    let kafka = match (config, brokers) {
+        (Some(path), b) => {
+            let mut k = crate::config::Config::load(path).map_err(|e| ExitError { code: 2, message: e.to_string() })?.kafka;
+            if let Some(b) = b {
+                k.brokers = b.to_string();
+            }
+            Some(k)
+        }
+        (None, Some(b)) => Some(crate::config::KafkaConfig::for_brokers(b)),
+        (None, None) => std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()).map(crate::config::KafkaConfig::for_brokers),
+    };
+    Ok(kafka)
+}
+
 /// Loads the config, mapping any problem to exit code 2. Secor properties are mapped, with one
 /// warning listing the keys kbackup does not use.
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<crate::config::Config> {

@@ -71,18 +71,7 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.job_config).with_context(|| format!("reading {}", a.job_config.display()))?;
     let job: Value = serde_json::from_str(&text).map_err(|e| usage(format!("{}: not JSON: {e}", a.job_config.display())))?;
-    let kafka = match (&a.config, &a.brokers) {
-        (Some(path), b) => {
-            let mut k = crate::config::Config::load(path).map_err(|e| usage(e.to_string()))?.kafka;
-            if let Some(b) = b {
-                k.brokers = b.clone();
-            }
-            Some(k)
-        }
-        (None, Some(b)) => Some(crate::config::KafkaConfig::for_brokers(b.clone())),
-        // The environment never overrides a config: it is only the last resort.
-        (None, None) => std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()).map(crate::config::KafkaConfig::for_brokers),
-    };
+    let kafka = crate::cmd::kafka_for(a.config.as_deref(), a.brokers.as_deref())?;
     let count = match (a.partitions, &a.topic) {
         (Some(n), _) => n,
         (None, Some(topic)) => {

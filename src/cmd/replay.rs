@@ -98,20 +98,8 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     // The config's [kafka] section (security settings, message.max.bytes, ...) applies to the
     // producer too; --brokers only replaces the servers.
-    let kafka = match (&a.brokers, &a.select.config) {
-        (b, Some(c)) => {
-            let mut k = crate::config::Config::load(c).map_err(|e| usage(e.to_string()))?.kafka;
-            if let Some(b) = b {
-                k.brokers = b.clone();
-            }
-            k
-        }
-        (Some(b), None) => crate::config::KafkaConfig::for_brokers(b.clone()),
-        (None, None) => match std::env::var("KAFKA_BROKERS").ok().filter(|b| !b.is_empty()) {
-            Some(b) => crate::config::KafkaConfig::for_brokers(b),
-            None => return Err(usage("--brokers (or KAFKA_BROKERS) is needed without --config".into())),
-        },
-    };
+    let kafka = crate::cmd::kafka_for(a.select.config.as_deref(), a.brokers.as_deref())?
+        .ok_or_else(|| usage("--brokers (or KAFKA_BROKERS) is needed without --config".into()))?;
     let brokers = kafka.brokers.clone();
     if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
         return Err(usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", a.partitioner).to_lowercase()));
