@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::naming::{FileLayout, FilePattern, LayoutError};
+use crate::naming::{FileLayout, LayoutError};
 
 /// Default file name pattern: Sunbird's `{partition}-{kafkaPartition}-{currentTimestamp}.json`.
 pub const DEFAULT_FILE_PATTERN: &str = "{partition}-{kafkaPartition}-{currentTimestamp}.json";
@@ -410,13 +410,12 @@ impl Config {
             if t.date_format.contains('/') {
                 return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
             }
-            let pattern = FilePattern::parse(&t.file_pattern).map_err(|e| ConfigError::invalid(k("file_pattern"), e.to_string()))?;
-            FileLayout::new(t).map_err(|e| match e {
+            let layout = FileLayout::new(t).map_err(|e| match e {
                 LayoutError::Date(e) => ConfigError::invalid(k("date_format"), e.to_string()),
                 e => ConfigError::invalid(k("file_pattern"), e.to_string()),
             })?;
             // Two topics writing the same names under one path would overwrite each other.
-            if !pattern.has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
+            if !layout.pattern().has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
                 return Err(ConfigError::invalid(
                     k("path"),
                     format!("path `{}` is used by another topic; give each topic its own path or put {{topic}} in file_pattern", t.path),

@@ -464,6 +464,11 @@ impl FileLayout {
         dirs
     }
 
+    /// The topic's own pattern.
+    pub fn pattern(&self) -> &FilePattern {
+        &self.pattern
+    }
+
     /// The date format of names.
     pub fn dates(&self) -> &DateFormat {
         &self.dates

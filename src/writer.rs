@@ -38,7 +38,7 @@ use crate::failpoint;
 use crate::health::Health;
 use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
 use crate::metrics as m;
-use crate::naming::{FileLayout, FilePattern, NameContext, UploadClock};
+use crate::naming::{FileLayout, NameContext, UploadClock};
 use crate::routing::{DateSource, Route, Router};
 use crate::storage::Storage;
 use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
@@ -225,7 +225,7 @@ pub fn run(
     for (i, t) in config.topics.iter().enumerate() {
         routers.push(Router::new(t, i)?);
         let layout = FileLayout::new(t)?;
-        if !FilePattern::parse(&t.file_pattern)?.is_partition_filterable() {
+        if !layout.pattern().is_partition_filterable() {
             warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
         }
         topics.push(TopicRuntime {
