@@ -53,23 +53,21 @@ impl DateFormat {
         let mut shape = Vec::new();
         let (mut y, mut m, mut d, mut j) = (false, false, false, false);
         for item in StrftimeItems::new(format) {
+            let literal = match &item {
+                Item::Literal(s) | Item::Space(s) => Some(*s),
+                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => Some(&**s),
+                _ => None,
+            };
+            if let Some(s) = literal {
+                for c in s.chars() {
+                    if c.is_ascii_digit() || c == '/' {
+                        return Err(unreadable());
+                    }
+                    shape.push(Some(c));
+                }
+                continue;
+            }
             match item {
-                Item::Literal(s) | Item::Space(s) => {
-                    for c in s.chars() {
-                        if c.is_ascii_digit() || c == '/' {
-                            return Err(unreadable());
-                        }
-                        shape.push(Some(c));
-                    }
-                }
-                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => {
-                    for c in s.chars() {
-                        if c.is_ascii_digit() || c == '/' {
-                            return Err(unreadable());
-                        }
-                        shape.push(Some(c));
-                    }
-                }
                 Item::Numeric(n, Pad::Zero) => {
                     let width = match n {
                         Numeric::Year => {
