@@ -80,8 +80,9 @@ type RouteKey = (Option<Arc<str>>, bool, Arc<str>);
 #[derive(Default)]
 struct Places {
     ids: HashMap<(String, String), Place>,
-    /// Routes already interned, so the hot Kafka loop allocates nothing per message.
-    routes: HashMap<RouteKey, Place>,
+    /// Routes already interned, with their date read back, so the hot Kafka loop allocates and
+    /// parses nothing per message.
+    routes: HashMap<RouteKey, (Place, Option<NaiveDate>)>,
 }
 
 impl Places {
@@ -90,14 +91,17 @@ impl Places {
         *self.ids.entry((dir.to_string(), date.to_string())).or_insert(n)
     }
 
-    /// Where the writer puts a message with this route.
-    fn of_route(&mut self, layout: &FileLayout, r: &Route) -> Place {
-        if let Some(id) = self.routes.get(&(r.prefix.clone(), r.to_error_path, r.date.clone())) {
-            return *id;
+    /// Where the writer puts a message with this route, and the route's day (`None` if its date
+    /// string is not one, e.g. an `invalid_date` in another form).
+    fn of_route(&mut self, layout: &FileLayout, r: &Route) -> (Place, Option<NaiveDate>) {
+        let key = (r.prefix.clone(), r.to_error_path, r.date.clone());
+        if let Some(found) = self.routes.get(&key) {
+            return *found;
         }
         let id = self.id(&layout.dir(r.prefix.as_deref(), r.to_error_path), &r.date);
-        self.routes.insert((r.prefix.clone(), r.to_error_path, r.date.clone()), id);
-        id
+        let day = NaiveDate::parse_from_str(&r.date, layout.dates().as_str()).ok();
+        self.routes.insert(key, (id, day));
+        (id, day)
     }
 
     /// Where a stored file is.
@@ -202,11 +206,8 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         bar.set_message(format!("partition {p}: reading Kafka [{low}, {high})"));
         read_partition(&consumer, &name, p, low, high, |offset, value, record_ms| {
             let route = router.route(Some(value), record_ms);
-            let date_ok = match NaiveDate::parse_from_str(&route.date, layout.dates().as_str()) {
-                Ok(d) => in_range(d),
-                Err(_) => true,
-            };
-            let place = places.of_route(&layout, &route);
+            let (place, day) = places.of_route(&layout, &route);
+            let date_ok = day.is_none_or(in_range);
             let required = offset < required_below && (date_ok || matches!(route.source, DateSource::Invalid(_)));
             tally.kafka(offset, fingerprint(value), mid_hash(value), place, required);
         })?;
