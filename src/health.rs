@@ -53,7 +53,10 @@ impl Health {
     pub fn live(&self) -> Result<(), String> {
         let last = self.last_loop_ms.load(Ordering::Relaxed);
         let age = now_ms() - last;
-        if last == 0 || age > LIVE_WINDOW_MS {
+        if last == 0 {
+            return Err("the writer has not started".into());
+        }
+        if age > LIVE_WINDOW_MS {
             return Err(format!("writer loop has not run for {} ms", age));
         }
         Ok(())

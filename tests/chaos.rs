@@ -208,9 +208,13 @@ async fn chaos(params: Params) {
         }
         (kstack.committed(&group, &topic, params.partitions) == end).then_some(())
     });
-    for w in writers {
+    for mut w in writers {
+        // The last restart may be moments old: stop it once it is up, as an operator would.
+        w.wait_live(Duration::from_secs(60));
         peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(w.child.id()));
-        assert_eq!(w.terminate(Duration::from_secs(120)), 0);
+        let log = w.log.clone();
+        let code = w.terminate(Duration::from_secs(120));
+        assert_eq!(code, 0, "a graceful stop failed; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
     }
 
     // Kills are the only way a writer may have ended: none panicked on its own (a debug build's

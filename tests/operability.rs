@@ -74,7 +74,8 @@ async fn metrics_and_readiness_through_a_storage_outage() {
     let text = config(&via_proxy, &container, &group, &topic_section(&topic, "unique/raw", ""), 1)
         .replace("create_container = true", "create_container = true\nrequest_timeout_secs = 3");
     let cfg = write_config(dir.path(), &text);
-    let run = Running::start(&via_proxy, &cfg, dir.path().join("run.log"), &[]);
+    let mut run = Running::start(&via_proxy, &cfg, dir.path().join("run.log"), &[]);
+    run.wait_live(Duration::from_secs(30));
     let base = format!("http://{}", run.metrics_addr());
 
     // Healthy: ready, files uploaded, lag down to 0 on both partitions.

@@ -253,3 +253,26 @@ async fn json_logs_are_json_on_every_line() {
     assert_eq!(stopped["events"].as_u64(), Some(20), "{stopped}");
     assert_eq!(stopped["lost_offsets"].as_u64(), Some(0), "{stopped}");
 }
+
+/// A stop asked for while the writer is still starting (here: its broker never answers) ends the
+/// process cleanly and at once; it used to die by the signal's default action (no exit code).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_startup_exits_cleanly() {
+    let Some(stack) = stack() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (container, group) = (unique("c"), unique("g"));
+    let silent = free_local_addr();
+    let text = config(&stack, &container, &group, &topic_section(&unique("never"), "unique/raw", ""), 3600)
+        .replace(&format!("brokers = \"{}\"", stack.brokers), &format!("brokers = \"{silent}\""));
+    assert!(text.contains(&silent), "the config names the silent broker:\n{text}");
+    let cfg = write_config(dir.path(), &text);
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
+    run.wait_live(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let log = run.log.clone();
+    let code = run.terminate(Duration::from_secs(20));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("stopped before consuming anything"), "{text}");
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+}

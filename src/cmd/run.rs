@@ -26,28 +26,19 @@ pub struct RunArgs {
 
 /// Runs the writer until SIGTERM/Ctrl-C (or until caught up).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.config)?;
-    let storage = Storage::open(&config.storage).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
-    storage.ensure_container(config.storage.create_container).await.with_context(|| format!("storage {}", storage.describe))?;
-    check_topics_exist(&config).await?;
-
-    let health = Arc::new(Health::default());
-    if args.metrics_addr != "off" {
-        let usage = |e: crate::status_server::BindError| ExitError { code: 2, message: e.to_string() };
-        let addr = crate::status_server::resolve(&args.metrics_addr).await.map_err(usage)?;
-        let handle = crate::metrics::install()?;
-        let bound =
-            crate::status_server::serve(addr, handle, health.clone()).await.map_err(|e| match e.downcast::<crate::status_server::BindError>() {
-                Ok(b) => usage(b).into(),
-                Err(e) => e,
-            })?;
-        info!(addr = %bound, "serving /metrics, /health/live, /health/ready");
-    }
+    // Listen before anything slow: a stop asked for during start-up (an orchestrator scaling down
+    // a pod that is still connecting) must end the process cleanly, not by the signal's default.
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_handler(stop.clone());
+    let stopped = spawn_signal_handler(stop.clone())?;
+    let started = tokio::select! {
+        started = start(&args) => started?,
+        _ = stopped => {
+            info!("stopped before consuming anything");
+            return Ok(());
+        }
+    };
+    let (config, storage, health, retention_ms) = started;
     let rt = tokio::runtime::Handle::current();
-    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
     let opts = RunOptions { until_caught_up: args.until_caught_up, retention_ms };
     let summary =
         tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")??;
@@ -66,6 +57,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+type Started = (crate::config::Config, Storage, Arc<Health>, std::collections::HashMap<String, i64>);
+
+/// Everything before the first poll: config, storage, topics, the status server, retention.
+async fn start(args: &RunArgs) -> anyhow::Result<Started> {
+    let config = load_config(&args.config)?;
+    let storage = Storage::open(&config.storage).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
+
+    let health = Arc::new(Health::default());
+    // Start-up counts as a turn of the loop: live while it checks storage and Kafka (each step has
+    // its own timeout, well inside the liveness window), not ready until partitions are assigned.
+    health.loop_ran();
+    if args.metrics_addr != "off" {
+        let usage = |e: crate::status_server::BindError| ExitError { code: 2, message: e.to_string() };
+        let addr = crate::status_server::resolve(&args.metrics_addr).await.map_err(usage)?;
+        let handle = crate::metrics::install()?;
+        let bound =
+            crate::status_server::serve(addr, handle, health.clone()).await.map_err(|e| match e.downcast::<crate::status_server::BindError>() {
+                Ok(b) => usage(b).into(),
+                Err(e) => e,
+            })?;
+        info!(addr = %bound, "serving /metrics, /health/live, /health/ready");
+    }
+    // Live from here on (ready once partitions are assigned), while storage and Kafka are checked.
+    storage.ensure_container(config.storage.create_container).await.with_context(|| format!("storage {}", storage.describe))?;
+    check_topics_exist(&config).await?;
+    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
+    Ok((config, storage, health, retention_ms))
+}
+
 /// Fails before consuming anything if a configured topic does not exist.
 async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()> {
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
@@ -79,22 +100,33 @@ async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()
     Ok(())
 }
 
-/// First SIGTERM/SIGINT: graceful stop. Second: exit at once (uncommitted events are re-read).
-fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+/// First SIGTERM/SIGINT: graceful stop (the returned receiver fires). Second: exit at once
+/// (uncommitted events are re-read).
+///
+/// The listeners are registered before this returns, so a signal sent from then on is seen.
+fn spawn_signal_handler(stop: Arc<AtomicBool>) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         for n in 0.. {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
+                _ = int.recv() => {},
                 _ = term.recv() => {},
             }
             if n == 0 {
                 info!("signal received: finishing uploads and committing (send again to exit at once)");
                 stop.store(true, Ordering::Relaxed);
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
             } else {
                 warn!("second signal: exiting without finishing; uncommitted events will be re-read");
                 std::process::exit(130);
             }
         }
     });
+    Ok(rx)
 }

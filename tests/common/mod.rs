@@ -298,6 +298,25 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// A loopback address with a port nobody listens on right now.
+pub fn free_local_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A plain HTTP/1.0 GET: `(status, body)`, or None if nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
 /// A `kbackup` child process with the stack's environment.
 pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kbackup"));
@@ -318,6 +337,8 @@ pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
 pub struct Running {
     pub child: Child,
     pub log: PathBuf,
+    /// Where it serves /metrics and /health/* (chosen by the test, so no log line is needed).
+    metrics: Option<String>,
 }
 
 impl Running {
@@ -328,15 +349,19 @@ impl Running {
     pub fn start_with_env(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
-        // Many writers run at once in the tests: each takes an ephemeral metrics port.
+        // Many writers run at once in the tests: each gets a free port of its own.
+        let metrics = match extra.iter().position(|a| *a == "--metrics-addr") {
+            Some(i) => extra.get(i + 1).filter(|a| **a != "off").map(|a| a.to_string()),
+            None => Some(free_local_addr()),
+        };
         if !extra.contains(&"--metrics-addr") {
-            args.extend_from_slice(&["--metrics-addr", "127.0.0.1:0"]);
+            args.extend_from_slice(&["--metrics-addr", metrics.as_deref().unwrap()]);
         }
         args.extend_from_slice(extra);
         let mut cmd = kbackup(stack, &args);
         cmd.envs(env.iter().copied());
         let child = cmd.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
-        Running { child, log }
+        Running { child, log, metrics }
     }
 
     /// Sends SIGTERM and waits for exit; returns the exit code.
@@ -361,13 +386,20 @@ impl Running {
         }
     }
 
-    /// The address the writer serves /metrics on, once it has logged it.
+    /// The address the writer serves /metrics on.
     pub fn metrics_addr(&self) -> String {
-        wait_for("the metrics address in the log", Duration::from_secs(30), || {
-            let log = self.log_text();
-            let line = log.lines().find(|l| l.contains("serving /metrics"))?;
-            Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_string())
-        })
+        self.metrics.clone().expect("this writer runs with --metrics-addr off")
+    }
+
+    /// Waits until the writer answers /health/live: it has started and handles signals.
+    pub fn wait_live(&mut self, timeout: Duration) {
+        let addr = self.metrics_addr();
+        wait_for("the writer to answer /health/live", timeout, || {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("kbackup exited ({s}) before it was live; log:\n{}", self.log_text());
+            }
+            (http_get(&addr, "/health/live").map(|(status, _)| status) == Some(200)).then_some(())
+        });
     }
 
     pub fn log_text(&self) -> String {
