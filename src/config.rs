@@ -189,6 +189,18 @@ impl Compression {
     }
 }
 
+/// What each line of a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The message value, as Secor writes it (Sunbird's readers need this).
+    #[default]
+    Value,
+    /// The whole record as a JSON envelope (partition, offset, timestamp, key, headers,
+    /// value; see `record.rs`), in files named `….records.json[.gz]`.
+    Record,
+}
+
 /// One `[[topic]]`: a Kafka topic and how its files are laid out.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +212,9 @@ pub struct TopicConfig {
     /// File name pattern (Secor: `secor.s3.output_file_pattern`).
     #[serde(default = "default_pattern")]
     pub file_pattern: String,
+    /// `value` (default, Secor's lines) or `record` (the whole Kafka record per line).
+    #[serde(default)]
+    pub format: Format,
     /// `gzip` (default) or `none` (Secor: `secor.compression.codec`).
     #[serde(default = "default_compression")]
     pub compression: Compression,
@@ -410,6 +425,12 @@ impl Config {
             if t.date_format.contains('/') {
                 return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
             }
+            if t.file_pattern.ends_with(crate::naming::RECORDS_SUFFIX) {
+                return Err(ConfigError::invalid(
+                    k("file_pattern"),
+                    format!("must not end with `{}`: that marks record files, and format = \"record\" adds it", crate::naming::RECORDS_SUFFIX),
+                ));
+            }
             let layout = FileLayout::new(t).map_err(|e| match e {
                 LayoutError::Date(e) => ConfigError::invalid(k("date_format"), e.to_string()),
                 e => ConfigError::invalid(k("file_pattern"), e.to_string()),
@@ -562,6 +583,8 @@ mod tests {
             (format!("{GOOD}\nfile_pattern = \"{{partition}}.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{kafkaPartition}}{{currentTimestamp}}.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\ndate_format = \"%Y-%m\""), "topic[0].date_format"),
+            (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{currentTimestamp}}.records.json\""), "topic[0].file_pattern"),
+            (format!("{GOOD}\nformat = \"avro\""), "format"),
             (format!("{GOOD}\ndate_format = \"%b %d %Y\""), "topic[0].date_format"),
             (format!("{GOOD}\ncompression = \"zstd\""), "compression"),
             (GOOD.replace("az://telemetry-data-store", "s4://x"), "storage.url"),

@@ -166,6 +166,22 @@ fn listed(key: &str, list: &[&str]) -> bool {
 /// Whether a `[kafka.properties]` entry applies to a client of `role`: everything that is not
 /// specific to the other side (security, TLS, SASL, `message.max.bytes`, timeouts, ...) goes to
 /// every client, so every command reaches a secured cluster the way `run` does.
+/// Appends a consumed message's record envelope (`format = "record"`) to `out`; the writer and
+/// `verify` both use it, so what verify expects is byte for byte what the writer stores.
+/// `value_is_json`: the router validated the value as JSON.
+pub fn encode_record<M: rdkafka::message::Message>(out: &mut Vec<u8>, m: &M, value_is_json: bool) {
+    use crate::record::{RecordView, TimestampKind};
+    use rdkafka::message::{Headers, Timestamp};
+    let timestamp = match m.timestamp() {
+        Timestamp::CreateTime(t) => Some((t, TimestampKind::Create)),
+        Timestamp::LogAppendTime(t) => Some((t, TimestampKind::LogAppend)),
+        Timestamp::NotAvailable => None,
+    };
+    let view = RecordView { partition: Some(m.partition()), offset: Some(m.offset()), timestamp, key: m.key(), value: m.payload(), value_is_json };
+    let headers = m.headers().into_iter().flat_map(|h| h.iter().map(|h| (h.key, h.value)));
+    crate::record::encode(out, &view, headers);
+}
+
 pub fn applies(key: &str, role: Role) -> bool {
     match role {
         Role::Group | Role::Reader => !listed(key, PRODUCER_ONLY),

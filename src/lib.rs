@@ -23,6 +23,7 @@ pub mod partitioner;
 pub mod plan;
 pub mod producer;
 pub mod progress;
+pub mod record;
 pub mod routing;
 pub mod sample;
 pub mod seal;

@@ -369,6 +369,21 @@ pub struct ParsedName {
     pub kafka_partition: Option<i32>,
     pub timestamp_ms: Option<i64>,
     pub gzip: bool,
+    /// A `format = "record"` file (`….records.json`): one record envelope per line.
+    pub records: bool,
+}
+
+/// What marks a record file's name: the pattern's `.json` (or its end) becomes this.
+pub const RECORDS_SUFFIX: &str = ".records.json";
+
+/// The name of a record file rendered by a pattern: a trailing `.json` becomes
+/// `.records.json`, otherwise `.records.json` is appended.
+fn records_name(mut name: String) -> String {
+    if name.ends_with(".json") {
+        name.truncate(name.len() - ".json".len());
+    }
+    name.push_str(RECORDS_SUFFIX);
+    name
 }
 
 /// Where one topic's files live and what they are called: the writer names files with it and
@@ -382,6 +397,7 @@ pub struct FileLayout {
     dates: DateFormat,
     topic: String,
     extension: &'static str,
+    records: bool,
 }
 
 /// Sunbird's two name forms, which stay readable whatever a topic's pattern is today.
@@ -427,6 +443,7 @@ impl FileLayout {
             dates,
             topic: t.name.clone(),
             extension: t.compression.extension(),
+            records: t.format == crate::config::Format::Record,
         })
     }
 
@@ -440,6 +457,7 @@ impl FileLayout {
             dates: DateFormat::default(),
             topic: String::new(),
             extension: ".gz",
+            records: false,
         }
     }
 
@@ -475,7 +493,9 @@ impl FileLayout {
     /// The blob key of a new file: `<base>/[<prefix>/]<name><ext>`, `<base>` being `error_path`
     /// for invalid messages when one is configured.
     pub fn key(&self, prefix: Option<&str>, error: bool, ctx: &NameContext<'_>) -> String {
-        blob_key(self.base(error), prefix, &self.pattern.render(ctx), self.extension)
+        let name = self.pattern.render(ctx);
+        let name = if self.records { records_name(name) } else { name };
+        blob_key(self.base(error), prefix, &name, self.extension)
     }
 
     /// The directory a file of this route lands in (what [`key`](Self::key) puts before the name).
@@ -495,20 +515,28 @@ impl FileLayout {
 
     /// Parses a blob's file name (the part after the last `/`): the topic's own pattern first,
     /// then Sunbird's new and old forms. `.gz` is optional whatever the topic's compression
-    /// (a topic's compression may have changed over the years).
+    /// (a topic's compression may have changed over the years), and so is the record marker
+    /// (a topic's format may have changed too): the name says which one a file holds.
     pub fn parse(&self, key: &str) -> Option<ParsedName> {
         let file = key.rsplit('/').next()?;
         let (stem, gzip) = match file.strip_suffix(".gz") {
             Some(s) => (s, true),
             None => (file, false),
         };
+        // A record file's stem is read as the name it was rendered from: with `.json`, or
+        // without it for a pattern that has none (the pattern itself tells which).
+        let (stems, records) = match stem.strip_suffix(RECORDS_SUFFIX) {
+            Some(base) => ([Some(format!("{base}.json")), Some(base.to_string())], true),
+            None => ([Some(stem.to_string()), None], false),
+        };
         let default_dates = DateFormat::default();
         let tries = std::iter::once((&self.pattern, &self.dates))
             .chain(legacy_patterns().iter().map(|p| (p, &self.dates)))
             .chain(legacy_patterns().iter().map(|p| (p, &default_dates)));
         tries
-            .filter_map(|(p, d)| p.read(stem, d, &self.topic))
-            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip })
+            .flat_map(|(p, d)| stems.iter().flatten().map(move |s| (p, d, s)))
+            .filter_map(|(p, d, s)| p.read(s, d, &self.topic))
+            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip, records })
             .next()
     }
 }
@@ -654,9 +682,11 @@ mod tests {
             NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
             NaiveDate::from_ymd_opt(2099, 12, 31).unwrap(),
         ];
-        for pat in patterns {
+        for (pat, format) in patterns.iter().flat_map(|p| [(*p, crate::config::Format::Value), (*p, crate::config::Format::Record)]) {
             for fmt in formats {
-                let t = topic(pat, fmt);
+                let mut t = topic(pat, fmt);
+                t.format = format;
+                let records = format == crate::config::Format::Record;
                 crate::config::Config::parse(&format!("[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='{}'\npath='unique/raw'\nfile_pattern='{pat}'\ndate_format='{fmt}'\n", t.name), "t")
                     .unwrap_or_else(|e| panic!("{pat} / {fmt} should be accepted: {e}"));
                 let layout = FileLayout::new(&t).unwrap();
@@ -680,6 +710,12 @@ mod tests {
                             assert_eq!(n.kafka_partition, has("{kafkaPartition}").then_some(part), "{key}");
                             assert_eq!(n.timestamp_ms, has("{currentTimestamp}").then_some(ms), "{key}");
                             assert!(n.gzip, "{key}");
+                            assert_eq!(n.records, records, "{key}");
+                            assert_eq!(key.contains(".records.json"), records, "the name shows the format: {key}");
+                            if pat == crate::config::DEFAULT_FILE_PATTERN && fmt == "%Y-%m-%d" {
+                                // Tools run with a bare --url read both formats of the default names.
+                                assert_eq!(FileLayout::bare("unique/raw").parse(&key).as_ref(), Some(&n), "{key}");
+                            }
                         }
                     }
                 }

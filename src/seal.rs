@@ -38,6 +38,14 @@ pub fn reader<'a>(key: &str, stored: &'a [u8]) -> Box<dyn std::io::Read + 'a> {
     }
 }
 
+/// The lines of a stored blob, decompressed, each without its `\n` — how every reader
+/// (`cat`, `replay`, `verify`, `repartition`) reads a backup file. An `Err` item means the
+/// file is corrupt or truncated from there on.
+pub fn lines<'a>(key: &str, stored: &'a [u8]) -> std::io::Split<std::io::BufReader<Box<dyn std::io::Read + 'a>>> {
+    use std::io::BufRead;
+    std::io::BufReader::with_capacity(1 << 20, reader(key, stored)).split(b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -322,6 +322,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 name: name.clone(),
                 path: path.clone(),
                 file_pattern: file_pattern.clone(),
+                format: crate::config::Format::Value,
                 compression,
                 compression_level: 1,
                 timestamp_fields: timestamp_fields.clone(),

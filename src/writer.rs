@@ -33,7 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
 use crate::commit::CommitTracker;
-use crate::config::{Compression, Config, TopicConfig};
+use crate::config::{Compression, Config, Format, TopicConfig};
 use crate::failpoint;
 use crate::health::Health;
 use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
@@ -161,6 +161,8 @@ struct Writer {
     health: Arc<Health>,
     opts: RunOptions,
     summary: RunSummary,
+    /// The current message's record envelope, for `format = "record"` topics (reused).
+    scratch: Vec<u8>,
 }
 
 /// The consumer context: routes rebalance callbacks into the writer.
@@ -282,6 +284,7 @@ pub fn run(
         health: health.clone(),
         opts,
         summary: RunSummary::default(),
+        scratch: Vec::new(),
     }));
 
     let generation = Arc::new(AtomicU64::new(0));
@@ -516,6 +519,14 @@ impl Writer {
         }
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
+        // What the file gets: the value (Secor's lines) or the whole record.
+        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg.format == Format::Record {
+            self.scratch.clear();
+            crate::consumer::encode_record(&mut self.scratch, m, route.line_breaks.is_some());
+            (&self.scratch, Some(false))
+        } else {
+            (payload, route.line_breaks)
+        };
         topic.events.increment(1);
         topic.bytes.increment(payload.len() as u64);
         match route.source {
@@ -552,7 +563,7 @@ impl Writer {
                             Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
                         });
                         let before = buf.charged();
-                        if buf.append_checked(off, payload, route.line_breaks) {
+                        if buf.append_checked(off, line, line_breaks) {
                             self.summary.newlines_replaced += 1;
                         }
                         track.consumed(off);
@@ -572,7 +583,7 @@ impl Writer {
             Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
         });
         let before = buf.charged();
-        if buf.append_checked(off, payload, route.line_breaks) {
+        if buf.append_checked(off, line, line_breaks) {
             self.summary.newlines_replaced += 1;
         }
         track.consumed(off);

@@ -16,6 +16,18 @@ pub struct CatArgs {
     /// Skip corrupt or truncated files (named on stderr) instead of stopping at the first one.
     #[arg(long)]
     pub skip_corrupt: bool,
+    /// Print every line in this form, whatever the file holds: `value` (the message value, as
+    /// Secor stores it) or `record` (the record envelope; from value files only the partition
+    /// and value are known). Default: each file's lines as stored.
+    #[arg(long, value_enum)]
+    pub format: Option<CatFormat>,
+}
+
+/// The form `cat --format` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CatFormat {
+    Value,
+    Record,
 }
 
 /// Writes every line of every selected file, in (date, partition, timestamp) order.
@@ -29,7 +41,16 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
     let mut corrupt = 0;
     for l in &listed {
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
-        let result = copy(&mut crate::seal::reader(&l.key, &raw), &mut out);
+        let convert = match a.format {
+            Some(CatFormat::Value) => l.name.records,
+            Some(CatFormat::Record) => !l.name.records,
+            None => false,
+        };
+        let result = if convert {
+            convert_lines(&l.key, &raw, l.name.records, l.kafka_partition, &mut out)
+        } else {
+            copy(&mut crate::seal::reader(&l.key, &raw), &mut out)
+        };
         match result {
             Ok(()) => {}
             Err(CopyError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
@@ -61,6 +82,27 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
 enum CopyError {
     Input(std::io::Error),
     Output(std::io::Error),
+}
+
+/// Prints a file's lines in the other form: a record's value, or a value as a record.
+fn convert_lines(key: &str, stored: &[u8], records: bool, partition: Option<i32>, w: &mut dyn Write) -> Result<(), CopyError> {
+    let mut line_out = Vec::new();
+    for (n, line) in crate::seal::lines(key, stored).enumerate() {
+        let line = line.map_err(CopyError::Input)?;
+        line_out.clear();
+        if records {
+            let r = crate::record::decode(&line)
+                .map_err(|e| CopyError::Input(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", n + 1))))?;
+            line_out.extend_from_slice(&r.value_line());
+        } else {
+            let is_json = std::str::from_utf8(&line).ok().and_then(|t| crate::routing::find_fields(t, &[])).is_some();
+            let view = crate::record::RecordView { partition, value: Some(&line), value_is_json: is_json, ..Default::default() };
+            crate::record::encode(&mut line_out, &view, []);
+        }
+        line_out.push(b'\n');
+        w.write_all(&line_out).map_err(CopyError::Output)?;
+    }
+    Ok(())
 }
 
 fn copy(r: &mut dyn Read, w: &mut dyn Write) -> Result<(), CopyError> {

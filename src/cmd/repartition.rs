@@ -2,7 +2,6 @@
 //! beside the originals, so WFS can run per partition over history too.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 
 use anyhow::Context;
 use object_store::path::Path as ObjectPath;
@@ -66,10 +65,9 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     for l in old {
         let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
         let gz = l.key.ends_with(".gz");
-        let reader = crate::seal::reader(&l.key, &raw);
         // Lines keep their order within each new file.
         let mut by_part: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
-        for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+        for line in crate::seal::lines(&l.key, &raw) {
             let line = line.with_context(|| format!("{}: corrupt or truncated", l.key))?;
             let p = match key_of(&line, &paths) {
                 Some(k) if a.partitioner == HashPartitioner::Murmur2 => murmur2_partition(k.as_bytes(), count),

@@ -2,7 +2,7 @@
 //! resumable, rate-limited.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,9 @@ use rdkafka::ClientContext;
 use crate::cmd::ls::SelectArgs;
 use crate::cmd::ExitError;
 use crate::event_date::FieldValue;
+use crate::listing::Listed;
 use crate::partitioner::{java_hashcode_partition, murmur2_partition};
+use crate::record::Record;
 use crate::routing::find_fields;
 
 /// How each event's target partition is chosen.
@@ -45,9 +47,10 @@ pub struct ReplayArgs {
     pub brokers: Option<String>,
     #[arg(long, value_enum, default_value_t = PartitionerArg::Same)]
     pub partitioner: PartitionerArg,
-    /// Fields whose first present value becomes the message key, e.g. context.did,mid. Without
-    /// it events are sent unkeyed. Backups in Secor's format keep only each message's value:
-    /// original keys, headers and record timestamps are not restored.
+    /// Fields whose first present value becomes the message key, e.g. context.did,mid. Record
+    /// files (format = "record") restore their original keys, headers, timestamps and
+    /// partitions without it (given, it replaces the key). Value files (Secor's format) keep only
+    /// each message's value: without --key their events are sent unkeyed.
     #[arg(long, value_delimiter = ',')]
     pub key: Vec<String>,
     /// At most this many events per second (at least 1).
@@ -56,6 +59,15 @@ pub struct ReplayArgs {
     /// Count events per target partition; send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print one line per record that would be sent (partition, offset, key,
+    /// timestamp, headers, value size). Record files only.
+    #[arg(long, requires = "dry_run")]
+    pub show: bool,
+    /// Send each partition's records in their original offset order, merging the partition's
+    /// files across dates (record files only; holds one partition's selected records in
+    /// memory). Needed to restore a compacted topic, where the last value of a key wins.
+    #[arg(long)]
+    pub offset_order: bool,
     /// Progress file: finished files (and how far a stopped one got) are skipped on restart.
     /// Default: .kbackup-replay-<topic>.progress
     #[arg(long)]
@@ -101,13 +113,20 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let kafka = crate::cmd::kafka_for(a.select.config.as_deref(), a.brokers.as_deref())?
         .ok_or_else(|| usage("--brokers (or KAFKA_BROKERS) is needed without --config".into()))?;
     let brokers = kafka.brokers.clone();
-    if a.partitioner != PartitionerArg::Same && a.key.is_empty() {
+    // Record files carry their keys; value files only have what --key finds in the value.
+    let value_files = listed.iter().filter(|l| !l.name.records).count();
+    if a.partitioner != PartitionerArg::Same && a.key.is_empty() && value_files > 0 {
         return Err(usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", a.partitioner).to_lowercase()));
+    }
+    if a.offset_order && value_files > 0 {
+        return Err(usage(format!(
+            "--offset-order needs record files (format = \"record\"): {value_files} selected file(s) hold values only, without offsets"
+        )));
     }
     if listed.is_empty() {
         eprintln!("warning: no backup file matched the selection (dates, partitions, path): nothing to replay");
     }
-    if a.key.is_empty() {
+    if a.key.is_empty() && value_files > 0 {
         eprintln!(
             "warning: no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
         );
@@ -181,12 +200,22 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
 
     let total: u64 = todo.iter().map(|l| l.size).sum();
-    let mut bar =
+    let bar =
         crate::progress::Progress::new(total, "{spinner} {bytes}/{total_bytes} stored bytes, {msg} [{elapsed_precise}, ETA {eta}]", "stored bytes");
-    let started = Instant::now();
-    let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
-    let (mut events, mut unkeyed) = (0u64, 0u64);
-    let mut rr = 0i32;
+    let mut s = Sender {
+        a: &a,
+        producer: producer.as_ref(),
+        paths,
+        target_parts,
+        started: Instant::now(),
+        per_partition: BTreeMap::new(),
+        events: 0,
+        unkeyed: 0,
+        tombstones: 0,
+        rr: 0,
+        sent_in_file: todo.iter().map(|l| progress.get(&l.key).copied().flatten().unwrap_or(0)).collect(),
+        bar,
+    };
     let check_failed = || -> anyhow::Result<()> {
         match failed.load(Ordering::Relaxed) {
             0 => Ok(()),
@@ -210,96 +239,235 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    for (fi, l) in todo.iter().enumerate() {
-        let skip = progress.get(&l.key).copied().flatten().unwrap_or(0);
-        let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
-        let reader = crate::seal::reader(&l.key, &raw);
-        let mut in_file = 0u64;
-        for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
-            let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
-            in_file += 1;
-            if in_file <= skip {
-                continue;
-            }
-            let key = if paths.is_empty() { None } else { key_of(&line, &paths) };
-            let partition = match (a.partitioner, &key) {
-                (PartitionerArg::Same, _) => l.kafka_partition.expect("checked: new names only"),
-                (PartitionerArg::Murmur2, Some(k)) => murmur2_partition(k.as_bytes(), target_parts),
-                (PartitionerArg::JavaHashcode, Some(k)) => java_hashcode_partition(k, target_parts),
-                (_, None) => {
-                    // No key field at all: spread evenly, as an unkeyed producer would.
-                    unkeyed += 1;
-                    rr = (rr + 1) % target_parts;
-                    rr
-                }
-            };
-            *per_partition.entry(partition).or_default() += 1;
-            events += 1;
-            if let Some(p) = &producer {
-                let mut rec = BaseRecord::with_opaque_to(&a.to_topic, fi).partition(partition).payload(&line[..]);
-                if let Some(k) = &key {
-                    rec = rec.key(k.as_str());
-                }
-                crate::producer::send_blocking(p, rec).with_context(|| format!("producing to {}", a.to_topic))?;
-            }
-            if let Some(rate) = a.rate {
-                if events % 100 == 0 {
-                    let due = Duration::from_secs_f64(events as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
-            if events % 10_000 == 0 {
-                bar.set_message(format!("{events} events, {:.0} events/s", events as f64 / started.elapsed().as_secs_f64()));
-            }
-            let stopping = stop.load(Ordering::Relaxed);
-            if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
-                if events % PROGRESS_EVERY == 0 {
-                    check_failed()?;
-                    record_done(&mut pending, f)?;
-                }
-                if stopping {
-                    // Everything sent so far is acknowledged before progress is recorded.
-                    p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
-                    check_failed()?;
-                    record_done(&mut pending, f)?;
-                    writeln!(f, "{}\t{in_file}", l.key)?;
-                    f.sync_data()?;
-                }
+    // After each event: progress, and on a signal everything acknowledged is recorded.
+    let mut after_send = |s: &mut Sender<'_>, pending: &mut Vec<(usize, u64)>, open: &[usize]| -> anyhow::Result<()> {
+        let stopping = stop.load(Ordering::Relaxed);
+        if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
+            if s.events % PROGRESS_EVERY == 0 {
+                check_failed()?;
+                record_done(pending, f)?;
             }
             if stopping {
-                bar.finish();
-                return Err(ExitError {
-                    code: 130,
-                    message: format!(
-                        "interrupted after {events} events; progress is in {}, run the same command again to resume",
-                        checkpoint.display()
-                    ),
+                // Everything sent so far is acknowledged before progress is recorded.
+                p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
+                check_failed()?;
+                record_done(pending, f)?;
+                for &fi in open {
+                    writeln!(f, "{}\t{}", todo[fi].key, s.sent_in_file[fi])?;
                 }
-                .into());
+                f.sync_data()?;
             }
         }
-        // Recorded as done once every event of it is acknowledged (checked as replay goes on).
-        pending.push((fi, in_file - skip));
-        bar.inc(l.size);
+        if stopping {
+            s.bar.finish();
+            return Err(ExitError {
+                code: 130,
+                message: format!(
+                    "interrupted after {} events; progress is in {}, run the same command again to resume",
+                    s.events,
+                    checkpoint.display()
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    };
+    if a.offset_order {
+        // One partition at a time: its files' records, merged by offset. Each file holds
+        // ascending offsets, so what is sent of a file is always a prefix of it (resumable).
+        let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (fi, l) in todo.iter().enumerate() {
+            by_partition.entry(l.kafka_partition.unwrap_or(-1)).or_default().push(fi);
+        }
+        for files in by_partition.values() {
+            let mut all: Vec<(i64, usize, Record)> = Vec::new();
+            let mut left: HashMap<usize, u64> = HashMap::new();
+            for &fi in files {
+                let l = todo[fi];
+                let skip = s.sent_in_file[fi];
+                let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+                let mut n = 0u64;
+                for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
+                    let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
+                    n += 1;
+                    if (i as u64) < skip {
+                        continue;
+                    }
+                    let r = decode_line(l, i, &line)?;
+                    all.push((r.offset.unwrap_or(i64::MAX), fi, r));
+                }
+                left.insert(fi, n - skip);
+                if n == skip {
+                    pending.push((fi, 0));
+                }
+                s.bar.inc(l.size);
+            }
+            // Stable: equal offsets (none, in a healthy backup) keep file order.
+            all.sort_by_key(|(o, ..)| *o);
+            for (_, fi, r) in all {
+                s.send_record(fi, todo[fi], r).await?;
+                let n = left.get_mut(&fi).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    pending.push((fi, s.sent_in_file[fi] - progress.get(&todo[fi].key).copied().flatten().unwrap_or(0)));
+                }
+                let open: Vec<usize> = left.iter().filter(|(_, n)| **n > 0).map(|(fi, _)| *fi).collect();
+                after_send(&mut s, &mut pending, &open)?;
+            }
+        }
+    } else {
+        for (fi, l) in todo.iter().enumerate() {
+            let skip = s.sent_in_file[fi];
+            let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+            for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
+                let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
+                if (i as u64) < skip {
+                    continue;
+                }
+                if l.name.records {
+                    let r = decode_line(l, i, &line)?;
+                    s.send_record(fi, l, r).await?;
+                } else {
+                    s.send_value(fi, l, &line).await?;
+                }
+                after_send(&mut s, &mut pending, &[fi])?;
+            }
+            // Recorded as done once every event of it is acknowledged (checked as replay goes on).
+            pending.push((fi, s.sent_in_file[fi] - skip));
+            s.bar.inc(l.size);
+        }
     }
     if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
         p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
         check_failed()?;
         record_done(&mut pending, f)?;
     }
-    bar.finish();
-    let secs = started.elapsed().as_secs_f64();
+    s.bar.finish();
+    let secs = s.started.elapsed().as_secs_f64();
     let verb = if a.dry_run { "would send" } else { "sent" };
-    crate::outln!("{verb} {events} events to {} in {secs:.1}s ({:.0} events/s)", a.to_topic, events as f64 / secs.max(1e-9));
-    for (p, n) in &per_partition {
+    crate::outln!("{verb} {} events to {} in {secs:.1}s ({:.0} events/s)", s.events, a.to_topic, s.events as f64 / secs.max(1e-9));
+    for (p, n) in &s.per_partition {
         crate::outln!("  partition {p}: {n}");
     }
-    if unkeyed > 0 {
-        eprintln!("note: {unkeyed} event(s) had none of the --key fields and were spread round-robin");
+    if s.tombstones > 0 {
+        crate::outln!("  of which tombstones: {}", s.tombstones);
+    }
+    if s.unkeyed > 0 {
+        eprintln!("note: {} event(s) had no key (none of the --key fields) and were spread round-robin", s.unkeyed);
     }
     Ok(())
+}
+
+fn decode_line(l: &Listed, i: usize, line: &[u8]) -> anyhow::Result<Record> {
+    crate::record::decode(line).with_context(|| format!("{} line {}: not recorded as done", l.key, i + 1))
+}
+
+/// Sends events one at a time: picks the partition, keeps the counts, honours `--rate`.
+struct Sender<'a> {
+    a: &'a ReplayArgs,
+    producer: Option<&'a ThreadedProducer<Ctx>>,
+    paths: Vec<Vec<String>>,
+    target_parts: i32,
+    started: Instant,
+    per_partition: BTreeMap<i32, u64>,
+    events: u64,
+    unkeyed: u64,
+    tombstones: u64,
+    rr: i32,
+    /// Lines of each file sent so far (from the checkpoint on a resumed run).
+    sent_in_file: Vec<u64>,
+    bar: crate::progress::Progress,
+}
+
+impl Sender<'_> {
+    fn partition(&mut self, l: &Listed, recorded: Option<i32>, key: Option<&[u8]>) -> i32 {
+        match (self.a.partitioner, key) {
+            (PartitionerArg::Same, _) => recorded.or(l.kafka_partition).expect("checked: new names only"),
+            (PartitionerArg::Murmur2, Some(k)) => murmur2_partition(k, self.target_parts),
+            (PartitionerArg::JavaHashcode, Some(k)) => java_hashcode_partition(&String::from_utf8_lossy(k), self.target_parts),
+            (_, None) => {
+                // No key at all: spread evenly, as an unkeyed producer would.
+                self.unkeyed += 1;
+                self.rr = (self.rr + 1) % self.target_parts;
+                self.rr
+            }
+        }
+    }
+
+    /// A line of a value file: keyed by `--key`, no headers, a new record time.
+    async fn send_value(&mut self, fi: usize, l: &Listed, line: &[u8]) -> anyhow::Result<()> {
+        let key = if self.paths.is_empty() { None } else { key_of(line, &self.paths) };
+        let partition = self.partition(l, None, key.as_deref().map(str::as_bytes));
+        if let Some(p) = self.producer {
+            let mut rec = BaseRecord::with_opaque_to(&self.a.to_topic, fi).partition(partition).payload(line);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_str());
+            }
+            crate::producer::send_blocking(p, rec).with_context(|| format!("producing to {}", self.a.to_topic))?;
+        }
+        self.sent(fi, partition).await;
+        Ok(())
+    }
+
+    /// A record: its own key (unless `--key` picks one from the value), headers, timestamp
+    /// and partition; a tombstone stays a tombstone.
+    async fn send_record(&mut self, fi: usize, l: &Listed, r: Record) -> anyhow::Result<()> {
+        let picked = match (&r.value, self.paths.is_empty()) {
+            (Some(v), false) => key_of(v, &self.paths).map(String::into_bytes),
+            _ => None,
+        };
+        let key = picked.or(r.key);
+        let partition = self.partition(l, r.partition, key.as_deref());
+        if r.value.is_none() {
+            self.tombstones += 1;
+        }
+        if self.a.dry_run && self.a.show {
+            crate::outln!(
+                "partition {partition} offset {} key {} timestamp {} headers {} value {}",
+                r.offset.map_or("-".into(), |o| o.to_string()),
+                key.as_deref().map_or("-".into(), |k| String::from_utf8_lossy(k).into_owned()),
+                r.timestamp.map_or("-".into(), |t| t.0.to_string()),
+                r.headers.len(),
+                r.value.as_ref().map_or("tombstone".into(), |v| format!("{} bytes", v.len()))
+            );
+        }
+        if let Some(p) = self.producer {
+            let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header { key: k, value: v.as_deref() });
+            }
+            let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&self.a.to_topic, fi).partition(partition).headers(headers);
+            if let Some(v) = &r.value {
+                rec = rec.payload(&v[..]);
+            }
+            if let Some(k) = &key {
+                rec = rec.key(&k[..]);
+            }
+            if let Some((ts, _)) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            crate::producer::send_blocking(p, rec).with_context(|| format!("producing to {}", self.a.to_topic))?;
+        }
+        self.sent(fi, partition).await;
+        Ok(())
+    }
+
+    async fn sent(&mut self, fi: usize, partition: i32) {
+        *self.per_partition.entry(partition).or_default() += 1;
+        self.events += 1;
+        self.sent_in_file[fi] += 1;
+        if let Some(rate) = self.a.rate {
+            if self.events % 100 == 0 {
+                let due = Duration::from_secs_f64(self.events as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        if self.events % 10_000 == 0 {
+            self.bar.set_message(format!("{} events, {:.0} events/s", self.events, self.events as f64 / self.started.elapsed().as_secs_f64()));
+        }
+    }
 }
 
 /// The first present key field, as a string.

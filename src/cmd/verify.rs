@@ -9,7 +9,6 @@
 //! before the group committed them, a group that never committed, unreadable files.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,6 +188,8 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     }
     let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
 
+    let records = topic.format == crate::config::Format::Record;
+    let mut scratch = Vec::new();
     let mut bar = Progress::new(selected.len() as u64, "{spinner} verify {pos}/{len} partitions {msg} [{elapsed_precise}]", "partitions");
     let mut places = Places::default();
     // Per unpartitioned file, which of its lines some partition claimed.
@@ -204,19 +205,29 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         let required_below = if a.to_end { high } else { c.unwrap_or(low) };
         let mut tally = Tally::default();
         bar.set_message(format!("partition {p}: reading Kafka [{low}, {high})"));
-        read_partition(&consumer, &name, p, low, high, |offset, value, record_ms| {
-            let route = router.route(Some(value), record_ms);
+        read_partition(&consumer, &name, p, low, high, |m| {
+            let (offset, value) = (m.offset(), m.payload().unwrap_or_default());
+            let route = router.route(Some(value), m.timestamp().to_millis());
             let (place, day) = places.of_route(&layout, &route);
             let date_ok = day.is_none_or(in_range);
             let required = offset < required_below && (date_ok || matches!(route.source, DateSource::Invalid(_)));
-            tally.kafka(offset, fingerprint(value), mid_hash(value), place, required);
+            if records {
+                // The exact line the writer stores: partition, offset, timestamp, key,
+                // headers and value all have to match, and no `mid` is needed.
+                scratch.clear();
+                crate::consumer::encode_record(&mut scratch, m, route.line_breaks.is_some());
+                tally.kafka(offset, xxh3_64(&scratch), None, place, required);
+            } else {
+                tally.kafka(offset, fingerprint(value), mid_hash(value), place, required);
+            }
         })?;
         let mut corrupt = Vec::new();
         for l in files.get(&p).map(Vec::as_slice).unwrap_or_default() {
             bar.set_message(format!("partition {p}: reading {}", l.key));
             tally.files += 1;
             let place = places.of_file(&layout, l);
-            let read = read_lines(&storage, &l.key, |line| tally.stored(xxh3_64(line), mid_hash(line), place)).await;
+            let read =
+                read_lines(&storage, &l.key, |line| tally.stored(xxh3_64(line), if l.name.records { None } else { mid_hash(line) }, place)).await;
             if let Err(e) = read {
                 corrupt.push(corrupt_or_fail(&a, &l.key, e)?);
             }
@@ -340,8 +351,7 @@ fn corrupt_or_fail(a: &VerifyArgs, key: &str, e: anyhow::Error) -> anyhow::Resul
 /// Calls `f` on every line of a stored file (decompressed, without its `\n`).
 async fn read_lines(storage: &Storage, key: &str, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
     let raw = storage.store.get(&ObjectPath::from(key)).await.with_context(|| format!("reading {key}"))?.bytes().await?;
-    let reader = crate::seal::reader(key, &raw);
-    for line in BufReader::with_capacity(1 << 20, reader).split(b'\n') {
+    for line in crate::seal::lines(key, &raw) {
         let line = line.context("corrupt or truncated")?;
         f(&line);
     }
@@ -402,14 +412,14 @@ fn mid_hash(value: &[u8]) -> Option<u64> {
     }
 }
 
-/// Reads `[low, high)` of one partition, calling `f(offset, value, record_ms)` per message.
+/// Reads `[low, high)` of one partition, calling `f` per message.
 fn read_partition(
     consumer: &BaseConsumer<crate::consumer::QuietEof>,
     topic: &str,
     p: i32,
     low: i64,
     high: i64,
-    mut f: impl FnMut(i64, &[u8], Option<i64>),
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
     if high <= low {
         return Ok(());
@@ -422,7 +432,7 @@ fn read_partition(
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 idle = 0;
-                f(m.offset(), m.payload().unwrap_or_default(), m.timestamp().to_millis());
+                f(&m);
                 if m.offset() + 1 >= high {
                     break;
                 }
