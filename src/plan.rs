@@ -52,6 +52,41 @@ pub fn render_exec(template: &str, config_path: &str, parts: &[i32]) -> String {
     template.replace("{config}", config_path).replace("{partitions}", &list.join(","))
 }
 
+/// A `spark-submit` launch: what Sunbird's submit script ran for each group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparkJob {
+    /// The `spark-submit` executable.
+    pub submit: String,
+    /// `--master`, e.g. `local[*]` or `spark://host:7077`.
+    pub master: String,
+    /// The application: a jar (with `main_class`) or a Python file.
+    pub app: String,
+    pub main_class: Option<String>,
+    /// `--model` passed to the application (Sunbird's JobExecutor: e.g. `wfs`).
+    pub model: Option<String>,
+    /// Extra `--conf key=value`s.
+    pub confs: Vec<String>,
+}
+
+/// The argument vector of one job: `spark-submit --master M [--class C] [--conf k=v]... APP
+/// [--model MODEL] --config <job config JSON>` — the config passed as text, as Sunbird's
+/// JobExecutor takes it. Run without a shell, so nothing in the config needs quoting.
+pub fn spark_submit_args(job: &SparkJob, name: &str, config_json: &str) -> Vec<String> {
+    let mut v = vec![job.submit.clone(), "--master".into(), job.master.clone(), "--name".into(), name.to_string()];
+    if let Some(c) = &job.main_class {
+        v.extend(["--class".to_string(), c.clone()]);
+    }
+    for c in &job.confs {
+        v.extend(["--conf".to_string(), c.clone()]);
+    }
+    v.push(job.app.clone());
+    if let Some(m) = &job.model {
+        v.extend(["--model".to_string(), m.clone()]);
+    }
+    v.extend(["--config".to_string(), config_json.to_string()]);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +125,54 @@ mod tests {
         }
         assert_eq!(back, wfs());
         assert_eq!(with_partitions(&json!({"model": "x"}), &[0]), Err(PlanError::NoQueries));
+    }
+
+    #[test]
+    fn spark_submit_command_lines() {
+        let job = SparkJob {
+            submit: "/opt/spark/bin/spark-submit".into(),
+            master: "local[*]".into(),
+            app: "analytics.jar".into(),
+            main_class: Some("org.ekstep.analytics.job.JobExecutor".into()),
+            model: Some("wfs".into()),
+            confs: vec!["spark.driver.memory=2g".into()],
+        };
+        assert_eq!(
+            spark_submit_args(&job, "wfs-job-0-3", r#"{"a": "it's"}"#),
+            [
+                "/opt/spark/bin/spark-submit",
+                "--master",
+                "local[*]",
+                "--name",
+                "wfs-job-0-3",
+                "--class",
+                "org.ekstep.analytics.job.JobExecutor",
+                "--conf",
+                "spark.driver.memory=2g",
+                "analytics.jar",
+                "--model",
+                "wfs",
+                "--config",
+                r#"{"a": "it's"}"#
+            ]
+        );
+        let py = SparkJob { app: "wfs.py".into(), main_class: None, model: None, confs: vec![], ..job };
+        assert_eq!(spark_submit_args(&py, "n", "{}")[5..], ["wfs.py", "--config", "{}"]);
+    }
+
+    /// Every partition in exactly one group, whatever the count and group size (Sunbird's
+    /// script asked for partitions past the last when the count was not a multiple).
+    #[test]
+    fn groups_cover_every_partition_exactly_once() {
+        for count in 1..=40 {
+            for n in 1..=12 {
+                let g = groups(count, n).unwrap();
+                let flat: Vec<i32> = g.iter().flatten().copied().collect();
+                assert_eq!(flat, (0..count).collect::<Vec<_>>(), "{count} / {n}");
+                assert!(g.iter().all(|x| !x.is_empty() && x.len() <= n));
+                assert_eq!(g.len(), (count as usize).div_ceil(n));
+            }
+        }
     }
 
     #[test]

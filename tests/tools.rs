@@ -463,3 +463,63 @@ fn argument_mistakes_are_usage_errors() {
     let (code, text) = run(&["ls", "--url", "file:///tmp/none", "--path", "x", "--from", "2020-02-01", "--partitions", "0-2147483647"]);
     assert_eq!(code, Some(2), "{text}");
 }
+
+/// A failed job is named with its exit code and log; `--resume` runs only the jobs that did not
+/// succeed, and a partition count that is not a multiple of the group size still covers each
+/// partition once.
+#[test]
+fn plan_reports_failed_jobs_and_resumes_only_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("wfs.json");
+    std::fs::write(&job, r#"{"search":{"type":"local","queries":[{"bucket":"/data","prefix":"unique/raw/","endDate":"2020-02-01","delta":0}]}}"#)
+        .unwrap();
+    let plan_dir = dir.path().join("plan");
+    let ran = dir.path().join("ran");
+    std::fs::create_dir_all(&ran).unwrap();
+    let fixed = dir.path().join("fixed");
+    let exec = format!(
+        "echo ran >> {ran}/{{partitions}}; echo 'job {{partitions}} says hello'; test -f {fixed} || test {{partitions}} != 3,4 || {{ echo boom >&2; exit 7; }}",
+        ran = ran.display(),
+        fixed = fixed.display()
+    );
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--job-config",
+            job.to_str().unwrap(),
+            "--mode",
+            "via-partition",
+            "--partitions",
+            "5",
+            "--parallelisation",
+            "3",
+            "--out-dir",
+            plan_dir.to_str().unwrap(),
+            "--exec",
+            &exec,
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_kbackup")).args(&args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = plan(&[]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let log = plan_dir.join("job-3-4.log");
+    assert!(stdout.contains("job partitions [3, 4]: FAILED with exit code 7") && stdout.contains(&log.display().to_string()), "{stdout}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "job 3,4 says hello\nboom\n", "the job's own output is in its log");
+    assert_eq!(std::fs::read_to_string(plan_dir.join("job-0-2.log")).unwrap(), "job 0,1,2 says hello\n");
+
+    std::fs::write(&fixed, "").unwrap();
+    let (code, stdout, stderr) = plan(&["--resume"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("job partitions [0, 1, 2]: succeeded in an earlier run; skipped"), "{stdout}");
+    assert!(stdout.contains("1 job(s) run, 0 failed, 1 skipped"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(ran.join("0,1,2")).unwrap(), "ran\n", "the good job ran once");
+    assert_eq!(std::fs::read_to_string(ran.join("3,4")).unwrap(), "ran\nran\n", "the failed job ran again");
+
+    // Without --resume everything runs again.
+    let (code, stdout, _) = plan(&[]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("2 job(s) run, 0 failed, 0 skipped"), "{stdout}");
+}

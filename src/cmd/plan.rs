@@ -46,9 +46,31 @@ pub struct PlanArgs {
     /// partition look-up and the job-manager producer use; --brokers replaces its servers.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Command run per job, with {config} and {partitions} filled in (e.g. a spark-submit line).
-    #[arg(long)]
+    /// Command run per job by `sh -c`, with {config} and {partitions} filled in (for
+    /// launchers other than spark-submit; see --jar / --py-file for Spark).
+    #[arg(long, conflicts_with_all = ["jar", "py_file"])]
     pub exec: Option<String>,
+    /// Run each job with spark-submit: this application jar (with --class).
+    #[arg(long, conflicts_with = "py_file", requires = "class")]
+    pub jar: Option<PathBuf>,
+    /// Run each job with spark-submit: this PySpark file (e.g. examples/wfs/wfs.py).
+    #[arg(long)]
+    pub py_file: Option<PathBuf>,
+    /// The jar's main class (Sunbird: org.ekstep.analytics.job.JobExecutor).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// spark-submit's --master: local[*], or a cluster URL.
+    #[arg(long, default_value = "local[*]")]
+    pub spark_master: String,
+    /// The spark-submit to run (default: $SPARK_HOME/bin/spark-submit, else spark-submit on PATH).
+    #[arg(long)]
+    pub spark_submit: Option<PathBuf>,
+    /// Extra spark-submit --conf KEY=VALUE (repeatable).
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    pub confs: Vec<String>,
+    /// Run only the jobs that did not succeed last time (same --out-dir, same job configs).
+    #[arg(long)]
+    pub resume: bool,
     /// Jobs run at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -58,7 +80,8 @@ pub struct PlanArgs {
     /// job-manager mode: the job-queue topic.
     #[arg(long)]
     pub job_topic: Option<String>,
-    /// job-manager mode: the model name (default: the job config's "model").
+    /// The model name: job-manager mode's message, and `--model` of each Spark job (default:
+    /// the job config's "model").
     #[arg(long)]
     pub model: Option<String>,
 }
@@ -86,6 +109,10 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     if a.concurrency == 0 {
         return Err(usage("--concurrency must be at least 1"));
     }
+    if let Some(c) = a.confs.iter().find(|c| !c.contains('=')) {
+        return Err(usage(format!("--conf {c}: expected KEY=VALUE")));
+    }
+    let launcher = launcher(&a, &job)?;
     // Everything a mode needs is checked before anything is written.
     let manager = match a.mode {
         Mode::JobManager => {
@@ -112,7 +139,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    remove_stale_configs(&a.out_dir)?;
+    remove_stale(&a.out_dir, a.resume)?;
     let mut jobs = Vec::new();
     for (parts, (name, config)) in plan.iter().zip(configs) {
         let path = a.out_dir.join(name);
@@ -137,52 +164,145 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let Some(template) = a.exec.clone() else {
+    let Some(launcher) = launcher else {
         return Ok(());
     };
-    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let mut tasks = Vec::new();
-    for (path, parts, _) in jobs {
-        let cmd = render_exec(&template, &path.display().to_string(), &parts);
+    let mut skipped = 0;
+    let all_started = Instant::now();
+    for (path, parts, config) in jobs {
+        let text = serde_json::to_string(&config)?;
+        let done = path.with_extension("done");
+        if a.resume && std::fs::read_to_string(&done).is_ok_and(|d| d == text) {
+            crate::outln!("job partitions {parts:?}: succeeded in an earlier run; skipped (--resume)");
+            skipped += 1;
+            continue;
+        }
+        let _ = std::fs::remove_file(&done);
+        let log_path = path.with_extension("log");
+        let argv = launcher.argv(&path, &parts, &text);
         let permit = sem.clone().acquire_owned().await?;
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let status = tokio::process::Command::new("sh").arg("-c").arg(&cmd).status().await;
-            (parts, cmd, status, started.elapsed())
+            let status = run_logged(&argv, &log_path).await;
+            if matches!(&status, Ok(s) if s.success()) {
+                // What succeeded, so that --resume can tell an unchanged job from a new one.
+                let _ = std::fs::write(&done, &text);
+            }
+            (parts, argv, log_path, status, started.elapsed())
         }));
     }
-    let mut failed = 0;
+    let (mut failed, ran) = (0, tasks.len());
     for t in tasks {
-        let (parts, cmd, status, took) = t.await?;
+        let (parts, argv, log, status, took) = t.await?;
+        let took = took.as_secs_f64();
         match status {
-            Ok(s) if s.success() => {
-                crate::outln!("job partitions {parts:?}: ok in {:.1}s", took.as_secs_f64())
-            }
+            Ok(s) if s.success() => crate::outln!("job partitions {parts:?}: ok in {took:.1}s (log {})", log.display()),
             Ok(s) => {
                 failed += 1;
-                crate::outln!("job partitions {parts:?}: FAILED ({s}) in {:.1}s: {cmd}", took.as_secs_f64());
+                let code = s.code().map_or_else(|| format!("killed by signal ({s})"), |c| format!("exit code {c}"));
+                crate::outln!("job partitions {parts:?}: FAILED with {code} in {took:.1}s; log {}; command: {}", log.display(), shown(&argv));
             }
             Err(e) => {
                 failed += 1;
-                crate::outln!("job partitions {parts:?}: could not start ({e}): {cmd}");
+                crate::outln!("job partitions {parts:?}: could not start {} ({e:#})", shown(&argv));
             }
         }
     }
+    crate::outln!("{} job(s) run, {failed} failed, {skipped} skipped, in {:.1}s", ran, all_started.elapsed().as_secs_f64());
     if failed > 0 {
-        return Err(ExitError { code: 1, message: format!("{failed} job(s) failed") }.into());
+        return Err(ExitError { code: 1, message: format!("{failed} job(s) failed; the same command with --resume runs only those") }.into());
     }
     Ok(())
 }
 
-/// Removes the job configs an earlier plan wrote (`job-*.json`), so the directory holds exactly
+/// How each job is started: a shell template, or spark-submit built from the options.
+enum Launcher {
+    Exec(String),
+    Spark(crate::plan::SparkJob),
+}
+
+impl Launcher {
+    fn argv(&self, config_path: &std::path::Path, parts: &[i32], config_json: &str) -> Vec<String> {
+        match self {
+            Launcher::Exec(t) => vec!["sh".into(), "-c".into(), render_exec(t, &config_path.display().to_string(), parts)],
+            Launcher::Spark(job) => {
+                let name = format!("wfs-{}", config_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+                crate::plan::spark_submit_args(job, &name, config_json)
+            }
+        }
+    }
+}
+
+/// The launcher the options ask for (none: only write the configs).
+fn launcher(a: &PlanArgs, job: &Value) -> anyhow::Result<Option<Launcher>> {
+    let app = match (&a.jar, &a.py_file) {
+        (Some(j), _) => j,
+        (None, Some(p)) => p,
+        (None, None) => return Ok(a.exec.clone().map(Launcher::Exec)),
+    };
+    if !app.is_file() {
+        return Err(usage(format!("{}: no such file", app.display())));
+    }
+    let submit = match &a.spark_submit {
+        Some(p) => p.display().to_string(),
+        None => match std::env::var_os("SPARK_HOME") {
+            Some(home) => std::path::Path::new(&home).join("bin").join("spark-submit").display().to_string(),
+            None => "spark-submit".to_string(),
+        },
+    };
+    Ok(Some(Launcher::Spark(crate::plan::SparkJob {
+        submit,
+        master: a.spark_master.clone(),
+        app: app.display().to_string(),
+        main_class: a.class.clone(),
+        model: a.model.clone().or_else(|| job.get("model").and_then(Value::as_str).map(String::from)),
+        confs: a.confs.clone(),
+    })))
+}
+
+/// Runs `argv` with stdout and stderr in `log`.
+async fn run_logged(argv: &[String], log: &std::path::Path) -> anyhow::Result<std::process::ExitStatus> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let status = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("starting {}", argv[0]))?;
+    Ok(status)
+}
+
+/// A command line for messages, with the (long) job config elided.
+fn shown(argv: &[String]) -> String {
+    let mut out = Vec::new();
+    let mut it = argv.iter().peekable();
+    while let Some(a) = it.next() {
+        out.push(a.clone());
+        if a == "--config" && it.peek().is_some_and(|c| c.starts_with('{')) {
+            it.next();
+            out.push("'<job config>'".into());
+        }
+    }
+    out.join(" ")
+}
+
+/// Removes what an earlier plan wrote — job configs (`job-*.json`) and, unless resuming, the
+/// jobs' logs and success markers (`job-*.log`, `job-*.done`) — so the directory holds exactly
 /// this plan's jobs; other files are left alone.
-fn remove_stale_configs(dir: &std::path::Path) -> anyhow::Result<()> {
+fn remove_stale(dir: &std::path::Path, resume: bool) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("job-") && name.ends_with(".json") && entry.file_type()?.is_file() {
+        let stale = name.ends_with(".json") || (!resume && (name.ends_with(".done") || name.ends_with(".log")));
+        if name.starts_with("job-") && stale && entry.file_type()?.is_file() {
             std::fs::remove_file(entry.path()).with_context(|| format!("removing stale {}", entry.path().display()))?;
         }
     }

@@ -1,0 +1,254 @@
+//! WFS by partition on a real Spark (pyspark from PyPI, `local[2]`): telemetry keyed by device
+//! is backed up by `kbackup run`, then `kbackup plan` runs the reference job
+//! (`examples/wfs/wfs.py`) through `spark-submit` once per partition group and once over
+//! everything. The per-partition summaries together must equal the whole run's, summary for
+//! summary — also after a keyed replay into a new topic — and must differ when the events were
+//! spread by a key that is not the device (so the comparison can fail).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::producer::FutureRecord;
+
+const DAY_MS: i64 = 86_400_000;
+const IST_MS: i64 = 19_800_000;
+
+/// `SPARK_HOME` from `scripts/devstack env`; under CI a missing Spark is a failure.
+fn spark_home() -> Option<String> {
+    match std::env::var("SPARK_HOME") {
+        Ok(h) if Path::new(&h).join("bin/spark-submit").exists() => Some(h),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but no Spark: run `scripts/devstack up` (it installs pyspark) and eval `scripts/devstack env`")
+        }
+        _ => {
+            eprintln!("skipping: no SPARK_HOME (scripts/devstack up installs Spark)");
+            None
+        }
+    }
+}
+
+fn ist_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms + IST_MS).unwrap().format("%Y-%m-%d").to_string()
+}
+
+/// 36 devices over three days, each with sessions cut by 15-minute silences, several
+/// channels and apps, and the event types WFS drops. Returns the first and last IST dates.
+async fn produce_telemetry(stack: &Stack, topic: &str) -> (String, String) {
+    let producer = stack.producer();
+    let base = (chrono::Utc::now().timestamp_millis() / DAY_MS - 4) * DAY_MS;
+    let eids = ["START", "IMPRESSION", "INTERACT", "LOG", "END", "AUDIT", "SEARCH", "ASSESS"];
+    let (mut first, mut last) = (i64::MAX, 0);
+    for d in 0..36i64 {
+        let did = format!("device-{d:02}");
+        let mut ets = base + d * 7_200_000;
+        for i in 0..25i64 {
+            ets += if i % 7 == 6 { 900_000 } else { 20_000 + (d * 7 + i * 13) % 40_000 };
+            let syncts = ets + 5_000;
+            first = first.min(syncts);
+            last = last.max(syncts);
+            let line = format!(
+                r#"{{"eid":"{}","ets":{ets},"mid":"{did}-{i}","context":{{"did":"{did}","channel":"ch-{}","pdata":{{"id":"app-{}"}}}},"syncts":{syncts}}}"#,
+                eids[((d + i) % 8) as usize],
+                (d + i / 12) % 3,
+                d % 2
+            );
+            // Keyed by device, placed by the Java client's murmur2 (as Sunbird's pipeline does).
+            producer.send(FutureRecord::to(topic).key(&did).payload(&line), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        }
+    }
+    (ist_date(first), ist_date(last))
+}
+
+/// Backs `topic` up into `store` under `path` with small files, to the end.
+fn backup(stack: &Stack, dir: &Path, store: &Path, topic: &str, path: &str) {
+    let cfg = dir.join(format!("{path}.toml").replace('/', "-"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[storage]\nurl = \"file://{}\"\n[writer]\ncommit_interval_ms = 200\n\
+             [[topic]]\nname = \"{topic}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_bytes = 6000\n",
+            stack.brokers,
+            unique("g"),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(stack, &cfg, dir.join(format!("{}.log", path.replace('/', "-"))), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+}
+
+struct Wfs<'a> {
+    stack: &'a Stack,
+    dir: PathBuf,
+    store: PathBuf,
+    spark_home: String,
+    dates: (String, String),
+}
+
+impl Wfs<'_> {
+    /// Runs the reference job through `kbackup plan`; returns its output root and wall time.
+    fn plan(&self, prefix: &str, mode: &str, name: &str) -> (PathBuf, Duration) {
+        let out = self.dir.join(format!("out-{name}"));
+        let job = serde_json::json!({
+            "search": {"type": "local", "queries": [{
+                "bucket": self.store, "prefix": format!("{prefix}/"), "startDate": self.dates.0, "endDate": self.dates.1
+            }]},
+            "model": "wfs", "output": {"dir": out}, "idleTime": 600
+        });
+        let job_path = self.dir.join(format!("job-{name}.json"));
+        std::fs::write(&job_path, job.to_string()).unwrap();
+        let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wfs/wfs.py");
+        let plan_dir = self.dir.join(format!("plan-{name}"));
+        let started = Instant::now();
+        let o = kbackup(
+            self.stack,
+            &[
+                "plan",
+                "--job-config",
+                job_path.to_str().unwrap(),
+                "--mode",
+                mode,
+                "--parallelisation",
+                "3",
+                "--partitions",
+                "4",
+                "--concurrency",
+                "2",
+                "--py-file",
+                py.to_str().unwrap(),
+                "--spark-master",
+                "local[2]",
+                "--conf",
+                "spark.ui.enabled=false",
+                "--conf",
+                "spark.driver.host=127.0.0.1",
+                "--conf",
+                "spark.driver.bindAddress=127.0.0.1",
+                "--out-dir",
+                plan_dir.to_str().unwrap(),
+            ],
+        )
+        .env("SPARK_HOME", &self.spark_home)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let logs: String = std::fs::read_dir(&plan_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .map(|e| format!("--- {}\n{}", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(o.status.code(), Some(0), "plan {mode}:\n{stdout}\n{}\n{logs}", String::from_utf8_lossy(&o.stderr));
+        (out, took)
+    }
+}
+
+/// Every summary line under `root` (all output directories), normalised and sorted.
+fn summaries(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for group in std::fs::read_dir(root).unwrap().flatten() {
+        for f in std::fs::read_dir(group.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with("part-") && name.ends_with(".json") {
+                for line in std::fs::read_to_string(f.path()).unwrap().lines() {
+                    // serde_json's map is sorted: the same summary gives the same text.
+                    out.push(serde_json::from_str::<serde_json::Value>(line).unwrap().to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn groups(root: &Path) -> Vec<String> {
+    let mut g: Vec<String> = std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    g.sort();
+    g
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_partition_wfs_equals_the_whole_run() {
+    let Some(stack) = stack() else { return };
+    let Some(spark_home) = spark_home() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let src = unique("wfs");
+    stack.create_topic(&src, 4).await;
+    let dates = produce_telemetry(&stack, &src).await;
+    assert!(stack.end_offsets(&src, 4).iter().all(|n| *n > 0), "every partition holds devices");
+    backup(&stack, dir.path(), &store, &src, "unique/raw");
+    let files = std::fs::read_dir(store.join("unique/raw")).unwrap().count();
+    assert!(files >= 12, "files rolled often over several dates and all partitions ({files})");
+    let wfs = Wfs { stack: &stack, dir: dir.path().to_path_buf(), store: store.clone(), spark_home, dates: dates.clone() };
+
+    let (by_partition, t_parts) = wfs.plan("unique/raw", "via-partition", "parts");
+    let (whole, t_whole) = wfs.plan("unique/raw", "run-mode", "whole");
+    assert_eq!(groups(&by_partition), ["partitions-0-2", "partitions-3-3"], "4 partitions in groups of 3 cover each once");
+    assert_eq!(groups(&whole), ["all"]);
+    let want = summaries(&whole);
+    let got = summaries(&by_partition);
+    assert!(want.len() > 36, "sessions were cut: {} summaries for 36 devices", want.len());
+    assert_eq!(got, want, "the per-partition summaries together equal the whole run's");
+    eprintln!(
+        "wfs: {} events, 4 partitions, 2 groups, {} summaries equal; wall time via-partition {:.1}s (concurrency 2), run-mode {:.1}s",
+        36 * 25,
+        want.len(),
+        t_parts.as_secs_f64(),
+        t_whole.as_secs_f64()
+    );
+
+    // Replayed with the producer's partitioner on the device key: the affinity survives.
+    let ckpt = |n: &str| dir.path().join(format!("{n}.progress")).display().to_string();
+    let replay = |to: &str, key: &str| {
+        let cfg = dir.path().join("unique-raw.toml");
+        let ck = ckpt(to);
+        let args = [
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--topic",
+            &src,
+            "--from",
+            &dates.0,
+            "--to",
+            &dates.1,
+            "--to-topic",
+            to,
+            "--partitioner",
+            "murmur2",
+            "--key",
+            key,
+            "--checkpoint",
+            &ck,
+        ];
+        let o = kbackup(&stack, &args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    };
+    let replayed = unique("wfsreplayed");
+    stack.create_topic(&replayed, 4).await;
+    replay(&replayed, "context.did");
+    backup(&stack, dir.path(), &store, &replayed, "replayed/raw");
+    let (after_replay, _) = wfs.plan("replayed/raw", "via-partition", "replayed");
+    assert_eq!(summaries(&after_replay), want, "per-partition summaries after a keyed replay equal the whole run's");
+
+    // Spread by `mid`, not the device: a device's events land in several partitions, its
+    // sessions are cut apart, and per-partition results no longer equal the whole run.
+    let scattered = unique("wfsscattered");
+    stack.create_topic(&scattered, 4).await;
+    replay(&scattered, "mid");
+    backup(&stack, dir.path(), &store, &scattered, "scattered/raw");
+    let (wrong, _) = wfs.plan("scattered/raw", "via-partition", "scattered");
+    let wrong = summaries(&wrong);
+    assert_ne!(wrong, want, "keyed by mid, per-partition results must differ");
+    eprintln!("wfs: keyed by mid instead of the device: {} per-partition summaries vs {} in the whole run", wrong.len(), want.len());
+    assert!(wrong.len() > want.len(), "sessions split across partitions: {} vs {}", wrong.len(), want.len());
+}
