@@ -6,11 +6,12 @@
 # image has no shell tools, so no HEALTHCHECK command is baked in.
 
 FROM rust:1-bookworm AS build
-# librdkafka and (for TLS) OpenSSL are compiled from source; perl and make come with the base
-# image, cmake is kept for the C parts of other crates. Versions come with the pinned base image.
+# librdkafka, (for TLS) OpenSSL and ISA-L (gzip) are compiled from source; perl and make come
+# with the base image, ISA-L needs nasm and autotools, cmake is kept for the C parts of other
+# crates. Versions come with the pinned base image.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake nasm autoconf automake libtool \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test unit up down build
+.PHONY: demo test unit up down build deps
+
+# Build tools beyond Rust and cc (nasm, autotools for ISA-L's gzip); installs only what is missing.
+deps:
+	scripts/build-deps
 
 up:
 	scripts/devstack up
@@ -10,7 +14,7 @@ up:
 down:
 	scripts/devstack down
 
-build:
+build: deps
 	$(CARGO) build
 
 # Stack up, sample Sunbird telemetry produced, backup written, resulting blob names listed.
@@ -20,10 +24,10 @@ demo: up build
 # Every test: unit tests plus integration tests against the real Kafka, Azurite and S3 server;
 # then the storage-facing tests again, the same code, against S3 (KBACKUP_TEST_STORAGE=s3).
 S3_TESTS := --test run --test exactly_once --test faults --test tools --test verify --test stack --test records
-test: up
+test: deps up
 	set -a; eval "$$(scripts/devstack env)"; set +a; $(CARGO) test --all-targets && \
 	  KBACKUP_TEST_STORAGE=s3 $(CARGO) test $(S3_TESTS)
 
 # Pure-logic tests only; no services needed.
-unit:
+unit: deps
 	$(CARGO) test --lib

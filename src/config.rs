@@ -218,7 +218,8 @@ pub struct TopicConfig {
     /// `gzip` (default) or `none` (Secor: `secor.compression.codec`).
     #[serde(default = "default_compression")]
     pub compression: Compression,
-    /// gzip level 1-12 (libdeflate's scale; 1 matches `gzip -6`'s ratio on telemetry).
+    /// gzip level 1-12: 1 (ISA-L's fastest; `gzip -6`'s ratio on telemetry), 2-3 (ISA-L's
+    /// level 3), 4-12 (libdeflate's scale: smaller files for much more CPU).
     #[serde(default = "default_level")]
     pub compression_level: u32,
     /// Fields tried in order for the event time; dotted paths reach nested fields

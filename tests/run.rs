@@ -276,3 +276,54 @@ async fn sigterm_during_startup_exits_cleanly() {
     assert!(text.contains("stopped before consuming anything"), "{text}");
     eprintln!("stopped {:?} after SIGTERM", started.elapsed());
 }
+
+/// The gzip files the writer stores (ISA-L by default) are standard: `gzip -t` accepts them and
+/// `gzip -dc` and Python's gzip module read back exactly the events (Spark's Hadoop codec reads
+/// them in tests/spark.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_files_are_read_by_gzip_and_python() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("gz");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    let mut lines = Vec::new();
+    for i in 0..3000 {
+        let v = format!(r#"{{"mid":"gz-{i}","syncts":{},"edata":{{"pad":"{}"}}}}"#, IST_MIDNIGHT + i, "x".repeat(i as usize % 97));
+        stack.produce(&producer, &topic, (i % 2) as i32, None, v.as_bytes()).await;
+        lines.push(v);
+    }
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", "max_file_bytes = 100000"), 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(90)), 0, "{}", run.log_text());
+
+    let storage = stack.storage(&container);
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let metas: Vec<_> = storage.store.list(None).try_collect().await.unwrap();
+    assert!(metas.len() >= 4, "several files");
+    let mut from_gzip: Vec<String> = Vec::new();
+    let mut from_python: Vec<String> = Vec::new();
+    for m in metas {
+        let raw = storage.store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        let path = dir.path().join(m.location.filename().unwrap());
+        std::fs::write(&path, &raw).unwrap();
+        let t = std::process::Command::new("gzip").arg("-t").arg(&path).output().unwrap();
+        assert!(t.status.success(), "gzip -t {}: {}", m.location, String::from_utf8_lossy(&t.stderr));
+        let d = std::process::Command::new("gzip").arg("-dc").arg(&path).output().unwrap();
+        from_gzip.extend(String::from_utf8(d.stdout).unwrap().lines().map(String::from));
+        let py = std::process::Command::new("python3")
+            .args(["-c", "import gzip, sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+        from_python.extend(String::from_utf8(py.stdout).unwrap().lines().map(String::from));
+    }
+    lines.sort();
+    from_gzip.sort();
+    from_python.sort();
+    assert_eq!(from_gzip, lines);
+    assert_eq!(from_python, lines);
+}
