@@ -316,10 +316,11 @@ pub struct WriterConfig {
     /// Files compressed and uploaded at once.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
-    /// Longest a graceful shutdown may take before giving up (unuploaded data is re-read later).
+    /// Longest a graceful stop may take in total — uploads, final commit, leaving the group —
+    /// before the writer exits 1 (what was not committed is re-read by the next owner).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_secs: u64,
-    /// Longest a revocation waits for its partitions' uploads.
+    /// Longest a revocation waits for its partitions' uploads (within a stop, the stop's bound).
     #[serde(default = "default_revoke_timeout")]
     pub revoke_timeout_secs: u64,
     /// Least time between two offset commits in steady state.

@@ -163,6 +163,8 @@ struct Writer {
     summary: RunSummary,
     /// The current message's record envelope, for `format = "record"` topics (reused).
     scratch: Vec<u8>,
+    /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
+    stop_deadline: Option<Instant>,
 }
 
 /// The consumer context: routes rebalance callbacks into the writer.
@@ -285,6 +287,7 @@ pub fn run(
         opts,
         summary: RunSummary::default(),
         scratch: Vec::new(),
+        stop_deadline: None,
     }));
 
     let generation = Arc::new(AtomicU64::new(0));
@@ -333,15 +336,49 @@ pub fn run(
     drop(routed);
     drop(polled);
 
-    let deadline = Instant::now() + Duration::from_secs(config.writer.shutdown_timeout_secs);
-    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-    w.finish(&consumer, deadline);
-    let summary = w.summary.clone();
-    let fatal = w.fatal.clone();
-    drop(w);
-    // Leaving the group fires a final revoke; every buffer is already sealed and committed.
-    consumer.unsubscribe();
-    drop(consumer);
+    // One bound for the whole stop, whatever is frozen: sealing, uploads, the final commit,
+    // the revocation that leaving the group fires, and the close. The commit and the close
+    // block inside librdkafka while the broker does not answer, so they run on a thread of
+    // their own that this one waits for until the deadline.
+    let timeout = Duration::from_secs(config.writer.shutdown_timeout_secs);
+    let deadline = Instant::now() + timeout;
+    let summary_before = {
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.stop_deadline = Some(deadline);
+        w.summary.clone()
+    };
+    let (finished_tx, finished_rx) = channel();
+    let finisher = writer.clone();
+    std::thread::Builder::new().name("kbackup-finish".into()).spawn(move || {
+        let mut w = finisher.lock().unwrap_or_else(|p| p.into_inner());
+        // Uploads get the time left but a commit's share: what they finish must still be committed.
+        let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
+        w.finish(&consumer, uploads_until);
+        let summary = w.summary.clone();
+        let fatal = w.fatal.clone();
+        drop(w);
+        // Leaving the group fires a final revoke; every buffer is already sealed and committed.
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = finished_tx.send((summary, fatal));
+    })?;
+    let (summary, fatal) = match finished_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(done) => done,
+        Err(_) => {
+            // Nothing unsafe was committed: offsets only ever pass uploaded files. What is not
+            // committed is read again by the partitions' next owner.
+            error!(
+                timeout_secs = timeout.as_secs(),
+                events = summary_before.events,
+                files = summary_before.files,
+                "shutdown timeout: the broker or storage did not answer in time; exiting without a final commit (uncommitted events will be read again)"
+            );
+            return Err(anyhow::anyhow!(
+                "the graceful stop did not finish within writer.shutdown_timeout_secs ({} s): the broker or storage did not answer; uncommitted events will be read again",
+                timeout.as_secs()
+            ));
+        }
+    };
     let (reused, fresh) = crate::buffer::block_counts();
     let s = &summary;
     info!(
@@ -372,6 +409,12 @@ pub fn run(
         );
     }
     Ok(summary)
+}
+
+/// The part of a stop's time kept for the final commit and leaving the group: a fifth of it,
+/// between 1 and 5 seconds.
+fn commit_reserve(timeout: Duration) -> Duration {
+    (timeout / 5).clamp(Duration::from_secs(1), Duration::from_secs(5)).min(timeout)
 }
 
 /// Batches end at this many messages or bytes, whichever comes first (bytes bound what two
@@ -1235,7 +1278,8 @@ impl Writer {
             for k in &keys {
                 self.seal(k, SealReason::Revoke);
             }
-            let deadline = Instant::now() + self.revoke_timeout;
+            // Within a stop, the stop's own bound applies, not a fresh revoke timeout on top.
+            let deadline = (Instant::now() + self.revoke_timeout).min(self.stop_deadline.unwrap_or(Instant::now() + self.revoke_timeout));
             let done = self.wait_uploads(consumer, deadline, |w| {
                 !w.inflight
                     .values()

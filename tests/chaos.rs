@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,45 +20,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
-
-/// A broker of this test's own (port 19092), so restarting it disturbs no other test.
-struct PrivateKafka {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl PrivateKafka {
-    fn devstack(&self, cmd: &str) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/devstack");
-        let status = Command::new(script)
-            .arg(cmd)
-            .env("KBACKUP_DEVSTACK_DIR", &self.dir)
-            .env("KBACKUP_KAFKA_PORT", self.port.to_string())
-            .env("KBACKUP_KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .env("KBACKUP_KAFKA_SASL_PORT", (self.port + 2).to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/devstack {cmd} for the private broker failed");
-    }
-
-    fn start(port: u16) -> PrivateKafka {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/chaos-kafka-{port}"));
-        let _ = std::fs::remove_dir_all(dir.join("kafka"));
-        let k = PrivateKafka { dir, port };
-        k.devstack("up");
-        k
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        self.devstack("down");
-    }
-}
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

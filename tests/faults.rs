@@ -46,6 +46,7 @@ async fn storage_faults_cost_retries_not_data() {
         // Whatever the seed, each kind happens at least once (with ~30 requests per run, a
         // seed without an applied-then-500 came up about one run in twenty).
         forced: [Forced::AppliedThen500, Forced::E503, Forced::E500].into(),
+        frozen: false,
     };
     let (proxy, via_proxy) = stack.through_proxy(faults, seed).await;
 

@@ -518,3 +518,61 @@ pub fn read_topic(stack: &Stack, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<
     }
     out
 }
+
+/// A broker of a test's own (ports `port`, +1 controller, +2 SASL), so restarting or freezing
+/// it disturbs no other test.
+pub struct PrivateKafka {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivateKafka {
+    pub fn devstack(&self, cmd: &str) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/devstack");
+        let status = Command::new(script)
+            .arg(cmd)
+            .env("KBACKUP_DEVSTACK_DIR", &self.dir)
+            .env("KBACKUP_KAFKA_PORT", self.port.to_string())
+            .env("KBACKUP_KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .env("KBACKUP_KAFKA_SASL_PORT", (self.port + 2).to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/devstack {cmd} for the private broker failed");
+    }
+
+    pub fn start(port: u16) -> PrivateKafka {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/chaos-kafka-{port}"));
+        let _ = std::fs::remove_dir_all(dir.join("kafka"));
+        let k = PrivateKafka { dir, port };
+        k.devstack("up");
+        k
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl PrivateKafka {
+    /// Freezes the broker process (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("kafka.pid")).unwrap();
+        let status = Command::new("kill").args([sig, pid.trim()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.thaw();
+        self.devstack("down");
+    }
+}

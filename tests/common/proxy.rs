@@ -29,6 +29,8 @@ pub struct Faults {
     /// Outcomes forced on the first blob PUTs, in order (the probabilities apply after them), so
     /// a test exercises each kind of fault whatever its seed.
     pub forced: std::collections::VecDeque<Forced>,
+    /// Every request waits, unanswered, while this is set (storage frozen).
+    pub frozen: bool,
 }
 
 /// A fault forced on one blob PUT.
@@ -161,6 +163,9 @@ async fn handle(
     upstream: &str,
 ) -> Result<Response<Full<Bytes>>, Reset> {
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    while faults.lock().unwrap().frozen {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     if down.load(Ordering::Relaxed) {
         stats.refused_while_down.fetch_add(1, Ordering::Relaxed);
         return Err(Reset);

@@ -1,0 +1,115 @@
+//! A graceful stop is bounded by `writer.shutdown_timeout_secs` in total, whatever is frozen:
+//! with storage or the broker not answering, SIGTERM ends the writer within the bound, exit 1,
+//! having committed nothing unsafe — the next writer stores every event exactly once.
+//! (Before: storage frozen with a 4 s bound exited after 34 s, the revoke timeout on top;
+//! broker frozen with a 10 s bound still ran after 70 s.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Faults;
+use common::*;
+
+const IST_MIDNIGHT: i64 = 1_580_495_400_000;
+const BOUND_SECS: u64 = 4;
+
+/// Sums a metric over its labels.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    let vals: Vec<f64> = page
+        .lines()
+        .filter(|l| !l.starts_with('#') && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!vals.is_empty()).then(|| vals.iter().sum())
+}
+
+async fn produce(stack: &Stack, topic: &str, n: usize) -> Vec<Expect> {
+    let producer = stack.producer();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let v = format!(r#"{{"mid":"s-{i}","syncts":{}}}"#, IST_MIDNIGHT + i as i64);
+        let p = (i % 2) as i32;
+        stack.produce(&producer, topic, p, None, v.as_bytes()).await;
+        out.push(Expect { line: v.into_bytes(), partition: p, date: "2020-02-01".into(), dir: String::new() });
+    }
+    out
+}
+
+/// Starts a writer whose files stay open (an hour's age), waits until it has consumed `n`
+/// events (its own counter), lets `freeze` stop something, then SIGTERMs it; returns the exit
+/// code, how long the stop took, and the log.
+fn stop_while_frozen(stack: &Stack, cfg: &std::path::Path, log: std::path::PathBuf, n: usize, freeze: impl FnOnce()) -> (i32, Duration, String) {
+    let mut run = Running::start(stack, cfg, log.clone(), &[]);
+    run.wait_live(Duration::from_secs(60));
+    let addr = run.metrics_addr();
+    wait_for("the writer to consume every event", Duration::from_secs(60), || {
+        let (_, page) = http_get(&addr, "/metrics")?;
+        (metric(&page, "kbackup_events_consumed_total")? >= n as f64).then_some(())
+    });
+    freeze();
+    let started = Instant::now();
+    let code = run.terminate(Duration::from_secs(120));
+    (code, started.elapsed(), std::fs::read_to_string(log).unwrap_or_default())
+}
+
+fn config_with_bound(stack: &Stack, container: &str, group: &str, topic: &str) -> String {
+    config(stack, container, group, &topic_section(topic, "unique/raw", ""), 3600)
+        .replace("shutdown_timeout_secs = 60", &format!("shutdown_timeout_secs = {BOUND_SECS}"))
+        .replace("create_container = true", "create_container = true\nrequest_timeout_secs = 2")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_is_bounded_when_storage_freezes() {
+    let Some(stack) = stack() else { return };
+    let (proxy, via) = stack.through_proxy(Faults::default(), 7).await;
+    let topic = unique("stopstore");
+    stack.create_topic(&topic, 2).await;
+    let expected = produce(&stack, &topic, 200).await;
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with_bound(&via, &container, &group, &topic);
+    assert!(text.contains("shutdown_timeout_secs = 4"), "{text}");
+    let cfg = write_config(dir.path(), &text);
+
+    let (code, took, log) = stop_while_frozen(&via, &cfg, dir.path().join("frozen.log"), 200, || {
+        proxy.set_faults(Faults { frozen: true, ..Default::default() });
+    });
+    eprintln!("storage frozen: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
+    assert_eq!(code, 1, "files could not be uploaded: not a clean stop\n{log}");
+    assert!(took < Duration::from_secs(BOUND_SECS + 3), "the stop took {took:?}, bound {BOUND_SECS} s\n{log}");
+    assert!(log.contains("not uploaded before the shutdown timeout") || log.contains("shutdown timeout"), "{log}");
+
+    // Nothing unsafe was committed: with storage back, the next writer stores every event once.
+    proxy.set_faults(Faults::default());
+    let mut again = Running::start(&via, &cfg, dir.path().join("again.log"), &["--until-caught-up"]);
+    assert_eq!(again.wait(Duration::from_secs(120)), 0, "{}", again.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(stack.committed(&group, &topic, 2), stack.end_offsets(&topic, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_is_bounded_when_the_broker_freezes() {
+    let Some(stack) = stack() else { return };
+    let kafka = PrivateKafka::start(19192);
+    let kstack = Stack { brokers: kafka.brokers(), ..stack.clone() };
+    let topic = unique("stopbroker");
+    kstack.create_topic(&topic, 2).await;
+    let expected = produce(&kstack, &topic, 200).await;
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config_with_bound(&kstack, &container, &group, &topic));
+
+    let (code, took, log) = stop_while_frozen(&kstack, &cfg, dir.path().join("frozen.log"), 200, || kafka.freeze());
+    eprintln!("broker frozen: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
+    kafka.thaw();
+    assert_eq!(code, 1, "nothing could be committed: not a clean stop\n{log}");
+    assert!(took < Duration::from_secs(BOUND_SECS + 3), "the stop took {took:?}, bound {BOUND_SECS} s\n{log}");
+
+    let mut again = Running::start(&kstack, &cfg, dir.path().join("again.log"), &["--until-caught-up"]);
+    assert_eq!(again.wait(Duration::from_secs(120)), 0, "{}", again.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));
+}
