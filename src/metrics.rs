@@ -21,6 +21,9 @@ pub const COMMIT_FAILURES: &str = "kbackup_commit_failures_total";
 pub const COMMIT_SECONDS: &str = "kbackup_commit_duration_seconds";
 pub const REBALANCES: &str = "kbackup_rebalances_total";
 pub const CONSUMER_LAG: &str = "kbackup_consumer_lag";
+pub const CONSUMED_OFFSET: &str = "kbackup_consumed_offset";
+pub const ASSIGNED_PARTITIONS: &str = "kbackup_assigned_partitions";
+pub const LOST_PARTITION_EVENTS: &str = "kbackup_lost_partition_events_total";
 pub const PAUSED: &str = "kbackup_consumption_paused";
 pub const SKIPPED_RECOVERED: &str = "kbackup_recovered_skipped_events_total";
 pub const FILES_REBUILT: &str = "kbackup_recovered_rebuilt_files_total";
@@ -60,6 +63,15 @@ fn describe() {
     describe_counter!(REBALANCES, "Rebalance events, by kind (assign, revoke, lost)");
     describe_gauge!(CONSUMER_LAG, "Messages between the committed offset and the end of the partition (this process's partitions)");
     describe_gauge!(PAUSED, "1 while consumption is paused because uploads are behind");
+    describe_gauge!(
+        CONSUMED_OFFSET,
+        "Per owned partition, the next offset to consume: every message below it is in a buffer or file (updated every 0.5 s)"
+    );
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions this process owns");
+    describe_counter!(
+        LOST_PARTITION_EVENTS,
+        "Buffered events dropped uncommitted because their partitions were lost (session timeout); their new owner reads them again"
+    );
     describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
     describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
     describe_gauge!(BUILD_INFO, "Build information");

@@ -1026,6 +1026,12 @@ impl Writer {
             metrics::gauge!(m::POOLED_BYTES).set(crate::buffer::pooled_bytes() as f64);
             metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
+            for &(t, p) in self.parts.keys() {
+                if let Some(o) = self.tracker.get(t, p) {
+                    metrics::gauge!(m::CONSUMED_OFFSET, "topic" => self.topics[t].cfg.name.clone(), "partition" => p.to_string())
+                        .set(o.position() as f64);
+                }
+            }
             self.report_retention_headroom();
         }
         if now.duration_since(self.last_commit) >= self.commit_interval {
@@ -1213,6 +1219,7 @@ impl Writer {
                 None => info!(topic = e.topic(), partition = p, "partition assigned (no committed offset: from the log start)"),
             }
         }
+        metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
     }
 
     /// The group's commit `s` is below the log start `low`: Kafka deleted `[s, low)` before it
@@ -1269,6 +1276,7 @@ impl Writer {
                 dropped += f.events;
             }
             self.awaiting.retain(|id| self.inflight.contains_key(id));
+            metrics::counter!(m::LOST_PARTITION_EVENTS).increment(dropped);
             warn!(
                 partitions = parts.len(),
                 dropped_events = dropped,
@@ -1308,6 +1316,7 @@ impl Writer {
             self.targets.remove(&(t, p));
             info!(topic = %self.topics[t].cfg.name, partition = p, lost, "partition revoked");
         }
+        metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
     }
 
     /// True once every owned partition reached its end offset.

@@ -155,7 +155,9 @@ async fn two_writers_split_partitions_and_a_graceful_stop_loses_nothing() {
     wait_committed(&stack, &group, &topic, partitions, &mut a);
     let mut b = Running::start(&stack, &cfg, dir.path().join("b.log"), &[]);
     // B gets a share of the partitions through the cooperative-sticky rebalance.
-    wait_for("the second writer to be assigned partitions", Duration::from_secs(60), || b.log_text().contains("partition assigned").then_some(()));
+    wait_for("the second writer to be assigned partitions", Duration::from_secs(60), || {
+        (metric_with(&b.metrics_page()?, "kbackup_assigned_partitions", &[])? >= 1.0).then_some(())
+    });
     expected.extend(produce_batch(600).await);
     wait_committed(&stack, &group, &topic, partitions, &mut a);
     let a_log_path = a.log.clone();
@@ -192,11 +194,8 @@ async fn sigterm_uploads_open_buffers_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     // Files would only roll after an hour: everything reaches storage because of the SIGTERM.
     let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 3600));
-    let run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
-    wait_for("both partitions consumed to their end", Duration::from_secs(60), || {
-        let log = run.log_text();
-        (log.contains("reached the end of partition 0 at offset 10") && log.contains("reached the end of partition 1 at offset 10")).then_some(())
-    });
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
+    run.wait_consumed_to(&topic, 0..2, 10, "both partitions consumed to their end");
     let log = run.log.clone();
     let code = run.terminate(Duration::from_secs(60));
     let text = std::fs::read_to_string(log).unwrap();

@@ -14,16 +14,6 @@ use common::*;
 const IST_MIDNIGHT: i64 = 1_580_495_400_000;
 const BOUND_SECS: u64 = 4;
 
-/// Sums a metric over its labels.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    let vals: Vec<f64> = page
-        .lines()
-        .filter(|l| !l.starts_with('#') && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!vals.is_empty()).then(|| vals.iter().sum())
-}
-
 async fn produce(stack: &Stack, topic: &str, n: usize) -> Vec<Expect> {
     let producer = stack.producer();
     let mut out = Vec::new();
@@ -45,7 +35,7 @@ fn stop_while_frozen(stack: &Stack, cfg: &std::path::Path, log: std::path::PathB
     let addr = run.metrics_addr();
     wait_for("the writer to consume every event", Duration::from_secs(60), || {
         let (_, page) = http_get(&addr, "/metrics")?;
-        (metric(&page, "kbackup_events_consumed_total")? >= n as f64).then_some(())
+        (metric_with(&page, "kbackup_events_consumed_total", &[])? >= n as f64).then_some(())
     });
     freeze();
     let started = Instant::now();

@@ -405,6 +405,34 @@ impl Running {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The writer's /metrics page, if it answers (None while it starts or if it exited).
+    pub fn metrics_page(&self) -> Option<String> {
+        http_get(&self.metrics.clone()?, "/metrics").map(|(_, page)| page)
+    }
+
+    /// Waits until every partition in `partitions` of `topic` has been consumed to `offset`
+    /// (the writer's `kbackup_consumed_offset` gauge): a fact, not a log line.
+    pub fn wait_consumed_to(&mut self, topic: &str, partitions: std::ops::Range<i32>, offset: i64, what: &str) {
+        wait_for(what, Duration::from_secs(60), || {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("kbackup exited ({s}); log:\n{}", self.log_text());
+            }
+            let page = self.metrics_page()?;
+            partitions
+                .clone()
+                .all(|p| metric_with(&page, "kbackup_consumed_offset", &[("topic", topic), ("partition", &p.to_string())]) == Some(offset as f64))
+                .then_some(())
+        });
+    }
+}
+
+/// The value of one series of a metric: the line whose labels include all of `labels`.
+pub fn metric_with(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 impl Drop for Running {
