@@ -3,7 +3,8 @@
 //! (`examples/wfs/wfs.py`) through `spark-submit` once per partition group and once over
 //! everything. The per-partition summaries together must equal the whole run's, summary for
 //! summary — also after a keyed replay into a new topic — and must differ when the events were
-//! spread by a key that is not the device (so the comparison can fail).
+//! spread by a key that is not the device (so the comparison can fail). The per-partition runs
+//! also read the same backup straight from S3 (moto) through `s3a://`.
 
 mod common;
 
@@ -91,10 +92,16 @@ struct Wfs<'a> {
 impl Wfs<'_> {
     /// Runs the reference job through `kbackup plan`; returns its output root and wall time.
     fn plan(&self, prefix: &str, mode: &str, name: &str) -> (PathBuf, Duration) {
+        self.plan_from("local", &self.store.display().to_string(), prefix, mode, name, &[])
+    }
+
+    /// The same through any fetcher type (`local`: `bucket` is a directory; `s3`: a bucket read
+    /// as `s3a://`), with extra spark-submit `--conf`s.
+    fn plan_from(&self, search_type: &str, bucket: &str, prefix: &str, mode: &str, name: &str, confs: &[String]) -> (PathBuf, Duration) {
         let out = self.dir.join(format!("out-{name}"));
         let job = serde_json::json!({
-            "search": {"type": "local", "queries": [{
-                "bucket": self.store, "prefix": format!("{prefix}/"), "startDate": self.dates.0, "endDate": self.dates.1
+            "search": {"type": search_type, "queries": [{
+                "bucket": bucket, "prefix": format!("{prefix}/"), "startDate": self.dates.0, "endDate": self.dates.1
             }]},
             "model": "wfs", "output": {"dir": out}, "idleTime": 600
         });
@@ -129,7 +136,10 @@ impl Wfs<'_> {
                 "spark.driver.bindAddress=127.0.0.1",
                 "--out-dir",
                 plan_dir.to_str().unwrap(),
-            ],
+            ]
+            .into_iter()
+            .chain(confs.iter().flat_map(|c| ["--conf", c.as_str()]))
+            .collect::<Vec<_>>(),
         )
         .env("SPARK_HOME", &self.spark_home)
         .env("SPARK_LOCAL_IP", "127.0.0.1")
@@ -205,6 +215,41 @@ async fn per_partition_wfs_equals_the_whole_run() {
         t_parts.as_secs_f64(),
         t_whole.as_secs_f64()
     );
+
+    // Straight from the object store: the same backup in S3 (the dev stack's moto), read by
+    // Spark through s3a:// (hadoop-aws from Maven Central, fetched by scripts/devstack).
+    let jars = std::env::var("KBACKUP_SPARK_S3A_JARS").expect("scripts/devstack env exports KBACKUP_SPARK_S3A_JARS with SPARK_HOME");
+    let bucket = unique("wfs-s3");
+    create_bucket(&stack.s3_endpoint, &bucket);
+    let cfg = dir.path().join("s3.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[storage]\nurl = \"s3://{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"{S3_KEY_ID}\"\nsecret_access_key = \"{S3_SECRET}\"\n[writer]\ncommit_interval_ms = 200\n\
+             [[topic]]\nname = \"{src}\"\npath = \"unique/raw\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_bytes = 6000\n",
+            stack.brokers,
+            unique("g"),
+            stack.s3_endpoint
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(&stack, &cfg, dir.path().join("s3.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+    let s3a: Vec<String> = [
+        format!("spark.jars={jars}"),
+        format!("spark.hadoop.fs.s3a.endpoint={}", stack.s3_endpoint),
+        "spark.hadoop.fs.s3a.path.style.access=true".into(),
+        "spark.hadoop.fs.s3a.connection.ssl.enabled=false".into(),
+        "spark.hadoop.fs.s3a.endpoint.region=us-east-1".into(),
+        "spark.hadoop.fs.s3a.aws.credentials.provider=org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider".into(),
+        format!("spark.hadoop.fs.s3a.access.key={S3_KEY_ID}"),
+        format!("spark.hadoop.fs.s3a.secret.key={S3_SECRET}"),
+    ]
+    .into();
+    let (from_s3, t_s3) = wfs.plan_from("s3", &bucket, "unique/raw", "via-partition", "s3", &s3a);
+    assert_eq!(summaries(&from_s3), want, "per-partition summaries read from S3 through s3a:// equal the whole run's");
+    eprintln!("wfs: via-partition straight from S3 (s3a://, moto): {} summaries equal in {:.1}s", want.len(), t_s3.as_secs_f64());
 
     // Replayed with the producer's partitioner on the device key: the affinity survives.
     let ckpt = |n: &str| dir.path().join(format!("{n}.progress")).display().to_string();
