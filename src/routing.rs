@@ -250,6 +250,11 @@ pub fn extract<'t>(text: &'t str, paths: &[Vec<String>]) -> Result<Vec<Option<Fi
 
 /// Like [`extract`], but stops reading as soon as every path is found, without validating the
 /// rest: for tools that only need a key from events already known to be JSON.
+/// Whether `text` is one valid JSON value (the whole of it is validated).
+pub fn is_json(text: &str) -> bool {
+    scan::scan(text, &[], &mut [], false).is_ok()
+}
+
 pub fn find_fields<'t>(text: &'t str, paths: &[Vec<String>]) -> Option<Vec<Option<FieldValue<'t>>>> {
     let mut found = vec![None; paths.len()];
     scan::scan(text, paths, &mut found, true).ok()?;
@@ -339,6 +344,14 @@ mod tests {
         assert!(extract(r#""just a string""#, &p).is_ok());
         assert_eq!(extract(r#"{"\u0061":5}"#, &p).unwrap()[0], Some(FieldValue::Int(5)), "escaped key");
         assert_eq!(extract(r#"{"a":5,"a":6}"#, &p).unwrap()[0], Some(FieldValue::Int(5)), "first wins");
+    }
+
+    #[test]
+    fn is_json_validates_the_whole_text() {
+        assert!(is_json(r#"{"a":[1,2,{"b":null}]}"#) && is_json("12") && is_json(r#""s""#));
+        for bad in [r#"{"a": not json"#, "plain", "", r#"{"a":1} trailing"#, "{\"a\":\"\u{1}\"}"] {
+            assert!(!is_json(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -95,7 +95,8 @@ fn convert_lines(key: &str, stored: &[u8], records: bool, partition: Option<i32>
                 .map_err(|e| CopyError::Input(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", n + 1))))?;
             line_out.extend_from_slice(&r.value_line());
         } else {
-            let is_json = std::str::from_utf8(&line).ok().and_then(|t| crate::routing::find_fields(t, &[])).is_some();
+            // The whole line is validated: only JSON may be embedded in the envelope as is.
+            let is_json = std::str::from_utf8(&line).is_ok_and(crate::routing::is_json);
             let view = crate::record::RecordView { partition, value: Some(&line), value_is_json: is_json, ..Default::default() };
             crate::record::encode(&mut line_out, &view, []);
         }
@@ -113,5 +114,28 @@ fn copy(r: &mut dyn Read, w: &mut dyn Write) -> Result<(), CopyError> {
             return Ok(());
         }
         w.write_all(&buf[..n]).map_err(CopyError::Output)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Value lines shown as records: JSON is embedded, anything else (here a line that starts
+    /// like JSON but is not) becomes a string, and every output line is JSON.
+    #[test]
+    fn value_lines_convert_to_valid_records_and_back() {
+        let stored = b"{\"mid\":\"a\"}\n{\"mid\": not json\nplain\n".to_vec();
+        let mut out = Vec::new();
+        assert!(convert_lines("x/2020-02-01-3-1.json", &stored, false, Some(3), &mut out).is_ok());
+        let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 3);
+        for l in &lines {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(l)));
+            assert_eq!(v["partition"], 3);
+        }
+        let mut back = Vec::new();
+        assert!(convert_lines("x/2020-02-01-3-1.records.json", &out, true, Some(3), &mut back).is_ok());
+        assert_eq!(back, stored, "and back to the value lines");
     }
 }
