@@ -118,11 +118,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         Mode::JobManager => {
             let topic = a.job_topic.clone().ok_or_else(|| usage("job-manager mode needs --job-topic"))?;
             let kafka = kafka.clone().ok_or_else(|| usage("job-manager mode needs --brokers (or KAFKA_BROKERS) or --config"))?;
-            let model = a
-                .model
-                .clone()
-                .or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
-                .ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
+            let model = model(&a, &job).ok_or_else(|| usage("no --model and no \"model\" in the job config"))?;
             Some((topic, kafka, model))
         }
         _ => None,
@@ -236,6 +232,11 @@ impl Launcher {
     }
 }
 
+/// `--model`, else the job config's `"model"`.
+fn model(a: &PlanArgs, job: &Value) -> Option<String> {
+    a.model.clone().or_else(|| job.get("model").and_then(Value::as_str).map(String::from))
+}
+
 /// The launcher the options ask for (none: only write the configs).
 fn launcher(a: &PlanArgs, job: &Value) -> anyhow::Result<Option<Launcher>> {
     let app = match (&a.jar, &a.py_file) {
@@ -258,7 +259,7 @@ fn launcher(a: &PlanArgs, job: &Value) -> anyhow::Result<Option<Launcher>> {
         master: a.spark_master.clone(),
         app: app.display().to_string(),
         main_class: a.class.clone(),
-        model: a.model.clone().or_else(|| job.get("model").and_then(Value::as_str).map(String::from)),
+        model: model(a, job),
         confs: a.confs.clone(),
     })))
 }
