@@ -276,7 +276,9 @@ impl Record {
 
     /// Encodes it again (the inverse of [`decode`]).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let value_is_json = self.value.as_deref().is_some_and(|v| serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok());
+        // The writer's own rule (the router's validator), so a re-encoded record is byte for byte
+        // what the writer stored.
+        let value_is_json = self.value.as_deref().is_some_and(|v| std::str::from_utf8(v).is_ok_and(crate::routing::is_json));
         let view = RecordView {
             partition: self.partition,
             offset: self.offset,

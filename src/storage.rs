@@ -339,6 +339,12 @@ impl Storage {
         }
     }
 
+    /// The whole stored blob `key` (what every reader of backup files starts from).
+    pub async fn read(&self, key: &str) -> Result<bytes::Bytes, object_store::Error> {
+        use object_store::ObjectStoreExt;
+        self.store.get(&ObjectPath::from(key)).await?.bytes().await
+    }
+
     /// Makes sure the container exists: creates it when `create` is set, else fails clearly.
     pub async fn ensure_container(&self, create: bool) -> Result<(), StorageError> {
         if let Some(dir) = &self.file_dir {

@@ -2,9 +2,6 @@
 
 use std::io::{Read, Write};
 
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
-
 use crate::cmd::ls::SelectArgs;
 use crate::cmd::ExitError;
 
@@ -40,7 +37,7 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut corrupt = 0;
     for l in &listed {
-        let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+        let raw = storage.read(&l.key).await?;
         let convert = match a.format {
             Some(CatFormat::Value) => l.name.records,
             Some(CatFormat::Record) => !l.name.records,

@@ -63,7 +63,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
     let (mut written, mut existing, mut unkeyed, mut events) = (0, 0, 0u64, 0u64);
     for l in old {
-        let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+        let raw = storage.read(&l.key).await?;
         let gz = l.key.ends_with(".gz");
         // Lines keep their order within each new file.
         let mut by_part: BTreeMap<i32, Vec<u8>> = BTreeMap::new();

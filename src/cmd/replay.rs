@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
@@ -200,6 +198,8 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let paths: Vec<Vec<String>> = a.key.iter().map(|k| k.split('.').map(String::from).collect()).collect();
 
     let total: u64 = todo.iter().map(|l| l.size).sum();
+    // Lines of each file a stopped run already had acknowledged (skipped now).
+    let resumed: Vec<u64> = todo.iter().map(|l| progress.get(&l.key).copied().flatten().unwrap_or(0)).collect();
     let bar =
         crate::progress::Progress::new(total, "{spinner} {bytes}/{total_bytes} stored bytes, {msg} [{elapsed_precise}, ETA {eta}]", "stored bytes");
     let mut s = Sender {
@@ -213,7 +213,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         unkeyed: 0,
         tombstones: 0,
         rr: 0,
-        sent_in_file: todo.iter().map(|l| progress.get(&l.key).copied().flatten().unwrap_or(0)).collect(),
+        sent_in_file: resumed.clone(),
         bar,
     };
     let check_failed = || -> anyhow::Result<()> {
@@ -239,8 +239,9 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    // After each event: progress, and on a signal everything acknowledged is recorded.
-    let mut after_send = |s: &mut Sender<'_>, pending: &mut Vec<(usize, u64)>, open: &[usize]| -> anyhow::Result<()> {
+    // After each event: progress, and on a signal everything acknowledged is recorded (`open`:
+    // the files partly sent, asked for only then).
+    let mut after_send = |s: &mut Sender<'_>, pending: &mut Vec<(usize, u64)>, open: &dyn Fn() -> Vec<usize>| -> anyhow::Result<()> {
         let stopping = stop.load(Ordering::Relaxed);
         if let (Some(p), Some(f)) = (&producer, &mut ckpt) {
             if s.events % PROGRESS_EVERY == 0 {
@@ -252,7 +253,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 p.flush(Duration::from_secs(300)).context("waiting for deliveries")?;
                 check_failed()?;
                 record_done(pending, f)?;
-                for &fi in open {
+                for fi in open() {
                     writeln!(f, "{}\t{}", todo[fi].key, s.sent_in_file[fi])?;
                 }
                 f.sync_data()?;
@@ -284,8 +285,8 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             let mut left: HashMap<usize, u64> = HashMap::new();
             for &fi in files {
                 let l = todo[fi];
-                let skip = s.sent_in_file[fi];
-                let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+                let skip = resumed[fi];
+                let raw = storage.read(&l.key).await?;
                 let mut n = 0u64;
                 for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
                     let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
@@ -309,16 +310,15 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 let n = left.get_mut(&fi).expect("counted");
                 *n -= 1;
                 if *n == 0 {
-                    pending.push((fi, s.sent_in_file[fi] - progress.get(&todo[fi].key).copied().flatten().unwrap_or(0)));
+                    pending.push((fi, s.sent_in_file[fi] - resumed[fi]));
                 }
-                let open: Vec<usize> = left.iter().filter(|(_, n)| **n > 0).map(|(fi, _)| *fi).collect();
-                after_send(&mut s, &mut pending, &open)?;
+                after_send(&mut s, &mut pending, &|| left.iter().filter(|(_, n)| **n > 0).map(|(fi, _)| *fi).collect())?;
             }
         }
     } else {
         for (fi, l) in todo.iter().enumerate() {
-            let skip = s.sent_in_file[fi];
-            let raw = storage.store.get(&ObjectPath::from(l.key.as_str())).await?.bytes().await?;
+            let skip = resumed[fi];
+            let raw = storage.read(&l.key).await?;
             for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
                 let line = line.with_context(|| format!("{}: corrupt or truncated; not recorded as done, rerun to resend it", l.key))?;
                 if (i as u64) < skip {
@@ -330,10 +330,10 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 } else {
                     s.send_value(fi, l, &line).await?;
                 }
-                after_send(&mut s, &mut pending, &[fi])?;
+                after_send(&mut s, &mut pending, &|| vec![fi])?;
             }
             // Recorded as done once every event of it is acknowledged (checked as replay goes on).
-            pending.push((fi, s.sent_in_file[fi] - skip));
+            pending.push((fi, s.sent_in_file[fi] - resumed[fi]));
             s.bar.inc(l.size);
         }
     }

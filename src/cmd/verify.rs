@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -350,7 +348,7 @@ fn corrupt_or_fail(a: &VerifyArgs, key: &str, e: anyhow::Error) -> anyhow::Resul
 
 /// Calls `f` on every line of a stored file (decompressed, without its `\n`).
 async fn read_lines(storage: &Storage, key: &str, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
-    let raw = storage.store.get(&ObjectPath::from(key)).await.with_context(|| format!("reading {key}"))?.bytes().await?;
+    let raw = storage.read(key).await.with_context(|| format!("reading {key}"))?;
     for line in crate::seal::lines(key, &raw) {
         let line = line.context("corrupt or truncated")?;
         f(&line);
