@@ -7,8 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
-
 /// Offsets of one partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionOffsets {
@@ -49,6 +47,9 @@ impl PartitionOffsets {
 
     /// The highest offset that may be committed now.
     pub fn safe(&self) -> i64 {
+        if crate::sabotage::on(crate::sabotage::Rule::CommitHighestPending) {
+            return self.held.keys().next_back().copied().unwrap_or(self.next);
+        }
         self.held.keys().next().copied().unwrap_or(self.next)
     }
 
@@ -74,49 +75,10 @@ impl PartitionOffsets {
     }
 }
 
-/// Offsets of every partition this process owns, keyed by (topic index, partition).
-#[derive(Debug, Default)]
-pub struct CommitTracker {
-    parts: HashMap<(usize, i32), PartitionOffsets>,
-}
-
-impl CommitTracker {
-    /// Starts tracking a newly assigned partition at its committed position.
-    pub fn assign(&mut self, topic: usize, partition: i32, start: i64) {
-        self.parts.insert((topic, partition), PartitionOffsets::new(start));
-    }
-
-    /// Stops tracking a revoked partition.
-    pub fn revoke(&mut self, topic: usize, partition: i32) -> Option<PartitionOffsets> {
-        self.parts.remove(&(topic, partition))
-    }
-
-    /// The partition's offsets, if owned.
-    pub fn get_mut(&mut self, topic: usize, partition: i32) -> Option<&mut PartitionOffsets> {
-        self.parts.get_mut(&(topic, partition))
-    }
-
-    /// The partition's offsets, if owned.
-    pub fn get(&self, topic: usize, partition: i32) -> Option<&PartitionOffsets> {
-        self.parts.get(&(topic, partition))
-    }
-
-    /// Every (topic, partition, offset) whose commit may move forward.
-    pub fn due(&self) -> Vec<(usize, i32, i64)> {
-        let mut v: Vec<_> = self.parts.iter().filter_map(|(&(t, p), o)| Some((t, p, o.to_commit()?))).collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Owned partitions.
-    pub fn partitions(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
-        self.parts.keys().copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustc_hash::FxHashMap as HashMap;
 
     #[test]
     fn nothing_consumed_nothing_to_commit() {
@@ -210,23 +172,6 @@ mod tests {
         p.consumed(40);
         p.release(15);
         assert_eq!(p.to_commit(), Some(41));
-    }
-
-    #[test]
-    fn tracker_reports_due_partitions_and_forgets_revoked_ones() {
-        let mut t = CommitTracker::default();
-        t.assign(0, 0, 0);
-        t.assign(0, 1, 50);
-        t.assign(1, 0, 7);
-        let p = t.get_mut(0, 1).unwrap();
-        p.hold(50);
-        p.consumed(50);
-        p.release(50);
-        t.get_mut(1, 0).unwrap().consumed(7);
-        assert_eq!(t.due(), vec![(0, 1, 51), (1, 0, 8)]);
-        t.revoke(0, 1);
-        assert_eq!(t.due(), vec![(1, 0, 8)]);
-        assert!(t.get(0, 1).is_none());
     }
 
     /// Exhaustive check against a brute-force model: random dates per offset, random upload

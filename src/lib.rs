@@ -25,6 +25,7 @@ pub mod producer;
 pub mod progress;
 pub mod record;
 pub mod routing;
+pub(crate) mod sabotage;
 pub mod sample;
 pub mod seal;
 pub mod secor;

@@ -27,8 +27,10 @@ use crate::seal;
 pub enum Existing {
     /// A new file: an existing blob is ours only if its events are identical, else a conflict.
     Compare,
-    /// A file rebuilt under a recorded name: an existing blob is the earlier upload of it.
-    Accept,
+    /// A file rebuilt under a recorded name: an existing blob is the earlier upload of it if
+    /// its events end with ours (retention may have deleted the first few before the rebuild);
+    /// anything else under that name is a conflict.
+    Rebuilt,
 }
 
 /// A sealed file on its way to storage.
@@ -123,19 +125,16 @@ pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Bytes, existing: 
     let mut attempts = 0u32;
     let op = || {
         attempts += 1;
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions { mode: put_mode(), ..Default::default() };
         let (path, payload) = (&path, payload.clone());
         async move {
             match store.put_opts(path, payload.clone(), opts).await {
                 Ok(_) => Ok(Outcome::Stored),
-                Err(object_store::Error::AlreadyExists { .. }) => match existing {
-                    Existing::Accept => Ok(Outcome::AlreadyThere),
-                    Existing::Compare => {
-                        let theirs = store.get(path).await?.bytes().await?;
-                        let ours: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
-                        Ok(if same_events(key, &theirs, &ours) { Outcome::AlreadyThere } else { Outcome::Conflict })
-                    }
-                },
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let theirs = store.get(path).await?.bytes().await?;
+                    let ours: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+                    Ok(when_taken(existing, key, &theirs, &ours))
+                }
                 Err(e) => Err(e),
             }
         }
@@ -153,20 +152,51 @@ pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Bytes, existing: 
     (outcome, attempts)
 }
 
+/// How every upload writes: create only if absent (`If-None-Match: *`), never overwrite.
+pub(crate) fn put_mode() -> PutMode {
+    if crate::sabotage::on(crate::sabotage::Rule::UnconditionalPut) {
+        return PutMode::Overwrite;
+    }
+    PutMode::Create
+}
+
+/// What an upload's outcome is when its name is already taken by `theirs`.
+pub(crate) fn when_taken(existing: Existing, key: &str, theirs: &[u8], ours: &[u8]) -> Outcome {
+    let same = match existing {
+        Existing::Compare => same_events(key, theirs, ours),
+        Existing::Rebuilt => crate::sabotage::on(crate::sabotage::Rule::TrustRecordedName) || ends_with_events(key, theirs, ours),
+    };
+    if same {
+        Outcome::AlreadyThere
+    } else {
+        Outcome::Conflict
+    }
+}
+
+/// A blob's lines: the bytes themselves, or inflated for a `.gz` name.
+fn inflate(key: &str, x: &[u8]) -> Option<Vec<u8>> {
+    if !key.ends_with(".gz") {
+        return Some(x.to_vec());
+    }
+    let mut v = Vec::new();
+    crate::seal::reader(key, x).read_to_end(&mut v).ok().map(|_| v)
+}
+
 /// True if two blobs hold the same events: equal bytes, or equal once decompressed (a
 /// different gzip implementation or level writes different bytes for the same lines).
 fn same_events(key: &str, a: &[u8], b: &[u8]) -> bool {
-    if a == b {
+    a == b || (key.ends_with(".gz") && matches!((inflate(key, a), inflate(key, b)), (Some(x), Some(y)) if x == y))
+}
+
+/// True if the events of `theirs` end with those of `ours`, whole lines only.
+fn ends_with_events(key: &str, theirs: &[u8], ours: &[u8]) -> bool {
+    if theirs == ours {
         return true;
     }
-    if !key.ends_with(".gz") {
-        return false;
+    match (inflate(key, theirs), inflate(key, ours)) {
+        (Some(t), Some(o)) if !o.is_empty() && t.ends_with(&o) => t.len() == o.len() || t[t.len() - o.len() - 1] == b'\n',
+        _ => false,
     }
-    let inflate = |x: &[u8]| {
-        let mut v = Vec::new();
-        crate::seal::reader(key, x).read_to_end(&mut v).ok().map(|_| v)
-    };
-    matches!((inflate(a), inflate(b)), (Some(x), Some(y)) if x == y)
 }
 
 #[cfg(test)]
@@ -189,9 +219,22 @@ mod tests {
         assert_eq!(put_new(&store, "x/f.json.gz", gz(b"a\nb\n", 9), Existing::Compare, |_| {}).await.0, Outcome::AlreadyThere);
         // Different events under the same name: a conflict, and the blob is untouched.
         assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Compare, |_| {}).await.0, Outcome::Conflict);
-        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Accept, |_| {}).await.0, Outcome::AlreadyThere);
+        // A rebuilt file is the earlier upload when it holds that file's last events (retention
+        // deleted the first ones), whole lines only; anything else is a conflict.
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"b\n", 3), Existing::Rebuilt, |_| {}).await.0, Outcome::AlreadyThere);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"a\nb\n", 6), Existing::Rebuilt, |_| {}).await.0, Outcome::AlreadyThere);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"c\n", 3), Existing::Rebuilt, |_| {}).await.0, Outcome::Conflict);
+        assert_eq!(put_new(&store, "x/f.json.gz", gz(b"\nb\n", 3), Existing::Rebuilt, |_| {}).await.0, Outcome::Conflict);
         let got = store.get(&ObjectPath::from("x/f.json.gz")).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], &body[..]);
+    }
+
+    #[test]
+    fn a_rebuilt_file_matches_only_a_whole_line_suffix() {
+        assert!(ends_with_events("a.json", b"x\ny\n", b"y\n"));
+        assert!(ends_with_events("a.json", b"x\ny\n", b"x\ny\n"));
+        assert!(!ends_with_events("a.json", b"x\nzy\n", b"y\n"), "a partial line is not an event");
+        assert!(!ends_with_events("a.json", b"x\n", b""));
     }
 
     #[test]

@@ -2,37 +2,79 @@
 
 use super::*;
 
+/// Offsets and metadata of one commit, per (topic, partition).
+type Commits = Vec<(usize, i32, i64, String)>;
+
 impl Writer {
     /// Commits the intents of sealed files (with each partition's safe offset), then starts
     /// their uploads. A file whose intent is not confirmed is never uploaded.
-    pub(super) fn record_intents(&mut self, consumer: &BaseConsumer<Ctx>) {
-        if self.awaiting.is_empty() {
+    pub(super) fn record_intents(&mut self, broker: &dyn Broker) {
+        if self.files.awaiting().is_empty() {
             return;
         }
         // Counted per file, so `sealed:n` does not depend on how seals are batched.
-        for _ in &self.awaiting {
+        for _ in self.files.awaiting() {
             failpoint::hit(failpoint::SEALED);
         }
-        let mut batch: Vec<u64> = Vec::new();
-        let mut commits: Vec<(usize, i32, i64, String)> = Vec::new();
+        let (batch, commits) = self.next_intents();
+        if batch.is_empty() {
+            return;
+        }
+        let recorded = if sabotage::on(sabotage::Rule::UploadBeforeIntent) { Ok(()) } else { self.commit_with_metadata(broker, &commits) };
+        match recorded {
+            Ok(()) => {
+                for &id in &batch {
+                    failpoint::hit(failpoint::INTENT_RECORDED);
+                    let Some((f, data)) = self.files.recorded(id) else { continue };
+                    let cfg = &self.topics[f.topic].cfg;
+                    let job = UploadJob {
+                        id,
+                        key: f.intent.key.clone(),
+                        topic: cfg.name.clone(),
+                        data,
+                        compression: cfg.compression,
+                        level: if cfg.compression == Compression::Gzip { cfg.compression_level } else { 0 },
+                        existing: f.existing,
+                    };
+                    self.uploads.submit(job);
+                }
+            }
+            Err(e) => {
+                // Not recorded (or not known to be): do not upload. The intents come out of the
+                // log again; if the broker did store them, recovery rebuilds those files.
+                for id in &batch {
+                    let f = self.files.get(*id).expect("awaiting files are in flight");
+                    if let Some(st) = self.parts.get_mut(&f.part()) {
+                        st.intents.remove(&f.intent.key);
+                    }
+                }
+                self.intent_retry_at = self.clock.now() + Duration::from_secs(1);
+                warn!(error = %e, files = batch.len(), "recording upload intents failed; will retry");
+            }
+        }
+    }
+
+    /// The awaiting files whose intents fit in their partitions' next commit (in seal order,
+    /// under the metadata limit), added to the partitions' intent logs, and those commits.
+    fn next_intents(&mut self) -> (Vec<u64>, Commits) {
+        let mut batch = Vec::new();
+        let mut commits = Vec::new();
         let mut parts: Vec<(usize, i32)> = Vec::new();
-        for id in &self.awaiting {
-            let f = &self.inflight[id];
-            if !parts.contains(&(f.topic, f.partition)) {
-                parts.push((f.topic, f.partition));
+        for id in self.files.awaiting() {
+            let part = self.files.get(*id).expect("awaiting files are in flight").part();
+            if !parts.contains(&part) {
+                parts.push(part);
             }
         }
         for (t, p) in parts {
-            let (Some(st), Some(track)) = (self.parts.get_mut(&(t, p)), self.tracker.get(t, p)) else {
-                continue;
-            };
-            let offset = track.safe();
+            let Some(st) = self.parts.get_mut(&(t, p)) else { continue };
+            let Some(offset) = st.offsets.as_ref().map(|o| o.safe()) else { continue };
             let mut added = 0;
-            for id in self.awaiting.iter().filter(|id| {
-                let f = &self.inflight[*id];
-                (f.topic, f.partition) == (t, p)
-            }) {
-                let f = &self.inflight[id];
+            for id in self.files.awaiting() {
+                let f = self.files.get(*id).expect("awaiting files are in flight");
+                if f.part() != (t, p) {
+                    continue;
+                }
                 st.intents.push(f.intent.clone());
                 if st.intents.metadata(offset, self.metadata_limit).is_none() {
                     // The record is full: this file waits until earlier ones are committed past.
@@ -47,72 +89,29 @@ impl Writer {
                 commits.push((t, p, offset, md));
             }
         }
-        if batch.is_empty() {
-            return;
-        }
-        match self.commit_with_metadata(consumer, &commits) {
-            Ok(()) => {
-                for _ in &batch {
-                    failpoint::hit(failpoint::INTENT_RECORDED);
-                }
-                self.awaiting.retain(|id| !batch.contains(id));
-                for id in batch {
-                    let f = self.inflight.get_mut(&id).expect("in flight");
-                    let data = f.data.take().expect("awaiting files hold their data");
-                    let cfg = &self.topics[f.topic].cfg;
-                    self.uploader.submit(UploadJob {
-                        id,
-                        key: f.intent.key.clone(),
-                        topic: cfg.name.clone(),
-                        data,
-                        compression: cfg.compression,
-                        level: if cfg.compression == Compression::Gzip { cfg.compression_level } else { 0 },
-                        existing: f.existing,
-                    });
-                }
-            }
-            Err(e) => {
-                // Not recorded (or not known to be): do not upload. The intents come out of the
-                // log again; if the broker did store them, recovery rebuilds those files.
-                for id in &batch {
-                    let f = &self.inflight[id];
-                    if let Some(st) = self.parts.get_mut(&(f.topic, f.partition)) {
-                        st.intents.remove(&f.intent.key);
-                    }
-                }
-                self.intent_retry_at = Instant::now() + Duration::from_secs(1);
-                warn!(error = %e, files = batch.len(), "recording upload intents failed; will retry");
-            }
-        }
+        (batch, commits)
     }
 
-    /// One synchronous commit of offsets with metadata; updates the tracker on success.
-    pub(super) fn commit_with_metadata(
-        &mut self,
-        consumer: &BaseConsumer<Ctx>,
-        commits: &[(usize, i32, i64, String)],
-    ) -> rdkafka::error::KafkaResult<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, o, md) in commits {
-            let mut e = tpl.add_partition(&self.topics[*t].cfg.name, *p);
-            e.set_offset(Offset::Offset(*o))?;
-            e.set_metadata(md.as_str());
-        }
-        let started = Instant::now();
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+    /// One synchronous commit of offsets with metadata; updates the partitions on success.
+    pub(super) fn commit_with_metadata(&mut self, broker: &dyn Broker, commits: &[(usize, i32, i64, String)]) -> Result<(), BrokerError> {
+        let entries: Vec<CommitEntry<'_>> =
+            commits.iter().map(|(t, p, o, md)| CommitEntry { topic: &self.topics[*t].cfg.name, partition: *p, offset: *o, metadata: md }).collect();
+        let started = self.clock.now();
+        if let Err(e) = broker.commit(&entries) {
             metrics::counter!(m::COMMIT_FAILURES).increment(1);
             return Err(e);
         }
         metrics::counter!(m::COMMITS).increment(1);
-        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::COMMIT_SECONDS).record(self.clock.now().duration_since(started).as_secs_f64());
         self.health.broker_ok();
         for (t, p, o, _) in commits {
             debug!(topic = %self.topics[*t].cfg.name, partition = p, offset = o, "committed");
-            if let Some(track) = self.tracker.get_mut(*t, *p) {
-                track.committed(*o);
-            }
             if let Some(st) = self.parts.get_mut(&(*t, *p)) {
+                if let Some(offsets) = st.offsets.as_mut() {
+                    offsets.committed(*o);
+                }
                 st.intents.prune(*o);
+                st.record_stale = false;
             }
         }
         failpoint::hit(failpoint::COMMITTED);
@@ -120,16 +119,16 @@ impl Writer {
     }
 
     /// Commits every partition whose safe offset moved (only `only` if given), with its intents.
-    pub(super) fn commit(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&HashSet<(usize, i32)>>) {
-        self.last_commit = Instant::now();
+    pub(super) fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<(usize, i32)>>) {
+        self.last_commit = self.clock.now();
         let mut commits = Vec::new();
-        for (t, p, o) in self.tracker.due() {
+        for (&(t, p), st) in &self.parts {
             if only.is_some_and(|s| !s.contains(&(t, p))) {
                 continue;
             }
-            let Some(st) = self.parts.get(&(t, p)) else {
-                continue;
-            };
+            let due = st.offsets.as_ref().and_then(|o| o.to_commit());
+            let stale = st.offsets.as_ref().filter(|_| st.record_stale).map(|o| o.safe());
+            let Some(o) = due.or(stale) else { continue };
             match st.intents.metadata(o, self.metadata_limit) {
                 Some(md) => commits.push((t, p, o, md)),
                 // Cannot happen: a higher offset only drops intents from the record.
@@ -139,8 +138,10 @@ impl Writer {
         if commits.is_empty() {
             return;
         }
+        // One order whatever the map's: commits and their logs are reproducible.
+        commits.sort_unstable_by_key(|c| (c.0, c.1));
         // Not fatal: the offsets stay due and the next commit carries them.
-        if let Err(e) = self.commit_with_metadata(consumer, &commits) {
+        if let Err(e) = self.commit_with_metadata(broker, &commits) {
             warn!(error = %e, "offset commit failed; will retry");
         }
     }

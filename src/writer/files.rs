@@ -1,31 +1,247 @@
-//! Open buffers and files in flight: sealing, upload results, waiting for uploads, the final flush.
+//! Open files and files in flight, and the only byte ledger.
+//!
+//! Every byte the memory budget counts is in a [`Files`]: open buffers (one per route), files
+//! being rebuilt under a recorded name, and sealed files until their upload finishes. Its
+//! fields are private to this file, so the two totals can only change where a buffer enters or
+//! leaves (an earlier version updated them by hand at eleven places, and they drifted).
+
+use std::hash::Hash;
 
 use super::*;
+
+/// A sealed file from seal to upload.
+pub(super) struct InFlight {
+    pub(super) topic: usize,
+    pub(super) partition: i32,
+    /// The assignment it belongs to; results for an older assignment are ignored.
+    pub(super) epoch: u64,
+    pub(super) intent: Arc<Intent>,
+    pub(super) events: u64,
+    /// Uncompressed size of the file.
+    pub(super) bytes: u64,
+    /// Memory it holds until uploaded.
+    charged: u64,
+    pub(super) reason: SealReason,
+    /// Present until the upload is submitted (the file awaits its intent record).
+    data: Option<crate::buffer::Memory>,
+    /// Record time of its first message (for the retention headroom gauge).
+    pub(super) first_record_ms: Option<i64>,
+    pub(super) existing: Existing,
+}
+
+/// Where a message goes: the open file of its route, or a file being rebuilt.
+pub(super) enum Slot<'k> {
+    Open(&'k BufferKey),
+    /// (topic, partition, index in the partition's `plan.rebuild`).
+    Rebuild(usize, i32, usize),
+}
+
+/// What appending did.
+pub(super) struct Appended<'b> {
+    /// The message opened the file (its offset must be held).
+    pub(super) opened: bool,
+    /// Raw newlines in the value were written as spaces.
+    pub(super) newline_replaced: bool,
+    pub(super) buffer: &'b Buffer,
+}
+
+#[derive(Default)]
+pub(super) struct Files {
+    open: HashMap<BufferKey, Buffer>,
+    rebuilding: HashMap<(usize, i32, usize), Buffer>,
+    inflight: HashMap<u64, InFlight>,
+    /// Sealed files waiting for their intent to be committed, in seal order.
+    awaiting: Vec<u64>,
+    open_bytes: u64,
+    inflight_bytes: u64,
+    next_id: u64,
+}
+
+fn get_or_open<K: Hash + Eq>(map: &mut HashMap<K, Buffer>, key: K, offset: i64, record_ms: Option<i64>, now: Instant) -> (&mut Buffer, bool) {
+    let mut opened = false;
+    let buf = map.entry(key).or_insert_with(|| {
+        opened = true;
+        Buffer { first_record_ms: record_ms, ..Buffer::new(offset, now) }
+    });
+    (buf, opened)
+}
+
+impl Files {
+    /// Appends one line to its file, opening the file if needed.
+    pub(super) fn append(
+        &mut self,
+        slot: Slot<'_>,
+        offset: i64,
+        line: &[u8],
+        line_breaks: Option<bool>,
+        record_ms: Option<i64>,
+        now: Instant,
+    ) -> Appended<'_> {
+        let (buffer, opened) = match slot {
+            Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, now),
+            Slot::Rebuild(t, p, i) => get_or_open(&mut self.rebuilding, (t, p, i), offset, record_ms, now),
+        };
+        let before = buffer.charged();
+        let newline_replaced = buffer.append_checked(offset, line, line_breaks);
+        self.open_bytes += buffer.charged() - before;
+        Appended { opened, newline_replaced, buffer }
+    }
+
+    /// Takes an open file out to seal it.
+    pub(super) fn take_open(&mut self, key: &BufferKey) -> Option<Buffer> {
+        let buf = self.open.remove(key)?;
+        self.open_bytes -= buf.charged();
+        Some(buf)
+    }
+
+    /// Takes a file being rebuilt out to seal it.
+    pub(super) fn take_rebuilt(&mut self, t: usize, p: i32, i: usize) -> Option<Buffer> {
+        let buf = self.rebuilding.remove(&(t, p, i))?;
+        self.open_bytes -= buf.charged();
+        Some(buf)
+    }
+
+    /// Puts a sealed buffer in flight; `awaiting_intent` files wait for their intent record
+    /// (see `record_intents`), the others go to the upload queue at once. Returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch(
+        &mut self,
+        topic: usize,
+        partition: i32,
+        epoch: u64,
+        intent: Arc<Intent>,
+        buf: Buffer,
+        reason: SealReason,
+        existing: Existing,
+        awaiting_intent: bool,
+    ) -> (u64, Option<crate::buffer::Memory>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let charged = buf.charged();
+        self.inflight_bytes += charged;
+        let (events, bytes, first_record_ms) = (buf.events, buf.len(), buf.first_record_ms);
+        let (data, keep) = if awaiting_intent { (None, Some(buf.data)) } else { (Some(buf.data), None) };
+        self.inflight.insert(id, InFlight { topic, partition, epoch, intent, events, bytes, charged, reason, data: keep, first_record_ms, existing });
+        if awaiting_intent {
+            self.awaiting.push(id);
+        }
+        (id, data)
+    }
+
+    /// The data of a file whose intent is now recorded, for its upload (its memory stays
+    /// charged until the upload finishes).
+    pub(super) fn recorded(&mut self, id: u64) -> Option<(&InFlight, crate::buffer::Memory)> {
+        self.awaiting.retain(|a| *a != id);
+        let f = self.inflight.get_mut(&id)?;
+        let data = f.data.take()?;
+        Some((f, data))
+    }
+
+    /// A finished upload leaves the books.
+    pub(super) fn landed(&mut self, id: u64) -> Option<InFlight> {
+        let f = self.inflight.remove(&id)?;
+        self.inflight_bytes -= f.charged;
+        Some(f)
+    }
+
+    /// Drops the open files of `parts` (a lost assignment); returns their events.
+    pub(super) fn drop_open(&mut self, parts: &HashSet<(usize, i32)>) -> u64 {
+        let keys: Vec<BufferKey> = self.open.keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
+        keys.iter().filter_map(|k| self.take_open(k)).map(|b| b.events).sum()
+    }
+
+    /// Drops the sealed files of `parts` whose intents were never recorded; returns their events.
+    pub(super) fn drop_unrecorded(&mut self, parts: &HashSet<(usize, i32)>) -> u64 {
+        let ids: Vec<u64> = self.awaiting.iter().copied().filter(|id| parts.contains(&self.inflight[id].part())).collect();
+        self.awaiting.retain(|id| !ids.contains(id));
+        ids.iter().filter_map(|id| self.landed(*id)).map(|f| f.events).sum()
+    }
+
+    /// Drops the unfinished rebuilds of a partition given up.
+    pub(super) fn drop_rebuilds(&mut self, t: usize, p: i32) {
+        let keys: Vec<_> = self.rebuilding.keys().filter(|k| (k.0, k.1) == (t, p)).copied().collect();
+        for k in keys {
+            self.take_rebuilt(k.0, k.1, k.2);
+        }
+    }
+
+    pub(super) fn open_keys(&self) -> impl Iterator<Item = &BufferKey> {
+        self.open.keys()
+    }
+
+    pub(super) fn open_files(&self) -> impl Iterator<Item = (&BufferKey, &Buffer)> {
+        self.open.iter()
+    }
+
+    pub(super) fn rebuilding(&self) -> impl Iterator<Item = ((usize, i32), &Buffer)> {
+        self.rebuilding.iter().map(|(k, b)| ((k.0, k.1), b))
+    }
+
+    pub(super) fn in_flight(&self) -> impl Iterator<Item = &InFlight> {
+        self.inflight.values()
+    }
+
+    pub(super) fn get(&self, id: u64) -> Option<&InFlight> {
+        self.inflight.get(&id)
+    }
+
+    pub(super) fn awaiting(&self) -> &[u64] {
+        &self.awaiting
+    }
+
+    pub(super) fn inflight_count(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub(super) fn open_bytes(&self) -> u64 {
+        self.open_bytes
+    }
+
+    pub(super) fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
+    /// The largest open file.
+    pub(super) fn largest_open(&self) -> Option<BufferKey> {
+        self.open.iter().max_by_key(|(_, b)| b.len()).map(|(k, _)| k.clone())
+    }
+
+    /// True when the two totals equal the sums over the buffers they describe.
+    pub(super) fn books_balance(&self) -> bool {
+        let open: u64 = self.open.values().chain(self.rebuilding.values()).map(Buffer::charged).sum();
+        let inflight: u64 = self.inflight.values().map(|f| f.charged).sum();
+        open == self.open_bytes && inflight == self.inflight_bytes
+    }
+}
+
+impl InFlight {
+    pub(super) fn part(&self) -> (usize, i32) {
+        (self.topic, self.partition)
+    }
+}
 
 impl Writer {
     /// Seals the largest open buffer so its bytes move on to storage.
     pub(super) fn seal_largest(&mut self) {
-        if let Some(key) = self.buffers.iter().max_by_key(|(_, b)| b.len()).map(|(k, _)| k.clone()) {
+        if let Some(key) = self.files.largest_open() {
             self.seal(&key, SealReason::Memory);
         }
     }
 
     /// Names a buffer and queues it for its intent record; the upload starts after that.
     pub(super) fn seal(&mut self, key: &BufferKey, reason: SealReason) {
-        let Some(buf) = self.buffers.remove(key) else {
+        let Some(buf) = self.files.take_open(key) else {
             return;
         };
-        self.open_bytes -= buf.charged();
         let topic = &self.topics[key.topic];
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let name = NameContext {
             date: &key.date,
             kafka_partition: key.partition,
-            current_ms: self.clock.next(now_ms),
+            current_ms: self.name_clock.next(self.clock.wall_ms()),
             topic: &topic.cfg.name,
             generation: topic.cfg.generation,
             first_offset: buf.first_offset,
-            random: rand::random(),
+            random: self.clock.random() as u16,
         };
         let intent = Arc::new(Intent {
             key: topic.layout.key(key.prefix.as_deref(), key.error, &name),
@@ -36,117 +252,14 @@ impl Writer {
             to: buf.last_offset,
         });
         let epoch = self.parts.get(&(key.topic, key.partition)).map_or(0, |s| s.epoch);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.inflight_bytes += buf.charged();
-        self.inflight.insert(
-            id,
-            InFlight {
-                topic: key.topic,
-                partition: key.partition,
-                epoch,
-                intent,
-                events: buf.events,
-                bytes: buf.len(),
-                charged: buf.charged(),
-                reason,
-                first_record_ms: buf.first_record_ms,
-                data: Some(buf.data),
-                existing: Existing::Compare,
-            },
-        );
-        self.awaiting.push(id);
+        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true);
     }
 
-    pub(super) fn on_uploaded(&mut self, done: UploadDone) {
-        let Some(f) = self.inflight.remove(&done.id) else {
-            return;
-        };
-        self.inflight_bytes -= f.charged;
-        let current = self.parts.get(&(f.topic, f.partition)).is_some_and(|s| s.epoch == f.epoch);
-        if done.outcome == Outcome::Conflict {
-            metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].cfg.name.clone()).increment(1);
-            // Someone else's file has this name (a clock step back across owners?). Never
-            // overwrite it: name this file anew and record that instead.
-            error!(key = %f.intent.key, "a different blob already has this name; renaming the file");
-            if current {
-                self.stop_on_name_conflict(f);
-            }
-            return;
-        }
-        failpoint::hit(failpoint::UPLOADED);
-        let name = self.topics[f.topic].cfg.name.clone();
-        metrics::counter!(m::FILES_UPLOADED, "topic" => name.clone()).increment(1);
-        metrics::counter!(m::BYTES_UPLOADED, "topic" => name.clone()).increment(done.stored_bytes);
-        metrics::histogram!(m::UPLOAD_SECONDS, "topic" => name).record(done.elapsed.as_secs_f64());
-        self.summary.files += 1;
-        self.summary.bytes_out += done.stored_bytes;
-        if done.outcome == Outcome::AlreadyThere {
-            self.summary.already_there += 1;
-        }
-        info!(
-            key = %f.intent.key,
-            events = f.events,
-            bytes = f.bytes,
-            stored_bytes = done.stored_bytes,
-            first_offset = f.intent.from,
-            last_offset = f.intent.to,
-            partition = f.partition,
-            reason = f.reason.as_str(),
-            attempts = done.attempts,
-            existed = done.outcome == Outcome::AlreadyThere,
-            ms = done.elapsed.as_millis() as u64,
-            "uploaded"
-        );
-        match self.tracker.get_mut(f.topic, f.partition) {
-            Some(track) if current => track.release(f.intent.from),
-            // The partition was revoked or lost while this upload ran; its new owner re-reads
-            // these events from the last commit and finds this file through its intent.
-            _ => warn!(key = %f.intent.key, "upload finished after its partition was given up"),
-        }
-    }
-
-    /// A blob of the file's name already holds other events. The file's data is gone
-    /// (compressed and dropped by the uploader), so nothing is renamed: its intent is removed,
-    /// its events stay held (never committed) and the writer stops, so that they are read again
-    /// after a restart, under a new name. The simplest safe answer to what should never happen.
-    pub(super) fn stop_on_name_conflict(&mut self, f: InFlight) {
-        if let Some(st) = self.parts.get_mut(&(f.topic, f.partition)) {
-            st.intents.remove(&f.intent.key);
-        }
-        self.fatal = Some(format!(
-            "blob {} exists with different content; stopping without committing its events (restart to re-read them under a new name)",
-            f.intent.key
-        ));
-    }
-
-    pub(super) fn drain_uploads(&mut self) {
-        while let Ok(done) = self.done_rx.try_recv() {
-            self.on_uploaded(done);
-        }
-    }
-
-    /// Waits for uploads until `pred` holds or `deadline` passes; returns whether it holds.
-    pub(super) fn wait_uploads(&mut self, consumer: &BaseConsumer<Ctx>, deadline: Instant, pred: impl Fn(&Writer) -> bool) -> bool {
-        loop {
-            self.drain_uploads();
-            if !self.awaiting.is_empty() && Instant::now() >= self.intent_retry_at {
-                self.record_intents(consumer);
-            }
-            if pred(self) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.done_rx.recv_timeout(left.min(Duration::from_secs(1))) {
-                Ok(done) => self.on_uploaded(done),
-                Err(RecvTimeoutError::Timeout) => {
-                    debug!(files = self.inflight.len(), "waiting for uploads")
-                }
-                Err(RecvTimeoutError::Disconnected) => return pred(self),
-            }
+    /// Seals every open file of the given partitions.
+    pub(super) fn seal_partitions(&mut self, parts: &HashSet<(usize, i32)>, reason: SealReason) {
+        let keys: Vec<BufferKey> = self.files.open_keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
+        for k in &keys {
+            self.seal(k, reason);
         }
     }
 
@@ -155,15 +268,15 @@ impl Writer {
     /// Files being rebuilt that are not complete are not uploaded: a partial file under a
     /// recorded name could stand in for the complete one. Their intents stay recorded and
     /// their events uncommitted, so the next owner rebuilds them.
-    pub(super) fn finish(&mut self, consumer: &BaseConsumer<Ctx>, deadline: Instant) {
-        let keys: Vec<BufferKey> = self.buffers.keys().cloned().collect();
+    pub(crate) fn finish(&mut self, broker: &dyn Broker, deadline: Instant) {
+        let keys: Vec<BufferKey> = self.files.open_keys().cloned().collect();
         for k in &keys {
             self.seal(k, SealReason::Shutdown);
         }
-        if !self.wait_uploads(consumer, deadline, |w| w.inflight.is_empty()) {
-            self.summary.abandoned_files = self.inflight.len() as u64;
-            error!(files = self.inflight.len(), "shutdown timeout: some files were not uploaded");
+        if !self.wait_uploads(broker, deadline, |w| w.files.inflight_count() == 0) {
+            self.summary.abandoned_files = self.files.inflight_count() as u64;
+            error!(files = self.files.inflight_count(), "shutdown timeout: some files were not uploaded");
         }
-        self.commit(consumer, None);
+        self.commit(broker, None);
     }
 }

@@ -1,5 +1,6 @@
-//! The consumer context: librdkafka's error, statistics and rebalance callbacks, routed into
-//! the writer's state.
+//! The only part of the writer that touches librdkafka: the consumer context (error,
+//! statistics and rebalance callbacks, routed into the writer's state) and the [`Broker`]
+//! implementation the core commits through.
 
 use super::*;
 
@@ -43,9 +44,76 @@ impl ConsumerContext for Ctx {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
-            Rebalance::Assign(tpl) => w.on_assign(consumer, tpl, generation),
-            Rebalance::Revoke(tpl) => w.on_revoke(consumer, tpl),
+            Rebalance::Assign(tpl) => w.on_assign(consumer, &partitions(tpl), generation),
+            Rebalance::Revoke(tpl) => w.on_revoke(consumer, &partitions(tpl), consumer.assignment_lost()),
             Rebalance::Error(e) => error!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+fn failed(e: rdkafka::error::KafkaError) -> BrokerError {
+    BrokerError(e.to_string())
+}
+
+impl Broker for BaseConsumer<Ctx> {
+    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError> {
+        let mut tpl = TopicPartitionList::new();
+        for c in entries {
+            let mut e = tpl.add_partition(c.topic, c.partition);
+            e.set_offset(Offset::Offset(c.offset)).map_err(failed)?;
+            e.set_metadata(c.metadata);
+        }
+        Consumer::commit(self, &tpl, CommitMode::Sync).map_err(failed)
+    }
+
+    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = self.committed_offsets(tpl, timeout).map_err(failed)?;
+        Ok(partitions
+            .iter()
+            .map(|(t, p)| match got.find_partition(t, *p) {
+                Some(e) => Committed {
+                    offset: match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                    metadata: e.metadata().to_string(),
+                },
+                None => Committed::default(),
+            })
+            .collect())
+    }
+
+    fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError> {
+        self.fetch_watermarks(topic, partition, timeout).map_err(failed)
+    }
+
+    fn pause_all(&self) -> Result<(), BrokerError> {
+        let assignment = self.assignment().map_err(failed)?;
+        self.pause(&assignment).map_err(failed)
+    }
+
+    fn resume_all(&self) -> Result<(), BrokerError> {
+        let assignment = self.assignment().map_err(failed)?;
+        self.resume(&assignment).map_err(failed)
+    }
+}
+
+/// librdkafka's EOF event carries only the partition number; logs the position of every owned
+/// partition with that number (topics are few).
+pub(super) fn log_partition_eof(consumer: &BaseConsumer<Ctx>, partition: i32) {
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements().iter().filter(|e| e.partition() == partition) {
+            if let Offset::Offset(o) = e.offset() {
+                debug!(topic = e.topic(), "reached the end of partition {partition} at offset {o}");
+            }
         }
     }
 }

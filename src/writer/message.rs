@@ -3,20 +3,21 @@
 use super::*;
 
 impl Writer {
-    pub(super) fn on_message(&mut self, m: &BorrowedMessage<'_>, t: usize, route: Route, generation: u64, now: Instant) {
+    /// Applies one routed message polled in rebalance generation `generation`. Generic over the
+    /// message type: librdkafka's borrowed messages in production, owned ones in the simulation.
+    pub(crate) fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
         let record_ms = m.timestamp().to_millis();
-        if self.parts.get(&(t, p)).is_none_or(|st| st.assigned_gen > generation) {
+        let Some(st) = self.parts.get_mut(&(t, p)).filter(|st| st.assigned_gen <= generation || sabotage::on(sabotage::Rule::KeepStaleMessages))
+        else {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
             debug!(topic = m.topic(), partition = p, offset = off, "message polled before its partition was revoked; dropped (not committed)");
             self.summary.stale_dropped += 1;
             return;
-        }
-        if self.tracker.get(t, p).is_none() {
-            // No committed offset was known at assignment: tracking starts at the first message.
-            self.tracker.assign(t, p, off);
-        }
+        };
+        // No committed offset was known at assignment: tracking starts at the first message.
+        st.offsets_from(off);
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
         // What the file gets: the value (Secor's lines) or the whole record.
@@ -44,71 +45,53 @@ impl Writer {
 
         // A partition recovered from intents: some re-read messages are already stored, some
         // belong in files rebuilt under their recorded names.
-        let st = self.parts.get_mut(&(t, p)).expect("owned");
         let recovering = st.plan.end();
-        if let Some(end) = recovering {
-            if off <= end {
-                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
-                    Action::Skip => {
-                        self.summary.skipped_already_stored += 1;
-                        metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
-                        self.tracker.get_mut(t, p).expect("tracked").consumed(off);
-                        self.finish_rebuilds(t, p, off);
-                        return;
-                    }
-                    Action::Rebuild(i) => {
-                        let track = self.tracker.get_mut(t, p).expect("tracked");
-                        let buf = st.pinned.entry(i).or_insert_with(|| {
-                            track.hold(off);
-                            Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
-                        });
-                        let before = buf.charged();
-                        if buf.append_checked(off, line, line_breaks) {
-                            self.summary.newlines_replaced += 1;
-                        }
-                        track.consumed(off);
-                        self.open_bytes += buf.charged() - before;
-                        self.finish_rebuilds(t, p, off);
-                        return;
-                    }
-                    Action::Normal => {}
-                }
+        let action = match recovering {
+            Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
+                st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path)
             }
+            _ => Action::Normal,
+        };
+        if action == Action::Skip {
+            self.summary.skipped_already_stored += 1;
+            metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
+            st.offsets_from(off).consumed(off);
+            self.finish_rebuilds(t, p, off);
+            return;
         }
-
-        let key = BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path };
-        let track = self.tracker.get_mut(t, p).expect("tracked above");
-        let buf = self.buffers.entry(key.clone()).or_insert_with(|| {
-            track.hold(off);
-            Buffer { first_record_ms: record_ms, ..Buffer::new(off, now) }
-        });
-        let before = buf.charged();
-        if buf.append_checked(off, line, line_breaks) {
+        let rebuild = match action {
+            Action::Rebuild(i) => Some(i),
+            _ => None,
+        };
+        let key =
+            rebuild.is_none().then_some(BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path });
+        let slot = match (rebuild, &key) {
+            (Some(i), _) => Slot::Rebuild(t, p, i),
+            (None, Some(k)) => Slot::Open(k),
+            (None, None) => unreachable!("a key is made for every message not rebuilt"),
+        };
+        let rebuilding = rebuild.is_some();
+        let appended = self.files.append(slot, off, line, line_breaks, record_ms, now);
+        let size_due = !rebuilding && topic.policy.due(appended.buffer, now) == Some(SealReason::Size);
+        let (opened, newline) = (appended.opened, appended.newline_replaced);
+        let offsets = st.offsets_from(off);
+        if opened {
+            offsets.hold(off);
+        }
+        offsets.consumed(off);
+        if newline {
             self.summary.newlines_replaced += 1;
         }
-        track.consumed(off);
-        self.open_bytes += buf.charged() - before;
-        if topic.policy.due(buf, now) == Some(SealReason::Size) {
+        if let Some(key) = key.filter(|_| size_due) {
             self.seal(&key, SealReason::Size);
         }
-        if recovering.is_some() {
+        if recovering.is_some() || rebuilding {
             self.finish_rebuilds(t, p, off);
         }
-        if self.over_budget() && !self.uploads_behind() {
+        let (open, inflight) = (self.files.open_bytes(), self.files.inflight_bytes());
+        if self.budget.over(open, inflight) && !self.budget.uploads_behind(inflight) {
             self.seal_largest();
         }
-    }
-
-    /// True when uploads hold half the budget or more. Sealing then frees nothing (the bytes
-    /// only move to the upload queue) and would cut files ever smaller, down to one event each:
-    /// consumption stops until uploads catch up (see the polling loop).
-    pub(super) fn uploads_behind(&self) -> bool {
-        self.inflight_bytes >= self.memory_limit / 2
-    }
-
-    /// True when buffers and uploads together hold more than the budget.
-    pub(super) fn over_budget(&self) -> bool {
-        self.open_bytes + self.inflight_bytes > self.memory_limit
     }
 
     /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
@@ -122,66 +105,34 @@ impl Writer {
         for i in ready {
             st.rebuilt.insert(i);
             let intent = Arc::new(st.plan.rebuild[i].clone());
-            let epoch = st.epoch;
-            let Some(buf) = st.pinned.remove(&i) else {
+            let Some(buf) = self.files.take_rebuilt(t, p, i) else {
                 // None of its messages came back (deleted by retention before this run): the
                 // earlier upload, if any, is all there is.
                 warn!(key = %intent.key, "recorded file could not be rebuilt: its messages are gone");
                 continue;
             };
-            self.open_bytes -= buf.charged();
             self.summary.rebuilt_files += 1;
             metrics::counter!(m::FILES_REBUILT).increment(1);
             info!(key = %intent.key, events = buf.events, "rebuilding a file recorded by an earlier run");
-            let id = self.next_id;
-            self.next_id += 1;
-            self.inflight_bytes += buf.charged();
-            let level = self.topics[t].cfg.compression_level;
-            let compression = self.topics[t].cfg.compression;
-            self.inflight.insert(
-                id,
-                InFlight {
-                    topic: t,
-                    partition: p,
-                    epoch,
-                    intent: intent.clone(),
-                    events: buf.events,
-                    bytes: buf.len(),
-                    charged: buf.charged(),
-                    reason: SealReason::Size,
-                    first_record_ms: buf.first_record_ms,
-                    data: None,
-                    existing: Existing::Accept,
-                },
-            );
-            // Its intent is already in the partition's commits: no new record is needed.
-            self.uploader.submit(UploadJob {
+            // Its intent is already in the partition's commits: no new record is needed. A blob of
+            // that name is the earlier upload of this very file only if it ends with the same
+            // events; any other is a collision (see `Existing::Rebuilt`).
+            let (id, data) = self.files.launch(t, p, st.epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false);
+            let cfg = &self.topics[t].cfg;
+            self.uploads.submit(UploadJob {
                 id,
                 key: intent.key.clone(),
-                topic: self.topics[t].cfg.name.clone(),
-                data: buf.data,
-                compression,
-                level,
-                existing: Existing::Accept,
+                topic: cfg.name.clone(),
+                data: data.expect("a file not awaiting its intent keeps its data"),
+                compression: cfg.compression,
+                level: cfg.compression_level,
+                existing: Existing::Rebuilt,
             });
         }
-        let st = self.parts.get_mut(&(t, p)).expect("owned");
         if off >= end && st.rebuilt.len() == st.plan.rebuild.len() {
             debug!(partition = p, "recovery finished");
             st.plan = RecoveryPlan::default();
             st.rebuilt.clear();
-        }
-    }
-
-    pub(super) fn on_partition_eof(&self, consumer: &BaseConsumer<Ctx>, partition: i32) {
-        // librdkafka's EOF event carries only the partition number; report positions of every
-        // owned partition with that number (topics are few).
-        if let Ok(pos) = consumer.position() {
-            for e in pos.elements().iter().filter(|e| e.partition() == partition) {
-                if let Offset::Offset(o) = e.offset() {
-                    debug!(topic = e.topic(), "reached the end of partition {partition} at offset {o}");
-                }
-            }
         }
     }
 }

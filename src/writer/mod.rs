@@ -16,10 +16,14 @@
 //! offset; on assignment those records decide which re-read messages are skipped and which
 //! files are rebuilt under their recorded names.
 //!
-//! Where things are: `mod.rs` holds the state and `run` (start-up, the loop, the bounded stop);
-//! `pipeline.rs` the batch pipeline; `kafka.rs` the consumer context (callbacks); `message.rs`
-//! one message; `files.rs` sealing and uploads; `commits.rs` intents and offset commits;
-//! `housekeeping.rs` the periodic work; `rebalance.rs` assignment and revocation.
+//! Where things are: `mod.rs` wires the parts and holds `run` (start-up, the loop, the bounded
+//! stop). The state machine is `core.rs` (its state), `partition.rs` (one owned partition),
+//! `files.rs` (open files, files in flight, the byte ledger, sealing), `budget.rs` (memory
+//! thresholds), `message.rs` (one message), `uploads.rs` (upload results), `commits.rs`
+//! (intents and offset commits), `rebalance.rs` (assignment and revocation) and
+//! `housekeeping.rs` (periodic work). It reaches the world only through `ports.rs`: `kafka.rs`
+//! implements the broker over librdkafka, `pipeline.rs` is the polling loop, and `sim/` drives
+//! the same core through seeded simulations.
 
 use std::collections::HashSet;
 
@@ -27,7 +31,7 @@ use std::collections::HashSet;
 // (SipHash showed up at ~2.5% of a drain's CPU profile). No key is attacker-controlled.
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,27 +41,40 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
-use crate::commit::CommitTracker;
 use crate::config::{Compression, Config, Format, TopicConfig};
 use crate::failpoint;
 use crate::health::Health;
-use crate::intent::{self, Action, Intent, IntentLog, RecoveryPlan};
+use crate::intent::{self, Action, Intent, RecoveryPlan};
 use crate::metrics as m;
 use crate::naming::{FileLayout, NameContext, UploadClock};
 use crate::routing::{DateSource, Route, Router};
+use crate::sabotage;
 use crate::storage::Storage;
 use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
 
+mod budget;
 mod commits;
+mod core;
 mod files;
 mod housekeeping;
 mod kafka;
 mod message;
+mod partition;
 mod pipeline;
+mod ports;
 mod rebalance;
+#[cfg(test)]
+mod sim;
+mod uploads;
 
+use budget::Budget;
+use files::{Files, InFlight, Slot};
 use kafka::Ctx;
+use partition::Partition;
 use pipeline::{Polled, Routing, Step, PARALLEL_ROUTING_MIN};
+use ports::{Broker, BrokerError, ChannelUploads, Clock, CommitEntry, Committed, SystemClock, UploadQueue};
+
+pub(crate) use self::core::Writer;
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Default)]
@@ -96,93 +113,6 @@ pub struct RunSummary {
     pub lost_offsets: u64,
 }
 
-struct TopicRuntime {
-    cfg: TopicConfig,
-    layout: FileLayout,
-    /// The topic's `retention.ms`, when finite and known.
-    retention_ms: Option<i64>,
-    policy: RotationPolicy,
-    events: metrics::Counter,
-    bytes: metrics::Counter,
-}
-
-/// A sealed file from seal to upload.
-struct InFlight {
-    topic: usize,
-    partition: i32,
-    /// The assignment it belongs to; results for an older assignment are ignored.
-    epoch: u64,
-    intent: Arc<Intent>,
-    events: u64,
-    /// Uncompressed size of the file.
-    bytes: u64,
-    /// Memory it holds until uploaded (counted in `inflight_bytes`).
-    charged: u64,
-    reason: SealReason,
-    /// Present until the upload is submitted (the file awaits its intent record).
-    data: Option<crate::buffer::Memory>,
-    /// Record time of its first message (for the retention headroom gauge).
-    first_record_ms: Option<i64>,
-    existing: Existing,
-}
-
-/// Per owned partition: its recovery plan, rebuilt files, and the intents its commits carry.
-#[derive(Default)]
-struct PartState {
-    epoch: u64,
-    /// The rebalance generation that assigned it; messages polled before are stale.
-    assigned_gen: u64,
-    intents: IntentLog,
-    plan: RecoveryPlan,
-    /// Files being rebuilt, by index in `plan.rebuild`.
-    pinned: HashMap<usize, Buffer>,
-    /// Rebuild indices already sealed.
-    rebuilt: HashSet<usize>,
-}
-
-/// All writer state; lives behind a mutex shared with the rebalance callback.
-struct Writer {
-    topics: Vec<TopicRuntime>,
-    topic_index: HashMap<String, usize>,
-    buffers: HashMap<BufferKey, Buffer>,
-    open_bytes: u64,
-    inflight: HashMap<u64, InFlight>,
-    inflight_bytes: u64,
-    /// Sealed files waiting for their intent to be committed, in seal order.
-    awaiting: Vec<u64>,
-    tracker: CommitTracker,
-    parts: HashMap<(usize, i32), PartState>,
-    next_epoch: u64,
-    /// End offsets to reach, for `--until-caught-up`.
-    targets: HashMap<(usize, i32), i64>,
-    clock: UploadClock,
-    uploader: Uploader,
-    done_rx: Receiver<UploadDone>,
-    next_id: u64,
-    memory_limit: u64,
-    metadata_limit: usize,
-    commit_interval: Duration,
-    revoke_timeout: Duration,
-    last_commit: Instant,
-    last_tick: Instant,
-    intent_retry_at: Instant,
-    paused: bool,
-    ever_assigned: bool,
-    /// When the first message arrived (for the drain rate of `--until-caught-up`).
-    first_message_at: Option<Instant>,
-    /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
-    fatal: Option<String>,
-    /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
-    offset_reset_to_end: bool,
-    health: Arc<Health>,
-    opts: RunOptions,
-    summary: RunSummary,
-    /// The current message's record envelope, for `format = "record"` topics (reused).
-    scratch: Vec<u8>,
-    /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
-    stop_deadline: Option<Instant>,
-}
-
 /// Runs the writer until `stop` is set (or, with `until_caught_up`, until caught up), then
 /// seals, uploads and commits everything and leaves the group.
 pub fn run(
@@ -193,71 +123,19 @@ pub fn run(
     opts: RunOptions,
     health: Arc<Health>,
 ) -> anyhow::Result<RunSummary> {
-    let mut topics = Vec::new();
-    let mut routers = Vec::new();
-    for (i, t) in config.topics.iter().enumerate() {
-        routers.push(Router::new(t, i)?);
-        let layout = FileLayout::new(t)?;
-        if !layout.pattern().is_partition_filterable() {
-            warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
-        }
-        topics.push(TopicRuntime {
-            events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
-            bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
-            layout,
-            retention_ms: opts.retention_ms.get(&t.name).copied(),
-            policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
-            cfg: t.clone(),
-        });
-    }
+    let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i)).collect::<Result<Vec<_>, _>>()?;
     // The budget covers librdkafka's prefetch too; buffers get the rest (at least a quarter).
     let prefetch = crate::consumer::prefetch_bytes(&config.kafka);
     let buffer_budget = config.writer.memory_limit_bytes.saturating_sub(prefetch).max(config.writer.memory_limit_bytes / 4);
     info!(memory_limit = config.writer.memory_limit_bytes, prefetch, buffer_budget, "memory budget");
     // Memory of uploaded files is kept for new buffers, within the same budget.
     crate::buffer::set_pool_limit(buffer_budget);
-    let (done_tx, done_rx) = channel();
+    let (done_tx, done) = channel();
     let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
-    let now = Instant::now();
-    // Topic names to config indices, for the routing helper and the rebalance callbacks alike.
+    let uploads = Box::new(ChannelUploads { uploader, done });
+    let writer = Arc::new(Mutex::new(Writer::new(config, buffer_budget, uploads, Box::new(SystemClock), health.clone(), opts)?));
+    // Topic names to config indices, for the routing helper.
     let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
-    let writer = Arc::new(Mutex::new(Writer {
-        topic_index: routing.topic_index.clone(),
-        topics,
-        buffers: HashMap::default(),
-        open_bytes: 0,
-        inflight: HashMap::default(),
-        inflight_bytes: 0,
-        awaiting: Vec::new(),
-        tracker: CommitTracker::default(),
-        parts: HashMap::default(),
-        next_epoch: 1,
-        targets: HashMap::default(),
-        clock: UploadClock::default(),
-        uploader,
-        done_rx,
-        next_id: 0,
-        memory_limit: buffer_budget,
-        metadata_limit: config.writer.commit_metadata_limit,
-        commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
-        revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
-        last_commit: now,
-        // The first loop iteration ticks at once (liveness, ages).
-        last_tick: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
-        intent_retry_at: now,
-        paused: false,
-        ever_assigned: false,
-        first_message_at: None,
-        fatal: None,
-        offset_reset_to_end: crate::consumer::group_config(&config.kafka)
-            .get("auto.offset.reset")
-            .is_some_and(|v| matches!(v, "latest" | "largest" | "end")),
-        health: health.clone(),
-        opts,
-        summary: RunSummary::default(),
-        scratch: Vec::new(),
-        stop_deadline: None,
-    }));
 
     let generation = Arc::new(AtomicU64::new(0));
     // One helper routes a batch while this thread appends the previous one and polls the next
@@ -313,8 +191,8 @@ pub fn run(
     let deadline = Instant::now() + timeout;
     let summary_before = {
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.stop_deadline = Some(deadline);
-        w.summary.clone()
+        w.begin_stop(deadline);
+        w.summary().clone()
     };
     let (finished_tx, finished_rx) = channel();
     let finisher = writer.clone();
@@ -323,8 +201,8 @@ pub fn run(
         // Uploads get the time left but a commit's share: what they finish must still be committed.
         let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
         w.finish(&consumer, uploads_until);
-        let summary = w.summary.clone();
-        let fatal = w.fatal.clone();
+        let summary = w.summary().clone();
+        let fatal = w.fatal().map(String::from);
         drop(w);
         // Leaving the group fires a final revoke; every buffer is already sealed and committed.
         consumer.unsubscribe();

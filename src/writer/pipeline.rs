@@ -59,19 +59,19 @@ impl<'c> Step<'_, 'c> {
                 match (item, route) {
                     (Polled::Message(msg, generation), Some((t, route))) => w.on_message(&msg, t, route, generation, now),
                     (Polled::Message(msg, _), None) => error!(topic = msg.topic(), "message from a topic that is not configured"),
-                    (Polled::Eof(p), _) => w.on_partition_eof(consumer, p),
+                    (Polled::Eof(p), _) => kafka::log_partition_eof(consumer, p),
                     (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
                 }
             }
             w.housekeeping(consumer, now);
-            if w.over_budget() && w.uploads_behind() {
+            if w.waiting_for_uploads() {
                 // Wait for uploads rather than poll more. Not polling lets librdkafka's bounded
                 // prefetch fill up and stop fetching, at no cost; pausing would drop what was
                 // prefetched and fetch it again. Bounded, so rebalances are still served.
-                let caught_up = w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !(w.over_budget() && w.uploads_behind()));
+                let caught_up = w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !w.waiting_for_uploads());
                 if !caught_up {
                     // Uploads are stuck, not just slow: stop fetching until they catch up.
-                    w.pause_for_memory(consumer);
+                    w.pause(consumer, "memory budget full and uploads are behind: consumption paused");
                 }
             }
             *self.paused = w.paused;

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Writer {
-    pub(super) fn on_assign(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList, generation: u64) {
+    /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`.
+    pub(crate) fn on_assign(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64) {
         self.ever_assigned = true;
         self.health.joined(true);
         self.health.broker_ok();
@@ -12,13 +13,13 @@ impl Writer {
         // The committed offsets and their intent records decide how each partition resumes;
         // without them it is not safe to consume. A fresh broker may need a moment to elect a
         // group coordinator.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = self.clock.now() + Duration::from_secs(60);
         let committed = loop {
-            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            match broker.committed(assigned, Duration::from_secs(10)) {
                 Ok(c) => break c,
-                Err(e) if Instant::now() < deadline => {
+                Err(e) if self.clock.now() < deadline => {
                     warn!(error = %e, "reading committed offsets failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
+                    self.clock.sleep(Duration::from_millis(500));
                 }
                 Err(e) => {
                     self.fatal = Some(format!("cannot read committed offsets: {e}"));
@@ -26,64 +27,51 @@ impl Writer {
                 }
             }
         };
-        for e in tpl.elements() {
-            let Some(&t) = self.topic_index.get(e.topic()) else {
+        for ((topic, p), c) in assigned.iter().zip(committed) {
+            let Some(&t) = self.topic_index.get(topic.as_str()) else {
                 continue;
             };
-            let p = e.partition();
-            let c = committed.find_partition(e.topic(), p);
-            let start = c.as_ref().and_then(|c| match c.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
-            let metadata = c.as_ref().map(|c| c.metadata().to_string()).unwrap_or_default();
-            let intents = match intent::decode(&metadata) {
+            let p = *p;
+            let start = c.offset;
+            let intents = match intent::decode(&c.metadata) {
                 Ok(i) => i,
                 Err(err) => {
-                    warn!(topic = e.topic(), partition = p, error = %err, "ignoring commit metadata kbackup did not write");
+                    warn!(topic, partition = p, error = %err, "ignoring commit metadata kbackup did not write");
                     Vec::new()
                 }
             };
             let epoch = self.next_epoch;
             self.next_epoch += 1;
-            let mut st = PartState { epoch, assigned_gen: generation, ..Default::default() };
+            let mut st = Partition::assigned(epoch, generation, start);
             if let Some(s) = start {
-                self.tracker.assign(t, p, s);
                 st.plan = RecoveryPlan::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.
                 for i in st.plan.skip.iter().chain(&st.plan.rebuild) {
                     st.intents.push(Arc::new(i.clone()));
                 }
                 if !st.plan.is_empty() {
-                    info!(
-                        topic = e.topic(),
-                        partition = p,
-                        skip = st.plan.skip.len(),
-                        rebuild = st.plan.rebuild.len(),
-                        "resuming from recorded upload intents"
-                    );
+                    info!(topic, partition = p, skip = st.plan.skip.len(), rebuild = st.plan.rebuild.len(), "resuming from recorded upload intents");
                 }
             }
             if start.is_some() || self.opts.until_caught_up {
-                match consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(30)) {
+                match broker.watermarks(topic, p, Duration::from_secs(30)) {
                     Ok((low, high)) => {
                         if let Some(s) = start.filter(|s| *s < low) {
-                            self.report_lost(e.topic(), p, s, low, high, &st.plan);
+                            self.report_lost(topic, p, s, low, high, &st.plan);
                         }
                         if self.opts.until_caught_up {
                             // With no commit, consumption starts at the low watermark (earliest).
-                            let target = if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high };
-                            self.targets.insert((t, p), target);
+                            st.target = Some(if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high });
                         }
                     }
-                    Err(err) => error!(topic = e.topic(), partition = p, error = %err, "reading watermarks failed"),
+                    Err(err) => error!(topic, partition = p, error = %err, "reading watermarks failed"),
                 }
             }
             self.parts.insert((t, p), st);
             // A number when there is a commit; absent (not the text "None") when there is none.
             match start {
-                Some(c) => info!(topic = e.topic(), partition = p, committed = c, "partition assigned"),
-                None => info!(topic = e.topic(), partition = p, "partition assigned (no committed offset: from the log start)"),
+                Some(c) => info!(topic, partition = p, committed = c, "partition assigned"),
+                None => info!(topic, partition = p, "partition assigned (no committed offset: from the log start)"),
             }
         }
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
@@ -116,33 +104,19 @@ impl Writer {
         self.health.data_lost(format!("{topic}/{p}: {lost} offset(s) [{s}, {until}) were deleted by Kafka before they were backed up"));
     }
 
-    pub(super) fn on_revoke(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
-        let lost = consumer.assignment_lost();
+    /// Gives up `revoked` partitions. `lost`: the group already gave them to someone else
+    /// (session timeout), so nothing may be uploaded or committed for them any more.
+    pub(crate) fn on_revoke(&mut self, broker: &dyn Broker, revoked: &[(String, i32)], lost: bool) {
         metrics::counter!(m::REBALANCES, "kind" => if lost { "lost" } else { "revoke" }).increment(1);
-        for e in tpl.elements() {
+        for (topic, p) in revoked {
             // This process no longer reports lag for it; its new owner does.
-            metrics::gauge!(m::CONSUMER_LAG, "topic" => e.topic().to_string(), "partition" => e.partition().to_string()).set(0.0);
+            metrics::gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
         }
-        let parts: HashSet<(usize, i32)> = tpl.elements().iter().filter_map(|e| Some((*self.topic_index.get(e.topic())?, e.partition()))).collect();
-        let keys: Vec<BufferKey> = self.buffers.keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
+        let parts: HashSet<(usize, i32)> = revoked.iter().filter_map(|(topic, p)| Some((*self.topic_index.get(topic.as_str())?, *p))).collect();
         if lost {
             // Another member may already own these partitions: uploading or committing now
             // could only duplicate its work. Everything uncommitted is re-read by the new owner.
-            let mut dropped = 0;
-            for k in keys {
-                if let Some(b) = self.buffers.remove(&k) {
-                    self.open_bytes -= b.charged();
-                    dropped += b.events;
-                }
-            }
-            let unrecorded: Vec<u64> =
-                self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
-            for id in unrecorded {
-                let f = self.inflight.remove(&id).expect("awaiting is in flight");
-                self.inflight_bytes -= f.charged;
-                dropped += f.events;
-            }
-            self.awaiting.retain(|id| self.inflight.contains_key(id));
+            let dropped = self.files.drop_open(&parts) + self.files.drop_unrecorded(&parts);
             metrics::counter!(m::LOST_PARTITION_EVENTS).increment(dropped);
             warn!(
                 partitions = parts.len(),
@@ -150,50 +124,30 @@ impl Writer {
                 "partitions lost (session timeout?); uncommitted events will be re-read by their new owner"
             );
         } else {
-            for k in &keys {
-                self.seal(k, SealReason::Revoke);
-            }
+            self.seal_partitions(&parts, SealReason::Revoke);
             // Within a stop, the stop's own bound applies, not a fresh revoke timeout on top.
-            let deadline = (Instant::now() + self.revoke_timeout).min(self.stop_deadline.unwrap_or(Instant::now() + self.revoke_timeout));
-            let done = self.wait_uploads(consumer, deadline, |w| {
-                !w.inflight
-                    .values()
-                    .any(|f| parts.contains(&(f.topic, f.partition)) && f.epoch == w.parts.get(&(f.topic, f.partition)).map_or(0, |s| s.epoch))
+            let own = self.clock.now() + self.revoke_timeout;
+            let deadline = self.stop_deadline.map_or(own, |d| d.min(own));
+            let done = self.wait_uploads(broker, deadline, |w| {
+                !w.files.in_flight().any(|f| parts.contains(&f.part()) && Some(f.epoch) == w.parts.get(&f.part()).map(|s| s.epoch))
             });
             if !done {
                 warn!("revoke timeout: some uploads of revoked partitions are still running; their events stay uncommitted");
             }
-            self.commit(consumer, Some(&parts));
+            self.commit(broker, Some(&parts));
             // Sealed files whose intents could not be recorded are dropped with the partition.
-            let unrecorded: Vec<u64> =
-                self.awaiting.iter().copied().filter(|id| parts.contains(&(self.inflight[id].topic, self.inflight[id].partition))).collect();
-            for id in unrecorded {
-                let f = self.inflight.remove(&id).expect("awaiting is in flight");
-                self.inflight_bytes -= f.charged;
-            }
-            self.awaiting.retain(|id| self.inflight.contains_key(id));
+            self.files.drop_unrecorded(&parts);
         }
         for &(t, p) in &parts {
-            if let Some(st) = self.parts.remove(&(t, p)) {
-                for b in st.pinned.values() {
-                    self.open_bytes -= b.charged();
-                }
-            }
-            self.tracker.revoke(t, p);
-            self.targets.remove(&(t, p));
+            self.parts.remove(&(t, p));
+            self.files.drop_rebuilds(t, p);
             info!(topic = %self.topics[t].cfg.name, partition = p, lost, "partition revoked");
         }
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
     }
 
     /// True once every owned partition reached its end offset.
-    pub(super) fn caught_up(&self) -> bool {
-        if !self.ever_assigned || self.parts.is_empty() {
-            return false;
-        }
-        self.parts.keys().all(|&(t, p)| match self.targets.get(&(t, p)) {
-            Some(&target) => target == i64::MIN || self.tracker.get(t, p).is_some_and(|o| o.position() >= target),
-            None => false,
-        })
+    pub(crate) fn caught_up(&self) -> bool {
+        self.ever_assigned && !self.parts.is_empty() && self.parts.values().all(Partition::caught_up)
     }
 }

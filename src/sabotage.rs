@@ -1,0 +1,55 @@
+//! Deliberately broken rules, for proving that the simulation catches them.
+//!
+//! Each [`Rule`] names one decision the exactly-once protocol depends on. In a test build a
+//! test may break one rule on its own thread and check that the simulation fails; in any
+//! other build [`on`] is a constant `false` and the switches compile away.
+
+/// A rule that can be broken on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Commit the highest pending file's first offset instead of the lowest.
+    CommitHighestPending,
+    /// Start an upload without first committing its intent record.
+    UploadBeforeIntent,
+    /// Overwrite an existing blob instead of creating it only if absent.
+    UnconditionalPut,
+    /// Ignore the recovery plan: re-read messages are written again.
+    IgnoreRecoveryPlan,
+    /// Append messages polled before the rebalance that re-assigned their partition.
+    KeepStaleMessages,
+    /// Take any blob under a rebuilt file's recorded name for its earlier upload (what the
+    /// writer did before the simulation found two owners' clocks giving one name).
+    TrustRecordedName,
+}
+
+#[cfg(test)]
+thread_local! {
+    static BROKEN: std::cell::Cell<Option<Rule>> = const { std::cell::Cell::new(None) };
+}
+
+/// True if `rule` is broken on this thread (test builds only).
+#[inline(always)]
+pub(crate) fn on(rule: Rule) -> bool {
+    #[cfg(test)]
+    {
+        BROKEN.with(|b| b.get() == Some(rule))
+    }
+    #[cfg(not(test))]
+    {
+        let _ = rule;
+        false
+    }
+}
+
+/// Breaks `rule` on this thread until the guard is dropped.
+#[cfg(test)]
+pub(crate) fn break_rule(rule: Rule) -> impl Drop {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BROKEN.with(|b| b.set(None));
+        }
+    }
+    BROKEN.with(|b| b.set(Some(rule)));
+    Restore
+}

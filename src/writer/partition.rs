@@ -1,0 +1,79 @@
+//! Everything the writer knows about one owned partition, in one place: its offsets, the
+//! recovery plan from recorded intents, the intents its commits carry, the assignment it
+//! belongs to, and (for `--until-caught-up`) the end offset to reach.
+
+use std::collections::HashSet;
+
+use crate::commit::PartitionOffsets;
+use crate::intent::{IntentLog, RecoveryPlan};
+
+/// One owned partition. Created at assignment, dropped at revocation: nothing about a
+/// partition outlives its ownership except files still in flight (which carry its epoch).
+#[derive(Debug, Default)]
+pub(super) struct Partition {
+    /// Unique per assignment; upload results of an earlier assignment are ignored.
+    pub(super) epoch: u64,
+    /// The rebalance generation that assigned it; messages polled before are stale.
+    pub(super) assigned_gen: u64,
+    /// Consumed, held and committed offsets. `None` until the first message when the group
+    /// never committed the partition (consumption starts wherever Kafka's reset puts it).
+    pub(super) offsets: Option<PartitionOffsets>,
+    /// Intents of sealed files not yet wholly committed past, carried in every commit.
+    pub(super) intents: IntentLog,
+    /// What the last commit's intents say about re-read messages.
+    pub(super) plan: RecoveryPlan,
+    /// Rebuild indices (into `plan.rebuild`) already sealed.
+    pub(super) rebuilt: HashSet<usize>,
+    /// End offset to reach for `--until-caught-up` (`i64::MIN`: nothing to read).
+    pub(super) target: Option<i64>,
+    /// The last committed metadata names a file that must not be rebuilt (its name is taken
+    /// by another blob): the next commit rewrites the record even if the offset did not move.
+    pub(super) record_stale: bool,
+}
+
+impl Partition {
+    /// A partition assigned in `generation`, resuming from `committed` if the group has one.
+    pub(super) fn assigned(epoch: u64, generation: u64, committed: Option<i64>) -> Partition {
+        Partition { epoch, assigned_gen: generation, offsets: committed.map(PartitionOffsets::new), ..Default::default() }
+    }
+
+    /// The offsets, starting tracking at `first` if nothing was committed before.
+    pub(super) fn offsets_from(&mut self, first: i64) -> &mut PartitionOffsets {
+        self.offsets.get_or_insert_with(|| PartitionOffsets::new(first))
+    }
+
+    /// True once consumption reached the end offset read at assignment.
+    pub(super) fn caught_up(&self) -> bool {
+        match self.target {
+            Some(i64::MIN) => true,
+            Some(target) => self.offsets.as_ref().is_some_and(|o| o.position() >= target),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracking_starts_at_the_commit_or_the_first_message() {
+        let mut p = Partition::assigned(1, 1, Some(40));
+        assert_eq!(p.offsets_from(99).safe(), 40, "a commit wins over the first message");
+        let mut q = Partition::assigned(2, 1, None);
+        assert!(q.offsets.is_none());
+        assert_eq!(q.offsets_from(7).safe(), 7);
+    }
+
+    #[test]
+    fn caught_up_needs_a_target_and_reaching_it() {
+        let mut p = Partition::assigned(1, 1, Some(0));
+        assert!(!p.caught_up(), "no target read");
+        p.target = Some(i64::MIN);
+        assert!(p.caught_up(), "empty partition");
+        p.target = Some(3);
+        assert!(!p.caught_up());
+        (0..3).for_each(|o| p.offsets_from(0).consumed(o));
+        assert!(p.caught_up());
+    }
+}

@@ -1,0 +1,119 @@
+//! What the writer's core needs from the world, as three small traits: the broker (commits,
+//! committed offsets, watermarks, pause and resume), the upload queue, and the clock.
+//!
+//! The real implementations are thin: [`Broker`] for librdkafka's consumer lives in `kafka.rs`,
+//! [`ChannelUploads`] wraps the tokio [`Uploader`] and its result channel, [`SystemClock`] reads
+//! the system clocks. The simulation (`sim/`) implements the same traits over a seeded world,
+//! so the state machine it tests is the one that runs.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::upload::{UploadDone, UploadJob, Uploader};
+
+/// A broker call that failed (or whose outcome is unknown).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BrokerError(pub(crate) String);
+
+/// One partition's offset commit, with the intent record as its metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitEntry<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) metadata: &'a str,
+}
+
+/// A partition's committed offset (none if the group never committed it) and its metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Committed {
+    pub(crate) offset: Option<i64>,
+    pub(crate) metadata: String,
+}
+
+/// The group consumer, as the core sees it.
+pub(crate) trait Broker {
+    /// Commits the offsets and their metadata synchronously, all or nothing.
+    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError>;
+    /// The group's committed offset of each partition, in the order asked.
+    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError>;
+    /// The partition's (log start, end) offsets.
+    fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError>;
+    /// Stops fetching every assigned partition.
+    fn pause_all(&self) -> Result<(), BrokerError>;
+    /// Fetches every assigned partition again.
+    fn resume_all(&self) -> Result<(), BrokerError>;
+}
+
+/// Where sealed files go to be uploaded, and where their results come back.
+pub(crate) trait UploadQueue: Send {
+    /// Starts uploading a file; its result comes back from `next`/`next_within`.
+    fn submit(&mut self, job: UploadJob);
+    /// A finished upload, if one is ready now.
+    fn next(&mut self) -> Option<UploadDone>;
+    /// Waits up to `timeout` for a finished upload.
+    fn next_within(&mut self, timeout: Duration) -> Option<UploadDone>;
+}
+
+/// Time and randomness.
+pub(crate) trait Clock: Send {
+    /// Monotonic time, for ages, intervals and deadlines.
+    fn now(&self) -> Instant;
+    /// Wall-clock time in epoch milliseconds, for names and the retention gauge.
+    fn wall_ms(&self) -> i64;
+    /// Blocks the caller (a retry's pause).
+    fn sleep(&self, d: Duration);
+    /// Random bits, for the `{randomHex}` part of names.
+    fn random(&self) -> u64;
+}
+
+/// The real upload queue: jobs on the tokio runtime, results over a channel.
+pub(crate) struct ChannelUploads {
+    pub(crate) uploader: Uploader,
+    pub(crate) done: Receiver<UploadDone>,
+}
+
+impl UploadQueue for ChannelUploads {
+    fn submit(&mut self, job: UploadJob) {
+        self.uploader.submit(job);
+    }
+
+    fn next(&mut self) -> Option<UploadDone> {
+        self.done.try_recv().ok()
+    }
+
+    fn next_within(&mut self, timeout: Duration) -> Option<UploadDone> {
+        match self.done.recv_timeout(timeout) {
+            Ok(done) => Some(done),
+            Err(RecvTimeoutError::Timeout) => None,
+            // The uploader holds a sender as long as the writer lives; wait out the timeout so
+            // a caller's loop does not spin.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                None
+            }
+        }
+    }
+}
+
+/// The system's clocks and random numbers.
+pub(crate) struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn random(&self) -> u64 {
+        rand::random()
+    }
+}

@@ -1,0 +1,370 @@
+//! The simulated world every writer instance shares: a clock, a partitioned log with the
+//! group's committed offsets and generations, and an object store with conditional creates,
+//! latency, failed attempts and lost responses. All randomness comes from one seeded
+//! generator, so a seed replays exactly.
+//!
+//! The writers reach it only through the core's ports: [`SimBroker`], [`SimUploads`] and
+//! [`SimClock`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::PutMode;
+
+use super::check::Ledger;
+use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
+use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, Committed, UploadQueue};
+
+/// splitmix64: small, fast, and the same on every platform and crate version.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub(super) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True with probability `p`.
+    pub(super) fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// One record in the simulated log.
+pub(super) struct Record {
+    pub(super) payload: Vec<u8>,
+    pub(super) timestamp_ms: i64,
+}
+
+/// An upload the store has not answered yet.
+struct Put {
+    member: usize,
+    id: u64,
+    key: String,
+    body: Bytes,
+    existing: Existing,
+    due_ms: u64,
+    attempts: u32,
+    started_ms: u64,
+}
+
+/// Faults currently in force.
+#[derive(Default, Clone)]
+pub(super) struct Faults {
+    /// Chance that an upload attempt fails before writing.
+    pub(super) put_error: f64,
+    /// Chance that an upload attempt writes but its response is lost.
+    pub(super) lost_response: f64,
+    /// Every upload attempt fails until then.
+    pub(super) storage_frozen_until_ms: u64,
+    /// Chance that a broker call fails.
+    pub(super) broker_error: f64,
+}
+
+pub(super) struct World {
+    pub(super) rng: Rng,
+    base: Instant,
+    /// Simulated time since `base`.
+    pub(super) now_ms: u64,
+    /// Wall-clock epoch ms at `base`.
+    pub(super) wall_base_ms: i64,
+    pub(super) faults: Faults,
+    /// The topic's partitions.
+    pub(super) log: Vec<Vec<Record>>,
+    /// The group's committed offset and metadata per partition.
+    pub(super) committed: Vec<Option<(i64, String)>>,
+    /// The group generation; members in another one are fenced.
+    pub(super) generation: u64,
+    /// Each member's generation (by member id), `0` once expelled.
+    pub(super) member_gen: Vec<u64>,
+    /// Each member's clock skew, ms.
+    pub(super) skew_ms: Vec<i64>,
+    /// Wall clocks tick in whole seconds (coarse clocks make names collide across owners).
+    coarse_clock: bool,
+    /// Whether each member paused fetching.
+    pub(super) paused: Vec<bool>,
+    blobs: BTreeMap<String, Bytes>,
+    puts: Vec<Put>,
+    done: Vec<VecDeque<UploadDone>>,
+    /// What is stored, checked as it is written.
+    pub(super) ledger: Ledger,
+    /// The last things that happened, for a failure's report.
+    pub(super) journal: VecDeque<String>,
+}
+
+pub(super) type Shared = Arc<Mutex<World>>;
+
+pub(super) fn lock(w: &Shared) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl World {
+    pub(super) fn new(seed: u64, partitions: usize, ledger: Ledger) -> World {
+        let mut rng = Rng::new(seed);
+        let coarse_clock = rng.below(3) == 0;
+        World {
+            coarse_clock,
+            rng,
+            base: Instant::now(),
+            now_ms: 0,
+            wall_base_ms: 1_764_633_600_000, // 2025-12-02T00:00:00Z
+            faults: Faults::default(),
+            log: (0..partitions).map(|_| Vec::new()).collect(),
+            committed: vec![None; partitions],
+            generation: 0,
+            member_gen: Vec::new(),
+            skew_ms: Vec::new(),
+            paused: Vec::new(),
+            blobs: BTreeMap::new(),
+            puts: Vec::new(),
+            done: Vec::new(),
+            ledger,
+            journal: VecDeque::new(),
+        }
+    }
+
+    /// Records an event in the journal (the last 60 are kept).
+    pub(super) fn note(&mut self, what: String) {
+        let line = format!("t={}ms {what}", self.now_ms);
+        self.journal.push_back(line);
+        if self.journal.len() > 60 {
+            self.journal.pop_front();
+        }
+    }
+
+    pub(super) fn instant(&self) -> Instant {
+        self.base + Duration::from_millis(self.now_ms)
+    }
+
+    pub(super) fn wall_ms(&self) -> i64 {
+        self.wall_base_ms + self.now_ms as i64
+    }
+
+    /// Registers a new member; returns its id.
+    pub(super) fn add_member(&mut self) -> usize {
+        let skew = if self.coarse_clock { 0 } else { self.rng.below(2001) as i64 - 1000 };
+        self.member_gen.push(0);
+        self.skew_ms.push(skew);
+        self.paused.push(false);
+        self.done.push(VecDeque::new());
+        self.member_gen.len() - 1
+    }
+
+    /// Moves time forward to `until_ms`, answering the uploads that fall due; stops early once
+    /// `member` has an answer waiting (when given).
+    pub(super) fn advance(&mut self, until_ms: u64, member: Option<usize>) {
+        loop {
+            if member.is_some_and(|m| !self.done[m].is_empty()) {
+                return;
+            }
+            let next = self.puts.iter().enumerate().filter(|(_, p)| p.due_ms <= until_ms).min_by_key(|(i, p)| (p.due_ms, *i)).map(|(i, _)| i);
+            let Some(i) = next else {
+                self.now_ms = self.now_ms.max(until_ms);
+                return;
+            };
+            self.now_ms = self.now_ms.max(self.puts[i].due_ms);
+            self.attempt(i);
+        }
+    }
+
+    /// One attempt of the upload at `i`, with the real uploader's rules: create only if
+    /// absent, compare or accept what is there, retry with backoff until answered.
+    fn attempt(&mut self, i: usize) {
+        let now = self.now_ms;
+        let p = &mut self.puts[i];
+        p.attempts += 1;
+        let f = &self.faults;
+        let fails = now < f.storage_frozen_until_ms || self.rng.chance(f.put_error);
+        if fails {
+            let p = &mut self.puts[i];
+            p.due_ms = now + (200u64 << p.attempts.min(6)) + self.rng.below(100);
+            return;
+        }
+        let lost = self.rng.chance(self.faults.lost_response);
+        let p = &self.puts[i];
+        let outcome = match self.blobs.get(&p.key) {
+            Some(theirs) if upload::put_mode() == PutMode::Create => upload::when_taken(p.existing, &p.key, theirs, &p.body),
+            theirs => {
+                let replaced = theirs.cloned();
+                let lines = p.body.iter().filter(|b| **b == b'\n').count();
+                let line = format!("member {} stores {} ({lines} lines{})", p.member, p.key, if replaced.is_some() { ", replacing" } else { "" });
+                self.note(line);
+                let p = &self.puts[i];
+                self.ledger.stored(&p.key, &p.body, replaced.as_deref());
+                self.blobs.insert(p.key.clone(), p.body.clone());
+                Outcome::Stored
+            }
+        };
+        if lost {
+            let line = format!("the store's answer to member {} for {} is lost ({outcome:?})", self.puts[i].member, self.puts[i].key);
+            self.note(line);
+            let p = &mut self.puts[i];
+            p.due_ms = now + 200 + self.rng.below(2000);
+            return;
+        }
+        let p = self.puts.swap_remove(i);
+        self.done[p.member].push_back(UploadDone {
+            id: p.id,
+            outcome,
+            stored_bytes: p.body.len() as u64,
+            attempts: p.attempts,
+            elapsed: Duration::from_millis(now - p.started_ms),
+        });
+    }
+
+    /// Forgets the answers a crashed member will never read (its requests still land).
+    pub(super) fn crashed(&mut self, member: usize) {
+        self.done[member].clear();
+        self.member_gen[member] = 0;
+    }
+
+    pub(super) fn blobs(&self) -> &BTreeMap<String, Bytes> {
+        &self.blobs
+    }
+
+    /// Uploads not answered yet.
+    pub(super) fn pending_puts(&self) -> usize {
+        self.puts.len()
+    }
+}
+
+/// A member's view of the group coordinator and the partition leaders.
+pub(super) struct SimBroker {
+    pub(super) world: Shared,
+    pub(super) member: usize,
+}
+
+impl SimBroker {
+    fn flaky(&self, w: &mut World, what: &str) -> Result<(), BrokerError> {
+        let p = w.faults.broker_error;
+        if w.rng.chance(p) {
+            return Err(BrokerError(format!("simulated broker failure: {what}")));
+        }
+        Ok(())
+    }
+}
+
+impl Broker for SimBroker {
+    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError> {
+        let mut w = lock(&self.world);
+        self.flaky(&mut w, "commit")?;
+        if w.member_gen[self.member] != w.generation {
+            w.note(format!("member {} is fenced (a commit in an old generation)", self.member));
+            return Err(BrokerError("ILLEGAL_GENERATION: the member was fenced".into()));
+        }
+        let what: Vec<String> = entries.iter().map(|e| format!("{}@{} [{}]", e.partition, e.offset, e.metadata)).collect();
+        w.note(format!("member {} commits {}", self.member, what.join(" ")));
+        for e in entries {
+            let p = e.partition as usize;
+            w.ledger.committing(p, e.offset);
+            w.committed[p] = Some((e.offset, e.metadata.to_string()));
+        }
+        // A commit the broker stored may still look failed to the writer.
+        let p = w.faults.broker_error;
+        if w.rng.chance(p) {
+            return Err(BrokerError("simulated lost commit response".into()));
+        }
+        Ok(())
+    }
+
+    fn committed(&self, partitions: &[(String, i32)], _timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
+        let mut w = lock(&self.world);
+        self.flaky(&mut w, "committed offsets")?;
+        Ok(partitions
+            .iter()
+            .map(|(_, p)| match &w.committed[*p as usize] {
+                Some((o, md)) => Committed { offset: Some(*o), metadata: md.clone() },
+                None => Committed::default(),
+            })
+            .collect())
+    }
+
+    fn watermarks(&self, _topic: &str, partition: i32, _timeout: Duration) -> Result<(i64, i64), BrokerError> {
+        let mut w = lock(&self.world);
+        self.flaky(&mut w, "watermarks")?;
+        Ok((0, w.log[partition as usize].len() as i64))
+    }
+
+    fn pause_all(&self) -> Result<(), BrokerError> {
+        lock(&self.world).paused[self.member] = true;
+        Ok(())
+    }
+
+    fn resume_all(&self) -> Result<(), BrokerError> {
+        lock(&self.world).paused[self.member] = false;
+        Ok(())
+    }
+}
+
+/// A member's uploads: jobs become store requests answered as simulated time passes.
+pub(super) struct SimUploads {
+    pub(super) world: Shared,
+    pub(super) member: usize,
+}
+
+impl UploadQueue for SimUploads {
+    fn submit(&mut self, job: UploadJob) {
+        let body = crate::seal::encode(job.data, job.compression, job.level);
+        let mut w = lock(&self.world);
+        let due_ms = w.now_ms + 1 + w.rng.below(300);
+        let started_ms = w.now_ms;
+        w.puts.push(Put { member: self.member, id: job.id, key: job.key, body, existing: job.existing, due_ms, attempts: 0, started_ms });
+    }
+
+    fn next(&mut self) -> Option<UploadDone> {
+        lock(&self.world).done[self.member].pop_front()
+    }
+
+    fn next_within(&mut self, timeout: Duration) -> Option<UploadDone> {
+        let mut w = lock(&self.world);
+        let until = w.now_ms + timeout.as_millis() as u64;
+        w.advance(until, Some(self.member));
+        w.done[self.member].pop_front()
+    }
+}
+
+/// A member's clock: the world's, with the member's skew on the wall clock.
+pub(super) struct SimClock {
+    pub(super) world: Shared,
+    pub(super) member: usize,
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        lock(&self.world).instant()
+    }
+
+    fn wall_ms(&self) -> i64 {
+        let w = lock(&self.world);
+        let ms = w.wall_ms() + w.skew_ms[self.member];
+        if w.coarse_clock {
+            ms - ms % 1000
+        } else {
+            ms
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let mut w = lock(&self.world);
+        let until = w.now_ms + d.as_millis() as u64;
+        w.advance(until, None);
+    }
+
+    fn random(&self) -> u64 {
+        lock(&self.world).rng.next()
+    }
+}
