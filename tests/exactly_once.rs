@@ -47,6 +47,12 @@ async fn case(topic_prefix: &str) -> Option<Case> {
 }
 
 async fn crash_then_recover(failpoint: &str) {
+    let this = std::path::Path::new(env!("CARGO_BIN_EXE_kbackup"));
+    crash_then_recover_with(failpoint, this, this).await;
+}
+
+/// `crash` writes until the failpoint aborts it; `recover` takes over the partitions.
+async fn crash_then_recover_with(failpoint: &str, crash: &std::path::Path, recover: &std::path::Path) {
     let Some(Case { stack, topic, mut expected, container, group, dir }) = case("eo").await else {
         return;
     };
@@ -55,7 +61,7 @@ async fn crash_then_recover(failpoint: &str) {
     let cfg = write_config(dir.path(), &config(&stack, &container, &group, &section, 3600));
 
     let mut crashed =
-        Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", failpoint)]);
+        Running::start_binary(crash, &stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", failpoint)]);
     let code = crashed.wait(Duration::from_secs(90));
     let crash_log = crashed.log_text();
     assert_ne!(code, 0, "the failpoint {failpoint} was never reached:\n{crash_log}");
@@ -64,7 +70,7 @@ async fn crash_then_recover(failpoint: &str) {
     // More traffic arrives while the writer is down.
     expected.extend(produce_late(&stack, &topic).await);
 
-    let mut again = Running::start(&stack, &cfg, dir.path().join("recover.log"), &["--until-caught-up"]);
+    let mut again = Running::start_binary(recover, &stack, &cfg, dir.path().join("recover.log"), &["--until-caught-up"], &[]);
     let code = again.wait(Duration::from_secs(90));
     let log = again.log_text();
     assert_eq!(code, 0, "{log}");
@@ -95,6 +101,25 @@ fn assert_exactly_once_allowing(blobs: &std::collections::BTreeMap<String, Vec<u
         eprintln!("recovery log:\n{log}");
         std::panic::resume_unwind(e);
     }
+}
+
+/// A writer of this version takes over from one of the previous release that crashed with an
+/// upload intent recorded (and a file maybe uploaded), and the other way round: the intent
+/// record, the names and the files are the same on both sides.
+#[tokio::test(flavor = "multi_thread")]
+async fn this_version_takes_over_from_the_previous_release() {
+    let Some(previous) = previous_kbackup() else { return };
+    let this = std::path::Path::new(env!("CARGO_BIN_EXE_kbackup"));
+    crash_then_recover_with("intent-recorded:2", &previous, this).await;
+    crash_then_recover_with("uploaded:3", &previous, this).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_previous_release_takes_over_from_this_version() {
+    let Some(previous) = previous_kbackup() else { return };
+    let this = std::path::Path::new(env!("CARGO_BIN_EXE_kbackup"));
+    crash_then_recover_with("intent-recorded:2", this, &previous).await;
+    crash_then_recover_with("uploaded:3", this, &previous).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

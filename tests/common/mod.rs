@@ -319,7 +319,25 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// A `kbackup` child process with the stack's environment.
 pub fn kbackup(stack: &Stack, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kbackup"));
+    kbackup_at(Path::new(env!("CARGO_BIN_EXE_kbackup")), stack, args)
+}
+
+/// The kbackup of the previous release, built by `scripts/build-previous` (for the takeover
+/// tests between versions). `None` outside CI when it was not built; under `CI=true` a
+/// missing one fails the test.
+#[allow(dead_code)]
+pub fn previous_kbackup() -> Option<PathBuf> {
+    let path = std::env::var_os("KBACKUP_PREVIOUS_BIN").map(PathBuf::from).filter(|p| p.is_file());
+    if path.is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "KBACKUP_PREVIOUS_BIN is not set to a built binary (scripts/build-previous builds it)");
+        eprintln!("skipped: the previous release is not built (scripts/build-previous; export KBACKUP_PREVIOUS_BIN)");
+    }
+    path
+}
+
+/// [`kbackup`] with the binary at `bin`.
+pub fn kbackup_at(bin: &Path, stack: &Stack, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
     c.args(args)
         .env("AZURE_STORAGE_CONNECTION_STRING", &stack.connection_string)
         // For `--url s3://...` (tools run without a config): the standard AWS variables.
@@ -347,6 +365,11 @@ impl Running {
     }
 
     pub fn start_with_env(stack: &Stack, config: &Path, log: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Running {
+        Running::start_binary(Path::new(env!("CARGO_BIN_EXE_kbackup")), stack, config, log, extra, env)
+    }
+
+    /// A writer run by the binary at `bin` (another version's, for takeover tests).
+    pub fn start_binary(bin: &Path, stack: &Stack, config: &Path, log: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
         // Many writers run at once in the tests: each gets a free port of its own.
@@ -358,7 +381,7 @@ impl Running {
             args.extend_from_slice(&["--metrics-addr", metrics.as_deref().unwrap()]);
         }
         args.extend_from_slice(extra);
-        let mut cmd = kbackup(stack, &args);
+        let mut cmd = kbackup_at(bin, stack, &args);
         cmd.envs(env.iter().copied());
         let child = cmd.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
         Running { child, log, metrics }

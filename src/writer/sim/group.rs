@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::message::{OwnedMessage, Timestamp};
 
-use super::world::{lock, Faults, Shared, SimBroker, SimClock, SimUploads};
+use super::world::{lock, Shared, SimBroker, SimClock, SimUploads};
 use super::{Stats, PARTITIONS};
 use crate::config::Config;
 use crate::health::Health;
@@ -16,42 +16,42 @@ use crate::writer::{RunOptions, Writer};
 
 const TOPIC: &str = "t";
 /// A member that is not heard from for this long is expelled.
-const SESSION_TIMEOUT_MS: u64 = 6_000;
+pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// Messages one poll takes at most.
 const BATCH: usize = 8;
 
 /// One writer instance (a process) and what its consumer knows.
 pub(super) struct Member {
     pub(super) id: usize,
-    writer: Writer,
-    broker: SimBroker,
+    pub(super) writer: Writer,
+    pub(super) broker: SimBroker,
     /// Partitions its consumer believes it owns.
-    assigned: BTreeSet<i32>,
+    pub(super) assigned: BTreeSet<i32>,
     /// Fetch positions.
-    positions: BTreeMap<i32, i64>,
+    pub(super) positions: BTreeMap<i32, i64>,
     /// Rebalance callbacks so far (the consumer context's generation counter).
-    callbacks: u64,
+    pub(super) callbacks: u64,
     /// Polled but not yet applied, with the callback count when polled.
-    polled: Vec<(OwnedMessage, u64)>,
+    pub(super) polled: Vec<(OwnedMessage, u64)>,
     /// Frozen (a long GC pause, a stopped VM) until then.
-    frozen_until: Option<u64>,
+    pub(super) frozen_until: Option<u64>,
     /// When the freeze began.
-    frozen_since: u64,
+    pub(super) frozen_since: u64,
     /// The group expelled it; it learns so after this many more steps.
-    expelled_notice: Option<u32>,
+    pub(super) expelled_notice: Option<u32>,
 }
 
 pub(super) struct Sim {
-    world: Shared,
-    config: Config,
-    router: Router,
+    pub(super) world: Shared,
+    pub(super) config: Config,
+    pub(super) router: Router,
     pub(super) members: Vec<Member>,
     /// Crashed members still in the group until their session expires: (id, since ms).
-    gone: Vec<(usize, u64)>,
+    pub(super) gone: Vec<(usize, u64)>,
     pub(super) stats: Stats,
 }
 
-fn parts(ps: impl IntoIterator<Item = i32>) -> Vec<(String, i32)> {
+pub(super) fn parts(ps: impl IntoIterator<Item = i32>) -> Vec<(String, i32)> {
     ps.into_iter().map(|p| (TOPIC.to_string(), p)).collect()
 }
 
@@ -65,15 +65,15 @@ impl Sim {
         lock(&self.world).rng.below(n)
     }
 
-    fn chance(&self, p: f64) -> bool {
+    pub(super) fn chance(&self, p: f64) -> bool {
         lock(&self.world).rng.chance(p)
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         lock(&self.world).now_ms
     }
 
-    fn note(&mut self, what: String) {
+    pub(super) fn note(&mut self, what: String) {
         lock(&self.world).note(what);
     }
 
@@ -117,7 +117,7 @@ impl Sim {
     }
 
     /// Members that take part in a rebalance: awake and not expelled.
-    fn in_group(&self) -> Vec<usize> {
+    pub(super) fn in_group(&self) -> Vec<usize> {
         let now = self.now_ms();
         (0..self.members.len())
             .filter(|&i| self.members[i].expelled_notice.is_none() && self.members[i].frozen_until.is_none_or(|t| t <= now))
@@ -258,7 +258,7 @@ impl Sim {
     }
 
     /// Kills member `i` like `kill -9`: no flush, no commit; its uploads in flight still land.
-    fn crash(&mut self, i: usize) {
+    pub(super) fn crash(&mut self, i: usize) {
         let m = self.members.remove(i);
         let now = self.now_ms();
         lock(&self.world).crashed(m.id);
@@ -293,182 +293,5 @@ impl Sim {
             self.rebalance();
         }
         Ok(took)
-    }
-
-    /// One random event.
-    pub(super) fn random_step(&mut self) {
-        let roll = self.below(100);
-        let n = self.members.len();
-        match roll {
-            0..=24 => {
-                let k = 1 + self.below(12);
-                self.produce(k);
-            }
-            25..=64 if n > 0 => {
-                let i = self.below(n as u64) as usize;
-                self.turn(i);
-            }
-            65..=79 => {
-                let ms = self.below(800);
-                self.advance(ms);
-            }
-            80..=82 if n > 0 => {
-                let i = self.below(n as u64) as usize;
-                self.crash(i);
-            }
-            83..=85 if n < 4 => {
-                self.start_member();
-                self.rebalance();
-            }
-            86..=87 if n > 0 => {
-                let i = self.below(n as u64) as usize;
-                let until = self.now_ms() + 2_000 + self.below(12_000);
-                let id = self.members[i].id;
-                self.members[i].frozen_until = Some(until);
-                self.members[i].frozen_since = self.now_ms();
-                self.note(format!("member {id} freezes until t={until}ms"));
-            }
-            88..=89 if n > 0 => {
-                let i = self.below(n as u64) as usize;
-                if self.members[i].frozen_until.is_none() {
-                    // Bounds are checked inside; a broken bound is a violation.
-                    if let Err(e) = self.stop_member(i) {
-                        lock(&self.world).ledger.violations.push(e);
-                    }
-                }
-            }
-            90..=94 => {
-                let mut f = Faults::default();
-                if self.chance(0.5) {
-                    f.put_error = 0.3;
-                    f.lost_response = 0.2;
-                }
-                if self.chance(0.3) {
-                    f.storage_frozen_until_ms = self.now_ms() + self.below(10_000);
-                }
-                if self.chance(0.4) {
-                    f.broker_error = 0.2;
-                }
-                self.note(format!(
-                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}",
-                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error
-                ));
-                lock(&self.world).faults = f;
-            }
-            _ => {
-                let ms = self.below(100);
-                self.advance(ms);
-            }
-        }
-        self.expire_sessions();
-    }
-
-    /// Member `i` acts, if awake; a zombie that learns it was expelled loses its partitions
-    /// and joins again.
-    fn turn(&mut self, i: usize) {
-        let now = self.now_ms();
-        if self.members[i].frozen_until.is_some_and(|t| t > now) {
-            return;
-        }
-        self.members[i].frozen_until = None;
-        self.step_member(i);
-        let m = &mut self.members[i];
-        if let Some(why) = m.writer.fatal().map(String::from) {
-            let id = m.id;
-            self.note(format!("member {id} stops on a fatal error: {why}"));
-            if let Err(e) = self.stop_member(i) {
-                lock(&self.world).ledger.violations.push(e);
-            }
-            return;
-        }
-        if let Some(k) = m.expelled_notice {
-            if k > 1 {
-                m.expelled_notice = Some(k - 1);
-                return;
-            }
-            m.callbacks += 1;
-            let lost: Vec<i32> = m.assigned.iter().copied().collect();
-            m.writer.on_revoke(&m.broker, &parts(lost.clone()), true);
-            m.assigned.clear();
-            m.positions.clear();
-            m.polled.clear();
-            m.expelled_notice = None;
-            let id = m.id;
-            self.note(format!("member {id} learns it was expelled: {lost:?} lost; it joins again"));
-            self.rebalance();
-        }
-    }
-
-    fn advance(&mut self, ms: u64) {
-        let mut w = lock(&self.world);
-        let until = w.now_ms + ms;
-        w.advance(until, None);
-    }
-
-    /// Crashed members and frozen ones are expelled once their session times out.
-    fn expire_sessions(&mut self) {
-        let now = self.now_ms();
-        let crashed_expired = self.gone.iter().any(|(_, since)| now >= since + SESSION_TIMEOUT_MS);
-        let frozen_expired = self
-            .members
-            .iter()
-            .any(|m| m.expelled_notice.is_none() && m.frozen_until.is_some_and(|t| t > now) && now >= m.frozen_since + SESSION_TIMEOUT_MS);
-        if crashed_expired || frozen_expired {
-            self.rebalance();
-        }
-    }
-
-    /// Checks after every step: the byte ledgers, and what the store and commits saw.
-    pub(super) fn check(&self) -> Result<(), String> {
-        for m in &self.members {
-            if !m.writer.books_balance() {
-                return Err(self.report(&format!("member {}: the byte ledger is out of step with its files", m.id)));
-            }
-        }
-        let violation = lock(&self.world).ledger.violations.first().cloned();
-        match violation {
-            Some(v) => Err(self.report(&v)),
-            None => Ok(()),
-        }
-    }
-
-    /// Ends every fault, wakes every zombie, and brings the group back to three members.
-    pub(super) fn calm(&mut self) {
-        lock(&self.world).faults = Faults::default();
-        for m in &mut self.members {
-            m.frozen_until = None;
-        }
-        while self.members.len() < 2 {
-            self.start_member();
-        }
-        self.note("calm: faults end, everyone wakes".into());
-        self.rebalance();
-    }
-
-    /// Runs every member until each partition's commit reaches its end; returns the ends.
-    pub(super) fn run_until_committed(&mut self) -> Result<Vec<i64>, String> {
-        let ends: Vec<i64> = lock(&self.world).log.iter().map(|l| l.len() as i64).collect();
-        for _ in 0..5_000 {
-            if self.members.is_empty() {
-                self.start_member();
-                self.rebalance();
-            }
-            for i in 0..self.members.len() {
-                if i < self.members.len() {
-                    self.turn(i);
-                }
-            }
-            self.advance(100);
-            self.check()?;
-            let done = {
-                let w = lock(&self.world);
-                ends.iter().enumerate().all(|(p, &end)| w.committed[p].as_ref().map_or(end == 0, |c| c.0 >= end)) && w.pending_puts() == 0
-            };
-            if done {
-                return Ok(ends);
-            }
-        }
-        let committed: Vec<Option<i64>> = lock(&self.world).committed.iter().map(|c| c.as_ref().map(|c| c.0)).collect();
-        Err(self.report(&format!("no progress: after the faults ended, commits are {committed:?}, the ends {ends:?}")))
     }
 }

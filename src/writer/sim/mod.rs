@@ -13,6 +13,7 @@
 
 mod check;
 mod group;
+mod schedule;
 mod world;
 
 use std::sync::{Arc, Mutex};

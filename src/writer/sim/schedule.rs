@@ -1,0 +1,184 @@
+//! The schedule: what may happen at each step of a seed, the checks after every step, and the
+//! calm phase that must end with everything stored exactly once.
+
+use super::group::{parts, Sim, SESSION_TIMEOUT_MS};
+use super::world::{lock, Faults};
+
+impl Sim {
+    /// One random event.
+    pub(super) fn random_step(&mut self) {
+        let roll = self.below(100);
+        let n = self.members.len();
+        match roll {
+            0..=24 => {
+                let k = 1 + self.below(12);
+                self.produce(k);
+            }
+            25..=64 if n > 0 => {
+                let i = self.below(n as u64) as usize;
+                self.turn(i);
+            }
+            65..=79 => {
+                let ms = self.below(800);
+                self.advance(ms);
+            }
+            80..=82 if n > 0 => {
+                let i = self.below(n as u64) as usize;
+                self.crash(i);
+            }
+            83..=85 if n < 4 => {
+                self.start_member();
+                self.rebalance();
+            }
+            86..=87 if n > 0 => {
+                let i = self.below(n as u64) as usize;
+                let until = self.now_ms() + 2_000 + self.below(12_000);
+                let id = self.members[i].id;
+                self.members[i].frozen_until = Some(until);
+                self.members[i].frozen_since = self.now_ms();
+                self.note(format!("member {id} freezes until t={until}ms"));
+            }
+            88..=89 if n > 0 => {
+                let i = self.below(n as u64) as usize;
+                if self.members[i].frozen_until.is_none() {
+                    // Bounds are checked inside; a broken bound is a violation.
+                    if let Err(e) = self.stop_member(i) {
+                        lock(&self.world).ledger.violations.push(e);
+                    }
+                }
+            }
+            90..=94 => {
+                let mut f = Faults::default();
+                if self.chance(0.5) {
+                    f.put_error = 0.3;
+                    f.lost_response = 0.2;
+                }
+                if self.chance(0.3) {
+                    f.storage_frozen_until_ms = self.now_ms() + self.below(10_000);
+                }
+                if self.chance(0.4) {
+                    f.broker_error = 0.2;
+                }
+                self.note(format!(
+                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}",
+                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error
+                ));
+                lock(&self.world).faults = f;
+            }
+            _ => {
+                let ms = self.below(100);
+                self.advance(ms);
+            }
+        }
+        self.expire_sessions();
+    }
+
+    /// Member `i` acts, if awake; a zombie that learns it was expelled loses its partitions
+    /// and joins again.
+    fn turn(&mut self, i: usize) {
+        let now = self.now_ms();
+        if self.members[i].frozen_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.members[i].frozen_until = None;
+        self.step_member(i);
+        let m = &mut self.members[i];
+        if let Some(why) = m.writer.fatal().map(String::from) {
+            let id = m.id;
+            self.note(format!("member {id} stops on a fatal error: {why}"));
+            if let Err(e) = self.stop_member(i) {
+                lock(&self.world).ledger.violations.push(e);
+            }
+            return;
+        }
+        if let Some(k) = m.expelled_notice {
+            if k > 1 {
+                m.expelled_notice = Some(k - 1);
+                return;
+            }
+            m.callbacks += 1;
+            let lost: Vec<i32> = m.assigned.iter().copied().collect();
+            m.writer.on_revoke(&m.broker, &parts(lost.clone()), true);
+            m.assigned.clear();
+            m.positions.clear();
+            m.polled.clear();
+            m.expelled_notice = None;
+            let id = m.id;
+            self.note(format!("member {id} learns it was expelled: {lost:?} lost; it joins again"));
+            self.rebalance();
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        let mut w = lock(&self.world);
+        let until = w.now_ms + ms;
+        w.advance(until, None);
+    }
+
+    /// Crashed members and frozen ones are expelled once their session times out.
+    fn expire_sessions(&mut self) {
+        let now = self.now_ms();
+        let crashed_expired = self.gone.iter().any(|(_, since)| now >= since + SESSION_TIMEOUT_MS);
+        let frozen_expired = self
+            .members
+            .iter()
+            .any(|m| m.expelled_notice.is_none() && m.frozen_until.is_some_and(|t| t > now) && now >= m.frozen_since + SESSION_TIMEOUT_MS);
+        if crashed_expired || frozen_expired {
+            self.rebalance();
+        }
+    }
+
+    /// Checks after every step: the byte ledgers, and what the store and commits saw.
+    pub(super) fn check(&self) -> Result<(), String> {
+        for m in &self.members {
+            if !m.writer.books_balance() {
+                return Err(self.report(&format!("member {}: the byte ledger is out of step with its files", m.id)));
+            }
+        }
+        let violation = lock(&self.world).ledger.violations.first().cloned();
+        match violation {
+            Some(v) => Err(self.report(&v)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends every fault, wakes every zombie, and brings the group back to three members.
+    pub(super) fn calm(&mut self) {
+        lock(&self.world).faults = Faults::default();
+        for m in &mut self.members {
+            m.frozen_until = None;
+        }
+        while self.members.len() < 2 {
+            self.start_member();
+        }
+        self.note("calm: faults end, everyone wakes".into());
+        self.rebalance();
+    }
+
+    /// Runs every member until each partition's commit reaches its end; returns the ends.
+    pub(super) fn run_until_committed(&mut self) -> Result<Vec<i64>, String> {
+        let ends: Vec<i64> = lock(&self.world).log.iter().map(|l| l.len() as i64).collect();
+        for _ in 0..5_000 {
+            if self.members.is_empty() {
+                self.start_member();
+                self.rebalance();
+            }
+            for i in 0..self.members.len() {
+                if i < self.members.len() {
+                    self.turn(i);
+                }
+            }
+            self.advance(100);
+            self.check()?;
+            let done = {
+                let w = lock(&self.world);
+                ends.iter().enumerate().all(|(p, &end)| w.committed[p].as_ref().map_or(end == 0, |c| c.0 >= end)) && w.pending_puts() == 0
+            };
+            if done {
+                return Ok(ends);
+            }
+        }
+        let committed: Vec<Option<i64>> = lock(&self.world).committed.iter().map(|c| c.as_ref().map(|c| c.0)).collect();
+        Err(self.report(&format!("no progress: after the faults ended, commits are {committed:?}, the ends {ends:?}")))
+    }
+}
