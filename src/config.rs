@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::naming::{FileLayout, LayoutError};
 
 /// Default file name pattern: Sunbird's `{partition}-{kafkaPartition}-{currentTimestamp}.json`.
-pub const DEFAULT_FILE_PATTERN: &str = "{partition}-{kafkaPartition}-{currentTimestamp}.json";
+pub use crate::naming::DEFAULT_FILE_PATTERN;
 
 /// A configuration error; the message always names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +269,22 @@ pub struct TopicConfig {
     pub generation: u32,
 }
 
+impl TopicConfig {
+    /// Where the topic's files live and what they are called (the one naming rule).
+    pub fn layout(&self) -> Result<FileLayout, LayoutError> {
+        FileLayout::new(&crate::naming::LayoutSpec {
+            topic: &self.name,
+            path: &self.path,
+            prefixes: self.prefix_map.values().map(String::as_str).collect(),
+            error_path: self.error_path.as_deref(),
+            file_pattern: &self.file_pattern,
+            date_format: &self.date_format,
+            extension: self.compression.extension(),
+            records: self.format == Format::Record,
+        })
+    }
+}
+
 fn default_pattern() -> String {
     DEFAULT_FILE_PATTERN.into()
 }
@@ -398,7 +414,7 @@ impl Config {
         if self.storage.request_timeout_secs == 0 {
             return Err(ConfigError::invalid("storage.request_timeout_secs", "must be at least 1"));
         }
-        crate::storage::StorageUrl::parse(&self.storage.url).map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
+        crate::storage_url::StorageUrl::parse(&self.storage.url).map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
         if self.topics.is_empty() {
             return Err(ConfigError::invalid("topic", "at least one [[topic]] is required"));
         }
@@ -433,7 +449,7 @@ impl Config {
                     format!("must not end with `{}`: that marks record files, and format = \"record\" adds it", crate::naming::RECORDS_SUFFIX),
                 ));
             }
-            let layout = FileLayout::new(t).map_err(|e| match e {
+            let layout = t.layout().map_err(|e| match e {
                 LayoutError::Date(e) => ConfigError::invalid(k("date_format"), e.to_string()),
                 e => ConfigError::invalid(k("file_pattern"), e.to_string()),
             })?;

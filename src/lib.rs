@@ -31,5 +31,6 @@ pub mod seal;
 pub mod secor;
 pub mod status_server;
 pub mod storage;
+pub mod storage_url;
 pub mod upload;
 pub mod writer;

@@ -405,7 +405,7 @@ fn legacy_patterns() -> &'static [FilePattern; 2] {
     static P: std::sync::OnceLock<[FilePattern; 2]> = std::sync::OnceLock::new();
     P.get_or_init(|| {
         [
-            FilePattern::parse(crate::config::DEFAULT_FILE_PATTERN).expect("default pattern"),
+            FilePattern::parse(DEFAULT_FILE_PATTERN).expect("default pattern"),
             FilePattern::parse("{partition}-{currentTimestamp}.json").expect("old pattern"),
         ]
     })
@@ -422,28 +422,47 @@ pub enum LayoutError {
     TopicAfterNumber(String),
 }
 
+/// The file pattern Secor and Sunbird use: `<date>-<kafkaPartition>-<uploadMillis>.json`.
+pub const DEFAULT_FILE_PATTERN: &str = "{partition}-{kafkaPartition}-{currentTimestamp}.json";
+
+/// What a topic's layout is built from (its config's naming keys; see `TopicConfig::layout`).
+#[derive(Debug, Clone)]
+pub struct LayoutSpec<'a> {
+    pub topic: &'a str,
+    pub path: &'a str,
+    /// The directories `prefix_map` sends messages to.
+    pub prefixes: Vec<&'a str>,
+    pub error_path: Option<&'a str>,
+    pub file_pattern: &'a str,
+    pub date_format: &'a str,
+    /// The compression's extension (`.gz` or none).
+    pub extension: &'static str,
+    /// `format = "record"`.
+    pub records: bool,
+}
+
 impl FileLayout {
-    /// The layout of a configured topic.
-    pub fn new(t: &crate::config::TopicConfig) -> Result<FileLayout, LayoutError> {
-        let pattern = FilePattern::parse(&t.file_pattern)?;
-        let dates = DateFormat::parse(&t.date_format)?;
+    /// The layout of one topic.
+    pub fn new(t: &LayoutSpec<'_>) -> Result<FileLayout, LayoutError> {
+        let pattern = FilePattern::parse(t.file_pattern)?;
+        let dates = DateFormat::parse(t.date_format)?;
         let numeric = [Token::KafkaPartition, Token::CurrentTimestamp, Token::Generation];
         let number_then_topic = pattern.tokens.windows(2).any(|w| numeric.contains(&w[0]) && w[1] == Token::Topic);
-        if number_then_topic && t.name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(LayoutError::TopicAfterNumber(t.name.clone()));
+        if number_then_topic && t.topic.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(LayoutError::TopicAfterNumber(t.topic.to_string()));
         }
-        let mut prefixes: Vec<String> = t.prefix_map.values().map(|v| v.trim_matches('/').to_string()).collect();
+        let mut prefixes: Vec<String> = t.prefixes.iter().map(|v| v.trim_matches('/').to_string()).collect();
         prefixes.sort();
         prefixes.dedup();
         Ok(FileLayout {
             path: t.path.trim_matches('/').to_string(),
             prefixes,
-            error_path: t.error_path.as_ref().map(|e| e.trim_matches('/').to_string()),
+            error_path: t.error_path.map(|e| e.trim_matches('/').to_string()),
             pattern,
             dates,
-            topic: t.name.clone(),
-            extension: t.compression.extension(),
-            records: t.format == crate::config::Format::Record,
+            topic: t.topic.to_string(),
+            extension: t.extension,
+            records: t.records,
         })
     }
 
@@ -565,7 +584,7 @@ mod tests {
 
     #[test]
     fn sunbird_default_pattern() {
-        let p = FilePattern::parse(crate::config::DEFAULT_FILE_PATTERN).unwrap();
+        let p = FilePattern::parse(DEFAULT_FILE_PATTERN).unwrap();
         assert!(p.is_partition_filterable());
         let name = p.render(&ctx());
         assert_eq!(name, "2020-02-01-3-1580495403199.json");
@@ -649,7 +668,7 @@ mod tests {
 
     #[test]
     fn rendered_names_parse_back() {
-        let p = FilePattern::parse(crate::config::DEFAULT_FILE_PATTERN).unwrap();
+        let p = FilePattern::parse(DEFAULT_FILE_PATTERN).unwrap();
         for part in [0, 1, 9, 10, 63] {
             let mut c = ctx();
             c.kafka_partition = part;
@@ -665,7 +684,7 @@ mod tests {
     #[test]
     fn every_accepted_layout_reads_back_what_it_writes() {
         let patterns = [
-            crate::config::DEFAULT_FILE_PATTERN,
+            DEFAULT_FILE_PATTERN,
             "{partition}-{kafkaPartition}-{currentTimestamp}-{randomHex}.json",
             "{partition}-{topic}-{currentTimestamp}.json",
             "{partition}_{kafkaPartition}_{currentTimestamp}.json",
@@ -689,7 +708,7 @@ mod tests {
                 let records = format == crate::config::Format::Record;
                 crate::config::Config::parse(&format!("[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='{}'\npath='unique/raw'\nfile_pattern='{pat}'\ndate_format='{fmt}'\n", t.name), "t")
                     .unwrap_or_else(|e| panic!("{pat} / {fmt} should be accepted: {e}"));
-                let layout = FileLayout::new(&t).unwrap();
+                let layout = t.layout().unwrap();
                 for day in days {
                     for (part, ms, first) in [(0, 1_580_495_403_199i64, 0i64), (7, 1_000, 123_456), (11, 1_999_999_999_999, 1)] {
                         let date = layout.dates().format(day);
@@ -712,7 +731,7 @@ mod tests {
                             assert!(n.gzip, "{key}");
                             assert_eq!(n.records, records, "{key}");
                             assert_eq!(key.contains(".records.json"), records, "the name shows the format: {key}");
-                            if pat == crate::config::DEFAULT_FILE_PATTERN && fmt == "%Y-%m-%d" {
+                            if pat == DEFAULT_FILE_PATTERN && fmt == "%Y-%m-%d" {
                                 // Tools run with a bare --url read both formats of the default names.
                                 assert_eq!(FileLayout::bare("unique/raw").parse(&key).as_ref(), Some(&n), "{key}");
                             }
@@ -742,9 +761,9 @@ mod tests {
         }
         let mut t = topic("{partition}-{currentTimestamp}{topic}.json", "%Y-%m-%d");
         t.name = "1topic".into();
-        assert!(matches!(FileLayout::new(&t), Err(LayoutError::TopicAfterNumber(_))));
+        assert!(matches!(t.layout(), Err(LayoutError::TopicAfterNumber(_))));
         t.name = "topic".into();
-        assert!(FileLayout::new(&t).is_ok());
+        assert!(t.layout().is_ok());
     }
 
     #[test]
@@ -759,13 +778,13 @@ mod tests {
 
     #[test]
     fn layout_dirs_include_prefixes_and_error_path() {
-        let mut t = topic(crate::config::DEFAULT_FILE_PATTERN, "%Y-%m-%d");
-        assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw"]);
+        let mut t = topic(DEFAULT_FILE_PATTERN, "%Y-%m-%d");
+        assert_eq!(t.layout().unwrap().dirs(), vec!["unique/raw"]);
         t.error_path = Some("/errors/unique/".into());
         t.prefix_map =
             [("DEFAULT".to_string(), "raw".to_string()), ("ME_WORKFLOW_SUMMARY".into(), "summary".into()), ("X".into(), "raw".into())].into();
-        assert_eq!(FileLayout::new(&t).unwrap().dirs(), vec!["unique/raw/raw", "unique/raw/summary", "errors/unique"]);
-        let l = FileLayout::new(&t).unwrap();
+        assert_eq!(t.layout().unwrap().dirs(), vec!["unique/raw/raw", "unique/raw/summary", "errors/unique"]);
+        let l = t.layout().unwrap();
         let c = ctx();
         assert_eq!(l.key(None, true, &c), "errors/unique/2020-02-01-3-1580495403199.json.gz");
         assert_eq!(l.key(Some("summary"), false, &c), "unique/raw/summary/2020-02-01-3-1580495403199.json.gz");

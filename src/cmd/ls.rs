@@ -56,7 +56,7 @@ impl SelectArgs {
                 let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
                 let name = self.topic.as_deref().unwrap_or_default();
                 let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
-                let mut layout = FileLayout::new(t).map_err(|e| usage(format!("topic `{name}`: {e}")))?;
+                let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
                 if let Some(p) = &self.path {
                     layout = layout.with_path(p);
                 }

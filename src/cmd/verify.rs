@@ -123,7 +123,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     }
     let wanted = a.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
     let router = Router::new(topic, index)?;
-    let layout = FileLayout::new(topic)?;
+    let layout = topic.layout()?;
     let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
     let from = a.from.unwrap_or(NaiveDate::MIN);
     let to = a.to.unwrap_or(NaiveDate::MAX);

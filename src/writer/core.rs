@@ -66,7 +66,7 @@ impl Writer {
     ) -> Result<Writer, crate::naming::LayoutError> {
         let mut topics = Vec::new();
         for t in &config.topics {
-            let layout = FileLayout::new(t)?;
+            let layout = t.layout()?;
             if !layout.pattern().is_partition_filterable() {
                 warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
             }

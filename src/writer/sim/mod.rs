@@ -24,7 +24,6 @@ use group::Sim;
 use world::{lock, Faults, World};
 
 use crate::config::Config;
-use crate::naming::FileLayout;
 use crate::routing::Router;
 use crate::sabotage::{self, Rule};
 
@@ -72,7 +71,7 @@ pub(super) struct Stats {
 pub(super) fn run_seed(seed: u64) -> Result<Stats, String> {
     let config = config();
     let topic = &config.topics[0];
-    let ledger = Ledger::new(FileLayout::new(topic).expect("layout"), Router::new(topic, 0).expect("router"), PARTITIONS);
+    let ledger = Ledger::new(topic.layout().expect("layout"), Router::new(topic, 0).expect("router"), PARTITIONS);
     let world = Arc::new(Mutex::new(World::new(seed, PARTITIONS, ledger)));
     let mut sim = Sim::new(world.clone(), config);
     for _ in 0..1 + sim.below(3) {
@@ -203,7 +202,7 @@ fn a_stop_ends_within_its_bound_with_storage_frozen() {
     for seed in 1..=50 {
         let config = config();
         let topic = &config.topics[0];
-        let ledger = Ledger::new(FileLayout::new(topic).unwrap(), Router::new(topic, 0).unwrap(), PARTITIONS);
+        let ledger = Ledger::new(topic.layout().unwrap(), Router::new(topic, 0).unwrap(), PARTITIONS);
         let world = Arc::new(Mutex::new(World::new(seed, PARTITIONS, ledger)));
         let mut sim = Sim::new(world.clone(), config);
         sim.start_member();
