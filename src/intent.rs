@@ -101,35 +101,57 @@ pub struct RecoveryPlan {
     pub skip: Vec<Intent>,
     /// Intents whose files are rebuilt under their recorded names.
     pub rebuild: Vec<Intent>,
+    /// Both, in the order they were recorded: (is a skip, index).
+    recorded: Vec<(bool, usize)>,
 }
 
 impl RecoveryPlan {
-    /// Sorts recorded intents by the committed offset `committed`.
+    /// Sorts recorded intents (in the order they were recorded) by the committed offset.
     pub fn new(committed: i64, intents: Vec<Intent>) -> RecoveryPlan {
         let mut plan = RecoveryPlan::default();
         for i in intents {
             if i.to < committed {
                 continue;
             } else if i.from < committed {
+                plan.recorded.push((true, plan.skip.len()));
                 plan.skip.push(i);
             } else {
+                plan.recorded.push((false, plan.rebuild.len()));
                 plan.rebuild.push(i);
             }
         }
-        plan.rebuild.sort_by_key(|i| i.from);
         plan
     }
 
+    /// The plan's intents in the order they were recorded (the order to record them again).
+    pub fn pending(&self) -> impl Iterator<Item = &Intent> {
+        self.recorded.iter().map(|&(skip, i)| if skip { &self.skip[i] } else { &self.rebuild[i] })
+    }
+
     /// Decides where the message at `offset` with the given route goes.
+    ///
+    /// Ranges of one route can overlap: a file opened while an earlier one was being rebuilt
+    /// spans that file's offsets without holding them. The earlier-recorded intent owns them,
+    /// as it did when the later file was filled.
     pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
         let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(prefix, date, error);
-        if self.skip.iter().any(covers) {
-            return Action::Skip;
+        if crate::sabotage::on(crate::sabotage::Rule::PlanByFirstOffset) {
+            // The rule before the simulation: skips first, then rebuilds by first offset.
+            if self.skip.iter().any(covers) {
+                return Action::Skip;
+            }
+            let mut by_from: Vec<usize> = (0..self.rebuild.len()).collect();
+            by_from.sort_by_key(|&i| self.rebuild[i].from);
+            return by_from.into_iter().find(|&i| covers(&self.rebuild[i])).map_or(Action::Normal, Action::Rebuild);
         }
-        match self.rebuild.iter().position(covers) {
-            Some(i) => Action::Rebuild(i),
-            None => Action::Normal,
+        for &(skip, i) in &self.recorded {
+            match skip {
+                true if covers(&self.skip[i]) => return Action::Skip,
+                false if covers(&self.rebuild[i]) => return Action::Rebuild(i),
+                _ => {}
+            }
         }
+        Action::Normal
     }
 
     /// The highest offset any intent of the plan reaches; past it the plan has nothing to say.
@@ -155,9 +177,16 @@ impl IntentLog {
         self.entries.push(i);
     }
 
-    /// Removes an intent (its file was renamed, or dropped with a lost partition).
-    pub fn remove(&mut self, key: &str) {
-        self.entries.retain(|e| e.key != key);
+    /// Removes one intent (its record failed, or its name turned out to be taken). Matched by
+    /// name and range: another intent may carry the same name (a recorded file whose name a
+    /// new file collided with), and it must stay.
+    pub fn remove(&mut self, i: &Intent) {
+        self.entries.retain(|e| !(e.key == i.key && e.from == i.from && e.to == i.to));
+    }
+
+    /// True if some intent names a file `key`.
+    pub fn names(&self, key: &str) -> bool {
+        self.entries.iter().any(|e| e.key == key)
     }
 
     /// Drops intents wholly below `committed`; they need no record any more.
@@ -233,6 +262,19 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_ranges_of_one_route_belong_to_the_earlier_intent() {
+        // `a` (recorded first) holds 9; `b`, filled while `a` was rebuilt, spans 6..=41 without 9.
+        let plan = RecoveryPlan::new(6, vec![intent("a", "A", 9, 9), intent("b", "A", 6, 41)]);
+        assert_eq!(plan.action(9, None, "A", false), Action::Rebuild(0));
+        assert_eq!(plan.action(6, None, "A", false), Action::Rebuild(1));
+        assert_eq!(plan.pending().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["a", "b"], "recorded order is kept");
+        // The same when the earlier one is uploaded for certain and the later one is not.
+        let plan = RecoveryPlan::new(8, vec![intent("b", "A", 10, 10), intent("s", "A", 7, 30)]);
+        assert_eq!(plan.action(10, None, "A", false), Action::Rebuild(0), "b was recorded first");
+        assert_eq!(plan.action(11, None, "A", false), Action::Skip);
+    }
+
+    #[test]
     fn empty_plan() {
         let plan = RecoveryPlan::new(5, vec![intent("old", "A", 0, 4)]);
         assert!(plan.is_empty());
@@ -249,7 +291,19 @@ mod tests {
         assert!(log.metadata(0, 20).is_none());
         log.prune(10);
         assert_eq!(log.len(), 1);
-        log.remove("b");
+        log.remove(&intent("b", "B", 5, 30));
         assert!(log.is_empty());
+    }
+
+    #[test]
+    fn removing_an_intent_keeps_another_of_the_same_name() {
+        // A recorded file and a new one that collided with its name: only the new one goes.
+        let mut log = IntentLog::default();
+        log.push(Arc::new(intent("x", "A", 20, 20)));
+        log.push(Arc::new(intent("x", "A", 13, 14)));
+        assert!(log.names("x") && !log.names("y"));
+        log.remove(&intent("x", "A", 13, 14));
+        assert_eq!(log.len(), 1);
+        assert_eq!(decode(&log.metadata(0, 4000).unwrap()).unwrap()[0].from, 20);
     }
 }

@@ -20,6 +20,9 @@ pub(crate) enum Rule {
     /// Take any blob under a rebuilt file's recorded name for its earlier upload (what the
     /// writer did before the simulation found two owners' clocks giving one name).
     TrustRecordedName,
+    /// Decide overlapping intents of one route by first offset, skips first (the rule before
+    /// the simulation found a message of an earlier file rebuilt into a later one).
+    PlanByFirstOffset,
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl Writer {
                 for id in &batch {
                     let f = self.files.get(*id).expect("awaiting files are in flight");
                     if let Some(st) = self.parts.get_mut(&f.part()) {
-                        st.intents.remove(&f.intent.key);
+                        st.intents.remove(&f.intent);
                     }
                 }
                 self.intent_retry_at = self.clock.now() + Duration::from_secs(1);
@@ -78,7 +78,7 @@ impl Writer {
                 st.intents.push(f.intent.clone());
                 if st.intents.metadata(offset, self.metadata_limit).is_none() {
                     // The record is full: this file waits until earlier ones are committed past.
-                    st.intents.remove(&f.intent.key);
+                    st.intents.remove(&f.intent);
                     break;
                 }
                 batch.push(*id);

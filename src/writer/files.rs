@@ -234,17 +234,30 @@ impl Writer {
             return;
         };
         let topic = &self.topics[key.topic];
-        let name = NameContext {
-            date: &key.date,
-            kafka_partition: key.partition,
-            current_ms: self.name_clock.next(self.clock.wall_ms()),
-            topic: &topic.cfg.name,
-            generation: topic.cfg.generation,
-            first_offset: buf.first_offset,
-            random: self.clock.random() as u16,
-        };
+        let st = self.parts.get(&(key.topic, key.partition));
+        let mut name_key;
+        let mut tries = 0;
+        loop {
+            let name = NameContext {
+                date: &key.date,
+                kafka_partition: key.partition,
+                current_ms: self.name_clock.next(self.clock.wall_ms()),
+                topic: &topic.cfg.name,
+                generation: topic.cfg.generation,
+                first_offset: buf.first_offset,
+                random: self.clock.random() as u16,
+            };
+            name_key = topic.layout.key(key.prefix.as_deref(), key.error, &name);
+            // A name the partition's record already holds (an earlier owner's file, with a
+            // clock ahead of ours) would collide for certain: take the next one. Bounded, for
+            // patterns whose names do not move with time.
+            tries += 1;
+            if tries >= 8 || !st.is_some_and(|st| st.intents.names(&name_key)) {
+                break;
+            }
+        }
         let intent = Arc::new(Intent {
-            key: topic.layout.key(key.prefix.as_deref(), key.error, &name),
+            key: name_key,
             prefix: key.prefix.as_deref().map(String::from),
             date: key.date.to_string(),
             error: key.error,

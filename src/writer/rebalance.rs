@@ -10,6 +10,14 @@ impl Writer {
         self.health.joined(true);
         self.health.broker_ok();
         metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
+        if self.stop_deadline.is_some() {
+            // Assigned while this writer leaves the group (another member left just before):
+            // nothing more will be consumed here, and the closing consumer's requests time out,
+            // so reading their offsets could only run past the stop's bound. Not taken: no
+            // commit covers them, and their next owner reads them from the group's commit.
+            info!(partitions = assigned.len(), "partitions assigned during a graceful stop: left for the next owner");
+            return;
+        }
         // The committed offsets and their intent records decide how each partition resumes;
         // without them it is not safe to consume. A fresh broker may need a moment to elect a
         // group coordinator.
@@ -46,7 +54,9 @@ impl Writer {
             if let Some(s) = start {
                 st.plan = RecoveryPlan::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.
-                for i in st.plan.skip.iter().chain(&st.plan.rebuild) {
+                // In the order they were recorded: where ranges of one route overlap, that order
+                // decides which file a message belongs to (`RecoveryPlan::action`).
+                for i in st.plan.pending() {
                     st.intents.push(Arc::new(i.clone()));
                 }
                 if !st.plan.is_empty() {

@@ -56,7 +56,7 @@ impl Writer {
     /// again after a restart, under a new name.
     pub(super) fn stop_on_name_conflict(&mut self, f: &InFlight) {
         if let Some(st) = self.parts.get_mut(&f.part()) {
-            st.intents.remove(&f.intent.key);
+            st.intents.remove(&f.intent);
             st.record_stale = true;
         }
         self.fatal = Some(format!(

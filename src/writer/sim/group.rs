@@ -279,9 +279,22 @@ impl Sim {
         m.polled.clear();
         m.writer.begin_stop(deadline);
         m.writer.finish(&m.broker, deadline.checked_sub(crate::writer::commit_reserve(timeout)).unwrap_or(deadline));
-        if !m.assigned.is_empty() {
+        // Leaving the group: the consumer is closing, and its requests time out. A rebalance
+        // may still hand it partitions (another member left just before): it must not wait
+        // for their offsets past its bound.
+        lock(&self.world).closing[m.id] = true;
+        let mut leaving: BTreeSet<i32> = m.assigned.clone();
+        if self.chance(0.3) {
+            let p = self.below(PARTITIONS as u64) as i32;
+            if leaving.insert(p) {
+                m.callbacks += 1;
+                m.writer.on_assign(&m.broker, &parts([p]), m.callbacks);
+                self.note(format!("member {} is assigned [{p}] while it stops", m.id));
+            }
+        }
+        if !leaving.is_empty() {
             m.callbacks += 1;
-            m.writer.on_revoke(&m.broker, &parts(m.assigned.iter().copied()), false);
+            m.writer.on_revoke(&m.broker, &parts(leaving.iter().copied()), false);
         }
         let took = lock(&self.world).instant() - started;
         self.stats.stops += 1;

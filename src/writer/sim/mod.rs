@@ -186,6 +186,7 @@ fn the_simulation_catches_broken_rules() {
         Rule::IgnoreRecoveryPlan,
         Rule::KeepStaleMessages,
         Rule::TrustRecordedName,
+        Rule::PlanByFirstOffset,
     ];
     for rule in rules {
         match first_failure(rule, 2000) {

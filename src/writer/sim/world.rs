@@ -97,6 +97,8 @@ pub(super) struct World {
     coarse_clock: bool,
     /// Whether each member paused fetching.
     pub(super) paused: Vec<bool>,
+    /// Whether each member's consumer is closing (its broker requests time out).
+    pub(super) closing: Vec<bool>,
     blobs: BTreeMap<String, Bytes>,
     puts: Vec<Put>,
     done: Vec<VecDeque<UploadDone>>,
@@ -129,6 +131,7 @@ impl World {
             member_gen: Vec::new(),
             skew_ms: Vec::new(),
             paused: Vec::new(),
+            closing: Vec::new(),
             blobs: BTreeMap::new(),
             puts: Vec::new(),
             done: Vec::new(),
@@ -141,7 +144,7 @@ impl World {
     pub(super) fn note(&mut self, what: String) {
         let line = format!("t={}ms {what}", self.now_ms);
         self.journal.push_back(line);
-        if self.journal.len() > 60 {
+        if self.journal.len() > 400 {
             self.journal.pop_front();
         }
     }
@@ -160,6 +163,7 @@ impl World {
         self.member_gen.push(0);
         self.skew_ms.push(skew);
         self.paused.push(false);
+        self.closing.push(false);
         self.done.push(VecDeque::new());
         self.member_gen.len() - 1
     }
@@ -281,8 +285,13 @@ impl Broker for SimBroker {
         Ok(())
     }
 
-    fn committed(&self, partitions: &[(String, i32)], _timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
+    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
         let mut w = lock(&self.world);
+        if w.closing[self.member] {
+            let until = w.now_ms + timeout.as_millis() as u64;
+            w.advance(until, None);
+            return Err(BrokerError("OperationTimedOut: the consumer is closing".into()));
+        }
         self.flaky(&mut w, "committed offsets")?;
         Ok(partitions
             .iter()
