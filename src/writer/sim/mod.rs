@@ -67,13 +67,18 @@ pub(super) struct Stats {
     pub(super) rebalances: u64,
 }
 
-/// Runs one seed; returns its stats, or the first violation with the seed's recent history.
-pub(super) fn run_seed(seed: u64) -> Result<Stats, String> {
+/// A world for `seed` and the group in it, with no member yet.
+fn new_sim(seed: u64) -> (world::Shared, Sim) {
     let config = config();
     let topic = &config.topics[0];
     let ledger = Ledger::new(topic.layout().expect("layout"), Router::new(topic, 0).expect("router"), PARTITIONS);
     let world = Arc::new(Mutex::new(World::new(seed, PARTITIONS, ledger)));
-    let mut sim = Sim::new(world.clone(), config);
+    (world.clone(), Sim::new(world, config))
+}
+
+/// Runs one seed; returns its stats, or the first violation with the seed's recent history.
+pub(super) fn run_seed(seed: u64) -> Result<Stats, String> {
+    let (world, mut sim) = new_sim(seed);
     for _ in 0..1 + sim.below(3) {
         sim.start_member();
     }
@@ -201,11 +206,7 @@ fn a_stop_ends_within_its_bound_with_storage_frozen() {
     // The invariant is checked inside every graceful stop; this seed family forces frozen
     // storage across stops.
     for seed in 1..=50 {
-        let config = config();
-        let topic = &config.topics[0];
-        let ledger = Ledger::new(topic.layout().unwrap(), Router::new(topic, 0).unwrap(), PARTITIONS);
-        let world = Arc::new(Mutex::new(World::new(seed, PARTITIONS, ledger)));
-        let mut sim = Sim::new(world.clone(), config);
+        let (world, mut sim) = new_sim(seed);
         sim.start_member();
         sim.rebalance();
         for _ in 0..20 {
