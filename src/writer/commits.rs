@@ -26,16 +26,7 @@ impl Writer {
                 for &id in &batch {
                     failpoint::hit(failpoint::INTENT_RECORDED);
                     let Some((f, data)) = self.files.recorded(id) else { continue };
-                    let cfg = &self.topics[f.topic].cfg;
-                    let job = UploadJob {
-                        id,
-                        key: f.intent.key.clone(),
-                        topic: cfg.name.clone(),
-                        data,
-                        compression: cfg.compression,
-                        level: if cfg.compression == Compression::Gzip { cfg.compression_level } else { 0 },
-                        existing: f.existing,
-                    };
+                    let job = self.topics[f.topic].upload_job(id, &f.intent.key, data, f.existing);
                     self.uploads.submit(job);
                 }
             }

@@ -17,6 +17,22 @@ pub(super) struct TopicRuntime {
     pub(super) bytes: metrics::Counter,
 }
 
+impl TopicRuntime {
+    /// The upload of one of the topic's files, compressed as the topic says. The one place a
+    /// job is made: new files once their intent is recorded, rebuilt files once complete.
+    pub(super) fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
+        UploadJob {
+            id,
+            key: key.to_string(),
+            topic: self.cfg.name.clone(),
+            data,
+            compression: self.cfg.compression,
+            level: self.cfg.compression_level,
+            existing,
+        }
+    }
+}
+
 /// All writer state; lives behind a mutex shared with the rebalance callback.
 pub(crate) struct Writer {
     pub(super) topics: Vec<TopicRuntime>,

@@ -264,7 +264,7 @@ impl Writer {
             from: buf.first_offset,
             to: buf.last_offset,
         });
-        let epoch = self.parts.get(&(key.topic, key.partition)).map_or(0, |s| s.epoch);
+        let epoch = st.map_or(0, |s| s.epoch);
         self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true);
     }
 

@@ -118,16 +118,8 @@ impl Writer {
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
             let (id, data) = self.files.launch(t, p, st.epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false);
-            let cfg = &self.topics[t].cfg;
-            self.uploads.submit(UploadJob {
-                id,
-                key: intent.key.clone(),
-                topic: cfg.name.clone(),
-                data: data.expect("a file not awaiting its intent keeps its data"),
-                compression: cfg.compression,
-                level: cfg.compression_level,
-                existing: Existing::Rebuilt,
-            });
+            let data = data.expect("a file not awaiting its intent keeps its data");
+            self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
         if off >= end && st.rebuilt.len() == st.plan.rebuild.len() {
             debug!(partition = p, "recovery finished");

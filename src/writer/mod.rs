@@ -41,7 +41,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
-use crate::config::{Compression, Config, Format, TopicConfig};
+use crate::config::{Config, Format, TopicConfig};
 use crate::failpoint;
 use crate::health::Health;
 use crate::intent::{self, Action, Intent, RecoveryPlan};
