@@ -41,6 +41,52 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
     pub writer: WriterConfig,
+    /// Where the Secor deployment this config replaces kept its position (`kbackup takeover`,
+    /// `kbackup handback`, and `run`'s refusal to resume from a position Secor did not upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secor: Option<SecorConfig>,
+}
+
+/// `[secor]`: the Secor deployment a config replaces (Secor: `zookeeper.quorum`,
+/// `kafka.zookeeper.path`, `secor.kafka.group`, `kafka.offsets.storage`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecorConfig {
+    /// ZooKeeper connect string, `host:port[,host:port...]` (Secor: `zookeeper.quorum`).
+    pub zookeeper: String,
+    /// The chroot segment of Secor's offset nodes (Secor: `kafka.zookeeper.path`; `/` or empty
+    /// for none): offsets live at `/<path>/consumers/<group>/offsets/<topic>/<partition>`.
+    #[serde(default = "default_zookeeper_path")]
+    pub zookeeper_path: String,
+    /// Secor's consumer group (Secor: `secor.kafka.group`); unset: `kafka.group_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Where Secor read its position from on restart (Secor: `kafka.offsets.storage`).
+    #[serde(default)]
+    pub offsets_storage: OffsetsStorage,
+}
+
+fn default_zookeeper_path() -> String {
+    "/".into()
+}
+
+impl SecorConfig {
+    /// Secor's consumer group: its own, else the one kbackup uses.
+    pub fn group<'a>(&'a self, kafka: &'a KafkaConfig) -> &'a str {
+        self.group.as_deref().unwrap_or(&kafka.group_id)
+    }
+}
+
+/// Where Secor read its position from when it took a partition (`kafka.offsets.storage`). Its
+/// uploader writes ZooKeeper after every upload in both modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetsStorage {
+    /// ZooKeeper only (Sunbird's setting): Kafka holds nothing Secor uploaded.
+    #[default]
+    Zookeeper,
+    /// Kafka as well: the uploader also commits the next offset to Secor's group.
+    Kafka,
 }
 
 /// `[kafka]`: where to consume from.
@@ -417,6 +463,17 @@ impl Config {
         crate::storage_url::StorageUrl::parse(&self.storage.url).map_err(|e| ConfigError::invalid("storage.url", e.to_string()))?;
         if self.topics.is_empty() {
             return Err(ConfigError::invalid("topic", "at least one [[topic]] is required"));
+        }
+        if let Some(secor) = &self.secor {
+            if secor.zookeeper.trim().is_empty() {
+                return Err(ConfigError::invalid("secor.zookeeper", "must name at least one host:port"));
+            }
+            if secor.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+                return Err(ConfigError::invalid("secor.group", "must not be empty (leave it out to use kafka.group_id)"));
+            }
+            if secor.zookeeper_path.contains("//") || secor.zookeeper_path.chars().any(char::is_whitespace) {
+                return Err(ConfigError::invalid("secor.zookeeper_path", format!("`{}` is not a ZooKeeper path", secor.zookeeper_path)));
+            }
         }
         let w = &self.writer;
         if w.memory_limit_bytes < 1024 * 1024 {

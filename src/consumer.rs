@@ -61,7 +61,7 @@ impl ConsumerContext for Diagnosing {}
 impl Diagnosing {
     /// The look-up error with the client's own account of it (never a secret: librdkafka's
     /// messages name mechanisms and users, not passwords).
-    fn explain(&self, e: KafkaError) -> LookupError {
+    pub(crate) fn explain(&self, e: KafkaError) -> LookupError {
         let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let last = failure.or_else(|| self.last.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let hint = match &last {
@@ -81,6 +81,13 @@ impl Diagnosing {
 pub struct LookupError {
     error: KafkaError,
     cause: Option<String>,
+}
+
+impl LookupError {
+    /// An error the client reported without a reason of its own.
+    pub fn bare(error: KafkaError) -> LookupError {
+        LookupError { error, cause: None }
+    }
 }
 
 use crate::config::KafkaConfig;
@@ -258,6 +265,12 @@ pub fn prefetch_bytes(k: &KafkaConfig) -> u64 {
     3 * (num("queued.max.messages.kbytes", 65_536) * 1024 + num("fetch.max.bytes", 52_428_800))
 }
 
+/// True when a partition the group never committed starts at its end (`auto.offset.reset` is
+/// latest), not at its start (librdkafka's aliases included).
+pub fn resets_to_end(k: &KafkaConfig) -> bool {
+    group_config(k).get("auto.offset.reset").is_some_and(|v| matches!(v, "latest" | "largest" | "end"))
+}
+
 /// A consumer for metadata and watermark queries only (no group membership).
 pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsumer<Diagnosing>> {
     client_config(k, Role::Admin, &[]).create_with_context(Diagnosing::default())
@@ -283,7 +296,7 @@ pub fn partition_counts<C: ConsumerContext>(
 pub async fn lookup_partition_counts(k: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
     let (k, topics) = (k.clone(), topics.to_vec());
     tokio::task::spawn_blocking(move || {
-        let client = metadata_client(&k).map_err(|error| LookupError { error, cause: None })?;
+        let client = metadata_client(&k).map_err(LookupError::bare)?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         partition_counts(&client, &refs, timeout).map_err(|e| {
             // librdkafka hands its errors (a refused login, a TLS failure) to the context only

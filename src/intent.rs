@@ -52,6 +52,51 @@ fn is_false(b: &bool) -> bool {
 struct Record {
     v: u32,
     f: Vec<Intent>,
+    /// Set only by `kbackup takeover` (older readers ignore it: serde skips unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<Adopted>,
+}
+
+/// A position `kbackup takeover` adopted from Secor. It stays in the partition's record until
+/// the writer's first commit of that partition replaces the record, so a second takeover can
+/// tell "taken over, not run yet" from "kbackup has committed since".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopted {
+    /// Where the position was read.
+    #[serde(rename = "from")]
+    pub source: AdoptedFrom,
+    /// The position read there (the commit is above it when a retention gap was accepted).
+    #[serde(rename = "o")]
+    pub offset: i64,
+}
+
+/// Where an adopted position came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdoptedFrom {
+    /// Secor's ZooKeeper node: the next offset after its last upload.
+    Zookeeper,
+    /// Secor's Kafka commit (`kafka.offsets.storage=kafka`, no ZooKeeper node).
+    Kafka,
+    /// Neither: where Secor itself would have started (`auto.offset.reset`).
+    Reset,
+}
+
+impl std::fmt::Display for AdoptedFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdoptedFrom::Zookeeper => "Secor's ZooKeeper offset",
+            AdoptedFrom::Kafka => "Secor's Kafka commit",
+            AdoptedFrom::Reset => "auto.offset.reset",
+        })
+    }
+}
+
+/// A commit record read back: the intents, and the position `takeover` adopted, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    pub intents: Vec<Intent>,
+    pub adopted: Option<Adopted>,
 }
 
 /// Why commit metadata could not be read back.
@@ -61,7 +106,19 @@ pub struct DecodeError(String);
 
 /// Serializes intents for the commit metadata.
 pub fn encode(intents: &[Intent]) -> String {
-    serde_json::to_string(&Record { v: 1, f: intents.to_vec() }).expect("intents serialize")
+    serde_json::to_string(&Record { v: 1, f: intents.to_vec(), t: None }).expect("intents serialize")
+}
+
+/// The record `kbackup takeover` commits: no intents, and where the position came from.
+pub fn adopted_record(adopted: &Adopted) -> String {
+    serde_json::to_string(&Record { v: 1, f: Vec::new(), t: Some(adopted.clone()) }).expect("a record serializes")
+}
+
+/// The record of a commit kbackup made; `None` for any other commit metadata, empty included
+/// (the Java client's auto-commit, `kafka-consumer-groups` and most tools write none).
+pub fn read_record(metadata: &str) -> Option<CommitRecord> {
+    let r: Record = serde_json::from_str(metadata).ok()?;
+    (r.v == 1).then_some(CommitRecord { intents: r.f, adopted: r.t })
 }
 
 /// Reads intents back; empty metadata (a commit by another tool, or none) means no intents.
@@ -232,6 +289,22 @@ mod tests {
         assert_eq!(decode("").unwrap(), vec![]);
         assert!(decode("{\"v\":2,\"f\":[]}").is_err());
         assert!(decode("written by someone else").is_err());
+    }
+
+    #[test]
+    fn only_kbackups_own_records_are_read_as_records() {
+        assert_eq!(read_record(&encode(&[])), Some(CommitRecord { intents: vec![], adopted: None }));
+        let one = vec![intent("k", "2020-02-01", 3, 9)];
+        assert_eq!(read_record(&encode(&one)).unwrap().intents, one);
+        for foreign in ["", " ", "{}", "{\"v\":2,\"f\":[]}", "null", "secor"] {
+            assert_eq!(read_record(foreign), None, "{foreign:?}");
+        }
+        let adopted = Adopted { source: AdoptedFrom::Zookeeper, offset: 1200 };
+        let md = adopted_record(&adopted);
+        assert_eq!(read_record(&md), Some(CommitRecord { intents: vec![], adopted: Some(adopted) }));
+        // A writer that knows nothing of takeovers (the previous release) reads it as no intents.
+        assert_eq!(decode(&md).unwrap(), vec![]);
+        assert!(md.len() < 60, "{md}");
     }
 
     #[test]

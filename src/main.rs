@@ -40,6 +40,10 @@ enum Command {
     Repartition(cmd::repartition::RepartitionArgs),
     /// Audit backups against the topic: missing, doubled and misfiled events.
     Verify(cmd::verify::VerifyArgs),
+    /// Take over a stopped Secor's position (its ZooKeeper offsets) for kbackup's group.
+    Takeover(cmd::takeover::TakeoverArgs),
+    /// Hand a stopped kbackup's position back to Secor (its ZooKeeper offsets).
+    Handback(cmd::handback::HandbackArgs),
     /// Write synthetic Sunbird telemetry into a topic (for demos, tests and benchmarks).
     ProduceSample(cmd::produce_sample::ProduceSampleArgs),
     /// Ceiling measurements for scripts/bench.
@@ -90,6 +94,8 @@ fn main() -> ExitCode {
             Command::Replay(a) => cmd::replay::run(a).await,
             Command::Plan(a) => cmd::plan::run(a).await,
             Command::Repartition(a) => cmd::repartition::run(a).await,
+            Command::Takeover(a) => cmd::takeover::run(a).await,
+            Command::Handback(a) => cmd::handback::run(a).await,
         }
     });
     // Uploads still retrying after a failed shutdown must not keep the process alive.

@@ -30,6 +30,7 @@ pub const FILES_REBUILT: &str = "kbackup_recovered_rebuilt_files_total";
 pub const OFFSETS_LOST: &str = "kbackup_offsets_lost_total";
 pub const RETENTION_HEADROOM: &str = "kbackup_retention_headroom_seconds";
 pub const BUILD_INFO: &str = "kbackup_build_info";
+pub const FOREIGN_COMMITS: &str = "kbackup_foreign_commits_resumed_total";
 
 /// Installs the global recorder and returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -75,4 +76,8 @@ fn describe() {
     describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
     describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_counter!(
+        FOREIGN_COMMITS,
+        "Partitions resumed from an offset another client committed (no kbackup record: nothing says what below it was stored)"
+    );
 }

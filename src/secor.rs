@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Compression, Config, ConfigError, KafkaConfig, StorageConfig, TopicConfig, WriterConfig, DEFAULT_FILE_PATTERN};
+use crate::config::{
+    Compression, Config, ConfigError, KafkaConfig, OffsetsStorage, SecorConfig, StorageConfig, TopicConfig, WriterConfig, DEFAULT_FILE_PATTERN,
+};
 
 /// Properties in file order, later keys winning.
 pub type Properties = BTreeMap<String, String>;
@@ -125,11 +127,10 @@ pub struct Mapped {
     pub notes: Vec<String>,
 }
 
-/// Keys that configure parts of Secor kbackup does not have (ZooKeeper offsets, local disk
-/// buffering, its monitoring) and that are safe to drop.
+/// Keys that configure parts of Secor kbackup does not have (its upload locks, local disk
+/// buffering, its monitoring) and that are safe to drop. Where Secor kept its offsets is mapped
+/// (`[secor]`): `takeover` and `handback` read and write them there.
 const NOT_NEEDED: &[&str] = &[
-    "zookeeper.quorum",
-    "kafka.zookeeper.path",
     "secor.zookeeper.path",
     "secor.local.path",
     "secor.consumer.threads",
@@ -146,7 +147,6 @@ const NOT_NEEDED: &[&str] = &[
     "secor.upload.on.shutdown",
     "kafka.consumer.timeout.ms",
     "kafka.consumer.auto.offset.reset",
-    "kafka.offsets.storage",
     "kafka.dual.commit.enabled",
     "secor.kafka.perf_topic_prefix",
 ];
@@ -305,6 +305,32 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     } else {
         (None, BTreeMap::new())
     };
+    // Where Secor kept its position: `takeover` reads it, `handback` writes it, and `run`
+    // refuses to resume from a commit Secor's auto-commit made past what it uploaded.
+    let secor = match get("zookeeper.quorum") {
+        Some(quorum) => Some(SecorConfig {
+            zookeeper: quorum.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+            zookeeper_path: get("kafka.zookeeper.path").unwrap_or_else(|| "/".into()),
+            group: None,
+            offsets_storage: match get("kafka.offsets.storage").as_deref() {
+                None | Some("zookeeper") => OffsetsStorage::Zookeeper,
+                Some("kafka") => OffsetsStorage::Kafka,
+                Some(other) => return Err(err("kafka.offsets.storage", format!("`{other}`: expected zookeeper or kafka"))),
+            },
+        }),
+        None => {
+            notes.push("no zookeeper.quorum: kbackup cannot read where Secor stopped uploading; see `kbackup takeover` in docs/runbook.md".into());
+            None
+        }
+    };
+    // Where a partition without any committed position starts, for Secor and for kbackup.
+    let mut kafka_properties = BTreeMap::new();
+    if let Some(reset) = get("kafka.new.consumer.auto.offset.reset") {
+        if !matches!(reset.as_str(), "earliest" | "latest") {
+            return Err(err("kafka.new.consumer.auto.offset.reset", format!("`{reset}`: expected earliest or latest")));
+        }
+        kafka_properties.insert("auto.offset.reset".to_string(), reset);
+    }
     let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
         get(k).map(|v| v.parse::<u64>().map_err(|_| err(k, format!("`{v}` is not a whole number")))).unwrap_or(Ok(default))
     };
@@ -373,10 +399,15 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         "secor.max.file.size.bytes",
         "secor.max.file.age.seconds",
         "secor.generation",
+        "zookeeper.quorum",
+        "kafka.zookeeper.path",
+        "kafka.offsets.storage",
+        "kafka.new.consumer.auto.offset.reset",
     ];
     let ignored: Vec<String> = props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str())).cloned().collect();
 
-    let config = Config { kafka: KafkaConfig { brokers, group_id, properties: BTreeMap::new() }, storage, topics, writer: WriterConfig::default() };
+    let config =
+        Config { kafka: KafkaConfig { brokers, group_id, properties: kafka_properties }, storage, topics, writer: WriterConfig::default(), secor };
     // The same validation as a TOML config, so errors read the same way.
     config.validate().map_err(|e| match e {
         ConfigError::Invalid { key, message } => ConfigError::Invalid { key: secor_key_for(&key), message },
@@ -399,6 +430,8 @@ fn secor_key_for(key: &str) -> String {
         "max_file_bytes" => "secor.max.file.size.bytes",
         "max_file_age_secs" => "secor.max.file.age.seconds",
         "url" => "secor.azure.container.name or secor.s3.bucket",
+        "zookeeper" => "zookeeper.quorum",
+        "zookeeper_path" => "kafka.zookeeper.path",
         _ => return key.to_string(),
     };
     format!("{secor} ({key})")
@@ -588,6 +621,37 @@ secor.messages.per.second=10000
         let toml = to_toml(&m.config);
         assert!(!toml.contains("SECRETEXAMPLE") && toml.contains("AWS_SECRET_ACCESS_KEY"), "{toml}");
         crate::config::Config::parse(&toml, "generated").unwrap();
+    }
+
+    #[test]
+    fn where_secor_kept_its_position_is_mapped() {
+        let m = map(&props(SUNBIRD_UNIQUE)).unwrap();
+        let s = m.config.secor.as_ref().expect("zookeeper.quorum names Secor's ZooKeeper");
+        assert_eq!((s.zookeeper.as_str(), s.zookeeper_path.as_str(), s.offsets_storage), ("zk-1:2181", "/", OffsetsStorage::Zookeeper));
+        assert_eq!(s.group(&m.config.kafka), "telemetry-unique-backup", "Secor's group is the config's group");
+        assert!(m.config.kafka.properties.is_empty());
+
+        let text = SUNBIRD_UNIQUE.replace("zookeeper.quorum=zk-1:2181", "zookeeper.quorum=zk-1:2181, zk-2:2181")
+            + "kafka.zookeeper.path=/kafka\nkafka.offsets.storage=kafka\nkafka.new.consumer.auto.offset.reset=latest\n";
+        let m = map(&props(&text)).unwrap();
+        let s = m.config.secor.as_ref().unwrap();
+        assert_eq!((s.zookeeper.as_str(), s.zookeeper_path.as_str(), s.offsets_storage), ("zk-1:2181,zk-2:2181", "/kafka", OffsetsStorage::Kafka));
+        assert_eq!(m.config.kafka.properties.get("auto.offset.reset").map(String::as_str), Some("latest"));
+        assert!(!m.ignored.iter().any(|k| k.contains("zookeeper") || k.contains("offset")), "{:?}", m.ignored);
+        // The generated TOML keeps it, so a user who moves to TOML keeps the protection.
+        let back = Config::parse(&to_toml(&m.config), "generated").unwrap();
+        assert_eq!(back.secor, m.config.secor);
+
+        for (line, key) in [
+            ("kafka.offsets.storage=hbase", "kafka.offsets.storage"),
+            ("kafka.new.consumer.auto.offset.reset=none", "kafka.new.consumer.auto.offset.reset"),
+        ] {
+            let e = map(&props(&format!("{SUNBIRD_UNIQUE}\n{line}\n"))).unwrap_err().to_string();
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+        let without = map(&props(&SUNBIRD_UNIQUE.replace("zookeeper.quorum=zk-1:2181", ""))).unwrap();
+        assert!(without.config.secor.is_none());
+        assert!(without.notes.iter().any(|n| n.contains("zookeeper.quorum")), "{:?}", without.notes);
     }
 
     #[test]

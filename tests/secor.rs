@@ -26,10 +26,10 @@ fn layout(blobs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<(String, String, Option
     out
 }
 
-fn properties(stack: &Stack, topic: &str, group: &str, container: &str, path: &str, prefix: bool) -> String {
+fn properties(stack: &Stack, zookeeper: &str, topic: &str, group: &str, container: &str, path: &str, prefix: bool) -> String {
     let (host, port) = stack.brokers.split_once(':').unwrap();
     let mut p = format!(
-        "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum=127.0.0.1:2181\n\
+        "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum={zookeeper}\n\
          secor.kafka.group={group}\nsecor.kafka.topic_filter={topic}\nsecor.cloud.service=Azure\n\
          secor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
          secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=http\nsecor.azure.path={path}\n\
@@ -49,6 +49,8 @@ fn properties(stack: &Stack, topic: &str, group: &str, container: &str, path: &s
 #[tokio::test(flavor = "multi_thread")]
 async fn sunbird_secor_properties_write_what_the_toml_config_writes() {
     let Some(stack) = stack() else { return };
+    // The properties name a ZooKeeper: `run` checks there that Secor never uploaded this group.
+    let Some(zk) = zookeeper() else { return };
     let (unique_t, denorm_t) = (unique("unique"), unique("denorm"));
     stack.create_topic(&unique_t, 3).await;
     stack.create_topic(&denorm_t, 2).await;
@@ -89,7 +91,7 @@ async fn sunbird_secor_properties_write_what_the_toml_config_writes() {
     stack.storage(&secor_container).ensure_container(true).await.unwrap();
     for (topic, path, prefix, name) in [(&unique_t, "unique/raw", false, "unique"), (&denorm_t, "telemetry-denormalized", true, "denorm")] {
         let props = dir.path().join(format!("{name}.properties"));
-        std::fs::write(&props, properties(&stack, topic, &unique("g"), &secor_container, path, prefix)).unwrap();
+        std::fs::write(&props, properties(&stack, &zk, topic, &unique("g"), &secor_container, path, prefix)).unwrap();
         let log = dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let status = kbackup(&stack, &["run", "--secor-properties", props.to_str().unwrap(), "--until-caught-up", "--metrics-addr", "off"])
@@ -115,7 +117,8 @@ async fn a_typo_in_secor_properties_is_reported() {
     let Some(stack) = stack() else { return };
     let dir = tempfile::tempdir().unwrap();
     let props = dir.path().join("typo.properties");
-    let text = properties(&stack, "t", "g", "cont1", "unique/raw", false).replace("secor.max.file.age.seconds", "secor.max.file.age.secnds");
+    let text =
+        properties(&stack, "127.0.0.1:1", "t", "g", "cont1", "unique/raw", false).replace("secor.max.file.age.seconds", "secor.max.file.age.secnds");
     std::fs::write(&props, text).unwrap();
     let out = kbackup(&stack, &["check", "--secor-properties", props.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -127,7 +130,8 @@ async fn a_typo_in_secor_properties_is_reported() {
     let bad = dir.path().join("bad.properties");
     std::fs::write(
         &bad,
-        properties(&stack, "t", "g", "cont1", "unique/raw", false) + "secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec\n",
+        properties(&stack, "127.0.0.1:1", "t", "g", "cont1", "unique/raw", false)
+            + "secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec\n",
     )
     .unwrap();
     let out = kbackup(&stack, &["check", "--secor-properties", bad.to_str().unwrap()]).output().unwrap();

@@ -3,12 +3,14 @@
 pub mod bench;
 pub mod cat;
 pub mod check;
+pub mod handback;
 pub mod ls;
 pub mod plan;
 pub mod produce_sample;
 pub mod repartition;
 pub mod replay;
 pub mod run;
+pub mod takeover;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -48,6 +50,14 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
+    /// The same config as command-line arguments, for messages that name another command.
+    pub fn as_args(&self) -> String {
+        match &self.config {
+            Some(p) => format!("--config {}", p.display()),
+            None => self.secor_properties.iter().map(|p| format!("--secor-properties {}", p.display())).collect::<Vec<_>>().join(" "),
+        }
+    }
+
     /// Where the config came from, for messages.
     pub fn describe(&self) -> String {
         match &self.config {
@@ -55,6 +65,86 @@ impl ConfigArg {
             None => self.secor_properties.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "),
         }
     }
+}
+
+/// Where Secor kept its position, for `takeover` and `handback`: the config's `[secor]` section
+/// (mapped from `zookeeper.quorum` and friends with `--secor-properties`), each option
+/// replacing its key.
+#[derive(Debug, clap::Args)]
+pub struct SecorArgs {
+    /// Secor's ZooKeeper, `host:port[,host:port]` (Secor: zookeeper.quorum).
+    #[arg(long, value_name = "HOSTS")]
+    pub zookeeper: Option<String>,
+    /// The chroot of Secor's offset nodes (Secor: kafka.zookeeper.path; default `/`).
+    #[arg(long, value_name = "PATH")]
+    pub zookeeper_path: Option<String>,
+    /// Secor's consumer group (Secor: secor.kafka.group; default: the config's group).
+    #[arg(long, value_name = "GROUP")]
+    pub secor_group: Option<String>,
+    /// Where Secor read its position from (Secor: kafka.offsets.storage).
+    #[arg(long, value_name = "zookeeper|kafka", value_parser = ["zookeeper", "kafka"])]
+    pub offsets_storage: Option<String>,
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SecorArgs {
+    /// The config with its `[secor]` section completed by the options (exit 2 when nothing
+    /// names Secor's ZooKeeper), and the mode used.
+    pub fn apply(&self, mut config: crate::config::Config) -> anyhow::Result<crate::config::Config> {
+        use crate::config::{OffsetsStorage, SecorConfig};
+        let mut secor = match (config.secor.take(), &self.zookeeper) {
+            (Some(mut s), Some(z)) => {
+                s.zookeeper = z.clone();
+                s
+            }
+            (Some(s), None) => s,
+            (None, Some(z)) => {
+                SecorConfig { zookeeper: z.clone(), zookeeper_path: "/".into(), group: None, offsets_storage: OffsetsStorage::Zookeeper }
+            }
+            (None, None) => return Err(ExitError {
+                code: 2,
+                message:
+                    "nothing says where Secor kept its position: give --zookeeper (or zookeeper.quorum in Secor's properties, or a [secor] section)"
+                        .into(),
+            }
+            .into()),
+        };
+        if let Some(p) = &self.zookeeper_path {
+            secor.zookeeper_path = p.clone();
+        }
+        if let Some(g) = &self.secor_group {
+            secor.group = Some(g.clone());
+        }
+        match self.offsets_storage.as_deref() {
+            Some("kafka") => secor.offsets_storage = OffsetsStorage::Kafka,
+            Some(_) => secor.offsets_storage = OffsetsStorage::Zookeeper,
+            None => {}
+        }
+        config.secor = Some(secor);
+        config.validate().map_err(|e| ExitError { code: 2, message: e.to_string() })?;
+        Ok(config)
+    }
+}
+
+/// Prints a takeover or handback report (table or JSON); exit 1 when it refused.
+pub fn print_move(report: &crate::takeover::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string(report)?);
+    } else {
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), "{}", report.text())?;
+    }
+    if report.refused() {
+        let why: Vec<String> =
+            report.partitions.iter().filter(|r| r.action == "refuse").map(|r| format!("{}/{}: {}", r.topic, r.partition, r.note)).collect();
+        return Err(ExitError { code: 1, message: format!("{} refused, nothing changed: {}", report.command, why.join("; ")) }.into());
+    }
+    Ok(())
 }
 
 /// The `[kafka]` settings of tools that can run without a kbackup config (`replay`, `plan`):

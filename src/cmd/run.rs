@@ -82,6 +82,11 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     // Live from here on (ready once partitions are assigned), while storage and Kafka are checked.
     storage.ensure_container(config.storage.create_container).await.with_context(|| format!("storage {}", storage.describe))?;
     check_topics_exist(&config).await?;
+    // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
+    crate::takeover::guard(&config).await.map_err(|e| match e {
+        crate::takeover::GuardError::NaiveSwitch { .. } => ExitError { code: 2, message: format!("{e}: kbackup takeover {}", args.config.as_args()) },
+        crate::takeover::GuardError::Unreadable(_) => ExitError { code: 1, message: e.to_string() },
+    })?;
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
     let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
     Ok((config, storage, health, retention_ms))

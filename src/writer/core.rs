@@ -61,6 +61,9 @@ pub(crate) struct Writer {
     pub(super) fatal: Option<String>,
     /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
     pub(super) offset_reset_to_end: bool,
+    /// The config names Secor's ZooKeeper: a commit kbackup did not write is never resumed from
+    /// (`run` checks at start; this catches partitions that appear later).
+    pub(super) refuse_foreign_commits: bool,
     pub(super) health: Arc<Health>,
     pub(super) opts: RunOptions,
     pub(super) summary: RunSummary,
@@ -117,9 +120,8 @@ impl Writer {
             ever_assigned: false,
             first_message_at: None,
             fatal: None,
-            offset_reset_to_end: crate::consumer::group_config(&config.kafka)
-                .get("auto.offset.reset")
-                .is_some_and(|v| matches!(v, "latest" | "largest" | "end")),
+            offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
+            refuse_foreign_commits: config.secor.is_some(),
             health,
             opts,
             summary: RunSummary::default(),

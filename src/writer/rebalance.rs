@@ -41,13 +41,29 @@ impl Writer {
             };
             let p = *p;
             let start = c.offset;
-            let intents = match intent::decode(&c.metadata) {
-                Ok(i) => i,
-                Err(err) => {
-                    warn!(topic, partition = p, error = %err, "ignoring commit metadata kbackup did not write");
-                    Vec::new()
+            let record = intent::read_record(&c.metadata);
+            match (start, &record) {
+                (Some(s), None) if self.refuse_foreign_commits => {
+                    self.fatal = Some(format!(
+                        "{topic}/{p}: offset {s} was committed by another client, not by kbackup (Secor's auto-commit?); resuming from it could skip what Secor never uploaded: run `kbackup takeover` first (docs/runbook.md)"
+                    ));
+                    return;
                 }
-            };
+                (Some(s), None) => {
+                    warn!(
+                        topic,
+                        partition = p,
+                        committed = s,
+                        "resuming from an offset another client committed (no kbackup record): nothing says what below it was stored; if this group was Secor's, see `kbackup takeover` (docs/runbook.md)"
+                    );
+                    metrics::counter!(m::FOREIGN_COMMITS, "topic" => topic.clone()).increment(1);
+                }
+                (Some(s), Some(intent::CommitRecord { adopted: Some(a), .. })) => {
+                    info!(topic, partition = p, committed = s, from = %a.source, read = a.offset, "resuming where `kbackup takeover` put it");
+                }
+                _ => {}
+            }
+            let intents = record.map(|r| r.intents).unwrap_or_default();
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             let mut st = Partition::assigned(epoch, generation, start);

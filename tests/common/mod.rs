@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod secor_standin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -110,6 +111,52 @@ pub fn stack() -> Option<Stack> {
     }
     eprintln!("SKIPPED: {msg}");
     None
+}
+
+/// The dev stack's ZooKeeper (`scripts/devstack up` starts it), or `None` (test skipped) when
+/// it does not answer and CI is not set.
+pub fn zookeeper() -> Option<String> {
+    let zk = std::env::var("ZOOKEEPER_CONNECT").unwrap_or_else(|_| "127.0.0.1:2191".into());
+    if reachable(&zk) {
+        return Some(zk);
+    }
+    let msg = format!("ZooKeeper not reachable at {zk}; run `scripts/devstack up`");
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{msg} (CI=true: missing services are a failure)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Secor `.properties` for one topic, as Sunbird deploys its unique backup, against this
+/// stack's store (Azure or S3 keys, by the test backend) and ZooKeeper.
+pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str, path: &str, zookeeper: &str, zk_path: &str) -> String {
+    let (host, port) = stack.brokers.split_once(':').unwrap();
+    let store = match backend() {
+        Backend::Azure => format!(
+            "secor.cloud.service=Azure\nsecor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
+             secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=http\nsecor.azure.path={path}\n"
+        ),
+        Backend::S3 => {
+            create_bucket(&stack.s3_endpoint, container);
+            format!(
+                "secor.upload.manager.class=com.pinterest.secor.uploader.S3UploadManager\nsecor.s3.bucket={container}\nsecor.s3.path={path}\n\
+                 aws.access.key={S3_KEY_ID}\naws.secret.key={S3_SECRET}\naws.region=us-east-1\naws.endpoint={}\n",
+                stack.s3_endpoint
+            )
+        }
+    };
+    format!(
+        "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum={zookeeper}\nkafka.zookeeper.path={zk_path}\n\
+         secor.zookeeper.path=/\nkafka.offsets.storage=zookeeper\nkafka.new.consumer.auto.offset.reset=earliest\n\
+         secor.kafka.group={group}\nsecor.kafka.topic_filter={topic}\n{store}\
+         secor.s3.output_file_pattern={{partition}}-{{kafkaPartition}}-{{currentTimestamp}}.json\n\
+         secor.compression.codec=org.apache.hadoop.io.compress.GzipCodec\nsecor.file.extension=.gz\n\
+         secor.file.reader.writer.factory=com.pinterest.secor.io.impl.DelimitedTextFileReaderWriterFactory\n\
+         message.timestamp.name=syncts\nmessage.fallback.timestamp.name=@timestamp\nmessage.timestamp.input.pattern=yyyy-MM-dd\n\
+         secor.message.timezone=UTC\nsecor.parser.timezone=Asia/Kolkata\nsecor.partition.output_dt_format=yyyy-MM-dd\n\
+         secor.max.file.size.bytes=100000000\nsecor.max.file.age.seconds=14400\nsecor.local.path=/mnt/secor_data\nsecor.upload.on.shutdown=false\n"
+    )
 }
 
 /// A name unique to this run, safe for topics, groups and containers.

@@ -1,0 +1,537 @@
+//! Moving between Secor and kbackup without losing or doubling an event.
+//!
+//! - [`takeover`] reads where Secor stopped *uploading* (its ZooKeeper offsets) and commits that
+//!   position for kbackup's group, with a record saying where it came from. Secor's Kafka
+//!   commits are not that position: Sunbird's fork auto-commits what it *consumed*.
+//! - [`handback`] writes kbackup's committed position where Secor reads it (ZooKeeper, and
+//!   Secor's Kafka group when it is another), for the way back.
+//! - [`guard`] is `run`'s start-up check: with a `[secor]` section it refuses to resume from a
+//!   position kbackup did not write.
+//!
+//! All three refuse while the groups have live members: positions move only between stopped
+//! programs. The decisions themselves are pure ([`plan`]).
+
+pub mod plan;
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::{Config, SecorConfig};
+use crate::consumer::LookupError;
+use crate::group::{CommitEntry, GroupClient, Held, Member};
+use crate::intent;
+use crate::zookeeper::{SecorZk, ZkError};
+use plan::{Handback, HandbackRow, Observed, Row, Step, TakeoverRules, Totals};
+
+/// Why a takeover, handback or `run`'s check could not proceed.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    #[error("{who} is still running: group `{group}` has {} live member(s) ({}); stop it first (a member that crashed stays listed until its session times out)", members.len(), members.join(", "))]
+    Running { who: &'static str, group: String, members: Vec<String> },
+    #[error("kafka: {0}")]
+    Kafka(#[from] LookupError),
+    #[error("{0}")]
+    Zookeeper(#[from] ZkError),
+    #[error("topic(s) not found: {0}")]
+    MissingTopics(String),
+    #[error(
+        "the config has no [secor] section (zookeeper.quorum in Secor's properties): nothing says where Secor kept its position; give --zookeeper"
+    )]
+    NoSecor,
+    #[error("after the commit, group `{group}` holds {found} for {topic}/{partition}, not {expected}: another client wrote it meanwhile; nothing is certain, run the command again")]
+    NotConfirmed { group: String, topic: String, partition: i32, expected: String, found: String },
+    #[error("the groups' positions could not be read: {0}")]
+    Blocking(String),
+}
+
+/// Which groups and which ZooKeeper a move is between.
+#[derive(Debug, Clone)]
+pub struct Between<'a> {
+    pub config: &'a Config,
+    pub secor: &'a SecorConfig,
+}
+
+impl Between<'_> {
+    fn kbackup_group(&self) -> &str {
+        &self.config.kafka.group_id
+    }
+
+    fn secor_group(&self) -> &str {
+        self.secor.group(&self.config.kafka)
+    }
+
+    fn same_group(&self) -> bool {
+        self.kbackup_group() == self.secor_group()
+    }
+}
+
+/// What a takeover or handback found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: &'static str,
+    pub kbackup_group: String,
+    pub secor_group: String,
+    /// ZooKeeper and the node under which Secor's offsets live.
+    pub zookeeper: String,
+    pub offsets_path: String,
+    pub dry_run: bool,
+    /// True once the changes are made (never for a dry run or a refusal).
+    pub applied: bool,
+    pub partitions: Vec<ReportRow>,
+    pub totals: Totals,
+}
+
+/// One partition as the table and `--json` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportRow {
+    pub topic: String,
+    pub partition: i32,
+    pub zookeeper: Option<i64>,
+    pub secor_kafka: Position,
+    pub kbackup_kafka: Position,
+    pub log_start: i64,
+    pub log_end: i64,
+    /// `commit`, `write` (handback), `keep` or `refuse`.
+    pub action: &'static str,
+    /// The offset the command sets (kbackup's group for a takeover, Secor's ZooKeeper node for a handback).
+    pub sets: Option<i64>,
+    pub retention_gap: u64,
+    pub naive_lost: u64,
+    pub naive_doubled: u64,
+    pub note: String,
+}
+
+/// A group's commit of one partition, as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Position {
+    pub offset: Option<i64>,
+    /// Who wrote it: `kbackup` (its writer), `takeover`, `other` (another client), or none.
+    pub by: Option<&'static str>,
+}
+
+impl From<&Held> for Position {
+    fn from(h: &Held) -> Position {
+        match h {
+            Held::Nothing => Position { offset: None, by: None },
+            Held::Kbackup { offset, adopted, .. } => {
+                Position { offset: Some(*offset), by: Some(if adopted.is_some() { "takeover" } else { "kbackup" }) }
+            }
+            Held::Foreign { offset } => Position { offset: Some(*offset), by: Some("other") },
+        }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.offset, self.by) {
+            (Some(o), Some("kbackup")) | (Some(o), None) => write!(f, "{o}"),
+            (Some(o), Some(by)) => write!(f, "{o} ({by})"),
+            (None, _) => f.write_str("-"),
+        }
+    }
+}
+
+fn report_row(o: &Observed, action: &'static str, sets: Option<i64>, note: &str) -> ReportRow {
+    ReportRow {
+        topic: o.topic.clone(),
+        partition: o.partition,
+        zookeeper: o.zookeeper,
+        secor_kafka: (&o.secor_kafka).into(),
+        kbackup_kafka: (&o.kbackup).into(),
+        log_start: o.log_start,
+        log_end: o.log_end,
+        action,
+        sets,
+        retention_gap: 0,
+        naive_lost: 0,
+        naive_doubled: 0,
+        note: note.to_string(),
+    }
+}
+
+impl From<&Row> for ReportRow {
+    fn from(r: &Row) -> ReportRow {
+        let action = match r.step {
+            Step::Commit { .. } => "commit",
+            Step::Keep => "keep",
+            Step::Refuse => "refuse",
+        };
+        ReportRow {
+            retention_gap: r.retention_gap,
+            naive_lost: r.naive_lost,
+            naive_doubled: r.naive_doubled,
+            ..report_row(&r.observed, action, r.commit(), &r.note)
+        }
+    }
+}
+
+impl From<&HandbackRow> for ReportRow {
+    fn from(r: &HandbackRow) -> ReportRow {
+        let (action, sets) = match r.step {
+            Handback::Write { offset } => ("write", Some(offset)),
+            Handback::Keep => ("keep", None),
+            Handback::Refuse => ("refuse", None),
+        };
+        report_row(&r.observed, action, sets, &r.note)
+    }
+}
+
+impl Report {
+    /// True when some partition refused: nothing was changed, and the command fails.
+    pub fn refused(&self) -> bool {
+        self.totals.refused > 0
+    }
+
+    /// The table, one row per partition, and a summary line.
+    pub fn text(&self) -> String {
+        let takeover = self.command == "takeover";
+        let mut head = vec!["TOPIC", "PARTITION", "ZOOKEEPER", "SECOR-KAFKA", "KBACKUP-KAFKA", "LOG-START", "LOG-END", "ACTION"];
+        if takeover {
+            head.extend(["NAIVE-LOST", "NAIVE-DOUBLED"]);
+        }
+        head.push("NOTE");
+        let dash = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
+        let rows: Vec<Vec<String>> = self
+            .partitions
+            .iter()
+            .map(|r| {
+                let action = match r.sets {
+                    Some(o) => format!("{} {o}", r.action),
+                    None => r.action.to_string(),
+                };
+                let mut cells = vec![
+                    r.topic.clone(),
+                    r.partition.to_string(),
+                    dash(r.zookeeper),
+                    r.secor_kafka.to_string(),
+                    r.kbackup_kafka.to_string(),
+                    r.log_start.to_string(),
+                    r.log_end.to_string(),
+                    action,
+                ];
+                if takeover {
+                    cells.extend([r.naive_lost.to_string(), r.naive_doubled.to_string()]);
+                }
+                cells.push(r.note.clone());
+                cells
+            })
+            .collect();
+        let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+        for row in &rows {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.len());
+            }
+        }
+        let mut out = String::new();
+        let state = match (self.dry_run, self.applied, self.refused()) {
+            (true, _, _) => "dry run: nothing changed",
+            (_, _, true) => "refused: nothing changed",
+            (_, true, _) => "applied",
+            _ => "nothing to change",
+        };
+        let _ = writeln!(
+            out,
+            "{} between Secor group `{}` (ZooKeeper {}, {}) and kbackup group `{}` [{state}]",
+            self.command, self.secor_group, self.zookeeper, self.offsets_path, self.kbackup_group
+        );
+        let mut line = |cells: &[String]| {
+            let last = cells.len() - 1;
+            let text: Vec<String> =
+                cells.iter().enumerate().map(|(i, c)| if i == last { c.clone() } else { format!("{c:<w$}", w = widths[i]) }).collect();
+            let _ = writeln!(out, "{}", text.join("  ").trim_end());
+        };
+        line(&head.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+        for row in &rows {
+            line(row);
+        }
+        let t = &self.totals;
+        let _ = write!(out, "{} partition(s): {} to change, {} refused", t.partitions, t.changed, t.refused);
+        if takeover {
+            let _ = write!(
+                out,
+                "; the naive switch (resuming kbackup's group as it stands) would have lost {} event(s) and stored {} twice",
+                t.naive_lost, t.naive_doubled
+            );
+            if t.retention_gap > 0 {
+                let _ = write!(out, "; retention gap {} event(s)", t.retention_gap);
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Options of `takeover`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TakeoverOptions {
+    pub dry_run: bool,
+    pub accept_retention_gap: bool,
+}
+
+/// Partitions of every configured topic, in config order.
+fn partitions_of(client: &GroupClient, config: &Config) -> Result<Vec<(String, i32)>, TakeoverError> {
+    let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+    let counts = client.partition_counts(&names)?;
+    let missing: Vec<String> = counts.iter().filter(|(_, n)| n.is_none()).map(|(t, _)| t.clone()).collect();
+    if !missing.is_empty() {
+        return Err(TakeoverError::MissingTopics(missing.join(", ")));
+    }
+    Ok(counts.into_iter().flat_map(|(t, n)| (0..n.unwrap_or(0) as i32).map(move |p| (t.clone(), p))).collect())
+}
+
+/// What Kafka says: members of both groups, and per partition its watermarks and both commits.
+struct KafkaView {
+    secor_members: Vec<Member>,
+    kbackup_members: Vec<Member>,
+    /// (topic, partition, log start, log end, Secor's group's commit, kbackup's group's commit).
+    partitions: Vec<(String, i32, i64, i64, Held, Held)>,
+}
+
+fn read_kafka(config: &Config, secor_group: &str) -> Result<KafkaView, TakeoverError> {
+    let kbackup = GroupClient::new(&config.kafka, &config.kafka.group_id)?;
+    let parts = partitions_of(&kbackup, config)?;
+    let kbackup_held = kbackup.committed(&parts)?;
+    let kbackup_members = kbackup.members()?;
+    let (secor_held, secor_members) = if secor_group == config.kafka.group_id {
+        (kbackup_held.clone(), kbackup_members.clone())
+    } else {
+        let secor = GroupClient::new(&config.kafka, secor_group)?;
+        (secor.committed(&parts)?, secor.members()?)
+    };
+    let mut partitions = Vec::with_capacity(parts.len());
+    for (((t, p), s), k) in parts.into_iter().zip(secor_held).zip(kbackup_held) {
+        let (low, high) = kbackup.watermarks(&t, p)?;
+        partitions.push((t, p, low, high, s, k));
+    }
+    Ok(KafkaView { secor_members, kbackup_members, partitions })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, TakeoverError> + Send + 'static) -> Result<T, TakeoverError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| TakeoverError::Blocking(e.to_string()))?
+}
+
+/// Everything both directions read, after checking that nobody runs.
+async fn observe(between: &Between<'_>) -> Result<(SecorZk, Vec<Observed>), TakeoverError> {
+    let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
+    let view = blocking(move || read_kafka(&config, &secor_group)).await?;
+    let zk = SecorZk::connect(between.secor, between.secor_group()).await?;
+    refuse_while_running(
+        between.kbackup_group(),
+        between.secor_group(),
+        &view.secor_members,
+        &view.kbackup_members,
+        &zk.registered_consumers().await?,
+    )?;
+    let mut observed = Vec::with_capacity(view.partitions.len());
+    for (topic, partition, log_start, log_end, secor_kafka, kbackup) in view.partitions {
+        let zookeeper = zk.offset(&topic, partition).await?;
+        observed.push(Observed { topic, partition, log_start, log_end, zookeeper, secor_kafka, kbackup });
+    }
+    Ok((zk, observed))
+}
+
+/// Refuses while anything consumes as either group: positions move only between stopped programs.
+fn refuse_while_running(
+    kbackup_group: &str,
+    secor_group: &str,
+    secor: &[Member],
+    kbackup: &[Member],
+    zk_registered: &[String],
+) -> Result<(), TakeoverError> {
+    let names = |m: &[Member]| m.iter().map(Member::to_string).collect::<Vec<_>>();
+    let same = kbackup_group == secor_group;
+    if !zk_registered.is_empty() {
+        return Err(TakeoverError::Running {
+            who: "Secor (its ZooKeeper-registered consumer)",
+            group: secor_group.into(),
+            members: zk_registered.to_vec(),
+        });
+    }
+    if !same && !secor.is_empty() {
+        return Err(TakeoverError::Running { who: "Secor", group: secor_group.into(), members: names(secor) });
+    }
+    if !kbackup.is_empty() {
+        let who = if same { "Secor or kbackup" } else { "kbackup" };
+        return Err(TakeoverError::Running { who, group: kbackup_group.into(), members: names(kbackup) });
+    }
+    Ok(())
+}
+
+fn report(between: &Between<'_>, zk: &SecorZk, command: &'static str, dry_run: bool, partitions: Vec<ReportRow>, totals: Totals) -> Report {
+    Report {
+        command,
+        kbackup_group: between.kbackup_group().into(),
+        secor_group: between.secor_group().into(),
+        zookeeper: zk.quorum().to_string(),
+        offsets_path: zk.layout.offset("<topic>", 0).replace("/<topic>/0", ""),
+        dry_run,
+        applied: false,
+        partitions,
+        totals,
+    }
+}
+
+/// `kbackup takeover`: commits, for kbackup's group, the position Secor had uploaded to.
+/// Partitions kbackup already holds are left alone, so running it again changes nothing.
+/// Returns the report; `report.refused()` means nothing was changed.
+pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Report, TakeoverError> {
+    let rules = TakeoverRules {
+        storage: between.secor.offsets_storage,
+        reset_to_end: crate::consumer::resets_to_end(&between.config.kafka),
+        accept_gap: opts.accept_retention_gap,
+    };
+    let (zk, observed) = observe(between).await?;
+    let rows: Vec<Row> = observed.into_iter().map(|o| plan::takeover(o, &rules)).collect();
+    let totals = plan::totals(&rows);
+    let mut rep = report(between, &zk, "takeover", opts.dry_run, rows.iter().map(ReportRow::from).collect(), totals);
+    let entries: Vec<CommitEntry> = rows
+        .iter()
+        .filter_map(|r| match &r.step {
+            Step::Commit { offset, adopted } => Some(CommitEntry {
+                topic: r.observed.topic.clone(),
+                partition: r.observed.partition,
+                offset: *offset,
+                metadata: intent::adopted_record(adopted),
+            }),
+            _ => None,
+        })
+        .collect();
+    if opts.dry_run || rep.refused() || entries.is_empty() {
+        return Ok(rep);
+    }
+    let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
+    let same = between.same_group();
+    blocking(move || {
+        // Once more right before writing: a Secor or kbackup started meanwhile would be overwritten.
+        let kbackup = GroupClient::new(&config.kafka, &config.kafka.group_id)?;
+        let secor_members = if same { Vec::new() } else { GroupClient::new(&config.kafka, &secor_group)?.members()? };
+        let kbackup_members = kbackup.members()?;
+        refuse_while_running(&config.kafka.group_id, &secor_group, &secor_members, &kbackup_members, &[])?;
+        kbackup.commit(&entries)?;
+        // Read back: the broker took it, and took it as ours.
+        let parts: Vec<(String, i32)> = entries.iter().map(|e| (e.topic.clone(), e.partition)).collect();
+        for (e, held) in entries.iter().zip(kbackup.committed(&parts)?) {
+            let ok = matches!(&held, Held::Kbackup { offset, adopted: Some(_), .. } if *offset == e.offset);
+            if !ok {
+                return Err(TakeoverError::NotConfirmed {
+                    group: config.kafka.group_id.clone(),
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                    expected: format!("a takeover record at {}", e.offset),
+                    found: Position::from(&held).to_string(),
+                });
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    rep.applied = true;
+    Ok(rep)
+}
+
+/// `kbackup handback`: writes kbackup's committed position where Secor reads it.
+pub async fn handback(between: &Between<'_>, dry_run: bool) -> Result<Report, TakeoverError> {
+    let (zk, observed) = observe(between).await?;
+    let same = between.same_group();
+    let rows: Vec<HandbackRow> = observed.into_iter().map(|o| plan::handback(o, same)).collect();
+    let totals = Totals {
+        partitions: rows.len(),
+        changed: rows.iter().filter(|r| matches!(r.step, Handback::Write { .. })).count(),
+        refused: rows.iter().filter(|r| r.step == Handback::Refuse).count(),
+        ..Default::default()
+    };
+    let mut rep = report(between, &zk, "handback", dry_run, rows.iter().map(ReportRow::from).collect(), totals);
+    let writes: Vec<(String, i32, i64)> = rows
+        .iter()
+        .filter_map(|r| match r.step {
+            Handback::Write { offset } => Some((r.observed.topic.clone(), r.observed.partition, offset)),
+            _ => None,
+        })
+        .collect();
+    if dry_run || rep.refused() || writes.is_empty() {
+        return Ok(rep);
+    }
+    // Secor's Kafka group first (when it is another): Secor in kafka-offsets mode reads it.
+    if !same {
+        let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
+        let entries: Vec<CommitEntry> =
+            writes.iter().map(|(t, p, o)| CommitEntry { topic: t.clone(), partition: *p, offset: *o, metadata: String::new() }).collect();
+        blocking(move || {
+            let secor = GroupClient::new(&config.kafka, &secor_group)?;
+            let members = secor.members()?;
+            if !members.is_empty() {
+                return Err(TakeoverError::Running { who: "Secor", group: secor_group, members: members.iter().map(Member::to_string).collect() });
+            }
+            Ok(secor.commit(&entries)?)
+        })
+        .await?;
+    }
+    for (t, p, o) in &writes {
+        zk.set_offset(t, *p, *o).await?;
+        let back = zk.offset(t, *p).await?;
+        if back != Some(*o) {
+            return Err(TakeoverError::NotConfirmed {
+                group: between.secor_group().into(),
+                topic: t.clone(),
+                partition: *p,
+                expected: format!("ZooKeeper offset {o}"),
+                found: back.map_or_else(|| "no node".into(), |b| b.to_string()),
+            });
+        }
+    }
+    rep.applied = true;
+    Ok(rep)
+}
+
+/// Why `run` will not start with a `[secor]` section.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// Some partitions hold a position kbackup did not write (the naive switch): exit 2.
+    #[error(
+        "group `{group}` holds position(s) kbackup did not write: {}. Secor's Kafka commits follow what it consumed, not what it uploaded, so resuming from them skips events it never uploaded, and starting afresh stores its uploads again. Run `kbackup takeover` with the same config first (docs/runbook.md, \"Moving from Secor\")",
+        partitions.join(", ")
+    )]
+    NaiveSwitch { group: String, partitions: Vec<String> },
+    /// What the check needs could not be read: exit 1.
+    #[error("cannot check where Secor stopped before consuming ({0}); kbackup does not resume a Secor group it has not checked")]
+    Unreadable(TakeoverError),
+}
+
+/// `run`'s start-up check with a `[secor]` section: every partition must hold a commit kbackup
+/// wrote, or hold nothing while Secor's ZooKeeper has no node for it either (then it starts
+/// where Secor would have). ZooKeeper is asked only about partitions without a kbackup commit.
+pub async fn guard(config: &Config) -> Result<(), GuardError> {
+    let Some(secor) = &config.secor else { return Ok(()) };
+    let cfg = config.clone();
+    let held = blocking(move || {
+        let client = GroupClient::new(&cfg.kafka, &cfg.kafka.group_id)?;
+        let parts = partitions_of(&client, &cfg)?;
+        let held = client.committed(&parts)?;
+        Ok(parts.into_iter().zip(held).collect::<Vec<_>>())
+    })
+    .await
+    .map_err(GuardError::Unreadable)?;
+    let mut bad = Vec::new();
+    let mut zk = None;
+    for ((t, p), h) in held {
+        match h {
+            Held::Kbackup { .. } => {}
+            Held::Foreign { offset } => bad.push(format!("{t}/{p} (offset {offset} committed by another client: Secor's auto-commit?)")),
+            Held::Nothing => {
+                if zk.is_none() {
+                    zk = Some(SecorZk::connect(secor, secor.group(&config.kafka)).await.map_err(|e| GuardError::Unreadable(e.into()))?);
+                }
+                let zk = zk.as_ref().expect("connected above");
+                if let Some(z) = zk.offset(&t, p).await.map_err(|e| GuardError::Unreadable(e.into()))? {
+                    bad.push(format!("{t}/{p} (no commit, but Secor's ZooKeeper offset is {z})"));
+                }
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(GuardError::NaiveSwitch { group: config.kafka.group_id.clone(), partitions: bad })
+    }
+}
