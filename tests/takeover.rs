@@ -175,6 +175,11 @@ async fn takeover_from_secor_stores_every_event_once() {
     assert_eq!(read_all(&s.stack.storage(&s.container)).await, stored_before, "nothing stored");
     assert_eq!(s.committed(&s.secor.group), vec![3000; 4], "nothing committed");
 
+    // `check` says the same, before anything runs.
+    let (code, out, _) = text(&s.kbackup(&[&["check"][..], &cfg].concat()));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("secor: NOT TAKEN OVER") && out.contains("kbackup takeover"), "{out}");
+
     // Dry run: the table, nothing changed.
     let out = s.kbackup(&with(&["--dry-run"]));
     let (code, table, err) = text(&out);
@@ -198,6 +203,9 @@ async fn takeover_from_secor_stores_every_event_once() {
     let again = json(&s.kbackup(&with(&["--json"])));
     assert_eq!((again["totals"]["changed"].as_u64(), again["applied"].as_bool()), (Some(0), Some(false)), "{again}");
     assert!(again["partitions"][0]["note"].as_str().unwrap().contains("taken over before"), "{again}");
+    let (code, out, _) = text(&s.kbackup(&[&["check"][..], &cfg].concat()));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no position of Secor's is left to take over"), "{out}");
 
     // kbackup runs from there: every event once, across Secor's files and its own.
     s.catch_up(&cfg, &[]);

@@ -60,6 +60,22 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         Err(e) => return Err(ExitError { code: 2, message: e.to_string() }.into()),
     }
 
+    // With a [secor] section, whether `run` would start: every partition's position is
+    // kbackup's, or Secor never uploaded it.
+    if let Some(secor) = &config.secor {
+        match crate::takeover::guard(&config).await {
+            Ok(()) => crate::outln!("secor: ZooKeeper {}: no position of Secor's is left to take over", secor.zookeeper),
+            Err(e @ crate::takeover::GuardError::NaiveSwitch { .. }) => {
+                crate::outln!("secor: NOT TAKEN OVER: {e}: kbackup takeover {}", args.config.as_args());
+                failures += 1;
+            }
+            Err(e) => {
+                crate::outln!("secor: FAILED: {e}");
+                failures += 1;
+            }
+        }
+    }
+
     if failures > 0 {
         return Err(ExitError { code: 1, message: format!("{failures} check(s) failed") }.into());
     }
