@@ -90,7 +90,7 @@ pub enum OffsetsStorage {
 }
 
 /// `[kafka]`: where to consume from.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]` (Secor: `kafka.seed.broker.host`/`port`).
@@ -101,6 +101,18 @@ pub struct KafkaConfig {
     /// Passed verbatim to librdkafka; they override kbackup's own defaults.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+// Hand-written: `[kafka.properties]` holds SASL passwords and TLS key passwords, so only the
+// property names reach a `{:?}`.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 fn default_request_timeout() -> u64 {
@@ -164,8 +176,8 @@ pub struct StorageConfig {
     /// (`host/bucket`, what most S3-compatible servers want); unset: object_store's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_hosted_style: Option<bool>,
-    /// An endpoint derived from other settings (Secor's `secor.azure.endpoints.protocol=http`),
-    /// used only when neither `endpoint` nor a connection string names one.
+    /// An endpoint derived from other settings (Secor's `secor.azure.endpoints.protocol=http`):
+    /// config too, so it comes after `endpoint` but before any connection string's.
     #[serde(skip)]
     pub fallback_endpoint: Option<String>,
 }
@@ -427,6 +439,33 @@ impl Default for WriterConfig {
     }
 }
 
+/// A TOML error without the source line toml prints under it, and without the string values
+/// serde quotes (`invalid type: string "…"`): either may be a secret (an unterminated
+/// `secret_access_key = "…` is shown whole otherwise). Line and column say where to look.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().to_string();
+    while let Some(start) = message.find("string \"") {
+        let value_start = start + "string \"".len();
+        let end = message[value_start..].rfind('"').map_or(message.len(), |i| value_start + i + 1);
+        message.replace_range(start..end, "a string");
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // The key of that line, never its value.
+            let key =
+                text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with('#'));
+            match key {
+                Some(k) => format!("TOML parse error at line {line}, column {column} (key `{k}`): {message}"),
+                None => format!("TOML parse error at line {line}, column {column}: {message}"),
+            }
+        }
+        None => format!("TOML parse error: {message}"),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -436,7 +475,7 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: toml_error(text, &e) })?;
         config.validate()?;
         Ok(config)
     }
@@ -496,6 +535,7 @@ impl Config {
                 return Err(ConfigError::invalid(k("name"), format!("topic `{}` is listed twice", t.name)));
             }
             check_path(&k("path"), &t.path)?;
+            not_java(&k("date_format"), &t.date_format)?;
             check_strftime(&k("date_format"), &t.date_format)?;
             if t.date_format.contains('/') {
                 return Err(ConfigError::invalid(k("date_format"), "must not contain `/` (the date is part of the file name)"));
@@ -526,6 +566,7 @@ impl Config {
             parse_tz(&k("message_timezone"), &t.message_timezone)?;
             parse_tz(&k("output_timezone"), &t.output_timezone)?;
             if let Some(p) = &t.timestamp_input_pattern {
+                not_java(&k("timestamp_input_pattern"), p)?;
                 check_strftime(&k("timestamp_input_pattern"), p)?;
             }
             if t.max_file_bytes == 0 {
@@ -581,6 +622,17 @@ pub fn parse_tz(key: &str, name: &str) -> Result<Tz, ConfigError> {
     name.parse::<Tz>().map_err(|_| ConfigError::invalid(key, format!("`{name}` is not an IANA time zone (e.g. UTC, Asia/Kolkata)")))
 }
 
+/// Refuses Secor's Java form (`yyyy-MM-dd`): strftime reads it as literal text, so it would
+/// match no timestamp and date every event by another rung, silently.
+fn not_java(key: &str, fmt: &str) -> Result<(), ConfigError> {
+    match crate::event_date::looks_like_java(fmt) {
+        Some(strftime) => {
+            Err(ConfigError::invalid(key, format!("`{fmt}` is a Java SimpleDateFormat pattern (Secor's form); kbackup takes strftime: `{strftime}`")))
+        }
+        None => Ok(()),
+    }
+}
+
 fn check_strftime(key: &str, fmt: &str) -> Result<(), ConfigError> {
     use chrono::format::{Item, StrftimeItems};
     if fmt.is_empty() {
@@ -622,6 +674,29 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_never_echo_values() {
+        const SECRET: &str = "wJalrXUtnFEMI-SECRET";
+        let cases = [
+            // Unterminated: toml would print the whole source line.
+            (format!("[storage]\nsecret_access_key = \"{SECRET}\n"), "line 2"),
+            (format!("[storage]\nsas_token = \"\"\"{SECRET}\n"), "TOML parse error at line"),
+            (format!("[storage]\naccess_key = {SECRET}\n"), "line 2, column 14 (key `access_key`)"),
+            // A wrong type: serde quotes the value.
+            (format!("[storage]\nurl = \"az://c\"\nrequest_timeout_secs = \"{SECRET}\"\n"), "line 3"),
+            (format!("[storage]\nurl = \"az://c\"\ncreate_container = \"{SECRET}\"\n"), "line 3"),
+            (format!("[kafka]\nbrokers = \"b\"\n[kafka.properties]\n\"sasl.password\" = \"{SECRET}\" x\n"), "line 4"),
+        ];
+        for (text, at) in cases {
+            let e = err(&text);
+            assert!(!e.contains(SECRET) && !e.contains("wJalr"), "{e}");
+            assert!(e.contains(at) && e.contains("test.toml"), "{e}");
+        }
+        assert!(err("[storage]\nrequest_timeout_secs = \"x\"\n").contains("invalid type: a string, expected u64"));
+        let k = KafkaConfig { properties: [("sasl.password".to_string(), SECRET.to_string())].into(), ..KafkaConfig::for_brokers("b:1") };
+        assert!(!format!("{k:?}").contains(SECRET) && format!("{k:?}").contains("sasl.password"));
+    }
+
+    #[test]
     fn minimal_config_gets_sunbird_defaults() {
         let c = Config::parse(GOOD, "t").unwrap();
         let t = &c.topics[0];
@@ -658,6 +733,9 @@ mod tests {
             (format!("{GOOD}\nfile_pattern = \"{{partition}}.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{kafkaPartition}}{{currentTimestamp}}.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\ndate_format = \"%Y-%m\""), "topic[0].date_format"),
+            (format!("{GOOD}\ndate_format = \"yyyy-MM-dd\""), "strftime: `%Y-%m-%d`"),
+            (format!("{GOOD}\ntimestamp_input_pattern = \"yyyy-MM-dd\""), "topic[0].timestamp_input_pattern"),
+            (format!("{GOOD}\ntimestamp_input_pattern = \"yyyy-MM-dd'T'HH:mm:ss\""), "strftime: `%Y-%m-%dT%H:%M:%S`"),
             (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{currentTimestamp}}.records.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\nformat = \"avro\""), "format"),
             (format!("{GOOD}\ndate_format = \"%b %d %Y\""), "topic[0].date_format"),

@@ -61,7 +61,7 @@ impl ConsumerContext for Diagnosing {}
 impl Diagnosing {
     /// The look-up error with the client's own account of it (never a secret: librdkafka's
     /// messages name mechanisms and users, not passwords).
-    pub(crate) fn explain(&self, e: KafkaError) -> LookupError {
+    fn explain(&self, e: KafkaError) -> LookupError {
         let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let last = failure.or_else(|| self.last.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let hint = match &last {
@@ -73,6 +73,21 @@ impl Diagnosing {
         };
         LookupError { error: e, cause: last.map(|r| format!("{r}{hint}")) }
     }
+}
+
+/// Runs a request of `client`, and when it fails, says why the way `run` and `check` do (a
+/// refused login names the keys to check).
+pub fn with_reason<T>(
+    client: &BaseConsumer<Diagnosing>,
+    request: impl FnOnce(&BaseConsumer<Diagnosing>) -> rdkafka::error::KafkaResult<T>,
+) -> Result<T, LookupError> {
+    request(client).map_err(|e| {
+        // librdkafka hands its reasons to the context only when the client is polled.
+        for _ in 0..5 {
+            let _ = client.poll(Duration::from_millis(20));
+        }
+        client.context().explain(e)
+    })
 }
 
 /// A metadata look-up that failed, with the client's reason when it gave one.
@@ -249,10 +264,36 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
 /// beyond what creating a client starts in the background.
 pub fn validate_properties(k: &KafkaConfig) -> Result<(), String> {
     use rdkafka::producer::BaseProducer;
-    let bad = |e: KafkaError| format!("kafka.properties: librdkafka refuses the configuration: {e}");
+    let bad = |e: KafkaError| format!("kafka.properties: librdkafka refuses the configuration: {}", refusal(&e, k));
     group_config(k).create::<BaseConsumer>().map_err(bad)?;
     client_config(k, Role::Producer, &[]).create::<BaseProducer>().map_err(bad)?;
     Ok(())
+}
+
+/// Property names that hold or lead to secrets (matched anywhere in the name, so misspellings
+/// such as `sasl.pasword` count too).
+const SECRET_WORDS: &[&str] = &["pass", "pasw", "pwd", "secret", "jaas", "token", "credential", "key", "cert", "oauth"];
+
+/// librdkafka's refusal of a client configuration, naming the property but never a value that
+/// might be a secret: rdkafka's message carries the refused property's value (`sasl.pasword
+/// hunter2`), and librdkafka's own text quotes it (`Invalid value "…" for …`).
+pub fn refusal(e: &KafkaError, k: &KafkaConfig) -> String {
+    let (mut text, refused) = match e {
+        KafkaError::ClientConfig(_, desc, key, _) => (format!("{desc} (property \"{key}\")"), Some(key.as_str())),
+        other => (other.to_string(), None),
+    };
+    for (key, value) in &k.properties {
+        if value.is_empty() {
+            continue;
+        }
+        let secret = Some(key.as_str()) == refused || SECRET_WORDS.iter().any(|w| key.to_ascii_lowercase().contains(w));
+        if secret {
+            text = text.replace(value.as_str(), "<redacted>");
+        } else {
+            text = text.replace(&format!("\"{value}\""), "\"<redacted>\"");
+        }
+    }
+    text
 }
 
 /// What librdkafka's prefetch really costs under these settings, which the writer's memory
@@ -269,6 +310,19 @@ pub fn prefetch_bytes(k: &KafkaConfig) -> u64 {
 /// latest), not at its start (librdkafka's aliases included).
 pub fn resets_to_end(k: &KafkaConfig) -> bool {
     group_config(k).get("auto.offset.reset").is_some_and(|v| matches!(v, "latest" | "largest" | "end"))
+}
+
+/// When `writer.memory_limit_bytes` does not even cover librdkafka's prefetch reservation,
+/// what that means (the writer then gives buffers a quarter of the limit, and the process uses
+/// more than the limit).
+pub fn budget_warning(config: &crate::config::Config) -> Option<String> {
+    let (limit, prefetch) = (config.writer.memory_limit_bytes, prefetch_bytes(&config.kafka));
+    (limit < prefetch).then(|| {
+        format!(
+            "writer.memory_limit_bytes ({limit}) is below librdkafka's prefetch reservation ({prefetch}, 3 × queued.max.messages.kbytes + fetch.max.bytes): buffers get a quarter of the limit ({}) and the process will use more memory than the limit; raise it, or lower those properties",
+            limit / 4
+        )
+    })
 }
 
 /// A consumer for metadata and watermark queries only (no group membership).
@@ -298,14 +352,7 @@ pub async fn lookup_partition_counts(k: &KafkaConfig, topics: &[String], timeout
     tokio::task::spawn_blocking(move || {
         let client = metadata_client(&k).map_err(LookupError::bare)?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        partition_counts(&client, &refs, timeout).map_err(|e| {
-            // librdkafka hands its errors (a refused login, a TLS failure) to the context only
-            // when the client is polled.
-            for _ in 0..5 {
-                let _ = client.poll(Duration::from_millis(20));
-            }
-            client.context().explain(e)
-        })
+        with_reason(&client, |c| partition_counts(c, &refs, timeout))
     })
     .await
     .expect("a metadata lookup does not panic")
@@ -395,6 +442,30 @@ mod tests {
         let c = client_config(&k, Role::Producer, &[("linger.ms", "20"), ("enable.idempotence", "true")]);
         assert_eq!(c.get("linger.ms"), Some("7"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn refusals_never_echo_a_value() {
+        const SECRET: &str = "hunter2hunter2";
+        for props in [
+            vec![("sasl.pasword", SECRET)],
+            vec![("sasl.password", SECRET), ("no.such.property", "1")],
+            vec![("ssl.key.password", SECRET), ("security.protocol", "NOPE")],
+            vec![("linger.ms", SECRET)],
+            vec![("sasl.jaas.config", SECRET)],
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "u"),
+                ("sasl.password", SECRET),
+                ("bogus", SECRET),
+            ],
+        ] {
+            let e = validate_properties(&kafka(&props)).unwrap_err();
+            assert!(!e.contains(SECRET), "{props:?}: {e}");
+        }
+        let e = validate_properties(&kafka(&[("sasl.pasword", SECRET)])).unwrap_err();
+        assert!(e.contains("sasl.pasword"), "the property is still named: {e}");
     }
 
     #[test]

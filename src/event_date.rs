@@ -79,6 +79,60 @@ pub fn millis_from_int(v: i64) -> Option<i64> {
     }
 }
 
+/// Converts a Java `SimpleDateFormat` pattern (Secor's `message.timestamp.input.pattern`,
+/// `secor.partition.output_dt_format`) to the strftime equivalent; the error says which
+/// pattern letter has none.
+pub fn strftime_from_java(p: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // Quoted literal; '' is a single quote.
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '\'' {
+                out.push(chars[j]);
+                j += 1;
+            }
+            if j == i + 1 {
+                out.push('\'');
+            }
+            i = j + 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let spec = match (c, run) {
+            ('y', 4) | ('y', 1) | ('y', 3) => "%Y",
+            ('y', 2) => "%y",
+            ('M', 2) | ('M', 1) => "%m",
+            ('d', 2) | ('d', 1) => "%d",
+            ('H', 2) | ('H', 1) => "%H",
+            ('m', 2) | ('m', 1) => "%M",
+            ('s', 2) | ('s', 1) => "%S",
+            ('S', 3) => "%3f",
+            ('a'..='z' | 'A'..='Z', _) => {
+                return Err(format!("Java date pattern letter `{}` (in `{p}`) has no kbackup equivalent", c.to_string().repeat(run)))
+            }
+            ('%', _) => "%%",
+            _ => {
+                out.extend(std::iter::repeat_n(c, run));
+                i += run;
+                continue;
+            }
+        };
+        out.push_str(spec);
+        i += run;
+    }
+    Ok(out)
+}
+
+/// The strftime equivalent when `p` is written the Java way (`yyyy-MM-dd`: no `%`, and a
+/// year run), which strftime would take for literal text and never match.
+pub fn looks_like_java(p: &str) -> Option<String> {
+    (!p.contains('%') && p.contains("yy")).then(|| strftime_from_java(p).ok()).flatten()
+}
+
 impl DateRules {
     /// True if `ms` lies inside the sanity window.
     pub fn usable(&self, ms: i64) -> bool {

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::consumer::{client_config, Diagnosing, LookupError, Role};
+use crate::consumer::{client_config, with_reason, Diagnosing, LookupError, Role};
 use crate::intent::{self, Adopted};
 
 /// How long one look-up may take.
@@ -93,17 +92,9 @@ impl GroupClient {
         &self.group
     }
 
-    fn explain(&self, e: KafkaError) -> LookupError {
-        // librdkafka hands its reasons (a refused login) to the context only when polled.
-        for _ in 0..5 {
-            let _ = self.consumer.poll(Duration::from_millis(20));
-        }
-        self.consumer.context().explain(e)
-    }
-
     /// The group's live members (none when it is empty or unknown).
     pub fn members(&self) -> Result<Vec<Member>, LookupError> {
-        let list = self.consumer.fetch_group_list(Some(&self.group), TIMEOUT).map_err(|e| self.explain(e))?;
+        let list = with_reason(&self.consumer, |c| c.fetch_group_list(Some(&self.group), TIMEOUT))?;
         Ok(list
             .groups()
             .iter()
@@ -119,7 +110,7 @@ impl GroupClient {
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
         }
-        let got = self.consumer.committed_offsets(tpl, TIMEOUT).map_err(|e| self.explain(e))?;
+        let got = with_reason(&self.consumer, |c| c.committed_offsets(tpl, TIMEOUT))?;
         Ok(partitions
             .iter()
             .map(|(t, p)| match got.find_partition(t, *p) {
@@ -138,17 +129,17 @@ impl GroupClient {
             e.set_offset(Offset::Offset(c.offset)).map_err(LookupError::bare)?;
             e.set_metadata(&c.metadata);
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| self.explain(e))
+        with_reason(&self.consumer, |c| c.commit(&tpl, CommitMode::Sync))
     }
 
     /// Log start and end of a partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), LookupError> {
-        self.consumer.fetch_watermarks(topic, partition, TIMEOUT).map_err(|e| self.explain(e))
+        with_reason(&self.consumer, |c| c.fetch_watermarks(topic, partition, TIMEOUT))
     }
 
     /// Partition counts of `topics` (`None`: no such topic).
     pub fn partition_counts(&self, topics: &[&str]) -> Result<Vec<(String, Option<usize>)>, LookupError> {
-        crate::consumer::partition_counts(&self.consumer, topics, TIMEOUT).map_err(|e| self.explain(e))
+        with_reason(&self.consumer, |c| crate::consumer::partition_counts(c, topics, TIMEOUT))
     }
 }
 

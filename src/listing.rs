@@ -61,6 +61,16 @@ pub fn parse_partitions(s: &str) -> Result<BTreeSet<i32>, SelectionError> {
     Ok(out)
 }
 
+/// Refuses partitions a topic of `count` partitions does not have (a selection of them would
+/// find nothing and look like an empty backup).
+pub fn check_partitions(topic: &str, partitions: &BTreeSet<i32>, count: i32) -> Result<(), String> {
+    let absent: Vec<String> = partitions.iter().filter(|p| **p >= count).map(i32::to_string).collect();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    Err(format!("--partitions: topic {topic} has {count} partitions (0-{}); no partition {}", count - 1, absent.join(", ")))
+}
+
 /// Which files to keep.
 #[derive(Debug, Clone)]
 pub struct Selection {
@@ -136,6 +146,20 @@ pub struct Listing {
     pub unpartitioned_left_out: usize,
 }
 
+/// Old-name files (`<date>-<ts>`) selected together with the new-name files `repartition`
+/// split them into (`<date>-<p>-<ts>`, same date and timestamp, same directory): a reader of
+/// both sees those events twice.
+pub fn repartitioned_twice(files: &[Listed]) -> usize {
+    let dir = |k: &str| k.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let copies: BTreeSet<(String, NaiveDate, i64)> =
+        files.iter().filter(|f| f.kafka_partition.is_some()).filter_map(|f| Some((dir(&f.key), f.name.date, f.timestamp?))).collect();
+    files
+        .iter()
+        .filter(|f| f.kafka_partition.is_none())
+        .filter(|f| f.timestamp.is_some_and(|ts| copies.contains(&(dir(&f.key), f.name.date, ts))))
+        .count()
+}
+
 /// Lists the files of a layout that the selection keeps: every directory the topic writes to,
 /// each listed once (object stores list by prefix, so the date range is applied to the names).
 pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Result<Listing, object_store::Error> {
@@ -199,6 +223,35 @@ mod tests {
         assert_eq!(s.judge(&l, "2020-02-01-0-1580495403199.json.gz"), Verdict::Skip);
         s.include_unpartitioned = true;
         assert!(matches!(s.judge(&l, "2020-02-01-1580495403199.json.gz"), Verdict::Keep(_)));
+    }
+
+    #[test]
+    fn repartitioned_copies_beside_their_originals_are_found() {
+        let l = layout();
+        let s = Selection::new(d("2020-02-01"), d("2020-02-02")).unwrap();
+        let listed = |keys: &[&str]| -> Vec<Listed> {
+            keys.iter()
+                .map(|k| match s.judge(&l, k) {
+                    Verdict::Keep(n) => Listed {
+                        key: k.to_string(),
+                        date: n.date.to_string(),
+                        kafka_partition: n.kafka_partition,
+                        timestamp: n.timestamp_ms,
+                        size: 1,
+                        name: n,
+                    },
+                    v => panic!("{k}: {v:?}"),
+                })
+                .collect()
+        };
+        let both = listed(&[
+            "unique/raw/2020-02-01-1580495403199.json.gz",
+            "unique/raw/2020-02-01-3-1580495403199.json.gz",
+            "unique/raw/2020-02-01-1580495409999.json.gz",
+        ]);
+        assert_eq!(repartitioned_twice(&both), 1, "one original has its copies selected too");
+        assert_eq!(repartitioned_twice(&both[1..]), 0);
+        assert_eq!(repartitioned_twice(&listed(&["unique/raw/2020-02-01-3-1.json.gz", "unique/raw/2020-02-02-1.json.gz"])), 0, "another date");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kbackup::cmd::{self, ExitError};
 
-/// Back up Kafka topics to Azure Blob Storage as per-partition, per-date NDJSON files.
+/// Back up Kafka topics to Azure Blob Storage, S3 (and S3-compatible stores) or local files as
+/// per-partition, per-date NDJSON files (a drop-in for Secor).
 #[derive(Debug, Parser)]
 #[command(name = "kbackup", version, about, propagate_version = true)]
 struct Cli {
@@ -76,9 +77,37 @@ fn tune_allocator() {
     }
 }
 
+/// One JSON log line for the error that ends the process.
+fn error_json(message: &str, exit_code: u8) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "ERROR",
+        "target": "kbackup",
+        "message": message.trim_end(),
+        "exit_code": exit_code,
+    })
+}
+
+/// `--log-format json` (or `=json`, or KBACKUP_LOG_FORMAT=json), read from the raw arguments
+/// when clap could not parse them.
+fn json_logs_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json") || args.iter().any(|a| a == "--log-format=json");
+    let env = std::env::var("KBACKUP_LOG_FORMAT").is_ok_and(|v| v == "json");
+    flag || (env && !args.iter().any(|a| a.starts_with("--log-format")))
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_logs_requested() => {
+            // A usage error in the log format asked for, like every other line.
+            eprintln!("{}", error_json(&e.render().to_string(), 2));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let log_format = cli.log_format;
     init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -108,16 +137,7 @@ fn main() -> ExitCode {
             let code = e.downcast_ref::<ExitError>().map_or(1, |x| x.code);
             match log_format {
                 // One JSON object like every other line, so log pipelines keep the reason.
-                LogFormat::Json => eprintln!(
-                    "{}",
-                    serde_json::json!({
-                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        "level": "ERROR",
-                        "target": "kbackup",
-                        "message": format!("{e:#}"),
-                        "exit_code": code,
-                    })
-                ),
+                LogFormat::Json => eprintln!("{}", error_json(&format!("{e:#}"), code)),
                 LogFormat::Text => eprintln!("error: {e:#}"),
             }
             ExitCode::from(code)

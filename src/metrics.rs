@@ -31,6 +31,37 @@ pub const OFFSETS_LOST: &str = "kbackup_offsets_lost_total";
 pub const RETENTION_HEADROOM: &str = "kbackup_retention_headroom_seconds";
 pub const BUILD_INFO: &str = "kbackup_build_info";
 pub const FOREIGN_COMMITS: &str = "kbackup_foreign_commits_resumed_total";
+pub const TIMESTAMPS_UNPARSED: &str = "kbackup_timestamps_unparsed_total";
+
+/// Exports every counter the writer keeps at zero for the label sets it knows before its first
+/// event, so that `increase(...)` alerts see the first increment (a counter that first appears at
+/// 50 has not increased, to Prometheus). Per-partition series start at assignment
+/// ([`zero_partition_counters`]).
+pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
+    use metrics::counter;
+    for c in [COMMITS, COMMIT_FAILURES, LOST_PARTITION_EVENTS, SKIPPED_RECOVERED, FILES_REBUILT] {
+        counter!(c).increment(0);
+    }
+    for kind in ["assign", "revoke", "lost"] {
+        counter!(REBALANCES, "kind" => kind).increment(0);
+    }
+    for t in topics {
+        for c in [EVENTS_CONSUMED, BYTES_CONSUMED, FILES_UPLOADED, BYTES_UPLOADED, UPLOAD_RETRIES, UPLOAD_FAILURES, FOREIGN_COMMITS] {
+            counter!(c, "topic" => t.name.clone()).increment(0);
+        }
+        for reason in crate::routing::InvalidReason::ALL {
+            counter!(INVALID_MESSAGES, "topic" => t.name.clone(), "reason" => reason.as_str()).increment(0);
+        }
+        for field in &t.timestamp_fields {
+            counter!(TIMESTAMPS_UNPARSED, "topic" => t.name.clone(), "field" => field.clone()).increment(0);
+        }
+    }
+}
+
+/// The per-partition counters of a newly assigned partition, at zero.
+pub fn zero_partition_counters(topic: &str, partition: i32) {
+    metrics::counter!(OFFSETS_LOST, "topic" => topic.to_string(), "partition" => partition.to_string()).increment(0);
+}
 
 /// Installs the global recorder and returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -76,6 +107,10 @@ fn describe() {
     describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
     describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_counter!(
+        TIMESTAMPS_UNPARSED,
+        "Messages whose timestamp field held a string the topic's pattern could not read (dated by a later field or the record time), by field"
+    );
     describe_counter!(
         FOREIGN_COMMITS,
         "Partitions resumed from an offset another client committed (no kbackup record: nothing says what below it was stored)"

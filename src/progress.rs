@@ -72,7 +72,7 @@ impl Progress {
     /// The plain line, when one is due.
     fn maybe_line(&mut self) {
         if let Some(line) = self.line_due(Instant::now()) {
-            eprintln!("{line}");
+            tracing::info!("{line}");
         }
     }
 

@@ -37,6 +37,9 @@ pub enum InvalidReason {
 }
 
 impl InvalidReason {
+    /// Every reason, for counters exported at zero before the first message.
+    pub const ALL: [InvalidReason; 4] = [InvalidReason::NotUtf8, InvalidReason::NotJson, InvalidReason::Empty, InvalidReason::NoTimestamp];
+
     /// A short label for logs and counters.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,6 +63,10 @@ pub struct Route {
     pub source: DateSource,
     /// Whether the message holds a raw `\n`/`\r`, when parsing found out (valid JSON only).
     pub line_breaks: Option<bool>,
+    /// The first timestamp field (index into `timestamp_fields`) that held a string the
+    /// topic's pattern could not read, before the rung that dated the message: a pattern that
+    /// does not fit the data is counted and reported, never silent.
+    pub unparsed_field: Option<u8>,
 }
 
 /// The routing rules of one topic.
@@ -157,14 +164,22 @@ impl Router {
         } else {
             None
         };
+        let mut unparsed_field = None;
         let dated = found[..self.n_ts]
             .iter()
             .enumerate()
-            .find_map(|(i, v)| Some((DateSource::Field(i), self.rules.millis(v.as_ref()?).filter(|ms| self.rules.usable(*ms))?)))
+            .find_map(|(i, v)| {
+                let v = v.as_ref()?;
+                let ms = self.rules.millis(v);
+                if ms.is_none() && unparsed_field.is_none() && matches!(v, FieldValue::Str(_)) {
+                    unparsed_field = Some(i as u8);
+                }
+                Some((DateSource::Field(i), ms.filter(|ms| self.rules.usable(*ms))?))
+            })
             .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)));
         match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
-            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks },
-            None => Route { prefix, line_breaks, ..self.invalid(InvalidReason::NoTimestamp) },
+            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks, unparsed_field },
+            None => Route { prefix, line_breaks, unparsed_field, ..self.invalid(InvalidReason::NoTimestamp) },
         }
     }
 
@@ -175,6 +190,7 @@ impl Router {
             to_error_path: self.has_error_path,
             source: DateSource::Invalid(reason),
             line_breaks: None,
+            unparsed_field: None,
         }
     }
 
@@ -276,6 +292,25 @@ mod tests {
     }
 
     const EVENT: &str = r#"{"ver":"3.0","eid":"IMPRESSION","ets":1580495389750,"mid":"IMPRESSION:5f0c","context":{"channel":"505c","did":"8b55","pdata":{"id":"prod.sunbird.app"}},"edata":{"type":"view"},"tags":[],"syncts":1580495403199,"@timestamp":"2020-01-31T18:30:03.199Z","flags":{"dd_processed":true},"type":"events"}"#;
+
+    /// A string its pattern cannot read is dated by the next rung, and the route says which
+    /// field failed (the writer counts and reports it).
+    #[test]
+    fn unreadable_timestamp_strings_are_reported() {
+        let r = router("timestamp_fields = ['@timestamp', 'syncts']\ntimestamp_input_pattern = '%d/%m/%Y'");
+        let x = r.route(Some(br#"{"@timestamp":"2020-01-31T18:30:03Z","syncts":1580495403199}"#), None);
+        assert_eq!((&*x.date, x.source, x.unparsed_field), ("2020-02-01", DateSource::Field(1), Some(0)));
+        let x = r.route(Some(br#"{"@timestamp":"31/01/2020"}"#), None);
+        assert_eq!((x.source, x.unparsed_field), (DateSource::Field(0), None));
+        // No string at all: nothing to report. A number outside the window is a deliberate skip.
+        let x = r.route(Some(br#"{"syncts":1580495403199}"#), None);
+        assert_eq!(x.unparsed_field, None);
+        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), Some(1_580_495_403_199));
+        assert_eq!((x.source, x.unparsed_field), (DateSource::RecordTime, Some(0)));
+        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), None);
+        assert_eq!((x.source, x.unparsed_field), (DateSource::Invalid(InvalidReason::NoTimestamp), Some(0)));
+        assert_eq!(router("").route(Some(EVENT.as_bytes()), None).unparsed_field, None, "Sunbird's events read fine");
+    }
 
     /// The timestamp decisions of issue 13, each deliberate (docs: README, "Event date").
     #[test]

@@ -155,50 +155,9 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
-/// Converts a Java `SimpleDateFormat` pattern to strftime.
+/// Converts a Java `SimpleDateFormat` pattern to strftime; the error names `key`.
 pub fn java_date_pattern(key: &str, p: &str) -> Result<String, ConfigError> {
-    let mut out = String::new();
-    let chars: Vec<char> = p.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\'' {
-            // Quoted literal; '' is a single quote.
-            let mut j = i + 1;
-            while j < chars.len() && chars[j] != '\'' {
-                out.push(chars[j]);
-                j += 1;
-            }
-            if j == i + 1 {
-                out.push('\'');
-            }
-            i = j + 1;
-            continue;
-        }
-        let run = chars[i..].iter().take_while(|&&x| x == c).count();
-        let spec = match (c, run) {
-            ('y', 4) | ('y', 1) | ('y', 3) => "%Y",
-            ('y', 2) => "%y",
-            ('M', 2) | ('M', 1) => "%m",
-            ('d', 2) | ('d', 1) => "%d",
-            ('H', 2) | ('H', 1) => "%H",
-            ('m', 2) | ('m', 1) => "%M",
-            ('s', 2) | ('s', 1) => "%S",
-            ('S', 3) => "%3f",
-            ('a'..='z' | 'A'..='Z', _) => {
-                return Err(err(key, format!("Java date pattern letter `{}` (in `{p}`) has no kbackup equivalent", c.to_string().repeat(run))))
-            }
-            ('%', _) => "%%",
-            _ => {
-                out.extend(std::iter::repeat_n(c, run));
-                i += run;
-                continue;
-            }
-        };
-        out.push_str(spec);
-        i += run;
-    }
-    Ok(out)
+    crate::event_date::strftime_from_java(p).map_err(|m| err(key, m))
 }
 
 /// Maps Secor properties to a kbackup config.
@@ -224,6 +183,12 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         (Some("S3") | Some("s3"), _) => true,
         (None, m) if m.contains("S3UploadManager") => true,
         (None | Some("Azure") | Some("azure"), m) if m.is_empty() || m.contains("Azure") => false,
+        (Some(service), m) if m.contains("S3UploadManager") => {
+            return Err(err(
+                "secor.upload.manager.class",
+                format!("`{m}` uploads to S3, but secor.cloud.service={service} names Azure: set one store (S3: secor.cloud.service=S3)"),
+            ))
+        }
         (None | Some("Azure") | Some("azure"), m) => {
             return Err(err(
                 "secor.upload.manager.class",
@@ -232,6 +197,15 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         }
         (Some(other), _) => return Err(err("secor.cloud.service", format!("`{other}`: kbackup supports Azure and S3"))),
     };
+    // kbackup dates events the way Sunbird's parser does; another parser files them elsewhere.
+    if let Some(parser) = get("secor.message.parser.class") {
+        if !parser.ends_with(".PatternDateMessageParser") && parser != "PatternDateMessageParser" {
+            return Err(err(
+                "secor.message.parser.class",
+                format!("`{parser}`: kbackup files events by date like PatternDateMessageParser (Sunbird's parser); this parser partitions them differently"),
+            ));
+        }
+    }
     if let Some(f) = get("secor.file.reader.writer.factory") {
         if !f.contains("DelimitedText") {
             return Err(err("secor.file.reader.writer.factory", format!("`{f}`: kbackup writes delimited text (NDJSON) only")));
@@ -331,6 +305,10 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         }
         kafka_properties.insert("auto.offset.reset".to_string(), reset);
     }
+    let security = kafka_security(&get)?;
+    let used_security: Vec<String> = security.used.clone();
+    kafka_properties.extend(security.properties);
+    notes.extend(security.notes);
     let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
         get(k).map(|v| v.parse::<u64>().map_err(|_| err(k, format!("`{v}` is not a whole number")))).unwrap_or(Ok(default))
     };
@@ -404,7 +382,8 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         "kafka.offsets.storage",
         "kafka.new.consumer.auto.offset.reset",
     ];
-    let ignored: Vec<String> = props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str())).cloned().collect();
+    let ignored: Vec<String> =
+        props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str()) && !used_security.contains(k)).cloned().collect();
 
     let config =
         Config { kafka: KafkaConfig { brokers, group_id, properties: kafka_properties }, storage, topics, writer: WriterConfig::default(), secor };
@@ -414,6 +393,79 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         other => other,
     })?;
     Ok(Mapped { config, ignored, notes })
+}
+
+/// Secor's consumer security settings mapped to librdkafka's.
+struct Security {
+    properties: BTreeMap<String, String>,
+    /// The Secor keys read.
+    used: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// Secor's consumer security keys (`kafka.new.consumer.<x>` in Sunbird's fork, `kafka.<x>` in
+/// other versions) as librdkafka properties. Java-only settings librdkafka cannot read (a JKS
+/// truststore, a Kerberos login module) are errors naming the key and what to use instead.
+fn kafka_security(get: &dyn Fn(&str) -> Option<String>) -> Result<Security, ConfigError> {
+    let mut out = Security { properties: BTreeMap::new(), used: Vec::new(), notes: Vec::new() };
+    let mut read = |name: &str| -> Option<(String, String)> {
+        for key in [format!("kafka.new.consumer.{name}"), format!("kafka.{name}")] {
+            if let Some(v) = get(&key) {
+                out.used.push(key.clone());
+                return Some((key, v));
+            }
+        }
+        None
+    };
+    if let Some((_, v)) = read("security.protocol") {
+        out.properties.insert("security.protocol".into(), v);
+    }
+    if let Some((_, v)) = read("sasl.mechanism") {
+        out.properties.insert("sasl.mechanism".into(), v);
+    }
+    if let Some((key, jaas)) = read("sasl.jaas.config") {
+        if !jaas.contains("PlainLoginModule") && !jaas.contains("ScramLoginModule") {
+            return Err(err(&key, "only PlainLoginModule and ScramLoginModule logins map to librdkafka; set sasl.* in a TOML config for others"));
+        }
+        // `username="…" password="…"`: the password is never echoed in an error.
+        let field = |name: &str| -> Option<String> {
+            let start = jaas.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = jaas[start..].find('"')? + start;
+            Some(jaas[start..end].to_string())
+        };
+        let (Some(user), Some(password)) = (field("username"), field("password")) else {
+            return Err(err(&key, "needs username=\"…\" and password=\"…\""));
+        };
+        out.properties.insert("sasl.username".into(), user);
+        out.properties.insert("sasl.password".into(), password);
+    }
+    if let Some((key, _)) = read("ssl.truststore.location") {
+        return Err(err(
+            &key,
+            "a Java truststore cannot be read by librdkafka: export the CA as PEM (keytool -exportcert -rfc) and set ssl.ca.location in a TOML config's [kafka.properties]",
+        ));
+    }
+    read("ssl.truststore.password");
+    read("ssl.truststore.type");
+    if let Some((key, location)) = read("ssl.keystore.location") {
+        let kind = read("ssl.keystore.type").map(|(_, v)| v).unwrap_or_else(|| "JKS".into());
+        if !kind.eq_ignore_ascii_case("PKCS12") {
+            return Err(err(&key, format!("a {kind} keystore cannot be read by librdkafka: convert it to PKCS12 (keytool -importkeystore) and set kafka.new.consumer.ssl.keystore.type=PKCS12")));
+        }
+        out.properties.insert("ssl.keystore.location".into(), location);
+        if let Some((_, v)) = read("ssl.keystore.password") {
+            out.properties.insert("ssl.keystore.password".into(), v);
+        }
+    }
+    if let Some((_, v)) = read("ssl.key.password") {
+        out.properties.insert("ssl.key.password".into(), v);
+    }
+    for java_only in ["ssl.enabled.protocols", "ssl.protocol", "ssl.provider"] {
+        if let Some((key, _)) = read(java_only) {
+            out.notes.push(format!("{key}: a Java TLS setting; librdkafka negotiates TLS 1.2 or newer by itself"));
+        }
+    }
+    Ok(out)
 }
 
 /// Names the Secor key behind a kbackup key in validation errors.
@@ -442,12 +494,23 @@ pub fn to_toml(config: &Config) -> String {
     let mut c = config.clone();
     let had_key = c.storage.access_key.take().is_some();
     let had_secret = c.storage.secret_access_key.take().is_some() | c.storage.session_token.take().is_some();
+    let kafka_secrets: Vec<String> = ["sasl.password", "ssl.key.password", "ssl.keystore.password"]
+        .into_iter()
+        .filter(|k| c.kafka.properties.remove(*k).is_some())
+        .map(String::from)
+        .collect();
     let mut out = String::from("# Generated by `kbackup check --secor-properties`.\n");
     if had_key {
         out.push_str("# The account key from secor.azure.account.key is not printed: set AZURE_STORAGE_ACCOUNT_KEY.\n");
     }
     if had_secret {
         out.push_str("# The secret from aws.secret.key (and aws.session.token) is not printed: set AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN).\n");
+    }
+    if !kafka_secrets.is_empty() {
+        out.push_str(&format!(
+            "# Not printed: [kafka.properties] {} from Secor's properties; add them from your secret store.\n",
+            kafka_secrets.join(", ")
+        ));
     }
     out.push_str(&toml::to_string_pretty(&c).expect("config serializes"));
     out
@@ -652,6 +715,47 @@ secor.messages.per.second=10000
         let without = map(&props(&SUNBIRD_UNIQUE.replace("zookeeper.quorum=zk-1:2181", ""))).unwrap();
         assert!(without.config.secor.is_none());
         assert!(without.notes.iter().any(|n| n.contains("zookeeper.quorum")), "{:?}", without.notes);
+    }
+
+    #[test]
+    fn secors_security_settings_map_to_librdkafka() {
+        let text = format!(
+            "{SUNBIRD_UNIQUE}\nkafka.new.consumer.security.protocol=SASL_SSL\nkafka.new.consumer.sasl.mechanism=SCRAM-SHA-512\n\
+             kafka.new.consumer.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"secor\" password=\"hunter2hunter2\";\n"
+        );
+        let m = map(&props(&text)).unwrap();
+        let k = &m.config.kafka.properties;
+        assert_eq!(k.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+        assert_eq!(k.get("sasl.mechanism").map(String::as_str), Some("SCRAM-SHA-512"));
+        assert_eq!((k.get("sasl.username").map(String::as_str), k.get("sasl.password").map(String::as_str)), (Some("secor"), Some("hunter2hunter2")));
+        assert!(m.ignored.iter().all(|i| !i.starts_with("kafka.new.consumer")), "{:?}", m.ignored);
+        crate::consumer::validate_properties(&m.config.kafka).unwrap();
+        let toml = to_toml(&m.config);
+        assert!(!toml.contains("hunter2hunter2") && toml.contains("sasl.password"), "{toml}");
+        // The older `kafka.<x>` form too.
+        let m = map(&props(&format!("{SUNBIRD_UNIQUE}\nkafka.security.protocol=SSL\n"))).unwrap();
+        assert_eq!(m.config.kafka.properties.get("security.protocol").map(String::as_str), Some("SSL"));
+        // What librdkafka cannot read is named, with what to do instead; no secret in the message.
+        for (line, key) in [
+            ("kafka.new.consumer.ssl.truststore.location=/etc/secor/truststore.jks", "kafka.new.consumer.ssl.truststore.location"),
+            ("kafka.new.consumer.ssl.keystore.location=/etc/secor/keystore.jks", "kafka.new.consumer.ssl.keystore.location"),
+            ("kafka.new.consumer.sasl.jaas.config=com.sun.security.auth.module.Krb5LoginModule required;", "kafka.new.consumer.sasl.jaas.config"),
+            (
+                "kafka.new.consumer.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required password=\"hunter2hunter2\";",
+                "username",
+            ),
+            ("secor.message.parser.class=com.pinterest.secor.parser.OffsetMessageParser", "secor.message.parser.class"),
+        ] {
+            let e = map(&props(&format!("{SUNBIRD_UNIQUE}\n{line}\n"))).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("hunter2hunter2"), "expected {key} in: {e}");
+        }
+        let e = map(&props(&SUNBIRD_UNIQUE.replace(
+            "secor.cloud.service=Azure",
+            "secor.cloud.service=Azure\nsecor.upload.manager.class=com.pinterest.secor.uploader.S3UploadManager",
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("uploads to S3, but secor.cloud.service=Azure"), "{e}");
     }
 
     #[test]

@@ -100,6 +100,67 @@ impl ConnectionString {
     }
 }
 
+/// Where an Azure store's account, credential and endpoint come from.
+#[derive(Debug, Clone, PartialEq)]
+struct AzureAccess {
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+    endpoint: Option<String>,
+    /// For `check`: where the credential came from (never the credential).
+    credential: String,
+}
+
+/// Explicit config wins over the environment, always, and a credential is taken whole from one
+/// place: the config's own `access_key` or `sas_token`; else a connection string — the
+/// config's, else `AZURE_STORAGE_CONNECTION_STRING` unless it names another account than
+/// `storage.account`; else object_store's environment (`AZURE_STORAGE_ACCOUNT_KEY`,
+/// managed identity, ...). The endpoint likewise: `storage.endpoint`, then one derived from
+/// Secor's settings, then the connection string's.
+fn azure_access(cfg: &StorageConfig, env_cs: Option<&str>) -> Result<AzureAccess, StorageError> {
+    let (cs, origin) = match (&cfg.connection_string, env_cs) {
+        (Some(c), _) => (Some(ConnectionString::parse(c)?), "storage.connection_string"),
+        (None, Some(c)) => {
+            let cs = ConnectionString::parse(c)?;
+            // Another account's connection string says nothing about this account.
+            let other_account = cfg.account.is_some() && cs.account.is_some() && cs.account != cfg.account;
+            (if other_account { None } else { Some(cs) }, "AZURE_STORAGE_CONNECTION_STRING")
+        }
+        (None, None) => (None, ""),
+    };
+    let cs = cs.unwrap_or_default();
+    let (key, sas, credential) = match (&cfg.access_key, &cfg.sas_token) {
+        (Some(k), _) => (Some(k.clone()), None, "account key from storage.access_key".to_string()),
+        (None, Some(s)) => (None, Some(s.clone()), "SAS token from storage.sas_token".to_string()),
+        (None, None) => match (&cs.key, &cs.sas) {
+            (Some(_), _) => (cs.key.clone(), None, format!("account key from {origin}")),
+            (None, Some(_)) => (None, cs.sas.clone(), format!("SAS token from {origin}")),
+            (None, None) => (
+                None,
+                None,
+                "object_store's Azure environment (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, workload or managed identity, ...)".to_string(),
+            ),
+        },
+    };
+    Ok(AzureAccess {
+        account: cfg.account.clone().or(cs.account),
+        key,
+        sas,
+        endpoint: cfg.endpoint.clone().or(cfg.fallback_endpoint.clone()).or(cs.blob_endpoint),
+        credential,
+    })
+}
+
+/// The `<prefix>*` environment variables object_store's `from_env` reads, as its config keys,
+/// less those `decided` says the config already settled.
+fn env_settings<K: FromStr>(prefix: &str, decided: impl Fn(&K) -> bool) -> Vec<(K, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase().parse::<K>().ok()?, v)))
+        .filter(|(k, _)| !decided(k))
+        .collect()
+}
+
 /// Azurite's published development key; valid only against the emulator.
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
@@ -166,11 +227,16 @@ impl Storage {
                 let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
                 // Conditional create (If-None-Match: *) is what keeps uploads from overwriting:
                 // the exactly-once protocol needs it, so it is set here and not left to options.
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .with_client_options(opts)
-                    .with_retry(retry)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch);
+                // Keys in the config are the credential, whole: none of the environment's
+                // (AWS_SESSION_TOKEN included) is mixed into them.
+                let explicit = cfg.access_key_id.is_some() || cfg.secret_access_key.is_some();
+                let mut b = AmazonS3Builder::new();
+                for (key, value) in env_settings::<AmazonS3ConfigKey>("AWS_", |k| {
+                    explicit && matches!(k, AmazonS3ConfigKey::AccessKeyId | AmazonS3ConfigKey::SecretAccessKey | AmazonS3ConfigKey::Token)
+                }) {
+                    b = b.with_config(key, value);
+                }
+                let mut b = b.with_bucket_name(&bucket).with_client_options(opts).with_retry(retry).with_conditional_put(S3ConditionalPut::ETagMatch);
                 for (k, v) in &cfg.options {
                     let key = AmazonS3ConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
                     if key == AmazonS3ConfigKey::ConditionalPut {
@@ -217,35 +283,30 @@ impl Storage {
                 Ok(Storage { store, describe: format!("{} ({})", cfg.url, ep), credential, container: None, bucket: Some(bucket), file_dir: None })
             }
             StorageUrl::Azure { container, root } => {
-                // Explicit config wins over the environment: each of account, key, SAS token and
-                // endpoint comes from its own key first, then from the connection string
-                // (`storage.connection_string`, else env `AZURE_STORAGE_CONNECTION_STRING`), then
-                // from object_store's own environment variables.
                 let env_cs = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok().filter(|s| !s.is_empty());
-                let (cs, cs_origin) = match (&cfg.connection_string, env_cs) {
-                    (Some(c), _) => (Some(ConnectionString::parse(c)?), "storage.connection_string"),
-                    (None, Some(c)) => (Some(ConnectionString::parse(&c)?), "AZURE_STORAGE_CONNECTION_STRING"),
-                    (None, None) => (None, ""),
-                };
+                let AzureAccess { mut account, key, sas, endpoint, credential } = azure_access(cfg, env_cs.as_deref())?;
                 let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
-                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&container).with_client_options(opts).with_retry(retry);
+                // The environment fills only what the config and connection string leave open:
+                // object_store would otherwise prefer AZURE_STORAGE_ACCOUNT_KEY to a SAS token.
+                let decided = key.is_some() || sas.is_some();
+                let mut b = MicrosoftAzureBuilder::new();
+                for (k, v) in env_settings::<AzureConfigKey>("AZURE_", |k| match k {
+                    AzureConfigKey::AccountName => account.is_some(),
+                    AzureConfigKey::Endpoint | AzureConfigKey::UseEmulator => endpoint.is_some(),
+                    _ => decided,
+                }) {
+                    b = b.with_config(k, v);
+                }
+                if !decided {
+                    if let Ok(msi) = std::env::var("IDENTITY_ENDPOINT") {
+                        b = b.with_msi_endpoint(msi);
+                    }
+                }
+                let mut b = b.with_container_name(&container).with_client_options(opts).with_retry(retry);
                 for (k, v) in &cfg.options {
                     let key = AzureConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
                     b = b.with_config(key, v);
                 }
-                let cs = cs.unwrap_or_default();
-                let mut account = cfg.account.clone().or(cs.account);
-                let key = cfg.access_key.clone().or(cs.key.clone());
-                let sas = cfg.sas_token.clone().or(cs.sas.clone());
-                let endpoint = cfg.endpoint.clone().or(cs.blob_endpoint).or(cfg.fallback_endpoint.clone());
-                let credential = match (&cfg.access_key, &cs.key, &cfg.sas_token, &cs.sas) {
-                    (Some(_), ..) => "account key from storage.access_key".to_string(),
-                    (None, Some(_), ..) => format!("account key from {cs_origin}"),
-                    (None, None, Some(_), _) => "SAS token from storage.sas_token".to_string(),
-                    (None, None, None, Some(_)) => format!("SAS token from {cs_origin}"),
-                    _ => "object_store's Azure environment (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, workload or managed identity, ...)"
-                        .to_string(),
-                };
                 if let Some(a) = &account {
                     b = b.with_account(a);
                 } else if let Some(e) = &endpoint {
@@ -461,6 +522,65 @@ mod tests {
         let sas = ConnectionString::parse("BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=2020&sig=SECRET").unwrap();
         assert_eq!(sas.sas.as_deref(), Some("sv=2020&sig=SECRET"));
         assert_eq!(account_from_endpoint("https://acct.blob.core.windows.net"), Some("acct".into()));
+    }
+
+    #[test]
+    fn explicit_azure_settings_win_over_the_environment() {
+        let env = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=ENVKEY;BlobEndpoint=http://127.0.0.1:10000/acct";
+        let cfg = |f: &dyn Fn(&mut StorageConfig)| {
+            let mut c = StorageConfig { url: "az://c".into(), ..Default::default() };
+            f(&mut c);
+            c
+        };
+        // A SAS token in the config is the credential, whatever key the environment holds.
+        let a = azure_access(
+            &cfg(&|c| {
+                c.account = Some("acct".into());
+                c.sas_token = Some("sv=CONFIG".into());
+                c.endpoint = Some("https://acct.example".into());
+            }),
+            Some(env),
+        )
+        .unwrap();
+        assert_eq!((a.key, a.sas.as_deref(), a.endpoint.as_deref()), (None, Some("sv=CONFIG"), Some("https://acct.example")));
+        assert_eq!(a.credential, "SAS token from storage.sas_token");
+        // Nothing in the config: the environment's connection string, whole.
+        let a = azure_access(&cfg(&|_| {}), Some(env)).unwrap();
+        assert_eq!((a.account.as_deref(), a.key.as_deref()), (Some("acct"), Some("ENVKEY")));
+        assert_eq!(
+            (a.endpoint.as_deref(), a.credential.as_str()),
+            (Some("http://127.0.0.1:10000/acct"), "account key from AZURE_STORAGE_CONNECTION_STRING")
+        );
+        // The same account: the environment may still say where it is, never which credential.
+        let a = azure_access(
+            &cfg(&|c| {
+                c.account = Some("acct".into());
+                c.access_key = Some("CONFIGKEY".into());
+            }),
+            Some(env),
+        )
+        .unwrap();
+        assert_eq!((a.key.as_deref(), a.endpoint.as_deref()), (Some("CONFIGKEY"), Some("http://127.0.0.1:10000/acct")));
+        // Another account's connection string is ignored entirely.
+        let a = azure_access(&cfg(&|c| c.account = Some("other".into())), Some(env)).unwrap();
+        assert_eq!((a.account.as_deref(), a.key, a.endpoint), (Some("other"), None, None));
+        assert!(a.credential.starts_with("object_store's Azure environment"), "{}", a.credential);
+        // An endpoint Secor's settings derive (http) is config too.
+        let a = azure_access(
+            &cfg(&|c| {
+                c.account = Some("acct".into());
+                c.fallback_endpoint = Some("http://acct.blob.core.windows.net".into());
+            }),
+            Some(env),
+        )
+        .unwrap();
+        assert_eq!(a.endpoint.as_deref(), Some("http://acct.blob.core.windows.net"));
+        // The config's own connection string beats the environment's.
+        let a = azure_access(&cfg(&|c| c.connection_string = Some("AccountName=mine;AccountKey=MINE".into())), Some(env)).unwrap();
+        assert_eq!(
+            (a.account.as_deref(), a.key.as_deref(), a.credential.as_str()),
+            (Some("mine"), Some("MINE"), "account key from storage.connection_string")
+        );
     }
 
     #[test]

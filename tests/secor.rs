@@ -32,7 +32,7 @@ fn properties(stack: &Stack, zookeeper: &str, topic: &str, group: &str, containe
         "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum={zookeeper}\n\
          secor.kafka.group={group}\nsecor.kafka.topic_filter={topic}\nsecor.cloud.service=Azure\n\
          secor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
-         secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=http\nsecor.azure.path={path}\n\
+         secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=https\nsecor.azure.path={path}\n\
          secor.s3.output_file_pattern={{partition}}-{{kafkaPartition}}-{{currentTimestamp}}.json\n\
          secor.compression.codec=org.apache.hadoop.io.compress.GzipCodec\nsecor.file.extension=.gz\n\
          secor.file.reader.writer.factory=com.pinterest.secor.io.impl.DelimitedTextFileReaderWriterFactory\n\

@@ -31,7 +31,13 @@ pub enum CatFormat {
 pub async fn run(a: CatArgs) -> anyhow::Result<()> {
     let (storage, listed, left_out) = a.select.resolve().await?;
     if left_out > 0 {
-        eprintln!("note: {left_out} old-name file(s) without a Kafka partition were left out; add --include-unpartitioned");
+        tracing::warn!("{left_out} old-name file(s) without a Kafka partition were left out; add --include-unpartitioned");
+    }
+    let twice = crate::listing::repartitioned_twice(&listed);
+    if twice > 0 {
+        tracing::warn!(
+            "{twice} old-name file(s) are selected together with the files `kbackup repartition` split them into: their events are printed twice; select with --partitions (without --include-unpartitioned) to read each once"
+        );
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -50,7 +56,7 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
         };
         match result {
             Ok(()) => {}
-            Err(CopyError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            // A closed pipe (`kbackup cat | head`) is returned as it is: `main` exits 141, quietly.
             Err(CopyError::Output(e)) => return Err(e.into()),
             Err(CopyError::Input(e)) => {
                 corrupt += 1;
@@ -65,7 +71,7 @@ pub async fn run(a: CatArgs) -> anyhow::Result<()> {
                     }
                     .into());
                 }
-                eprintln!("warning: {}: corrupt or truncated ({e}); skipped the rest of it", l.key);
+                tracing::warn!(key = %l.key, error = %e, "corrupt or truncated; skipped the rest of it");
             }
         }
     }
@@ -103,13 +109,21 @@ fn convert_lines(key: &str, stored: &[u8], records: bool, partition: Option<i32>
     Ok(())
 }
 
+/// Copies a file's lines as stored. A file whose last line lacks its `\n` (not one kbackup
+/// wrote) gets one, so its last event and the next file's first stay two lines, as every line
+/// reader sees them.
 fn copy(r: &mut dyn Read, w: &mut dyn Write) -> Result<(), CopyError> {
     let mut buf = vec![0u8; 1 << 16];
+    let mut last = b'\n';
     loop {
         let n = r.read(&mut buf).map_err(CopyError::Input)?;
         if n == 0 {
+            if last != b'\n' {
+                w.write_all(b"\n").map_err(CopyError::Output)?;
+            }
             return Ok(());
         }
+        last = buf[n - 1];
         w.write_all(&buf[..n]).map_err(CopyError::Output)?;
     }
 }
@@ -117,6 +131,15 @@ fn copy(r: &mut dyn Read, w: &mut dyn Write) -> Result<(), CopyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_final_newline_never_joins_two_events() {
+        let mut out = Vec::new();
+        for file in [&b"{\"n\":1}\n{\"n\":2}"[..], b"{\"n\":3}\n", b"", b"{\"n\":4}"] {
+            assert!(copy(&mut &file[..], &mut out).is_ok());
+        }
+        assert_eq!(out, b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
+    }
 
     /// Value lines shown as records: JSON is embedded, anything else (here a line that starts
     /// like JSON but is not) becomes a string, and every output line is JSON.

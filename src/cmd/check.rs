@@ -19,6 +19,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         crate::outln!("{}", crate::secor::to_toml(&config));
     }
     crate::outln!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());
+    if let Some(warning) = crate::consumer::budget_warning(&config) {
+        crate::outln!("  warning: {warning}");
+    }
     let mut failures = 0;
 
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();

@@ -18,7 +18,8 @@ pub struct SelectArgs {
     /// Topic whose backups to list (with --config).
     #[arg(long, required_unless_present = "path")]
     pub topic: Option<String>,
-    /// Storage URL, instead of a config (az://container or file:///dir).
+    /// Storage URL, instead of a config: az://container[/root], s3://bucket[/root] or file:///dir
+    /// (credentials from the environment: AZURE_STORAGE_CONNECTION_STRING, AWS_*, ...).
     #[arg(long, conflicts_with = "config", requires = "path")]
     pub url: Option<String>,
     /// Path inside the container, instead of a config's topic path (e.g. unique/raw).
@@ -57,6 +58,16 @@ impl SelectArgs {
                 let name = self.topic.as_deref().unwrap_or_default();
                 let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
+                if let Some(set) = &sel.partitions {
+                    // Partitions the topic does not have would list nothing, like an empty backup.
+                    let counts =
+                        crate::consumer::lookup_partition_counts(&config.kafka, &[name.to_string()], std::time::Duration::from_secs(10)).await;
+                    match counts.map(|mut c| c.pop().and_then(|(_, n)| n)) {
+                        Ok(Some(count)) => crate::listing::check_partitions(name, set, count as i32).map_err(usage)?,
+                        Ok(None) => tracing::warn!("topic {name} is not on {}: --partitions is not checked against it", config.kafka.brokers),
+                        Err(e) => tracing::warn!("cannot read topic {name}'s partition count ({e}): --partitions is not checked against it"),
+                    }
+                }
                 if let Some(p) = &self.path {
                     layout = layout.with_path(p);
                 }
@@ -100,9 +111,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
         }
     }
     if left_out > 0 {
-        eprintln!(
-            "note: {left_out} old-name file(s) without a Kafka partition in their name were left out; add --include-unpartitioned to list them"
-        );
+        tracing::warn!("{left_out} old-name file(s) without a Kafka partition in their name were left out; add --include-unpartitioned to list them");
     }
     Ok(())
 }

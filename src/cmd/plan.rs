@@ -145,9 +145,20 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     }
 
     if let Some((topic, kafka, model)) = manager {
-        let producer: FutureProducer = crate::consumer::client_config(&kafka, crate::consumer::Role::Producer, &[("enable.idempotence", "true")])
+        // The topic first: an unreachable broker or a missing topic fails here, within the
+        // look-up's timeout and with the client's reason, not after librdkafka's retries.
+        match crate::consumer::lookup_partition_count(&kafka, &topic).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ExitError { code: 1, message: format!("job topic {topic} does not exist on {}", kafka.brokers) }.into()),
+            Err(e) => {
+                return Err(ExitError { code: 1, message: format!("cannot reach Kafka at {} to publish to {topic}: {e}", kafka.brokers) }.into())
+            }
+        }
+        // A publish that is not acknowledged within 30 s fails (librdkafka's default is 5 min).
+        let defaults = [("enable.idempotence", "true"), ("message.timeout.ms", "30000")];
+        let producer: FutureProducer = crate::consumer::client_config(&kafka, crate::consumer::Role::Producer, &defaults)
             .create()
-            .map_err(|e| usage(format!("kafka.properties: {e}")))?;
+            .map_err(|e| usage(format!("kafka.properties: {}", crate::consumer::refusal(&e, &kafka))))?;
         for (path, parts, config) in &jobs {
             let msg = serde_json::to_string(&job_manager_message(&model, config))?;
             producer

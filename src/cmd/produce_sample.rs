@@ -85,6 +85,6 @@ pub async fn run(a: ProduceSampleArgs) -> anyhow::Result<()> {
     })
     .await??;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("produced {count} events ({:.1} MB) in {secs:.1}s ({:.0} events/s)", bytes as f64 / 1e6, count as f64 / secs);
+    tracing::info!("produced {count} events ({:.1} MB) in {secs:.1}s ({:.0} events/s)", bytes as f64 / 1e6, count as f64 / secs);
     Ok(())
 }

@@ -121,7 +121,7 @@ pub async fn run(a: RepartitionArgs) -> anyhow::Result<()> {
     let verb = if a.dry_run { "would be written" } else { "written" };
     crate::outln!("{events} events: {written} file(s) {verb}, {existing} already there; originals untouched");
     if unkeyed > 0 {
-        eprintln!("note: {unkeyed} event(s) had none of the --key fields; placed by a hash of the whole event");
+        tracing::warn!("{unkeyed} event(s) had none of the --key fields; placed by a hash of the whole event");
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
     let (storage, listed, left_out) = a.select.resolve().await?;
     if left_out > 0 {
-        eprintln!("note: {left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
+        tracing::warn!("{left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
     }
     // The config's [kafka] section (security settings, message.max.bytes, ...) applies to the
     // producer too; --brokers only replaces the servers.
@@ -122,11 +122,11 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         )));
     }
     if listed.is_empty() {
-        eprintln!("warning: no backup file matched the selection (dates, partitions, path): nothing to replay");
+        tracing::warn!("no backup file matched the selection (dates, partitions, path): nothing to replay");
     }
     if a.key.is_empty() && value_files > 0 {
-        eprintln!(
-            "warning: no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
+        tracing::warn!(
+            "no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
         );
     }
     let old = listed.iter().filter(|l| l.kafka_partition.is_none()).count();
@@ -162,7 +162,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     let todo: Vec<_> = listed.iter().filter(|l| !matches!(progress.get(&l.key), Some(None))).collect();
     if todo.len() < listed.len() || !progress.is_empty() {
-        eprintln!("resuming: {} of {} file(s) already replayed (per {})", listed.len() - todo.len(), listed.len(), checkpoint.display());
+        tracing::info!("resuming: {} of {} file(s) already replayed (per {})", listed.len() - todo.len(), listed.len(), checkpoint.display());
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
@@ -353,7 +353,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         crate::outln!("  of which tombstones: {}", s.tombstones);
     }
     if s.unkeyed > 0 {
-        eprintln!("note: {} event(s) had no key (none of the --key fields) and were spread round-robin", s.unkeyed);
+        tracing::warn!("{} event(s) had no key (none of the --key fields) and were spread round-robin", s.unkeyed);
     }
     Ok(())
 }

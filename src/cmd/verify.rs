@@ -147,27 +147,21 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     // Partitions, watermarks and the group's committed offsets.
     let kafka = config.kafka.clone();
     let name = topic.name.clone();
-    let consumer: BaseConsumer<crate::consumer::QuietEof> = {
+    let consumer: BaseConsumer<crate::consumer::Diagnosing> = {
         let mut c = crate::consumer::client_config(&kafka, crate::consumer::Role::Reader, &[]);
         // The group only names whose committed offsets are read; verify never joins or commits.
         c.set("group.id", &kafka.group_id).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-        c.create_with_context(crate::consumer::QuietEof)?
+        c.create_with_context(crate::consumer::Diagnosing::default())?
     };
-    let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(30))?;
+    let md = crate::consumer::with_reason(&consumer, |c| c.fetch_metadata(Some(&name), Duration::from_secs(30)))
+        .with_context(|| format!("reading metadata from {}", kafka.brokers))?;
     let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0) as i32;
     if count == 0 {
         anyhow::bail!("topic {name} not found on {}", kafka.brokers);
     }
     let selected: Vec<i32> = match &wanted {
         Some(set) => {
-            let absent: Vec<String> = set.iter().filter(|p| **p >= count).map(i32::to_string).collect();
-            if !absent.is_empty() {
-                return Err(usage(format!(
-                    "--partitions: topic {name} has {count} partitions (0-{}); no partition {}",
-                    count - 1,
-                    absent.join(", ")
-                )));
-            }
+            crate::listing::check_partitions(&name, set, count).map_err(usage)?;
             set.iter().copied().collect()
         }
         None => (0..count).collect(),
@@ -184,7 +178,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     for p in &selected {
         tpl.add_partition(&name, *p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    let committed = crate::consumer::with_reason(&consumer, |c| c.committed_offsets(tpl, Duration::from_secs(30)))?;
 
     let records = topic.format == crate::config::Format::Record;
     let mut scratch = Vec::new();
@@ -339,7 +333,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
 /// the error that stops the audit.
 fn corrupt_or_fail(a: &VerifyArgs, key: &str, e: anyhow::Error) -> anyhow::Result<String> {
     if a.skip_corrupt {
-        eprintln!("warning: {key}: {e:#}; skipped the rest of it (the result will not be clean)");
+        tracing::warn!("{key}: {e:#}; skipped the rest of it (the result will not be clean)");
         Ok(key.to_string())
     } else {
         Err(ExitError { code: 1, message: format!("{key}: {e:#}; the partitions before it were reported; --skip-corrupt goes on past it") }.into())
@@ -412,7 +406,7 @@ fn mid_hash(value: &[u8]) -> Option<u64> {
 
 /// Reads `[low, high)` of one partition, calling `f` per message.
 fn read_partition(
-    consumer: &BaseConsumer<crate::consumer::QuietEof>,
+    consumer: &BaseConsumer<crate::consumer::Diagnosing>,
     topic: &str,
     p: i32,
     low: i64,

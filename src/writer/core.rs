@@ -15,6 +15,8 @@ pub(super) struct TopicRuntime {
     pub(super) policy: RotationPolicy,
     pub(super) events: metrics::Counter,
     pub(super) bytes: metrics::Counter,
+    /// Per timestamp field: messages whose string there the pattern could not read.
+    pub(super) unparsed: Vec<u64>,
 }
 
 impl TopicRuntime {
@@ -55,6 +57,10 @@ pub(crate) struct Writer {
     pub(super) intent_retry_at: Instant,
     pub(super) paused: bool,
     pub(super) ever_assigned: bool,
+    /// Until the first assignment: when the writer last said it is still waiting for one.
+    pub(super) assignment_wait_said: Instant,
+    /// The group's `session.timeout.ms`, for that message.
+    pub(super) session_timeout_ms: String,
     /// When the first message arrived (for the drain rate of `--until-caught-up`).
     pub(super) first_message_at: Option<Instant>,
     /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
@@ -83,6 +89,8 @@ impl Writer {
         health: Arc<Health>,
         opts: RunOptions,
     ) -> Result<Writer, crate::naming::LayoutError> {
+        // Before the first event: alerts on `increase(...)` must see the first increment.
+        crate::metrics::zero_counters(&config.topics);
         let mut topics = Vec::new();
         for t in &config.topics {
             let layout = t.layout()?;
@@ -93,6 +101,7 @@ impl Writer {
                 events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
                 bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
                 layout,
+                unparsed: vec![0; t.timestamp_fields.len()],
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
                 cfg: t.clone(),
@@ -118,6 +127,8 @@ impl Writer {
             intent_retry_at: now,
             paused: false,
             ever_assigned: false,
+            assignment_wait_said: now,
+            session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
             first_message_at: None,
             fatal: None,
             offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),

@@ -17,6 +17,14 @@ impl Writer {
         if tick {
             self.last_tick = now;
             self.health.loop_ran();
+            if !self.ever_assigned && now.duration_since(self.assignment_wait_said) >= Duration::from_secs(15) {
+                // Typically after a kill -9: the dead member holds its partitions until its session expires.
+                self.assignment_wait_said = now;
+                info!(
+                    session_timeout_ms = %self.session_timeout_ms,
+                    "still waiting for the group to assign partitions: a member that stopped without leaving (a crash, kill -9) keeps them until its session times out"
+                );
+            }
             // The budget's books must match the buffers they describe (a path that dropped
             // buffers by length rather than charge once let them drift upwards).
             debug_assert!(self.files.books_balance(), "the byte ledger is out of step with the files it counts");

@@ -18,6 +18,27 @@ impl Writer {
         };
         // No committed offset was known at assignment: tracking starts at the first message.
         st.offsets_from(off);
+        if let Some(f) = route.unparsed_field.map(usize::from) {
+            // A pattern that does not fit the data dates events by another rung: say so, loudly
+            // at first, then at each power of ten (the counter has every one).
+            let topic = &mut self.topics[t];
+            topic.unparsed[f] += 1;
+            self.summary.unparsed_timestamps += 1;
+            let field = &topic.cfg.timestamp_fields[f];
+            metrics::counter!(m::TIMESTAMPS_UNPARSED, "topic" => topic.cfg.name.clone(), "field" => field.clone()).increment(1);
+            let n = topic.unparsed[f];
+            if n == 10_u64.pow(n.ilog10()) {
+                warn!(
+                    topic = %topic.cfg.name,
+                    field = %field,
+                    pattern = topic.cfg.timestamp_input_pattern.as_deref().unwrap_or("RFC 3339 / ISO-8601"),
+                    count = n,
+                    partition = p,
+                    offset = off,
+                    "a timestamp field holds a string its pattern cannot read; the event is dated by the next field or its record time (check timestamp_input_pattern)"
+                );
+            }
+        }
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
         // What the file gets: the value (Secor's lines) or the whole record.

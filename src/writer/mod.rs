@@ -96,6 +96,9 @@ pub struct RunSummary {
     pub invalid: u64,
     /// Messages dated by the Kafka record time because no field was usable.
     pub record_time_dated: u64,
+    /// Messages with a timestamp string the topic's pattern could not read (dated by a later
+    /// rung instead; by topic and field in `kbackup_timestamps_unparsed_total`).
+    pub unparsed_timestamps: u64,
     /// Messages whose raw newlines were written as spaces.
     pub newlines_replaced: u64,
     /// Re-read messages skipped because an uploaded file already holds them.
@@ -128,6 +131,9 @@ pub fn run(
     let prefetch = crate::consumer::prefetch_bytes(&config.kafka);
     let buffer_budget = config.writer.memory_limit_bytes.saturating_sub(prefetch).max(config.writer.memory_limit_bytes / 4);
     info!(memory_limit = config.writer.memory_limit_bytes, prefetch, buffer_budget, "memory budget");
+    if let Some(warning) = crate::consumer::budget_warning(config) {
+        warn!("{warning}");
+    }
     // Memory of uploaded files is kept for new buffers, within the same budget.
     crate::buffer::set_pool_limit(buffer_budget);
     let (done_tx, done) = channel();
@@ -235,6 +241,7 @@ pub fn run(
         bytes_out = s.bytes_out,
         invalid = s.invalid,
         record_time_dated = s.record_time_dated,
+        unparsed_timestamps = s.unparsed_timestamps,
         newlines_replaced = s.newlines_replaced,
         skipped_already_stored = s.skipped_already_stored,
         rebuilt_files = s.rebuilt_files,

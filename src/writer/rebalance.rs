@@ -64,6 +64,7 @@ impl Writer {
                 _ => {}
             }
             let intents = record.map(|r| r.intents).unwrap_or_default();
+            crate::metrics::zero_partition_counters(topic, p);
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             let mut st = Partition::assigned(epoch, generation, start);

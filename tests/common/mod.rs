@@ -135,7 +135,7 @@ pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str
     let store = match backend() {
         Backend::Azure => format!(
             "secor.cloud.service=Azure\nsecor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
-             secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=http\nsecor.azure.path={path}\n"
+             secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=https\nsecor.azure.path={path}\n"
         ),
         Backend::S3 => {
             create_bucket(&stack.s3_endpoint, container);
