@@ -144,6 +144,9 @@ pub struct Listing {
     pub files: Vec<Listed>,
     /// Files without a partition in their name left out by `partitions`.
     pub unpartitioned_left_out: usize,
+    /// Objects that are not backup files (a name kbackup cannot read: a copy, a staging or
+    /// temporary name) under a date of the range: date-prefix readers read them all the same.
+    pub strays: Vec<Listed>,
 }
 
 /// Old-name files (`<date>-<ts>`) selected together with the new-name files `repartition`
@@ -163,9 +166,22 @@ pub fn repartitioned_twice(files: &[Listed]) -> usize {
 /// Lists the files of a layout that the selection keeps: every directory the topic writes to,
 /// each listed once (object stores list by prefix, so the date range is applied to the names).
 pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Result<Listing, object_store::Error> {
+    use futures::TryStreamExt;
     let mut out = Listing::default();
+    let in_range = |d: NaiveDate| d >= sel.from && d <= sel.to;
+    let stray = |meta: &object_store::ObjectMeta, date: NaiveDate| {
+        let key = meta.location.to_string();
+        let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false };
+        Listed { date: date.format("%Y-%m-%d").to_string(), kafka_partition: None, timestamp: None, size: meta.size, key, name }
+    };
     for dir in layout.dirs() {
         let listing = storage.store.list_with_delimiter(Some(&ObjectPath::from(dir.as_str()))).await?;
+        // A "directory" named like a date is read whole by a date-prefix reader.
+        for sub in &listing.common_prefixes {
+            let Some(date) = sub.filename().and_then(|n| layout.reader_date(n)).filter(|d| in_range(*d)) else { continue };
+            let nested: Vec<object_store::ObjectMeta> = storage.store.list(Some(sub)).try_collect().await?;
+            out.strays.extend(nested.iter().map(|m| stray(m, date)));
+        }
         for meta in listing.objects {
             let key = meta.location.to_string();
             match sel.judge(layout, &key) {
@@ -178,7 +194,12 @@ pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Re
                     name: n,
                 }),
                 Verdict::UnpartitionedLeftOut => out.unpartitioned_left_out += 1,
-                Verdict::Skip | Verdict::NotBackup => {}
+                Verdict::NotBackup => {
+                    if let Some(date) = meta.location.filename().and_then(|n| layout.reader_date(n)).filter(|d| in_range(*d)) {
+                        out.strays.push(stray(&meta, date));
+                    }
+                }
+                Verdict::Skip => {}
             }
         }
     }

@@ -109,6 +109,11 @@ impl DateFormat {
         d.format(&self.format).to_string()
     }
 
+    /// The date `s` starts with, if it starts with one in this format.
+    pub fn leading_date(&self, s: &str) -> Option<NaiveDate> {
+        self.read(s).map(|(d, _)| d)
+    }
+
     /// Reads a date from the start of `s`; returns it and the rest.
     fn read<'a>(&self, s: &'a str) -> Option<(NaiveDate, &'a str)> {
         let mut chars = s.char_indices();
@@ -557,6 +562,15 @@ impl FileLayout {
             .filter_map(|(p, d, s)| p.read(s, d, &self.topic))
             .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip, records })
             .next()
+    }
+}
+
+impl FileLayout {
+    /// The date a date-prefix reader files `name` under: Sunbird's fetcher (and Spark jobs like
+    /// it) lists `<dir>/<date>` and reads every object whose name starts with it, backup name or
+    /// not. In the topic's date format or the default one.
+    pub fn reader_date(&self, name: &str) -> Option<NaiveDate> {
+        self.dates.leading_date(name).or_else(|| DateFormat::default().leading_date(name))
     }
 }
 

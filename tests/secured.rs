@@ -154,7 +154,12 @@ async fn every_command_works_over_sasl_ssl_and_a_wrong_password_is_clear() {
     std::fs::create_dir_all(&bad_dir).unwrap();
     let bad = kafka_section(&s, &group, "SCRAM-SHA-512", &s.scram.0, wrong);
     let bad_cfg = write_config(&bad_dir, &format!("{bad}{storage}{section}"));
-    for cmd in [&["check", "--config", bad_cfg.to_str().unwrap()][..], &["run", "--config", bad_cfg.to_str().unwrap(), "--metrics-addr", "off"][..]] {
+    // verify too (it lacked the hint: issue 23).
+    for cmd in [
+        &["check", "--config", bad_cfg.to_str().unwrap()][..],
+        &["run", "--config", bad_cfg.to_str().unwrap(), "--metrics-addr", "off"][..],
+        &["verify", "--config", bad_cfg.to_str().unwrap(), "--topic", &topic][..],
+    ] {
         let (code, out) = run_cmd(&stack, cmd);
         assert_eq!(code, 1, "{cmd:?}: {out}");
         assert!(out.contains("SASL authentication") && out.contains("sasl.password"), "{cmd:?}: {out}");

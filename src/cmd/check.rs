@@ -23,11 +23,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         crate::outln!("  warning: {warning}");
     }
     let mut failures = 0;
+    let mut kafka_ok = false;
 
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
     let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, Duration::from_secs(15)).await;
     match counts {
         Ok(counts) => {
+            kafka_ok = true;
             crate::outln!("kafka {}: reachable", config.kafka.brokers);
             for (topic, n) in counts {
                 match n {
@@ -65,7 +67,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
 
     // With a [secor] section, whether `run` would start: every partition's position is
     // kbackup's, or Secor never uploaded it.
-    if let Some(secor) = &config.secor {
+    // (Not asked when Kafka did not answer: its failure is already reported.)
+    if let (Some(secor), true) = (&config.secor, kafka_ok) {
         match crate::takeover::guard(&config).await {
             Ok(()) => crate::outln!("secor: ZooKeeper {}: no position of Secor's is left to take over", secor.zookeeper),
             Err(e @ crate::takeover::GuardError::NaiveSwitch { .. }) => {

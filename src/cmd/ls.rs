@@ -83,6 +83,15 @@ impl SelectArgs {
         let listing = crate::listing::list(&storage, &layout, &sel)
             .await
             .with_context(|| format!("listing {} in {}", layout.dirs().join(", "), storage.describe))?;
+        if !listing.strays.is_empty() {
+            let keys: Vec<&str> = listing.strays.iter().take(10).map(|l| l.key.as_str()).collect();
+            tracing::warn!(
+                "{} object(s) under the selected dates are not backup files ({}{}): readers that read every object of a date (Sunbird's fetcher, Spark) read them, this command does not; `kbackup verify` audits them",
+                listing.strays.len(),
+                keys.join(", "),
+                if listing.strays.len() > keys.len() { ", …" } else { "" }
+            );
+        }
         Ok((storage, listing.files, listing.unpartitioned_left_out))
     }
 }

@@ -17,7 +17,7 @@ impl Writer {
         if tick {
             self.last_tick = now;
             self.health.loop_ran();
-            if !self.ever_assigned && now.duration_since(self.assignment_wait_said) >= Duration::from_secs(15) {
+            if !self.ever_assigned && now.duration_since(self.assignment_wait_said) >= Duration::from_secs(10) {
                 // Typically after a kill -9: the dead member holds its partitions until its session expires.
                 self.assignment_wait_said = now;
                 info!(
