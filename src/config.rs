@@ -157,6 +157,11 @@ pub struct StorageConfig {
     /// Longest a single storage request may take before it is abandoned and retried.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Run on a store whose create-only writes the start-up probe found overwriting (an
+    /// S3-compatible gateway that ignores If-None-Match). Exactly once then no longer holds
+    /// against a zombie writer: docs/exactly-once.md, "Stores that overwrite".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_overwriting_store: bool,
     /// Extra `object_store` Azure options (e.g. `azure_use_azure_cli`, `azure_client_id`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
@@ -193,6 +198,7 @@ impl Default for StorageConfig {
             endpoint: None,
             create_container: false,
             request_timeout_secs: default_request_timeout(),
+            accept_overwriting_store: false,
             options: BTreeMap::new(),
             region: None,
             access_key_id: None,
@@ -217,6 +223,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("endpoint", &self.endpoint)
             .field("create_container", &self.create_container)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("accept_overwriting_store", &self.accept_overwriting_store)
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)

@@ -32,6 +32,7 @@ pub const RETENTION_HEADROOM: &str = "kbackup_retention_headroom_seconds";
 pub const BUILD_INFO: &str = "kbackup_build_info";
 pub const FOREIGN_COMMITS: &str = "kbackup_foreign_commits_resumed_total";
 pub const TIMESTAMPS_UNPARSED: &str = "kbackup_timestamps_unparsed_total";
+pub const STORE_CREATE_ONLY: &str = "kbackup_storage_create_only";
 
 /// Exports every counter the writer keeps at zero for the label sets it knows before its first
 /// event, so that `increase(...)` alerts see the first increment (a counter that first appears at
@@ -107,6 +108,10 @@ fn describe() {
     describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
     describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_gauge!(
+        STORE_CREATE_ONLY,
+        "1 when the start-up probe proved the store refuses a second create of a name; 0 when it overwrites and storage.accept_overwriting_store let the writer run anyway"
+    );
     describe_counter!(
         TIMESTAMPS_UNPARSED,
         "Messages whose timestamp field held a string the topic's pattern could not read (dated by a later field or the record time), by field"

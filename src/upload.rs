@@ -160,6 +160,87 @@ pub(crate) fn put_mode() -> PutMode {
     PutMode::Create
 }
 
+/// What the create-only probe proved, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOnlyProbe {
+    /// Requests made (two creates, a read, a delete).
+    pub requests: u32,
+    pub elapsed: Duration,
+}
+
+/// Why the probe did not prove create-only writes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The store accepted a second create-only write of one name: it overwrites.
+    #[error("a second create-only write of {key} was accepted{replaced}: the store does not honour conditional creates (If-None-Match: * / x-goog-if-generation-match: 0)")]
+    Overwrites { key: String, replaced: &'static str },
+    /// The store could not be asked (unreachable, refused, unsupported).
+    #[error("{op} {key}: {message}")]
+    Failed { op: &'static str, key: String, message: String },
+}
+
+/// Proves, before anything is consumed, the one property the exactly-once protocol rests on:
+/// a create-only write of a name that exists is refused. Writes a probe object the way uploads
+/// are written, writes it again with other content, requires "already exists", reads it back
+/// (still the first content) and deletes it. Four requests, once per start.
+pub async fn probe_create_only(store: &dyn ObjectStore) -> Result<CreateOnlyProbe, ProbeError> {
+    // A passing fault (a 500 after object_store's own retries) is no verdict: try again with a
+    // fresh name, a few times. A store that overwrites is a verdict at once.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match probe_once(store).await {
+            Err(ProbeError::Failed { .. }) if attempt < 3 => tokio::time::sleep(Duration::from_millis(500 * attempt)).await,
+            outcome => return outcome,
+        }
+    }
+}
+
+const FIRST: &[u8] = b"kbackup create-only probe: first";
+
+async fn probe_once(store: &dyn ObjectStore) -> Result<CreateOnlyProbe, ProbeError> {
+    let started = Instant::now();
+    let key = format!("_kbackup/create-only-probe-{:016x}", rand::random::<u64>());
+    let path = ObjectPath::from(key.as_str());
+    let failed = |op: &'static str, key: &str| {
+        let key = key.to_string();
+        move |e: object_store::Error| ProbeError::Failed { op, key, message: e.to_string() }
+    };
+    let read = || async { store.get(&path).await.map_err(failed("reading", &key))?.bytes().await.map_err(failed("reading", &key)) };
+    let create = || PutOptions { mode: put_mode(), ..Default::default() };
+    match store.put_opts(&path, PutPayload::from_static(FIRST), create()).await {
+        Ok(_) => {}
+        // Our own first attempt landed and its answer was lost: the retry found it.
+        Err(object_store::Error::AlreadyExists { .. }) if &read().await?[..] == FIRST => {}
+        Err(e) => return Err(failed("writing", &key)(e)),
+    }
+    let second = store.put_opts(&path, PutPayload::from_static(b"kbackup create-only probe: second"), create()).await;
+    let outcome = match second {
+        // Refused, as it must be; and the first content is what is there.
+        Err(object_store::Error::AlreadyExists { .. }) => match &read().await?[..] {
+            FIRST => Ok(CreateOnlyProbe { requests: 4, elapsed: started.elapsed() }),
+            _ => Err(ProbeError::Overwrites { key: key.clone(), replaced: " (refused, yet the content changed)" }),
+        },
+        Ok(_) => {
+            let replaced = if &read().await?[..] == FIRST { " (it said written)" } else { " and replaced the first" };
+            Err(ProbeError::Overwrites { key: key.clone(), replaced })
+        }
+        Err(e) => Err(failed("writing again", &key)(e)),
+    };
+    // Best effort: a probe left behind is a few bytes under `_kbackup/`, which no reader reads.
+    if let Err(e) = store.delete(&path).await {
+        tracing::warn!(key, error = %e, "could not delete the create-only probe");
+    }
+    outcome
+}
+
+/// What a user is told when the probe finds an overwriting store (`check`, and `run`'s exit 2).
+pub fn overwriting_store_message(describe: &str, e: &ProbeError) -> String {
+    format!(
+        "storage {describe}: {e}. kbackup's exactly-once uploads rest on create-only writes: on this store a writer that lost its partitions (a zombie) could replace a file another writer uploaded, and the events only that file held would be lost. Use a store that honours conditional writes, or set storage.accept_overwriting_store = true to run anyway (docs/exactly-once.md, \"Stores that overwrite\")"
+    )
+}
+
 /// What an upload's outcome is when its name is already taken by `theirs`.
 pub(crate) fn when_taken(existing: Existing, key: &str, theirs: &[u8], ours: &[u8]) -> Outcome {
     let same = match existing {
@@ -227,6 +308,28 @@ mod tests {
         assert_eq!(put_new(&store, "x/f.json.gz", gz(b"\nb\n", 3), Existing::Rebuilt, |_| {}).await.0, Outcome::Conflict);
         let got = store.get(&ObjectPath::from("x/f.json.gz")).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], &body[..]);
+    }
+
+    /// The probe proves create-only writes on a store that has them, names one that overwrites
+    /// (here: writes sent without the condition), cleans up, and a conflict is still detected
+    /// after it passed (the probe checks the store once; every upload still checks itself).
+    #[tokio::test]
+    async fn the_create_only_probe_proves_or_refuses_and_conflicts_stay_detected() {
+        use futures::TryStreamExt;
+        let store = InMemory::new();
+        let p = probe_create_only(&store).await.unwrap();
+        assert_eq!(p.requests, 4);
+        assert!(!p.elapsed.is_zero());
+        assert!(store.list(None).try_collect::<Vec<_>>().await.unwrap().is_empty(), "the probe cleans up");
+        {
+            let _broken = crate::sabotage::break_rule(crate::sabotage::Rule::UnconditionalPut);
+            let e = probe_create_only(&store).await.unwrap_err();
+            assert!(matches!(e, ProbeError::Overwrites { .. }), "{e}");
+            let message = overwriting_store_message("s3://bucket (http://gateway)", &e);
+            assert!(message.contains("storage.accept_overwriting_store") && message.contains("zombie"), "{message}");
+        }
+        assert_eq!(put_new(&store, "x/f.json", Bytes::from_static(b"a\n"), Existing::Compare, |_| {}).await.0, Outcome::Stored);
+        assert_eq!(put_new(&store, "x/f.json", Bytes::from_static(b"b\n"), Existing::Compare, |_| {}).await.0, Outcome::Conflict);
     }
 
     #[test]

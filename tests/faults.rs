@@ -47,6 +47,7 @@ async fn storage_faults_cost_retries_not_data() {
         // seed without an applied-then-500 came up about one run in twenty).
         forced: [Forced::AppliedThen500, Forced::E503, Forced::E500].into(),
         frozen: false,
+        accept_second_create: false,
     };
     let (proxy, via_proxy) = stack.through_proxy(faults, seed).await;
 

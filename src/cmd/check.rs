@@ -55,7 +55,23 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             }
             .await;
             match result {
-                Ok(()) => crate::outln!("storage {}: container ok, write probe ok (credential: {})", storage.describe, storage.credential),
+                Ok(()) => {
+                    crate::outln!("storage {}: container ok, write probe ok (credential: {})", storage.describe, storage.credential);
+                    match crate::upload::probe_create_only(storage.store.as_ref()).await {
+                        Ok(p) => crate::outln!("  create-only writes proven ({} requests, {} ms)", p.requests, p.elapsed.as_millis()),
+                        Err(e @ crate::upload::ProbeError::Overwrites { .. }) if config.storage.accept_overwriting_store => {
+                            crate::outln!("  WARNING: {e}; accepted by storage.accept_overwriting_store = true: exactly once does not hold against a zombie writer")
+                        }
+                        Err(e @ crate::upload::ProbeError::Overwrites { .. }) => {
+                            crate::outln!("  create-only writes: FAILED: {}", crate::upload::overwriting_store_message(&storage.describe, &e));
+                            failures += 1;
+                        }
+                        Err(e) => {
+                            crate::outln!("  create-only writes: FAILED ({e})");
+                            failures += 1;
+                        }
+                    }
+                }
                 Err(e) => {
                     crate::outln!("storage {}: FAILED ({e}) (credential: {})", storage.describe, storage.credential);
                     failures += 1;

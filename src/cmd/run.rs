@@ -81,6 +81,28 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     }
     // Live from here on (ready once partitions are assigned), while storage and Kafka are checked.
     storage.ensure_container(config.storage.create_container).await.with_context(|| format!("storage {}", storage.describe))?;
+    // The exactly-once protocol rests on create-only writes: proven, not assumed.
+    match crate::upload::probe_create_only(storage.store.as_ref()).await {
+        Ok(p) => {
+            info!(
+                requests = p.requests,
+                elapsed_ms = p.elapsed.as_millis() as u64,
+                "create-only writes proven: the store refuses a second write of a name"
+            );
+            metrics::gauge!(crate::metrics::STORE_CREATE_ONLY).set(1.0);
+        }
+        Err(e @ crate::upload::ProbeError::Overwrites { .. }) if config.storage.accept_overwriting_store => {
+            warn!(
+                "storage {}: {e}; running anyway because storage.accept_overwriting_store = true: a zombie writer's upload can replace a file, so exactly once no longer holds (docs/exactly-once.md)",
+                storage.describe
+            );
+            metrics::gauge!(crate::metrics::STORE_CREATE_ONLY).set(0.0);
+        }
+        Err(e @ crate::upload::ProbeError::Overwrites { .. }) => {
+            return Err(ExitError { code: 2, message: crate::upload::overwriting_store_message(&storage.describe, &e) }.into())
+        }
+        Err(e) => return Err(anyhow::Error::from(e).context(format!("storage {}: the create-only probe", storage.describe))),
+    }
     check_topics_exist(&config).await?;
     // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
     crate::takeover::guard(&config).await.map_err(|e| match e {

@@ -31,6 +31,11 @@ pub struct Faults {
     pub forced: std::collections::VecDeque<Forced>,
     /// Every request waits, unanswered, while this is set (storage frozen).
     pub frozen: bool,
+    /// Play a store that does not honour create-only writes: a create refused because the name
+    /// exists (409 on Azure, 412 on S3 and GCS) is answered as written. Signatures cover the
+    /// condition headers, so they cannot be stripped; the client sees what an overwriting
+    /// gateway tells it.
+    pub accept_second_create: bool,
 }
 
 /// A fault forced on one blob PUT.
@@ -219,7 +224,19 @@ async fn handle(
             fwd = fwd.header(k, v);
         }
     }
+    let conditional = parts.headers.contains_key("if-none-match") || parts.headers.contains_key("x-goog-if-generation-match");
     let resp = fwd.send().await.map_err(|_| Reset)?;
+    if f.accept_second_create && parts.method == hyper::Method::PUT && conditional && matches!(resp.status().as_u16(), 409 | 412) {
+        // Azure answers a create with 201, S3 and GCS with 200.
+        let status = if resp.status().as_u16() == 409 { StatusCode::CREATED } else { StatusCode::OK };
+        return Ok(Response::builder()
+            .status(status)
+            .header("etag", "\"0x8DD0000000000001\"")
+            .header("last-modified", "Thu, 03 Dec 2026 00:00:00 GMT")
+            .header("x-goog-generation", "1")
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
     if applied_then_500 {
         stats.applied_then_500.fetch_add(1, Ordering::Relaxed);
         return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
