@@ -92,7 +92,7 @@ pub fn with_reason<T>(
 
 /// A metadata look-up that failed, with the client's reason when it gave one.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+#[error("{}{}", kafka_error_text(error), cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
 pub struct LookupError {
     error: KafkaError,
     cause: Option<String>,
@@ -270,6 +270,24 @@ pub fn validate_properties(k: &KafkaConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// A librdkafka error as text, without the refused property's value: rdkafka's own `Display` of
+/// a configuration error ends with `<key> <value>` (`sasl.pasword hunter2`). Every message that
+/// can carry a client creation error goes through this.
+pub fn kafka_error_text(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() { desc.clone() } else { desc.replace(value.as_str(), "<redacted>") };
+            format!("Client config error: {desc} (property \"{key}\")")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Creates a client of `config`, its error safe to print (see [`kafka_error_text`]).
+pub fn create_client<C: rdkafka::config::FromClientConfigAndContext<X>, X: ClientContext>(config: &ClientConfig, context: X) -> Result<C, String> {
+    config.create_with_context(context).map_err(|e| kafka_error_text(&e))
+}
+
 /// Property names that hold or lead to secrets (matched anywhere in the name, so misspellings
 /// such as `sasl.pasword` count too).
 const SECRET_WORDS: &[&str] = &["pass", "pasw", "pwd", "secret", "jaas", "token", "credential", "key", "cert", "oauth"];
@@ -278,10 +296,11 @@ const SECRET_WORDS: &[&str] = &["pass", "pasw", "pwd", "secret", "jaas", "token"
 /// might be a secret: rdkafka's message carries the refused property's value (`sasl.pasword
 /// hunter2`), and librdkafka's own text quotes it (`Invalid value "…" for …`).
 pub fn refusal(e: &KafkaError, k: &KafkaConfig) -> String {
-    let (mut text, refused) = match e {
-        KafkaError::ClientConfig(_, desc, key, _) => (format!("{desc} (property \"{key}\")"), Some(key.as_str())),
-        other => (other.to_string(), None),
+    let refused = match e {
+        KafkaError::ClientConfig(_, _, key, _) => Some(key.as_str()),
+        _ => None,
     };
+    let mut text = kafka_error_text(e);
     for (key, value) in &k.properties {
         if value.is_empty() {
             continue;
@@ -371,7 +390,7 @@ pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = match client_config(k, Role::Admin, &[]).create() {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset");
+            tracing::warn!(error = %kafka_error_text(&e), "cannot read topic retention; kbackup_retention_headroom_seconds stays unset");
             return HashMap::new();
         }
     };

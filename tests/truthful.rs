@@ -57,12 +57,12 @@ async fn secrets_never_reach_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let container = unique("c");
     let good_storage = stack.storage_section(&container);
-    let kafka = |props: &str| format!("[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[kafka.properties]\n{props}", stack.brokers, unique("g"));
+    let kafka = |props: &str| format!("[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[kafka.properties]\n{props}\n", stack.brokers, unique("g"));
     let topic_part = format!("[[topic]]\nname = \"{topic}\"\npath = \"unique/raw\"\n[secor]\nzookeeper = \"{zk}\"\n");
     let sasl = |extra: &str| {
         let (brokers, ca) = (std::env::var("KAFKA_SASL_BROKERS").unwrap_or_default(), std::env::var("KAFKA_SASL_CA").unwrap_or_default());
         format!(
-            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"kbackup-plain\"\n\"ssl.ca.location\" = \"{ca}\"\n{extra}"
+            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"kbackup-plain\"\n\"ssl.ca.location\" = \"{ca}\"\n{extra}\n"
         )
     };
     let azure = |k: &str| {
@@ -179,10 +179,12 @@ async fn secrets_never_reach_any_output() {
     let logs = tempfile::tempdir().unwrap();
     std::thread::scope(|scope| {
         // Most of the time is spent waiting for refusals and timeouts: many at once.
-        for (n, chunk) in runs.chunks(runs.len().div_ceil(16)).enumerate() {
-            let (stack, failures, codes, logs) = (&stack, &failures, &codes, logs.path());
+        // Interleaved: the slow cases (a refused login waits for its look-up's timeout) spread
+        // over the threads instead of queueing on one.
+        for n in 0..16 {
+            let (stack, failures, codes, logs, runs) = (&stack, &failures, &codes, logs.path(), &runs);
             scope.spawn(move || {
-                for (name, args, env) in chunk {
+                for (name, args, env) in runs.iter().skip(n).step_by(16) {
                     for format in ["text", "json"] {
                         let mut full: Vec<&str> = vec!["--log-format", format];
                         full.extend(args.iter().map(String::as_str));
@@ -193,7 +195,8 @@ async fn secrets_never_reach_any_output() {
                         let file = std::fs::File::create(&log).unwrap();
                         let mut child = c.stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
                         // No command may hang on these configs; a generous bound against a hang.
-                        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                        let started = std::time::Instant::now();
+                        let deadline = started + Duration::from_secs(120);
                         while child.try_wait().unwrap().is_none() {
                             if std::time::Instant::now() > deadline {
                                 let _ = child.kill();
@@ -201,6 +204,9 @@ async fn secrets_never_reach_any_output() {
                             std::thread::sleep(Duration::from_millis(50));
                         }
                         let status = child.wait().unwrap();
+                        if started.elapsed() > Duration::from_secs(20) {
+                            eprintln!("slow: {:.0?} exit {:?}: {name}: kbackup {}", started.elapsed(), status.code(), full.join(" "));
+                        }
                         let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
                         *codes.lock().unwrap().entry(status.code().unwrap_or(-1)).or_default() += 1;
                         if text.contains(SECRET) || text.contains("hunter2") {

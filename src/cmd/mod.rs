@@ -154,6 +154,8 @@ pub fn kafka_for(config: Option<&std::path::Path>, brokers: Option<&str>) -> any
     let kafka = match (config, brokers) {
         (Some(path), b) => {
             let mut k = crate::config::Config::load(path).map_err(|e| ExitError { code: 2, message: e.to_string() })?.kafka;
+            // librdkafka's verdict on [kafka.properties] before anything connects, as for `run`.
+            crate::consumer::validate_properties(&k).map_err(|message| ExitError { code: 2, message })?;
             if let Some(b) = b {
                 k.brokers = b.to_string();
             }

@@ -187,7 +187,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             // Idempotence is what makes a resumed replay send nothing twice: not negotiable.
             .set("enable.idempotence", "true")
             .create_with_context(Ctx { failed: failed.clone(), acked: acked.clone() })
-            .map_err(|e| usage(format!("kafka.properties: {e}")))?,
+            .map_err(|e| usage(format!("kafka.properties: {}", crate::consumer::refusal(&e, &kafka))))?,
         )
     };
     let mut ckpt = if a.dry_run {

@@ -155,7 +155,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         let mut c = crate::consumer::client_config(&kafka, crate::consumer::Role::Reader, &[]);
         // The group only names whose committed offsets are read; verify never joins or commits.
         c.set("group.id", &kafka.group_id).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-        c.create_with_context(crate::consumer::Diagnosing::default())?
+        crate::consumer::create_client(&c, crate::consumer::Diagnosing::default()).map_err(anyhow::Error::msg)?
     };
     let md = crate::consumer::with_reason(&consumer, |c| c.fetch_metadata(Some(&name), Duration::from_secs(30)))
         .with_context(|| format!("reading metadata from {}", kafka.brokers))?;

@@ -147,11 +147,9 @@ pub fn run(
     // One helper routes a batch while this thread appends the previous one and polls the next
     // (a second helper measured no faster on 2 cores, at 30% more CPU).
     let router_pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "kbackup-route".into()).build()?;
-    let consumer: BaseConsumer<Ctx> = crate::consumer::group_config(&config.kafka).create_with_context(Ctx {
-        writer: writer.clone(),
-        health: health.clone(),
-        generation: generation.clone(),
-    })?;
+    let ctx = Ctx { writer: writer.clone(), health: health.clone(), generation: generation.clone() };
+    let consumer: BaseConsumer<Ctx> =
+        crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?;
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&names)?;
     info!(group = %config.kafka.group_id, topics = %names.join(","), storage = %storage.describe, "writer started");
