@@ -177,6 +177,13 @@ pub struct StorageConfig {
     /// S3: session token of temporary credentials (else env `AWS_SESSION_TOKEN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<String>,
+    /// GCS: a service-account key file (else env `GOOGLE_SERVICE_ACCOUNT`,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, workload identity, the metadata server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_path: Option<String>,
+    /// GCS: a service-account key, its JSON text (a secret: never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_key: Option<String>,
     /// S3: `true` for virtual-hosted-style requests (`bucket.host`), `false` for path style
     /// (`host/bucket`, what most S3-compatible servers want); unset: object_store's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +212,8 @@ impl Default for StorageConfig {
             secret_access_key: None,
             session_token: None,
             virtual_hosted_style: None,
+            service_account_path: None,
+            service_account_key: None,
             fallback_endpoint: None,
         }
     }
@@ -230,6 +239,8 @@ impl std::fmt::Debug for StorageConfig {
             .field("secret_access_key", &redact(&self.secret_access_key))
             .field("session_token", &redact(&self.session_token))
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("service_account_path", &self.service_account_path)
+            .field("service_account_key", &redact(&self.service_account_key))
             .finish()
     }
 }

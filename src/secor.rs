@@ -140,6 +140,12 @@ const NOT_NEEDED: &[&str] = &[
     "secor.message.parser.class",
     "secor.file.reader.writer.factory",
     "secor.cloud.service",
+    "cloud.service",
+    "secor.gs.tasks.ratelimit.pr.second",
+    "secor.gs.threadpool.fixed.size",
+    "secor.gs.connect.timeout.ms",
+    "secor.gs.read.timeout.ms",
+    "secor.gs.upload.direct",
     "ostrich.port",
     "secor.monitoring.metrics.collector.class",
     "secor.azure.endpoints.protocol",
@@ -178,24 +184,42 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     }
 
     // Which store: Secor picks it by `secor.cloud.service` and the upload manager class.
+    // Which store: Secor picks it by `cloud.service` (older configs: `secor.cloud.service`) and
+    // the upload manager class.
     let manager = get("secor.upload.manager.class").unwrap_or_default();
-    let s3 = match (get("secor.cloud.service").as_deref(), manager.as_str()) {
-        (Some("S3") | Some("s3"), _) => true,
-        (None, m) if m.contains("S3UploadManager") => true,
-        (None | Some("Azure") | Some("azure"), m) if m.is_empty() || m.contains("Azure") => false,
-        (Some(service), m) if m.contains("S3UploadManager") => {
+    let (service_key, service) = match (get("cloud.service"), get("secor.cloud.service")) {
+        (Some(a), Some(b)) if a != b => return Err(err("cloud.service", format!("`{a}`, but secor.cloud.service says `{b}`: keep one"))),
+        (Some(a), _) => ("cloud.service", Some(a)),
+        (None, b) => ("secor.cloud.service", b),
+    };
+    let by_manager = if manager.contains("S3UploadManager") {
+        Some(Store::S3)
+    } else if manager.contains("GsUploadManager") || manager.contains("GSUploadManager") {
+        Some(Store::Gcs)
+    } else if manager.is_empty() || manager.contains("Azure") {
+        None
+    } else {
+        return Err(err(
+            "secor.upload.manager.class",
+            format!("`{manager}`: kbackup uploads to Azure Blob, S3 or GCS (AzureUploadManager, S3UploadManager, GsUploadManager)"),
+        ));
+    };
+    let by_service = match service.as_deref() {
+        None => None,
+        Some("S3" | "s3") => Some(Store::S3),
+        Some("GS" | "gs" | "GCS" | "gcs") => Some(Store::Gcs),
+        Some("Azure" | "azure") => Some(Store::Azure),
+        Some(other) => return Err(err(service_key, format!("`{other}`: kbackup supports Azure, S3 and GS"))),
+    };
+    let store = match (by_service, by_manager) {
+        (Some(a), Some(b)) if a != b => {
             return Err(err(
                 "secor.upload.manager.class",
-                format!("`{m}` uploads to S3, but secor.cloud.service={service} names Azure: set one store (S3: secor.cloud.service=S3)"),
+                format!("`{manager}` uploads to {}, but {service_key}={} names {}: set one store", b.name(), service.unwrap_or_default(), a.name()),
             ))
         }
-        (None | Some("Azure") | Some("azure"), m) => {
-            return Err(err(
-                "secor.upload.manager.class",
-                format!("`{m}`: kbackup uploads to Azure Blob or S3 (AzureUploadManager, S3UploadManager)"),
-            ))
-        }
-        (Some(other), _) => return Err(err("secor.cloud.service", format!("`{other}`: kbackup supports Azure and S3"))),
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => Store::Azure,
     };
     // kbackup dates events the way Sunbird's parser does; another parser files them elsewhere.
     if let Some(parser) = get("secor.message.parser.class") {
@@ -211,7 +235,16 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
             return Err(err("secor.file.reader.writer.factory", format!("`{f}`: kbackup writes delimited text (NDJSON) only")));
         }
     }
-    let (storage, path_key) = if s3 {
+    let (storage, path_key) = if store == Store::Gcs {
+        let bucket = get("secor.gs.bucket").ok_or_else(|| err("secor.gs.bucket", "is required for GCS"))?;
+        let storage = StorageConfig {
+            url: format!("gs://{bucket}"),
+            // Empty in Secor's defaults: the environment's credentials then.
+            service_account_path: get("secor.gs.credentials.path"),
+            ..Default::default()
+        };
+        (storage, "secor.gs.path")
+    } else if store == Store::S3 {
         let bucket = get("secor.s3.bucket").ok_or_else(|| err("secor.s3.bucket", "is required for S3"))?;
         let storage = StorageConfig {
             url: format!("s3://{bucket}"),
@@ -358,6 +391,9 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         "secor.azure.path",
         "secor.s3.bucket",
         "secor.s3.path",
+        "secor.gs.bucket",
+        "secor.gs.path",
+        "secor.gs.credentials.path",
         "aws.access.key",
         "aws.secret.key",
         "aws.session.token",
@@ -393,6 +429,24 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         other => other,
     })?;
     Ok(Mapped { config, ignored, notes })
+}
+
+/// The store a Secor config uploads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Azure,
+    S3,
+    Gcs,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Azure => "Azure",
+            Store::S3 => "S3",
+            Store::Gcs => "GCS",
+        }
+    }
 }
 
 /// Secor's consumer security settings mapped to librdkafka's.
@@ -473,7 +527,7 @@ fn secor_key_for(key: &str) -> String {
     let field = key.rsplit('.').next().unwrap_or(key);
     let secor = match field {
         "file_pattern" => "secor.s3.output_file_pattern",
-        "path" => "secor.azure.path or secor.s3.path",
+        "path" => "secor.azure.path, secor.s3.path or secor.gs.path",
         "output_timezone" => "secor.parser.timezone",
         "message_timezone" => "secor.message.timezone",
         "date_format" => "secor.partition.output_dt_format",
@@ -481,7 +535,7 @@ fn secor_key_for(key: &str) -> String {
         "prefix_map" => "secor.partition.prefix.mapping",
         "max_file_bytes" => "secor.max.file.size.bytes",
         "max_file_age_secs" => "secor.max.file.age.seconds",
-        "url" => "secor.azure.container.name or secor.s3.bucket",
+        "url" => "secor.azure.container.name, secor.s3.bucket or secor.gs.bucket",
         "zookeeper" => "zookeeper.quorum",
         "zookeeper_path" => "kafka.zookeeper.path",
         _ => return key.to_string(),
@@ -650,8 +704,10 @@ secor.messages.per.second=10000
                 "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory",
                 "secor.file.reader.writer.factory",
             ),
-            ("secor.cloud.service=GS", "secor.cloud.service"),
+            ("secor.cloud.service=Swift", "secor.cloud.service"),
+            ("secor.cloud.service=GS", "secor.gs.bucket"),
             ("secor.cloud.service=S3", "secor.s3.bucket"),
+            ("secor.upload.manager.class=com.pinterest.secor.uploader.SwiftUploadManager", "secor.upload.manager.class"),
             ("secor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager", "secor.upload.manager.class"),
             ("secor.file.extension=.json", "secor.file.extension"),
             ("secor.partition.output_dt_format=EEE", "secor.partition.output_dt_format"),
@@ -755,7 +811,20 @@ secor.messages.per.second=10000
         )))
         .unwrap_err()
         .to_string();
-        assert!(e.contains("uploads to S3, but secor.cloud.service=Azure"), "{e}");
+        assert!(e.contains("uploads to S3, but secor.cloud.service=Azure names Azure"), "{e}");
+    }
+
+    #[test]
+    fn secor_gcs_keys_map_to_a_gs_store() {
+        let text = SUNBIRD_UNIQUE.replace("secor.cloud.service=Azure", "cloud.service=GS\nsecor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager")
+            + "\nsecor.gs.bucket=telemetry_store\nsecor.gs.path=unique/raw\nsecor.gs.credentials.path=/etc/secor/gcs.json\nsecor.gs.upload.direct=false\n";
+        let m = map(&props(&text)).unwrap();
+        let st = &m.config.storage;
+        assert_eq!((st.url.as_str(), st.service_account_path.as_deref()), ("gs://telemetry_store", Some("/etc/secor/gcs.json")));
+        assert_eq!(m.config.topics[0].path, "unique/raw");
+        assert!(m.ignored.iter().all(|k| !k.starts_with("secor.gs.") && k != "cloud.service"), "{:?}", m.ignored);
+        let e = map(&props(&format!("{text}\nsecor.cloud.service=S3\n"))).unwrap_err().to_string();
+        assert!(e.contains("cloud.service") && e.contains("keep one"), "{e}");
     }
 
     #[test]

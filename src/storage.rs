@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -29,7 +30,7 @@ pub use crate::storage_url::{StorageUrl, UrlError};
 pub enum StorageError {
     #[error(transparent)]
     Url(#[from] UrlError),
-    #[error("S3 bucket `{bucket}` does not exist: create it first (kbackup does not create S3 buckets; storage.create_container is for Azure)")]
+    #[error("bucket `{bucket}` does not exist: create it first (kbackup does not create S3 or GCS buckets; storage.create_container is for Azure)")]
     MissingBucket { bucket: String },
     #[error("storage connection string: {0}")]
     ConnectionString(String),
@@ -174,7 +175,7 @@ pub struct Storage {
     /// Where the credential came from, for `check` (never the secret itself).
     pub credential: String,
     container: Option<ContainerAdmin>,
-    /// The S3 bucket, for a clear error when it is missing.
+    /// The S3 or GCS bucket, for a clear error when it is missing.
     bucket: Option<String>,
     file_dir: Option<PathBuf>,
 }
@@ -276,6 +277,57 @@ impl Storage {
                 };
                 let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&cfg.secret_access_key, &cfg.session_token])))?;
                 let ep = endpoint.unwrap_or_else(|| format!("AWS {}", cfg.region.as_deref().unwrap_or("(region from the environment)")));
+                let store: Arc<dyn ObjectStore> = match &root {
+                    Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
+                    None => Arc::new(store),
+                };
+                Ok(Storage { store, describe: format!("{} ({})", cfg.url, ep), credential, container: None, bucket: Some(bucket), file_dir: None })
+            }
+            StorageUrl::Gcs { bucket, root } => {
+                let (opts, retry) = client_options(Duration::from_secs(cfg.request_timeout_secs));
+                // A key in the config is the credential, whole; else the environment's chain.
+                let explicit = cfg.service_account_key.is_some() || cfg.service_account_path.is_some();
+                let mut b = GoogleCloudStorageBuilder::new();
+                for (key, value) in env_settings::<GoogleConfigKey>("GOOGLE_", |k| {
+                    explicit
+                        && matches!(k, GoogleConfigKey::ServiceAccount | GoogleConfigKey::ServiceAccountKey | GoogleConfigKey::ApplicationCredentials)
+                }) {
+                    b = b.with_config(key, value);
+                }
+                for (k, v) in &cfg.options {
+                    let key = GoogleConfigKey::from_str(k).map_err(|_| StorageError::Setup(format!("storage.options: unknown key `{k}`")))?;
+                    b = b.with_config(key, v);
+                }
+                // Client options replace what the environment set for the client (GOOGLE_ALLOW_HTTP):
+                // an http:// endpoint (an emulator), from the config or the environment, is the choice.
+                let endpoint = cfg.endpoint.clone().or_else(|| std::env::var("GOOGLE_BASE_URL").ok());
+                let http =
+                    endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) || std::env::var("GOOGLE_ALLOW_HTTP").is_ok_and(|v| v == "true");
+                let opts = if http { opts.with_allow_http(true) } else { opts };
+                b = b.with_bucket_name(&bucket).with_client_options(opts).with_retry(retry);
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_base_url(e.trim_end_matches('/'));
+                }
+                let env = |k: &str| std::env::var_os(k).is_some();
+                let credential = match (&cfg.service_account_key, &cfg.service_account_path) {
+                    (Some(k), _) => {
+                        b = b.with_service_account_key(k);
+                        "service-account key from storage.service_account_key".to_string()
+                    }
+                    (None, Some(p)) => {
+                        b = b.with_service_account_path(p);
+                        format!("service-account key file {p} (storage.service_account_path)")
+                    }
+                    (None, None) if env("GOOGLE_SERVICE_ACCOUNT") || env("GOOGLE_SERVICE_ACCOUNT_PATH") || env("GOOGLE_SERVICE_ACCOUNT_KEY") => {
+                        "service-account key from GOOGLE_SERVICE_ACCOUNT(_PATH/_KEY)".to_string()
+                    }
+                    (None, None) if env("GOOGLE_APPLICATION_CREDENTIALS") => {
+                        "application default credentials from GOOGLE_APPLICATION_CREDENTIALS".to_string()
+                    }
+                    (None, None) => "object_store's GCP chain (application default credentials, workload identity, metadata server)".to_string(),
+                };
+                let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&cfg.service_account_key])))?;
+                let ep = endpoint.unwrap_or_else(|| "https://storage.googleapis.com".to_string());
                 let store: Arc<dyn ObjectStore> = match &root {
                     Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
                     None => Arc::new(store),
@@ -497,6 +549,13 @@ mod tests {
             StorageUrl::Azure { container: "backups".into(), root: Some("env/dev".into()) }
         );
         assert_eq!(StorageUrl::parse("file:///tmp/x").unwrap(), StorageUrl::File { dir: "/tmp/x".into() });
+        assert_eq!(
+            StorageUrl::parse("gs://telemetry_data.store/backups/").unwrap(),
+            StorageUrl::Gcs { bucket: "telemetry_data.store".into(), root: Some("backups".into()) }
+        );
+        for bad in ["gs://ab", "gs://Upper", "gs://-a-b", "gs://"] {
+            assert!(StorageUrl::parse(bad).is_err(), "{bad}");
+        }
         for bad in ["s3://b", "az://", "az://Upper", "az://a--b", "az://ab", "file://rel", "telemetry"] {
             assert!(StorageUrl::parse(bad).is_err(), "{bad}");
         }

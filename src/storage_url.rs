@@ -6,10 +6,12 @@ use std::path::PathBuf;
 /// A `storage.url` that names no store kbackup can open.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UrlError {
-    #[error("storage.url `{0}`: expected az://<container>[/<root>], s3://<bucket>[/<root>] or file:///<dir>")]
+    #[error("storage.url `{0}`: expected az://<container>[/<root>], s3://<bucket>[/<root>], gs://<bucket>[/<root>] or file:///<dir>")]
     BadUrl(String),
     #[error("storage.url `{0}`: S3 bucket names are 3-63 lowercase letters, digits, dots and dashes")]
     BadBucket(String),
+    #[error("storage.url `{0}`: GCS bucket names are 3-63 lowercase letters, digits, dots, dashes and underscores")]
+    BadGcsBucket(String),
     #[error("storage.url `{0}`: container names are 3-63 lowercase letters, digits and single dashes")]
     BadContainer(String),
 }
@@ -19,13 +21,33 @@ pub enum UrlError {
 pub enum StorageUrl {
     Azure { container: String, root: Option<String> },
     S3 { bucket: String, root: Option<String> },
+    Gcs { bucket: String, root: Option<String> },
     File { dir: PathBuf },
 }
 
 impl StorageUrl {
-    /// Parses `az://container[/root]`, `azure://...`, or `file:///dir`.
+    /// Parses `az://container[/root]`, `azure://...`, `s3://bucket[/root]`, `gs://bucket[/root]`
+    /// or `file:///dir`.
     pub fn parse(url: &str) -> Result<StorageUrl, UrlError> {
         let bad = || UrlError::BadUrl(url.to_string());
+        let split = |rest: &str| -> (String, Option<String>) {
+            match rest.split_once('/') {
+                Some((b, r)) => (b.to_string(), Some(r.trim_matches('/').to_string()).filter(|r| !r.is_empty())),
+                None => (rest.to_string(), None),
+            }
+        };
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, root) = split(rest);
+            let b = bucket.as_bytes();
+            let valid = (3..=63).contains(&b.len())
+                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'_'))
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric();
+            if !valid {
+                return Err(UrlError::BadGcsBucket(url.to_string()));
+            }
+            return Ok(StorageUrl::Gcs { bucket, root });
+        }
         if let Some(rest) = url.strip_prefix("az://").or_else(|| url.strip_prefix("azure://")) {
             let (container, root) = match rest.split_once('/') {
                 Some((c, r)) => (c, Some(r.trim_matches('/').to_string()).filter(|r| !r.is_empty())),

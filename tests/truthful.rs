@@ -48,8 +48,8 @@ type Invocation = (String, Vec<String>, Vec<(String, String)>);
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_never_reach_any_output() {
     let Some(stack) = stack() else { return };
-    // Its cases name Azure and S3 stores explicitly: one pass covers both.
-    if backend() == Backend::S3 {
+    // Its cases name Azure and S3 stores explicitly: one pass covers all.
+    if backend() != Backend::Azure {
         return;
     }
     let Some(zk) = zookeeper() else { return };
@@ -86,6 +86,16 @@ async fn secrets_never_reach_any_output() {
         ("s3 secret", format!("{}{}{topic_part}", kafka(""), s3(&format!("access_key_id = \"AKID\"\nsecret_access_key = \"{SECRET}\""))), "storage"),
         ("s3 secret alone", format!("{}{}{topic_part}", kafka(""), s3(&format!("secret_access_key = \"{SECRET}\""))), "storage"),
         ("s3 session token", format!("{}{}{topic_part}", kafka(""), s3(&format!("access_key_id = \"AKID\"\nsecret_access_key = \"x\"\nsession_token = \"{SECRET}\""))), "storage"),
+        (
+            "gcs key",
+            format!(
+                "{}[storage]\nurl = \"gs://{container}\"\nendpoint = \"{}\"\nservice_account_key = '{{\"client_email\":\"a@b.c\",\"private_key_id\":\"1\",\"private_key\":\"-----BEGIN PRIVATE KEY-----{SECRET}\"}}'\n{topic_part}",
+                kafka(""),
+                stack.gcs_endpoint
+            ),
+            "storage",
+        ),
+        ("gcs key not json", format!("{}[storage]\nurl = \"gs://{container}\"\nservice_account_key = \"{SECRET}\"\n{topic_part}", kafka("")), "storage"),
         ("sasl password", format!("{}{good_storage}{topic_part}", sasl(&format!("\"sasl.password\" = \"{SECRET}\""))), "kafka"),
         ("sasl password typo", format!("{}{good_storage}{topic_part}", kafka(&format!("\"sasl.pasword\" = \"{SECRET}\""))), "all"),
         ("ssl key password", format!("{}{good_storage}{topic_part}", kafka(&format!("\"ssl.key.password\" = \"{SECRET}\"\n\"ssl.key.location\" = \"/nonexistent\""))), "all"),
@@ -245,6 +255,13 @@ async fn explicit_credentials_win_over_the_environment() {
         // (An endpoint derived from Secor's settings beating the environment's is a unit test,
         // `storage::tests::explicit_azure_settings_win_over_the_environment`: its host is not on
         // this machine.)
+    } else if backend() == Backend::Gcs {
+        // The environment holds a key too (kbackup_at sets one): the config's is the one used.
+        let text = format!("[kafka]\nbrokers = \"{}\"\n{}[[topic]]\nname = \"t\"\npath = \"p\"\n", stack.brokers, stack.storage_section(&container));
+        let cfg = write_config(dir.path(), &text);
+        let (code, out, _) = out(&stack, &["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "the topic does not exist, storage works:\n{out}");
+        assert!(out.contains("write probe ok (credential: service-account key from storage.service_account_key)"), "{out}");
     } else {
         let text = format!(
             "[kafka]\nbrokers = \"{}\"\n{}[[topic]]\nname = \"t\"\npath = \"p\"\n",

@@ -32,22 +32,54 @@ pub struct Stack {
     pub connection_string: String,
     /// The S3-compatible server (moto), e.g. `http://127.0.0.1:9479`.
     pub s3_endpoint: String,
+    /// The GCS emulator (fake-gcs-server behind its adapter), e.g. `http://127.0.0.1:4473`.
+    pub gcs_endpoint: String,
 }
 
 /// Which object store the tests write to. One parameter, the same test code:
-/// `KBACKUP_TEST_STORAGE=s3` runs them against the S3-compatible server, otherwise Azurite.
+/// `KBACKUP_TEST_STORAGE=s3` runs them against the S3-compatible server, `gcs` against the GCS
+/// emulator, otherwise Azurite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Azure,
     S3,
+    Gcs,
 }
 
 pub fn backend() -> Backend {
     match std::env::var("KBACKUP_TEST_STORAGE").as_deref() {
         Ok("s3") => Backend::S3,
+        Ok("gcs") => Backend::Gcs,
         Ok("azure") | Err(_) => Backend::Azure,
-        Ok(other) => panic!("KBACKUP_TEST_STORAGE={other}: expected azure or s3"),
+        Ok(other) => panic!("KBACKUP_TEST_STORAGE={other}: expected azure, s3 or gcs"),
     }
+}
+
+/// A service-account key for the GCS emulator: no OAuth (fake-gcs-server takes anonymous
+/// requests); the key path of the config is what it exercises.
+pub const GCS_KEY: &str = r#"{"disable_oauth":true,"client_email":"kbackup-test@example.invalid","private_key":"","private_key_id":""}"#;
+
+/// Creates a bucket on the GCS emulator (its JSON API; it takes anonymous requests).
+pub fn create_gcs_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read as _, Write as _};
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let body = format!(r#"{{"name":"{bucket}"}}"#);
+    let mut last = String::new();
+    for _ in 0..20 {
+        let Ok(mut s) = std::net::TcpStream::connect(hostport) else { continue };
+        let _ = write!(
+            s,
+            "POST /storage/v1/b?project=kbackup-test HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        last.clear();
+        let _ = s.read_to_string(&mut last);
+        if last.starts_with("HTTP/1.1 200") || last.starts_with("HTTP/1.1 409") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("creating GCS bucket {bucket} on {hostport}: {last}");
 }
 
 /// moto accepts any key pair; these never leave the machine.
@@ -95,15 +127,17 @@ pub fn stack() -> Option<Stack> {
         .map(|u| format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port().unwrap_or(10000)))
         .unwrap_or_else(|| "127.0.0.1:10000".into());
     let s3_endpoint = std::env::var("KBACKUP_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9479".into());
+    let gcs_endpoint = std::env::var("KBACKUP_GCS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4473".into());
     let blob_host = match backend() {
         Backend::Azure => blob_host,
         Backend::S3 => s3_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string(),
+        Backend::Gcs => gcs_endpoint.trim_start_matches("http://").trim_end_matches('/').to_string(),
     };
     let first_broker = brokers.split(',').next().unwrap_or_default().to_string();
     let ok_kafka = reachable(&first_broker);
     let ok_blob = reachable(&blob_host);
     if ok_kafka && ok_blob {
-        return Some(Stack { brokers, connection_string, s3_endpoint });
+        return Some(Stack { brokers, connection_string, s3_endpoint, gcs_endpoint });
     }
     let msg = format!("dev stack not reachable (kafka {first_broker}: {ok_kafka}, azurite {blob_host}: {ok_blob}); run `scripts/devstack up`");
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -129,7 +163,7 @@ pub fn zookeeper() -> Option<String> {
 }
 
 /// Secor `.properties` for one topic, as Sunbird deploys its unique backup, against this
-/// stack's store (Azure or S3 keys, by the test backend) and ZooKeeper.
+/// stack's store (Azure, S3 or GCS keys, by the test backend) and ZooKeeper.
 pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str, path: &str, zookeeper: &str, zk_path: &str) -> String {
     let (host, port) = stack.brokers.split_once(':').unwrap();
     let store = match backend() {
@@ -144,6 +178,11 @@ pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str
                  aws.access.key={S3_KEY_ID}\naws.secret.key={S3_SECRET}\naws.region=us-east-1\naws.endpoint={}\n",
                 stack.s3_endpoint
             )
+        }
+        Backend::Gcs => {
+            create_gcs_bucket(&stack.gcs_endpoint, container);
+            // No credentials path: the environment's (kbackup_at sets the emulator's).
+            format!("cloud.service=GS\nsecor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager\nsecor.gs.bucket={container}\nsecor.gs.path={path}\n")
         }
     };
     format!(
@@ -266,9 +305,10 @@ impl Stack {
         let upstream = match backend() {
             Backend::Azure => self.blob_upstream(),
             Backend::S3 => self.s3_endpoint.clone(),
+            Backend::Gcs => self.gcs_endpoint.clone(),
         };
         let p = proxy::FaultProxy::start(&upstream, faults, seed).await;
-        let via = Stack { brokers: self.brokers.clone(), connection_string: p.connection_string(), s3_endpoint: p.url() };
+        let via = Stack { brokers: self.brokers.clone(), connection_string: p.connection_string(), s3_endpoint: p.url(), gcs_endpoint: p.url() };
         (p, via)
     }
 
@@ -277,6 +317,7 @@ impl Stack {
         match backend() {
             Backend::Azure => format!("az://{container}"),
             Backend::S3 => format!("s3://{container}"),
+            Backend::Gcs => format!("gs://{container}"),
         }
     }
 
@@ -290,6 +331,10 @@ impl Stack {
                     "[storage]\nurl = \"s3://{container}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"{S3_KEY_ID}\"\nsecret_access_key = \"{S3_SECRET}\"\n",
                     self.s3_endpoint
                 )
+            }
+            Backend::Gcs => {
+                create_gcs_bucket(&self.gcs_endpoint, container);
+                format!("[storage]\nurl = \"gs://{container}\"\nendpoint = \"{}\"\nservice_account_key = '{GCS_KEY}'\n", self.gcs_endpoint)
             }
         }
     }
@@ -311,6 +356,15 @@ impl Stack {
                     region: Some("us-east-1".into()),
                     access_key_id: Some(S3_KEY_ID.into()),
                     secret_access_key: Some(S3_SECRET.into()),
+                    ..Default::default()
+                }
+            }
+            Backend::Gcs => {
+                create_gcs_bucket(&self.gcs_endpoint, container);
+                StorageConfig {
+                    url: format!("gs://{container}"),
+                    endpoint: Some(self.gcs_endpoint.clone()),
+                    service_account_key: Some(GCS_KEY.into()),
                     ..Default::default()
                 }
             }
@@ -393,6 +447,9 @@ pub fn kbackup_at(bin: &Path, stack: &Stack, args: &[&str]) -> Command {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        // For `--url gs://...`: object_store's GCS variables.
+        .env("GOOGLE_BASE_URL", &stack.gcs_endpoint)
+        .env("GOOGLE_SERVICE_ACCOUNT_KEY", GCS_KEY)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kbackup::writer=debug".into()))
         .stdin(Stdio::null());
     c

@@ -176,7 +176,9 @@ async fn handle(
         return Err(Reset);
     }
     // Blob uploads only (not container creation): the writer's PUTs.
-    let is_put = req.method() == hyper::Method::PUT && req.uri().path().contains(".json");
+    // (GCS's client percent-encodes every non-alphanumeric byte of the object name.)
+    let path = req.uri().path().replace("%2E", ".").replace("%2e", ".");
+    let is_put = req.method() == hyper::Method::PUT && path.contains(".json");
     let (f, roll, stall, forced) = {
         let mut f = faults.lock().unwrap();
         let stall = if is_put { f.stall_once.take() } else { None };
