@@ -101,6 +101,11 @@ pub struct KafkaConfig {
     /// Passed verbatim to librdkafka; they override kbackup's own defaults.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values come from environment variables (property → variable),
+    /// e.g. `"sasl.password" = "KAFKA_SASL_PASSWORD"` from a Kubernetes Secret: the secret stays
+    /// out of the config file. Read when the config is loaded; a missing variable is an error.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties_from_env: BTreeMap<String, String>,
 }
 
 // Hand-written: `[kafka.properties]` holds SASL passwords and TLS key passwords, so only the
@@ -111,6 +116,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .field("properties_from_env", &self.properties_from_env)
             .finish()
     }
 }
@@ -120,9 +126,22 @@ fn default_request_timeout() -> u64 {
 }
 
 impl KafkaConfig {
+    /// Reads `properties_from_env` into `properties` (the variables' values are never printed).
+    pub fn resolve_env(&mut self) -> Result<(), ConfigError> {
+        for (property, var) in &self.properties_from_env {
+            let key = format!("kafka.properties_from_env.\"{property}\"");
+            if self.properties.contains_key(property) {
+                return Err(ConfigError::invalid(key, "is also set in [kafka.properties]: keep one"));
+            }
+            let value = std::env::var(var).map_err(|_| ConfigError::invalid(&key, format!("environment variable {var} is not set")))?;
+            self.properties.insert(property.clone(), value);
+        }
+        Ok(())
+    }
+
     /// Settings for tools that only need to reach the brokers (no group of their own).
     pub fn for_brokers(brokers: impl Into<String>) -> KafkaConfig {
-        KafkaConfig { brokers: brokers.into(), group_id: default_group(), properties: BTreeMap::new() }
+        KafkaConfig { brokers: brokers.into(), group_id: default_group(), properties: BTreeMap::new(), properties_from_env: BTreeMap::new() }
     }
 }
 
@@ -493,7 +512,8 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: toml_error(text, &e) })?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: toml_error(text, &e) })?;
+        config.kafka.resolve_env()?;
         config.validate()?;
         Ok(config)
     }
@@ -689,6 +709,21 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn kafka_properties_can_come_from_the_environment() {
+        std::env::set_var("KBACKUP_TEST_SASL_PASSWORD_FROM_ENV", "s3cr3t-from-a-secret");
+        let text = format!("{GOOD}\n[kafka.properties_from_env]\n\"sasl.password\" = \"KBACKUP_TEST_SASL_PASSWORD_FROM_ENV\"\n")
+            .replace("[storage]", "[kafka.properties]\n\"sasl.username\" = \"u\"\n[storage]");
+        // (A table after [[topic]] still belongs under [kafka]: TOML tables come in any order.)
+        let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kafka.properties.get("sasl.password").map(String::as_str), Some("s3cr3t-from-a-secret"));
+        assert!(!format!("{:?}", c.kafka).contains("s3cr3t"));
+        let e = err(&text.replace("KBACKUP_TEST_SASL_PASSWORD_FROM_ENV", "KBACKUP_TEST_NOT_SET_ANYWHERE"));
+        assert!(e.contains("kafka.properties_from_env.\"sasl.password\"") && e.contains("KBACKUP_TEST_NOT_SET_ANYWHERE is not set"), "{e}");
+        let e = err(&text.replace("\"sasl.username\" = \"u\"", "\"sasl.password\" = \"x\""));
+        assert!(e.contains("keep one"), "{e}");
     }
 
     #[test]

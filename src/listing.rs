@@ -61,6 +61,47 @@ pub fn parse_partitions(s: &str) -> Result<BTreeSet<i32>, SelectionError> {
     Ok(out)
 }
 
+/// The partitions of shard `index` of `shards` over a topic of `count` partitions: contiguous,
+/// as even as can be (sizes differ by at most one), together covering every partition once.
+/// A shard past the partitions (more shards than partitions) is empty.
+pub fn shard(count: i32, index: u32, shards: u32) -> std::ops::Range<i32> {
+    let (count, index, shards) = (count.max(0) as i64, index as i64, shards.max(1) as i64);
+    let start = index * count / shards;
+    let end = (index + 1) * count / shards;
+    (start.min(count) as i32)..(end.min(count) as i32)
+}
+
+/// A day given as a date, or relative to today: `today`, `yesterday`, or `-N` days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayArg {
+    Date(NaiveDate),
+    DaysAgo(u32),
+}
+
+impl std::str::FromStr for DayArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DayArg, String> {
+        match s {
+            "today" => Ok(DayArg::DaysAgo(0)),
+            "yesterday" => Ok(DayArg::DaysAgo(1)),
+            _ => match s.strip_prefix('-').map(str::parse::<u32>) {
+                Some(Ok(n)) => Ok(DayArg::DaysAgo(n)),
+                _ => s.parse::<NaiveDate>().map(DayArg::Date).map_err(|_| format!("`{s}`: expected YYYY-MM-DD, today, yesterday or -N (days ago)")),
+            },
+        }
+    }
+}
+
+impl DayArg {
+    /// The day, `today` being the calendar day in the topic's output time zone.
+    pub fn resolve(self, today: NaiveDate) -> NaiveDate {
+        match self {
+            DayArg::Date(d) => d,
+            DayArg::DaysAgo(n) => today - chrono::Days::new(n as u64),
+        }
+    }
+}
+
 /// Refuses partitions a topic of `count` partitions does not have (a selection of them would
 /// find nothing and look like an empty backup).
 pub fn check_partitions(topic: &str, partitions: &BTreeSet<i32>, count: i32) -> Result<(), String> {
@@ -217,6 +258,36 @@ mod tests {
 
     fn layout() -> FileLayout {
         FileLayout::bare("unique/raw")
+    }
+
+    #[test]
+    fn shards_cover_every_partition_once() {
+        for count in [0, 1, 3, 7, 16, 100] {
+            for shards in [1, 2, 3, 5, 16, 20] {
+                let mut seen = Vec::new();
+                for i in 0..shards {
+                    let r = shard(count, i, shards);
+                    seen.extend(r.clone());
+                    let (lo, hi) = (count / shards as i32, count / shards as i32 + 1);
+                    assert!(r.len() as i32 == lo || r.len() as i32 == hi, "{count}/{shards}: shard {i} is {r:?}");
+                }
+                assert_eq!(seen, (0..count).collect::<Vec<_>>(), "{count} partitions in {shards} shards");
+            }
+        }
+        assert_eq!(shard(16, 0, 4), 0..4);
+        assert_eq!(shard(16, 3, 4), 12..16);
+        assert_eq!(shard(3, 4, 5), 2..3);
+        assert!(shard(3, 9, 5).is_empty());
+    }
+
+    #[test]
+    fn relative_days() {
+        let today = d("2020-02-01");
+        assert_eq!("yesterday".parse::<DayArg>().unwrap().resolve(today), d("2020-01-31"));
+        assert_eq!("today".parse::<DayArg>().unwrap().resolve(today), today);
+        assert_eq!("-3".parse::<DayArg>().unwrap().resolve(today), d("2020-01-29"));
+        assert_eq!("2019-12-31".parse::<DayArg>().unwrap().resolve(today), d("2019-12-31"));
+        assert!("tomorrow".parse::<DayArg>().is_err());
     }
 
     #[test]

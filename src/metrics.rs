@@ -33,6 +33,10 @@ pub const BUILD_INFO: &str = "kbackup_build_info";
 pub const FOREIGN_COMMITS: &str = "kbackup_foreign_commits_resumed_total";
 pub const TIMESTAMPS_UNPARSED: &str = "kbackup_timestamps_unparsed_total";
 pub const STORE_CREATE_ONLY: &str = "kbackup_storage_create_only";
+pub const OLDEST_UNBACKED_AGE: &str = "kbackup_oldest_unbacked_event_age_seconds";
+pub const MAX_FILE_AGE: &str = "kbackup_max_file_age_seconds";
+pub const TOPIC_PARTITIONS: &str = "kbackup_topic_partitions";
+pub const READY: &str = "kbackup_ready";
 
 /// Exports every counter the writer keeps at zero for the label sets it knows before its first
 /// event, so that `increase(...)` alerts see the first increment (a counter that first appears at
@@ -43,6 +47,7 @@ pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
     for c in [COMMITS, COMMIT_FAILURES, LOST_PARTITION_EVENTS, SKIPPED_RECOVERED, FILES_REBUILT] {
         counter!(c).increment(0);
     }
+    gauge!(READY).set(0.0);
     for kind in ["assign", "revoke", "lost"] {
         counter!(REBALANCES, "kind" => kind).increment(0);
     }
@@ -53,6 +58,8 @@ pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
         for reason in crate::routing::InvalidReason::ALL {
             counter!(INVALID_MESSAGES, "topic" => t.name.clone(), "reason" => reason.as_str()).increment(0);
         }
+        gauge!(MAX_FILE_AGE, "topic" => t.name.clone()).set(t.max_file_age_secs as f64);
+        gauge!(OLDEST_UNBACKED_AGE, "topic" => t.name.clone()).set(0.0);
         for field in &t.timestamp_fields {
             counter!(TIMESTAMPS_UNPARSED, "topic" => t.name.clone(), "field" => field.clone()).increment(0);
         }
@@ -108,6 +115,14 @@ fn describe() {
     describe_counter!(SKIPPED_RECOVERED, "Re-read messages skipped because an uploaded file holds them");
     describe_counter!(FILES_REBUILT, "Files rebuilt under a name recorded by an earlier run");
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_gauge!(
+        OLDEST_UNBACKED_AGE,
+        Unit::Seconds,
+        "Per topic, the record-time age of the oldest event this process holds that is not yet uploaded (0 when it holds none): backup freshness"
+    );
+    describe_gauge!(MAX_FILE_AGE, Unit::Seconds, "Per topic, the configured max_file_age_secs (what freshness alerts compare with)");
+    describe_gauge!(TOPIC_PARTITIONS, "Per topic, its partition count at start-up (what every replica together should own)");
+    describe_gauge!(READY, "1 while /health/ready answers 200, else 0");
     describe_gauge!(
         STORE_CREATE_ONLY,
         "1 when the start-up probe proved the store refuses a second create of a name; 0 when it overwrites and storage.accept_overwriting_store let the writer run anyway"

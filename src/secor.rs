@@ -421,8 +421,13 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     let ignored: Vec<String> =
         props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str()) && !used_security.contains(k)).cloned().collect();
 
-    let config =
-        Config { kafka: KafkaConfig { brokers, group_id, properties: kafka_properties }, storage, topics, writer: WriterConfig::default(), secor };
+    let config = Config {
+        kafka: KafkaConfig { brokers, group_id, properties: kafka_properties, properties_from_env: BTreeMap::new() },
+        storage,
+        topics,
+        writer: WriterConfig::default(),
+        secor,
+    };
     // The same validation as a TOML config, so errors read the same way.
     config.validate().map_err(|e| match e {
         ConfigError::Invalid { key, message } => ConfigError::Invalid { key: secor_key_for(&key), message },

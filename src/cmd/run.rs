@@ -120,6 +120,11 @@ async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()
     let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, std::time::Duration::from_secs(30))
         .await
         .with_context(|| format!("reading metadata from {}", config.kafka.brokers))?;
+    for (t, n) in &counts {
+        if let Some(n) = n {
+            metrics::gauge!(crate::metrics::TOPIC_PARTITIONS, "topic" => t.clone()).set(*n as f64);
+        }
+    }
     let missing: Vec<String> = counts.into_iter().filter(|(_, n)| n.is_none()).map(|(t, _)| t).collect();
     if !missing.is_empty() {
         anyhow::bail!("topic(s) not found on {}: {}", config.kafka.brokers, missing.join(", "));

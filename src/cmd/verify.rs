@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::audit::{fingerprint, Place, Report, Tally};
 use crate::cmd::{load_config, ConfigArg, ExitError};
-use crate::listing::{parse_partitions, Listed, Selection};
+use crate::listing::{parse_partitions, DayArg, Listed, Selection};
 use crate::naming::FileLayout;
 use crate::outln;
 use crate::progress::Progress;
@@ -36,15 +36,23 @@ pub struct VerifyArgs {
     /// Topic to audit.
     #[arg(long)]
     pub topic: String,
-    /// Only events dated on or after this day (YYYY-MM-DD).
+    /// Only events dated on or after this day: YYYY-MM-DD, `today`, `yesterday` or `-N` days
+    /// (in the topic's output time zone).
     #[arg(long)]
-    pub from: Option<NaiveDate>,
-    /// Only events dated on or before this day.
+    pub from: Option<DayArg>,
+    /// Only events dated on or before this day (same forms).
     #[arg(long)]
-    pub to: Option<NaiveDate>,
+    pub to: Option<DayArg>,
     /// Only these Kafka partitions, e.g. 0,3,5-7.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shards")]
     pub partitions: Option<String>,
+    /// Audit one of this many shards of the topic's partitions (contiguous ranges): the one
+    /// `--shard-index` names, else the Kubernetes Indexed Job's JOB_COMPLETION_INDEX.
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<u32>,
+    /// Which shard (0-based) with --shards.
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard_index: Option<u32>,
     /// Require every retained message up to the end of the partition, not only up to the
     /// group's committed offset.
     #[arg(long)]
@@ -118,15 +126,26 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         .enumerate()
         .find(|(_, t)| t.name == a.topic)
         .ok_or_else(|| usage(format!("topic `{}` is not in the config", a.topic)))?;
-    if let (Some(f), Some(t)) = (a.from, a.to) {
+    // `today` is the calendar day where the topic dates its files.
+    let tz: chrono_tz::Tz = topic.output_timezone.parse().map_err(|_| usage(format!("topic `{}`: bad output_timezone", topic.name)))?;
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let (day_from, day_to) = (a.from.map(|d| d.resolve(today)), a.to.map(|d| d.resolve(today)));
+    if let (Some(f), Some(t)) = (day_from, day_to) {
         Selection::new(f, t).map_err(|e| usage(e.to_string()))?;
     }
+    let shard = match (a.shards, a.shard_index) {
+        (Some(0), _) => return Err(usage("--shards must be at least 1".into())),
+        (Some(n), Some(i)) if i >= n => return Err(usage(format!("shard index {i} is not below --shards {n}"))),
+        (Some(n), Some(i)) => Some((i, n)),
+        (Some(_), None) => return Err(usage("--shards needs --shard-index (or JOB_COMPLETION_INDEX, as an Indexed Job sets it)".into())),
+        (None, _) => None,
+    };
     let wanted = a.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
     let router = Router::new(topic, index)?;
     let layout = topic.layout()?;
     let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
-    let from = a.from.unwrap_or(NaiveDate::MIN);
-    let to = a.to.unwrap_or(NaiveDate::MAX);
+    let from = day_from.unwrap_or(NaiveDate::MIN);
+    let to = day_to.unwrap_or(NaiveDate::MAX);
     let invalid_date = NaiveDate::parse_from_str(&topic.invalid_date, "%Y-%m-%d").ok();
     let in_range = |d: NaiveDate| (d >= from && d <= to) || Some(d) == invalid_date;
 
@@ -168,8 +187,14 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
             crate::listing::check_partitions(&name, set, count).map_err(usage)?;
             set.iter().copied().collect()
         }
-        None => (0..count).collect(),
+        None => match shard {
+            Some((i, n)) => crate::listing::shard(count, i, n).collect(),
+            None => (0..count).collect(),
+        },
     };
+    if let Some((i, n)) = shard {
+        tracing::info!("shard {i} of {n}: partitions {:?} of {count}", selected.first().zip(selected.last()).map(|(a, b)| a..=b));
+    }
     if let Some(p) = files.keys().find(|p| **p >= count) {
         // Files named for a partition the topic does not have: nobody audits them.
         return Err(ExitError {

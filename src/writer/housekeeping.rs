@@ -48,6 +48,7 @@ impl Writer {
                 }
             }
             self.report_retention_headroom();
+            metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
         }
         if now.duration_since(self.last_commit) >= self.commit_interval {
             self.commit(broker, None);
@@ -74,6 +75,12 @@ impl Writer {
         }
         for f in self.files.in_flight() {
             note(f.topic, f.partition, f.first_record_ms);
+        }
+        // Freshness per topic: the oldest event held that is not uploaded yet.
+        for (t, topic) in self.topics.iter().enumerate() {
+            let oldest_ms = oldest.iter().filter(|((tt, _), _)| *tt == t).map(|(_, ms)| *ms).min();
+            let age = oldest_ms.map_or(0, |ms| (now_ms - ms).max(0));
+            metrics::gauge!(m::OLDEST_UNBACKED_AGE, "topic" => topic.cfg.name.clone()).set(age as f64 / 1000.0);
         }
         for &(t, p) in self.parts.keys() {
             let topic = &self.topics[t];
