@@ -265,9 +265,28 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
 pub fn validate_properties(k: &KafkaConfig) -> Result<(), String> {
     use rdkafka::producer::BaseProducer;
     let bad = |e: KafkaError| format!("kafka.properties: librdkafka refuses the configuration: {}", refusal(&e, k));
-    group_config(k).create::<BaseConsumer>().map_err(bad)?;
-    client_config(k, Role::Producer, &[]).create::<BaseProducer>().map_err(bad)?;
+    // The clients only exist to be checked: pointed at a closed loopback port (no name to
+    // resolve, nothing sent anywhere) and silent about failing to connect there.
+    let mut checked = k.clone();
+    checked.brokers = "127.0.0.1:1".into();
+    group_config(&checked).create_with_context::<_, BaseConsumer<Silent>>(Silent).map_err(bad)?;
+    client_config(&checked, Role::Producer, &[]).create_with_context::<_, BaseProducer<Silent>>(Silent).map_err(bad)?;
     Ok(())
+}
+
+/// A context that logs nothing: for clients created only to have librdkafka check a config.
+struct Silent;
+
+impl ClientContext for Silent {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl ConsumerContext for Silent {}
+
+impl rdkafka::producer::ProducerContext for Silent {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 /// A librdkafka error as text, without the refused property's value: rdkafka's own `Display` of
