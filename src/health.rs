@@ -10,12 +10,17 @@ pub struct Health {
     last_loop_ms: AtomicI64,
     /// The consumer has joined its group (received an assignment, possibly empty).
     joined: AtomicBool,
-    /// Last time librdkafka reported all brokers down, epoch ms (0: never).
-    brokers_down_ms: AtomicI64,
-    /// Last time a message, assignment or commit proved the broker reachable, epoch ms.
-    broker_ok_ms: AtomicI64,
+    /// Orders the broker signals below: a counter, not the clock, so that two signals in one
+    /// millisecond still have an order.
+    seq: AtomicI64,
+    /// When (in `seq`) librdkafka last reported all brokers down (0: never).
+    brokers_down_seq: AtomicI64,
+    /// When a message, assignment or commit last proved the broker reachable.
+    broker_ok_seq: AtomicI64,
     /// Whether the last upload attempt failed.
     upload_failing: AtomicBool,
+    /// When a commit last went unanswered past the writer's wait (0: never).
+    commit_unanswered_seq: AtomicI64,
     /// Set when Kafka deleted offsets before they were backed up; stays until the process
     /// restarts, so that someone looks.
     data_lost: std::sync::Mutex<Vec<String>>,
@@ -29,6 +34,9 @@ fn now_ms() -> i64 {
 }
 
 impl Health {
+    fn next(&self) -> i64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
     pub fn loop_ran(&self) {
         self.last_loop_ms.store(now_ms(), Ordering::Relaxed);
     }
@@ -36,10 +44,14 @@ impl Health {
         self.joined.store(v, Ordering::Relaxed);
     }
     pub fn brokers_down(&self) {
-        self.brokers_down_ms.store(now_ms(), Ordering::Relaxed);
+        self.brokers_down_seq.store(self.next(), Ordering::Relaxed);
     }
     pub fn broker_ok(&self) {
-        self.broker_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.broker_ok_seq.store(self.next(), Ordering::Relaxed);
+    }
+    /// The broker did not answer a commit in time.
+    pub fn commit_unanswered(&self) {
+        self.commit_unanswered_seq.store(self.next(), Ordering::Relaxed);
     }
     pub fn upload_attempt(&self, ok: bool) {
         self.upload_failing.store(!ok, Ordering::Relaxed);
@@ -68,8 +80,12 @@ impl Health {
         if !self.joined.load(Ordering::Relaxed) {
             return Err("not yet joined the consumer group".into());
         }
-        if self.brokers_down_ms.load(Ordering::Relaxed) > self.broker_ok_ms.load(Ordering::Relaxed) {
+        let ok = self.broker_ok_seq.load(Ordering::Relaxed);
+        if self.brokers_down_seq.load(Ordering::Relaxed) > ok {
             return Err("all brokers are down".into());
+        }
+        if self.commit_unanswered_seq.load(Ordering::Relaxed) > ok {
+            return Err("the broker has stopped answering commits".into());
         }
         if self.upload_failing.load(Ordering::Relaxed) {
             return Err("the last upload attempt failed; uploads are being retried".into());
@@ -101,9 +117,12 @@ mod tests {
         assert!(h.ready().is_ok());
         h.brokers_down();
         assert!(h.ready().unwrap_err().contains("brokers"));
-        std::thread::sleep(std::time::Duration::from_millis(2));
         h.broker_ok();
         assert!(h.ready().is_ok());
+        h.commit_unanswered();
+        assert!(h.ready().unwrap_err().contains("answering commits"));
+        h.broker_ok();
+        assert!(h.ready().is_ok(), "an answered commit clears it, in the same millisecond too");
         h.data_lost("t/3: 5 offset(s) [0, 5) were deleted".into());
         assert!(h.ready().unwrap_err().contains("DATA LOST"), "and it stays so");
         assert!(h.live().is_ok(), "the writer itself is fine");

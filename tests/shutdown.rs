@@ -103,3 +103,51 @@ async fn stop_is_bounded_when_the_broker_freezes() {
     assert_exactly_once(&blobs, "unique/raw", &expected);
     assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));
 }
+
+/// The broker freezes while the writer is committing (files roll every few hundred events, so a
+/// commit is always on its way): readiness turns red within seconds, and SIGTERM still ends the
+/// writer within the bound. (Before: the loop sat in librdkafka's synchronous commit for its
+/// socket timeout, nothing was logged after "signal received", and the process ran on for a
+/// minute; readiness stayed green for 45 s.)
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
+    let Some(stack) = stack() else { return };
+    let kafka = PrivateKafka::start(19292);
+    let kstack = Stack { brokers: kafka.brokers(), ..stack.clone() };
+    let topic = unique("stopcommit");
+    kstack.create_topic(&topic, 2).await;
+    let expected = produce(&kstack, &topic, 4000).await;
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    // Small files: every few hundred events a file is sealed, its intent committed, uploaded, committed.
+    let text =
+        config_with_bound(&kstack, &container, &group, &topic).replace("max_file_age_secs = 3600", "max_file_age_secs = 3600\nmax_file_bytes = 4000");
+    let cfg = write_config(dir.path(), &text);
+    let mut run = Running::start(&kstack, &cfg, dir.path().join("frozen.log"), &[]);
+    run.wait_live(Duration::from_secs(60));
+    let addr = run.metrics_addr();
+    wait_for("the writer to commit something", Duration::from_secs(60), || {
+        let (_, page) = http_get(&addr, "/metrics")?;
+        (metric_with(&page, "kbackup_commits_total", &[])? >= 3.0).then_some(())
+    });
+    kafka.freeze();
+    // Readiness reports the broker that stopped answering.
+    wait_for("readiness to report the frozen broker", Duration::from_secs(30), || {
+        let (status, body) = http_get(&addr, "/health/ready")?;
+        (status != 200).then_some(body)
+    });
+    let started = Instant::now();
+    let code = run.terminate(Duration::from_secs(120));
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(dir.path().join("frozen.log")).unwrap_or_default();
+    eprintln!("broker frozen during commits: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
+    kafka.thaw();
+    assert!(took < Duration::from_secs(BOUND_SECS + 3), "the stop took {took:?}, bound {BOUND_SECS} s\n{log}");
+    assert_ne!(code, 0, "nothing could be committed: not a clean stop\n{log}");
+
+    let mut again = Running::start(&kstack, &cfg, dir.path().join("again.log"), &["--until-caught-up"]);
+    assert_eq!(again.wait(Duration::from_secs(120)), 0, "{}", again.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));
+}

@@ -10,7 +10,18 @@ pub(super) struct Ctx {
     pub(super) health: Arc<Health>,
     /// Counts rebalance callbacks; every polled message is stamped with it.
     pub(super) generation: Arc<AtomicU64>,
+    /// The consumer itself, so a commit can run on a thread of its own (set once created).
+    pub(super) consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<Ctx>>>,
+    /// A commit the broker has not answered yet: no other is started until it is.
+    pub(super) unanswered: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// Longest the loop waits for a commit's answer. A commit that takes longer goes on in
+/// librdkafka (it may still be applied, in order, before any later one) and counts as failed
+/// here, as a lost answer does: the protocol is built for that (docs/exactly-once.md). Without
+/// this bound a frozen broker held the loop in librdkafka for its socket timeout (a minute):
+/// no stop, no housekeeping, a readiness probe still green.
+pub(super) const COMMIT_WAIT: Duration = Duration::from_secs(2);
 
 impl ClientContext for Ctx {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -67,7 +78,38 @@ impl Broker for BaseConsumer<Ctx> {
             e.set_offset(Offset::Offset(c.offset)).map_err(failed)?;
             e.set_metadata(c.metadata);
         }
-        Consumer::commit(self, &tpl, CommitMode::Sync).map_err(failed)
+        let ctx = self.context();
+        let mut unanswered = ctx.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = unanswered.as_ref() {
+            match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    ctx.health.commit_unanswered();
+                    return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
+                }
+                _ => *unanswered = None,
+            }
+        }
+        let Some(me) = ctx.consumer.get().and_then(std::sync::Weak::upgrade) else {
+            return Consumer::commit(self, &tpl, CommitMode::Sync).map_err(failed);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("kbackup-commit".into())
+            .spawn(move || {
+                let result = Consumer::commit(&*me, &tpl, CommitMode::Sync);
+                let _ = tx.send(result);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| BrokerError(format!("starting the commit: {e}")))?;
+        match rx.recv_timeout(COMMIT_WAIT) {
+            Ok(result) => result.map_err(failed),
+            Err(_) => {
+                *unanswered = Some(done_rx);
+                ctx.health.commit_unanswered();
+                Err(BrokerError(format!("the broker did not answer the commit within {} s (it may still be applied)", COMMIT_WAIT.as_secs())))
+            }
+        }
     }
 
     fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {

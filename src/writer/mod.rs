@@ -147,9 +147,17 @@ pub fn run(
     // One helper routes a batch while this thread appends the previous one and polls the next
     // (a second helper measured no faster on 2 cores, at 30% more CPU).
     let router_pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "kbackup-route".into()).build()?;
-    let ctx = Ctx { writer: writer.clone(), health: health.clone(), generation: generation.clone() };
-    let consumer: BaseConsumer<Ctx> =
-        crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?;
+    let ctx = Ctx {
+        writer: writer.clone(),
+        health: health.clone(),
+        generation: generation.clone(),
+        consumer: std::sync::OnceLock::new(),
+        unanswered: Mutex::new(None),
+    };
+    let consumer: Arc<BaseConsumer<Ctx>> =
+        Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);
+    // Commits run on a thread of their own (bounded, see kafka::COMMIT_WAIT): they need the consumer.
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&names)?;
     info!(group = %config.kafka.group_id, topics = %names.join(","), storage = %storage.describe, "writer started");
@@ -204,7 +212,7 @@ pub fn run(
         let mut w = finisher.lock().unwrap_or_else(|p| p.into_inner());
         // Uploads get the time left but a commit's share: what they finish must still be committed.
         let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
-        w.finish(&consumer, uploads_until);
+        w.finish(&*consumer, uploads_until);
         let summary = w.summary().clone();
         let fatal = w.fatal().map(String::from);
         drop(w);

@@ -162,7 +162,8 @@ impl SecorStandIn {
                 Some(o) => o,
                 None => {
                     let c = self.consumer();
-                    c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().0
+                    super::wait_for("a partition's log start", Duration::from_secs(60), || c.fetch_watermarks(topic, p, Duration::from_secs(10)).ok())
+                        .0
                 }
             };
             if from < ends[p as usize] {
