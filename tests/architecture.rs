@@ -1,6 +1,15 @@
-//! House rule: the crate's top-level modules form no import cycle (data flows one way: config
-//! and the pure rules at the bottom, the writer and the commands on top). Reads the sources:
-//! a module depends on another when its non-test code names `crate::<other>`.
+//! House rules, read from the sources (non-test code only):
+//! - the crate's top-level modules form no import cycle (data flows one way: config and the pure
+//!   rules at the bottom, the writer and the commands on top); a module depends on another when
+//!   its code names `crate::<other>`;
+//! - nothing but `main` imports `cmd` (commands sit on top of the library, never under it);
+//! - only `cmd` reaches into the writer (its entry point, `writer::run`);
+//! - the writer's core (everything in `src/writer/` but the shells `mod.rs`, `kafka.rs`,
+//!   `pipeline.rs`, `ports.rs` and the simulation) never reads real time, starts threads or
+//!   touches tokio, so the simulation drives exactly the code that runs;
+//! - Kafka client settings are built in one place, `consumer.rs`.
+//!
+//! Each rule is a function over (path, code) pairs, and a test shows it catching a violation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,21 +25,40 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Top-level module → the top-level modules its non-test code uses.
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every source file under `src/`: its path relative to `src` (with `/`) and its non-test code.
+fn code_files() -> Vec<(String, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Unit tests may build their inputs from anything.
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+            (rel, code)
+        })
+        .collect()
+}
+
+/// Top-level module → the top-level modules its non-test code uses.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    graph_of(&code_files())
+}
+
+fn top_module(rel: &str) -> String {
+    rel.split('/').next().unwrap().trim_end_matches(".rs").to_string()
+}
+
+fn graph_of(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).unwrap();
-        let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+    for (rel, code) in files {
+        let top = top_module(rel);
         if top == "main" || top == "lib" {
             continue;
         }
-        let text = std::fs::read_to_string(&f).unwrap();
-        // Unit tests may build their inputs from anything.
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
         let deps = g.entry(top.clone()).or_default();
         for (i, _) in code.match_indices("crate::") {
             let name: String = code[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
@@ -80,4 +108,111 @@ fn the_check_finds_a_cycle() {
     g.insert("c".to_string(), BTreeSet::from(["a".to_string()]));
     assert_eq!(cycle_from(&g, "a"), Some(vec!["a".to_string(), "b".to_string(), "a".to_string()]));
     assert_eq!(cycle_from(&g, "c"), None);
+}
+
+/// Files outside `cmd/` (and `main.rs`) that name `crate::cmd`.
+fn cmd_imported_by(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(rel, code)| top_module(rel) != "cmd" && rel != "main.rs" && code.contains("crate::cmd"))
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+/// Files outside `writer/` and `cmd/` that reach into the writer.
+fn writer_reached_by(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(rel, code)| !matches!(top_module(rel).as_str(), "writer" | "cmd" | "main" | "lib") && code.contains("crate::writer"))
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+/// The writer's core files: the state machine the simulation drives.
+fn is_writer_core(rel: &str) -> bool {
+    rel.starts_with("writer/")
+        && !rel.starts_with("writer/sim/")
+        && !matches!(rel, "writer/mod.rs" | "writer/kafka.rs" | "writer/pipeline.rs" | "writer/ports.rs")
+}
+
+/// (file, what) for each use of real time, threads or tokio in the writer's core.
+fn real_world_in_core(files: &[(String, String)]) -> Vec<String> {
+    // Time comes from the `Clock` port, the broker from the `Broker` port, uploads from `UploadQueue`.
+    const FORBIDDEN: &[&str] = &["Instant::now", "SystemTime::now", "std::thread", "thread::sleep", "tokio::", "rayon::", "rdkafka::"];
+    let mut found = Vec::new();
+    for (rel, code) in files.iter().filter(|(rel, _)| is_writer_core(rel)) {
+        // Comments may name them.
+        let code: String = code.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+        for f in FORBIDDEN {
+            if code.contains(f) {
+                found.push(format!("{rel}: {f}"));
+            }
+        }
+    }
+    found
+}
+
+/// Files other than `consumer.rs` that build a Kafka client's settings themselves.
+fn kafka_settings_built_by(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(rel, code)| {
+            rel != "consumer.rs" && (code.contains("ClientConfig::new") || code.contains("ClientConfig::default") || code.contains("ClientConfig {"))
+        })
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+#[test]
+fn nothing_but_main_imports_the_commands() {
+    let files = code_files();
+    assert!(files.iter().any(|(rel, _)| rel == "cmd/run.rs"), "the sources were not read");
+    assert_eq!(cmd_imported_by(&files), Vec::<String>::new());
+}
+
+#[test]
+fn only_the_commands_reach_into_the_writer() {
+    let files = code_files();
+    assert!(files.iter().any(|(rel, code)| rel == "cmd/run.rs" && code.contains("writer::run")), "the run command starts the writer");
+    assert_eq!(writer_reached_by(&files), Vec::<String>::new());
+}
+
+#[test]
+fn the_writer_core_never_uses_real_time_threads_or_tokio() {
+    let files = code_files();
+    let core: Vec<&str> = files.iter().map(|(rel, _)| rel.as_str()).filter(|r| is_writer_core(r)).collect();
+    assert!(core.len() >= 8 && core.contains(&"writer/core.rs"), "the core was not found: {core:?}");
+    assert_eq!(real_world_in_core(&files), Vec::<String>::new());
+}
+
+#[test]
+fn kafka_client_settings_are_built_in_one_place() {
+    let files = code_files();
+    assert!(files.iter().any(|(rel, code)| rel == "consumer.rs" && code.contains("ClientConfig::new")), "consumer.rs builds them");
+    assert_eq!(kafka_settings_built_by(&files), Vec::<String>::new());
+}
+
+/// Each rule catches a file that breaks it (and lets the same code pass where it belongs).
+#[test]
+fn the_rules_catch_violations() {
+    let f = |rel: &str, code: &str| vec![(rel.to_string(), code.to_string())];
+    assert_eq!(cmd_imported_by(&f("audit.rs", "use crate::cmd::ExitError;")), ["audit.rs"]);
+    assert!(cmd_imported_by(&f("cmd/ls.rs", "use crate::cmd::ExitError;")).is_empty());
+    assert_eq!(writer_reached_by(&f("plan.rs", "crate::writer::run(&c)")), ["plan.rs"]);
+    assert!(writer_reached_by(&f("cmd/run.rs", "crate::writer::run(&c)")).is_empty());
+    assert_eq!(real_world_in_core(&f("writer/files.rs", "let t = std::time::Instant::now();")), ["writer/files.rs: Instant::now"]);
+    assert_eq!(real_world_in_core(&f("writer/commits.rs", "tokio::spawn(x)")), ["writer/commits.rs: tokio::"]);
+    assert_eq!(
+        real_world_in_core(&f("writer/rebalance.rs", "std::thread::sleep(d)")),
+        ["writer/rebalance.rs: std::thread", "writer/rebalance.rs: thread::sleep"]
+    );
+    assert!(
+        real_world_in_core(&f("writer/core.rs", "// librdkafka's rdkafka::Message\nself.clock.sleep(d)")).is_empty(),
+        "comments and the clock port"
+    );
+    assert!(real_world_in_core(&f("writer/pipeline.rs", "let t = Instant::now();")).is_empty(), "a shell may");
+    assert_eq!(kafka_settings_built_by(&f("cmd/replay.rs", "let c = ClientConfig::new();")), ["cmd/replay.rs"]);
+    assert!(kafka_settings_built_by(&f("consumer.rs", "let c = ClientConfig::new();")).is_empty());
+    let g = graph_of(&[("a.rs".into(), "crate::b::x".into()), ("b.rs".into(), "crate::a::y".into())]);
+    assert!(cycle_from(&g, "a").is_some());
 }
