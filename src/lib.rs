@@ -25,6 +25,7 @@ pub mod plan;
 pub mod producer;
 pub mod progress;
 pub mod record;
+pub mod replay;
 pub mod routing;
 pub(crate) mod sabotage;
 pub mod sample;

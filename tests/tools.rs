@@ -523,3 +523,88 @@ fn plan_reports_failed_jobs_and_resumes_only_them() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("2 job(s) run, 0 failed, 0 skipped"), "{stdout}");
 }
+
+/// Issue 28, item 0: a replay that stops on a refused record records what was acknowledged,
+/// so a rerun sends nothing twice, and the error names the file, the line and the settings.
+/// (Before: the checkpoint stayed empty and every rerun sent the records before the big one
+/// again; the error named neither the file nor `message.max.bytes`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_stopped_by_a_refused_record_resumes_without_sending_twice() {
+    let Some(stack) = stack() else { return };
+    let container = unique("c");
+    let storage = stack.storage(&container);
+    storage.ensure_container(true).await.unwrap();
+    // 31 events, one of 2.5 MB that lz4 cannot shrink (base64-like noise), 10 more.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..2_500_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(seed % 64) as usize] as char
+        })
+        .collect();
+    let lines: Vec<String> = (0..42)
+        .map(|i| if i == 31 { format!(r#"{{"mid":"big","pad":"{noise}"}}"#) } else { format!(r#"{{"mid":"m-{i}","syncts":{IST_MIDNIGHT}}}"#) })
+        .collect();
+    let key = "raw/2020-02-01-0-1580500000000.json";
+    storage.store.put(&ObjectPath::from(key), (lines.join("\n") + "\n").into_bytes().into()).await.unwrap();
+    let target = unique("refusing");
+    stack.create_topic_with(&target, 1, &[("max.message.bytes", "1000000")]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = |props: &str| {
+        let text = format!(
+            "[kafka]\nbrokers = \"{}\"\n[kafka.properties]\n{props}\n{}[[topic]]\nname = \"src\"\npath = \"raw\"\n",
+            stack.brokers,
+            stack.storage_section(&container)
+        );
+        let p = dir.path().join(format!("{}.toml", props.len()));
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let small = config("");
+    let large = config("\"message.max.bytes\" = \"4000000\"");
+    let checkpoint = dir.path().join("rp.progress");
+    let ckpt = checkpoint.to_str().unwrap();
+    let replay = |cfg: &str| {
+        let o = kbackup(&stack, &["replay", "--config", cfg, "--topic", "src", "--from", "2020-02-01", "--to-topic", &target, "--checkpoint", ckpt])
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), std::fs::read_to_string(&checkpoint).unwrap_or_default())
+    };
+
+    // The producer refuses it (its message.max.bytes): the 31 before it are recorded.
+    let (code, err, progress) = replay(&small);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(key) && err.contains("line 32") && err.contains("message.max.bytes"), "names file, line and setting: {err}");
+    assert!(progress.ends_with(&format!("{key}\t31\n")), "{progress}");
+    assert_eq!(stack.end_offsets(&target, 1), [31]);
+    let (code, err, _) = replay(&small);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(stack.end_offsets(&target, 1), [31], "the rerun sent nothing twice");
+
+    // The producer lets it through, the broker refuses it (the topic's max.message.bytes):
+    // the 10 after it are delivered and recorded, the big one is to be sent again.
+    let (code, err, progress) = replay(&large);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(key) && err.contains("line 32") && err.contains("max.message.bytes"), "names file, line and setting: {err}");
+    assert!(progress.ends_with(&format!("{key}\t42\tresend=31\n")), "{progress}");
+    assert_eq!(stack.end_offsets(&target, 1), [41]);
+    let (code, err, _) = replay(&large);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(stack.end_offsets(&target, 1), [41], "the rerun sent only the refused record");
+
+    // With the topic's limit raised, the rerun sends the one record left; then nothing at all.
+    stack.alter_topic(&target, &[("max.message.bytes", "4000000")]).await;
+    let (code, err, progress) = replay(&large);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(progress.ends_with(&format!("{key}\tdone\n")), "{progress}");
+    let (code, err, _) = replay(&large);
+    assert_eq!(code, Some(0), "{err}");
+    let mut got: Vec<Vec<u8>> = read_topic(&stack, &target).into_iter().map(|(_, _, v)| v).collect();
+    let mut want: Vec<Vec<u8>> = lines.into_iter().map(String::into_bytes).collect();
+    got.sort();
+    want.sort();
+    assert!(got == want, "every event exactly once: {} sent, {} in the file", got.len(), want.len());
+}

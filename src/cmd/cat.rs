@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 
-use crate::cmd::ls::SelectArgs;
 use crate::cmd::ExitError;
+use crate::cmd::SelectArgs;
 
 /// Arguments of `kbackup cat`.
 #[derive(Debug, clap::Args)]

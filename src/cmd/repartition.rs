@@ -7,11 +7,11 @@ use anyhow::Context;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use crate::cmd::ls::SelectArgs;
-use crate::cmd::replay::key_of;
 use crate::cmd::ExitError;
+use crate::cmd::SelectArgs;
 use crate::config::Compression;
 use crate::partitioner::{java_hashcode_partition, murmur2, murmur2_partition};
+use crate::replay::key_of;
 use crate::upload::{put_new, Existing, Outcome};
 
 /// Arguments of `kbackup repartition`.

@@ -242,6 +242,33 @@ impl Stack {
         });
     }
 
+    /// Sets topic-level configs (the others go back to their defaults) and waits until the
+    /// broker describes them.
+    pub async fn alter_topic(&self, topic: &str, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+        let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        let mut change = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for (k, v) in configs {
+            change = change.set(k, v);
+        }
+        for r in admin.alter_configs(&[change], &AdminOptions::new()).await.unwrap() {
+            r.unwrap_or_else(|(what, e)| panic!("alter {what:?}: {e}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let described = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()).await.unwrap();
+            let applied = described
+                .into_iter()
+                .flatten()
+                .all(|resource| configs.iter().all(|(k, v)| resource.get(k).and_then(|e| e.value.as_deref()) == Some(*v)));
+            if applied {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{topic}: configs {configs:?} not applied");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn producer(&self) -> FutureProducer {
         ClientConfig::new().set("bootstrap.servers", &self.brokers).set("partitioner", "murmur2_random").set("linger.ms", "5").create().unwrap()
     }
