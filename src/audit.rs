@@ -3,10 +3,13 @@
 //!
 //! Lines are compared by a 64-bit xxh3 hash of the line as kbackup writes it, so memory is
 //! 16 bytes per retained message of the partition being audited, whatever the event size.
+//! [`topic`] reads Kafka and the stored files around these counts.
 
 use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_64;
+
+pub mod topic;
 
 /// The fingerprint of one line as stored (after newline replacement, without the `\n`).
 pub fn fingerprint(value: &[u8]) -> u64 {
