@@ -2,7 +2,8 @@
 //! - the crate's top-level modules form no import cycle (data flows one way: config and the pure
 //!   rules at the bottom, the writer and the commands on top); a module depends on another when
 //!   its code names `crate::<other>`;
-//! - nothing but `main` imports `cmd` (commands sit on top of the library, never under it);
+//! - nothing but `main` imports `cmd` (commands sit on top of the library, never under it), and
+//!   no command imports another (what they share is in `cmd/mod.rs`);
 //! - only `cmd` reaches into the writer (its entry point, `writer::run`);
 //! - the writer's core (everything in `src/writer/` but the shells `mod.rs`, `kafka.rs`,
 //!   `pipeline.rs`, `ports.rs` and the simulation) never reads real time, starts threads or
@@ -119,6 +120,21 @@ fn cmd_imported_by(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Command files that import another command (shared arguments live in `cmd/mod.rs`).
+fn commands_importing_commands(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, code) in files.iter().filter(|(rel, _)| rel.starts_with("cmd/") && rel != "cmd/mod.rs") {
+        for (i, _) in code.match_indices("crate::cmd::") {
+            let rest = &code[i + "crate::cmd::".len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            if !name.is_empty() && rest[name.len()..].starts_with("::") {
+                found.push(format!("{rel}: crate::cmd::{name}"));
+            }
+        }
+    }
+    found
+}
+
 /// Files outside `writer/` and `cmd/` that reach into the writer.
 fn writer_reached_by(files: &[(String, String)]) -> Vec<String> {
     files
@@ -171,6 +187,11 @@ fn nothing_but_main_imports_the_commands() {
 }
 
 #[test]
+fn no_command_imports_another() {
+    assert_eq!(commands_importing_commands(&code_files()), Vec::<String>::new());
+}
+
+#[test]
 fn only_the_commands_reach_into_the_writer() {
     let files = code_files();
     assert!(files.iter().any(|(rel, code)| rel == "cmd/run.rs" && code.contains("writer::run")), "the run command starts the writer");
@@ -198,6 +219,8 @@ fn the_rules_catch_violations() {
     let f = |rel: &str, code: &str| vec![(rel.to_string(), code.to_string())];
     assert_eq!(cmd_imported_by(&f("audit.rs", "use crate::cmd::ExitError;")), ["audit.rs"]);
     assert!(cmd_imported_by(&f("cmd/ls.rs", "use crate::cmd::ExitError;")).is_empty());
+    assert_eq!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::replay::key_of;")), ["cmd/repartition.rs: crate::cmd::replay"]);
+    assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("plan.rs", "crate::writer::run(&c)")), ["plan.rs"]);
     assert!(writer_reached_by(&f("cmd/run.rs", "crate::writer::run(&c)")).is_empty());
     assert_eq!(real_world_in_core(&f("writer/files.rs", "let t = std::time::Instant::now();")), ["writer/files.rs: Instant::now"]);

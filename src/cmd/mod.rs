@@ -226,6 +226,12 @@ impl SecorArgs {
     }
 }
 
+/// Every takeover or handback error is a runtime refusal or failure (exit 1), none a config
+/// error.
+pub fn move_failure(e: crate::takeover::TakeoverError) -> anyhow::Error {
+    ExitError { code: 1, message: e.to_string() }.into()
+}
+
 /// Prints a takeover or handback report (table or JSON); exit 1 when it refused.
 pub fn print_move(report: &crate::takeover::Report, json: bool) -> anyhow::Result<()> {
     if json {

@@ -1,7 +1,7 @@
 //! `kbackup takeover`: kbackup's group takes over the position Secor had uploaded to.
 
-use crate::cmd::{load_config, print_move, ConfigArg, ExitError, SecorArgs};
-use crate::takeover::{self, Between, TakeoverError, TakeoverOptions};
+use crate::cmd::{load_config, print_move, ConfigArg, SecorArgs};
+use crate::takeover::{self, Between, TakeoverOptions};
 
 /// Arguments of `kbackup takeover`.
 #[derive(Debug, clap::Args)]
@@ -20,11 +20,6 @@ pub async fn run(args: TakeoverArgs) -> anyhow::Result<()> {
     let config = args.secor.apply(load_config(&args.config)?)?;
     let secor = config.secor.as_ref().expect("apply sets [secor]");
     let opts = TakeoverOptions { dry_run: args.secor.dry_run, accept_retention_gap: args.accept_retention_gap };
-    let report = takeover::takeover(&Between { config: &config, secor }, opts).await.map_err(failure)?;
+    let report = takeover::takeover(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure)?;
     print_move(&report, args.secor.json)
-}
-
-/// Every takeover error is a runtime refusal or failure (exit 1), none a config error.
-pub(crate) fn failure(e: TakeoverError) -> anyhow::Error {
-    ExitError { code: 1, message: e.to_string() }.into()
 }
