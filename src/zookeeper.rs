@@ -76,7 +76,14 @@ impl SecorZk {
     pub async fn connect(secor: &SecorConfig, group: &str) -> Result<SecorZk, ZkError> {
         let quorum = secor.zookeeper.clone();
         let fail = |reason: String| ZkError::Connect { quorum: quorum.clone(), reason };
-        let connecting = zk::Client::connector().with_session_timeout(Duration::from_secs(10)).with_fail_eagerly().connect(&quorum);
+        // A refused connection fails at once (fail eagerly); a server that is slow to answer
+        // (a loaded machine, a GC pause) gets 10 s, not the default 2/5 of the session timeout
+        // (4 s), which failed takeovers on a busy CI machine.
+        let connecting = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(30))
+            .with_connection_timeout(Duration::from_secs(10))
+            .with_fail_eagerly()
+            .connect(&quorum);
         let client = tokio::time::timeout(TIMEOUT, connecting)
             .await
             .map_err(|_| fail(format!("no session within {} s", TIMEOUT.as_secs())))?
