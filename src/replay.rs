@@ -225,10 +225,8 @@ pub async fn replay(
     stop: Arc<AtomicBool>,
     show: Option<&mut dyn Write>,
 ) -> Result<Summary, ReplayError> {
-    if opts.partitioner == Partitioner::Same && !opts.offset_order {
-        // Checked again below with the target's count; this one needs no broker.
-        check(listed, opts, i32::MAX)?;
-    }
+    // Usage mistakes before any broker is asked; the target's partition count is checked below.
+    check(listed, opts, i32::MAX)?;
     let target_parts = crate::consumer::lookup_partition_count(kafka, &opts.to_topic)
         .await
         .map_err(|e| ReplayError::Failed(e.to_string()))?
