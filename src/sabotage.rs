@@ -23,6 +23,8 @@ pub(crate) enum Rule {
     /// Decide overlapping intents of one route by first offset, skips first (the rule before
     /// the simulation found a message of an earlier file rebuilt into a later one).
     PlanByFirstOffset,
+    /// Start a commit while an earlier one is still unanswered by the broker.
+    OverlappingCommits,
 }
 
 #[cfg(test)]

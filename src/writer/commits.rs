@@ -1,5 +1,6 @@
 //! Offset commits: upload intents recorded as commit metadata, and the safe offsets.
 
+use super::ports::COMMIT_WAIT;
 use super::*;
 
 /// Offsets and metadata of one commit, per (topic, partition).
@@ -88,7 +89,16 @@ impl Writer {
         let entries: Vec<CommitEntry<'_>> =
             commits.iter().map(|(t, p, o, md)| CommitEntry { topic: &self.topics[*t].cfg.name, partition: *p, offset: *o, metadata: md }).collect();
         let started = self.clock.now();
-        if let Err(e) = broker.commit(&entries) {
+        // During a stop a commit waits no longer than the time left.
+        let wait = match self.stop_deadline {
+            Some(d) => COMMIT_WAIT.min(d.saturating_duration_since(started)),
+            None => COMMIT_WAIT,
+        };
+        if wait.is_zero() {
+            metrics::counter!(m::COMMIT_FAILURES).increment(1);
+            return Err(BrokerError("no time left before the stop's deadline to commit".into()));
+        }
+        if let Err(e) = broker.commit(&entries, wait) {
             metrics::counter!(m::COMMIT_FAILURES).increment(1);
             return Err(e);
         }

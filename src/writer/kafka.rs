@@ -2,6 +2,7 @@
 //! statistics and rebalance callbacks, routed into the writer's state) and the [`Broker`]
 //! implementation the core commits through.
 
+use super::ports::CommitGate;
 use super::*;
 
 /// The consumer context: routes rebalance callbacks into the writer.
@@ -13,15 +14,8 @@ pub(super) struct Ctx {
     /// The consumer itself, so a commit can run on a thread of its own (set once created).
     pub(super) consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<Ctx>>>,
     /// A commit the broker has not answered yet: no other is started until it is.
-    pub(super) unanswered: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    pub(super) unanswered: Mutex<CommitGate<std::sync::mpsc::Receiver<()>>>,
 }
-
-/// Longest the loop waits for a commit's answer. A commit that takes longer goes on in
-/// librdkafka (it may still be applied, in order, before any later one) and counts as failed
-/// here, as a lost answer does: the protocol is built for that (docs/exactly-once.md). Without
-/// this bound a frozen broker held the loop in librdkafka for its socket timeout (a minute):
-/// no stop, no housekeeping, a readiness probe still green.
-pub(super) const COMMIT_WAIT: Duration = Duration::from_secs(2);
 
 impl ClientContext for Ctx {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -71,7 +65,7 @@ fn failed(e: rdkafka::error::KafkaError) -> BrokerError {
 }
 
 impl Broker for BaseConsumer<Ctx> {
-    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError> {
+    fn commit(&self, entries: &[CommitEntry<'_>], wait: Duration) -> Result<(), BrokerError> {
         let mut tpl = TopicPartitionList::new();
         for c in entries {
             let mut e = tpl.add_partition(c.topic, c.partition);
@@ -79,15 +73,10 @@ impl Broker for BaseConsumer<Ctx> {
             e.set_metadata(c.metadata);
         }
         let ctx = self.context();
-        let mut unanswered = ctx.unanswered.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = unanswered.as_ref() {
-            match rx.try_recv() {
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    ctx.health.commit_unanswered();
-                    return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
-                }
-                _ => *unanswered = None,
-            }
+        let mut gate = ctx.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+        if !gate.may_start(|rx| !matches!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))) {
+            ctx.health.commit_unanswered();
+            return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
         }
         let Some(me) = ctx.consumer.get().and_then(std::sync::Weak::upgrade) else {
             return Consumer::commit(self, &tpl, CommitMode::Sync).map_err(failed);
@@ -102,12 +91,12 @@ impl Broker for BaseConsumer<Ctx> {
                 let _ = done_tx.send(());
             })
             .map_err(|e| BrokerError(format!("starting the commit: {e}")))?;
-        match rx.recv_timeout(COMMIT_WAIT) {
+        match rx.recv_timeout(wait) {
             Ok(result) => result.map_err(failed),
             Err(_) => {
-                *unanswered = Some(done_rx);
+                gate.unanswered(done_rx);
                 ctx.health.commit_unanswered();
-                Err(BrokerError(format!("the broker did not answer the commit within {} s (it may still be applied)", COMMIT_WAIT.as_secs())))
+                Err(BrokerError(format!("the broker did not answer the commit within {:.1} s (it may still be applied)", wait.as_secs_f64())))
             }
         }
     }

@@ -152,11 +152,11 @@ pub fn run(
         health: health.clone(),
         generation: generation.clone(),
         consumer: std::sync::OnceLock::new(),
-        unanswered: Mutex::new(None),
+        unanswered: Mutex::new(ports::CommitGate::default()),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =
         Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);
-    // Commits run on a thread of their own (bounded, see kafka::COMMIT_WAIT): they need the consumer.
+    // Commits run on a thread of their own (bounded, see ports::COMMIT_WAIT): they need the consumer.
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&names)?;

@@ -32,10 +32,51 @@ pub(crate) struct Committed {
     pub(crate) metadata: String,
 }
 
+/// Longest a commit's answer is waited for. A commit that takes longer goes on in the broker
+/// (it may still be applied) and counts as failed here, as a lost answer does: the protocol is
+/// built for that (docs/exactly-once.md). Without this bound a frozen broker held the loop in
+/// librdkafka for its socket timeout (a minute): no stop, no housekeeping, a readiness probe
+/// still green.
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// At most one commit the broker has not answered: a later one could be applied before it, and
+/// the earlier one's lower offsets would then land last and win. `T` is how the caller learns
+/// that the unanswered one got its answer (a channel in production, an id in the simulation).
+#[derive(Debug)]
+pub(crate) struct CommitGate<T> {
+    unanswered: Option<T>,
+}
+
+impl<T> Default for CommitGate<T> {
+    fn default() -> Self {
+        CommitGate { unanswered: None }
+    }
+}
+
+impl<T> CommitGate<T> {
+    /// Whether a new commit may start now; `answered` says whether the unanswered one (if any)
+    /// has been answered since.
+    pub(crate) fn may_start(&mut self, answered: impl FnOnce(&T) -> bool) -> bool {
+        match &self.unanswered {
+            Some(t) if !answered(t) && !crate::sabotage::on(crate::sabotage::Rule::OverlappingCommits) => false,
+            _ => {
+                self.unanswered = None;
+                true
+            }
+        }
+    }
+
+    /// The commit just started went unanswered past [`COMMIT_WAIT`].
+    pub(crate) fn unanswered(&mut self, t: T) {
+        self.unanswered = Some(t);
+    }
+}
+
 /// The group consumer, as the core sees it.
 pub(crate) trait Broker {
-    /// Commits the offsets and their metadata synchronously, all or nothing.
-    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError>;
+    /// Commits the offsets and their metadata synchronously, all or nothing, waiting at most
+    /// `wait` for the answer (no answer: an error, though the commit may still be applied).
+    fn commit(&self, entries: &[CommitEntry<'_>], wait: Duration) -> Result<(), BrokerError>;
     /// The group's committed offset of each partition, in the order asked.
     fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError>;
     /// The partition's (log start, end) offsets.

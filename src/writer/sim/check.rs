@@ -19,6 +19,9 @@ pub(super) struct Ledger {
     copies: BTreeMap<(i32, i64), u32>,
     /// Per partition: offsets below this were checked when a commit passed them.
     checked: Vec<i64>,
+    /// Per partition: the group's committed offset, which must never move back (an earlier
+    /// commit landing after a later one would re-read what was committed).
+    committed: Vec<i64>,
     pub(super) violations: Vec<String>,
 }
 
@@ -37,7 +40,7 @@ pub(super) fn identify(line: &[u8]) -> Option<(i32, i64)> {
 
 impl Ledger {
     pub(super) fn new(layout: FileLayout, router: Router, partitions: usize) -> Ledger {
-        Ledger { layout, router, copies: BTreeMap::new(), checked: vec![0; partitions], violations: Vec::new() }
+        Ledger { layout, router, copies: BTreeMap::new(), checked: vec![0; partitions], committed: vec![0; partitions], violations: Vec::new() }
     }
 
     fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -80,6 +83,10 @@ impl Ledger {
 
     /// Partition `p`'s commit moves to `offset`: every message below must be stored once.
     pub(super) fn committing(&mut self, p: usize, offset: i64) {
+        if offset < self.committed[p] {
+            self.violations.push(format!("partition {p}'s committed offset moves back from {} to {offset}", self.committed[p]));
+        }
+        self.committed[p] = offset;
         for o in self.checked[p]..offset {
             let n = self.copies.get(&(p as i32, o)).copied().unwrap_or(0);
             if n != 1 {

@@ -179,9 +179,13 @@ impl Sim {
                 self.note(format!("member {id} revokes {moving:?}"));
             }
         }
-        // The new generation: assign what arrives.
+        // The new generation: assign what arrives. Members rejoin behind the commits they sent,
+        // so the broker decides those first.
         let generation = {
             let mut w = lock(&self.world);
+            for &i in &group {
+                w.decide_held_of(self.members[i].id);
+            }
             w.generation += 1;
             for &i in &group {
                 w.member_gen[self.members[i].id] = w.generation;
@@ -296,6 +300,8 @@ impl Sim {
             m.callbacks += 1;
             m.writer.on_revoke(&m.broker, &parts(leaving.iter().copied()), false);
         }
+        // Its leave request goes out behind its commits.
+        lock(&self.world).decide_held_of(m.id);
         let took = lock(&self.world).instant() - started;
         self.stats.stops += 1;
         self.note(format!("member {} stops gracefully in {} ms", m.id, took.as_millis()));

@@ -175,10 +175,17 @@ fn a_seed_replays_exactly() {
     assert_eq!((a.produced, a.blobs, a.crashes, a.rebalances), (b.produced, b.blobs, b.crashes, b.rebalances));
 }
 
-/// The first of `seeds` that fails with `rule` broken, and its violation.
+/// The first of `seeds` that fails with `rule` broken, and its violation (an invariant of the
+/// world, or one of the writer's own assertions).
 fn first_failure(rule: Rule, seeds: u64) -> Option<(u64, String)> {
     let _broken = sabotage::break_rule(rule);
-    (1..=seeds).find_map(|s| run_seed(s).err().map(|e| (s, e)))
+    (1..=seeds).find_map(|s| match std::panic::catch_unwind(|| run_seed(s)) {
+        Ok(r) => r.err().map(|e| (s, e)),
+        Err(panic) => {
+            let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Some((s, format!("the writer's assertion failed: {}", what.unwrap_or_default())))
+        }
+    })
 }
 
 /// Each deliberately broken rule is caught, and within how many seeds.
@@ -192,6 +199,7 @@ fn the_simulation_catches_broken_rules() {
         Rule::KeepStaleMessages,
         Rule::TrustRecordedName,
         Rule::PlanByFirstOffset,
+        Rule::OverlappingCommits,
     ];
     for rule in rules {
         match first_failure(rule, 2000) {

@@ -59,9 +59,12 @@ impl Sim {
                 if self.chance(0.4) {
                     f.broker_error = 0.2;
                 }
+                if lock(&self.world).held_rng.chance(0.3) {
+                    f.commit_held = 0.3;
+                }
                 self.note(format!(
-                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}",
-                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error
+                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}, commits held {}",
+                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error, f.commit_held
                 ));
                 lock(&self.world).faults = f;
             }

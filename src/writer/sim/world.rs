@@ -15,7 +15,7 @@ use object_store::PutMode;
 
 use super::check::Ledger;
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
-use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, Committed, UploadQueue};
+use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, UploadQueue, COMMIT_WAIT};
 
 /// splitmix64: small, fast, and the same on every platform and crate version.
 pub(super) struct Rng(u64);
@@ -73,10 +73,24 @@ pub(super) struct Faults {
     pub(super) storage_frozen_until_ms: u64,
     /// Chance that a broker call fails.
     pub(super) broker_error: f64,
+    /// Chance that the broker holds a commit unanswered past the writer's wait (a frozen or
+    /// overloaded coordinator); it is applied or refused later, when the broker gets to it.
+    pub(super) commit_held: f64,
+}
+
+/// A commit the broker holds: the writer stopped waiting, the broker has not decided yet.
+struct Held {
+    id: u64,
+    member: usize,
+    due_ms: u64,
+    entries: Vec<(usize, i64, String)>,
 }
 
 pub(super) struct World {
     pub(super) rng: Rng,
+    /// A second stream for held commits, so that the schedules the other faults give a seed
+    /// stay as they were until a commit is actually held.
+    pub(super) held_rng: Rng,
     base: Instant,
     /// Simulated time since `base`.
     pub(super) now_ms: u64,
@@ -101,6 +115,10 @@ pub(super) struct World {
     pub(super) closing: Vec<bool>,
     blobs: BTreeMap<String, Bytes>,
     puts: Vec<Put>,
+    held: Vec<Held>,
+    next_held: u64,
+    /// Each member's port rule: no commit while its previous one is held.
+    gates: Vec<CommitGate<u64>>,
     done: Vec<VecDeque<UploadDone>>,
     /// What is stored, checked as it is written.
     pub(super) ledger: Ledger,
@@ -121,6 +139,7 @@ impl World {
         World {
             coarse_clock,
             rng,
+            held_rng: Rng::new(seed ^ 0x5EED_C0FF_EE00_0001),
             base: Instant::now(),
             now_ms: 0,
             wall_base_ms: 1_764_633_600_000, // 2025-12-02T00:00:00Z
@@ -134,6 +153,9 @@ impl World {
             closing: Vec::new(),
             blobs: BTreeMap::new(),
             puts: Vec::new(),
+            held: Vec::new(),
+            next_held: 0,
+            gates: Vec::new(),
             done: Vec::new(),
             ledger,
             journal: VecDeque::new(),
@@ -165,6 +187,7 @@ impl World {
         self.paused.push(false);
         self.closing.push(false);
         self.done.push(VecDeque::new());
+        self.gates.push(CommitGate::default());
         self.member_gen.len() - 1
     }
 
@@ -176,12 +199,46 @@ impl World {
                 return;
             }
             let next = self.puts.iter().enumerate().filter(|(_, p)| p.due_ms <= until_ms).min_by_key(|(i, p)| (p.due_ms, *i)).map(|(i, _)| i);
-            let Some(i) = next else {
-                self.now_ms = self.now_ms.max(until_ms);
-                return;
-            };
-            self.now_ms = self.now_ms.max(self.puts[i].due_ms);
-            self.attempt(i);
+            let held = self.held.iter().enumerate().filter(|(_, h)| h.due_ms <= until_ms).min_by_key(|(i, h)| (h.due_ms, *i)).map(|(i, _)| i);
+            match (next, held) {
+                (_, Some(h)) if next.is_none_or(|i| self.held[h].due_ms <= self.puts[i].due_ms) => {
+                    self.now_ms = self.now_ms.max(self.held[h].due_ms);
+                    let held = self.held.remove(h);
+                    self.decide_held(held);
+                }
+                (Some(i), _) => {
+                    self.now_ms = self.now_ms.max(self.puts[i].due_ms);
+                    self.attempt(i);
+                }
+                (None, _) => {
+                    self.now_ms = self.now_ms.max(until_ms);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A member rejoins or leaves the group on the connection its commits went out on: the
+    /// coordinator handles its held commits first, so none can land after its partitions moved.
+    pub(super) fn decide_held_of(&mut self, member: usize) {
+        while let Some(i) = self.held.iter().position(|h| h.member == member) {
+            let h = self.held.remove(i);
+            self.decide_held(h);
+        }
+    }
+
+    /// The broker gets to a commit it held: a member fenced meanwhile is refused, as the
+    /// coordinator checks the generation when it handles the request.
+    fn decide_held(&mut self, h: Held) {
+        if self.member_gen[h.member] != self.generation {
+            self.note(format!("member {}'s held commit is refused (fenced meanwhile)", h.member));
+            return;
+        }
+        let what: Vec<String> = h.entries.iter().map(|(p, o, md)| format!("{p}@{o} [{md}]")).collect();
+        self.note(format!("member {}'s held commit is applied: {}", h.member, what.join(" ")));
+        for (p, o, md) in h.entries {
+            self.ledger.committing(p, o);
+            self.committed[p] = Some((o, md));
         }
     }
 
@@ -263,14 +320,34 @@ impl SimBroker {
 }
 
 impl Broker for SimBroker {
-    fn commit(&self, entries: &[CommitEntry<'_>]) -> Result<(), BrokerError> {
-        let mut w = lock(&self.world);
-        self.flaky(&mut w, "commit")?;
+    fn commit(&self, entries: &[CommitEntry<'_>], wait: Duration) -> Result<(), BrokerError> {
+        let mut guard = lock(&self.world);
+        let w = &mut *guard;
+        // The port's rule (as `kafka.rs` applies it): nothing is sent while one is held.
+        let held = &w.held;
+        if !w.gates[self.member].may_start(|id| !held.iter().any(|h| h.id == *id)) {
+            return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
+        }
+        self.flaky(w, "commit")?;
         if w.member_gen[self.member] != w.generation {
             w.note(format!("member {} is fenced (a commit in an old generation)", self.member));
             return Err(BrokerError("ILLEGAL_GENERATION: the member was fenced".into()));
         }
         let what: Vec<String> = entries.iter().map(|e| format!("{}@{} [{}]", e.partition, e.offset, e.metadata)).collect();
+        let p = w.faults.commit_held;
+        if p > 0.0 && w.held_rng.chance(p) {
+            // The writer waits `wait` and gives up; the broker decides later.
+            let id = w.next_held;
+            w.next_held += 1;
+            let due_ms = w.now_ms + COMMIT_WAIT.as_millis() as u64 + w.held_rng.below(8_000);
+            let entries = entries.iter().map(|e| (e.partition as usize, e.offset, e.metadata.to_string())).collect();
+            w.held.push(Held { id, member: self.member, due_ms, entries });
+            w.gates[self.member].unanswered(id);
+            w.note(format!("member {} commits {}, held by the broker until t={due_ms}ms", self.member, what.join(" ")));
+            let until = w.now_ms + wait.as_millis() as u64;
+            w.advance(until, None);
+            return Err(BrokerError("the broker did not answer the commit in time (it may still be applied)".into()));
+        }
         w.note(format!("member {} commits {}", self.member, what.join(" ")));
         for e in entries {
             let p = e.partition as usize;
