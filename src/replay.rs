@@ -526,17 +526,16 @@ impl Replay<'_, '_> {
         let (Some(p), Some(f)) = (&self.producer, self.checkpoint.as_mut()) else { return Ok(()) };
         let mut lines = String::new();
         for fi in 0..self.keys.len() {
-            if self.complete[fi] && !self.recorded_done[fi] && p.context().acked[fi].load(Ordering::Relaxed) == self.sent[fi] {
+            if !self.recorded_done[fi] && done(p.context(), fi, self.complete[fi], self.sent[fi]) {
                 self.recorded_done[fi] = true;
                 lines.push_str(&checkpoint_line(&self.keys[fi], &FileProgress::Done));
                 lines.push('\n');
             }
         }
-        if !lines.is_empty() {
-            let written = f.write_all(lines.as_bytes()).and_then(|()| f.sync_data());
-            written.map_err(|e| ReplayError::Failed(format!("recording progress in {}: {e}", self.opts.checkpoint.display())))?;
+        if lines.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        append(f, &self.opts.checkpoint, &lines)
     }
 
     /// After the sending ended (however): waits for the deliveries in flight, then records each
@@ -558,7 +557,7 @@ impl Replay<'_, '_> {
                 continue;
             }
             let refused_here: BTreeSet<u64> = refused.iter().filter(|r| r.file == fi).map(|r| r.line).collect();
-            let progress = if self.complete[fi] && refused_here.is_empty() && p.context().acked[fi].load(Ordering::Relaxed) == self.sent[fi] {
+            let progress = if done(p.context(), fi, self.complete[fi], self.sent[fi]) {
                 FileProgress::Done
             } else {
                 let (next, resend) = &self.before[fi];
@@ -574,9 +573,21 @@ impl Replay<'_, '_> {
             lines.push_str(&checkpoint_line(&self.keys[fi], &progress));
             lines.push('\n');
         }
-        let written = f.write_all(lines.as_bytes()).and_then(|()| f.sync_data());
-        written.map_err(|e| ReplayError::Failed(format!("recording progress in {}: {e}", self.opts.checkpoint.display())))
+        append(f, &self.opts.checkpoint, &lines)
     }
+}
+
+/// A file is done when every line was handled and every record sent of it was acknowledged
+/// (a refused record is never acknowledged, so this also means none was refused).
+fn done(ctx: &Ctx, fi: usize, complete: bool, sent: u64) -> bool {
+    complete && ctx.acked[fi].load(Ordering::Relaxed) == sent
+}
+
+/// Appends checkpoint lines and makes them durable.
+fn append(f: &mut std::fs::File, path: &std::path::Path, lines: &str) -> Result<(), ReplayError> {
+    f.write_all(lines.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| ReplayError::Failed(format!("recording progress in {}: {e}", path.display())))
 }
 
 async fn read(storage: &Storage, l: &Listed) -> Result<bytes::Bytes, ReplayError> {
