@@ -25,6 +25,12 @@ pub(crate) enum Rule {
     PlanByFirstOffset,
     /// Start a commit while an earlier one is still unanswered by the broker.
     OverlappingCommits,
+    /// Keep polling while buffers and uploads fill the memory budget and uploads are behind.
+    NoBackpressure,
+    /// Never resume a paused consumer, even once uploads drained.
+    NeverResume,
+    /// Take a partition for caught up one offset before the end read at assignment.
+    CaughtUpEarly,
 }
 
 #[cfg(test)]

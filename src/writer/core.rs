@@ -64,7 +64,7 @@ pub(crate) struct Writer {
     /// When the first message arrived (for the drain rate of `--until-caught-up`).
     pub(super) first_message_at: Option<Instant>,
     /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
-    pub(super) fatal: Option<String>,
+    pub(super) fatal: Option<Fatal>,
     /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
     pub(super) offset_reset_to_end: bool,
     /// The config names Secor's ZooKeeper: a commit kbackup did not write is never resumed from
@@ -142,8 +142,13 @@ impl Writer {
     }
 
     /// Why the writer cannot go on, once it cannot.
-    pub(crate) fn fatal(&self) -> Option<&str> {
-        self.fatal.as_deref()
+    pub(crate) fn fatal(&self) -> Option<&Fatal> {
+        self.fatal.as_ref()
+    }
+
+    /// The core's clock: what messages are stamped with and deadlines measured on.
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// The totals so far.

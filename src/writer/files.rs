@@ -290,6 +290,22 @@ impl Writer {
             self.summary.abandoned_files = self.files.inflight_count() as u64;
             error!(files = self.files.inflight_count(), "shutdown timeout: some files were not uploaded");
         }
-        self.commit(broker, None);
+        // The final commit is retried until the stop's deadline: an exit that reports success
+        // must mean that what was uploaded is committed too.
+        loop {
+            self.commit(broker, None);
+            let due = self.uncommitted_partitions();
+            let left = self.stop_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(self.clock.now()));
+            if due == 0 || left.is_zero() {
+                self.summary.uncommitted_partitions = due as u64;
+                break;
+            }
+            self.clock.sleep(left.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Owned partitions whose safe offset is ahead of their last successful commit.
+    pub(crate) fn uncommitted_partitions(&self) -> usize {
+        self.parts.values().filter(|st| st.offsets.as_ref().is_some_and(|o| o.to_commit().is_some()) || st.record_stale).count()
     }
 }

@@ -96,7 +96,7 @@ impl Writer {
         if self.budget.pause(self.paused, self.files.inflight_bytes()) {
             // Re-applied on every check so partitions assigned meanwhile are paused too.
             self.pause(broker, "uploads are behind: consumption paused");
-        } else if self.paused {
+        } else if self.paused && !sabotage::on(sabotage::Rule::NeverResume) {
             if let Err(e) = broker.resume_all() {
                 warn!(error = %e, "resuming partitions failed");
                 return;

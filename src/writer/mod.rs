@@ -55,6 +55,7 @@ use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
 mod budget;
 mod commits;
 mod core;
+mod decision;
 mod files;
 mod housekeeping;
 mod kafka;
@@ -68,6 +69,7 @@ mod sim;
 mod uploads;
 
 use budget::Budget;
+use decision::{Fatal, Next};
 use files::{Files, InFlight, Slot};
 use kafka::Ctx;
 use partition::Partition;
@@ -109,6 +111,9 @@ pub struct RunSummary {
     pub already_there: u64,
     /// Files still not uploaded when the writer had to stop (their events will be re-read).
     pub abandoned_files: u64,
+    /// Partitions whose final commit did not succeed before the stop's deadline (their
+    /// uploaded files are recorded, so the next owner skips their events; the offsets lag).
+    pub uncommitted_partitions: u64,
     /// Messages polled before a rebalance revoked their partition, left for its next owner.
     pub stale_dropped: u64,
     /// Offsets Kafka deleted before they were backed up (the group's commit was below the log
@@ -167,11 +172,10 @@ pub fn run(
     let mut routed: Vec<Polled<'_>> = Vec::new();
     let mut routes: Vec<Option<(usize, Route)>> = Vec::new();
     let mut polled: Vec<Polled<'_>> = Vec::new();
-    let mut paused = false;
     loop {
         let mut next = Vec::new();
         let mut next_routes = Vec::new();
-        let mut step = Step { writer: &writer, consumer: &consumer, generation: &generation, stop: &stop, paused: &mut paused };
+        let mut step = Step { writer: &writer, consumer: &consumer, generation: &generation, stop: &stop };
         let exit = if polled.len() >= PARALLEL_ROUTING_MIN {
             let mut exit = false;
             router_pool.in_place_scope(|s| {
@@ -214,7 +218,7 @@ pub fn run(
         let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
         w.finish(&*consumer, uploads_until);
         let summary = w.summary().clone();
-        let fatal = w.fatal().map(String::from);
+        let fatal = w.fatal().cloned();
         drop(w);
         // Leaving the group fires a final revoke; every buffer is already sealed and committed.
         consumer.unsubscribe();
@@ -253,6 +257,7 @@ pub fn run(
         rebuilt_files = s.rebuilt_files,
         already_there = s.already_there,
         abandoned_files = s.abandoned_files,
+        uncommitted_partitions = s.uncommitted_partitions,
         stale_dropped = s.stale_dropped,
         lost_offsets = s.lost_offsets,
         buffer_blocks_reused = reused,
@@ -266,6 +271,12 @@ pub fn run(
         anyhow::bail!(
             "{} file(s) were not uploaded before the shutdown timeout; their events were not committed and will be read again",
             summary.abandoned_files
+        );
+    }
+    if summary.uncommitted_partitions > 0 {
+        anyhow::bail!(
+            "the final commit of {} partition(s) did not succeed before writer.shutdown_timeout_secs: their uploaded files are recorded (the next run skips their events), but the group's offsets lag behind them",
+            summary.uncommitted_partitions
         );
     }
     Ok(summary)

@@ -46,7 +46,10 @@ impl Partition {
     pub(super) fn caught_up(&self) -> bool {
         match self.target {
             Some(i64::MIN) => true,
-            Some(target) => self.offsets.as_ref().is_some_and(|o| o.position() >= target),
+            Some(target) => {
+                let target = if crate::sabotage::on(crate::sabotage::Rule::CaughtUpEarly) { target - 1 } else { target };
+                self.offsets.as_ref().is_some_and(|o| o.position() >= target)
+            }
             None => false,
         }
     }

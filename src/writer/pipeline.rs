@@ -42,7 +42,6 @@ pub(super) struct Step<'a, 'c> {
     pub(super) consumer: &'c BaseConsumer<Ctx>,
     pub(super) generation: &'a AtomicU64,
     pub(super) stop: &'a AtomicBool,
-    pub(super) paused: &'a mut bool,
 }
 
 impl<'c> Step<'_, 'c> {
@@ -51,10 +50,10 @@ impl<'c> Step<'_, 'c> {
     /// so polling must not block. Returns true when the loop must end.
     pub(super) fn run(&mut self, batch: &mut Vec<Polled<'c>>, routes: Vec<Option<(usize, Route)>>, busy: bool, next: &mut Vec<Polled<'c>>) -> bool {
         let consumer = self.consumer;
-        {
-            // One clock read per batch: it showed up at ~4% of a drain's CPU when read per message.
-            let now = Instant::now();
+        let next_step = {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // One clock read per batch: it showed up at ~4% of a drain's CPU when read per message.
+            let now = w.now();
             for (item, route) in batch.drain(..).zip(routes) {
                 match (item, route) {
                     (Polled::Message(msg, generation), Some((t, route))) => w.on_message(&msg, t, route, generation, now),
@@ -63,43 +62,17 @@ impl<'c> Step<'_, 'c> {
                     (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
                 }
             }
-            w.housekeeping(consumer, now);
-            if w.waiting_for_uploads() {
-                // Wait for uploads rather than poll more. Not polling lets librdkafka's bounded
-                // prefetch fill up and stop fetching, at no cost; pausing would drop what was
-                // prefetched and fetch it again. Bounded, so rebalances are still served.
-                let caught_up = w.wait_uploads(consumer, Instant::now() + Duration::from_secs(1), |w| !w.waiting_for_uploads());
-                if !caught_up {
-                    // Uploads are stuck, not just slow: stop fetching until they catch up.
-                    w.pause(consumer, "memory budget full and uploads are behind: consumption paused");
-                }
-            }
-            *self.paused = w.paused;
-            if let Some(why) = &w.fatal {
-                error!(reason = %why, "stopping: the writer cannot continue safely");
-                return true;
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                info!("stopping: sealing and uploading every open file");
-                return true;
-            }
-            if w.opts.until_caught_up && w.caught_up() {
-                let drain = w.first_message_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
-                info!(
-                    events = w.summary.events,
-                    drain_seconds = drain,
-                    events_per_second = (w.summary.events as f64 / drain.max(1e-9)).round(),
-                    "caught up with the end offsets read at assignment"
-                );
-                return true;
-            }
-        }
+            w.after_batch(consumer, self.stop.load(Ordering::Relaxed))
+        };
+        let Next::Poll { paused } = next_step else {
+            return true;
+        };
         // Unlocked: rebalance callbacks run inside poll() and take the lock.
         // Block for the next message only when nothing else is in the pipeline; while paused,
         // briefly, so finished uploads resume consumption soon.
         let wait = if busy {
             Duration::ZERO
-        } else if *self.paused {
+        } else if paused {
             Duration::from_millis(10)
         } else {
             Duration::from_millis(100)

@@ -30,7 +30,7 @@ impl Writer {
                     self.clock.sleep(Duration::from_millis(500));
                 }
                 Err(e) => {
-                    self.fatal = Some(format!("cannot read committed offsets: {e}"));
+                    self.fatal = Some(Fatal::CommittedUnreadable(e.to_string()));
                     return;
                 }
             }
@@ -44,9 +44,7 @@ impl Writer {
             let record = intent::read_record(&c.metadata);
             match (start, &record) {
                 (Some(s), None) if self.refuse_foreign_commits => {
-                    self.fatal = Some(format!(
-                        "{topic}/{p}: offset {s} was committed by another client, not by kbackup (Secor's auto-commit?); resuming from it could skip what Secor never uploaded: run `kbackup takeover` first (docs/runbook.md)"
-                    ));
+                    self.fatal = Some(Fatal::ForeignCommit { topic: topic.clone(), partition: p, offset: s });
                     return;
                 }
                 (Some(s), None) => {

@@ -59,10 +59,7 @@ impl Writer {
             st.intents.remove(&f.intent);
             st.record_stale = true;
         }
-        self.fatal = Some(format!(
-            "blob {} exists with different content; stopping without committing its events (restart to re-read them under a new name)",
-            f.intent.key
-        ));
+        self.fatal = Some(Fatal::NameConflict { key: f.intent.key.clone() });
     }
 
     /// Takes every upload result that is ready.

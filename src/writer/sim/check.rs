@@ -11,6 +11,44 @@ use std::collections::BTreeMap;
 
 use crate::naming::FileLayout;
 use crate::routing::Router;
+use crate::writer::decision::Next;
+use crate::writer::Writer;
+
+/// How far buffers and uploads may run over the budget. The loop stops polling once uploads
+/// hold half of it and the whole is full; until then each message over the budget seals the
+/// largest open file (which moves its bytes to the uploads, freeing nothing). So the overshoot
+/// is at most the batch polled before the decision plus one message per open file sealed that
+/// way (a partition's dates and its invalid bucket, over the simulation's partitions), and one
+/// message adds at most a page to what the budget counts (a new file's first page, or the
+/// next page of one).
+pub(super) fn budget_slack() -> u64 {
+    const PAGE: u64 = 4096;
+    const OPEN_FILES_MAX: u64 = super::PARTITIONS as u64 * 5;
+    (super::group::BATCH as u64 + OPEN_FILES_MAX) * PAGE
+}
+
+/// The invariants of a per-batch decision, checked right after the core made it.
+///
+/// - the consumer is paused exactly when the core says so;
+/// - a pause is lifted once uploads drain below the resume threshold (half the budget);
+/// - the loop never polls more while buffers and uploads fill the budget with uploads behind;
+/// - buffers and uploads never run over the budget by more than [`budget_slack`].
+pub(super) fn after_decision(w: &Writer, next: &Next, consumer_paused: bool) -> Result<(), String> {
+    let (open, inflight, limit) = (w.files.open_bytes(), w.files.inflight_bytes(), w.budget.limit);
+    if consumer_paused != w.paused {
+        return Err(format!("the consumer is {}paused but the core says it is {}", if consumer_paused { "" } else { "not " }, if w.paused { "paused" } else { "running" }));
+    }
+    if w.paused && inflight < limit / 2 {
+        return Err(format!("consumption stays paused with {inflight} bytes in uploads, below the resume threshold of {}", limit / 2));
+    }
+    if *next == (Next::Poll { paused: false }) && w.waiting_for_uploads() {
+        return Err(format!("the loop polls more with {open} bytes buffered and {inflight} uploading, over the budget of {limit} with uploads behind"));
+    }
+    if open + inflight > limit + budget_slack() {
+        return Err(format!("{open} bytes buffered and {inflight} uploading: over the budget of {limit} by more than {}", budget_slack()));
+    }
+    Ok(())
+}
 
 pub(super) struct Ledger {
     layout: FileLayout,

@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use rdkafka::message::{OwnedMessage, Timestamp};
 
+use super::check;
 use super::world::{lock, Shared, SimBroker, SimClock, SimUploads};
 use super::{Stats, PARTITIONS};
 use crate::config::Config;
 use crate::health::Health;
 use crate::routing::Router;
+use crate::writer::decision::{Next, StopReason};
 use crate::writer::{RunOptions, Writer};
 
 const TOPIC: &str = "t";
 /// A member that is not heard from for this long is expelled.
 pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// Messages one poll takes at most.
-const BATCH: usize = 8;
+pub(super) const BATCH: usize = 8;
 
 /// One writer instance (a process) and what its consumer knows.
 pub(super) struct Member {
@@ -39,6 +41,8 @@ pub(super) struct Member {
     pub(super) frozen_since: u64,
     /// The group expelled it; it learns so after this many more steps.
     pub(super) expelled_notice: Option<u32>,
+    /// Run with `--until-caught-up`: the end offset of each partition when it was assigned.
+    pub(super) targets: Option<BTreeMap<i32, i64>>,
 }
 
 pub(super) struct Sim {
@@ -90,6 +94,12 @@ impl Sim {
 
     /// A new process joins the group (the rebalance is the caller's).
     pub(super) fn start_member(&mut self) {
+        self.start_member_with(RunOptions::default());
+    }
+
+    /// A new process joins the group with `opts` (the rebalance is the caller's).
+    pub(super) fn start_member_with(&mut self, opts: RunOptions) {
+        let until_caught_up = opts.until_caught_up;
         let id = lock(&self.world).add_member();
         let world = self.world.clone();
         let writer = Writer::new(
@@ -98,7 +108,7 @@ impl Sim {
             Box::new(SimUploads { world: world.clone(), member: id }),
             Box::new(SimClock { world: world.clone(), member: id }),
             Arc::new(Health::default()),
-            RunOptions::default(),
+            opts,
         )
         .expect("writer");
         self.members.push(Member {
@@ -112,8 +122,9 @@ impl Sim {
             frozen_until: None,
             frozen_since: 0,
             expelled_notice: None,
+            targets: until_caught_up.then(BTreeMap::new),
         });
-        self.note(format!("member {id} starts"));
+        self.note(format!("member {id} starts{}", if until_caught_up { " with --until-caught-up" } else { "" }));
     }
 
     /// Members that take part in a rebalance: awake and not expelled.
@@ -204,6 +215,9 @@ impl Sim {
             for &p in &arriving {
                 m.assigned.insert(p);
                 m.positions.insert(p, w.committed[p as usize].as_ref().map_or(0, |c| c.0));
+                if let Some(t) = &mut m.targets {
+                    t.insert(p, w.log[p as usize].len() as i64);
+                }
             }
             drop(w);
             let id = m.id;
@@ -231,23 +245,35 @@ impl Sim {
         self.stats.produced += n;
     }
 
-    /// One turn of member `i`: apply the previous poll, do the periodic work, poll again.
-    pub(super) fn step_member(&mut self, i: usize) {
-        let now = lock(&self.world).instant();
+    /// One turn of member `i`, as the polling loop takes it: apply the previous poll, let the
+    /// core decide (periodic work, the budget's wait and pause, stop or poll), poll again.
+    /// Returns why the member must stop, if it must.
+    pub(super) fn step_member(&mut self, i: usize) -> Option<StopReason> {
         let m = &mut self.members[i];
+        let now = m.writer.now();
         let batch = std::mem::take(&mut m.polled);
         for (msg, stamp) in batch {
             use rdkafka::message::Message;
             let route = self.router.route(msg.payload(), msg.timestamp().to_millis());
             m.writer.on_message(&msg, 0, route, stamp, now);
         }
-        m.writer.housekeeping(&m.broker, now);
-        let w = lock(&self.world);
-        if w.paused[m.id] {
-            return;
+        let next = m.writer.after_batch(&m.broker, false);
+        let m = &self.members[i];
+        let consumer_paused = lock(&self.world).paused[m.id];
+        if let Err(v) = check::after_decision(&m.writer, &next, consumer_paused) {
+            let v = format!("member {}: {v}", m.id);
+            lock(&self.world).ledger.violations.push(v);
+        }
+        let paused = match next {
+            Next::Poll { paused } => paused,
+            Next::Stop(why) => return Some(why),
+        };
+        let m = &mut self.members[i];
+        if paused {
+            return None;
         }
         let owned: Vec<i32> = m.assigned.iter().copied().collect();
-        let mut w = w;
+        let mut w = lock(&self.world);
         for _ in 0..1 + w.rng.below(BATCH as u64) {
             if owned.is_empty() {
                 break;
@@ -259,6 +285,7 @@ impl Sim {
             *pos += 1;
             m.polled.push((msg, m.callbacks));
         }
+        None
     }
 
     /// Kills member `i` like `kill -9`: no flush, no commit; its uploads in flight still land.
@@ -282,7 +309,23 @@ impl Sim {
         let mut m = self.members.remove(i);
         m.polled.clear();
         m.writer.begin_stop(deadline);
+        let caught_up = m.targets.is_some() && m.writer.caught_up();
         m.writer.finish(&m.broker, deadline.checked_sub(crate::writer::commit_reserve(timeout)).unwrap_or(deadline));
+        let s = m.writer.summary();
+        if caught_up && s.abandoned_files == 0 && s.uncommitted_partitions == 0 {
+            // An `--until-caught-up` run that exits cleanly has committed every owned partition
+            // up to the end it had when assigned.
+            let w = lock(&self.world);
+            let targets = m.targets.as_ref().expect("checked above");
+            for p in &m.assigned {
+                let committed = w.committed[*p as usize].as_ref().map_or(0, |c| c.0);
+                if targets.get(p).is_some_and(|&end| committed < end) {
+                    let v = format!("member {} caught up and stopped cleanly, but partition {p} is committed at {committed}, below its end {}", m.id, targets[p]);
+                    drop(w);
+                    return Err(v);
+                }
+            }
+        }
         // Leaving the group: the consumer is closing, and its requests time out. A rebalance
         // may still hand it partitions (another member left just before): it must not wait
         // for their offsets past its bound.

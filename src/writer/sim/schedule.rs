@@ -3,6 +3,8 @@
 
 use super::group::{parts, Sim, SESSION_TIMEOUT_MS};
 use super::world::{lock, Faults};
+use crate::writer::decision::StopReason;
+use crate::writer::RunOptions;
 
 impl Sim {
     /// One random event.
@@ -68,6 +70,10 @@ impl Sim {
                 ));
                 lock(&self.world).faults = f;
             }
+            95 if n < 4 => {
+                self.start_member_with(RunOptions { until_caught_up: true, ..Default::default() });
+                self.rebalance();
+            }
             _ => {
                 let ms = self.below(100);
                 self.advance(ms);
@@ -84,16 +90,36 @@ impl Sim {
             return;
         }
         self.members[i].frozen_until = None;
-        self.step_member(i);
-        let m = &mut self.members[i];
-        if let Some(why) = m.writer.fatal().map(String::from) {
+        if let Some(why) = self.step_member(i) {
+            let m = &self.members[i];
             let id = m.id;
-            self.note(format!("member {id} stops on a fatal error: {why}"));
+            match &why {
+                StopReason::Fatal(f) => self.note(format!("member {id} stops on a fatal error: {f}")),
+                StopReason::CaughtUp => {
+                    // Caught up only when every owned partition reached the end it had when assigned.
+                    let targets = m.targets.as_ref();
+                    let short: Vec<String> = m
+                        .assigned
+                        .iter()
+                        .filter_map(|p| {
+                            let (pos, end) = (m.positions[p], *targets?.get(p)?);
+                            (pos < end).then(|| format!("{p} at {pos} of {end}"))
+                        })
+                        .collect();
+                    if targets.is_none() || m.assigned.is_empty() || !short.is_empty() {
+                        let v = format!("member {id} says it caught up with partitions {:?}, short: {short:?}", m.assigned);
+                        lock(&self.world).ledger.violations.push(v);
+                    }
+                    self.note(format!("member {id} caught up: it stops"));
+                }
+                StopReason::Requested => unreachable!("the simulation stops members through stop_member"),
+            }
             if let Err(e) = self.stop_member(i) {
                 lock(&self.world).ledger.violations.push(e);
             }
             return;
         }
+        let m = &mut self.members[i];
         if let Some(k) = m.expelled_notice {
             if k > 1 {
                 m.expelled_notice = Some(k - 1);
