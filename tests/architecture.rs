@@ -179,6 +179,18 @@ fn kafka_settings_built_by(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Files that import all of their parent module (`use super::*;` outside a test module): a
+/// stage then reaches whatever its parent holds, and nothing says what it depends on.
+fn glob_imports_of_parent(files: &[(String, String)]) -> Vec<String> {
+    files.iter().filter(|(_, code)| code.lines().any(|l| l.starts_with("use super::*;"))).map(|(rel, _)| rel.clone()).collect()
+}
+
+#[test]
+fn no_file_imports_all_of_its_parent() {
+    let found = glob_imports_of_parent(&code_files());
+    assert!(found.is_empty(), "`use super::*;` outside tests (import what is used): {found:?}");
+}
+
 #[test]
 fn nothing_but_main_imports_the_commands() {
     let files = code_files();
@@ -236,6 +248,8 @@ fn the_rules_catch_violations() {
     assert!(real_world_in_core(&f("writer/pipeline.rs", "let t = Instant::now();")).is_empty(), "a shell may");
     assert_eq!(kafka_settings_built_by(&f("cmd/replay.rs", "let c = ClientConfig::new();")), ["cmd/replay.rs"]);
     assert!(kafka_settings_built_by(&f("consumer.rs", "let c = ClientConfig::new();")).is_empty());
+    assert_eq!(glob_imports_of_parent(&f("writer/kafka.rs", "use super::*;\n")), ["writer/kafka.rs"]);
+    assert!(glob_imports_of_parent(&f("writer/budget.rs", "mod tests {\n    use super::*;\n}")).is_empty(), "tests may");
     let g = graph_of(&[("a.rs".into(), "crate::b::x".into()), ("b.rs".into(), "crate::a::y".into())]);
     assert!(cycle_from(&g, "a").is_some());
 }

@@ -1,10 +1,24 @@
 //! Offset commits: upload intents recorded as commit metadata, and the safe offsets.
 
-use super::ports::COMMIT_WAIT;
-use super::*;
+use std::collections::HashSet;
+use std::time::Duration;
 
-/// Offsets and metadata of one commit, per (topic, partition).
-type Commits = Vec<(usize, i32, i64, String)>;
+use tracing::{debug, error, warn};
+
+use super::partition::PartKey;
+use super::ports::{Broker, BrokerError, CommitEntry, COMMIT_WAIT};
+use super::Writer;
+use crate::failpoint;
+use crate::metrics as m;
+use crate::sabotage;
+
+/// One partition's part of a commit: its offset and the intent record as metadata.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) part: PartKey,
+    pub(super) offset: i64,
+    pub(super) metadata: String,
+}
 
 impl Writer {
     /// Commits the intents of sealed files (with each partition's safe offset), then starts
@@ -48,23 +62,23 @@ impl Writer {
 
     /// The awaiting files whose intents fit in their partitions' next commit (in seal order,
     /// under the metadata limit), added to the partitions' intent logs, and those commits.
-    fn next_intents(&mut self) -> (Vec<u64>, Commits) {
+    fn next_intents(&mut self) -> (Vec<u64>, Vec<Pending>) {
         let mut batch = Vec::new();
         let mut commits = Vec::new();
-        let mut parts: Vec<(usize, i32)> = Vec::new();
+        let mut parts: Vec<PartKey> = Vec::new();
         for id in self.files.awaiting() {
             let part = self.files.get(*id).expect("awaiting files are in flight").part();
             if !parts.contains(&part) {
                 parts.push(part);
             }
         }
-        for (t, p) in parts {
-            let Some(st) = self.parts.get_mut(&(t, p)) else { continue };
+        for part in parts {
+            let Some(st) = self.parts.get_mut(&part) else { continue };
             let Some(offset) = st.offsets.as_ref().map(|o| o.safe()) else { continue };
             let mut added = 0;
             for id in self.files.awaiting() {
                 let f = self.files.get(*id).expect("awaiting files are in flight");
-                if f.part() != (t, p) {
+                if f.part() != part {
                     continue;
                 }
                 st.intents.push(f.intent.clone());
@@ -78,16 +92,18 @@ impl Writer {
             }
             if added > 0 {
                 let md = st.intents.metadata(offset, self.metadata_limit).expect("checked above");
-                commits.push((t, p, offset, md));
+                commits.push(Pending { part, offset, metadata: md });
             }
         }
         (batch, commits)
     }
 
     /// One synchronous commit of offsets with metadata; updates the partitions on success.
-    pub(super) fn commit_with_metadata(&mut self, broker: &dyn Broker, commits: &[(usize, i32, i64, String)]) -> Result<(), BrokerError> {
-        let entries: Vec<CommitEntry<'_>> =
-            commits.iter().map(|(t, p, o, md)| CommitEntry { topic: &self.topics[*t].cfg.name, partition: *p, offset: *o, metadata: md }).collect();
+    pub(super) fn commit_with_metadata(&mut self, broker: &dyn Broker, commits: &[Pending]) -> Result<(), BrokerError> {
+        let entries: Vec<CommitEntry<'_>> = commits
+            .iter()
+            .map(|c| CommitEntry { topic: &self.topics[c.part.topic].cfg.name, partition: c.part.partition, offset: c.offset, metadata: &c.metadata })
+            .collect();
         let started = self.clock.now();
         // During a stop a commit waits no longer than the time left.
         let wait = match self.stop_deadline {
@@ -105,13 +121,13 @@ impl Writer {
         metrics::counter!(m::COMMITS).increment(1);
         metrics::histogram!(m::COMMIT_SECONDS).record(self.clock.now().duration_since(started).as_secs_f64());
         self.health.broker_ok();
-        for (t, p, o, _) in commits {
-            debug!(topic = %self.topics[*t].cfg.name, partition = p, offset = o, "committed");
-            if let Some(st) = self.parts.get_mut(&(*t, *p)) {
+        for c in commits {
+            debug!(topic = %self.topics[c.part.topic].cfg.name, partition = c.part.partition, offset = c.offset, "committed");
+            if let Some(st) = self.parts.get_mut(&c.part) {
                 if let Some(offsets) = st.offsets.as_mut() {
-                    offsets.committed(*o);
+                    offsets.committed(c.offset);
                 }
-                st.intents.prune(*o);
+                st.intents.prune(c.offset);
                 st.record_stale = false;
             }
         }
@@ -120,27 +136,27 @@ impl Writer {
     }
 
     /// Commits every partition whose safe offset moved (only `only` if given), with its intents.
-    pub(super) fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<(usize, i32)>>) {
+    pub(super) fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<PartKey>>) {
         self.last_commit = self.clock.now();
         let mut commits = Vec::new();
-        for (&(t, p), st) in &self.parts {
-            if only.is_some_and(|s| !s.contains(&(t, p))) {
+        for (&part, st) in &self.parts {
+            if only.is_some_and(|s| !s.contains(&part)) {
                 continue;
             }
             let due = st.offsets.as_ref().and_then(|o| o.to_commit());
             let stale = st.offsets.as_ref().filter(|_| st.record_stale).map(|o| o.safe());
             let Some(o) = due.or(stale) else { continue };
             match st.intents.metadata(o, self.metadata_limit) {
-                Some(md) => commits.push((t, p, o, md)),
+                Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
                 // Cannot happen: a higher offset only drops intents from the record.
-                None => error!(partition = p, "intent record too large to commit"),
+                None => error!(partition = part.partition, "intent record too large to commit"),
             }
         }
         if commits.is_empty() {
             return;
         }
         // One order whatever the map's: commits and their logs are reproducible.
-        commits.sort_unstable_by_key(|c| (c.0, c.1));
+        commits.sort_unstable_by_key(|c| c.part);
         // Not fatal: the offsets stay due and the next commit carries them.
         if let Err(e) = self.commit_with_metadata(broker, &commits) {
             warn!(error = %e, "offset commit failed; will retry");

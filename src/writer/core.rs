@@ -5,7 +5,24 @@
 //! the [`UploadQueue`] and the [`Clock`]. The same code runs against librdkafka and the object
 //! store in production and against a seeded world in the simulation (`sim/`).
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap as HashMap;
+use tracing::warn;
+
+use super::budget::Budget;
+use super::decision::Fatal;
+use super::files::Files;
+use super::partition::{PartKey, Partition};
+use super::ports::{Clock, UploadQueue};
+use super::{RunOptions, RunSummary};
+use crate::buffer::RotationPolicy;
+use crate::config::{Config, TopicConfig};
+use crate::health::Health;
+use crate::metrics as m;
+use crate::naming::{FileLayout, UploadClock};
+use crate::upload::{Existing, UploadJob};
 
 pub(super) struct TopicRuntime {
     pub(super) cfg: TopicConfig,
@@ -42,7 +59,7 @@ pub(crate) struct Writer {
     /// Open files, files in flight, and the byte ledger over both.
     pub(super) files: Files,
     /// Every owned partition.
-    pub(super) parts: HashMap<(usize, i32), Partition>,
+    pub(super) parts: HashMap<PartKey, Partition>,
     pub(super) next_epoch: u64,
     /// Keeps `{currentTimestamp}` strictly increasing within this process.
     pub(super) name_clock: UploadClock,

@@ -5,9 +5,21 @@
 //! fields are private to this file, so the two totals can only change where a buffer enters or
 //! leaves (an earlier version updated them by hand at eleven places, and they drifted).
 
+use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::*;
+use rustc_hash::FxHashMap as HashMap;
+use tracing::error;
+
+use super::partition::PartKey;
+use super::ports::Broker;
+use super::Writer;
+use crate::buffer::{Buffer, BufferKey, SealReason};
+use crate::intent::Intent;
+use crate::naming::NameContext;
+use crate::upload::Existing;
 
 /// A sealed file from seal to upload.
 pub(super) struct InFlight {
@@ -145,13 +157,13 @@ impl Files {
     }
 
     /// Drops the open files of `parts` (a lost assignment); returns their events.
-    pub(super) fn drop_open(&mut self, parts: &HashSet<(usize, i32)>) -> u64 {
-        let keys: Vec<BufferKey> = self.open.keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
+    pub(super) fn drop_open(&mut self, parts: &HashSet<PartKey>) -> u64 {
+        let keys: Vec<BufferKey> = self.open.keys().filter(|k| parts.contains(&PartKey::new(k.topic, k.partition))).cloned().collect();
         keys.iter().filter_map(|k| self.take_open(k)).map(|b| b.events).sum()
     }
 
     /// Drops the sealed files of `parts` whose intents were never recorded; returns their events.
-    pub(super) fn drop_unrecorded(&mut self, parts: &HashSet<(usize, i32)>) -> u64 {
+    pub(super) fn drop_unrecorded(&mut self, parts: &HashSet<PartKey>) -> u64 {
         let ids: Vec<u64> = self.awaiting.iter().copied().filter(|id| parts.contains(&self.inflight[id].part())).collect();
         self.awaiting.retain(|id| !ids.contains(id));
         ids.iter().filter_map(|id| self.landed(*id)).map(|f| f.events).sum()
@@ -173,8 +185,8 @@ impl Files {
         self.open.iter()
     }
 
-    pub(super) fn rebuilding(&self) -> impl Iterator<Item = ((usize, i32), &Buffer)> {
-        self.rebuilding.iter().map(|(k, b)| ((k.0, k.1), b))
+    pub(super) fn rebuilding(&self) -> impl Iterator<Item = (PartKey, &Buffer)> {
+        self.rebuilding.iter().map(|(k, b)| (PartKey::new(k.0, k.1), b))
     }
 
     pub(super) fn in_flight(&self) -> impl Iterator<Item = &InFlight> {
@@ -215,8 +227,8 @@ impl Files {
 }
 
 impl InFlight {
-    pub(super) fn part(&self) -> (usize, i32) {
-        (self.topic, self.partition)
+    pub(super) fn part(&self) -> PartKey {
+        PartKey::new(self.topic, self.partition)
     }
 }
 
@@ -234,7 +246,7 @@ impl Writer {
             return;
         };
         let topic = &self.topics[key.topic];
-        let st = self.parts.get(&(key.topic, key.partition));
+        let st = self.parts.get(&PartKey::new(key.topic, key.partition));
         let mut name_key;
         let mut tries = 0;
         loop {
@@ -269,8 +281,8 @@ impl Writer {
     }
 
     /// Seals every open file of the given partitions.
-    pub(super) fn seal_partitions(&mut self, parts: &HashSet<(usize, i32)>, reason: SealReason) {
-        let keys: Vec<BufferKey> = self.files.open_keys().filter(|k| parts.contains(&(k.topic, k.partition))).cloned().collect();
+    pub(super) fn seal_partitions(&mut self, parts: &HashSet<PartKey>, reason: SealReason) {
+        let keys: Vec<BufferKey> = self.files.open_keys().filter(|k| parts.contains(&PartKey::new(k.topic, k.partition))).cloned().collect();
         for k in &keys {
             self.seal(k, reason);
         }

@@ -1,6 +1,16 @@
 //! Periodic work: file age, memory pressure and backpressure, gauges, timed commits.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap as HashMap;
+use tracing::{info, warn};
+
+use super::partition::PartKey;
+use super::ports::Broker;
+use super::Writer;
+use crate::buffer::{BufferKey, SealReason};
+use crate::metrics as m;
+use crate::sabotage;
 
 impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
@@ -41,7 +51,7 @@ impl Writer {
             metrics::gauge!(m::POOLED_BYTES).set(crate::buffer::pooled_bytes() as f64);
             metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
-            for (&(t, p), st) in &self.parts {
+            for (&PartKey { topic: t, partition: p }, st) in &self.parts {
                 if let Some(o) = &st.offsets {
                     metrics::gauge!(m::CONSUMED_OFFSET, "topic" => self.topics[t].cfg.name.clone(), "partition" => p.to_string())
                         .set(o.position() as f64);
@@ -60,32 +70,32 @@ impl Writer {
     /// anything is lost. A partition holding nothing uncommitted has the whole retention ahead.
     pub(super) fn report_retention_headroom(&self) {
         let now_ms = self.clock.wall_ms();
-        let mut oldest: HashMap<(usize, i32), i64> = HashMap::default();
+        let mut oldest: HashMap<PartKey, i64> = HashMap::default();
         let mut note = |t: usize, p: i32, ms: Option<i64>| {
             if let Some(ms) = ms {
-                let e = oldest.entry((t, p)).or_insert(ms);
+                let e = oldest.entry(PartKey::new(t, p)).or_insert(ms);
                 *e = (*e).min(ms);
             }
         };
         for (k, b) in self.files.open_files() {
             note(k.topic, k.partition, b.first_record_ms);
         }
-        for ((t, p), b) in self.files.rebuilding() {
-            note(t, p, b.first_record_ms);
+        for (part, b) in self.files.rebuilding() {
+            note(part.topic, part.partition, b.first_record_ms);
         }
         for f in self.files.in_flight() {
             note(f.topic, f.partition, f.first_record_ms);
         }
         // Freshness per topic: the oldest event held that is not uploaded yet.
         for (t, topic) in self.topics.iter().enumerate() {
-            let oldest_ms = oldest.iter().filter(|((tt, _), _)| *tt == t).map(|(_, ms)| *ms).min();
+            let oldest_ms = oldest.iter().filter(|(k, _)| k.topic == t).map(|(_, ms)| *ms).min();
             let age = oldest_ms.map_or(0, |ms| (now_ms - ms).max(0));
             metrics::gauge!(m::OLDEST_UNBACKED_AGE, "topic" => topic.cfg.name.clone()).set(age as f64 / 1000.0);
         }
-        for &(t, p) in self.parts.keys() {
+        for &part @ PartKey { topic: t, partition: p } in self.parts.keys() {
             let topic = &self.topics[t];
             let Some(retention) = topic.retention_ms else { continue };
-            let age = oldest.get(&(t, p)).map_or(0, |ms| (now_ms - ms).max(0));
+            let age = oldest.get(&part).map_or(0, |ms| (now_ms - ms).max(0));
             metrics::gauge!(m::RETENTION_HEADROOM, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
                 .set((retention - age) as f64 / 1000.0);
         }

@@ -2,8 +2,19 @@
 //! statistics and rebalance callbacks, routed into the writer's state) and the [`Broker`]
 //! implementation the core commits through.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, error};
+
 use super::ports::CommitGate;
-use super::*;
+use super::ports::{Broker, BrokerError, CommitEntry, Committed};
+use super::Writer;
+use crate::health::Health;
+use crate::metrics as m;
 
 /// The consumer context: routes rebalance callbacks into the writer.
 pub(super) struct Ctx {

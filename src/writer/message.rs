@@ -1,6 +1,21 @@
 //! One consumed message: tracking, recovery (skip or rebuild), appending to its file.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::files::Slot;
+use super::partition::PartKey;
+use super::ports::Message;
+use super::Writer;
+use crate::buffer::{BufferKey, SealReason};
+use crate::config::Format;
+use crate::intent::{Action, RecoveryPlan};
+use crate::metrics as m;
+use crate::routing::{DateSource, Route};
+use crate::sabotage;
+use crate::upload::Existing;
 
 impl Writer {
     /// Applies one routed message polled in rebalance generation `generation`. Generic over the
@@ -8,7 +23,8 @@ impl Writer {
     pub(crate) fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
         let record_ms = m.timestamp().to_millis();
-        let Some(st) = self.parts.get_mut(&(t, p)).filter(|st| st.assigned_gen <= generation || sabotage::on(sabotage::Rule::KeepStaleMessages))
+        let Some(st) =
+            self.parts.get_mut(&PartKey::new(t, p)).filter(|st| st.assigned_gen <= generation || sabotage::on(sabotage::Rule::KeepStaleMessages))
         else {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
@@ -118,7 +134,7 @@ impl Writer {
     /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
     /// drops the recovery plan once consumption has passed all of it.
     pub(super) fn finish_rebuilds(&mut self, t: usize, p: i32, off: i64) {
-        let Some(st) = self.parts.get_mut(&(t, p)) else {
+        let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else {
             return;
         };
         let Some(end) = st.plan.end() else { return };

@@ -25,32 +25,21 @@
 //! implements the broker over librdkafka, `pipeline.rs` is the polling loop, and `sim/` drives
 //! the same core through seeded simulations.
 
-use std::collections::HashSet;
-
 // The per-message maps are keyed by small values; FxHash costs a fraction of SipHash there
 // (SipHash showed up at ~2.5% of a drain's CPU profile). No key is attacker-controlled.
-use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{debug, error, info, warn};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tracing::{error, info, warn};
 
-use crate::buffer::{Buffer, BufferKey, RotationPolicy, SealReason};
-use crate::config::{Config, Format, TopicConfig};
-use crate::failpoint;
+use crate::config::Config;
 use crate::health::Health;
-use crate::intent::{self, Action, Intent, RecoveryPlan};
-use crate::metrics as m;
-use crate::naming::{FileLayout, NameContext, UploadClock};
-use crate::routing::{DateSource, Route, Router};
-use crate::sabotage;
+use crate::routing::{Route, Router};
 use crate::storage::Storage;
-use crate::upload::{Existing, Outcome, UploadDone, UploadJob, Uploader};
+use crate::upload::Uploader;
 
 mod budget;
 mod commits;
@@ -68,13 +57,9 @@ mod rebalance;
 mod sim;
 mod uploads;
 
-use budget::Budget;
-use decision::{Fatal, Next};
-use files::{Files, InFlight, Slot};
 use kafka::Ctx;
-use partition::Partition;
 use pipeline::{Polled, Routing, Step, PARALLEL_ROUTING_MIN};
-use ports::{Broker, BrokerError, ChannelUploads, Clock, CommitEntry, Committed, SystemClock, UploadQueue};
+use ports::{ChannelUploads, SystemClock};
 
 pub(crate) use self::core::Writer;
 

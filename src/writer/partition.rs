@@ -7,6 +7,19 @@ use std::collections::HashSet;
 use crate::commit::PartitionOffsets;
 use crate::intent::{IntentLog, RecoveryPlan};
 
+/// One partition of one configured topic: the topic's index in the config and the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct PartKey {
+    pub(super) topic: usize,
+    pub(super) partition: i32,
+}
+
+impl PartKey {
+    pub(super) fn new(topic: usize, partition: i32) -> PartKey {
+        PartKey { topic, partition }
+    }
+}
+
 /// One owned partition. Created at assignment, dropped at revocation: nothing about a
 /// partition outlives its ownership except files still in flight (which carry its epoch).
 #[derive(Debug, Default)]

@@ -1,7 +1,20 @@
 //! The three-stage batch pipeline: poll batch k+1, route batch k on a helper thread, apply
 //! batch k-1 under the writer's lock.
 
-use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::BorrowedMessage;
+use rustc_hash::FxHashMap as HashMap;
+use tracing::{error, warn};
+
+use super::decision::Next;
+use super::kafka::{self, Ctx};
+use super::ports::Message;
+use super::Writer;
+use crate::routing::{Route, Router};
 
 /// Batches end at this many messages or bytes, whichever comes first (bytes bound what two
 /// batches hold of librdkafka's memory when messages are large).

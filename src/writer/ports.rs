@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::upload::{UploadDone, UploadJob, Uploader};
 
+/// A consumed message as the core reads it (topic, partition, offset, timestamp, payload):
+/// librdkafka's borrowed messages in production, owned ones in the simulation.
+pub(crate) use rdkafka::message::Message;
+
 /// A broker call that failed (or whose outcome is unknown).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -1,7 +1,19 @@
 //! Assignment and revocation: recovery plans from recorded intents, lost offsets, handing
 //! partitions over.
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::decision::Fatal;
+use super::partition::{PartKey, Partition};
+use super::ports::Broker;
+use super::Writer;
+use crate::buffer::SealReason;
+use crate::intent::{self, RecoveryPlan};
+use crate::metrics as m;
 
 impl Writer {
     /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`.
@@ -92,7 +104,7 @@ impl Writer {
                     Err(err) => error!(topic, partition = p, error = %err, "reading watermarks failed"),
                 }
             }
-            self.parts.insert((t, p), st);
+            self.parts.insert(PartKey::new(t, p), st);
             // A number when there is a commit; absent (not the text "None") when there is none.
             match start {
                 Some(c) => info!(topic, partition = p, committed = c, "partition assigned"),
@@ -137,7 +149,8 @@ impl Writer {
             // This process no longer reports lag for it; its new owner does.
             metrics::gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
         }
-        let parts: HashSet<(usize, i32)> = revoked.iter().filter_map(|(topic, p)| Some((*self.topic_index.get(topic.as_str())?, *p))).collect();
+        let parts: HashSet<PartKey> =
+            revoked.iter().filter_map(|(topic, p)| Some(PartKey::new(*self.topic_index.get(topic.as_str())?, *p))).collect();
         if lost {
             // Another member may already own these partitions: uploading or committing now
             // could only duplicate its work. Everything uncommitted is re-read by the new owner.
@@ -163,8 +176,8 @@ impl Writer {
             // Sealed files whose intents could not be recorded are dropped with the partition.
             self.files.drop_unrecorded(&parts);
         }
-        for &(t, p) in &parts {
-            self.parts.remove(&(t, p));
+        for &part @ PartKey { topic: t, partition: p } in &parts {
+            self.parts.remove(&part);
             self.files.drop_rebuilds(t, p);
             info!(topic = %self.topics[t].cfg.name, partition = p, lost, "partition revoked");
         }

@@ -1,6 +1,16 @@
 //! Upload results: releasing offsets, name conflicts, and waiting for uploads.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use super::decision::Fatal;
+use super::files::InFlight;
+use super::ports::Broker;
+use super::Writer;
+use crate::failpoint;
+use crate::metrics as m;
+use crate::upload::{Outcome, UploadDone};
 
 impl Writer {
     pub(crate) fn on_uploaded(&mut self, done: UploadDone) {

@@ -36,13 +36,19 @@ pub(super) fn budget_slack() -> u64 {
 pub(super) fn after_decision(w: &Writer, next: &Next, consumer_paused: bool) -> Result<(), String> {
     let (open, inflight, limit) = (w.files.open_bytes(), w.files.inflight_bytes(), w.budget.limit);
     if consumer_paused != w.paused {
-        return Err(format!("the consumer is {}paused but the core says it is {}", if consumer_paused { "" } else { "not " }, if w.paused { "paused" } else { "running" }));
+        return Err(format!(
+            "the consumer is {}paused but the core says it is {}",
+            if consumer_paused { "" } else { "not " },
+            if w.paused { "paused" } else { "running" }
+        ));
     }
     if w.paused && inflight < limit / 2 {
         return Err(format!("consumption stays paused with {inflight} bytes in uploads, below the resume threshold of {}", limit / 2));
     }
     if *next == (Next::Poll { paused: false }) && w.waiting_for_uploads() {
-        return Err(format!("the loop polls more with {open} bytes buffered and {inflight} uploading, over the budget of {limit} with uploads behind"));
+        return Err(format!(
+            "the loop polls more with {open} bytes buffered and {inflight} uploading, over the budget of {limit} with uploads behind"
+        ));
     }
     if open + inflight > limit + budget_slack() {
         return Err(format!("{open} bytes buffered and {inflight} uploading: over the budget of {limit} by more than {}", budget_slack()));

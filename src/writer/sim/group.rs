@@ -270,6 +270,7 @@ impl Sim {
         };
         let m = &mut self.members[i];
         if paused {
+            self.stats.paused_turns += 1;
             return None;
         }
         let owned: Vec<i32> = m.assigned.iter().copied().collect();
@@ -312,15 +313,18 @@ impl Sim {
         let caught_up = m.targets.is_some() && m.writer.caught_up();
         m.writer.finish(&m.broker, deadline.checked_sub(crate::writer::commit_reserve(timeout)).unwrap_or(deadline));
         let s = m.writer.summary();
-        if caught_up && s.abandoned_files == 0 && s.uncommitted_partitions == 0 {
-            // An `--until-caught-up` run that exits cleanly has committed every owned partition
+        if caught_up && s.abandoned_files == 0 && s.uncommitted_partitions == 0 && m.writer.fatal().is_none() {
+            // An `--until-caught-up` run that exits cleanly (exit 0) has committed every owned partition
             // up to the end it had when assigned.
             let w = lock(&self.world);
             let targets = m.targets.as_ref().expect("checked above");
             for p in &m.assigned {
                 let committed = w.committed[*p as usize].as_ref().map_or(0, |c| c.0);
                 if targets.get(p).is_some_and(|&end| committed < end) {
-                    let v = format!("member {} caught up and stopped cleanly, but partition {p} is committed at {committed}, below its end {}", m.id, targets[p]);
+                    let v = format!(
+                        "member {} caught up and stopped cleanly, but partition {p} is committed at {committed}, below its end {}",
+                        m.id, targets[p]
+                    );
                     drop(w);
                     return Err(v);
                 }

@@ -65,6 +65,10 @@ pub(super) struct Stats {
     pub(super) zombies: u64,
     pub(super) stops: u64,
     pub(super) rebalances: u64,
+    /// Turns that ended paused (the memory budget's backpressure).
+    pub(super) paused_turns: u64,
+    /// `--until-caught-up` members that caught up and stopped.
+    pub(super) caught_up: u64,
 }
 
 /// A world for `seed` and the group in it, with no member yet.
@@ -140,6 +144,8 @@ fn simulated_schedules_keep_every_event_exactly_once() {
                 total.zombies += s.zombies;
                 total.stops += s.stops;
                 total.rebalances += s.rebalances;
+                total.paused_turns += s.paused_turns;
+                total.caught_up += s.caught_up;
             }
             Err(e) => failed.push((seed, e)),
         }
@@ -155,7 +161,7 @@ fn simulated_schedules_keep_every_event_exactly_once() {
         );
     }
     eprintln!(
-        "simulation: {} seeds in {:.1} s: {} events, {} blobs, {} crashes, {} zombies, {} graceful stops, {} rebalances",
+        "simulation: {} seeds in {:.1} s: {} events, {} blobs, {} crashes, {} zombies, {} graceful stops, {} rebalances, {} paused turns, {} caught-up stops",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.produced,
@@ -163,9 +169,12 @@ fn simulated_schedules_keep_every_event_exactly_once() {
         total.crashes,
         total.zombies,
         total.stops,
-        total.rebalances
+        total.rebalances,
+        total.paused_turns,
+        total.caught_up
     );
     assert!(total.produced > 0 && total.rebalances > 0, "the simulation exercised nothing");
+    assert!(total.paused_turns > 0 && total.caught_up > 0, "the simulation never paused or never caught up");
 }
 
 #[test]
@@ -188,25 +197,44 @@ fn first_failure(rule: Rule, seeds: u64) -> Option<(u64, String)> {
     })
 }
 
-/// Each deliberately broken rule is caught, and within how many seeds.
+/// Each deliberately broken rule is caught, and within how many seeds. Rules are independent
+/// (each is broken on its own thread only), so they run side by side.
 #[test]
 fn the_simulation_catches_broken_rules() {
+    // The seeds each rule may take: the rare schedules (overlapping intents of one route) need more.
     let rules = [
-        Rule::CommitHighestPending,
-        Rule::UploadBeforeIntent,
-        Rule::UnconditionalPut,
-        Rule::IgnoreRecoveryPlan,
-        Rule::KeepStaleMessages,
-        Rule::TrustRecordedName,
-        Rule::PlanByFirstOffset,
-        Rule::OverlappingCommits,
+        (Rule::CommitHighestPending, 2000),
+        (Rule::UploadBeforeIntent, 2000),
+        (Rule::UnconditionalPut, 2000),
+        (Rule::IgnoreRecoveryPlan, 2000),
+        (Rule::KeepStaleMessages, 2000),
+        (Rule::TrustRecordedName, 2000),
+        (Rule::PlanByFirstOffset, 10_000),
+        (Rule::OverlappingCommits, 2000),
+        (Rule::NoBackpressure, 2000),
+        (Rule::NeverResume, 2000),
+        (Rule::CaughtUpEarly, 2000),
     ];
-    for rule in rules {
-        match first_failure(rule, 2000) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // (rule, seeds allowed, the first seed that caught it and what it saw)
+    type Caught = (Rule, u64, Option<(u64, String)>);
+    let found: Vec<Caught> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|k| {
+                let mine: Vec<(Rule, u64)> = rules.iter().copied().skip(k).step_by(workers).collect();
+                s.spawn(move || mine.into_iter().map(|(rule, n)| (rule, n, first_failure(rule, n))).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a sabotage worker panicked")).collect()
+    });
+    let mut missed = Vec::new();
+    for (rule, n, caught) in found {
+        match caught {
             Some((seed, e)) => eprintln!("broken rule {rule:?}: caught by seed {seed}: {}", e.lines().next().unwrap_or_default()),
-            None => panic!("broken rule {rule:?} was not caught in 2000 seeds"),
+            None => missed.push(format!("{rule:?} (in {n} seeds)")),
         }
     }
+    assert!(missed.is_empty(), "broken rules not caught: {}", missed.join(", "));
 }
 
 #[test]

@@ -111,6 +111,7 @@ impl Sim {
                         lock(&self.world).ledger.violations.push(v);
                     }
                     self.note(format!("member {id} caught up: it stops"));
+                    self.stats.caught_up += 1;
                 }
                 StopReason::Requested => unreachable!("the simulation stops members through stop_member"),
             }
