@@ -31,6 +31,8 @@ pub(crate) enum Rule {
     NeverResume,
     /// Take a partition for caught up one offset before the end read at assignment.
     CaughtUpEarly,
+    /// Rebuild a recorded file without its first message (taken for already stored).
+    RebuildFromSecond,
 }
 
 #[cfg(test)]

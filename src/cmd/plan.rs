@@ -1,15 +1,13 @@
 //! `kbackup plan`: the WFS submit step, one job per group of Kafka partitions.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
 use crate::cmd::ExitError;
-use crate::plan::{groups, job_manager_message, render_exec, with_partitions};
+use crate::plan::launch::{self, Job, LaunchError, Launcher, Outcome};
+use crate::plan::{groups, with_partitions, SparkJob};
 
 /// How the jobs are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,112 +133,52 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    remove_stale(&a.out_dir, a.resume)?;
+    launch::remove_stale(&a.out_dir, a.resume)?;
     let mut jobs = Vec::new();
     for (parts, (name, config)) in plan.iter().zip(configs) {
         let path = a.out_dir.join(name);
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         crate::outln!("planned {} partitions {:?}", path.display(), parts);
-        jobs.push((path, parts.clone(), config));
+        jobs.push(Job { path, parts: parts.clone(), config });
     }
 
     if let Some((topic, kafka, model)) = manager {
-        // The topic first: an unreachable broker or a missing topic fails here, within the
-        // look-up's timeout and with the client's reason, not after librdkafka's retries.
-        match crate::consumer::lookup_partition_count(&kafka, &topic).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(ExitError { code: 1, message: format!("job topic {topic} does not exist on {}", kafka.brokers) }.into()),
-            Err(e) => {
-                return Err(ExitError { code: 1, message: format!("cannot reach Kafka at {} to publish to {topic}: {e}", kafka.brokers) }.into())
-            }
-        }
-        // A publish that is not acknowledged within 30 s fails (librdkafka's default is 5 min).
-        let defaults = [("enable.idempotence", "true"), ("message.timeout.ms", "30000")];
-        let producer: FutureProducer = crate::consumer::client_config(&kafka, crate::consumer::Role::Producer, &defaults)
-            .create()
-            .map_err(|e| usage(format!("kafka.properties: {}", crate::consumer::refusal(&e, &kafka))))?;
-        for (path, parts, config) in &jobs {
-            let msg = serde_json::to_string(&job_manager_message(&model, config))?;
-            producer
-                .send(FutureRecord::<(), str>::to(&topic).payload(&msg), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .with_context(|| format!("publishing {}", path.display()))?;
-            crate::outln!("published job for partitions {parts:?} to {topic}");
-        }
-        return Ok(());
+        let published =
+            launch::publish(&kafka, &topic, &model, &jobs, |job| say(format_args!("published job for partitions {:?} to {topic}", job.parts))).await;
+        return published.map_err(|e| match e {
+            LaunchError::Settings(_) => usage(e.to_string()),
+            e => ExitError { code: 1, message: e.to_string() }.into(),
+        });
     }
 
     let Some(launcher) = launcher else {
         return Ok(());
     };
-    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
-    let mut tasks = Vec::new();
-    let mut skipped = 0;
-    let all_started = Instant::now();
-    for (path, parts, config) in jobs {
-        let text = serde_json::to_string(&config)?;
-        let done = path.with_extension("done");
-        if a.resume && std::fs::read_to_string(&done).is_ok_and(|d| d == text) {
-            crate::outln!("job partitions {parts:?}: succeeded in an earlier run; skipped (--resume)");
-            skipped += 1;
-            continue;
+    let summary = launch::run_jobs(jobs, &launcher, a.concurrency, a.resume, |f| {
+        let (parts, took, log) = (&f.parts, f.took.as_secs_f64(), f.log.display());
+        match &f.outcome {
+            Outcome::Skipped => say(format_args!("job partitions {parts:?}: succeeded in an earlier run; skipped (--resume)")),
+            Outcome::Succeeded => say(format_args!("job partitions {parts:?}: ok in {took:.1}s (log {log})")),
+            Outcome::Failed(code) => {
+                say(format_args!("job partitions {parts:?}: FAILED with {code} in {took:.1}s; log {log}; command: {}", f.command))
+            }
+            Outcome::NotStarted(why) => say(format_args!("job partitions {parts:?}: could not start {} ({why})", f.command)),
         }
-        let _ = std::fs::remove_file(&done);
-        let log_path = path.with_extension("log");
-        let argv = launcher.argv(&path, &parts, &text);
-        let permit = sem.clone().acquire_owned().await?;
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let started = Instant::now();
-            let status = run_logged(&argv, &log_path).await;
-            if matches!(&status, Ok(s) if s.success()) {
-                // What succeeded, so that --resume can tell an unchanged job from a new one.
-                let _ = std::fs::write(&done, &text);
-            }
-            (parts, argv, log_path, status, started.elapsed())
-        }));
-    }
-    let (mut failed, ran) = (0, tasks.len());
-    for t in tasks {
-        let (parts, argv, log, status, took) = t.await?;
-        let took = took.as_secs_f64();
-        match status {
-            Ok(s) if s.success() => crate::outln!("job partitions {parts:?}: ok in {took:.1}s (log {})", log.display()),
-            Ok(s) => {
-                failed += 1;
-                let code = s.code().map_or_else(|| format!("killed by signal ({s})"), |c| format!("exit code {c}"));
-                crate::outln!("job partitions {parts:?}: FAILED with {code} in {took:.1}s; log {}; command: {}", log.display(), shown(&argv));
-            }
-            Err(e) => {
-                failed += 1;
-                crate::outln!("job partitions {parts:?}: could not start {} ({e:#})", shown(&argv));
-            }
-        }
-    }
-    crate::outln!("{} job(s) run, {failed} failed, {skipped} skipped, in {:.1}s", ran, all_started.elapsed().as_secs_f64());
-    if failed > 0 {
-        return Err(ExitError { code: 1, message: format!("{failed} job(s) failed; the same command with --resume runs only those") }.into());
+    })
+    .await?;
+    crate::outln!("{} job(s) run, {} failed, {} skipped, in {:.1}s", summary.ran, summary.failed, summary.skipped, summary.took.as_secs_f64());
+    if summary.failed > 0 {
+        return Err(
+            ExitError { code: 1, message: format!("{} job(s) failed; the same command with --resume runs only those", summary.failed) }.into()
+        );
     }
     Ok(())
 }
 
-/// How each job is started: a shell template, or spark-submit built from the options.
-enum Launcher {
-    Exec(String),
-    Spark(crate::plan::SparkJob),
-}
-
-impl Launcher {
-    fn argv(&self, config_path: &std::path::Path, parts: &[i32], config_json: &str) -> Vec<String> {
-        match self {
-            Launcher::Exec(t) => vec!["sh".into(), "-c".into(), render_exec(t, &config_path.display().to_string(), parts)],
-            Launcher::Spark(job) => {
-                let name = format!("wfs-{}", config_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-                crate::plan::spark_submit_args(job, &name, config_json)
-            }
-        }
-    }
+/// One line of the plan's progress (a closed stdout is noticed by the summary line's write).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// `--model`, else the job config's `"model"`.
@@ -265,7 +203,7 @@ fn launcher(a: &PlanArgs, job: &Value) -> anyhow::Result<Option<Launcher>> {
             None => "spark-submit".to_string(),
         },
     };
-    Ok(Some(Launcher::Spark(crate::plan::SparkJob {
+    Ok(Some(Launcher::Spark(SparkJob {
         submit,
         master: a.spark_master.clone(),
         app: app.display().to_string(),
@@ -273,50 +211,4 @@ fn launcher(a: &PlanArgs, job: &Value) -> anyhow::Result<Option<Launcher>> {
         model: model(a, job),
         confs: a.confs.clone(),
     })))
-}
-
-/// Runs `argv` with stdout and stderr in `log`.
-async fn run_logged(argv: &[String], log: &std::path::Path) -> anyhow::Result<std::process::ExitStatus> {
-    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let status = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .status()
-        .await
-        .with_context(|| format!("starting {}", argv[0]))?;
-    Ok(status)
-}
-
-/// A command line for messages, with the (long) job config elided.
-fn shown(argv: &[String]) -> String {
-    let mut out = Vec::new();
-    let mut it = argv.iter().peekable();
-    while let Some(a) = it.next() {
-        out.push(a.clone());
-        if a == "--config" && it.peek().is_some_and(|c| c.starts_with('{')) {
-            it.next();
-            out.push("'<job config>'".into());
-        }
-    }
-    out.join(" ")
-}
-
-/// Removes what an earlier plan wrote — job configs (`job-*.json`) and, unless resuming, the
-/// jobs' logs and success markers (`job-*.log`, `job-*.done`) — so the directory holds exactly
-/// this plan's jobs; other files are left alone.
-fn remove_stale(dir: &std::path::Path, resume: bool) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let stale = name.ends_with(".json") || (!resume && (name.ends_with(".done") || name.ends_with(".log")));
-        if name.starts_with("job-") && stale && entry.file_type()?.is_file() {
-            std::fs::remove_file(entry.path()).with_context(|| format!("removing stale {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }

@@ -89,6 +89,10 @@ impl Writer {
             }
             _ => Action::Normal,
         };
+        let action = match action {
+            Action::Rebuild(i) if sabotage::on(sabotage::Rule::RebuildFromSecond) && st.plan.rebuild[i].from == off => Action::Skip,
+            a => a,
+        };
         if action == Action::Skip {
             self.summary.skipped_already_stored += 1;
             metrics::counter!(m::SKIPPED_RECOVERED).increment(1);

@@ -1,14 +1,20 @@
 //! The simulation's invariants, checked as blobs are written and offsets committed, and once
 //! more at the end.
 //!
-//! - every blob name parses, and every line in it belongs there: its partition and date are the
-//!   ones the name says, under the directory its route says;
+//! - every blob name parses, decompresses and holds whole lines (record envelopes for record
+//!   topics), and every line belongs there: its topic, partition and date are the ones the path
+//!   and name say, under the directory its route says (prefix or error path), and a record's
+//!   envelope names its own partition and offset;
 //! - no message is ever stored twice, and no blob is ever replaced by different content;
 //! - no commit passes a message that is not stored exactly once;
 //! - at the end, every message produced is stored exactly once.
 
 use std::collections::BTreeMap;
 
+use std::io::Read;
+
+use super::{unslot, PARTITIONS, TOPICS};
+use crate::config::{Format, TopicConfig};
 use crate::naming::FileLayout;
 use crate::routing::Router;
 use crate::writer::decision::Next;
@@ -23,7 +29,9 @@ use crate::writer::Writer;
 /// next page of one).
 pub(super) fn budget_slack() -> u64 {
     const PAGE: u64 = 4096;
-    const OPEN_FILES_MAX: u64 = super::PARTITIONS as u64 * 5;
+    // Per partition: four dates and the invalid bucket of `t`; two prefixes of four dates and
+    // the invalid bucket of `u`.
+    const OPEN_FILES_MAX: u64 = super::PARTITIONS as u64 * (5 + 9);
     (super::group::BATCH as u64 + OPEN_FILES_MAX) * PAGE
 }
 
@@ -56,71 +64,147 @@ pub(super) fn after_decision(w: &Writer, next: &Next, consumer_paused: bool) -> 
     Ok(())
 }
 
-pub(super) struct Ledger {
+/// What the ledger knows of one topic, to check where its lines belong.
+struct TopicCheck {
+    path: String,
+    error_path: String,
     layout: FileLayout,
     router: Router,
-    /// Blobs holding each (partition, offset).
-    copies: BTreeMap<(i32, i64), u32>,
-    /// Per partition: offsets below this were checked when a commit passed them.
+    /// `format = "record"`: each line is a record envelope around the value.
+    record: bool,
+}
+
+pub(super) struct Ledger {
+    topics: Vec<TopicCheck>,
+    /// Blobs holding each (slot, offset).
+    copies: BTreeMap<(usize, i64), u32>,
+    /// Per slot: offsets below this were checked when a commit passed them.
     checked: Vec<i64>,
-    /// Per partition: the group's committed offset, which must never move back (an earlier
-    /// commit landing after a later one would re-read what was committed).
+    /// Per slot: the group's committed offset, which must never move back (an earlier commit
+    /// landing after a later one would re-read what was committed).
     committed: Vec<i64>,
     pub(super) violations: Vec<String>,
 }
 
-/// The (partition, offset) a simulated message names itself by.
-pub(super) fn identify(line: &[u8]) -> Option<(i32, i64)> {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-        return Some((v.get("p")?.as_i64()? as i32, v.get("o")?.as_i64()?));
+/// The (slot, offset) a simulated message's value names itself by.
+pub(super) fn identify(value: &[u8]) -> Option<(usize, i64)> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(value) {
+        return Some((v.get("p")?.as_u64()? as usize, v.get("o")?.as_i64()?));
     }
-    // Invalid messages: `garbage p=<p> o=<o>`.
-    let text = std::str::from_utf8(line).ok()?;
+    // Invalid messages: `garbage p=<slot> o=<o>`.
+    let text = std::str::from_utf8(value).ok()?;
     let mut it = text.split_whitespace().skip(1);
     let p = it.next()?.strip_prefix("p=")?.parse().ok()?;
     let o = it.next()?.strip_prefix("o=")?.parse().ok()?;
     Some((p, o))
 }
 
+/// A blob's lines: its bytes, inflated for a `.gz` name.
+fn inflate(key: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    crate::seal::reader(key, body).read_to_end(&mut out).map_err(|e| format!("blob {key} does not decompress: {e}"))?;
+    Ok(out)
+}
+
 impl Ledger {
-    pub(super) fn new(layout: FileLayout, router: Router, partitions: usize) -> Ledger {
-        Ledger { layout, router, copies: BTreeMap::new(), checked: vec![0; partitions], committed: vec![0; partitions], violations: Vec::new() }
+    pub(super) fn new(topics: &[TopicConfig]) -> Ledger {
+        let topics: Vec<TopicCheck> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let layout = t.layout().expect("layout");
+                TopicCheck {
+                    path: format!("{}/", layout.dir(None, false)),
+                    error_path: format!("{}/", layout.dir(None, true)),
+                    layout,
+                    router: Router::new(t, i).expect("router"),
+                    record: t.format == Format::Record,
+                }
+            })
+            .collect();
+        let slots = topics.len() * PARTITIONS;
+        Ledger { topics, copies: BTreeMap::new(), checked: vec![0; slots], committed: vec![0; slots], violations: Vec::new() }
     }
 
     fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
         body.split(|b| *b == b'\n').filter(|l| !l.is_empty())
     }
 
+    /// The messages a blob of topic `t` holds, by (slot, offset), each checked against where
+    /// it belongs: the blob's topic, partition, date and directory, and for records the
+    /// envelope's own partition and offset.
+    fn messages(&mut self, t: usize, key: &str, body: &[u8]) -> Vec<(usize, i64)> {
+        let body = match inflate(key, body) {
+            Ok(b) => b,
+            Err(e) => {
+                self.violations.push(e);
+                return Vec::new();
+            }
+        };
+        let topic = &self.topics[t];
+        let Some(name) = topic.layout.parse(key) else {
+            self.violations.push(format!("blob {key}: the name does not parse"));
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut bad = Vec::new();
+        for line in Self::lines(&body) {
+            let (value, envelope) = if topic.record {
+                match crate::record::decode(line) {
+                    Ok(r) => (r.value.clone(), Some(r)),
+                    Err(e) => {
+                        bad.push(format!("blob {key}: a line that is no record ({e}): {}", String::from_utf8_lossy(line)));
+                        continue;
+                    }
+                }
+            } else {
+                (Some(line.to_vec()), None)
+            };
+            let Some((s, o)) = value.as_deref().and_then(identify) else {
+                bad.push(format!("blob {key}: a line that is no simulated message: {}", String::from_utf8_lossy(line)));
+                continue;
+            };
+            let (owner, p) = unslot(s);
+            if owner != TOPICS[t] {
+                bad.push(format!("blob {key}: message {s}/{o} of topic {owner} is under topic {}'s path", TOPICS[t]));
+            }
+            if let Some(r) = &envelope {
+                if r.partition != Some(p) || r.offset != Some(o) {
+                    bad.push(format!("blob {key}: the record of {s}/{o} says partition {:?}, offset {:?}", r.partition, r.offset));
+                }
+            }
+            let record_ms = envelope.as_ref().and_then(|r| r.timestamp.map(|t| t.0));
+            let route = topic.router.route(value.as_deref(), record_ms);
+            let dir = topic.layout.dir(route.prefix.as_deref(), route.to_error_path);
+            if name.kafka_partition != Some(p) || topic.layout.dates().format(name.date) != *route.date || !key.starts_with(&dir) {
+                bad.push(format!("blob {key}: message {s}/{o} belongs under {dir} dated {} in partition {p}", route.date));
+            }
+            found.push((s, o));
+        }
+        self.violations.extend(bad);
+        found
+    }
+
     /// A blob was written at `key`, replacing `replaced` if the store overwrote one.
     pub(super) fn stored(&mut self, key: &str, body: &[u8], replaced: Option<&[u8]>) {
+        let Some(t) = self.topics.iter().position(|t| key.starts_with(&t.path) || key.starts_with(&t.error_path)) else {
+            self.violations.push(format!("blob {key} is under no topic's path"));
+            return;
+        };
         if let Some(old) = replaced {
             if old != body {
                 self.violations.push(format!("blob {key} was overwritten with different content"));
             }
-            for line in Self::lines(old) {
-                if let Some(id) = identify(line) {
-                    *self.copies.entry(id).or_default() -= 1;
-                }
+            for id in self.messages(t, key, old) {
+                *self.copies.entry(id).or_default() -= 1;
             }
         }
-        let Some(name) = self.layout.parse(key) else {
-            self.violations.push(format!("blob {key}: the name does not parse"));
-            return;
-        };
-        for line in Self::lines(body) {
-            let Some((p, o)) = identify(line) else {
-                self.violations.push(format!("blob {key}: a line that is no simulated message: {}", String::from_utf8_lossy(line)));
-                continue;
-            };
-            let route = self.router.route(Some(line), None);
-            let dir = self.layout.dir(route.prefix.as_deref(), route.to_error_path);
-            if name.kafka_partition != Some(p) || self.layout.dates().format(name.date) != *route.date || !key.starts_with(&dir) {
-                self.violations.push(format!("blob {key}: message {p}/{o} belongs under {dir} dated {}", route.date));
-            }
-            let n = self.copies.entry((p, o)).or_default();
+        for (s, o) in self.messages(t, key, body) {
+            let n = self.copies.entry((s, o)).or_default();
             *n += 1;
             if *n > 1 {
-                self.violations.push(format!("message {p}/{o} is stored {n} times (again in {key})"));
+                let n = *n;
+                self.violations.push(format!("message {s}/{o} is stored {n} times (again in {key})"));
             }
         }
     }
@@ -128,13 +212,13 @@ impl Ledger {
     /// Partition `p`'s commit moves to `offset`: every message below must be stored once.
     pub(super) fn committing(&mut self, p: usize, offset: i64) {
         if offset < self.committed[p] {
-            self.violations.push(format!("partition {p}'s committed offset moves back from {} to {offset}", self.committed[p]));
+            self.violations.push(format!("slot {p}'s committed offset moves back from {} to {offset}", self.committed[p]));
         }
         self.committed[p] = offset;
         for o in self.checked[p]..offset {
-            let n = self.copies.get(&(p as i32, o)).copied().unwrap_or(0);
+            let n = self.copies.get(&(p, o)).copied().unwrap_or(0);
             if n != 1 {
-                self.violations.push(format!("a commit of partition {p} at {offset} passes offset {o}, which is stored {n} times"));
+                self.violations.push(format!("a commit of slot {p} at {offset} passes offset {o}, which is stored {n} times"));
                 break;
             }
         }
@@ -144,13 +228,11 @@ impl Ledger {
     /// After the run: every message of each partition (`ends[p]` of them) stored exactly once.
     pub(super) fn all_stored_once(&mut self, ends: &[i64]) {
         for (p, &end) in ends.iter().enumerate() {
-            let missing: Vec<i64> = (0..end).filter(|o| self.copies.get(&(p as i32, *o)).copied().unwrap_or(0) != 1).collect();
+            let missing: Vec<i64> = (0..end).filter(|o| self.copies.get(&(p, *o)).copied().unwrap_or(0) != 1).collect();
             if let Some(first) = missing.first() {
-                let n = self.copies.get(&(p as i32, *first)).copied().unwrap_or(0);
-                self.violations.push(format!(
-                    "partition {p}: {} of {end} messages are not stored exactly once (offset {first} is stored {n} times)",
-                    missing.len()
-                ));
+                let n = self.copies.get(&(p, *first)).copied().unwrap_or(0);
+                self.violations
+                    .push(format!("slot {p}: {} of {end} messages are not stored exactly once (offset {first} is stored {n} times)", missing.len()));
             }
         }
     }

@@ -9,14 +9,13 @@ use rdkafka::message::{OwnedMessage, Timestamp};
 
 use super::check;
 use super::world::{lock, Shared, SimBroker, SimClock, SimUploads};
-use super::{Stats, PARTITIONS};
+use super::{unslot, Stats, PARTITIONS, TOPICS};
 use crate::config::Config;
 use crate::health::Health;
 use crate::routing::Router;
 use crate::writer::decision::{Next, StopReason};
 use crate::writer::{RunOptions, Writer};
 
-const TOPIC: &str = "t";
 /// A member that is not heard from for this long is expelled.
 pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// Messages one poll takes at most.
@@ -27,10 +26,10 @@ pub(super) struct Member {
     pub(super) id: usize,
     pub(super) writer: Writer,
     pub(super) broker: SimBroker,
-    /// Partitions its consumer believes it owns.
-    pub(super) assigned: BTreeSet<i32>,
-    /// Fetch positions.
-    pub(super) positions: BTreeMap<i32, i64>,
+    /// Partitions (slots) its consumer believes it owns.
+    pub(super) assigned: BTreeSet<usize>,
+    /// Fetch positions, by slot.
+    pub(super) positions: BTreeMap<usize, i64>,
     /// Rebalance callbacks so far (the consumer context's generation counter).
     pub(super) callbacks: u64,
     /// Polled but not yet applied, with the callback count when polled.
@@ -42,27 +41,34 @@ pub(super) struct Member {
     /// The group expelled it; it learns so after this many more steps.
     pub(super) expelled_notice: Option<u32>,
     /// Run with `--until-caught-up`: the end offset of each partition when it was assigned.
-    pub(super) targets: Option<BTreeMap<i32, i64>>,
+    pub(super) targets: Option<BTreeMap<usize, i64>>,
 }
 
 pub(super) struct Sim {
     pub(super) world: Shared,
     pub(super) config: Config,
-    pub(super) router: Router,
+    /// Each topic's router, by topic index.
+    pub(super) routers: Vec<Router>,
     pub(super) members: Vec<Member>,
     /// Crashed members still in the group until their session expires: (id, since ms).
     pub(super) gone: Vec<(usize, u64)>,
     pub(super) stats: Stats,
 }
 
-pub(super) fn parts(ps: impl IntoIterator<Item = i32>) -> Vec<(String, i32)> {
-    ps.into_iter().map(|p| (TOPIC.to_string(), p)).collect()
+/// The (topic, partition) pairs of slots, as rebalance callbacks name them.
+pub(super) fn parts(slots: impl IntoIterator<Item = usize>) -> Vec<(String, i32)> {
+    slots.into_iter().map(unslot).map(|(t, p)| (t.to_string(), p)).collect()
 }
 
 impl Sim {
     pub(super) fn new(world: Shared, config: Config) -> Sim {
-        let router = Router::new(&config.topics[0], 0).expect("router");
-        Sim { world, config, router, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
+        let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i).expect("router")).collect();
+        Sim { world, config, routers, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
+    }
+
+    /// Every partition of every topic in this world.
+    pub(super) fn slots(&self) -> usize {
+        self.config.topics.len() * PARTITIONS
     }
 
     pub(super) fn below(&self, n: u64) -> u64 {
@@ -155,9 +161,9 @@ impl Sim {
         self.gone.clear();
         let group = self.in_group();
         // Sticky target: an owner in the group keeps up to its fair share; the rest is dealt out.
-        let mut owner: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut owner: BTreeMap<usize, usize> = BTreeMap::new();
         if !group.is_empty() {
-            let share = PARTITIONS.div_ceil(group.len());
+            let share = self.slots().div_ceil(group.len());
             let mut load: BTreeMap<usize, usize> = group.iter().map(|&i| (i, 0)).collect();
             for &i in &group {
                 for &p in &self.members[i].assigned {
@@ -167,7 +173,7 @@ impl Sim {
                     }
                 }
             }
-            for p in 0..PARTITIONS as i32 {
+            for p in 0..self.slots() {
                 if let std::collections::btree_map::Entry::Vacant(e) = owner.entry(p) {
                     let (&i, _) = load.iter().min_by_key(|(i, l)| (**l, **i)).expect("a member");
                     e.insert(i);
@@ -177,7 +183,7 @@ impl Sim {
         }
         // Revoke what moves (the old generation still commits).
         for &i in &group {
-            let moving: Vec<i32> = self.members[i].assigned.iter().copied().filter(|p| owner.get(p) != Some(&i)).collect();
+            let moving: Vec<usize> = self.members[i].assigned.iter().copied().filter(|p| owner.get(p) != Some(&i)).collect();
             if !moving.is_empty() {
                 let m = &mut self.members[i];
                 m.callbacks += 1;
@@ -204,7 +210,7 @@ impl Sim {
             w.generation
         };
         for &i in &group {
-            let arriving: Vec<i32> = owner.iter().filter(|(p, o)| **o == i && !self.members[i].assigned.contains(p)).map(|(p, _)| *p).collect();
+            let arriving: Vec<usize> = owner.iter().filter(|(p, o)| **o == i && !self.members[i].assigned.contains(p)).map(|(p, _)| *p).collect();
             if arriving.is_empty() {
                 continue;
             }
@@ -214,9 +220,9 @@ impl Sim {
             let w = lock(&self.world);
             for &p in &arriving {
                 m.assigned.insert(p);
-                m.positions.insert(p, w.committed[p as usize].as_ref().map_or(0, |c| c.0));
+                m.positions.insert(p, w.committed[p].as_ref().map_or(0, |c| c.0));
                 if let Some(t) = &mut m.targets {
-                    t.insert(p, w.log[p as usize].len() as i64);
+                    t.insert(p, w.log[p].len() as i64);
                 }
             }
             drop(w);
@@ -225,18 +231,24 @@ impl Sim {
         }
     }
 
-    /// Appends `n` messages to random partitions: Sunbird-like events over three IST days,
-    /// one in ten invalid.
+    /// Appends `n` messages to random partitions of random topics: Sunbird-like events over
+    /// three IST days (some routed by their `eid`), one in ten invalid. Each names its slot
+    /// and offset.
     pub(super) fn produce(&mut self, n: u64) {
+        let wide = self.config.topics.len() > 1;
         let mut w = lock(&self.world);
         for _ in 0..n {
-            let p = w.rng.below(PARTITIONS as u64) as usize;
+            // Three in four to `t`: one topic's partitions still get the traffic that makes
+            // one route's files overlap (the rare schedules some broken rules need).
+            let topic = if wide { usize::from(w.rng.chance(0.25)) } else { 0 };
+            let p = topic * PARTITIONS + w.rng.below(PARTITIONS as u64) as usize;
             let o = w.log[p].len();
             let syncts = w.wall_ms() - (w.rng.below(3 * 86_400_000) as i64);
+            let eid = ["IMPRESSION", "LOG", "INTERACT"][w.rng.below(3) as usize];
             let payload = if w.rng.chance(0.1) {
                 format!("garbage p={p} o={o}").into_bytes()
             } else {
-                format!(r#"{{"eid":"IMPRESSION","p":{p},"o":{o},"syncts":{syncts}}}"#).into_bytes()
+                format!(r#"{{"eid":"{eid}","p":{p},"o":{o},"syncts":{syncts}}}"#).into_bytes()
             };
             let timestamp_ms = w.wall_ms();
             w.log[p].push(super::world::Record { payload, timestamp_ms });
@@ -254,8 +266,9 @@ impl Sim {
         let batch = std::mem::take(&mut m.polled);
         for (msg, stamp) in batch {
             use rdkafka::message::Message;
-            let route = self.router.route(msg.payload(), msg.timestamp().to_millis());
-            m.writer.on_message(&msg, 0, route, stamp, now);
+            let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
+            let route = self.routers[t].route(msg.payload(), msg.timestamp().to_millis());
+            m.writer.on_message(&msg, t, route, stamp, now);
         }
         let next = m.writer.after_batch(&m.broker, false);
         let m = &self.members[i];
@@ -273,7 +286,7 @@ impl Sim {
             self.stats.paused_turns += 1;
             return None;
         }
-        let owned: Vec<i32> = m.assigned.iter().copied().collect();
+        let owned: Vec<usize> = m.assigned.iter().copied().collect();
         let mut w = lock(&self.world);
         for _ in 0..1 + w.rng.below(BATCH as u64) {
             if owned.is_empty() {
@@ -281,8 +294,9 @@ impl Sim {
             }
             let p = owned[w.rng.below(owned.len() as u64) as usize];
             let pos = m.positions.get_mut(&p).expect("a position per assigned partition");
-            let Some(r) = w.log[p as usize].get(*pos as usize) else { continue };
-            let msg = OwnedMessage::new(Some(r.payload.clone()), None, TOPIC.into(), Timestamp::CreateTime(r.timestamp_ms), p, *pos, None);
+            let Some(r) = w.log[p].get(*pos as usize) else { continue };
+            let (topic, partition) = unslot(p);
+            let msg = OwnedMessage::new(Some(r.payload.clone()), None, topic.into(), Timestamp::CreateTime(r.timestamp_ms), partition, *pos, None);
             *pos += 1;
             m.polled.push((msg, m.callbacks));
         }
@@ -319,7 +333,7 @@ impl Sim {
             let w = lock(&self.world);
             let targets = m.targets.as_ref().expect("checked above");
             for p in &m.assigned {
-                let committed = w.committed[*p as usize].as_ref().map_or(0, |c| c.0);
+                let committed = w.committed[*p].as_ref().map_or(0, |c| c.0);
                 if targets.get(p).is_some_and(|&end| committed < end) {
                     let v = format!(
                         "member {} caught up and stopped cleanly, but partition {p} is committed at {committed}, below its end {}",
@@ -334,9 +348,9 @@ impl Sim {
         // may still hand it partitions (another member left just before): it must not wait
         // for their offsets past its bound.
         lock(&self.world).closing[m.id] = true;
-        let mut leaving: BTreeSet<i32> = m.assigned.clone();
+        let mut leaving: BTreeSet<usize> = m.assigned.clone();
         if self.chance(0.3) {
-            let p = self.below(PARTITIONS as u64) as i32;
+            let p = self.below(self.slots() as u64) as usize;
             if leaving.insert(p) {
                 m.callbacks += 1;
                 m.writer.on_assign(&m.broker, &parts([p]), m.callbacks);

@@ -127,7 +127,7 @@ impl Sim {
                 return;
             }
             m.callbacks += 1;
-            let lost: Vec<i32> = m.assigned.iter().copied().collect();
+            let lost: Vec<usize> = m.assigned.iter().copied().collect();
             m.writer.on_revoke(&m.broker, &parts(lost.clone()), true);
             m.assigned.clear();
             m.positions.clear();

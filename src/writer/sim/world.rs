@@ -14,6 +14,7 @@ use bytes::Bytes;
 use object_store::PutMode;
 
 use super::check::Ledger;
+use super::slot;
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
 use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, UploadQueue, COMMIT_WAIT};
 
@@ -97,9 +98,9 @@ pub(super) struct World {
     /// Wall-clock epoch ms at `base`.
     pub(super) wall_base_ms: i64,
     pub(super) faults: Faults,
-    /// The topic's partitions.
+    /// Every partition of every topic, by slot ([`super::slot`]).
     pub(super) log: Vec<Vec<Record>>,
-    /// The group's committed offset and metadata per partition.
+    /// The group's committed offset and metadata per slot.
     pub(super) committed: Vec<Option<(i64, String)>>,
     /// The group generation; members in another one are fenced.
     pub(super) generation: u64,
@@ -122,6 +123,8 @@ pub(super) struct World {
     done: Vec<VecDeque<UploadDone>>,
     /// What is stored, checked as it is written.
     pub(super) ledger: Ledger,
+    /// Rebuilt files that found their earlier upload and matched it byte for byte.
+    pub(super) rebuilt_identical: u64,
     /// The last things that happened, for a failure's report.
     pub(super) journal: VecDeque<String>,
 }
@@ -133,7 +136,7 @@ pub(super) fn lock(w: &Shared) -> MutexGuard<'_, World> {
 }
 
 impl World {
-    pub(super) fn new(seed: u64, partitions: usize, ledger: Ledger) -> World {
+    pub(super) fn new(seed: u64, slots: usize, ledger: Ledger) -> World {
         let mut rng = Rng::new(seed);
         let coarse_clock = rng.below(3) == 0;
         World {
@@ -144,8 +147,8 @@ impl World {
             now_ms: 0,
             wall_base_ms: 1_764_633_600_000, // 2025-12-02T00:00:00Z
             faults: Faults::default(),
-            log: (0..partitions).map(|_| Vec::new()).collect(),
-            committed: vec![None; partitions],
+            log: (0..slots).map(|_| Vec::new()).collect(),
+            committed: vec![None; slots],
             generation: 0,
             member_gen: Vec::new(),
             skew_ms: Vec::new(),
@@ -158,6 +161,7 @@ impl World {
             gates: Vec::new(),
             done: Vec::new(),
             ledger,
+            rebuilt_identical: 0,
             journal: VecDeque::new(),
         }
     }
@@ -258,7 +262,25 @@ impl World {
         let lost = self.rng.chance(self.faults.lost_response);
         let p = &self.puts[i];
         let outcome = match self.blobs.get(&p.key) {
-            Some(theirs) if upload::put_mode() == PutMode::Create => upload::when_taken(p.existing, &p.key, theirs, &p.body),
+            Some(theirs) if upload::put_mode() == PutMode::Create => {
+                let outcome = upload::when_taken(p.existing, &p.key, theirs, &p.body);
+                if p.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere {
+                    // Nothing is deleted from the simulated log, so a rebuilt file is the whole
+                    // earlier upload again: the same lines, compressed the same way.
+                    if *theirs != p.body {
+                        let v = format!(
+                            "rebuilt file {} differs from the upload it rebuilds ({} bytes there, {} rebuilt)",
+                            p.key,
+                            theirs.len(),
+                            p.body.len()
+                        );
+                        self.ledger.violations.push(v);
+                    } else {
+                        self.rebuilt_identical += 1;
+                    }
+                }
+                outcome
+            }
             theirs => {
                 let replaced = theirs.cloned();
                 let lines = p.body.iter().filter(|b| **b == b'\n').count();
@@ -333,14 +355,14 @@ impl Broker for SimBroker {
             w.note(format!("member {} is fenced (a commit in an old generation)", self.member));
             return Err(BrokerError("ILLEGAL_GENERATION: the member was fenced".into()));
         }
-        let what: Vec<String> = entries.iter().map(|e| format!("{}@{} [{}]", e.partition, e.offset, e.metadata)).collect();
+        let what: Vec<String> = entries.iter().map(|e| format!("{}/{}@{} [{}]", e.topic, e.partition, e.offset, e.metadata)).collect();
         let p = w.faults.commit_held;
         if p > 0.0 && w.held_rng.chance(p) {
             // The writer waits `wait` and gives up; the broker decides later.
             let id = w.next_held;
             w.next_held += 1;
             let due_ms = w.now_ms + COMMIT_WAIT.as_millis() as u64 + w.held_rng.below(8_000);
-            let entries = entries.iter().map(|e| (e.partition as usize, e.offset, e.metadata.to_string())).collect();
+            let entries = entries.iter().map(|e| (slot(e.topic, e.partition), e.offset, e.metadata.to_string())).collect();
             w.held.push(Held { id, member: self.member, due_ms, entries });
             w.gates[self.member].unanswered(id);
             w.note(format!("member {} commits {}, held by the broker until t={due_ms}ms", self.member, what.join(" ")));
@@ -350,7 +372,7 @@ impl Broker for SimBroker {
         }
         w.note(format!("member {} commits {}", self.member, what.join(" ")));
         for e in entries {
-            let p = e.partition as usize;
+            let p = slot(e.topic, e.partition);
             w.ledger.committing(p, e.offset);
             w.committed[p] = Some((e.offset, e.metadata.to_string()));
         }
@@ -372,17 +394,17 @@ impl Broker for SimBroker {
         self.flaky(&mut w, "committed offsets")?;
         Ok(partitions
             .iter()
-            .map(|(_, p)| match &w.committed[*p as usize] {
+            .map(|(t, p)| match &w.committed[slot(t, *p)] {
                 Some((o, md)) => Committed { offset: Some(*o), metadata: md.clone() },
                 None => Committed::default(),
             })
             .collect())
     }
 
-    fn watermarks(&self, _topic: &str, partition: i32, _timeout: Duration) -> Result<(i64, i64), BrokerError> {
+    fn watermarks(&self, topic: &str, partition: i32, _timeout: Duration) -> Result<(i64, i64), BrokerError> {
         let mut w = lock(&self.world);
         self.flaky(&mut w, "watermarks")?;
-        Ok((0, w.log[partition as usize].len() as i64))
+        Ok((0, w.log[slot(topic, partition)].len() as i64))
     }
 
     fn pause_all(&self) -> Result<(), BrokerError> {

@@ -1,6 +1,8 @@
 //! Per-partition WFS job planning: split partitions into groups and give each group's job
 //! config a `"partitions"` filter on every fetcher query (what Sunbird's submit script does).
 
+pub mod launch;
+
 use serde_json::{json, Value};
 
 /// A planning error.
