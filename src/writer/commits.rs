@@ -143,9 +143,7 @@ impl Writer {
             if only.is_some_and(|s| !s.contains(&part)) {
                 continue;
             }
-            let due = st.offsets.as_ref().and_then(|o| o.to_commit());
-            let stale = st.offsets.as_ref().filter(|_| st.record_stale).map(|o| o.safe());
-            let Some(o) = due.or(stale) else { continue };
+            let Some(o) = st.commit_due() else { continue };
             match st.intents.metadata(o, self.metadata_limit) {
                 Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
                 // Cannot happen: a higher offset only drops intents from the record.

@@ -318,6 +318,6 @@ impl Writer {
 
     /// Owned partitions whose safe offset is ahead of their last successful commit.
     pub(crate) fn uncommitted_partitions(&self) -> usize {
-        self.parts.values().filter(|st| st.offsets.as_ref().is_some_and(|o| o.to_commit().is_some()) || st.record_stale).count()
+        self.parts.values().filter(|st| st.commit_due().is_some()).count()
     }
 }

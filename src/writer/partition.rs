@@ -55,6 +55,13 @@ impl Partition {
         self.offsets.get_or_insert_with(|| PartitionOffsets::new(first))
     }
 
+    /// The offset the partition's next commit carries, if one is due: the safe offset once it
+    /// passed the last commit, or as it is when the intent record must be rewritten.
+    pub(super) fn commit_due(&self) -> Option<i64> {
+        let o = self.offsets.as_ref()?;
+        o.to_commit().or_else(|| self.record_stale.then(|| o.safe()))
+    }
+
     /// True once consumption reached the end offset read at assignment.
     pub(super) fn caught_up(&self) -> bool {
         match self.target {
