@@ -5,9 +5,11 @@
 //! - nothing but `main` imports `cmd` (commands sit on top of the library, never under it), and
 //!   no command imports another (what they share is in `cmd/mod.rs`);
 //! - only `cmd` reaches into the writer (its entry point, `writer::run`);
-//! - the writer's core (everything in `src/writer/` but the shells `mod.rs`, `kafka.rs`,
-//!   `pipeline.rs`, `ports.rs` and the simulation) never reads real time, starts threads or
+//! - the writer's core (`src/writer/core/`; the shells `mod.rs`, `kafka.rs`, `pipeline.rs`,
+//!   `ports.rs` and the simulation sit around it) never reads real time, starts threads or
 //!   touches tokio, so the simulation drives exactly the code that runs;
+//! - the core's state is its own: `Writer`'s fields are private, so the shells and the
+//!   simulation go through its methods;
 //! - Kafka client settings are built in one place, `consumer.rs`.
 //!
 //! Each rule is a function over (path, code) pairs, and a test shows it catching a violation.
@@ -146,9 +148,16 @@ fn writer_reached_by(files: &[(String, String)]) -> Vec<String> {
 
 /// The writer's core files: the state machine the simulation drives.
 fn is_writer_core(rel: &str) -> bool {
-    rel.starts_with("writer/")
-        && !rel.starts_with("writer/sim/")
-        && !matches!(rel, "writer/mod.rs" | "writer/kafka.rs" | "writer/pipeline.rs" | "writer/ports.rs")
+    rel.starts_with("writer/core/")
+}
+
+/// The fields of `struct Writer` (in `writer/core/mod.rs`) declared visible outside the core.
+fn public_writer_fields(files: &[(String, String)]) -> Vec<String> {
+    let Some((_, code)) = files.iter().find(|(rel, _)| rel == "writer/core/mod.rs") else { return vec!["writer/core/mod.rs is missing".into()] };
+    let Some(start) = code.find("pub(crate) struct Writer {") else { return vec!["struct Writer is missing".into()] };
+    let body = &code[start..];
+    let body = &body[..body.find("\n}").unwrap_or(body.len())];
+    body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub")).map(str::to_string).collect()
 }
 
 /// (file, what) for each use of real time, threads or tokio in the writer's core.
@@ -214,8 +223,13 @@ fn only_the_commands_reach_into_the_writer() {
 fn the_writer_core_never_uses_real_time_threads_or_tokio() {
     let files = code_files();
     let core: Vec<&str> = files.iter().map(|(rel, _)| rel.as_str()).filter(|r| is_writer_core(r)).collect();
-    assert!(core.len() >= 8 && core.contains(&"writer/core.rs"), "the core was not found: {core:?}");
+    assert!(core.len() >= 8 && core.contains(&"writer/core/mod.rs"), "the core was not found: {core:?}");
     assert_eq!(real_world_in_core(&files), Vec::<String>::new());
+}
+
+#[test]
+fn the_writer_state_is_private_to_its_core() {
+    assert_eq!(public_writer_fields(&code_files()), Vec::<String>::new());
 }
 
 #[test]
@@ -235,15 +249,22 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("plan.rs", "crate::writer::run(&c)")), ["plan.rs"]);
     assert!(writer_reached_by(&f("cmd/run.rs", "crate::writer::run(&c)")).is_empty());
-    assert_eq!(real_world_in_core(&f("writer/files.rs", "let t = std::time::Instant::now();")), ["writer/files.rs: Instant::now"]);
-    assert_eq!(real_world_in_core(&f("writer/commits.rs", "tokio::spawn(x)")), ["writer/commits.rs: tokio::"]);
+    assert_eq!(real_world_in_core(&f("writer/core/files.rs", "let t = std::time::Instant::now();")), ["writer/core/files.rs: Instant::now"]);
+    assert_eq!(real_world_in_core(&f("writer/core/commits.rs", "tokio::spawn(x)")), ["writer/core/commits.rs: tokio::"]);
     assert_eq!(
-        real_world_in_core(&f("writer/rebalance.rs", "std::thread::sleep(d)")),
-        ["writer/rebalance.rs: std::thread", "writer/rebalance.rs: thread::sleep"]
+        real_world_in_core(&f("writer/core/rebalance.rs", "std::thread::sleep(d)")),
+        ["writer/core/rebalance.rs: std::thread", "writer/core/rebalance.rs: thread::sleep"]
     );
     assert!(
-        real_world_in_core(&f("writer/core.rs", "// librdkafka's rdkafka::Message\nself.clock.sleep(d)")).is_empty(),
+        real_world_in_core(&f("writer/core/mod.rs", "// librdkafka's rdkafka::Message\nself.clock.sleep(d)")).is_empty(),
         "comments and the clock port"
+    );
+    assert_eq!(
+        public_writer_fields(&f(
+            "writer/core/mod.rs",
+            "pub(crate) struct Writer {\n    files: Files,\n    pub(super) paused: bool,\n}\nstruct Other {\n    pub x: u8,\n}"
+        )),
+        ["pub(super) paused: bool,"]
     );
     assert!(real_world_in_core(&f("writer/pipeline.rs", "let t = Instant::now();")).is_empty(), "a shell may");
     assert_eq!(kafka_settings_built_by(&f("cmd/replay.rs", "let c = ClientConfig::new();")), ["cmd/replay.rs"]);

@@ -17,13 +17,14 @@
 //! files are rebuilt under their recorded names.
 //!
 //! Where things are: `mod.rs` wires the parts and holds `run` (start-up, the loop, the bounded
-//! stop). The state machine is `core.rs` (its state), `partition.rs` (one owned partition),
-//! `files.rs` (open files, files in flight, the byte ledger, sealing), `budget.rs` (memory
-//! thresholds), `message.rs` (one message), `uploads.rs` (upload results), `commits.rs`
-//! (intents and offset commits), `rebalance.rs` (assignment and revocation) and
-//! `housekeeping.rs` (periodic work). It reaches the world only through `ports.rs`: `kafka.rs`
-//! implements the broker over librdkafka, `pipeline.rs` is the polling loop, and `sim/` drives
-//! the same core through seeded simulations.
+//! stop). The state machine is `core/`: its state (`core/mod.rs`, private to it), one owned
+//! partition (`partition.rs`), open files, files in flight, the byte ledger and sealing
+//! (`files.rs`), memory thresholds (`budget.rs`), one message (`message.rs`), upload results
+//! (`uploads.rs`), intents and offset commits (`commits.rs`), assignment and revocation
+//! (`rebalance.rs`), periodic work (`housekeeping.rs`) and the per-batch decision
+//! (`decision.rs`). It reaches the world only through `ports.rs`: `kafka.rs` implements the
+//! broker over librdkafka, `pipeline.rs` is the polling loop, and `sim/` drives the same core
+//! through seeded simulations.
 
 // The per-message maps are keyed by small values; FxHash costs a fraction of SipHash there
 // (SipHash showed up at ~2.5% of a drain's CPU profile). No key is attacker-controlled.
@@ -41,27 +42,20 @@ use crate::routing::{Route, Router};
 use crate::storage::Storage;
 use crate::upload::Uploader;
 
-mod budget;
-mod commits;
 mod core;
-mod decision;
-mod files;
-mod housekeeping;
 mod kafka;
-mod message;
-mod partition;
 mod pipeline;
 mod ports;
-mod rebalance;
 #[cfg(test)]
 mod sim;
-mod uploads;
 
 use kafka::Ctx;
 use pipeline::{Polled, Routing, Step, PARALLEL_ROUTING_MIN};
 use ports::{ChannelUploads, SystemClock};
 
-pub(crate) use self::core::Writer;
+#[cfg(test)]
+use self::core::StopReason;
+pub(crate) use self::core::{Next, Writer};
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Default)]

@@ -10,9 +10,9 @@ use rdkafka::message::BorrowedMessage;
 use rustc_hash::FxHashMap as HashMap;
 use tracing::{error, warn};
 
-use super::decision::Next;
 use super::kafka::{self, Ctx};
 use super::ports::Message;
+use super::Next;
 use super::Writer;
 use crate::routing::{Route, Router};
 

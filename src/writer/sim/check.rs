@@ -17,7 +17,7 @@ use super::{unslot, PARTITIONS, TOPICS};
 use crate::config::{Format, TopicConfig};
 use crate::naming::FileLayout;
 use crate::routing::Router;
-use crate::writer::decision::Next;
+use crate::writer::Next;
 use crate::writer::Writer;
 
 /// How far buffers and uploads may run over the budget. The loop stops polling once uploads
@@ -42,15 +42,15 @@ pub(super) fn budget_slack() -> u64 {
 /// - the loop never polls more while buffers and uploads fill the budget with uploads behind;
 /// - buffers and uploads never run over the budget by more than [`budget_slack`].
 pub(super) fn after_decision(w: &Writer, next: &Next, consumer_paused: bool) -> Result<(), String> {
-    let (open, inflight, limit) = (w.files.open_bytes(), w.files.inflight_bytes(), w.budget.limit);
-    if consumer_paused != w.paused {
+    let (open, inflight, limit) = w.memory();
+    if consumer_paused != w.paused() {
         return Err(format!(
             "the consumer is {}paused but the core says it is {}",
             if consumer_paused { "" } else { "not " },
-            if w.paused { "paused" } else { "running" }
+            if w.paused() { "paused" } else { "running" }
         ));
     }
-    if w.paused && inflight < limit / 2 {
+    if w.paused() && inflight < limit / 2 {
         return Err(format!("consumption stays paused with {inflight} bytes in uploads, below the resume threshold of {}", limit / 2));
     }
     if *next == (Next::Poll { paused: false }) && w.waiting_for_uploads() {

@@ -13,7 +13,7 @@ use super::{unslot, Stats, PARTITIONS, TOPICS};
 use crate::config::Config;
 use crate::health::Health;
 use crate::routing::Router;
-use crate::writer::decision::{Next, StopReason};
+use crate::writer::{Next, StopReason};
 use crate::writer::{RunOptions, Writer};
 
 /// A member that is not heard from for this long is expelled.

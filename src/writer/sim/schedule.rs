@@ -3,8 +3,8 @@
 
 use super::group::{parts, Sim, SESSION_TIMEOUT_MS};
 use super::world::{lock, Faults};
-use crate::writer::decision::StopReason;
 use crate::writer::RunOptions;
+use crate::writer::StopReason;
 
 impl Sim {
     /// One random event.

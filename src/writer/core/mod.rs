@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap as HashMap;
 use tracing::warn;
 
-use super::budget::Budget;
-use super::decision::Fatal;
-use super::files::Files;
-use super::partition::{PartKey, Partition};
-use super::ports::{Clock, UploadQueue};
+use self::budget::Budget;
+use self::files::Files;
+use self::partition::{PartKey, Partition};
 use super::{RunOptions, RunSummary};
 use crate::buffer::RotationPolicy;
 use crate::config::{Config, TopicConfig};
@@ -23,23 +21,38 @@ use crate::health::Health;
 use crate::metrics as m;
 use crate::naming::{FileLayout, UploadClock};
 use crate::upload::{Existing, UploadJob};
+use crate::writer::ports::{Clock, UploadQueue};
 
-pub(super) struct TopicRuntime {
-    pub(super) cfg: TopicConfig,
-    pub(super) layout: FileLayout,
+mod budget;
+mod commits;
+mod decision;
+mod files;
+mod housekeeping;
+mod message;
+mod partition;
+mod rebalance;
+mod uploads;
+
+pub(crate) use self::decision::{Fatal, Next};
+#[cfg(test)]
+pub(crate) use self::decision::StopReason;
+
+struct TopicRuntime {
+    cfg: TopicConfig,
+    layout: FileLayout,
     /// The topic's `retention.ms`, when finite and known.
-    pub(super) retention_ms: Option<i64>,
-    pub(super) policy: RotationPolicy,
-    pub(super) events: metrics::Counter,
-    pub(super) bytes: metrics::Counter,
+    retention_ms: Option<i64>,
+    policy: RotationPolicy,
+    events: metrics::Counter,
+    bytes: metrics::Counter,
     /// Per timestamp field: messages whose string there the pattern could not read.
-    pub(super) unparsed: Vec<u64>,
+    unparsed: Vec<u64>,
 }
 
 impl TopicRuntime {
     /// The upload of one of the topic's files, compressed as the topic says. The one place a
     /// job is made: new files once their intent is recorded, rebuilt files once complete.
-    pub(super) fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
+    fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
         UploadJob {
             id,
             key: key.to_string(),
@@ -52,48 +65,55 @@ impl TopicRuntime {
     }
 }
 
-/// All writer state; lives behind a mutex shared with the rebalance callback.
-pub(crate) struct Writer {
-    pub(super) topics: Vec<TopicRuntime>,
-    pub(super) topic_index: HashMap<String, usize>,
-    /// Open files, files in flight, and the byte ledger over both.
-    pub(super) files: Files,
-    /// Every owned partition.
-    pub(super) parts: HashMap<PartKey, Partition>,
-    pub(super) next_epoch: u64,
-    /// Keeps `{currentTimestamp}` strictly increasing within this process.
-    pub(super) name_clock: UploadClock,
-    pub(super) uploads: Box<dyn UploadQueue>,
-    pub(super) clock: Box<dyn Clock>,
-    pub(super) budget: Budget,
-    pub(super) metadata_limit: usize,
-    pub(super) commit_interval: Duration,
-    pub(super) revoke_timeout: Duration,
-    pub(super) last_commit: Instant,
-    pub(super) last_tick: Instant,
-    pub(super) intent_retry_at: Instant,
-    pub(super) paused: bool,
-    pub(super) ever_assigned: bool,
-    /// Until the first assignment: when the writer last said it is still waiting for one.
-    pub(super) assignment_wait_said: Instant,
-    /// The group's `session.timeout.ms`, for that message.
-    pub(super) session_timeout_ms: String,
-    /// When the first message arrived (for the drain rate of `--until-caught-up`).
-    pub(super) first_message_at: Option<Instant>,
-    /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
-    pub(super) fatal: Option<Fatal>,
+/// The writer's settings, read from the config at start.
+struct Settings {
+    /// The most bytes of intent metadata one commit may carry.
+    metadata_limit: usize,
+    commit_interval: Duration,
+    revoke_timeout: Duration,
+    /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
+    session_timeout_ms: String,
     /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
-    pub(super) offset_reset_to_end: bool,
+    offset_reset_to_end: bool,
     /// The config names Secor's ZooKeeper: a commit kbackup did not write is never resumed from
     /// (`run` checks at start; this catches partitions that appear later).
-    pub(super) refuse_foreign_commits: bool,
-    pub(super) health: Arc<Health>,
-    pub(super) opts: RunOptions,
-    pub(super) summary: RunSummary,
+    refuse_foreign_commits: bool,
+}
+
+/// All writer state; lives behind a mutex shared with the rebalance callback.
+pub(crate) struct Writer {
+    topics: Vec<TopicRuntime>,
+    topic_index: HashMap<String, usize>,
+    /// Open files, files in flight, and the byte ledger over both.
+    files: Files,
+    /// Every owned partition.
+    parts: HashMap<PartKey, Partition>,
+    next_epoch: u64,
+    /// Keeps `{currentTimestamp}` strictly increasing within this process.
+    name_clock: UploadClock,
+    uploads: Box<dyn UploadQueue>,
+    clock: Box<dyn Clock>,
+    budget: Budget,
+    /// What the config fixed at start; never changes.
+    settings: Settings,
+    last_commit: Instant,
+    last_tick: Instant,
+    intent_retry_at: Instant,
+    paused: bool,
+    ever_assigned: bool,
+    /// Until the first assignment: when the writer last said it is still waiting for one.
+    assignment_wait_said: Instant,
+    /// When the first message arrived (for the drain rate of `--until-caught-up`).
+    first_message_at: Option<Instant>,
+    /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
+    fatal: Option<Fatal>,
+    health: Arc<Health>,
+    opts: RunOptions,
+    summary: RunSummary,
     /// The current message's record envelope, for `format = "record"` topics (reused).
-    pub(super) scratch: Vec<u8>,
+    scratch: Vec<u8>,
     /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
-    pub(super) stop_deadline: Option<Instant>,
+    stop_deadline: Option<Instant>,
 }
 
 impl Writer {
@@ -135,9 +155,14 @@ impl Writer {
             uploads,
             clock,
             budget: Budget { limit: buffer_budget },
-            metadata_limit: config.writer.commit_metadata_limit,
-            commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
-            revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
+            settings: Settings {
+                metadata_limit: config.writer.commit_metadata_limit,
+                commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
+                revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
+                session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
+                offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
+                refuse_foreign_commits: config.secor.is_some(),
+            },
             last_commit: now,
             // The first loop iteration ticks at once (liveness, ages).
             last_tick: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
@@ -145,11 +170,8 @@ impl Writer {
             paused: false,
             ever_assigned: false,
             assignment_wait_said: now,
-            session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
             first_message_at: None,
             fatal: None,
-            offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
-            refuse_foreign_commits: config.secor.is_some(),
             health,
             opts,
             summary: RunSummary::default(),
@@ -183,5 +205,18 @@ impl Writer {
     #[cfg(test)]
     pub(crate) fn books_balance(&self) -> bool {
         self.files.books_balance()
+    }
+
+    /// Bytes in open files, bytes in files being uploaded, and the budget over both (for the
+    /// simulation's budget invariants).
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> (u64, u64, u64) {
+        (self.files.open_bytes(), self.files.inflight_bytes(), self.budget.limit)
+    }
+
+    /// True while the core holds consumption paused.
+    #[cfg(test)]
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
     }
 }

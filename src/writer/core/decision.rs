@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
-use super::ports::Broker;
 use super::Writer;
 use crate::sabotage::{self, Rule};
+use crate::writer::ports::Broker;
 
 /// How long the loop waits for uploads when the memory budget is full before it pauses
 /// consumption. Bounded, so that rebalances are still served.

@@ -6,11 +6,11 @@ use rustc_hash::FxHashMap as HashMap;
 use tracing::{info, warn};
 
 use super::partition::PartKey;
-use super::ports::Broker;
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
 use crate::metrics as m;
 use crate::sabotage;
+use crate::writer::ports::Broker;
 
 impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
@@ -31,7 +31,7 @@ impl Writer {
                 // Typically after a kill -9: the dead member holds its partitions until its session expires.
                 self.assignment_wait_said = now;
                 info!(
-                    session_timeout_ms = %self.session_timeout_ms,
+                    session_timeout_ms = %self.settings.session_timeout_ms,
                     "still waiting for the group to assign partitions: a member that stopped without leaving (a crash, kill -9) keeps them until its session times out"
                 );
             }
@@ -60,7 +60,7 @@ impl Writer {
             self.report_retention_headroom();
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
         }
-        if now.duration_since(self.last_commit) >= self.commit_interval {
+        if now.duration_since(self.last_commit) >= self.settings.commit_interval {
             self.commit(broker, None);
         }
     }

@@ -6,11 +6,11 @@ use tracing::{debug, error, info, warn};
 
 use super::decision::Fatal;
 use super::files::InFlight;
-use super::ports::Broker;
 use super::Writer;
 use crate::failpoint;
 use crate::metrics as m;
 use crate::upload::{Outcome, UploadDone};
+use crate::writer::ports::Broker;
 
 impl Writer {
     pub(crate) fn on_uploaded(&mut self, done: UploadDone) {

@@ -9,11 +9,11 @@ use tracing::{error, info, warn};
 
 use super::decision::Fatal;
 use super::partition::{PartKey, Partition};
-use super::ports::Broker;
 use super::Writer;
 use crate::buffer::SealReason;
 use crate::intent::{self, RecoveryPlan};
 use crate::metrics as m;
+use crate::writer::ports::Broker;
 
 impl Writer {
     /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`.
@@ -55,7 +55,7 @@ impl Writer {
             let start = c.offset;
             let record = intent::read_record(&c.metadata);
             match (start, &record) {
-                (Some(s), None) if self.refuse_foreign_commits => {
+                (Some(s), None) if self.settings.refuse_foreign_commits => {
                     self.fatal = Some(Fatal::ForeignCommit { topic: topic.clone(), partition: p, offset: s });
                     return;
                 }
@@ -120,7 +120,7 @@ impl Writer {
     pub(super) fn report_lost(&mut self, topic: &str, p: i32, s: i64, low: i64, high: i64, plan: &RecoveryPlan) {
         // librdkafka resets an out-of-range position by `auto.offset.reset`: to the log start
         // by default, to the end if an operator chose "latest" (then the retained rest is skipped too).
-        let until = if self.offset_reset_to_end { high } else { low };
+        let until = if self.settings.offset_reset_to_end { high } else { low };
         let lost = (until - s) as u64;
         let recorded: Vec<&str> = plan.skip.iter().chain(&plan.rebuild).filter(|i| i.from < until).map(|i| i.key.as_str()).collect();
         self.summary.lost_offsets += lost;
@@ -164,7 +164,7 @@ impl Writer {
         } else {
             self.seal_partitions(&parts, SealReason::Revoke);
             // Within a stop, the stop's own bound applies, not a fresh revoke timeout on top.
-            let own = self.clock.now() + self.revoke_timeout;
+            let own = self.clock.now() + self.settings.revoke_timeout;
             let deadline = self.stop_deadline.map_or(own, |d| d.min(own));
             let done = self.wait_uploads(broker, deadline, |w| {
                 !w.files.in_flight().any(|f| parts.contains(&f.part()) && Some(f.epoch) == w.parts.get(&f.part()).map(|s| s.epoch))

@@ -14,12 +14,12 @@ use rustc_hash::FxHashMap as HashMap;
 use tracing::error;
 
 use super::partition::PartKey;
-use super::ports::Broker;
 use super::Writer;
 use crate::buffer::{Buffer, BufferKey, SealReason};
 use crate::intent::Intent;
 use crate::naming::NameContext;
 use crate::upload::Existing;
+use crate::writer::ports::Broker;
 
 /// A sealed file from seal to upload.
 pub(super) struct InFlight {

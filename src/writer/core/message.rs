@@ -7,7 +7,6 @@ use tracing::{debug, info, warn};
 
 use super::files::Slot;
 use super::partition::PartKey;
-use super::ports::Message;
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
 use crate::config::Format;
@@ -16,6 +15,7 @@ use crate::metrics as m;
 use crate::routing::{DateSource, Route};
 use crate::sabotage;
 use crate::upload::Existing;
+use crate::writer::ports::Message;
 
 impl Writer {
     /// Applies one routed message polled in rebalance generation `generation`. Generic over the
