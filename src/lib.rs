@@ -6,6 +6,7 @@
 //! [`config`] every configuration key, [`storage`] how the blob store is reached.
 
 pub mod audit;
+pub mod bench;
 pub mod buffer;
 pub mod cmd;
 pub mod commit;

@@ -1,18 +1,6 @@
 //! `kbackup bench …`: the ceilings the benchmark compares the writer against (hidden command).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-
-use crate::config::{KafkaConfig, StorageConfig};
-use crate::consumer::{client_config, Role};
-use crate::storage::Storage;
+use crate::bench;
 
 /// Arguments of `kbackup bench`.
 #[derive(Debug, clap::Subcommand)]
@@ -61,141 +49,25 @@ pub enum BenchCmd {
 
 /// Runs one ceiling measurement and prints one JSON line.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    match cmd {
+    let line = match cmd {
         BenchCmd::Consume { brokers, topic } => {
-            let (events, bytes, secs) = tokio::task::spawn_blocking(move || consume(&brokers, &topic)).await??;
-            crate::outln!("{}", serde_json::json!({"events": events, "bytes": bytes, "seconds": secs}));
+            let m = tokio::task::spawn_blocking(move || bench::consume(&brokers, &topic)).await??;
+            serde_json::json!({"events": m.events, "bytes": m.bytes, "seconds": m.seconds})
         }
         BenchCmd::Count { brokers, topic } => {
-            let n = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
-                let c: BaseConsumer = client_config(&KafkaConfig::for_brokers(brokers.clone()), Role::Admin, &[]).create()?;
-                let md = c.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
-                let t = md.topics().first().filter(|t| t.error().is_none()).ok_or_else(|| anyhow::anyhow!("no topic {topic}"))?;
-                let mut n = 0;
-                for p in t.partitions() {
-                    let (low, high) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(30))?;
-                    n += high - low;
-                }
-                Ok(n)
-            })
-            .await??;
-            crate::outln!("{}", serde_json::json!({"events": n}));
+            let n = tokio::task::spawn_blocking(move || bench::count(&brokers, &topic)).await??;
+            serde_json::json!({ "events": n })
         }
         BenchCmd::Produce { brokers, topic, from_dir } => {
-            let (events, secs) = tokio::task::spawn_blocking(move || produce(&brokers, &topic, &from_dir)).await??;
-            crate::outln!("{}", serde_json::json!({"events": events, "seconds": secs}));
+            let m = tokio::task::spawn_blocking(move || bench::produce(&brokers, &topic, &from_dir)).await??;
+            serde_json::json!({"events": m.events, "seconds": m.seconds})
         }
         BenchCmd::Put { url, bytes, blob_bytes, concurrency } => {
-            let storage = Storage::open(&StorageConfig { url, create_container: true, ..Default::default() })?;
-            storage.ensure_container(true).await?;
-            let body = PutPayload::from(vec![b'x'; blob_bytes as usize]);
-            let blobs = bytes.div_ceil(blob_bytes);
-            let started = Instant::now();
-            let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
-            let mut tasks = Vec::new();
-            for i in 0..blobs {
-                let (store, body, permit) = (storage.store.clone(), body.clone(), sem.clone().acquire_owned().await?);
-                tasks.push(tokio::spawn(async move {
-                    let _permit = permit;
-                    store.put(&ObjectPath::from(format!("_bench/put-{i}")), body).await
-                }));
-            }
-            for t in tasks {
-                t.await??;
-            }
-            let secs = started.elapsed().as_secs_f64();
-            for i in 0..blobs {
-                let _ = storage.store.delete(&ObjectPath::from(format!("_bench/put-{i}"))).await;
-            }
-            crate::outln!("{}", serde_json::json!({"bytes": blobs * blob_bytes, "seconds": secs}));
+            let m = bench::put(&url, bytes, blob_bytes, concurrency).await?;
+            serde_json::json!({"bytes": m.bytes, "seconds": m.seconds})
         }
-        BenchCmd::Clear { url } => {
-            let storage = Storage::open(&StorageConfig { url, ..Default::default() })?;
-            let locations = storage.store.list(None).map_ok(|m| m.location).boxed();
-            let deleted: Vec<_> = storage.store.delete_stream(locations).try_collect().await?;
-            crate::outln!("{}", serde_json::json!({"deleted": deleted.len()}));
-        }
-    }
+        BenchCmd::Clear { url } => serde_json::json!({ "deleted": bench::clear(&url).await? }),
+    };
+    crate::outln!("{line}");
     Ok(())
-}
-
-fn consume(brokers: &str, topic: &str) -> anyhow::Result<(u64, u64, f64)> {
-    // The writer's own fetch settings, so the two differ only in what they do per message.
-    let c: BaseConsumer<crate::consumer::QuietEof> = client_config(&KafkaConfig::for_brokers(brokers), Role::Reader, &crate::consumer::FETCH_TUNING)
-        .set("group.id", "kbackup-bench-ceiling")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create_with_context(crate::consumer::QuietEof)?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..parts {
-        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-            remaining += 1;
-        }
-    }
-    c.assign(&tpl)?;
-    // From the first message, as the writer's drain rate is measured.
-    let mut started = None;
-    let (mut events, mut bytes) = (0u64, 0u64);
-    while remaining > 0 {
-        match c.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => {
-                started.get_or_insert_with(Instant::now);
-                events += 1;
-                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
-            Some(Err(e)) => anyhow::bail!("consuming: {e}"),
-            None => anyhow::bail!("no data for 10 s"),
-        }
-    }
-    Ok((events, bytes, started.map_or(0.0, |t| t.elapsed().as_secs_f64())))
-}
-
-fn produce(brokers: &str, topic: &str, dir: &std::path::Path) -> anyhow::Result<(u64, f64)> {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use std::io::BufRead;
-    let p: ThreadedProducer<DefaultProducerContext> = client_config(
-        &KafkaConfig::for_brokers(brokers),
-        Role::Producer,
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "20"),
-            ("batch.size", "1000000"),
-            ("compression.type", "lz4"),
-            ("queue.buffering.max.kbytes", "262144"),
-        ],
-    )
-    .create()?;
-    let mut files: Vec<_> = walk(dir)?;
-    files.sort();
-    let started = Instant::now();
-    let mut events = 0u64;
-    for f in files {
-        let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&f)?);
-        for line in reader.split(b'\n') {
-            let line = line?;
-            crate::producer::send_blocking(&p, BaseRecord::<(), [u8]>::to(topic).payload(&line[..]))?;
-            events += 1;
-        }
-    }
-    p.flush(Duration::from_secs(300))?;
-    Ok((events, started.elapsed().as_secs_f64()))
-}
-
-fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            out.extend(walk(&p)?);
-        } else if p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
-            out.push(p);
-        }
-    }
-    Ok(out)
 }

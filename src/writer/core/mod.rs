@@ -33,9 +33,9 @@ mod partition;
 mod rebalance;
 mod uploads;
 
-pub(crate) use self::decision::{Fatal, Next};
 #[cfg(test)]
 pub(crate) use self::decision::StopReason;
+pub(crate) use self::decision::{Fatal, Next};
 
 struct TopicRuntime {
     cfg: TopicConfig,
