@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const EVENTS_CONSUMED: &str = "kbackup_events_consumed_total";
 pub const BYTES_CONSUMED: &str = "kbackup_bytes_consumed_total";
 pub const INVALID_MESSAGES: &str = "kbackup_invalid_messages_total";
+pub const RECORD_TIME_DATED: &str = "kbackup_record_time_dated_total";
 pub const FILES_UPLOADED: &str = "kbackup_files_uploaded_total";
 pub const BYTES_UPLOADED: &str = "kbackup_bytes_uploaded_total";
 pub const UPLOAD_SECONDS: &str = "kbackup_upload_duration_seconds";
@@ -58,6 +59,11 @@ pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
         for reason in crate::routing::InvalidReason::ALL {
             counter!(INVALID_MESSAGES, "topic" => t.name.clone(), "reason" => reason.as_str()).increment(0);
         }
+        if t.format == crate::config::Format::Record {
+            for value in crate::routing::InvalidReason::UNDATABLE_VALUES {
+                counter!(RECORD_TIME_DATED, "topic" => t.name.clone(), "value" => value.as_str()).increment(0);
+            }
+        }
         gauge!(MAX_FILE_AGE, "topic" => t.name.clone()).set(t.max_file_age_secs as f64);
         gauge!(OLDEST_UNBACKED_AGE, "topic" => t.name.clone()).set(0.0);
         for field in &t.timestamp_fields {
@@ -88,6 +94,10 @@ fn describe() {
     describe_counter!(EVENTS_CONSUMED, "Messages consumed from Kafka");
     describe_counter!(BYTES_CONSUMED, Unit::Bytes, "Message value bytes consumed from Kafka");
     describe_counter!(INVALID_MESSAGES, "Messages written to the invalid bucket, by reason");
+    describe_counter!(
+        RECORD_TIME_DATED,
+        "Records of format = \"record\" topics dated by their Kafka record time because the value gives no event time (empty: tombstones and empty values; not_json; not_utf8)"
+    );
     describe_counter!(FILES_UPLOADED, "Files durably uploaded");
     describe_counter!(BYTES_UPLOADED, Unit::Bytes, "Bytes stored (after compression)");
     describe_histogram!(UPLOAD_SECONDS, Unit::Seconds, "Time from seal to durable upload, per file");

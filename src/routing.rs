@@ -22,6 +22,11 @@ pub enum DateSource {
     Field(usize),
     /// No usable field: the Kafka record timestamp.
     RecordTime,
+    /// `format = "record"` only: the value gives no event time (a tombstone, not JSON, not
+    /// UTF-8), so the record is dated by its Kafka record timestamp rather than filed under
+    /// `invalid_date`, where no date range finds it. Value-format topics keep Secor's invalid
+    /// bucket.
+    RecordTimeInstead(InvalidReason),
     /// Not JSON or not UTF-8 (or no usable time at all): the invalid bucket.
     Invalid(InvalidReason),
 }
@@ -39,6 +44,10 @@ pub enum InvalidReason {
 impl InvalidReason {
     /// Every reason, for counters exported at zero before the first message.
     pub const ALL: [InvalidReason; 4] = [InvalidReason::NotUtf8, InvalidReason::NotJson, InvalidReason::Empty, InvalidReason::NoTimestamp];
+
+    /// The values a record backup dates by the record time instead
+    /// ([`DateSource::RecordTimeInstead`]).
+    pub const UNDATABLE_VALUES: [InvalidReason; 3] = [InvalidReason::NotUtf8, InvalidReason::NotJson, InvalidReason::Empty];
 
     /// A short label for logs and counters.
     pub fn as_str(self) -> &'static str {
@@ -67,6 +76,17 @@ pub struct Route {
     /// topic's pattern could not read, before the rung that dated the message: a pattern that
     /// does not fit the data is counted and reported, never silent.
     pub unparsed_field: Option<u8>,
+    /// For [`DateSource::RecordTimeInstead`]: where releases before record dating put the
+    /// message (the invalid bucket). Recovery and the audit still recognise files there.
+    pub earlier: Option<Box<Placement>>,
+}
+
+/// A directory and date a message may be filed under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub prefix: Option<Arc<str>>,
+    pub date: Arc<str>,
+    pub to_error_path: bool,
 }
 
 /// The routing rules of one topic.
@@ -80,6 +100,8 @@ pub struct Router {
     default_prefix: Option<Arc<str>>,
     invalid_date: Arc<str>,
     has_error_path: bool,
+    /// `format = "record"`: values without an event time are dated by the record time.
+    records: bool,
     /// Names this router in the per-thread date cache.
     id: u64,
     cacheable: bool,
@@ -124,13 +146,46 @@ impl Router {
             // In the topic's date format, so that every name of a topic has one date form.
             invalid_date: Arc::from(invalid_date(t).as_str()),
             has_error_path: t.error_path.is_some(),
+            records: t.format == crate::config::Format::Record,
             id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             cacheable,
         })
     }
 
+    /// The router of releases before record dating, which filed undatable records in the
+    /// invalid bucket like values (the simulation runs them beside the current one, as a
+    /// rolling upgrade does).
+    #[cfg(test)]
+    pub(crate) fn before_record_dating(t: &TopicConfig, topic_index: usize) -> Result<Router, ConfigError> {
+        Ok(Router { records: false, ..Router::new(t, topic_index)? })
+    }
+
     /// Routes one message. `record_ms` is the Kafka record timestamp, if the record has one.
     pub fn route(&self, payload: Option<&[u8]>, record_ms: Option<i64>) -> Route {
+        let route = self.route_value(payload, record_ms);
+        match route.source {
+            // A JSON value without a usable time already had the record time's chance.
+            DateSource::Invalid(reason) if self.records && reason != InvalidReason::NoTimestamp => {
+                let Some(date) = record_ms.filter(|ms| self.rules.usable(*ms)).and_then(|ms| self.date_for(ms)) else {
+                    return route;
+                };
+                let earlier = Placement { prefix: route.prefix, date: route.date, to_error_path: route.to_error_path };
+                Route {
+                    prefix: self.default_prefix.clone(),
+                    date,
+                    to_error_path: false,
+                    source: DateSource::RecordTimeInstead(reason),
+                    line_breaks: None,
+                    unparsed_field: None,
+                    earlier: Some(Box::new(earlier)),
+                }
+            }
+            _ => route,
+        }
+    }
+
+    /// The routing of Secor's rules: the value's fields, then the record time, else invalid.
+    fn route_value(&self, payload: Option<&[u8]>, record_ms: Option<i64>) -> Route {
         let payload = payload.unwrap_or_default();
         if payload.is_empty() {
             return self.invalid(InvalidReason::Empty);
@@ -178,7 +233,7 @@ impl Router {
             })
             .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)));
         match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
-            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks, unparsed_field },
+            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks, unparsed_field, earlier: None },
             None => Route { prefix, line_breaks, unparsed_field, ..self.invalid(InvalidReason::NoTimestamp) },
         }
     }
@@ -191,6 +246,7 @@ impl Router {
             source: DateSource::Invalid(reason),
             line_breaks: None,
             unparsed_field: None,
+            earlier: None,
         }
     }
 
@@ -433,6 +489,42 @@ mod tests {
         let r = router("error_path = 'errors/unique'");
         let route = r.route(Some(b"nope"), Some(0));
         assert!(route.to_error_path);
+    }
+
+    /// Issue 28: a record backup dates what its value cannot date (tombstones, binary values)
+    /// by the record time, so a date range finds it; it remembers where earlier releases put it.
+    #[test]
+    fn record_backups_date_undatable_values_by_the_record_time() {
+        let r = router("format = 'record'\nerror_path = 'errors/unique'\nprefix_field = 'eid'\nprefix_map = { LOG = 'logs', DEFAULT = 'raw' }");
+        // 2020-01-31T18:30:03.199Z is 2020-02-01 in IST.
+        let at = Some(1_580_495_403_199);
+        for (payload, reason) in [
+            (Some(&b"not json at all"[..]), InvalidReason::NotJson),
+            (Some(&b"\xff\xfe{}"[..]), InvalidReason::NotUtf8),
+            (Some(&b""[..]), InvalidReason::Empty),
+            (None, InvalidReason::Empty),
+        ] {
+            let route = r.route(payload, at);
+            assert_eq!(route.source, DateSource::RecordTimeInstead(reason), "{payload:?}");
+            assert_eq!((&*route.date, route.to_error_path, route.prefix.as_deref()), ("2020-02-01", false, Some("raw")));
+            let earlier = route.earlier.as_deref().expect("where earlier releases put it");
+            assert_eq!((&*earlier.date, earlier.to_error_path, earlier.prefix.as_deref()), ("1970-01-01", true, None));
+        }
+        // No usable record time either (here: before earliest_event_date): the invalid bucket.
+        let route = r.route(None, Some(0));
+        assert_eq!((route.source, &*route.date, route.to_error_path), (DateSource::Invalid(InvalidReason::Empty), "1970-01-01", true));
+        assert!(route.earlier.is_none());
+        let route = r.route(None, None);
+        assert_eq!(route.source, DateSource::Invalid(InvalidReason::Empty));
+        // JSON without a usable time had the record time's chance already; datable values are
+        // routed as in value backups.
+        assert_eq!(r.route(Some(b"{}"), None).source, DateSource::Invalid(InvalidReason::NoTimestamp));
+        let x = r.route(Some(br#"{"eid":"LOG"}"#), at);
+        assert_eq!((x.source, x.prefix.as_deref(), x.earlier.is_none()), (DateSource::RecordTime, Some("logs"), true));
+        // Value backups keep Secor's rule.
+        let v = router("error_path = 'errors/unique'");
+        let route = v.route(None, at);
+        assert_eq!((route.source, &*route.date, route.to_error_path), (DateSource::Invalid(InvalidReason::Empty), "1970-01-01", true));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub(crate) enum Rule {
     CaughtUpEarly,
     /// Rebuild a recorded file without its first message (taken for already stored).
     RebuildFromSecond,
+    /// Ignore files recorded under the invalid bucket by releases before record dating: a
+    /// re-read record they hold is written again under its record-time date.
+    IgnoreEarlierPlacement,
 }
 
 #[cfg(test)]

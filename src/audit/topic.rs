@@ -24,7 +24,7 @@ use crate::consumer::Diagnosing;
 use crate::listing::{Listed, Selection};
 use crate::naming::FileLayout;
 use crate::progress::Progress;
-use crate::routing::{extract, DateSource, Route, Router};
+use crate::routing::{extract, DateSource, Placement, Route, Router};
 use crate::storage::Storage;
 
 /// What to audit.
@@ -119,6 +119,10 @@ impl Places {
 
     /// Where the writer puts a message with this route, and the route's day (`None` if its date
     /// string is not one, e.g. an `invalid_date` in another form).
+    fn of_placement(&mut self, layout: &FileLayout, p: &Placement) -> Place {
+        self.id(&layout.dir(p.prefix.as_deref(), p.to_error_path), &p.date)
+    }
+
     fn of_route(&mut self, layout: &FileLayout, r: &Route) -> (Place, Option<NaiveDate>) {
         let key = (r.prefix.clone(), r.to_error_path, r.date.clone());
         if let Some(found) = self.routes.get(&key) {
@@ -256,7 +260,13 @@ pub async fn audit(
                 // headers and value all have to match, and no `mid` is needed.
                 scratch.clear();
                 crate::consumer::encode_record(&mut scratch, m, route.line_breaks.is_some());
-                tally.kafka(offset, xxh3_64(&scratch), None, place, required);
+                let fp = xxh3_64(&scratch);
+                tally.kafka(offset, fp, None, place, required);
+                if let Some(e) = route.earlier.as_deref() {
+                    // Written before record dating: under `invalid_date`, where it stays.
+                    let earlier = places.of_placement(&layout, e);
+                    tally.also_at(fp, earlier);
+                }
             } else {
                 tally.kafka(offset, fingerprint(value), mid_hash(value), place, required);
             }

@@ -74,6 +74,10 @@ impl Writer {
                 debug!(topic = m.topic(), partition = p, offset = off, reason = reason.as_str(), "invalid message");
             }
             DateSource::RecordTime => self.summary.record_time_dated += 1,
+            DateSource::RecordTimeInstead(reason) => {
+                self.summary.record_time_dated += 1;
+                metrics::counter!(m::RECORD_TIME_DATED, "topic" => topic.cfg.name.clone(), "value" => reason.as_str()).increment(1);
+            }
             DateSource::Field(_) => {}
         }
         self.summary.events += 1;
@@ -85,7 +89,15 @@ impl Writer {
         let recovering = st.plan.end();
         let action = match recovering {
             Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
-                st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path)
+                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
+                    // A release before record dating filed it in the invalid bucket: the file it
+                    // recorded there holds it (or is rebuilt with it), so it is not written again.
+                    Action::Normal if sabotage::on(sabotage::Rule::IgnoreEarlierPlacement) => Action::Normal,
+                    Action::Normal => {
+                        route.earlier.as_deref().map_or(Action::Normal, |e| st.plan.action(off, e.prefix.as_deref(), &e.date, e.to_error_path))
+                    }
+                    a => a,
+                }
             }
             _ => Action::Normal,
         };

@@ -84,6 +84,8 @@ pub(super) struct Ledger {
     /// landing after a later one would re-read what was committed).
     committed: Vec<i64>,
     pub(super) violations: Vec<String>,
+    /// Records found where the release before record dating put them (the invalid bucket).
+    pub(super) earlier_placed: u64,
 }
 
 /// The (slot, offset) a simulated message's value names itself by.
@@ -123,7 +125,7 @@ impl Ledger {
             })
             .collect();
         let slots = topics.len() * PARTITIONS;
-        Ledger { topics, copies: BTreeMap::new(), checked: vec![0; slots], committed: vec![0; slots], violations: Vec::new() }
+        Ledger { topics, copies: BTreeMap::new(), checked: vec![0; slots], committed: vec![0; slots], violations: Vec::new(), earlier_placed: 0 }
     }
 
     fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -175,9 +177,19 @@ impl Ledger {
             }
             let record_ms = envelope.as_ref().and_then(|r| r.timestamp.map(|t| t.0));
             let route = topic.router.route(value.as_deref(), record_ms);
-            let dir = topic.layout.dir(route.prefix.as_deref(), route.to_error_path);
-            if name.kafka_partition != Some(p) || topic.layout.dates().format(name.date) != *route.date || !key.starts_with(&dir) {
+            let at = |prefix: Option<&str>, error: bool, date: &str| {
+                let dir = topic.layout.dir(prefix, error);
+                let place = key.starts_with(&dir) && key[dir.len()..].starts_with('/') && topic.layout.dates().format(name.date) == date;
+                (place, dir)
+            };
+            let (here, dir) = at(route.prefix.as_deref(), route.to_error_path, &route.date);
+            // Or where the release before record dating put it.
+            let earlier = route.earlier.as_deref().is_some_and(|e| at(e.prefix.as_deref(), e.to_error_path, &e.date).0);
+            if name.kafka_partition != Some(p) || !(here || earlier) {
                 bad.push(format!("blob {key}: message {s}/{o} belongs under {dir} dated {} in partition {p}", route.date));
+            }
+            if earlier {
+                self.earlier_placed += 1;
             }
             found.push((s, o));
         }

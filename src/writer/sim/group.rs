@@ -42,6 +42,9 @@ pub(super) struct Member {
     pub(super) expelled_notice: Option<u32>,
     /// Run with `--until-caught-up`: the end offset of each partition when it was assigned.
     pub(super) targets: Option<BTreeMap<usize, i64>>,
+    /// Runs the release before record dating (wide worlds): its record topic files undatable
+    /// values under `invalid_date`, as during a rolling upgrade.
+    pub(super) earlier_release: bool,
 }
 
 pub(super) struct Sim {
@@ -49,6 +52,13 @@ pub(super) struct Sim {
     pub(super) config: Config,
     /// Each topic's router, by topic index.
     pub(super) routers: Vec<Router>,
+    /// The same of the release before record dating.
+    pub(super) routers_before: Vec<Router>,
+    /// New members run the current release. Before, they run the release before record
+    /// dating; the upgrade ([`Sim::upgrade`]) replaces them all at once, as a `Recreate`
+    /// deployment does (docs/runbook.md, "Upgrades": the earlier release cannot read what the
+    /// current one files by record time, so the two never share a group).
+    pub(super) upgraded: bool,
     pub(super) members: Vec<Member>,
     /// Crashed members still in the group until their session expires: (id, since ms).
     pub(super) gone: Vec<(usize, u64)>,
@@ -63,7 +73,10 @@ pub(super) fn parts(slots: impl IntoIterator<Item = usize>) -> Vec<(String, i32)
 impl Sim {
     pub(super) fn new(world: Shared, config: Config) -> Sim {
         let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i).expect("router")).collect();
-        Sim { world, config, routers, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
+        let routers_before = config.topics.iter().enumerate().map(|(i, t)| Router::before_record_dating(t, i).expect("router")).collect();
+        // Half the wide worlds begin on the release before record dating and upgrade once.
+        let upgraded = config.topics.len() < 2 || lock(&world).rng.chance(0.5);
+        Sim { world, config, routers, routers_before, upgraded, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
     }
 
     /// Every partition of every topic in this world.
@@ -106,7 +119,7 @@ impl Sim {
     /// A new process joins the group with `opts` (the rebalance is the caller's).
     pub(super) fn start_member_with(&mut self, opts: RunOptions) {
         let until_caught_up = opts.until_caught_up;
-        let id = lock(&self.world).add_member();
+        let (id, earlier_release) = (lock(&self.world).add_member(), !self.upgraded);
         let world = self.world.clone();
         let writer = Writer::new(
             &self.config,
@@ -129,8 +142,13 @@ impl Sim {
             frozen_since: 0,
             expelled_notice: None,
             targets: until_caught_up.then(BTreeMap::new),
+            earlier_release,
         });
-        self.note(format!("member {id} starts{}", if until_caught_up { " with --until-caught-up" } else { "" }));
+        self.note(format!(
+            "member {id} starts{}{}",
+            if earlier_release { " as the release before record dating" } else { "" },
+            if until_caught_up { " with --until-caught-up" } else { "" }
+        ));
     }
 
     /// Members that take part in a rebalance: awake and not expelled.
@@ -267,7 +285,8 @@ impl Sim {
         for (msg, stamp) in batch {
             use rdkafka::message::Message;
             let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
-            let route = self.routers[t].route(msg.payload(), msg.timestamp().to_millis());
+            let router = if m.earlier_release { &self.routers_before[t] } else { &self.routers[t] };
+            let route = router.route(msg.payload(), msg.timestamp().to_millis());
             m.writer.on_message(&msg, t, route, stamp, now);
         }
         let next = m.writer.after_batch(&m.broker, false);
@@ -301,6 +320,21 @@ impl Sim {
             m.polled.push((msg, m.callbacks));
         }
         None
+    }
+
+    /// The upgrade: every member of the earlier release goes, by a graceful stop or a crash
+    /// (its files in flight are then recorded by the earlier release, for the current one to
+    /// recover), and every member from now on runs the current release.
+    pub(super) fn upgrade(&mut self) {
+        self.note("upgrade: the members of the release before record dating go".to_string());
+        self.upgraded = true;
+        while let Some(i) = self.members.iter().position(|m| m.earlier_release) {
+            if self.members[i].frozen_until.is_some() || self.chance(0.5) {
+                self.crash(i);
+            } else if let Err(e) = self.stop_member(i) {
+                lock(&self.world).ledger.violations.push(e);
+            }
+        }
     }
 
     /// Kills member `i` like `kill -9`: no flush, no commit; its uploads in flight still land.

@@ -123,6 +123,8 @@ pub(super) struct Stats {
     pub(super) caught_up: u64,
     /// Rebuilt files compared byte for byte with the upload they rebuild.
     pub(super) rebuilt_identical: u64,
+    /// Record lines checked where the release before record dating put them.
+    pub(super) earlier_placed: u64,
 }
 
 /// A world for `seed` and the group in it, with no member yet.
@@ -166,6 +168,7 @@ fn run_seed_in(seed: u64, width: Width) -> Result<Stats, String> {
     let mut stats = sim.stats;
     stats.blobs = lock(&world).blobs().len() as u64;
     stats.rebuilt_identical = lock(&world).rebuilt_identical;
+    stats.earlier_placed = lock(&world).ledger.earlier_placed;
     Ok(stats)
 }
 
@@ -206,6 +209,7 @@ fn simulated_schedules_keep_every_event_exactly_once() {
                 total.paused_turns += s.paused_turns;
                 total.caught_up += s.caught_up;
                 total.rebuilt_identical += s.rebuilt_identical;
+                total.earlier_placed += s.earlier_placed;
             }
             Err(e) => failed.push((seed, e)),
         }
@@ -221,7 +225,7 @@ fn simulated_schedules_keep_every_event_exactly_once() {
         );
     }
     eprintln!(
-        "simulation: {} seeds in {:.1} s: {} events, {} blobs, {} crashes, {} zombies, {} graceful stops, {} rebalances, {} paused turns, {} caught-up stops, {} rebuilt files identical to their upload",
+        "simulation: {} seeds in {:.1} s: {} events, {} blobs, {} crashes, {} zombies, {} graceful stops, {} rebalances, {} paused turns, {} caught-up stops, {} rebuilt files identical to their upload, {} record lines where the earlier release put them",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.produced,
@@ -232,10 +236,12 @@ fn simulated_schedules_keep_every_event_exactly_once() {
         total.rebalances,
         total.paused_turns,
         total.caught_up,
-        total.rebuilt_identical
+        total.rebuilt_identical,
+        total.earlier_placed
     );
     assert!(total.produced > 0 && total.rebalances > 0, "the simulation exercised nothing");
     assert!(total.paused_turns > 0 && total.caught_up > 0, "the simulation never paused or never caught up");
+    assert!(seeds.len() < 100 || total.earlier_placed > 0, "no record was ever filed by the release before record dating");
 }
 
 #[test]
@@ -277,6 +283,7 @@ fn the_simulation_catches_broken_rules() {
         (Rule::NeverResume, 2000, Width::Wide),
         (Rule::CaughtUpEarly, 2000, Width::Wide),
         (Rule::RebuildFromSecond, 2000, Width::Wide),
+        (Rule::IgnoreEarlierPlacement, 2000, Width::Wide),
     ];
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // (rule, seeds allowed, the first seed that caught it and what it saw)

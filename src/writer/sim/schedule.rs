@@ -70,6 +70,11 @@ impl Sim {
                 ));
                 lock(&self.world).faults = f;
             }
+            96 if !self.upgraded => {
+                self.upgrade();
+                self.start_member();
+                self.rebalance();
+            }
             95 if n < 4 => {
                 self.start_member_with(RunOptions { until_caught_up: true, ..Default::default() });
                 self.rebalance();
