@@ -147,7 +147,12 @@ async fn records_round_trip_exactly() {
     }
     // Tombstones, empty and non-JSON values are dated by their record time (issue 28): none is
     // left under `invalid_date`, where no date range short of 1970 would find it.
-    let undatable = sent.values().chain(sent_compact.values()).flatten().filter(|r| r.value.as_deref().is_none_or(|v| serde_json::from_slice::<serde_json::Value>(v).is_err())).count();
+    let undatable = sent
+        .values()
+        .chain(sent_compact.values())
+        .flatten()
+        .filter(|r| r.value.as_deref().is_none_or(|v| serde_json::from_slice::<serde_json::Value>(v).is_err()))
+        .count();
     assert!(undatable > 50, "the test has tombstones and non-JSON values: {undatable}");
     let invalid: Vec<&String> = blobs.keys().filter(|k| k.contains("1970-01-01")).collect();
     assert!(invalid.is_empty(), "records filed under invalid_date: {invalid:?}");
