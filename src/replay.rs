@@ -52,6 +52,42 @@ pub struct Options {
     /// Each partition's records in offset order across its files (record files only).
     pub offset_order: bool,
     pub checkpoint: PathBuf,
+    /// Only records whose record timestamp (epoch ms) is in `[from, to)` (record files only).
+    pub window: Window,
+}
+
+/// A window on record timestamps, epoch milliseconds: `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl Window {
+    /// True when a bound is set.
+    pub fn is_set(&self) -> bool {
+        self.from.is_some() || self.to.is_some()
+    }
+
+    /// Whether a record with this timestamp is in the window (one without is in no window).
+    pub fn holds(&self, timestamp: Option<i64>) -> bool {
+        if !self.is_set() {
+            return true;
+        }
+        timestamp.is_some_and(|t| self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e))
+    }
+}
+
+/// Reads a time bound: RFC 3339 (`2026-12-01T18:30:00Z`, `2026-12-02T00:00:00+05:30`) or epoch
+/// milliseconds (`1796169600000`).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|e| format!("{s}: {e}"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{s}: not RFC 3339 (e.g. 2026-12-01T18:30:00Z or 2026-12-02T00:00:00+05:30) or epoch milliseconds ({e})"))
 }
 
 /// What a replay did.
@@ -62,6 +98,9 @@ pub struct Summary {
     pub tombstones: u64,
     /// Events without any of the key fields, spread round-robin.
     pub unkeyed: u64,
+    /// Per source partition (as the files name it; -1 for none): records left out because
+    /// their record timestamp is outside `--from-time/--to-time`.
+    pub outside_window: BTreeMap<i32, u64>,
     pub elapsed: Duration,
 }
 
@@ -149,6 +188,16 @@ fn check(listed: &[Listed], opts: &Options, target_parts: i32) -> Result<(), Rep
     let value_files = listed.iter().filter(|l| !l.name.records).count();
     if opts.partitioner != Partitioner::Same && opts.key.is_empty() && value_files > 0 {
         return usage(format!("--partitioner {:?} hashes the key: give --key (e.g. context.did,mid)", opts.partitioner).to_lowercase());
+    }
+    if opts.window.is_set() && value_files > 0 {
+        return usage(format!(
+            "--from-time/--to-time select records by their record time, which only record files (format = \"record\") keep: {value_files} selected file(s) hold values only"
+        ));
+    }
+    if let Window { from: Some(f), to: Some(t) } = opts.window {
+        if t <= f {
+            return usage(format!("--to-time ({t}) must be after --from-time ({f}): the window is [from, to)"));
+        }
     }
     if opts.offset_order && value_files > 0 {
         return usage(format!(
@@ -358,6 +407,11 @@ impl Replay<'_, '_> {
                     continue;
                 }
                 let item = if l.name.records { Item::Record(decode_line(l, i, &line)?) } else { Item::Value(&line) };
+                if let Item::Record(r) = &item {
+                    if !self.in_window(l, r) {
+                        continue;
+                    }
+                }
                 self.send(fi, l, i as u64, item).await?;
             }
             self.complete[fi] = true;
@@ -386,8 +440,10 @@ impl Replay<'_, '_> {
                     })?;
                     if self.wanted(fi, i as u64) {
                         let r = decode_line(l, i, &line)?;
-                        all.push((r.offset.unwrap_or(i64::MAX), fi, i as u64, r));
-                        n += 1;
+                        if self.in_window(l, &r) {
+                            all.push((r.offset.unwrap_or(i64::MAX), fi, i as u64, r));
+                            n += 1;
+                        }
                     }
                 }
                 left.insert(fi, n);
@@ -404,6 +460,15 @@ impl Replay<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a record is in `--from-time/--to-time`; one left out is counted by partition.
+    fn in_window(&mut self, l: &Listed, r: &Record) -> bool {
+        let holds = self.opts.window.holds(r.timestamp.map(|t| t.0));
+        if !holds {
+            *self.summary.outside_window.entry(r.partition.or(l.kafka_partition).unwrap_or(-1)).or_default() += 1;
+        }
+        holds
     }
 
     fn partition(&mut self, l: &Listed, recorded: Option<i32>, key: Option<&[u8]>) -> i32 {
@@ -648,5 +713,25 @@ mod tests {
     fn opaque_carries_file_and_line() {
         let o = opaque(7, 123_456);
         assert_eq!(((o as u64 >> 32) as usize, o as u64 & 0xffff_ffff), (7, 123_456));
+    }
+
+    #[test]
+    fn a_window_holds_from_inclusive_to_exclusive() {
+        let w = Window { from: Some(100), to: Some(200) };
+        assert!(!w.holds(Some(99)) && w.holds(Some(100)) && w.holds(Some(199)) && !w.holds(Some(200)));
+        assert!(!w.holds(None), "a record without a time is in no window");
+        assert!(Window::default().holds(None), "no window: everything");
+        assert!(Window { from: None, to: Some(5) }.holds(Some(-3)));
+        assert!(Window { from: Some(5), to: None }.holds(Some(i64::MAX)));
+    }
+
+    #[test]
+    fn time_bounds_read_rfc3339_and_epoch_millis() {
+        assert_eq!(parse_time("1796169600000"), Ok(1_796_169_600_000));
+        assert_eq!(parse_time("2026-12-01T18:30:00Z"), Ok(1_796_149_800_000));
+        assert_eq!(parse_time("2026-12-02T00:00:00+05:30"), Ok(1_796_149_800_000));
+        assert_eq!(parse_time("2026-12-01T18:30:00.250Z"), Ok(1_796_149_800_250));
+        let e = parse_time("2026-12-01").unwrap_err();
+        assert!(e.contains("RFC 3339") && e.contains("epoch milliseconds"), "{e}");
     }
 }

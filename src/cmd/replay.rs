@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cmd::{ExitError, SelectArgs};
-use crate::replay::{Options, Partitioner, ReplayError};
+use crate::replay::{Options, Partitioner, ReplayError, Window};
 
 /// How each event's target partition is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,8 +54,19 @@ pub struct ReplayArgs {
     /// memory). Needed to restore a compacted topic, where the last value of a key wins.
     #[arg(long)]
     pub offset_order: bool,
+    /// Only records whose Kafka record timestamp is at or after this time (inclusive): RFC 3339
+    /// (2026-12-01T18:30:00Z, 2026-12-02T00:00:00+05:30) or epoch milliseconds. Record files
+    /// only. Files are still selected by --from/--to (their event dates): choose dates that
+    /// cover the window.
+    #[arg(long, value_parser = crate::replay::parse_time)]
+    pub from_time: Option<i64>,
+    /// Only records whose record timestamp is before this time (exclusive); as --from-time.
+    #[arg(long, value_parser = crate::replay::parse_time)]
+    pub to_time: Option<i64>,
     /// Progress file: finished files (and how far a stopped one got) are skipped on restart.
-    /// Default: .kbackup-replay-<topic>.progress
+    /// Default: .kbackup-replay-<topic>.progress, or with a time window
+    /// .kbackup-replay-<topic>-<from-time>-<to-time>.progress (so that another window does not
+    /// take files as done).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
 }
@@ -89,6 +100,14 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             "no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
         );
     }
+    let window = Window { from: a.from_time, to: a.to_time };
+    let default_checkpoint = match window {
+        Window { from: None, to: None } => format!(".kbackup-replay-{}.progress", a.to_topic),
+        Window { from, to } => {
+            let ms = |t: Option<i64>| t.map_or("open".to_string(), |t| t.to_string());
+            format!(".kbackup-replay-{}-{}-{}.progress", a.to_topic, ms(from), ms(to))
+        }
+    };
     let opts = Options {
         to_topic: a.to_topic.clone(),
         partitioner: a.partitioner.into(),
@@ -96,7 +115,8 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         rate: a.rate,
         dry_run: a.dry_run,
         offset_order: a.offset_order,
-        checkpoint: a.checkpoint.clone().unwrap_or_else(|| PathBuf::from(format!(".kbackup-replay-{}.progress", a.to_topic))),
+        checkpoint: a.checkpoint.clone().unwrap_or_else(|| PathBuf::from(default_checkpoint)),
+        window,
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -125,6 +145,13 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     if s.tombstones > 0 {
         crate::outln!("  of which tombstones: {}", s.tombstones);
+    }
+    if !s.outside_window.is_empty() {
+        let total: u64 = s.outside_window.values().sum();
+        crate::outln!("left out {total} record(s) of the selected files whose record time is outside --from-time/--to-time:");
+        for (p, n) in &s.outside_window {
+            crate::outln!("  source partition {p}: {n}");
+        }
     }
     if s.unkeyed > 0 {
         tracing::warn!("{} event(s) had no key (none of the --key fields) and were spread round-robin", s.unkeyed);

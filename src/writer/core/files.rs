@@ -275,6 +275,7 @@ impl Writer {
             error: key.error,
             from: buf.first_offset,
             to: buf.last_offset,
+            record_dated: self.dates_records_by_record_time(key.topic),
         });
         let epoch = st.map_or(0, |s| s.epoch);
         self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true);

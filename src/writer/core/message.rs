@@ -89,15 +89,9 @@ impl Writer {
         let recovering = st.plan.end();
         let action = match recovering {
             Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
-                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
-                    // A release before record dating filed it in the invalid bucket: the file it
-                    // recorded there holds it (or is rebuilt with it), so it is not written again.
-                    Action::Normal if sabotage::on(sabotage::Rule::IgnoreEarlierPlacement) => Action::Normal,
-                    Action::Normal => {
-                        route.earlier.as_deref().map_or(Action::Normal, |e| st.plan.action(off, e.prefix.as_deref(), &e.date, e.to_error_path))
-                    }
-                    a => a,
-                }
+                let here = (route.prefix.as_deref(), &*route.date, route.to_error_path);
+                let earlier = route.earlier.as_deref().map(|e| (e.prefix.as_deref(), &*e.date, e.to_error_path));
+                st.plan.action_for(off, here, earlier)
             }
             _ => Action::Normal,
         };

@@ -114,6 +114,9 @@ pub(crate) struct Writer {
     scratch: Vec<u8>,
     /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
     stop_deadline: Option<Instant>,
+    /// Behave as the release before record dating (the simulation's rolling upgrade).
+    #[cfg(test)]
+    before_record_dating: bool,
 }
 
 impl Writer {
@@ -177,7 +180,19 @@ impl Writer {
             summary: RunSummary::default(),
             scratch: Vec::new(),
             stop_deadline: None,
+            #[cfg(test)]
+            before_record_dating: false,
         })
+    }
+
+    /// True if topic `t`'s intents say their files were filled by the rule that dates records
+    /// without an event time by their record time (record-format topics).
+    fn dates_records_by_record_time(&self, t: usize) -> bool {
+        #[cfg(test)]
+        if self.before_record_dating {
+            return false;
+        }
+        self.topics[t].cfg.format == crate::config::Format::Record
     }
 
     /// Why the writer cannot go on, once it cannot.
@@ -212,6 +227,13 @@ impl Writer {
     #[cfg(test)]
     pub(crate) fn memory(&self) -> (u64, u64, u64) {
         (self.files.open_bytes(), self.files.inflight_bytes(), self.budget.limit)
+    }
+
+    /// Records intents as the release before record dating did (no `record_dated`); its
+    /// routing is the caller's ([`crate::routing::Router::before_record_dating`]).
+    #[cfg(test)]
+    pub(crate) fn act_as_release_before_record_dating(&mut self) {
+        self.before_record_dating = true;
     }
 
     /// True while the core holds consumption paused.

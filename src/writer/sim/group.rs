@@ -121,7 +121,7 @@ impl Sim {
         let until_caught_up = opts.until_caught_up;
         let (id, earlier_release) = (lock(&self.world).add_member(), !self.upgraded);
         let world = self.world.clone();
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             &self.config,
             super::BUDGET,
             Box::new(SimUploads { world: world.clone(), member: id }),
@@ -130,6 +130,9 @@ impl Sim {
             opts,
         )
         .expect("writer");
+        if earlier_release {
+            writer.act_as_release_before_record_dating();
+        }
         self.members.push(Member {
             id,
             writer,

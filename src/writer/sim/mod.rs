@@ -240,7 +240,8 @@ fn simulated_schedules_keep_every_event_exactly_once() {
         total.earlier_placed
     );
     assert!(total.produced > 0 && total.rebalances > 0, "the simulation exercised nothing");
-    assert!(total.paused_turns > 0 && total.caught_up > 0, "the simulation never paused or never caught up");
+    // Over many seeds only: one replayed seed need not pause or catch up.
+    assert!(seeds.len() < 100 || (total.paused_turns > 0 && total.caught_up > 0), "the simulation never paused or never caught up");
     assert!(seeds.len() < 100 || total.earlier_placed > 0, "no record was ever filed by the release before record dating");
 }
 
