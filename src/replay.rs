@@ -181,6 +181,23 @@ pub fn key_of(line: &[u8], paths: &[Vec<String>]) -> Option<String> {
     })
 }
 
+/// Per source partition, the records of `files` (record files) whose record time is in
+/// `window`: what a restore of the window would miss without them.
+pub async fn count_in_window(storage: &Storage, files: &[Listed], window: Window) -> Result<BTreeMap<i32, u64>, ReplayError> {
+    let mut counts = BTreeMap::new();
+    for l in files.iter().filter(|l| l.name.records) {
+        let raw = read(storage, l).await?;
+        for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
+            let line = line.map_err(|e| ReplayError::Failed(format!("{}: corrupt or truncated ({e})", l.key)))?;
+            let r = decode_line(l, i, &line)?;
+            if window.holds(r.timestamp.map(|t| t.0)) {
+                *counts.entry(r.partition.or(l.kafka_partition).unwrap_or(-1)).or_default() += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
 /// Checks the selection against the options and the target before anything is sent.
 fn check(listed: &[Listed], opts: &Options, target_parts: i32) -> Result<(), ReplayError> {
     let usage = |m: String| Err(ReplayError::Usage(m));

@@ -111,9 +111,23 @@ impl SelectArgs {
     /// Opens storage and lists the selected blobs in (date, partition, timestamp) order, with
     /// the number of old-name files left out by `--partitions`.
     pub async fn resolve(&self) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
+        self.resolve_dates(self.from, self.to.unwrap_or(self.from)).await
+    }
+
+    /// The topic's `invalid_date` (Secor's `1970-01-01` without a config).
+    pub fn invalid_date(&self) -> anyhow::Result<NaiveDate> {
         let usage = |m: String| ExitError { code: 2, message: m };
-        let to = self.to.unwrap_or(self.from);
-        let mut sel = Selection::new(self.from, to).map_err(|e| usage(e.to_string()))?;
+        let Some(path) = &self.config else { return Ok(NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")) };
+        let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
+        let name = self.topic.as_deref().unwrap_or_default();
+        let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
+        Ok(NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?)
+    }
+
+    /// As [`SelectArgs::resolve`], for the dates `from..=to` instead of the arguments'.
+    pub async fn resolve_dates(&self, from: NaiveDate, to: NaiveDate) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
+        let usage = |m: String| ExitError { code: 2, message: m };
+        let mut sel = Selection::new(from, to).map_err(|e| usage(e.to_string()))?;
         if let Some(p) = &self.partitions {
             sel.partitions = Some(parse_partitions(p).map_err(|e| usage(e.to_string()))?);
         }

@@ -63,6 +63,11 @@ pub struct ReplayArgs {
     /// Only records whose record timestamp is before this time (exclusive); as --from-time.
     #[arg(long, value_parser = crate::replay::parse_time)]
     pub to_time: Option<i64>,
+    /// With --from-time/--to-time: also send the window's records found in the topic's
+    /// `invalid_date` files (tombstones and non-JSON records that earlier builds filed there).
+    /// Without it they are counted and reported, not sent.
+    #[arg(long)]
+    pub include_invalid_date: bool,
     /// Progress file: finished files (and how far a stopped one got) are skipped on restart.
     /// Default: .kbackup-replay-<topic>.progress, or with a time window
     /// .kbackup-replay-<topic>-<from-time>-<to-time>.progress (so that another window does not
@@ -84,7 +89,35 @@ impl From<PartitionerArg> for Partitioner {
 /// Sends the selected files' events; exits non-zero if any was not delivered.
 pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
-    let (storage, listed, left_out) = a.select.resolve().await?;
+    let window = Window { from: a.from_time, to: a.to_time };
+    if a.include_invalid_date && !window.is_set() {
+        return Err(usage("--include-invalid-date needs --from-time and/or --to-time: the window picks the records of those files".into()));
+    }
+    let (storage, mut listed, left_out) = a.select.resolve().await?;
+    // Records that earlier builds filed under `invalid_date` (record files: tombstones and
+    // non-JSON values) are outside every date range: a window restore says what they hold.
+    let invalid = a.select.invalid_date()?;
+    let mut missed = std::collections::BTreeMap::new();
+    if !(a.select.from..=a.select.to.unwrap_or(a.select.from)).contains(&invalid) {
+        let (_, extra, _) = a.select.resolve_dates(invalid, invalid).await?;
+        let extra: Vec<_> = extra.into_iter().filter(|l| l.name.records).collect();
+        if !extra.is_empty() && !window.is_set() {
+            tracing::warn!(
+                "{} record file(s) under invalid_date {invalid} may hold tombstones or non-JSON records of these dates (earlier builds filed them there): give --from-time/--to-time to count them, and --include-invalid-date to restore them",
+                extra.len()
+            );
+        } else if a.include_invalid_date {
+            listed.extend(extra);
+        } else if !extra.is_empty() {
+            missed = crate::replay::count_in_window(&storage, &extra, window).await?;
+            if !missed.is_empty() {
+                tracing::warn!(
+                    "{} record(s) of the window are filed under invalid_date {invalid} and will not be sent: add --include-invalid-date to restore them too",
+                    missed.values().sum::<u64>()
+                );
+            }
+        }
+    }
     if left_out > 0 {
         tracing::warn!("{left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
     }
@@ -100,7 +133,6 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             "no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
         );
     }
-    let window = Window { from: a.from_time, to: a.to_time };
     let default_checkpoint = match window {
         Window { from: None, to: None } => format!(".kbackup-replay-{}.progress", a.to_topic),
         Window { from, to } => {
@@ -150,6 +182,15 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         let total: u64 = s.outside_window.values().sum();
         crate::outln!("left out {total} record(s) of the selected files whose record time is outside --from-time/--to-time:");
         for (p, n) in &s.outside_window {
+            crate::outln!("  source partition {p}: {n}");
+        }
+    }
+    if !missed.is_empty() {
+        crate::outln!(
+            "not sent: {} record(s) of the window filed under invalid_date {invalid} (add --include-invalid-date):",
+            missed.values().sum::<u64>()
+        );
+        for (p, n) in &missed {
             crate::outln!("  source partition {p}: {n}");
         }
     }
