@@ -36,6 +36,7 @@ pub mod status_server;
 pub mod storage;
 pub mod storage_url;
 pub mod takeover;
+pub mod topic_settings;
 pub mod upload;
 pub mod writer;
 pub mod zookeeper;

@@ -215,6 +215,34 @@ async fn records_round_trip_exactly() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("RFC 3339"), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // --create-topic recreates the compacted topic from the settings the writer recorded: its
+    // partition count, its cleanup policy, and a setting asked to differ.
+    let everything = read_all_with(&stack.storage(&container), true).await;
+    let settings: Vec<(&String, &Vec<u8>)> = everything.iter().filter(|(k, _)| k.starts_with("records/compact/_kbackup/topic/")).collect();
+    assert_eq!(settings.len(), 1, "the writer recorded the settings once: {:?}", everything.keys().collect::<Vec<_>>());
+    eprintln!("recorded settings ({}):\n{}", settings[0].0, String::from_utf8_lossy(settings[0].1));
+    let created = unique("reccreated");
+    let ckpt = dir.path().join("created.progress");
+    let mut args = vec!["replay", "--config", cfg_s, "--topic", &compact, "--to-topic", &created, "--offset-order", "--create-topic"];
+    args.extend_from_slice(&["--topic-config", "delete.retention.ms=3600000", "--checkpoint", ckpt.to_str().unwrap()]);
+    args.extend_from_slice(&all_dates);
+    let out = run_ok(&stack, &args);
+    assert!(out.contains(&format!("created topic {created} like {compact}: 2 partitions")) && out.contains("cleanup.policy=compact"), "{out}");
+    let got = read_records(&stack, &created, 2);
+    for (p, recs) in &sent_compact {
+        assert_eq!(&got[p], recs, "{created} partition {p}");
+    }
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &stack.brokers).create().unwrap();
+    let described =
+        admin.describe_configs(&[rdkafka::admin::ResourceSpecifier::Topic(&created)], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let value = |k: &str| resource.get(k).and_then(|e| e.value.clone()).unwrap_or_default();
+    assert_eq!((value("cleanup.policy"), value("delete.retention.ms")), ("compact".to_string(), "3600000".to_string()));
+    // A second run finds it there and says so.
+    let out = run_ok(&stack, &args);
+    assert!(out.contains(&format!("topic {created} exists: not created")), "{out}");
+
     // A dry run shows what it would send, and sends nothing.
     let mut args = vec!["replay", "--config", cfg_s, "--topic", &src, "--to-topic", &tgt, "--offset-order", "--dry-run", "--show"];
     args.extend_from_slice(&all_dates);

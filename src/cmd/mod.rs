@@ -114,6 +114,18 @@ impl SelectArgs {
         self.resolve_dates(self.from, self.to.unwrap_or(self.from)).await
     }
 
+    /// The selected backup's path inside the container: `--path`, or the config's topic path.
+    pub fn backup_path(&self) -> anyhow::Result<String> {
+        if let Some(p) = &self.path {
+            return Ok(p.clone());
+        }
+        let usage = |m: String| ExitError { code: 2, message: m };
+        let path = self.config.as_ref().ok_or_else(|| usage("--path is needed without --config".into()))?;
+        let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
+        let name = self.topic.as_deref().unwrap_or_default();
+        Ok(config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?.path.clone())
+    }
+
     /// The topic's `invalid_date` (Secor's `1970-01-01` without a config).
     pub fn invalid_date(&self) -> anyhow::Result<NaiveDate> {
         let usage = |m: String| ExitError { code: 2, message: m };

@@ -68,12 +68,30 @@ pub struct ReplayArgs {
     /// Without it they are counted and reported, not sent.
     #[arg(long)]
     pub include_invalid_date: bool,
+    /// Create the target topic if it does not exist, with the partition count and settings the
+    /// writer recorded for the backed-up topic (`<path>/_kbackup/topic/`).
+    #[arg(long)]
+    pub create_topic: bool,
+    /// With --create-topic: a setting that must differ from the source's, `key=value`
+    /// (repeatable), e.g. `retention.ms=-1`.
+    #[arg(long, value_name = "KEY=VALUE", requires = "create_topic", value_parser = parse_setting)]
+    pub topic_config: Vec<(String, String)>,
+    /// With --create-topic: the replication factor (default: the source's).
+    #[arg(long, requires = "create_topic", value_parser = clap::value_parser!(i32).range(1..))]
+    pub replication_factor: Option<i32>,
     /// Progress file: finished files (and how far a stopped one got) are skipped on restart.
     /// Default: .kbackup-replay-<topic>.progress, or with a time window
     /// .kbackup-replay-<topic>-<from-time>-<to-time>.progress (so that another window does not
     /// take files as done).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s}: expected KEY=VALUE, e.g. retention.ms=-1")),
+    }
 }
 
 impl From<PartitionerArg> for Partitioner {
@@ -125,6 +143,33 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     // producer too; --brokers only replaces the servers.
     let kafka = crate::cmd::kafka_for(a.select.config.as_deref(), a.brokers.as_deref())?
         .ok_or_else(|| usage("--brokers (or KAFKA_BROKERS) is needed without --config".into()))?;
+    if a.create_topic {
+        let path = a.select.backup_path()?;
+        let settings = crate::topic_settings::latest(&storage, &path).await?.ok_or_else(|| {
+            usage(format!(
+                "--create-topic: no topic settings are recorded under {} (a writer of this version records them at start); create {} yourself",
+                crate::topic_settings::dir(&path),
+                a.to_topic
+            ))
+        })?;
+        let extra = a.topic_config.iter().cloned().collect();
+        if crate::topic_settings::create_topic(&kafka, &a.to_topic, &settings, a.replication_factor, &extra).await? {
+            let config = settings.create_config(&extra);
+            let shown: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            crate::outln!("created topic {} like {}: {} partitions, {}", a.to_topic, settings.topic, settings.partitions, shown.join(", "));
+        } else {
+            crate::outln!("topic {} exists: not created", a.to_topic);
+        }
+        if a.partitioner == PartitionerArg::Same {
+            let target = crate::consumer::lookup_partition_count(&kafka, &a.to_topic).await?.unwrap_or(0);
+            if target < settings.partitions {
+                return Err(usage(format!(
+                    "{} has {target} partitions, fewer than {}'s {}: --partitioner same would refuse some files; choose another --partitioner or a target with enough partitions",
+                    a.to_topic, settings.topic, settings.partitions
+                )));
+            }
+        }
+    }
     if listed.is_empty() {
         tracing::warn!("no backup file matched the selection (dates, partitions, path): nothing to replay");
     }

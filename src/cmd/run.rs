@@ -111,6 +111,17 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     })?;
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
     let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
+    // Each topic's partition count and settings, next to its files (for `replay
+    // --create-topic`): now, and every ten minutes in case they change.
+    let paths: Vec<(String, String)> = config.topics.iter().map(|t| (t.name.clone(), t.path.clone())).collect();
+    crate::topic_settings::record_all(&config.kafka, &storage, &paths).await;
+    let (kafka, store) = (config.kafka.clone(), storage.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            crate::topic_settings::record_all(&kafka, &store, &paths).await;
+        }
+    });
     Ok((config, storage, health, retention_ms))
 }
 

@@ -405,10 +405,19 @@ impl Stack {
 
 /// Every blob under the store: key → decompressed content.
 pub async fn read_all(storage: &Storage) -> BTreeMap<String, Vec<u8>> {
+    read_all_with(storage, false).await
+}
+
+/// Every blob, kbackup's bookkeeping under `_kbackup/` (probes, topic settings) included when
+/// `bookkeeping` is set; inflated when gzipped.
+pub async fn read_all_with(storage: &Storage, bookkeeping: bool) -> BTreeMap<String, Vec<u8>> {
     let metas: Vec<_> = storage.store.list(None).try_collect().await.unwrap();
     let mut out = BTreeMap::new();
     for m in metas {
         let key = m.location.to_string();
+        if !bookkeeping && (key.starts_with("_kbackup/") || key.contains("/_kbackup/")) {
+            continue;
+        }
         let raw = storage.store.get(&m.location).await.unwrap().bytes().await.unwrap();
         let data = if key.ends_with(".gz") {
             let mut v = Vec::new();
