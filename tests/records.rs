@@ -81,11 +81,16 @@ fn record(i: usize, now_ms: i64, compacted: bool) -> Rec {
 }
 
 async fn produce(stack: &Stack, topic: &str, partitions: i32, n: usize, compacted: bool) -> BTreeMap<i32, Vec<Rec>> {
-    let producer = stack.producer();
     let now_ms = chrono::Utc::now().timestamp_millis();
+    let recs: Vec<Rec> = (0..n).map(|i| record(i, now_ms, compacted)).collect();
+    produce_recs(stack, topic, partitions, recs).await
+}
+
+/// Sends record i to partition i % partitions.
+async fn produce_recs(stack: &Stack, topic: &str, partitions: i32, recs: Vec<Rec>) -> BTreeMap<i32, Vec<Rec>> {
+    let producer = stack.producer();
     let mut sent: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
-    for i in 0..n {
-        let r = record(i, now_ms, compacted);
+    for (i, r) in recs.into_iter().enumerate() {
         let p = (i % partitions as usize) as i32;
         let mut headers = OwnedHeaders::new();
         for (k, v) in &r.headers {
@@ -418,5 +423,87 @@ async fn records_of_an_earlier_build_are_recovered_and_restored_by_window() {
         let want: Vec<&Rec> = recs.iter().filter(|r| window.contains(&r.timestamp.unwrap())).collect();
         let got: Vec<&Rec> = got.get(p).map(|v| v.iter().collect()).unwrap_or_default();
         assert_eq!(got, want, "{tgt} partition {p}: the window, record for record, in order");
+    }
+}
+
+/// Issue 28's restore, as a user tries it: 600 records over three partitions (JSON values,
+/// binary keys, headers, non-JSON values, tombstones) and a compacted topic, with record times
+/// from 23:55 to 00:05 around the last IST midnight, backed up whole; then a window that cuts
+/// through the day, 23:58:00.000 to 00:03:00.000, restored into topics that `--create-topic`
+/// makes like the sources. Each target holds exactly the window's records, record for record,
+/// in order, and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_across_midnight_is_restored_exactly_into_recreated_topics() {
+    let Some(stack) = stack() else { return };
+    let (src, compact) = (unique("recwin"), unique("recwinc"));
+    stack.create_topic_with(&src, 3, &[("retention.ms", "1209600000")]).await;
+    stack.create_topic_with(&compact, 2, &[("cleanup.policy", "compact")]).await;
+    let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let midnight =
+        chrono::Utc::now().with_timezone(&ist).date_naive().and_hms_opt(0, 0, 0).unwrap().and_local_timezone(ist).unwrap().timestamp_millis();
+    let recs = |n: usize, compacted: bool| -> Vec<Rec> {
+        (0..n).map(|i| Rec { timestamp: Some(midnight - 300_000 + (i as i64) * 600_000 / n as i64), ..record(i, midnight, compacted) }).collect()
+    };
+    let sent = produce_recs(&stack, &src, 3, recs(600, false)).await;
+    let sent_compact = produce_recs(&stack, &compact, 2, recs(200, true)).await;
+
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let topics = format!(
+        "{}{}",
+        topic_section(&src, "win/src", "format = \"record\"\nmax_file_bytes = 6000"),
+        topic_section(&compact, "win/compact", "format = \"record\"\nmax_file_bytes = 3000")
+    );
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topics, 3600));
+    let cfg_s = cfg.to_str().unwrap();
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+
+    let (from_time, to_time) = (midnight - 120_000, midnight + 180_000);
+    let day = chrono::DateTime::from_timestamp_millis(midnight).unwrap().with_timezone(&ist).date_naive();
+    let (yesterday, today) = ((day - chrono::Days::new(1)).to_string(), day.to_string());
+    let (from_s, to_s) = (chrono::DateTime::from_timestamp_millis(from_time).unwrap().with_timezone(&ist).to_rfc3339(), to_time.to_string());
+    for (from, parts, sent) in [(&src, 3, &sent), (&compact, 2, &sent_compact)] {
+        let target = unique("recwint");
+        let ckpt = dir.path().join(format!("{target}.progress"));
+        let args = [
+            "replay",
+            "--config",
+            cfg_s,
+            "--topic",
+            from,
+            "--to-topic",
+            &target,
+            "--offset-order",
+            "--create-topic",
+            "--from",
+            &yesterday,
+            "--to",
+            &today,
+            "--from-time",
+            &from_s,
+            "--to-time",
+            &to_s,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+        ];
+        let out = run_ok(&stack, &args);
+        eprintln!("kbackup {}\n{out}", args.join(" "));
+        assert!(out.contains(&format!("created topic {target} like {from}: {parts} partitions")), "{out}");
+        let want: BTreeMap<i32, Vec<Rec>> = sent
+            .iter()
+            .map(|(p, recs)| (*p, recs.iter().filter(|r| (from_time..to_time).contains(&r.timestamp.unwrap())).cloned().collect()))
+            .collect();
+        let n: usize = want.values().map(Vec::len).sum();
+        let outside: usize = sent.values().map(Vec::len).sum::<usize>() - n;
+        assert!(out.contains(&format!("sent {n} events")) && out.contains(&format!("left out {outside} record(s)")), "{out}");
+        assert!(
+            want.values().flatten().any(|r| r.value.is_none()) && want.values().flatten().any(|r| r.timestamp.unwrap() < midnight),
+            "the window holds tombstones and both days"
+        );
+        let got = read_records(&stack, &target, parts);
+        for p in 0..parts {
+            assert_eq!(got.get(&p).cloned().unwrap_or_default(), want[&p], "{target} partition {p}: the window, record for record");
+        }
     }
 }
