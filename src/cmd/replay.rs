@@ -69,8 +69,9 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub include_invalid_date: bool,
     /// Create the target topic if it does not exist, with the partition count and settings the
-    /// writer recorded for the backed-up topic (`<path>/_kbackup/topic/`).
-    #[arg(long)]
+    /// writer recorded for the backed-up topic (`<path>/_kbackup/topic/`). Not with --dry-run,
+    /// which changes nothing.
+    #[arg(long, conflicts_with = "dry_run")]
     pub create_topic: bool,
     /// With --create-topic: a setting that must differ from the source's, `key=value`
     /// (repeatable), e.g. `retention.ms=-1`.

@@ -114,7 +114,12 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     // Each topic's partition count and settings, next to its files (for `replay
     // --create-topic`): now, and every ten minutes in case they change.
     let paths: Vec<(String, String)> = config.topics.iter().map(|t| (t.name.clone(), t.path.clone())).collect();
-    crate::topic_settings::record_all(&config.kafka, &storage, &paths).await;
+    // Bounded: a slow store or a broker that refuses DescribeConfigs must not hold up the
+    // backup, which does not depend on them (the periodic pass tries again).
+    let recorded = crate::topic_settings::record_all(&config.kafka, &storage, &paths);
+    if tokio::time::timeout(std::time::Duration::from_secs(15), recorded).await.is_err() {
+        warn!("recording the topics' settings took over 15 s: going on without them, retrying in 10 minutes");
+    }
     let (kafka, store) = (config.kafka.clone(), storage.clone());
     tokio::spawn(async move {
         loop {

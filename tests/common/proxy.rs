@@ -178,7 +178,9 @@ async fn handle(
     // Blob uploads only (not container creation): the writer's PUTs.
     // (GCS's client percent-encodes every non-alphanumeric byte of the object name.)
     let path = req.uri().path().replace("%2E", ".").replace("%2e", ".");
-    let is_put = req.method() == hyper::Method::PUT && path.contains(".json");
+    // Backup files only: kbackup's bookkeeping under `_kbackup/` (topic settings) is not what
+    // the faults are aimed at.
+    let is_put = req.method() == hyper::Method::PUT && path.contains(".json") && !path.contains("_kbackup");
     let (f, roll, stall, forced) = {
         let mut f = faults.lock().unwrap();
         let stall = if is_put { f.stall_once.take() } else { None };
