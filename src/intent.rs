@@ -42,10 +42,10 @@ pub struct Intent {
     pub from: i64,
     #[serde(rename = "b")]
     pub to: i64,
-    /// Recorded by a release that dates a record-format record without an event time by its
-    /// record time (`routing::DateSource::RecordTimeInstead`); earlier builds filed those under
-    /// `invalid_date`. Recovery needs to know which rule filled the file: its range spans
-    /// offsets that the rule put elsewhere. Older readers ignore the field.
+    /// Recorded by a build that dates a record-format record without an event time by its
+    /// record time (`routing::DateSource::RecordTimeInstead`). Recovery does not use it yet:
+    /// it is the provenance a rule for builds that filed those records elsewhere needs
+    /// (docs/exactly-once.md). Older readers ignore the field.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub record_dated: bool,
 }
@@ -197,22 +197,7 @@ impl RecoveryPlan {
     /// spans that file's offsets without holding them. The earlier-recorded intent owns them,
     /// as it did when the later file was filled.
     pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
-        self.action_for(offset, (prefix, date, error), None)
-    }
-
-    /// [`RecoveryPlan::action`] for a record the current rule files at `here` and earlier builds
-    /// filed at `earlier` (a record without an event time): an intent of an earlier build
-    /// (`record_dated` unset) holds it only at `earlier`, one of this rule only at `here`. A
-    /// range spans every offset of its partition between its ends, so matching the wrong rule's
-    /// place would skip a record that file never held (the simulation found it).
-    pub fn action_for(&self, offset: i64, here: (Option<&str>, &str, bool), earlier: Option<(Option<&str>, &str, bool)>) -> Action {
-        let covers = |i: &Intent| {
-            let (prefix, date, error) = match earlier {
-                Some(e) if !i.record_dated && !crate::sabotage::on(crate::sabotage::Rule::IgnoreEarlierPlacement) => e,
-                _ => here,
-            };
-            i.from <= offset && offset <= i.to && i.route_matches(prefix, date, error)
-        };
+        let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(prefix, date, error);
         if crate::sabotage::on(crate::sabotage::Rule::PlanByFirstOffset) {
             // The rule before the simulation: skips first, then rebuilds by first offset.
             if self.skip.iter().any(covers) {
@@ -399,30 +384,5 @@ mod tests {
         log.remove(&intent("x", "A", 13, 14));
         assert_eq!(log.len(), 1);
         assert_eq!(decode(&log.metadata(0, 4000).unwrap()).unwrap()[0].from, 20);
-    }
-
-    /// A record without an event time is where the rule that filled a file put it: an earlier
-    /// build's file (no `record_dated`) held it in the invalid bucket, one of the current rule
-    /// under its record time's date. Each range spans the other rule's place too.
-    #[test]
-    fn a_record_without_event_time_is_matched_by_the_rule_that_filled_the_file() {
-        let here = (Some("events"), "2025-12-02", false);
-        let earlier = Some((None, "1970-01-01", true));
-        let old_dated = Intent { prefix: Some("events".into()), ..intent("old-events", "2025-12-02", 10, 12) };
-        let old_invalid = Intent { error: true, ..intent("old-invalid", "1970-01-01", 11, 11) };
-        // The simulation's seed 3323: an earlier build's dated file spans 10..12 and its
-        // invalid-bucket file holds 11, which the current rule dates like the others.
-        let plan = RecoveryPlan::new(10, vec![old_dated.clone(), old_invalid.clone()]);
-        assert_eq!(plan.action_for(11, here, earlier), Action::Rebuild(1), "in the earlier build's invalid bucket");
-        assert_eq!(plan.action_for(10, here, None), Action::Rebuild(0), "a datable record as before");
-        // Both files by the current rule: the dated file holds it; an invalid-bucket file
-        // spanning it (a JSON value without any usable time) does not.
-        let new_dated = Intent { record_dated: true, ..old_dated };
-        let new_invalid = Intent { record_dated: true, from: 9, to: 13, ..old_invalid };
-        let plan = RecoveryPlan::new(10, vec![new_invalid, new_dated]);
-        assert_eq!(plan.action_for(11, here, earlier), Action::Rebuild(0));
-        // Old readers ignore the field; it is written only when set.
-        assert!(!encode(&[intent("k", "d", 1, 2)]).contains("\"r\""));
-        assert_eq!(decode(&encode(&plan.skip)).unwrap(), plan.skip);
     }
 }

@@ -89,9 +89,15 @@ impl Writer {
         let recovering = st.plan.end();
         let action = match recovering {
             Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
-                let here = (route.prefix.as_deref(), &*route.date, route.to_error_path);
-                let earlier = route.earlier.as_deref().map(|e| (e.prefix.as_deref(), &*e.date, e.to_error_path));
-                st.plan.action_for(off, here, earlier)
+                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
+                    // Not in a file of its place: a build that filed it under `invalid_date`
+                    // may have recorded it there (docs/exactly-once.md: which rule filled an
+                    // earlier build's file is not recorded, so this is the fallback).
+                    Action::Normal if !sabotage::on(sabotage::Rule::IgnoreEarlierPlacement) => {
+                        route.earlier.as_deref().map_or(Action::Normal, |e| st.plan.action(off, e.prefix.as_deref(), &e.date, e.to_error_path))
+                    }
+                    a => a,
+                }
             }
             _ => Action::Normal,
         };

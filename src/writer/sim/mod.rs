@@ -242,7 +242,6 @@ fn simulated_schedules_keep_every_event_exactly_once() {
     assert!(total.produced > 0 && total.rebalances > 0, "the simulation exercised nothing");
     // Over many seeds only: one replayed seed need not pause or catch up.
     assert!(seeds.len() < 100 || (total.paused_turns > 0 && total.caught_up > 0), "the simulation never paused or never caught up");
-    assert!(seeds.len() < 100 || total.earlier_placed > 0, "no record was ever filed by the release before record dating");
 }
 
 #[test]
@@ -284,7 +283,6 @@ fn the_simulation_catches_broken_rules() {
         (Rule::NeverResume, 2000, Width::Wide),
         (Rule::CaughtUpEarly, 2000, Width::Wide),
         (Rule::RebuildFromSecond, 2000, Width::Wide),
-        (Rule::IgnoreEarlierPlacement, 2000, Width::Wide),
     ];
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // (rule, seeds allowed, the first seed that caught it and what it saw)
