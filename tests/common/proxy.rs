@@ -177,7 +177,7 @@ async fn handle(
     }
     // Blob uploads only (not container creation): the writer's PUTs.
     // (GCS's client percent-encodes every non-alphanumeric byte of the object name.)
-    let path = req.uri().path().replace("%2E", ".").replace("%2e", ".");
+    let path = req.uri().path().replace("%2E", ".").replace("%2e", ".").replace("%5F", "_").replace("%5f", "_");
     // Backup files only: kbackup's bookkeeping under `_kbackup/` (topic settings) is not what
     // the faults are aimed at.
     let is_put = req.method() == hyper::Method::PUT && path.contains(".json") && !path.contains("_kbackup");
