@@ -21,6 +21,10 @@ pub struct Health {
     upload_failing: AtomicBool,
     /// When a commit last went unanswered past the writer's wait (0: never).
     commit_unanswered_seq: AtomicI64,
+    /// When the statistics last showed a broker holding requests unanswered (0: never), and
+    /// which broker, for how long.
+    silent_seq: AtomicI64,
+    silent_what: std::sync::Mutex<String>,
     /// Set when Kafka deleted offsets before they were backed up; stays until the process
     /// restarts, so that someone looks.
     data_lost: std::sync::Mutex<Vec<String>>,
@@ -53,6 +57,19 @@ impl Health {
     pub fn commit_unanswered(&self) {
         self.commit_unanswered_seq.store(self.next(), Ordering::Relaxed);
     }
+    /// A broker has held a request unanswered for `for_ms` (see [`BrokerSilence`]); true when
+    /// this is news (readiness was not already saying so), so the caller logs it once.
+    pub fn broker_silent(&self, broker: &str, for_ms: i64) -> bool {
+        *self.silent_what.lock().unwrap_or_else(|e| e.into_inner()) = format!("broker {broker} has not answered a request for {} s", for_ms / 1000);
+        let was = self.silent_seq.load(Ordering::Relaxed) > self.broker_ok_seq.load(Ordering::Relaxed);
+        self.silent_seq.store(self.next(), Ordering::Relaxed);
+        !was
+    }
+    /// The statistics show answers again and no silent broker. Clears only the silence: a commit
+    /// still unanswered or all brokers down stay as they were.
+    pub fn broker_answered(&self) {
+        self.silent_seq.store(0, Ordering::Relaxed);
+    }
     pub fn upload_attempt(&self, ok: bool) {
         self.upload_failing.store(!ok, Ordering::Relaxed);
     }
@@ -84,6 +101,9 @@ impl Health {
         if self.brokers_down_seq.load(Ordering::Relaxed) > ok {
             return Err("all brokers are down".into());
         }
+        if self.silent_seq.load(Ordering::Relaxed) > ok {
+            return Err(self.silent_what.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
         if self.commit_unanswered_seq.load(Ordering::Relaxed) > ok {
             return Err("the broker has stopped answering commits".into());
         }
@@ -95,6 +115,53 @@ impl Health {
             return Err(format!("DATA LOST (restart once acknowledged, see the runbook): {}", lost.join("; ")));
         }
         Ok(())
+    }
+}
+
+/// How long a broker may hold a request with nothing at all coming back before readiness says
+/// it has stopped answering. Fetches are long polls of `fetch.wait.max.ms` (500 ms by default)
+/// and heartbeats go out every 3 s, so a broker that answers anything is never silent this long.
+pub const SILENT_MS: i64 = 10_000;
+
+/// Notices, from librdkafka's periodic statistics, a broker that has stopped answering: one
+/// that had requests waiting for a response while it sent back nothing at all for
+/// [`SILENT_MS`]. A frozen broker (stopped process, dead network path) closes no connection,
+/// so librdkafka reports no error for a minute (its socket timeout); a commit may not be in
+/// flight to notice it either. Pure: the caller supplies the time.
+#[derive(Debug, Default)]
+pub struct BrokerSilence {
+    brokers: std::collections::HashMap<String, Heard>,
+}
+
+#[derive(Debug)]
+struct Heard {
+    /// Responses received so far (librdkafka's `rx`).
+    rx: u64,
+    /// Since when requests have been waiting with no response received.
+    waiting_since: Option<i64>,
+}
+
+impl BrokerSilence {
+    /// One broker's figures from a snapshot taken at `now_ms`: responses received in total and
+    /// requests now waiting for a response. Call [`BrokerSilence::verdict`] after the last.
+    pub fn broker(&mut self, now_ms: i64, name: &str, rx: u64, waiting: i64) -> bool {
+        let heard = self.brokers.entry(name.to_string()).or_insert(Heard { rx, waiting_since: None });
+        let answered = heard.rx != rx;
+        if answered {
+            heard.rx = rx;
+            heard.waiting_since = None;
+        }
+        heard.waiting_since = if waiting > 0 { Some(heard.waiting_since.unwrap_or(now_ms)) } else { None };
+        answered
+    }
+
+    /// The broker silent longest, if any is past [`SILENT_MS`].
+    pub fn silent(&self, now_ms: i64) -> Option<(String, i64)> {
+        self.brokers
+            .iter()
+            .filter_map(|(name, h)| h.waiting_since.map(|since| (name.clone(), now_ms - since)))
+            .filter(|(_, waited)| *waited >= SILENT_MS)
+            .max_by_key(|(name, waited)| (*waited, std::cmp::Reverse(name.clone())))
     }
 }
 
@@ -126,5 +193,64 @@ mod tests {
         h.data_lost("t/3: 5 offset(s) [0, 5) were deleted".into());
         assert!(h.ready().unwrap_err().contains("DATA LOST"), "and it stays so");
         assert!(h.live().is_ok(), "the writer itself is fine");
+    }
+
+    #[test]
+    fn a_silent_broker_turns_readiness_red_until_it_answers() {
+        let h = Health::default();
+        h.loop_ran();
+        h.joined(true);
+        assert!(h.broker_silent("127.0.0.1:9092/1", 12_345), "news");
+        assert!(!h.broker_silent("127.0.0.1:9092/1", 17_345), "not news");
+        assert_eq!(h.ready().unwrap_err(), "broker 127.0.0.1:9092/1 has not answered a request for 17 s");
+        h.broker_ok();
+        assert!(h.ready().is_ok());
+        assert!(h.broker_silent("127.0.0.1:9092/1", 10_000), "news again");
+        h.commit_unanswered();
+        h.broker_answered();
+        assert!(h.ready().unwrap_err().contains("answering commits"), "answers clear the silence, not the commit");
+    }
+
+    #[test]
+    fn silence_is_requests_waiting_with_nothing_received() {
+        let mut s = BrokerSilence::default();
+        // Answering every snapshot: never silent, however long requests keep waiting.
+        for (i, t) in (0..100_000).step_by(5_000).enumerate() {
+            assert!(s.broker(t, "b", i as u64, 1) || i == 0);
+            assert_eq!(s.silent(t), None);
+        }
+        // Idle (nothing waiting, nothing received, e.g. paused with heartbeats elsewhere): not silent.
+        let mut idle = BrokerSilence::default();
+        for t in (0..60_000).step_by(5_000) {
+            assert!(!idle.broker(t, "b", 7, 0));
+            assert_eq!(idle.silent(t), None);
+        }
+        // A request sent after a long idle spell is not silence yet: waiting counts from the first
+        // snapshot that saw it waiting, not from the last response.
+        assert!(!idle.broker(60_000, "b", 7, 1));
+        assert_eq!(idle.silent(60_000), None);
+        assert!(!idle.broker(65_000, "b", 7, 1));
+        assert_eq!(idle.silent(65_000), None, "5 s is under the threshold");
+        assert!(!idle.broker(70_000, "b", 7, 2));
+        assert_eq!(idle.silent(70_000), Some(("b".to_string(), SILENT_MS)));
+        // An answer clears it; a request still waiting starts a new count.
+        assert!(idle.broker(75_000, "b", 8, 1));
+        assert_eq!(idle.silent(75_000), None);
+        assert_eq!(idle.silent(75_000 + SILENT_MS - 1), None);
+        assert_eq!(idle.silent(75_000 + SILENT_MS), Some(("b".to_string(), SILENT_MS)));
+        // A request that stops waiting (timed out, connection closed) ends the silence too.
+        idle.broker(90_000, "b", 8, 0);
+        assert_eq!(idle.silent(90_000), None);
+    }
+
+    #[test]
+    fn the_longest_silent_broker_is_named() {
+        let mut s = BrokerSilence::default();
+        s.broker(0, "a", 1, 1);
+        s.broker(5_000, "b", 1, 1);
+        s.broker(5_000, "c", 1, 0);
+        assert_eq!(s.silent(14_999), Some(("a".to_string(), 14_999)));
+        s.broker(20_000, "a", 2, 0);
+        assert_eq!(s.silent(20_000), Some(("b".to_string(), 15_000)));
     }
 }

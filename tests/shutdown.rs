@@ -27,9 +27,9 @@ async fn produce(stack: &Stack, topic: &str, n: usize) -> Vec<Expect> {
 }
 
 /// Starts a writer whose files stay open (an hour's age), waits until it has consumed `n`
-/// events (its own counter), lets `freeze` stop something, then SIGTERMs it; returns the exit
-/// code, how long the stop took, and the log.
-fn stop_while_frozen(stack: &Stack, cfg: &std::path::Path, log: std::path::PathBuf, n: usize, freeze: impl FnOnce()) -> (i32, Duration, String) {
+/// events (its own counter), lets `freeze` stop something (given the metrics address), then
+/// SIGTERMs it; returns the exit code, how long the stop took, and the log.
+fn stop_while_frozen(stack: &Stack, cfg: &std::path::Path, log: std::path::PathBuf, n: usize, freeze: impl FnOnce(&str)) -> (i32, Duration, String) {
     let mut run = Running::start(stack, cfg, log.clone(), &[]);
     run.wait_live(Duration::from_secs(60));
     let addr = run.metrics_addr();
@@ -37,7 +37,7 @@ fn stop_while_frozen(stack: &Stack, cfg: &std::path::Path, log: std::path::PathB
         let (_, page) = http_get(&addr, "/metrics")?;
         (metric_with(&page, "kbackup_events_consumed_total", &[])? >= n as f64).then_some(())
     });
-    freeze();
+    freeze(&addr);
     let started = Instant::now();
     let code = run.terminate(Duration::from_secs(120));
     (code, started.elapsed(), std::fs::read_to_string(log).unwrap_or_default())
@@ -62,7 +62,7 @@ async fn stop_is_bounded_when_storage_freezes() {
     assert!(text.contains("shutdown_timeout_secs = 4"), "{text}");
     let cfg = write_config(dir.path(), &text);
 
-    let (code, took, log) = stop_while_frozen(&via, &cfg, dir.path().join("frozen.log"), 200, || {
+    let (code, took, log) = stop_while_frozen(&via, &cfg, dir.path().join("frozen.log"), 200, |_| {
         proxy.set_faults(Faults { frozen: true, ..Default::default() });
     });
     eprintln!("storage frozen: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
@@ -91,7 +91,7 @@ async fn stop_is_bounded_when_the_broker_freezes() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &config_with_bound(&kstack, &container, &group, &topic));
 
-    let (code, took, log) = stop_while_frozen(&kstack, &cfg, dir.path().join("frozen.log"), 200, || kafka.freeze());
+    let (code, took, log) = stop_while_frozen(&kstack, &cfg, dir.path().join("frozen.log"), 200, |_| kafka.freeze());
     eprintln!("broker frozen: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
     kafka.thaw();
     assert_eq!(code, 1, "nothing could be committed: not a clean stop\n{log}");
@@ -113,7 +113,8 @@ async fn stop_is_bounded_when_the_broker_freezes() {
 async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
     let Some(stack) = stack() else { return };
     let kafka = PrivateKafka::start(19292);
-    let kstack = Stack { brokers: kafka.brokers(), ..stack.clone() };
+    let (proxy, via) = stack.through_proxy(Faults::default(), 11).await;
+    let kstack = Stack { brokers: kafka.brokers(), ..via.clone() };
     let topic = unique("stopcommit");
     kstack.create_topic(&topic, 2).await;
     let expected = produce(&kstack, &topic, 4000).await;
@@ -125,6 +126,10 @@ async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
     let cfg = write_config(dir.path(), &text);
     let mut run = Running::start(&kstack, &cfg, dir.path().join("frozen.log"), &[]);
     run.wait_live(Duration::from_secs(60));
+    // Every storage request takes 1.5 s: some 60 files at 4 uploads at a time leave uploads,
+    // and the commits after them, still to come when the broker freezes. (Without it, a fast
+    // writer could have committed all it could before the freeze, and nothing asks the broker.)
+    proxy.set_faults(Faults { slow: 1.0, ..Default::default() });
     let addr = run.metrics_addr();
     wait_for("the writer to commit something", Duration::from_secs(60), || {
         let (_, page) = http_get(&addr, "/metrics")?;
@@ -132,7 +137,7 @@ async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
     });
     kafka.freeze();
     // Readiness reports the broker that stopped answering.
-    wait_for("readiness to report the frozen broker", Duration::from_secs(30), || {
+    wait_for("readiness to report the frozen broker", Duration::from_secs(60), || {
         let (status, body) = http_get(&addr, "/health/ready")?;
         (status != 200).then_some(body)
     });
@@ -142,11 +147,67 @@ async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
     let log = std::fs::read_to_string(dir.path().join("frozen.log")).unwrap_or_default();
     eprintln!("broker frozen during commits: SIGTERM to exit in {took:?} (bound {BOUND_SECS} s), exit code {code}");
     kafka.thaw();
+    proxy.set_faults(Faults::default());
     assert!(took < Duration::from_secs(BOUND_SECS + 3), "the stop took {took:?}, bound {BOUND_SECS} s\n{log}");
     assert_ne!(code, 0, "nothing could be committed: not a clean stop\n{log}");
 
     let mut again = Running::start(&kstack, &cfg, dir.path().join("again.log"), &["--until-caught-up"]);
     assert_eq!(again.wait(Duration::from_secs(120)), 0, "{}", again.log_text());
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+    assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));
+}
+
+/// A broker that freezes while the writer has nothing to commit (its files stay open for an
+/// hour) is reported by readiness all the same, from the fetches it leaves unanswered, and
+/// readiness turns green again once it answers. (Before: readiness stayed green until something
+/// was committed, or librdkafka's socket timeout a minute later.)
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_reports_a_frozen_broker_with_nothing_to_commit() {
+    let Some(stack) = stack() else { return };
+    let kafka = PrivateKafka::start(19392);
+    let kstack = Stack { brokers: kafka.brokers(), ..stack.clone() };
+    let topic = unique("readyfrozen");
+    kstack.create_topic(&topic, 2).await;
+    let expected = produce(&kstack, &topic, 200).await;
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config_with_bound(&kstack, &container, &group, &topic));
+    let mut run = Running::start(&kstack, &cfg, dir.path().join("run.log"), &[]);
+    run.wait_live(Duration::from_secs(60));
+    let addr = run.metrics_addr();
+    wait_for("the writer to consume every event and be ready", Duration::from_secs(60), || {
+        let (_, page) = http_get(&addr, "/metrics")?;
+        let (status, _) = http_get(&addr, "/health/ready")?;
+        (metric_with(&page, "kbackup_events_consumed_total", &[])? >= 200.0 && status == 200).then_some(())
+    });
+    kafka.freeze();
+    let frozen = Instant::now();
+    let body = wait_for("readiness to report the frozen broker", Duration::from_secs(60), || {
+        let (status, body) = http_get(&addr, "/health/ready")?;
+        (status != 200).then_some(body)
+    });
+    eprintln!("broker frozen, nothing to commit: readiness red after {:?}: {body}", frozen.elapsed());
+    assert!(body.contains("has not answered a request") || body.contains("brokers are down"), "{body}");
+    let (status, _) = http_get(&addr, "/health/live").expect("liveness answers");
+    assert_eq!(status, 200, "the writer itself is fine: only readiness fails");
+
+    kafka.thaw();
+    let thawed = Instant::now();
+    wait_for("readiness to recover once the broker answers", Duration::from_secs(120), || {
+        let (status, _) = http_get(&addr, "/health/ready")?;
+        (status == 200).then_some(())
+    });
+    eprintln!("broker thawed: readiness green after {:?}", thawed.elapsed());
+    // The session timed out while frozen, so the partitions were lost and are read again.
+    wait_for("the writer to read the partitions again", Duration::from_secs(60), || {
+        let (_, page) = http_get(&addr, "/metrics")?;
+        let consumed = metric_with(&page, "kbackup_events_consumed_total", &[])?;
+        let dropped = metric_with(&page, "kbackup_lost_partition_events_total", &[]).unwrap_or(0.0);
+        (consumed - dropped >= 200.0).then_some(())
+    });
+    let log = dir.path().join("run.log");
+    assert_eq!(run.terminate(Duration::from_secs(60)), 0, "{}", std::fs::read_to_string(log).unwrap_or_default());
     let blobs = read_all(&stack.storage(&container)).await;
     assert_exactly_once(&blobs, "unique/raw", &expected);
     assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));

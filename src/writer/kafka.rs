@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use super::ports::CommitGate;
 use super::ports::{Broker, BrokerError, CommitEntry, Committed};
 use super::Writer;
-use crate::health::Health;
+use crate::health::{BrokerSilence, Health};
 use crate::metrics as m;
 
 /// The consumer context: routes rebalance callbacks into the writer.
@@ -26,6 +26,8 @@ pub(super) struct Ctx {
     pub(super) consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<Ctx>>>,
     /// A commit the broker has not answered yet: no other is started until it is.
     pub(super) unanswered: Mutex<CommitGate<std::sync::mpsc::Receiver<()>>>,
+    /// Which brokers hold requests unanswered, from the statistics.
+    pub(super) silence: Mutex<BrokerSilence>,
 }
 
 impl ClientContext for Ctx {
@@ -51,6 +53,22 @@ impl ClientContext for Ctx {
         }
         if stats.cgrp.as_ref().is_some_and(|g| g.state == "up") {
             self.health.joined(true);
+        }
+        // The real brokers only: the logical coordinator connection may legitimately hold a
+        // JoinGroup for as long as a rebalance takes; a stuck commit shows through the commit gate.
+        let now = stats.ts / 1000;
+        let mut silence = self.silence.lock().unwrap_or_else(|p| p.into_inner());
+        let mut answered = false;
+        for b in stats.brokers.values().filter(|b| b.nodeid >= 0 && b.source == "learned") {
+            answered |= silence.broker(now, &b.name, b.rx, b.waitresp_cnt);
+        }
+        match silence.silent(now) {
+            Some((broker, waited)) if self.health.broker_silent(&broker, waited) => {
+                warn!(broker, waited_ms = waited, "a broker holds requests unanswered and sends nothing back; readiness reports it");
+            }
+            Some(_) => {}
+            None if answered => self.health.broker_answered(),
+            None => {}
         }
     }
 }

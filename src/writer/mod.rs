@@ -137,6 +137,7 @@ pub fn run(
         generation: generation.clone(),
         consumer: std::sync::OnceLock::new(),
         unanswered: Mutex::new(ports::CommitGate::default()),
+        silence: Mutex::new(crate::health::BrokerSilence::default()),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =
         Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);
