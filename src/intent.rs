@@ -43,9 +43,9 @@ pub struct Intent {
     #[serde(rename = "b")]
     pub to: i64,
     /// Recorded by a build that dates a record-format record without an event time by its
-    /// record time (`routing::DateSource::RecordTimeInstead`). Recovery does not use it yet:
-    /// it is the provenance a rule for builds that filed those records elsewhere needs
-    /// (docs/exactly-once.md). Older readers ignore the field.
+    /// record time (`routing::DateSource::RecordTimeInstead`); without it, the file was filled
+    /// by a build that filed such records under `invalid_date`, and recovery matches them
+    /// there ([`RecoveryPlan::action_by_build`]). Older readers ignore the field.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub record_dated: bool,
 }
@@ -146,6 +146,14 @@ impl Intent {
     }
 }
 
+/// Where a message is filed: the route an intent records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place<'a> {
+    pub prefix: Option<&'a str>,
+    pub date: &'a str,
+    pub error: bool,
+}
+
 /// What to do with one re-read message of a partition being recovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -192,12 +200,36 @@ impl RecoveryPlan {
     }
 
     /// Decides where the message at `offset` with the given route goes.
+    pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
+        self.action_by_build(offset, Place { prefix, date, error }, None)
+    }
+
+    /// Decides where the message at `offset` goes, each intent judged by the rule of the build
+    /// that recorded it: `place` is where this build files the message; `earlier`, where a build
+    /// before record dating filed it, if elsewhere (a record without an event time: that build
+    /// put it under `invalid_date`). An intent without [`Intent::record_dated`] was filled by
+    /// such a build, so it holds the message only on its `earlier` place; one with it, only on
+    /// `place`. (Trying one place and then the other, for every intent, files a record twice or
+    /// loses it when an intent of the other place spans its offset without holding it.)
     ///
     /// Ranges of one route can overlap: a file opened while an earlier one was being rebuilt
     /// spans that file's offsets without holding them. The earlier-recorded intent owns them,
     /// as it did when the later file was filled.
-    pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
-        let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(prefix, date, error);
+    pub fn action_by_build(&self, offset: i64, place: Place<'_>, earlier: Option<Place<'_>>) -> Action {
+        let ignore_earlier = crate::sabotage::on(crate::sabotage::Rule::IgnoreEarlierPlacement);
+        let covers = |i: &Intent| {
+            let p = match earlier {
+                Some(e) if !i.record_dated && !ignore_earlier => e,
+                _ => place,
+            };
+            i.from <= offset && offset <= i.to && i.route_matches(p.prefix, p.date, p.error)
+        };
+        if let Some(e) = earlier.filter(|_| crate::sabotage::on(crate::sabotage::Rule::PlaceBeforeBuild)) {
+            return match self.action_by_place(offset, place) {
+                Action::Normal => self.action_by_place(offset, e),
+                a => a,
+            };
+        }
         if crate::sabotage::on(crate::sabotage::Rule::PlanByFirstOffset) {
             // The rule before the simulation: skips first, then rebuilds by first offset.
             if self.skip.iter().any(covers) {
@@ -207,6 +239,19 @@ impl RecoveryPlan {
             by_from.sort_by_key(|&i| self.rebuild[i].from);
             return by_from.into_iter().find(|&i| covers(&self.rebuild[i])).map_or(Action::Normal, Action::Rebuild);
         }
+        for &(skip, i) in &self.recorded {
+            match skip {
+                true if covers(&self.skip[i]) => return Action::Skip,
+                false if covers(&self.rebuild[i]) => return Action::Rebuild(i),
+                _ => {}
+            }
+        }
+        Action::Normal
+    }
+
+    /// Any intent on `place`, whichever build recorded it (for [`crate::sabotage::Rule::PlaceBeforeBuild`]).
+    fn action_by_place(&self, offset: i64, place: Place<'_>) -> Action {
+        let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(place.prefix, place.date, place.error);
         for &(skip, i) in &self.recorded {
             match skip {
                 true if covers(&self.skip[i]) => return Action::Skip,
@@ -351,6 +396,44 @@ mod tests {
         let plan = RecoveryPlan::new(8, vec![intent("b", "A", 10, 10), intent("s", "A", 7, 30)]);
         assert_eq!(plan.action(10, None, "A", false), Action::Rebuild(0), "b was recorded first");
         assert_eq!(plan.action(11, None, "A", false), Action::Skip);
+    }
+
+    #[test]
+    fn each_intent_is_judged_by_the_rule_of_the_build_that_recorded_it() {
+        // A record without an event time at offset 15: this build files it on its record-time
+        // date D; the build before record dating filed it under the invalid date 1970-01-01.
+        let here = Place { prefix: None, date: "D", error: false };
+        let invalid = Place { prefix: None, date: "1970-01-01", error: false };
+        let new = |key, date, from, to| Intent { record_dated: true, ..intent(key, date, from, to) };
+
+        // Both files by the earlier build: `d` spans 15 without holding it, `i` holds it. Trying
+        // D first, for every intent, put the record into `d` as well: twice when `i` was
+        // uploaded, and `d`'s rebuild differed from its upload.
+        let plan = RecoveryPlan::new(8, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
+        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
+        assert_eq!(plan.action_by_build(16, here, None), Action::Rebuild(0), "a dated message: its place in both builds");
+        {
+            let _broken = crate::sabotage::break_rule(crate::sabotage::Rule::PlaceBeforeBuild);
+            assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(0), "the broken rule puts it into `d`");
+        }
+        let plan = RecoveryPlan::new(20, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
+        assert_eq!(plan.action_by_build(21, here, Some(invalid)), Action::Skip, "in `i`, uploaded for certain");
+
+        // Both files by this build: the record is in `d`, whatever spans it on the invalid date.
+        let plan = RecoveryPlan::new(8, vec![new("i", "1970-01-01", 10, 30), new("d", "D", 8, 22)]);
+        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
+
+        // Upgraded after a crash: the earlier build's `i` (being rebuilt) still owns the records
+        // it spans; this build's `d`, filled meanwhile, the ones past it.
+        let plan = RecoveryPlan::new(8, vec![intent("i", "1970-01-01", 10, 16), new("d", "D", 12, 40)]);
+        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(0));
+        assert_eq!(plan.action_by_build(17, here, Some(invalid)), Action::Rebuild(1));
+        // Nothing recorded on either place: buffered normally, on this build's place.
+        assert_eq!(plan.action_by_build(41, here, Some(invalid)), Action::Normal);
+
+        // Value-format topics never set `record_dated` and never have an earlier place.
+        let plan = RecoveryPlan::new(8, vec![intent("d", "D", 8, 22)]);
+        assert_eq!(plan.action_by_build(15, here, None), plan.action(15, None, "D", false));
     }
 
     #[test]

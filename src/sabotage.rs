@@ -36,6 +36,10 @@ pub(crate) enum Rule {
     /// Ignore files recorded under the invalid bucket by releases before record dating: a
     /// re-read record they hold is written again under its record-time date.
     IgnoreEarlierPlacement,
+    /// Match a re-read record without an event time on this build's place first and on the
+    /// earlier build's place second, for every intent, whichever build recorded it (the rule
+    /// before intents said so; simulation seed 3323).
+    PlaceBeforeBuild,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::partition::PartKey;
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
 use crate::config::Format;
-use crate::intent::{Action, RecoveryPlan};
+use crate::intent::{Action, Place, RecoveryPlan};
 use crate::metrics as m;
 use crate::routing::{DateSource, Route};
 use crate::sabotage;
@@ -89,15 +89,10 @@ impl Writer {
         let recovering = st.plan.end();
         let action = match recovering {
             Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
-                match st.plan.action(off, route.prefix.as_deref(), &route.date, route.to_error_path) {
-                    // Not in a file of its place: a build that filed it under `invalid_date`
-                    // may have recorded it there (docs/exactly-once.md: which rule filled an
-                    // earlier build's file is not recorded, so this is the fallback).
-                    Action::Normal if !sabotage::on(sabotage::Rule::IgnoreEarlierPlacement) => {
-                        route.earlier.as_deref().map_or(Action::Normal, |e| st.plan.action(off, e.prefix.as_deref(), &e.date, e.to_error_path))
-                    }
-                    a => a,
-                }
+                // Each intent by the rule of the build that recorded it: one from before record
+                // dating holds a record without an event time on its `invalid_date` place.
+                let here = Place { prefix: route.prefix.as_deref(), date: &route.date, error: route.to_error_path };
+                st.plan.action_by_build(off, here, route.earlier.as_deref().map(place_of))
             }
             _ => Action::Normal,
         };
@@ -180,4 +175,8 @@ impl Writer {
             st.rebuilt.clear();
         }
     }
+}
+
+fn place_of(p: &crate::routing::Placement) -> Place<'_> {
+    Place { prefix: p.prefix.as_deref(), date: &p.date, error: p.to_error_path }
 }
