@@ -485,6 +485,11 @@ impl FileLayout {
         }
     }
 
+    /// The base path inside the container.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Replaces the base path (a reader's `--path` over a config's topic).
     pub fn with_path(mut self, path: &str) -> FileLayout {
         self.path = path.trim_matches('/').to_string();

@@ -111,46 +111,51 @@ impl SelectArgs {
     /// Opens storage and lists the selected blobs in (date, partition, timestamp) order, with
     /// the number of old-name files left out by `--partitions`.
     pub async fn resolve(&self) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
-        self.resolve_dates(self.from, self.to.unwrap_or(self.from)).await
+        let opened = self.open().await?;
+        let (listed, left_out) = self.list(&opened, self.from, self.to.unwrap_or(self.from)).await?;
+        Ok((opened.storage, listed, left_out))
     }
 
-    /// The selected backup's path inside the container: `--path`, or the config's topic path.
-    pub fn backup_path(&self) -> anyhow::Result<String> {
-        if let Some(p) = &self.path {
-            return Ok(p.clone());
-        }
-        let usage = |m: String| ExitError { code: 2, message: m };
-        let path = self.config.as_ref().ok_or_else(|| usage("--path is needed without --config".into()))?;
-        let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
-        let name = self.topic.as_deref().unwrap_or_default();
-        Ok(config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?.path.clone())
+    /// What `replay` reads: the selected files, the backup's path (where the writer records the
+    /// topic's settings) and the topic's `invalid_date` record files when that date is not among
+    /// the selected ones (a time window may have records there); with the number of old-name
+    /// files left out by `--partitions`.
+    pub async fn source(&self) -> anyhow::Result<(crate::replay::restore::Source, usize)> {
+        let opened = self.open().await?;
+        let (from, to) = (self.from, self.to.unwrap_or(self.from));
+        let (listed, left_out) = self.list(&opened, from, to).await?;
+        let invalid_files = if (from..=to).contains(&opened.invalid_date) {
+            Vec::new()
+        } else {
+            let (files, _) = self.list(&opened, opened.invalid_date, opened.invalid_date).await?;
+            files.into_iter().filter(|l| l.name.records).collect()
+        };
+        let source = crate::replay::restore::Source {
+            storage: opened.storage,
+            listed,
+            path: opened.layout.path().to_string(),
+            invalid_date: opened.invalid_date,
+            invalid_files,
+        };
+        Ok((source, left_out))
     }
 
-    /// The topic's `invalid_date` (Secor's `1970-01-01` without a config).
-    pub fn invalid_date(&self) -> anyhow::Result<NaiveDate> {
+    /// Reads the config once (or takes `--url`), checks `--partitions` against the topic, and
+    /// opens storage.
+    async fn open(&self) -> anyhow::Result<Opened> {
         let usage = |m: String| ExitError { code: 2, message: m };
-        let Some(path) = &self.config else { return Ok(NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")) };
-        let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
-        let name = self.topic.as_deref().unwrap_or_default();
-        let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
-        Ok(NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?)
-    }
-
-    /// As [`SelectArgs::resolve`], for the dates `from..=to` instead of the arguments'.
-    pub async fn resolve_dates(&self, from: NaiveDate, to: NaiveDate) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
-        let usage = |m: String| ExitError { code: 2, message: m };
-        let mut sel = Selection::new(from, to).map_err(|e| usage(e.to_string()))?;
-        if let Some(p) = &self.partitions {
-            sel.partitions = Some(parse_partitions(p).map_err(|e| usage(e.to_string()))?);
-        }
-        sel.include_unpartitioned = self.include_unpartitioned;
+        let partitions = self.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
+        // Secor's fixed fallback without a config.
+        let mut invalid_date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
         let (storage_cfg, layout) = match (&self.config, &self.url) {
             (Some(path), _) => {
                 let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
                 let name = self.topic.as_deref().unwrap_or_default();
                 let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
-                if let Some(set) = &sel.partitions {
+                invalid_date =
+                    NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?;
+                if let Some(set) = &partitions {
                     // Partitions the topic does not have would list nothing, like an empty backup.
                     let counts =
                         crate::consumer::lookup_partition_counts(&config.kafka, &[name.to_string()], std::time::Duration::from_secs(10)).await;
@@ -172,7 +177,18 @@ impl SelectArgs {
             (None, None) => unreachable!("clap requires --config or --url"),
         };
         let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
-        let listing = crate::listing::list(&storage, &layout, &sel)
+        Ok(Opened { storage, layout, partitions, invalid_date })
+    }
+
+    /// Lists the backup files of `from..=to` (the selected partitions), warning about objects
+    /// that are not backup files.
+    async fn list(&self, opened: &Opened, from: NaiveDate, to: NaiveDate) -> anyhow::Result<(Vec<crate::listing::Listed>, usize)> {
+        let usage = |m: String| ExitError { code: 2, message: m };
+        let mut sel = Selection::new(from, to).map_err(|e| usage(e.to_string()))?;
+        sel.partitions = opened.partitions.clone();
+        sel.include_unpartitioned = self.include_unpartitioned;
+        let (storage, layout) = (&opened.storage, &opened.layout);
+        let listing = crate::listing::list(storage, layout, &sel)
             .await
             .with_context(|| format!("listing {} in {}", layout.dirs().join(", "), storage.describe))?;
         if !listing.strays.is_empty() {
@@ -184,8 +200,17 @@ impl SelectArgs {
                 if listing.strays.len() > keys.len() { ", …" } else { "" }
             );
         }
-        Ok((storage, listing.files, listing.unpartitioned_left_out))
+        Ok((listing.files, listing.unpartitioned_left_out))
     }
+}
+
+/// A selection's storage and layout, opened once.
+struct Opened {
+    storage: Storage,
+    layout: FileLayout,
+    partitions: Option<std::collections::BTreeSet<i32>>,
+    /// The topic's `invalid_date`.
+    invalid_date: NaiveDate,
 }
 
 /// Where Secor kept its position, for `takeover` and `handback`: the config's `[secor]` section

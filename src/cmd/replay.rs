@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cmd::{ExitError, SelectArgs};
+use crate::replay::restore::{self, CreateTopic, Created, Request};
 use crate::replay::{Options, Partitioner, ReplayError, Window};
 
 /// How each event's target partition is chosen.
@@ -107,94 +108,30 @@ impl From<PartitionerArg> for Partitioner {
 
 /// Sends the selected files' events; exits non-zero if any was not delivered.
 pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
-    let usage = |m: String| -> anyhow::Error { ExitError { code: 2, message: m }.into() };
     let window = Window { from: a.from_time, to: a.to_time };
-    if a.include_invalid_date && !window.is_set() {
-        return Err(usage("--include-invalid-date needs --from-time and/or --to-time: the window picks the records of those files".into()));
-    }
-    let (storage, mut listed, left_out) = a.select.resolve().await?;
-    // Records that earlier builds filed under `invalid_date` (record files: tombstones and
-    // non-JSON values) are outside every date range: a window restore says what they hold.
-    let invalid = a.select.invalid_date()?;
-    let mut missed = std::collections::BTreeMap::new();
-    if !(a.select.from..=a.select.to.unwrap_or(a.select.from)).contains(&invalid) {
-        let (_, extra, _) = a.select.resolve_dates(invalid, invalid).await?;
-        let extra: Vec<_> = extra.into_iter().filter(|l| l.name.records).collect();
-        if !extra.is_empty() && !window.is_set() {
-            tracing::warn!(
-                "{} record file(s) under invalid_date {invalid} may hold tombstones or non-JSON records of these dates (earlier builds filed them there): give --from-time/--to-time to count them, and --include-invalid-date to restore them",
-                extra.len()
-            );
-        } else if a.include_invalid_date {
-            listed.extend(extra);
-        } else if !extra.is_empty() {
-            missed = crate::replay::count_in_window(&storage, &extra, window).await?;
-            if !missed.is_empty() {
-                tracing::warn!(
-                    "{} record(s) of the window are filed under invalid_date {invalid} and will not be sent: add --include-invalid-date to restore them too",
-                    missed.values().sum::<u64>()
-                );
-            }
-        }
-    }
+    let (source, left_out) = a.select.source().await?;
     if left_out > 0 {
         tracing::warn!("{left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
     }
     // The config's [kafka] section (security settings, message.max.bytes, ...) applies to the
     // producer too; --brokers only replaces the servers.
     let kafka = crate::cmd::kafka_for(a.select.config.as_deref(), a.brokers.as_deref())?
-        .ok_or_else(|| usage("--brokers (or KAFKA_BROKERS) is needed without --config".into()))?;
-    if a.create_topic {
-        let path = a.select.backup_path()?;
-        let settings = crate::topic_settings::latest(&storage, &path).await?.ok_or_else(|| {
-            usage(format!(
-                "--create-topic: no topic settings are recorded under {} (a writer of this version records them at start); create {} yourself",
-                crate::topic_settings::dir(&path),
-                a.to_topic
-            ))
-        })?;
-        let extra = a.topic_config.iter().cloned().collect();
-        if crate::topic_settings::create_topic(&kafka, &a.to_topic, &settings, a.replication_factor, &extra).await? {
-            let config = settings.create_config(&extra);
-            let shown: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            crate::outln!("created topic {} like {}: {} partitions, {}", a.to_topic, settings.topic, settings.partitions, shown.join(", "));
-        } else {
-            crate::outln!("topic {} exists: not created", a.to_topic);
-        }
-        if a.partitioner == PartitionerArg::Same {
-            let target = crate::consumer::lookup_partition_count(&kafka, &a.to_topic).await?.unwrap_or(0);
-            if target < settings.partitions {
-                return Err(usage(format!(
-                    "{} has {target} partitions, fewer than {}'s {}: --partitioner same would refuse some files; choose another --partitioner or a target with enough partitions",
-                    a.to_topic, settings.topic, settings.partitions
-                )));
-            }
-        }
-    }
-    if listed.is_empty() {
-        tracing::warn!("no backup file matched the selection (dates, partitions, path): nothing to replay");
-    }
-    if a.key.is_empty() && listed.iter().any(|l| !l.name.records) {
-        tracing::warn!(
-            "no --key: events are sent without a key, so a later producer-side re-partitioning cannot keep devices together (Sunbird: --key context.did,mid)"
-        );
-    }
-    let default_checkpoint = match window {
-        Window { from: None, to: None } => format!(".kbackup-replay-{}.progress", a.to_topic),
-        Window { from, to } => {
-            let ms = |t: Option<i64>| t.map_or("open".to_string(), |t| t.to_string());
-            format!(".kbackup-replay-{}-{}-{}.progress", a.to_topic, ms(from), ms(to))
-        }
-    };
-    let opts = Options {
-        to_topic: a.to_topic.clone(),
-        partitioner: a.partitioner.into(),
-        key: a.key.clone(),
-        rate: a.rate,
-        dry_run: a.dry_run,
-        offset_order: a.offset_order,
-        checkpoint: a.checkpoint.clone().unwrap_or_else(|| PathBuf::from(default_checkpoint)),
-        window,
+        .ok_or_else(|| ExitError { code: 2, message: "--brokers (or KAFKA_BROKERS) is needed without --config".into() })?;
+    let req = Request {
+        opts: Options {
+            to_topic: a.to_topic.clone(),
+            partitioner: a.partitioner.into(),
+            key: a.key.clone(),
+            rate: a.rate,
+            dry_run: a.dry_run,
+            offset_order: a.offset_order,
+            checkpoint: a.checkpoint.clone().unwrap_or_else(|| restore::default_checkpoint(&a.to_topic, window)),
+            window,
+        },
+        include_invalid_date: a.include_invalid_date,
+        create_topic: a
+            .create_topic
+            .then(|| CreateTopic { overrides: a.topic_config.iter().cloned().collect(), replication_factor: a.replication_factor }),
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -207,7 +144,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     let mut stdout = std::io::stdout();
     let show: Option<&mut dyn std::io::Write> = if a.show { Some(&mut stdout) } else { None };
-    let s = crate::replay::replay(&storage, &listed, &kafka, &opts, stop, show).await.map_err(|e| -> anyhow::Error {
+    let report = restore::restore(source, &req, &kafka, stop, show).await.map_err(|e| -> anyhow::Error {
         match e {
             ReplayError::Usage(message) => ExitError { code: 2, message }.into(),
             e @ ReplayError::Interrupted { .. } => ExitError { code: 130, message: e.to_string() }.into(),
@@ -215,9 +152,22 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             e => e.into(),
         }
     })?;
+    print(&report, &a.to_topic, a.dry_run)
+}
+
+fn print(report: &restore::Report, to_topic: &str, dry_run: bool) -> anyhow::Result<()> {
+    match &report.created {
+        Some(Created::New { like, partitions, config }) => {
+            let shown: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            crate::outln!("created topic {to_topic} like {like}: {partitions} partitions, {}", shown.join(", "));
+        }
+        Some(Created::Existed) => crate::outln!("topic {to_topic} exists: not created"),
+        None => {}
+    }
+    let s = &report.summary;
     let secs = s.elapsed.as_secs_f64();
-    let verb = if a.dry_run { "would send" } else { "sent" };
-    crate::outln!("{verb} {} events to {} in {secs:.1}s ({:.0} events/s)", s.events, a.to_topic, s.events as f64 / secs.max(1e-9));
+    let verb = if dry_run { "would send" } else { "sent" };
+    crate::outln!("{verb} {} events to {to_topic} in {secs:.1}s ({:.0} events/s)", s.events, s.events as f64 / secs.max(1e-9));
     for (p, n) in &s.per_partition {
         crate::outln!("  partition {p}: {n}");
     }
@@ -231,12 +181,13 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             crate::outln!("  source partition {p}: {n}");
         }
     }
-    if !missed.is_empty() {
+    if !report.not_sent_invalid.is_empty() {
         crate::outln!(
-            "not sent: {} record(s) of the window filed under invalid_date {invalid} (add --include-invalid-date):",
-            missed.values().sum::<u64>()
+            "not sent: {} record(s) of the window filed under invalid_date {} (add --include-invalid-date):",
+            report.not_sent_invalid.values().sum::<u64>(),
+            report.invalid_date
         );
-        for (p, n) in &missed {
+        for (p, n) in &report.not_sent_invalid {
             crate::outln!("  source partition {p}: {n}");
         }
     }

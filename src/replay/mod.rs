@@ -27,6 +27,8 @@ use crate::record::Record;
 use crate::routing::find_fields;
 use crate::storage::Storage;
 
+pub mod restore;
+
 /// How each event's target partition is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partitioner {
