@@ -40,6 +40,8 @@ pub(crate) enum Rule {
     /// earlier build's place second, for every intent, whichever build recorded it (the rule
     /// before intents said so; simulation seed 3323).
     PlaceBeforeBuild,
+    /// Never read again watermarks that could not be read at assignment.
+    NoWatermarkRetry,
 }
 
 #[cfg(test)]

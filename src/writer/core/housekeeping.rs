@@ -5,12 +5,15 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap as HashMap;
 use tracing::{info, warn};
 
-use super::partition::PartKey;
+use super::partition::{PartKey, Watermarks};
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
 use crate::metrics as m;
 use crate::sabotage;
 use crate::writer::ports::Broker;
+
+/// How often watermarks that could not be read at assignment are tried again.
+const WATERMARKS_RETRY: Duration = Duration::from_secs(5);
 
 impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
@@ -44,6 +47,17 @@ impl Writer {
                 self.seal(&k, SealReason::Age);
             }
             self.apply_backpressure(broker);
+            if now >= self.watermarks_retry_at && !sabotage::on(sabotage::Rule::NoWatermarkRetry) {
+                self.watermarks_retry_at = now + WATERMARKS_RETRY;
+                let unread: Vec<PartKey> = self.parts.iter().filter(|(_, st)| st.watermarks != Watermarks::Done).map(|(k, _)| *k).collect();
+                // One failure ends the round: a broker that does not answer would otherwise hold
+                // the loop for a timeout per partition.
+                for key in unread {
+                    if !self.read_watermarks(broker, key, Duration::from_secs(2)) {
+                        break;
+                    }
+                }
+            }
             let oldest = self.files.open_files().map(|(_, b)| b).map(|b| now.saturating_duration_since(b.opened_at)).max().unwrap_or_default();
             metrics::gauge!(m::BUFFERED_BYTES).set(self.files.open_bytes() as f64);
             metrics::gauge!(m::INFLIGHT_BYTES).set(self.files.inflight_bytes() as f64);

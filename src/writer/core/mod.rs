@@ -99,6 +99,8 @@ pub(crate) struct Writer {
     last_commit: Instant,
     last_tick: Instant,
     intent_retry_at: Instant,
+    /// When watermarks not read at assignment are tried again.
+    watermarks_retry_at: Instant,
     paused: bool,
     ever_assigned: bool,
     /// Until the first assignment: when the writer last said it is still waiting for one.
@@ -170,6 +172,7 @@ impl Writer {
             // The first loop iteration ticks at once (liveness, ages).
             last_tick: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
             intent_retry_at: now,
+            watermarks_retry_at: now,
             paused: false,
             ever_assigned: false,
             assignment_wait_said: now,

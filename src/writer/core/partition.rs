@@ -39,9 +39,22 @@ pub(super) struct Partition {
     pub(super) rebuilt: HashSet<usize>,
     /// End offset to reach for `--until-caught-up` (`i64::MIN`: nothing to read).
     pub(super) target: Option<i64>,
+    /// The watermarks still to read (for the lost-offsets check and `--until-caught-up`): they
+    /// are read at assignment and, if that fails, again until they are.
+    pub(super) watermarks: Watermarks,
     /// The last committed metadata names a file that must not be rebuilt (its name is taken
     /// by another blob): the next commit rewrites the record even if the offset did not move.
     pub(super) record_stale: bool,
+}
+
+/// Whether a partition's watermarks were read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Watermarks {
+    /// Read, or not needed (no commit to check, no end to reach).
+    #[default]
+    Done,
+    /// Still to read; the group's commit at assignment, if any, for the lost-offsets check.
+    Unread { committed: Option<i64> },
 }
 
 impl Partition {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::decision::Fatal;
-use super::partition::{PartKey, Partition};
+use super::partition::{PartKey, Partition, Watermarks};
 use super::Writer;
 use crate::buffer::SealReason;
 use crate::intent::{self, RecoveryPlan};
@@ -91,20 +91,10 @@ impl Writer {
                 }
             }
             if start.is_some() || self.opts.until_caught_up {
-                match broker.watermarks(topic, p, Duration::from_secs(30)) {
-                    Ok((low, high)) => {
-                        if let Some(s) = start.filter(|s| *s < low) {
-                            self.report_lost(topic, p, s, low, high, &st.plan);
-                        }
-                        if self.opts.until_caught_up {
-                            // With no commit, consumption starts at the low watermark (earliest).
-                            st.target = Some(if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high });
-                        }
-                    }
-                    Err(err) => error!(topic, partition = p, error = %err, "reading watermarks failed"),
-                }
+                st.watermarks = Watermarks::Unread { committed: start };
             }
             self.parts.insert(PartKey::new(t, p), st);
+            self.read_watermarks(broker, PartKey::new(t, p), Duration::from_secs(30));
             // A number when there is a commit; absent (not the text "None") when there is none.
             match start {
                 Some(c) => info!(topic, partition = p, committed = c, "partition assigned"),
@@ -112,6 +102,39 @@ impl Writer {
             }
         }
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
+    }
+
+    /// Reads a partition's watermarks if they are still to read: checks the group's commit
+    /// against the log start and sets the end `--until-caught-up` reaches. False if the broker
+    /// did not answer (housekeeping tries again: without them a lost range would go unreported
+    /// and `--until-caught-up` would never end).
+    pub(super) fn read_watermarks(&mut self, broker: &dyn Broker, key: PartKey, timeout: Duration) -> bool {
+        let Some(Watermarks::Unread { committed: start }) = self.parts.get(&key).map(|st| st.watermarks) else {
+            return true;
+        };
+        let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
+        match broker.watermarks(&topic, p, timeout) {
+            Ok((low, high)) => {
+                if let Some(s) = start.filter(|s| *s < low) {
+                    // Rare (data already lost): the plan is copied to name its files.
+                    let plan = self.parts.get(&key).map(|st| st.plan.clone()).unwrap_or_default();
+                    self.report_lost(&topic, p, s, low, high, &plan);
+                }
+                let until_caught_up = self.opts.until_caught_up;
+                if let Some(st) = self.parts.get_mut(&key) {
+                    if until_caught_up {
+                        // With no commit, consumption starts at the low watermark (earliest).
+                        st.target = Some(if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high });
+                    }
+                    st.watermarks = Watermarks::Done;
+                }
+                true
+            }
+            Err(err) => {
+                error!(topic, partition = p, error = %err, "reading watermarks failed; trying again every few seconds (the lost-offsets check and --until-caught-up wait for them)");
+                false
+            }
+        }
     }
 
     /// The group's commit `s` is below the log start `low`: Kafka deleted `[s, low)` before it

@@ -285,6 +285,7 @@ fn the_simulation_catches_broken_rules() {
         (Rule::CaughtUpEarly, 2000, Width::Wide),
         (Rule::RebuildFromSecond, 2000, Width::Wide),
         (Rule::IgnoreEarlierPlacement, 4000, Width::Wide),
+        (Rule::NoWatermarkRetry, 2000, Width::Wide),
     ];
     // Caught, but too far out for CI's time: looked for only when named below. PlaceBeforeBuild
     // first fails at seed 3323 (about 4 minutes); the unit test

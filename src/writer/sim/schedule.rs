@@ -191,6 +191,30 @@ impl Sim {
     }
 
     /// Runs every member until each partition's commit reaches its end; returns the ends.
+    /// Once everything is committed, every member running with `--until-caught-up` that owns
+    /// partitions stops within a bounded time. (A watermark read that failed at assignment left
+    /// such a member without an end to reach: it ran forever.)
+    fn caught_up_members_stop(&mut self) -> Result<(), String> {
+        let waiting =
+            |sim: &Self| -> Vec<usize> { sim.members.iter().filter(|m| m.targets.is_some() && !m.assigned.is_empty()).map(|m| m.id).collect() };
+        for _ in 0..600 {
+            if waiting(self).is_empty() {
+                return Ok(());
+            }
+            for i in 0..self.members.len() {
+                if i < self.members.len() {
+                    self.turn(i);
+                }
+            }
+            self.advance(100);
+            self.check()?;
+        }
+        Err(self.report(&format!(
+            "members {:?} run with --until-caught-up and own partitions, everything is committed, and a minute later they have not stopped",
+            waiting(self)
+        )))
+    }
+
     pub(super) fn run_until_committed(&mut self) -> Result<Vec<i64>, String> {
         let ends: Vec<i64> = lock(&self.world).log.iter().map(|l| l.len() as i64).collect();
         for _ in 0..5_000 {
@@ -210,6 +234,7 @@ impl Sim {
                 ends.iter().enumerate().all(|(p, &end)| w.committed[p].as_ref().map_or(end == 0, |c| c.0 >= end)) && w.pending_puts() == 0
             };
             if done {
+                self.caught_up_members_stop()?;
                 return Ok(ends);
             }
         }
