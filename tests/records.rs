@@ -364,6 +364,9 @@ async fn records_of_an_earlier_build_are_recovered_and_restored_by_window() {
     let mut new = Running::start(&stack, &cfg, dir.path().join("new.log"), &["--until-caught-up"]);
     assert_eq!(new.wait(Duration::from_secs(120)), 0, "{}", new.log_text());
     assert!(new.log_text().contains("resuming from recorded upload intents"), "{}", new.log_text());
+    for line in new.log_text().lines().filter(|l| l.contains("recorded upload intents") || l.contains("rebuilding") || l.contains("writer stopped")) {
+        eprintln!("{line}");
+    }
     assert_eq!(stack.committed(&group, &src, 3), stack.end_offsets(&src, 3));
 
     // Every record once, in the earlier build's invalid bucket or under its record time.
@@ -399,6 +402,7 @@ async fn records_of_an_earlier_build_are_recovered_and_restored_by_window() {
         vec!["replay", "--config", cfg_s, "--topic", &src, "--to-topic", &tgt, "--offset-order", "--dry-run", "--checkpoint", ckpt.to_str().unwrap()];
     args.extend_from_slice(&window_args);
     let out = run_ok(&stack, &args);
+    eprintln!("dry run:\n{out}");
     assert!(out.contains(&format!("would send {} events", 200 - under_invalid)), "{out}");
     assert!(out.contains(&format!("not sent: {under_invalid} record(s) of the window filed under invalid_date 1970-01-01")), "{out}");
 
@@ -418,6 +422,7 @@ async fn records_of_an_earlier_build_are_recovered_and_restored_by_window() {
     ];
     args.extend_from_slice(&window_args);
     let out = run_ok(&stack, &args);
+    eprintln!("window restore:\n{out}");
     assert!(out.contains("sent 200 events"), "{out}");
     let got = read_records(&stack, &tgt, 3);
     for (p, recs) in &sent {
