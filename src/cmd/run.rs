@@ -1,6 +1,5 @@
 //! `kbackup run`: the backup writer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,7 +27,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Listen before anything slow: a stop asked for during start-up (an orchestrator scaling down
     // a pod that is still connecting) must end the process cleanly, not by the signal's default.
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(writer::StopRequest::default());
     let stopped = spawn_signal_handler(stop.clone())?;
     let started = tokio::select! {
         started = start(&args) => started?,
@@ -152,7 +151,7 @@ async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()
 /// (uncommitted events are re-read).
 ///
 /// The listeners are registered before this returns, so a signal sent from then on is seen.
-fn spawn_signal_handler(stop: Arc<AtomicBool>) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+fn spawn_signal_handler(stop: Arc<writer::StopRequest>) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -166,7 +165,7 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) -> anyhow::Result<tokio::sync::on
             }
             if n == 0 {
                 info!("signal received: finishing uploads and committing (send again to exit at once)");
-                stop.store(true, Ordering::Relaxed);
+                stop.ask();
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(());
                 }

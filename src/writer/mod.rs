@@ -28,7 +28,7 @@
 
 // The per-message maps are keyed by small values; FxHash costs a fraction of SipHash there
 // (SipHash showed up at ~2.5% of a drain's CPU profile). No key is attacker-controlled.
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,13 +100,45 @@ pub struct RunSummary {
     pub lost_offsets: u64,
 }
 
-/// Runs the writer until `stop` is set (or, with `until_caught_up`, until caught up), then
-/// seals, uploads and commits everything and leaves the group.
+/// A graceful stop asked for from outside (a signal), and when: the whole stop is bounded from
+/// that moment, not from when the loop noticed it (a batch, a poll or a commit's wait later).
+#[derive(Debug, Default)]
+pub struct StopRequest {
+    asked: AtomicBool,
+    at: std::sync::OnceLock<Instant>,
+}
+
+impl StopRequest {
+    /// Asks for the stop (the first time counts).
+    pub fn ask(&self) {
+        let _ = self.at.set(Instant::now());
+        self.asked.store(true, Ordering::Relaxed);
+    }
+
+    /// True once a stop was asked for.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// When the stop that ends by `now + timeout` had to start so that it ends `timeout` after
+    /// it was asked for, less `EXIT_MARGIN` for the process to exit.
+    fn deadline(&self, now: Instant, timeout: Duration) -> Instant {
+        let asked = self.at.get().copied().filter(|at| *at <= now).unwrap_or(now);
+        (asked + timeout).checked_sub(EXIT_MARGIN.min(timeout / 10)).unwrap_or(asked).max(now)
+    }
+}
+
+/// Kept out of a stop's bound for the process to exit after the writer gave up (log, return,
+/// runtime shutdown): the bound is measured from outside, SIGTERM to exit.
+const EXIT_MARGIN: Duration = Duration::from_millis(300);
+
+/// Runs the writer until a stop is asked for (or, with `until_caught_up`, until caught up),
+/// then seals, uploads and commits everything and leaves the group.
 pub fn run(
     config: &Config,
     storage: &Storage,
     rt: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopRequest>,
     opts: RunOptions,
     health: Arc<Health>,
 ) -> anyhow::Result<RunSummary> {
@@ -184,7 +216,7 @@ pub fn run(
     // block inside librdkafka while the broker does not answer, so they run on a thread of
     // their own that this one waits for until the deadline.
     let timeout = Duration::from_secs(config.writer.shutdown_timeout_secs);
-    let deadline = Instant::now() + timeout;
+    let deadline = stop.deadline(Instant::now(), timeout);
     let summary_before = {
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
         w.begin_stop(deadline);
@@ -266,4 +298,32 @@ pub fn run(
 /// between 1 and 5 seconds.
 fn commit_reserve(timeout: Duration) -> Duration {
     (timeout / 5).clamp(Duration::from_secs(1), Duration::from_secs(5)).min(timeout)
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_is_bounded_from_when_it_was_asked_for_less_the_exit_margin() {
+        let timeout = Duration::from_secs(4);
+        let now = Instant::now();
+        let never = StopRequest::default();
+        assert!(!never.asked());
+        assert_eq!(never.deadline(now, timeout), now + timeout - EXIT_MARGIN, "caught up: from now");
+
+        let asked = StopRequest::default();
+        asked.ask();
+        let at = *asked.at.get().unwrap();
+        assert!(asked.asked());
+        // The loop noticed it 2 s late (it was waiting on an unanswered commit).
+        assert_eq!(asked.deadline(at + Duration::from_secs(2), timeout), at + timeout - EXIT_MARGIN);
+        // Noticed after the whole bound: give up at once.
+        assert_eq!(asked.deadline(at + Duration::from_secs(9), timeout), at + Duration::from_secs(9));
+        // A second signal does not move it (it exits at once anyway).
+        asked.ask();
+        assert_eq!(*asked.at.get().unwrap(), at);
+        // A short bound keeps most of itself: the margin is at most a tenth.
+        assert_eq!(asked.deadline(at, Duration::from_secs(1)), at + Duration::from_millis(900));
+    }
 }

@@ -1,7 +1,7 @@
 //! The three-stage batch pipeline: poll batch k+1, route batch k on a helper thread, apply
 //! batch k-1 under the writer's lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ pub(super) struct Step<'a, 'c> {
     pub(super) writer: &'a Mutex<Writer>,
     pub(super) consumer: &'c BaseConsumer<Ctx>,
     pub(super) generation: &'a AtomicU64,
-    pub(super) stop: &'a AtomicBool,
+    pub(super) stop: &'a super::StopRequest,
 }
 
 impl<'c> Step<'_, 'c> {
@@ -75,7 +75,7 @@ impl<'c> Step<'_, 'c> {
                     (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
                 }
             }
-            w.after_batch(consumer, self.stop.load(Ordering::Relaxed))
+            w.after_batch(consumer, self.stop.asked())
         };
         let Next::Poll { paused } = next_step else {
             return true;
