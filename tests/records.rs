@@ -357,10 +357,18 @@ async fn records_of_an_earlier_build_are_recovered_and_restored_by_window() {
     let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topics, 3600));
     let cfg_s = cfg.to_str().unwrap();
 
-    // The earlier build crashes right after its third upload, before committing it.
+    // The earlier build crashes right after its third upload, before committing it. Its storage
+    // answers every request after 1.5 s, so by then it has read every record and sealed and
+    // recorded every full file, its invalid_date files among them: the crash record holds
+    // intents of both places. (At full speed it could crash before any invalid_date file was
+    // full, and the test would miss what it is about: CI saw that.)
+    let (proxy, via) = stack.through_proxy(common::proxy::Faults { slow: 1.0, ..Default::default() }, 28).await;
+    let old_dir = tempfile::tempdir().unwrap();
+    let old_cfg = write_config(old_dir.path(), &config(&via, &container, &group, &topics, 3600));
     let mut old =
-        Running::start_binary(&previous, &stack, &cfg, dir.path().join("old.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", "uploaded:3")]);
-    assert_ne!(old.wait(Duration::from_secs(90)), 0, "the failpoint was never reached:\n{}", old.log_text());
+        Running::start_binary(&previous, &via, &old_cfg, dir.path().join("old.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", "uploaded:3")]);
+    assert_ne!(old.wait(Duration::from_secs(120)), 0, "the failpoint was never reached:\n{}", old.log_text());
+    drop(proxy);
     let mut new = Running::start(&stack, &cfg, dir.path().join("new.log"), &["--until-caught-up"]);
     assert_eq!(new.wait(Duration::from_secs(120)), 0, "{}", new.log_text());
     assert!(new.log_text().contains("resuming from recorded upload intents"), "{}", new.log_text());
