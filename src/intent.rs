@@ -144,6 +144,12 @@ impl Intent {
     pub fn route_matches(&self, prefix: Option<&str>, date: &str, error: bool) -> bool {
         self.error == error && self.date == date && self.prefix.as_deref() == prefix
     }
+
+    /// True if the file's range spans `offset` and its route is `place`: where a file holds the
+    /// message, unless an earlier-recorded one does.
+    fn spans(&self, offset: i64, place: Place<'_>) -> bool {
+        self.from <= offset && offset <= self.to && self.route_matches(place.prefix, place.date, place.error)
+    }
 }
 
 /// Where a message is filed: the route an intent records.
@@ -222,11 +228,12 @@ impl RecoveryPlan {
                 Some(e) if !i.record_dated && !ignore_earlier => e,
                 _ => place,
             };
-            i.from <= offset && offset <= i.to && i.route_matches(p.prefix, p.date, p.error)
+            i.spans(offset, p)
         };
         if let Some(e) = earlier.filter(|_| crate::sabotage::on(crate::sabotage::Rule::PlaceBeforeBuild)) {
-            return match self.action_by_place(offset, place) {
-                Action::Normal => self.action_by_place(offset, e),
+            // Any intent on this build's place, then any on the earlier one, whichever build recorded it.
+            return match self.first_holding(|i| i.spans(offset, place)) {
+                Action::Normal => self.first_holding(|i| i.spans(offset, e)),
                 a => a,
             };
         }
@@ -239,19 +246,11 @@ impl RecoveryPlan {
             by_from.sort_by_key(|&i| self.rebuild[i].from);
             return by_from.into_iter().find(|&i| covers(&self.rebuild[i])).map_or(Action::Normal, Action::Rebuild);
         }
-        for &(skip, i) in &self.recorded {
-            match skip {
-                true if covers(&self.skip[i]) => return Action::Skip,
-                false if covers(&self.rebuild[i]) => return Action::Rebuild(i),
-                _ => {}
-            }
-        }
-        Action::Normal
+        self.first_holding(covers)
     }
 
-    /// Any intent on `place`, whichever build recorded it (for [`crate::sabotage::Rule::PlaceBeforeBuild`]).
-    fn action_by_place(&self, offset: i64, place: Place<'_>) -> Action {
-        let covers = |i: &Intent| i.from <= offset && offset <= i.to && i.route_matches(place.prefix, place.date, place.error);
+    /// The first intent, in recorded order, that `covers` the message.
+    fn first_holding(&self, covers: impl Fn(&Intent) -> bool) -> Action {
         for &(skip, i) in &self.recorded {
             match skip {
                 true if covers(&self.skip[i]) => return Action::Skip,
