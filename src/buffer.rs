@@ -90,6 +90,9 @@ pub enum SealReason {
     Memory,
     Revoke,
     Shutdown,
+    /// The partition passed the file's date: sealed so the date's marker need not wait for
+    /// the file's age.
+    DatePassed,
 }
 
 impl SealReason {
@@ -101,6 +104,7 @@ impl SealReason {
             SealReason::Memory => "memory",
             SealReason::Revoke => "revoke",
             SealReason::Shutdown => "shutdown",
+            SealReason::DatePassed => "date_passed",
         }
     }
 }

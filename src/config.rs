@@ -362,9 +362,23 @@ pub struct TopicConfig {
     /// Value of the `{generation}` placeholder (Secor: `secor.generation`).
     #[serde(default = "default_generation")]
     pub generation: u32,
+    /// Write completion markers (`<path>/_kbackup/complete/<date>/<partition>-<seq>.json`).
+    /// Unset: on, for a daily `date_format` (docs/completion.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_markers: Option<bool>,
+    /// How long after a date's end (in `output_timezone`) its events may still arrive in
+    /// order: a partition has passed a date once it consumed an event this much newer than
+    /// the date's end, or is caught up with the wall clock that far past it.
+    #[serde(default = "default_completion_grace")]
+    pub completion_grace_secs: u64,
 }
 
 impl TopicConfig {
+    /// Whether the writer writes completion markers for this topic.
+    pub fn markers(&self) -> bool {
+        self.completion_markers.unwrap_or_else(|| crate::routing::is_daily_format(&self.date_format))
+    }
+
     /// Where the topic's files live and what they are called (the one naming rule).
     pub fn layout(&self) -> Result<FileLayout, LayoutError> {
         FileLayout::new(&crate::naming::LayoutSpec {
@@ -415,6 +429,12 @@ pub(crate) fn default_latest() -> String {
 }
 fn default_generation() -> u32 {
     1
+}
+/// One hour. Sunbird's `syncts` is stamped by the API when a device syncs, and events reach
+/// `unique` and `denorm` in that order within minutes (the dedup and denorm jobs): an hour
+/// covers pipeline lag with room, and delays each date's markers by no more than that.
+pub(crate) fn default_completion_grace() -> u64 {
+    3600
 }
 
 /// `[writer]`: process-wide knobs.
@@ -612,6 +632,15 @@ impl Config {
             }
             if t.max_file_age_secs == 0 {
                 return Err(ConfigError::invalid(k("max_file_age_secs"), "must be greater than 0"));
+            }
+            if t.completion_markers == Some(true) && !crate::routing::is_daily_format(&t.date_format) {
+                return Err(ConfigError::invalid(
+                    k("completion_markers"),
+                    format!("markers are per date: date_format {:?} is not a daily format (set completion_markers = false)", t.date_format),
+                ));
+            }
+            if t.completion_grace_secs > 7 * 86_400 {
+                return Err(ConfigError::invalid(k("completion_grace_secs"), "at most 604800 (7 days, Kafka's default retention)"));
             }
             match (&t.prefix_field, t.prefix_map.is_empty()) {
                 (Some(_), true) => return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set")),

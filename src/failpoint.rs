@@ -15,6 +15,10 @@ pub const INTENT_RECORDED: &str = "intent-recorded";
 pub const UPLOADED: &str = "uploaded";
 /// An offset commit succeeded.
 pub const COMMITTED: &str = "committed";
+/// A date's files are uploaded and committed; its completion marker is not written yet.
+pub const MARKER_DUE: &str = "marker-due";
+/// A completion marker was written; the commit that records it has not happened yet.
+pub const MARKER_WRITTEN: &str = "marker-written";
 
 static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);

@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::completion::Progress;
+
 /// The broker's default `offset.metadata.max.bytes` is 4096; stay under it.
 pub const DEFAULT_METADATA_LIMIT: usize = 4000;
 
@@ -61,6 +63,9 @@ struct Record {
     /// Set only by `kbackup takeover` (older readers ignore it: serde skips unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     t: Option<Adopted>,
+    /// Completion markers written so far and late dates (older readers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<Progress>,
 }
 
 /// A position `kbackup takeover` adopted from Secor. It stays in the partition's record until
@@ -103,6 +108,8 @@ impl std::fmt::Display for AdoptedFrom {
 pub struct CommitRecord {
     pub intents: Vec<Intent>,
     pub adopted: Option<Adopted>,
+    /// What the partition's writer marked complete.
+    pub progress: Progress,
 }
 
 /// Why commit metadata could not be read back.
@@ -112,19 +119,25 @@ pub struct DecodeError(String);
 
 /// Serializes intents for the commit metadata.
 pub fn encode(intents: &[Intent]) -> String {
-    serde_json::to_string(&Record { v: 1, f: intents.to_vec(), t: None }).expect("intents serialize")
+    encode_with(intents, &Progress::default())
+}
+
+/// Serializes intents and the partition's completion progress for the commit metadata.
+pub fn encode_with(intents: &[Intent], progress: &Progress) -> String {
+    let c = (!progress.is_empty()).then(|| progress.clone());
+    serde_json::to_string(&Record { v: 1, f: intents.to_vec(), t: None, c }).expect("intents serialize")
 }
 
 /// The record `kbackup takeover` commits: no intents, and where the position came from.
 pub fn adopted_record(adopted: &Adopted) -> String {
-    serde_json::to_string(&Record { v: 1, f: Vec::new(), t: Some(adopted.clone()) }).expect("a record serializes")
+    serde_json::to_string(&Record { v: 1, f: Vec::new(), t: Some(adopted.clone()), c: None }).expect("a record serializes")
 }
 
 /// The record of a commit kbackup made; `None` for any other commit metadata, empty included
 /// (the Java client's auto-commit, `kafka-consumer-groups` and most tools write none).
 pub fn read_record(metadata: &str) -> Option<CommitRecord> {
     let r: Record = serde_json::from_str(metadata).ok()?;
-    (r.v == 1).then_some(CommitRecord { intents: r.f, adopted: r.t })
+    (r.v == 1).then(|| CommitRecord { intents: r.f, adopted: r.t, progress: r.c.unwrap_or_default() })
 }
 
 /// Reads intents back; empty metadata (a commit by another tool, or none) means no intents.
@@ -302,9 +315,9 @@ impl IntentLog {
     }
 
     /// The metadata to commit along with offset `offset`, or `None` if it would exceed `limit`.
-    pub fn metadata(&self, offset: i64, limit: usize) -> Option<String> {
+    pub fn metadata(&self, offset: i64, limit: usize, progress: &Progress) -> Option<String> {
         let live: Vec<Intent> = self.entries.iter().filter(|e| e.to >= offset).map(|e| (**e).clone()).collect();
-        let m = encode(&live);
+        let m = encode_with(&live, progress);
         (m.len() <= limit).then_some(m)
     }
 
@@ -343,7 +356,7 @@ mod tests {
 
     #[test]
     fn only_kbackups_own_records_are_read_as_records() {
-        assert_eq!(read_record(&encode(&[])), Some(CommitRecord { intents: vec![], adopted: None }));
+        assert_eq!(read_record(&encode(&[])), Some(CommitRecord { intents: vec![], adopted: None, progress: Progress::default() }));
         let one = vec![intent("k", "2020-02-01", 3, 9)];
         assert_eq!(read_record(&encode(&one)).unwrap().intents, one);
         for foreign in ["", " ", "{}", "{\"v\":2,\"f\":[]}", "null", "secor"] {
@@ -351,7 +364,7 @@ mod tests {
         }
         let adopted = Adopted { source: AdoptedFrom::Zookeeper, offset: 1200 };
         let md = adopted_record(&adopted);
-        assert_eq!(read_record(&md), Some(CommitRecord { intents: vec![], adopted: Some(adopted) }));
+        assert_eq!(read_record(&md), Some(CommitRecord { intents: vec![], adopted: Some(adopted), progress: Progress::default() }));
         // A writer that knows nothing of takeovers (the previous release) reads it as no intents.
         assert_eq!(decode(&md).unwrap(), vec![]);
         assert!(md.len() < 60, "{md}");
@@ -447,9 +460,9 @@ mod tests {
         let mut log = IntentLog::default();
         log.push(Arc::new(intent("a", "A", 0, 9)));
         log.push(Arc::new(intent("b", "B", 5, 30)));
-        assert_eq!(decode(&log.metadata(10, 4000).unwrap()).unwrap().len(), 1, "a is below 10");
-        assert_eq!(decode(&log.metadata(0, 4000).unwrap()).unwrap().len(), 2);
-        assert!(log.metadata(0, 20).is_none());
+        assert_eq!(decode(&log.metadata(10, 4000, &Progress::default()).unwrap()).unwrap().len(), 1, "a is below 10");
+        assert_eq!(decode(&log.metadata(0, 4000, &Progress::default()).unwrap()).unwrap().len(), 2);
+        assert!(log.metadata(0, 20, &Progress::default()).is_none());
         log.prune(10);
         assert_eq!(log.len(), 1);
         log.remove(&intent("b", "B", 5, 30));
@@ -465,6 +478,6 @@ mod tests {
         assert!(log.names("x") && !log.names("y"));
         log.remove(&intent("x", "A", 13, 14));
         assert_eq!(log.len(), 1);
-        assert_eq!(decode(&log.metadata(0, 4000).unwrap()).unwrap()[0].from, 20);
+        assert_eq!(decode(&log.metadata(0, 4000, &Progress::default()).unwrap()).unwrap()[0].from, 20);
     }
 }

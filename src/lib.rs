@@ -10,6 +10,7 @@ pub mod bench;
 pub mod buffer;
 pub mod cmd;
 pub mod commit;
+pub mod completion;
 pub mod config;
 pub mod consumer;
 pub mod direct_file;

@@ -38,6 +38,10 @@ pub const OLDEST_UNBACKED_AGE: &str = "kbackup_oldest_unbacked_event_age_seconds
 pub const MAX_FILE_AGE: &str = "kbackup_max_file_age_seconds";
 pub const TOPIC_PARTITIONS: &str = "kbackup_topic_partitions";
 pub const READY: &str = "kbackup_ready";
+pub const LATE_EVENTS: &str = "kbackup_late_events_total";
+pub const MARKERS_WRITTEN: &str = "kbackup_completion_markers_written_total";
+pub const MARKER_FAILURES: &str = "kbackup_completion_marker_failures_total";
+pub const COMPLETE_DATE: &str = "kbackup_complete_date_seconds";
 
 /// Exports every counter the writer keeps at zero for the label sets it knows before its first
 /// event, so that `increase(...)` alerts see the first increment (a counter that first appears at
@@ -53,7 +57,18 @@ pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
         counter!(REBALANCES, "kind" => kind).increment(0);
     }
     for t in topics {
-        for c in [EVENTS_CONSUMED, BYTES_CONSUMED, FILES_UPLOADED, BYTES_UPLOADED, UPLOAD_RETRIES, UPLOAD_FAILURES, FOREIGN_COMMITS] {
+        for c in [
+            EVENTS_CONSUMED,
+            BYTES_CONSUMED,
+            FILES_UPLOADED,
+            BYTES_UPLOADED,
+            UPLOAD_RETRIES,
+            UPLOAD_FAILURES,
+            FOREIGN_COMMITS,
+            LATE_EVENTS,
+            MARKERS_WRITTEN,
+            MARKER_FAILURES,
+        ] {
             counter!(c, "topic" => t.name.clone()).increment(0);
         }
         for reason in crate::routing::InvalidReason::ALL {
@@ -92,6 +107,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 fn describe() {
     describe_counter!(EVENTS_CONSUMED, "Messages consumed from Kafka");
+    describe_counter!(LATE_EVENTS, "Events of a date already marked complete on their partition (each leads to a superseding marker)");
+    describe_counter!(MARKERS_WRITTEN, "Completion markers written");
+    describe_counter!(MARKER_FAILURES, "Completion markers that could not be written (tried again)");
+    describe_gauge!(
+        COMPLETE_DATE,
+        Unit::Seconds,
+        "Per partition: start (epoch seconds, output time zone) of the newest date marked complete; min by (topic) is the newest date complete on all partitions"
+    );
     describe_counter!(BYTES_CONSUMED, Unit::Bytes, "Message value bytes consumed from Kafka");
     describe_counter!(INVALID_MESSAGES, "Messages written to the invalid bucket, by reason");
     describe_counter!(

@@ -499,14 +499,23 @@ impl FileLayout {
     /// Every directory that holds files of the topic: `<path>` or `<path>/<prefix>` for each
     /// prefix, and `error_path`.
     pub fn dirs(&self) -> Vec<String> {
-        let mut dirs: Vec<String> =
-            if self.prefixes.is_empty() { vec![self.path.clone()] } else { self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect() };
+        let mut dirs = self.data_dirs();
         if let Some(e) = &self.error_path {
             if !dirs.contains(e) {
                 dirs.push(e.clone());
             }
         }
         dirs
+    }
+
+    /// The directories that hold dated files: `<path>`, or `<path>/<prefix>` for each prefix
+    /// (what [`dirs`](Self::dirs) lists but `error_path`).
+    pub fn data_dirs(&self) -> Vec<String> {
+        if self.prefixes.is_empty() {
+            vec![self.path.clone()]
+        } else {
+            self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect()
+        }
     }
 
     /// The topic's own pattern.

@@ -67,6 +67,8 @@ pub struct Route {
     pub prefix: Option<Arc<str>>,
     /// The formatted date.
     pub date: Arc<str>,
+    /// The epoch milliseconds the date was read from (none in the invalid bucket).
+    pub event_ms: Option<i64>,
     /// True if the message goes under `error_path` rather than `path`.
     pub to_error_path: bool,
     pub source: DateSource,
@@ -173,6 +175,7 @@ impl Router {
                 Route {
                     prefix: self.default_prefix.clone(),
                     date,
+                    event_ms: record_ms,
                     to_error_path: false,
                     source: DateSource::RecordTimeInstead(reason),
                     line_breaks: None,
@@ -232,8 +235,10 @@ impl Router {
                 Some((DateSource::Field(i), ms.filter(|ms| self.rules.usable(*ms))?))
             })
             .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)));
-        match dated.and_then(|(src, ms)| Some((src, self.date_for(ms)?))) {
-            Some((source, date)) => Route { prefix, date, to_error_path: false, source, line_breaks, unparsed_field, earlier: None },
+        match dated.and_then(|(src, ms)| Some((src, ms, self.date_for(ms)?))) {
+            Some((source, ms, date)) => {
+                Route { prefix, date, event_ms: Some(ms), to_error_path: false, source, line_breaks, unparsed_field, earlier: None }
+            }
             None => Route { prefix, line_breaks, unparsed_field, ..self.invalid(InvalidReason::NoTimestamp) },
         }
     }
@@ -242,6 +247,7 @@ impl Router {
         Route {
             prefix: if self.has_error_path { None } else { self.default_prefix.clone() },
             date: self.invalid_date.clone(),
+            event_ms: None,
             to_error_path: self.has_error_path,
             source: DateSource::Invalid(reason),
             line_breaks: None,
@@ -296,7 +302,7 @@ thread_local! {
 const DATE_CACHE_DAYS: usize = 8;
 
 /// True if a strftime format depends only on the calendar day (so dates can be cached per day).
-fn is_daily_format(fmt: &str) -> bool {
+pub(crate) fn is_daily_format(fmt: &str) -> bool {
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
         if c == '%' {

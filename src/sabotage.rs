@@ -42,6 +42,9 @@ pub(crate) enum Rule {
     PlaceBeforeBuild,
     /// Never read again watermarks that could not be read at assignment.
     NoWatermarkRetry,
+    /// Mark a date complete once the partition passed it, without waiting for its files to be
+    /// uploaded and committed.
+    MarkUnsettled,
 }
 
 #[cfg(test)]

@@ -376,6 +376,8 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 earliest_event_date: crate::config::default_earliest(),
                 latest_event_date: crate::config::default_latest(),
                 generation: num("secor.generation", 1)? as u32,
+                completion_markers: None,
+                completion_grace_secs: crate::config::default_completion_grace(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

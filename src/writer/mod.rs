@@ -51,7 +51,7 @@ mod sim;
 
 use kafka::Ctx;
 use pipeline::{Polled, Routing, Step, PARALLEL_ROUTING_MIN};
-use ports::{ChannelUploads, SystemClock};
+use ports::{ChannelMarkers, ChannelUploads, SystemClock};
 
 #[cfg(test)]
 use self::core::StopReason;
@@ -98,6 +98,10 @@ pub struct RunSummary {
     /// Offsets Kafka deleted before they were backed up (the group's commit was below the log
     /// start at assignment).
     pub lost_offsets: u64,
+    /// Events of dates already marked complete on their partition.
+    pub late_events: u64,
+    /// Completion markers written.
+    pub markers_written: u64,
 }
 
 /// A graceful stop asked for from outside (a signal), and when: the whole stop is bounded from
@@ -153,9 +157,11 @@ pub fn run(
     // Memory of uploaded files is kept for new buffers, within the same budget.
     crate::buffer::set_pool_limit(buffer_budget);
     let (done_tx, done) = channel();
-    let uploader = Uploader::new(storage.store.clone(), rt, config.writer.upload_concurrency, done_tx, health.clone());
+    let uploader = Uploader::new(storage.store.clone(), rt.clone(), config.writer.upload_concurrency, done_tx, health.clone());
     let uploads = Box::new(ChannelUploads { uploader, done });
-    let writer = Arc::new(Mutex::new(Writer::new(config, buffer_budget, uploads, Box::new(SystemClock), health.clone(), opts)?));
+    let (marker_tx, marker_rx) = std::sync::mpsc::channel();
+    let markers = Box::new(ChannelMarkers { store: storage.store.clone(), rt, tx: marker_tx, rx: marker_rx });
+    let writer = Arc::new(Mutex::new(Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts)?));
     // Topic names to config indices, for the routing helper.
     let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
 

@@ -6,7 +6,12 @@
 //! the system clocks. The simulation (`sim/`) implements the same traits over a seeded world,
 //! so the state machine it tests is the one that runs.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+
+use crate::completion::write::{MarkerDone, MarkerJob};
 use std::time::{Duration, Instant};
 
 use crate::upload::{UploadDone, UploadJob, Uploader};
@@ -99,6 +104,37 @@ pub(crate) trait UploadQueue: Send {
     fn next(&mut self) -> Option<UploadDone>;
     /// Waits up to `timeout` for a finished upload.
     fn next_within(&mut self, timeout: Duration) -> Option<UploadDone>;
+}
+
+/// Where completion marker jobs go, and where their results come back.
+pub(crate) trait MarkerQueue: Send {
+    /// Starts writing a marker; its result comes back from `next`.
+    fn submit(&mut self, job: MarkerJob);
+    /// A finished marker job, if one is ready now.
+    fn next(&mut self) -> Option<MarkerDone>;
+}
+
+/// The real marker queue: jobs on the tokio runtime against the store, results over a channel.
+pub(crate) struct ChannelMarkers {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) tx: Sender<MarkerDone>,
+    pub(crate) rx: Receiver<MarkerDone>,
+}
+
+impl MarkerQueue for ChannelMarkers {
+    fn submit(&mut self, job: MarkerJob) {
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        self.rt.spawn(async move {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let result = crate::completion::write::state(store.as_ref(), &job, now_ms, crate::upload::put_mode()).await;
+            let _ = tx.send(MarkerDone { job, result });
+        });
+    }
+
+    fn next(&mut self) -> Option<MarkerDone> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// Time and randomness.

@@ -82,7 +82,7 @@ impl Writer {
                     continue;
                 }
                 st.intents.push(f.intent.clone());
-                if st.intents.metadata(offset, self.settings.metadata_limit).is_none() {
+                if st.intents.metadata(offset, self.settings.metadata_limit, &st.marking.progress).is_none() {
                     // The record is full: this file waits until earlier ones are committed past.
                     st.intents.remove(&f.intent);
                     break;
@@ -91,7 +91,7 @@ impl Writer {
                 added += 1;
             }
             if added > 0 {
-                let md = st.intents.metadata(offset, self.settings.metadata_limit).expect("checked above");
+                let md = st.intents.metadata(offset, self.settings.metadata_limit, &st.marking.progress).expect("checked above");
                 commits.push(Pending { part, offset, metadata: md });
             }
         }
@@ -144,7 +144,7 @@ impl Writer {
                 continue;
             }
             let Some(o) = st.commit_due() else { continue };
-            match st.intents.metadata(o, self.settings.metadata_limit) {
+            match st.intents.metadata(o, self.settings.metadata_limit, &st.marking.progress) {
                 Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
                 // Cannot happen: a higher offset only drops intents from the record.
                 None => error!(partition = part.partition, "intent record too large to commit"),

@@ -19,6 +19,7 @@ impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
     pub(crate) fn housekeeping(&mut self, broker: &dyn Broker, now: Instant) {
         self.drain_uploads();
+        self.drain_markers();
         let tick = now.duration_since(self.last_tick) >= Duration::from_millis(500);
         if self.paused && !tick {
             // Resume as soon as uploads catch up, not at the next tick (which checks anyway).
@@ -76,6 +77,8 @@ impl Writer {
         }
         if now.duration_since(self.last_commit) >= self.settings.commit_interval {
             self.commit(broker, None);
+            // Right after the commit: a date is settled only once its offsets are committed.
+            self.judge_completion(broker);
         }
     }
 

@@ -21,10 +21,11 @@ use crate::health::Health;
 use crate::metrics as m;
 use crate::naming::{FileLayout, UploadClock};
 use crate::upload::{Existing, UploadJob};
-use crate::writer::ports::{Clock, UploadQueue};
+use crate::writer::ports::{Clock, MarkerQueue, UploadQueue};
 
 mod budget;
 mod commits;
+mod completion;
 mod decision;
 mod files;
 mod housekeeping;
@@ -47,6 +48,13 @@ struct TopicRuntime {
     bytes: metrics::Counter,
     /// Per timestamp field: messages whose string there the pattern could not read.
     unparsed: Vec<u64>,
+    /// Completion markers are written for the topic.
+    markers: bool,
+    /// The output time zone dates are in, and `completion_grace_secs` in ms.
+    tz: chrono_tz::Tz,
+    grace_ms: i64,
+    /// The last date string seen and its day (messages come in runs of one date).
+    last_date: Option<(Arc<str>, Option<chrono::NaiveDate>)>,
 }
 
 impl TopicRuntime {
@@ -92,6 +100,7 @@ pub(crate) struct Writer {
     /// Keeps `{currentTimestamp}` strictly increasing within this process.
     name_clock: UploadClock,
     uploads: Box<dyn UploadQueue>,
+    markers: Box<dyn MarkerQueue>,
     clock: Box<dyn Clock>,
     budget: Budget,
     /// What the config fixed at start; never changes.
@@ -127,6 +136,7 @@ impl Writer {
         config: &Config,
         buffer_budget: u64,
         uploads: Box<dyn UploadQueue>,
+        markers: Box<dyn MarkerQueue>,
         clock: Box<dyn Clock>,
         health: Arc<Health>,
         opts: RunOptions,
@@ -144,6 +154,11 @@ impl Writer {
                 bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
                 layout,
                 unparsed: vec![0; t.timestamp_fields.len()],
+                markers: t.markers(),
+                // Validated with the config.
+                tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
+                grace_ms: t.completion_grace_secs as i64 * 1000,
+                last_date: None,
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
                 cfg: t.clone(),
@@ -158,6 +173,7 @@ impl Writer {
             next_epoch: 1,
             name_clock: UploadClock::default(),
             uploads,
+            markers,
             clock,
             budget: Budget { limit: buffer_budget },
             settings: Settings {
@@ -237,6 +253,14 @@ impl Writer {
     #[cfg(test)]
     pub(crate) fn act_as_release_before_record_dating(&mut self) {
         self.before_record_dating = true;
+    }
+
+    /// Writes no completion markers (the simulation's release before markers).
+    #[cfg(test)]
+    pub(crate) fn act_as_release_before_markers(&mut self) {
+        for t in &mut self.topics {
+            t.markers = false;
+        }
     }
 
     /// True while the core holds consumption paused.

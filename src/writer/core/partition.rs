@@ -42,9 +42,12 @@ pub(super) struct Partition {
     /// The watermarks still to read (for the lost-offsets check and `--until-caught-up`): they
     /// are read at assignment and, if that fails, again until they are.
     pub(super) watermarks: Watermarks,
-    /// The last committed metadata names a file that must not be rebuilt (its name is taken
-    /// by another blob): the next commit rewrites the record even if the offset did not move.
+    /// The record must be rewritten by the next commit even if the offset did not move: the
+    /// last committed one names a file that must not be rebuilt (its name is taken by another
+    /// blob), or completion progress changed.
     pub(super) record_stale: bool,
+    /// Completion markers: dates passed and marked.
+    pub(super) marking: super::completion::Marking,
 }
 
 /// Whether a partition's watermarks were read.

@@ -73,11 +73,14 @@ impl Writer {
                 }
                 _ => {}
             }
-            let intents = record.map(|r| r.intents).unwrap_or_default();
+            let (intents, progress) = record.map(|r| (r.intents, r.progress)).unwrap_or_default();
             crate::metrics::zero_partition_counters(topic, p);
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             let mut st = Partition::assigned(epoch, generation, start);
+            let topic_rt = &self.topics[t];
+            let today = crate::completion::first_unpassed(topic_rt.tz, self.clock.wall_ms(), topic_rt.grace_ms);
+            st.marking = super::completion::Marking::assigned(progress, today);
             if let Some(s) = start {
                 st.plan = RecoveryPlan::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.

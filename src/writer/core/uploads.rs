@@ -50,6 +50,9 @@ impl Writer {
             ms = done.elapsed.as_millis() as u64,
             "uploaded"
         );
+        if current {
+            self.note_uploaded_for_completion(&f, done.outcome);
+        }
         match self.parts.get_mut(&f.part()).and_then(|st| st.offsets.as_mut()) {
             Some(offsets) if current => offsets.release(f.intent.from),
             // The partition was revoked or lost while this upload ran; its new owner re-reads

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::message::{OwnedMessage, Timestamp};
 
 use super::check;
-use super::world::{lock, Shared, SimBroker, SimClock, SimUploads};
+use super::world::{lock, Shared, SimBroker, SimClock, SimMarkers, SimUploads};
 use super::{unslot, Stats, PARTITIONS, TOPICS};
 use crate::config::Config;
 use crate::health::Health;
@@ -125,6 +125,7 @@ impl Sim {
             &self.config,
             super::BUDGET,
             Box::new(SimUploads { world: world.clone(), member: id }),
+            Box::new(SimMarkers { world: world.clone(), member: id, done: Default::default() }),
             Box::new(SimClock { world: world.clone(), member: id }),
             Arc::new(Health::default()),
             opts,
@@ -132,6 +133,8 @@ impl Sim {
         .expect("writer");
         if earlier_release {
             writer.act_as_release_before_record_dating();
+            writer.act_as_release_before_markers();
+            lock(&self.world).ledger.mixed_releases = true;
         }
         self.members.push(Member {
             id,

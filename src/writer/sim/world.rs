@@ -15,8 +15,10 @@ use object_store::PutMode;
 
 use super::check::Ledger;
 use super::slot;
+use crate::completion::write::{MarkerDone, MarkerJob, Stated, WriteError};
+use crate::completion::{self, MarkedFile, Marker, Statement};
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
-use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, UploadQueue, COMMIT_WAIT};
+use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, UploadQueue, COMMIT_WAIT};
 
 /// splitmix64: small, fast, and the same on every platform and crate version.
 pub(super) struct Rng(u64);
@@ -127,6 +129,13 @@ pub(super) struct World {
     pub(super) rebuilt_identical: u64,
     /// The last things that happened, for a failure's report.
     pub(super) journal: VecDeque<String>,
+    /// A stream of its own for marker faults, so that the other faults' schedules stay.
+    marker_rng: Rng,
+    /// Completion markers written, and superseding ones among them.
+    pub(super) markers: u64,
+    pub(super) markers_superseding: u64,
+    /// Lines per blob, counted once (blobs are never replaced unless a broken rule does it).
+    line_counts: BTreeMap<String, u64>,
 }
 
 pub(super) type Shared = Arc<Mutex<World>>;
@@ -163,6 +172,10 @@ impl World {
             ledger,
             rebuilt_identical: 0,
             journal: VecDeque::new(),
+            marker_rng: Rng::new(seed ^ 0x5EED_C0FF_EE00_0002),
+            markers: 0,
+            markers_superseding: 0,
+            line_counts: BTreeMap::new(),
         }
     }
 
@@ -442,6 +455,103 @@ impl UploadQueue for SimUploads {
         let until = w.now_ms + timeout.as_millis() as u64;
         w.advance(until, Some(self.member));
         w.done[self.member].pop_front()
+    }
+}
+
+/// A member's marker jobs, done against the simulated store when submitted (the store's
+/// faults fail some), with the real shell's rules: list the date's files of the partition,
+/// take the newest marker, write the next one create-only unless it says the same.
+pub(super) struct SimMarkers {
+    pub(super) world: Shared,
+    pub(super) member: usize,
+    pub(super) done: VecDeque<MarkerDone>,
+}
+
+impl MarkerQueue for SimMarkers {
+    fn submit(&mut self, job: MarkerJob) {
+        let result = lock(&self.world).state_marker(&job, self.member);
+        self.done.push_back(MarkerDone { job, result });
+    }
+
+    fn next(&mut self) -> Option<MarkerDone> {
+        self.done.pop_front()
+    }
+}
+
+impl World {
+    fn state_marker(&mut self, job: &MarkerJob, member: usize) -> Result<Stated, WriteError> {
+        let path = job.layout.path().to_string();
+        let fault = self.now_ms < self.faults.storage_frozen_until_ms || self.marker_rng.chance(self.faults.put_error);
+        if fault {
+            let key = completion::marker_key(&path, &job.date_str, job.partition, 0);
+            return Err(WriteError::Put {
+                key,
+                source: object_store::Error::Generic { store: "simulation", source: "a simulated storage fault".into() },
+            });
+        }
+        let mut files = Vec::new();
+        for dir in job.layout.data_dirs() {
+            // Names start with their date: only that range is looked at.
+            let from = format!("{dir}/{}", job.date_str);
+            for (key, body) in self.blobs.range(from.clone()..).take_while(|(k, _)| k.starts_with(&from)) {
+                if key.rsplit_once('/').is_none_or(|(d, _)| d != dir) {
+                    continue;
+                }
+                let Some(n) = job.layout.parse(key) else { continue };
+                if n.date != job.date || n.kafka_partition != Some(job.partition) {
+                    continue;
+                }
+                files.push(match job.known.iter().find(|f| &f.key == key) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let events = *self.line_counts.entry(key.clone()).or_insert_with(|| crate::seal::lines(key, body).count() as u64);
+                        MarkedFile { key: key.clone(), events, first_offset: None, last_offset: None }
+                    }
+                });
+            }
+        }
+        let mine = format!("{}/{}-", completion::marker_dir(&path, &job.date_str), job.partition);
+        let newest = self
+            .blobs
+            .range(mine.clone()..)
+            .take_while(|(k, _)| k.starts_with(&mine))
+            .last()
+            .map(|(_, b)| serde_json::from_slice::<Marker>(b).expect("the simulation's markers parse"));
+        let events: u64 = files.iter().map(|f| f.events).sum();
+        let (seq, supersedes) = match completion::statement(newest.as_ref(), &files) {
+            Statement::Stated { seq } => {
+                let key = completion::marker_key(&path, &job.date_str, job.partition, seq);
+                return Ok(Stated { key, seq, events, files: files.len(), written: false, added_events: 0 });
+            }
+            Statement::Write { seq, supersedes } => (seq, supersedes),
+        };
+        let key = completion::marker_key(&path, &job.date_str, job.partition, seq);
+        let n = files.len();
+        let marker = Marker {
+            version: completion::VERSION,
+            topic: job.topic_name.clone(),
+            date: job.date_str.clone(),
+            partition: job.partition,
+            seq,
+            complete_below: job.complete_below,
+            events,
+            files,
+            written_at_ms: self.wall_ms(),
+            written_at: String::new(),
+            supersedes: supersedes.map(|s| completion::marker_key(&path, &job.date_str, job.partition, s)),
+        };
+        let slot = job.topic * super::PARTITIONS + job.partition as usize;
+        self.ledger.marker_written(slot, &marker, &self.log[slot]);
+        self.note(format!(
+            "member {member} marks {} of slot {slot} complete below {}: {events} events in {n} files ({key})",
+            job.date_str, job.complete_below
+        ));
+        self.markers += 1;
+        if supersedes.is_some() {
+            self.markers_superseding += 1;
+        }
+        self.blobs.insert(key.clone(), Bytes::from(serde_json::to_vec(&marker).expect("a marker serializes")));
+        Ok(Stated { key, seq, events, files: n, written: true, added_events: 0 })
     }
 }
 

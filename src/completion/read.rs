@@ -1,0 +1,63 @@
+//! Reading markers back: the newest marker of each partition of a date.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::{marker_dir, parse_marker_name, Marker, VERSION};
+
+/// Why markers could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("listing {dir}: {source}")]
+    List { dir: String, source: object_store::Error },
+    #[error("reading {key}: {source}")]
+    Get { key: String, source: object_store::Error },
+    #[error("{key} is not a completion marker this build reads: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The newest marker of each partition (or only of `partition`) of a date under a topic path.
+pub async fn newest(store: &dyn ObjectStore, path: &str, date: &str, partition: Option<i32>) -> Result<BTreeMap<i32, Marker>, ReadError> {
+    let dir = marker_dir(path, date);
+    let metas: Vec<object_store::ObjectMeta> =
+        store.list(Some(&ObjectPath::from(dir.as_str()))).try_collect().await.map_err(|source| ReadError::List { dir: dir.clone(), source })?;
+    let mut newest: BTreeMap<i32, (u32, String)> = BTreeMap::new();
+    for m in metas {
+        let key = m.location.to_string();
+        let Some((p, seq)) = m.location.filename().and_then(parse_marker_name) else { continue };
+        if partition.is_some_and(|want| want != p) {
+            continue;
+        }
+        let e = newest.entry(p).or_insert((seq, key.clone()));
+        if seq > e.0 {
+            *e = (seq, key);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (p, (_, key)) in newest {
+        out.insert(p, get(store, &key).await?);
+    }
+    Ok(out)
+}
+
+/// One marker, by key.
+pub async fn get(store: &dyn ObjectStore, key: &str) -> Result<Marker, ReadError> {
+    let body = store
+        .get(&ObjectPath::from(key))
+        .await
+        .map_err(|source| ReadError::Get { key: key.to_string(), source })?
+        .bytes()
+        .await
+        .map_err(|source| ReadError::Get { key: key.to_string(), source })?;
+    let m: Marker = serde_json::from_slice(&body).map_err(|e| ReadError::Invalid { key: key.to_string(), message: e.to_string() })?;
+    if m.version > VERSION {
+        return Err(ReadError::Invalid {
+            key: key.to_string(),
+            message: format!("format version {} is newer than this kbackup reads; upgrade", m.version),
+        });
+    }
+    Ok(m)
+}

@@ -1,0 +1,275 @@
+//! Completion markers in the writer: which dates each owned partition passed, when the files
+//! of a date are settled, and the marker jobs (`crate::completion` holds the pure rules).
+//!
+//! A date's marker is asked for once the partition passed the date and every file of it that
+//! this owner holds is uploaded, its intent committed, and the partition's offset committed:
+//! what a marker lists is then in storage, and recovery keeps it so after a crash. The
+//! progress (newest date marked, late dates) rides in the partition's commit record, so the
+//! next owner goes on from it; a date marked but not yet recorded is judged again, and its
+//! marker found already written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use tracing::{info, warn};
+
+use super::files::InFlight;
+use super::partition::PartKey;
+use super::Writer;
+use crate::buffer::{BufferKey, SealReason};
+use crate::completion::write::{MarkerDone, MarkerJob};
+use crate::completion::{self, Due, MarkedFile, Progress};
+use crate::failpoint;
+use crate::metrics as m;
+use crate::sabotage;
+use crate::upload::{Existing, Outcome};
+use crate::writer::ports::Broker;
+
+/// How long a failed marker waits before it is tried again.
+const MARKER_RETRY: Duration = Duration::from_secs(5);
+/// How often an idle partition's log end is read to tell whether it is caught up.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// How far before the date at assignment a partition never marked starts judging dates (a
+/// backlog that old is older than Kafka's default retention).
+const START_FLOOR_DAYS: u64 = 7;
+
+/// One owned partition's completion state.
+#[derive(Debug, Default)]
+pub(super) struct Marking {
+    /// From the commit record; carried by every commit.
+    pub(super) progress: Progress,
+    /// The first date to judge while nothing was ever marked on the partition: the date in
+    /// progress at assignment, or an earlier date of an event consumed since.
+    pub(super) start: Option<NaiveDate>,
+    /// `start` never goes below this.
+    floor: Option<NaiveDate>,
+    /// The newest event time consumed, capped by its record time (an event dated in the
+    /// future would otherwise pass days that have not begun).
+    newest_ms: Option<i64>,
+    /// The date whose marker job is running.
+    job: Option<NaiveDate>,
+    retry_at: Option<Instant>,
+    /// Files of each date this owner uploaded, with what they hold.
+    known: BTreeMap<NaiveDate, Vec<MarkedFile>>,
+    /// When the log end was last read for an idle partition, and whether it was reached.
+    idle: Option<(Instant, bool)>,
+}
+
+impl Marking {
+    /// The state of a partition assigned at `wall_ms` whose commit record says `progress`.
+    pub(super) fn assigned(progress: Progress, today: Option<NaiveDate>) -> Marking {
+        let floor = today.and_then(|d| d.checked_sub_days(chrono::Days::new(START_FLOOR_DAYS)));
+        Marking { progress, start: today, floor, ..Default::default() }
+    }
+}
+
+impl Writer {
+    /// Notes a message's date and time for completion (called for every message put in a
+    /// file; cheap: one string compare per message while the date does not change).
+    pub(super) fn note_for_completion(&mut self, key: PartKey, date_str: &Arc<str>, event_ms: Option<i64>, error: bool, record_ms: Option<i64>) {
+        let topic = &mut self.topics[key.topic];
+        if !topic.markers {
+            return;
+        }
+        let (Some(ms), false) = (event_ms, error) else { return };
+        let date = match &topic.last_date {
+            Some((s, d)) if **s == **date_str => *d,
+            _ => {
+                let d = topic.layout.dates().leading_date(date_str);
+                topic.last_date = Some((date_str.clone(), d));
+                d
+            }
+        };
+        let Some(date) = date else { return };
+        let Some(st) = self.parts.get_mut(&key) else { return };
+        let mk = &mut st.marking;
+        let passing = record_ms.map_or(ms, |r| ms.min(r));
+        mk.newest_ms = Some(mk.newest_ms.map_or(passing, |n| n.max(passing)));
+        if mk.progress.marked.is_none() {
+            let earliest = mk.start.map_or(date, |s| s.min(date));
+            mk.start = Some(mk.floor.map_or(earliest, |f| earliest.max(f)));
+        } else if mk.progress.is_late(date) {
+            if mk.progress.late.insert(date) {
+                info!(topic = %topic.cfg.name, partition = key.partition, date = %date_str, "late event: its date is already marked complete; a new marker will list its file");
+            }
+            self.summary.late_events += 1;
+            metrics::counter!(m::LATE_EVENTS, "topic" => topic.cfg.name.clone()).increment(1);
+        }
+    }
+
+    /// Remembers what an uploaded file of a dated route holds, for its date's marker.
+    pub(super) fn note_uploaded_for_completion(&mut self, f: &InFlight, outcome: Outcome) {
+        // A rebuilt file found already there may hold more events than the rebuild (retention
+        // took the first ones before it): its marker reads it instead.
+        if f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !self.topics[f.topic].markers {
+            return;
+        }
+        let Some(date) = self.topics[f.topic].layout.dates().leading_date(&f.intent.date) else { return };
+        if let Some(st) = self.parts.get_mut(&f.part()) {
+            let file = MarkedFile { key: f.intent.key.clone(), events: f.events, first_offset: Some(f.intent.from), last_offset: Some(f.intent.to) };
+            st.marking.known.entry(date).or_default().push(file);
+        }
+    }
+
+    /// Asks for the markers that are due: per partition, the dates it passed whose files are
+    /// settled; open files of a passed date are sealed so that it settles.
+    pub(super) fn judge_completion(&mut self, broker: &dyn Broker) {
+        let now = self.clock.now();
+        let wall_ms = self.clock.wall_ms();
+        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
+        keys.sort_unstable();
+        for key in keys {
+            let topic = &self.topics[key.topic];
+            let (tz, grace) = (topic.tz, topic.grace_ms);
+            let st = &self.parts[&key];
+            let mk = &st.marking;
+            if mk.job.is_some() || mk.retry_at.is_some_and(|r| now < r) {
+                continue;
+            }
+            let by_events = mk.newest_ms.and_then(|ms| completion::first_unpassed(tz, ms, grace));
+            let mut dues = completion::due(&mk.progress, mk.start, by_events);
+            if dues.is_empty() {
+                let by_wall = completion::first_unpassed(tz, wall_ms, grace);
+                if !completion::due(&mk.progress, mk.start, by_wall).is_empty() && self.caught_up_now(broker, key, now) {
+                    dues = completion::due(&self.parts[&key].marking.progress, self.parts[&key].marking.start, by_wall);
+                }
+            }
+            for due in dues {
+                let date_str = self.topics[key.topic].layout.dates().format(due.date());
+                if self.settled(key, &date_str) || sabotage::on(sabotage::Rule::MarkUnsettled) {
+                    self.submit_marker(key, due, date_str);
+                    break;
+                }
+                if let Due::Next(_) = due {
+                    // Passed but not settled: its open files need not wait for their age. (A
+                    // late date's file does: late events trickle, and each would be a file.)
+                    let open: Vec<BufferKey> = self
+                        .files
+                        .open_keys()
+                        .filter(|k| k.topic == key.topic && k.partition == key.partition && !k.error && *k.date == *date_str)
+                        .cloned()
+                        .collect();
+                    for k in &open {
+                        self.seal(k, SealReason::DatePassed);
+                    }
+                    // Dates are marked in order.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// True when every file of the date this owner holds on the partition is uploaded, its
+    /// recovery is over, and its offset is committed.
+    fn settled(&self, key: PartKey, date: &str) -> bool {
+        let Some(st) = self.parts.get(&key) else { return false };
+        let same = |t: usize, p: i32| t == key.topic && p == key.partition;
+        st.plan.is_empty()
+            && st.commit_due().is_none()
+            && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && *k.date == *date)
+            && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && f.intent.date == date)
+            && !self.files.rebuilding().any(|(p, _)| p == key)
+    }
+
+    /// True if the partition's consumption reached its log end (read at most every
+    /// [`IDLE_CHECK`]): an idle partition passes a date by the wall clock.
+    fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant) -> bool {
+        if let Some((at, caught)) = self.parts[&key].marking.idle {
+            if now.duration_since(at) < IDLE_CHECK {
+                return caught;
+            }
+        }
+        let name = self.topics[key.topic].cfg.name.clone();
+        let caught = match broker.watermarks(&name, key.partition, Duration::from_secs(2)) {
+            Ok((low, high)) => match &self.parts[&key].offsets {
+                Some(o) => o.position() >= high,
+                None => low >= high,
+            },
+            Err(_) => false,
+        };
+        if let Some(st) = self.parts.get_mut(&key) {
+            st.marking.idle = Some((now, caught));
+        }
+        caught
+    }
+
+    fn submit_marker(&mut self, key: PartKey, due: Due, date_str: String) {
+        let topic = &self.topics[key.topic];
+        let Some(st) = self.parts.get_mut(&key) else { return };
+        let complete_below = st.offsets.as_ref().map_or(0, |o| o.position());
+        let date = due.date();
+        st.marking.job = Some(date);
+        failpoint::hit(failpoint::MARKER_DUE);
+        let job = MarkerJob {
+            topic: key.topic,
+            topic_name: topic.cfg.name.clone(),
+            layout: Arc::new(topic.layout.clone()),
+            partition: key.partition,
+            epoch: st.epoch,
+            date,
+            date_str,
+            complete_below,
+            known: st.marking.known.get(&date).cloned().unwrap_or_default(),
+            late: matches!(due, Due::Late(_)),
+        };
+        self.markers.submit(job);
+    }
+
+    /// Takes every marker result that is ready.
+    pub(crate) fn drain_markers(&mut self) {
+        while let Some(done) = self.markers.next() {
+            self.on_marker(done);
+        }
+    }
+
+    fn on_marker(&mut self, done: MarkerDone) {
+        let job = done.job;
+        let key = PartKey::new(job.topic, job.partition);
+        let topic = &self.topics[job.topic];
+        let Some(st) = self.parts.get_mut(&key).filter(|st| st.epoch == job.epoch) else { return };
+        st.marking.job = None;
+        match done.result {
+            Ok(stated) => {
+                if job.late {
+                    st.marking.progress.late.remove(&job.date);
+                } else {
+                    st.marking.progress.marked = Some(st.marking.progress.marked.map_or(job.date, |m| m.max(job.date)));
+                }
+                // Older dates' facts are not needed again (a late file is counted by its upload).
+                st.marking.known.retain(|d, _| *d > job.date || st.marking.progress.late.contains(d));
+                // The next commit carries the progress, even if the offset did not move.
+                st.record_stale = true;
+                if stated.written {
+                    metrics::counter!(m::MARKERS_WRITTEN, "topic" => topic.cfg.name.clone()).increment(1);
+                    self.summary.markers_written += 1;
+                }
+                if let Some(marked) = st.marking.progress.marked {
+                    if let Some(ms) = crate::completion::local_midnight_ms(topic.tz, marked) {
+                        metrics::gauge!(m::COMPLETE_DATE, "topic" => topic.cfg.name.clone(), "partition" => job.partition.to_string())
+                            .set(ms as f64 / 1000.0);
+                    }
+                }
+                info!(
+                    topic = %topic.cfg.name,
+                    partition = job.partition,
+                    date = %job.date_str,
+                    marker = %stated.key,
+                    files = stated.files,
+                    events = stated.events,
+                    complete_below = job.complete_below,
+                    written = stated.written,
+                    late = job.late,
+                    "date complete"
+                );
+                failpoint::hit(failpoint::MARKER_WRITTEN);
+            }
+            Err(e) => {
+                metrics::counter!(m::MARKER_FAILURES, "topic" => topic.cfg.name.clone()).increment(1);
+                warn!(topic = %topic.cfg.name, partition = job.partition, date = %job.date_str, error = %e, "writing a completion marker failed; will retry");
+                st.marking.retry_at = Some(self.clock.now() + MARKER_RETRY);
+            }
+        }
+    }
+}
