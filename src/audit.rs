@@ -82,6 +82,11 @@ pub struct Report {
     pub never_committed: bool,
     /// Files that could not be read to the end (with `--skip-corrupt`).
     pub corrupt_files: Vec<String>,
+    /// Completion markers checked.
+    pub markers: u64,
+    /// Completion markers that do not match what is stored or what Kafka holds: a file of the
+    /// date they miss or list but is not there, a count that differs, a claim Kafka refutes.
+    pub marker_errors: Vec<String>,
 }
 
 impl Report {
@@ -95,6 +100,7 @@ impl Report {
             && self.lost_offsets == 0
             && !self.never_committed
             && self.corrupt_files.is_empty()
+            && self.marker_errors.is_empty()
     }
 
     /// Adds another partition's counts (for the total line).
@@ -110,6 +116,8 @@ impl Report {
         self.lost_offsets += r.lost_offsets;
         self.never_committed |= r.never_committed;
         self.corrupt_files.extend(r.corrupt_files.iter().cloned());
+        self.markers += r.markers;
+        self.marker_errors.extend(r.marker_errors.iter().cloned());
     }
 }
 

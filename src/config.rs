@@ -371,6 +371,11 @@ pub struct TopicConfig {
     /// the date's end, or is caught up with the wall clock that far past it.
     #[serde(default = "default_completion_grace")]
     pub completion_grace_secs: u64,
+    /// The first date (YYYY-MM-DD) to mark on a partition that has no marker progress yet.
+    /// Unset: the date in progress when the writer is assigned the partition, or an earlier
+    /// date of up to 7 days that it reads events of (a backlog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_start_date: Option<String>,
 }
 
 impl TopicConfig {
@@ -638,6 +643,11 @@ impl Config {
                     k("completion_markers"),
                     format!("markers are per date: date_format {:?} is not a daily format (set completion_markers = false)", t.date_format),
                 ));
+            }
+            if let Some(d) = &t.completion_start_date {
+                if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                    return Err(ConfigError::invalid(k("completion_start_date"), "must be a date like 2026-12-01"));
+                }
             }
             if t.completion_grace_secs > 7 * 86_400 {
                 return Err(ConfigError::invalid(k("completion_grace_secs"), "at most 604800 (7 days, Kafka's default retention)"));

@@ -378,6 +378,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 generation: num("secor.generation", 1)? as u32,
                 completion_markers: None,
                 completion_grace_secs: crate::config::default_completion_grace(),
+                completion_start_date: None,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

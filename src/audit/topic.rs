@@ -248,11 +248,33 @@ pub async fn audit(
         };
         let required_below = if opts.to_end { high } else { c.unwrap_or(low) };
         let mut tally = Tally::default();
+        // The partition's completion markers of the dates audited: what Kafka must not refute.
+        let marker_dates: BTreeSet<NaiveDate> = match (opts.from, opts.to) {
+            (Some(f), Some(t)) if (t - f).num_days() <= 366 => f.iter_days().take_while(|d| *d <= t).collect(),
+            _ => files.get(&p).map(|fs| fs.iter().map(|l| l.name.date).filter(|d| Some(*d) != invalid_date).collect()).unwrap_or_default(),
+        };
+        let mut markers: BTreeMap<NaiveDate, crate::completion::Marker> = BTreeMap::new();
+        if topic.markers() {
+            for d in &marker_dates {
+                let date_str = layout.dates().format(*d);
+                let found = crate::completion::read::newest(storage.store.as_ref(), layout.path(), &date_str, Some(p)).await.map_err(failed)?;
+                if let Some(m) = found.into_values().next() {
+                    markers.insert(*d, m);
+                }
+            }
+        }
+        // Per marked date: Kafka's retained messages of it below the marker's bound.
+        let mut kafka_below: BTreeMap<NaiveDate, u64> = BTreeMap::new();
         bar.set_message(format!("partition {p}: reading Kafka [{low}, {high})"));
         read_partition(&consumer, &name, p, low, high, |m| {
             let (offset, value) = (m.offset(), m.payload().unwrap_or_default());
             let route = router.route(Some(value), m.timestamp().to_millis());
             let (place, day) = places.of_route(&layout, &route);
+            if let Some(m) = day.filter(|_| !route.to_error_path).and_then(|d| markers.get(&d)) {
+                if offset < m.complete_below {
+                    *kafka_below.entry(day.expect("filtered")).or_default() += 1;
+                }
+            }
             let date_ok = day.is_none_or(in_range);
             let required = offset < required_below && (date_ok || matches!(route.source, DateSource::Invalid(_)));
             if records {
@@ -272,12 +294,18 @@ pub async fn audit(
             }
         })?;
         let mut corrupt = Vec::new();
+        let mut lines_of: BTreeMap<&str, u64> = BTreeMap::new();
         for l in files.get(&p).map(Vec::as_slice).unwrap_or_default() {
             bar.set_message(format!("partition {p}: reading {}", l.key));
             tally.files += 1;
             let place = places.of_file(&layout, l);
-            let read =
-                read_lines(&storage, &l.key, |line| tally.stored(xxh3_64(line), if l.name.records { None } else { mid_hash(line) }, place)).await;
+            let mut n = 0;
+            let read = read_lines(&storage, &l.key, |line| {
+                n += 1;
+                tally.stored(xxh3_64(line), if l.name.records { None } else { mid_hash(line) }, place)
+            })
+            .await;
+            lines_of.insert(&l.key, n);
             if let Err(e) = read {
                 corrupt.push(corrupt_or_fail(opts, &l.key, e)?);
             }
@@ -306,6 +334,20 @@ pub async fn audit(
             }
         }
         let mut r = tally.report();
+        let data_dirs = layout.data_dirs();
+        for (d, m) in &markers {
+            let stored: BTreeSet<&str> = files
+                .get(&p)
+                .map(|fs| {
+                    fs.iter()
+                        .filter(|l| l.name.date == *d && data_dirs.iter().any(|dir| l.key.rsplit_once('/').is_some_and(|(k, _)| k == dir)))
+                        .map(|l| l.key.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.markers += 1;
+            r.marker_errors.extend(check_marker(m, &stored, &lines_of, kafka_below.get(d).copied().unwrap_or(0), high));
+        }
         r.files += unpartitioned.len() as u64;
         r.corrupt_files = corrupt;
         if let Some(c) = c {
@@ -340,6 +382,36 @@ pub async fn audit(
         problems += 1;
     }
     Ok(TopicAudit { topic: name, partitions: selected.len(), count, total, unpartitioned_files: unpartitioned.len(), strays, unclaimed, problems })
+}
+
+/// What is wrong with a partition's marker of a date: `stored` are the date's files of the
+/// partition, `lines_of` their lines, `kafka_below` the retained messages of the date below
+/// the marker's bound, `high` the partition's end.
+fn check_marker(m: &crate::completion::Marker, stored: &BTreeSet<&str>, lines_of: &BTreeMap<&str, u64>, kafka_below: u64, high: i64) -> Vec<String> {
+    let name = format!("marker {} of {} partition {}", m.seq, m.date, m.partition);
+    let mut errors = Vec::new();
+    let listed: BTreeSet<&str> = m.files.iter().map(|f| f.key.as_str()).collect();
+    for k in stored.difference(&listed) {
+        errors.push(format!("{name} misses file {k}"));
+    }
+    for f in &m.files {
+        match (stored.contains(f.key.as_str()), lines_of.get(f.key.as_str())) {
+            (false, _) => errors.push(format!("{name} lists {}, which is not stored", f.key)),
+            (true, Some(n)) if *n != f.events => errors.push(format!("{name} counts {} event(s) in {}, which holds {n}", f.events, f.key)),
+            _ => {}
+        }
+    }
+    let sum: u64 = m.files.iter().map(|f| f.events).sum();
+    if sum != m.events {
+        errors.push(format!("{name} says {} event(s) but its files add up to {sum}", m.events));
+    }
+    if m.complete_below > high {
+        errors.push(format!("{name} claims offsets up to {} of a partition that ends at {high}", m.complete_below));
+    }
+    if kafka_below > m.events {
+        errors.push(format!("{name} lists {} event(s), but Kafka holds {kafka_below} of that date below offset {}", m.events, m.complete_below));
+    }
+    errors
 }
 
 /// A file that could not be read: with `skip_corrupt` its key (counted as not clean), else

@@ -204,6 +204,32 @@ impl SelectArgs {
     }
 }
 
+impl SelectArgs {
+    /// Per selected date: which partitions its completion markers declare complete.
+    pub async fn completion(&self) -> anyhow::Result<Vec<crate::completion::read::DateStatus>> {
+        let opened = self.open().await?;
+        let (from, to) = (self.from, self.to.unwrap_or(self.from));
+        let (listed, _) = self.list(&opened, from, to).await?;
+        let sel = Selection::new(from, to).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
+        let mut out = Vec::new();
+        for date in sel.dates() {
+            let with_files = listed.iter().filter(|l| l.name.date == date).filter_map(|l| l.kafka_partition).collect();
+            let date_str = opened.layout.dates().format(date);
+            let status = crate::completion::read::status(
+                opened.storage.store.as_ref(),
+                opened.layout.path(),
+                &date_str,
+                &with_files,
+                opened.partitions.as_ref(),
+            )
+            .await
+            .with_context(|| format!("reading the completion markers of {date_str} in {}", opened.storage.describe))?;
+            out.push(status);
+        }
+        Ok(out)
+    }
+}
+
 /// A selection's storage and layout, opened once.
 struct Opened {
     storage: Storage,

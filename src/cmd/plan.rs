@@ -82,6 +82,19 @@ pub struct PlanArgs {
     /// the job config's "model").
     #[arg(long)]
     pub model: Option<String>,
+    /// Start each job only once every date its queries read (startDate..endDate) is complete
+    /// on its partitions, as the writer's completion markers say (needs --config and --topic:
+    /// the storage and the topic's path). In via-partition mode each group starts as soon as
+    /// its own partitions are complete; job-manager mode publishes once all are.
+    #[arg(long, requires_all = ["config", "topic"])]
+    pub wait_complete: bool,
+    /// With --wait-complete: give up after this long (e.g. 90s, 30m, 6h); jobs whose
+    /// partitions are still incomplete are not started and the plan exits 1. Default: wait.
+    #[arg(long, requires = "wait_complete", value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// With --wait-complete: how often the markers are read.
+    #[arg(long, requires = "wait_complete", value_name = "DURATION", default_value = "30s")]
+    pub poll_interval: String,
 }
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
@@ -111,6 +124,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         return Err(usage(format!("--conf {c}: expected KEY=VALUE")));
     }
     let launcher = launcher(&a, &job)?;
+    let gate = if a.wait_complete { Some(std::sync::Arc::new(waiter(&a, &job)?)) } else { None };
     // Everything a mode needs is checked before anything is written.
     let manager = match a.mode {
         Mode::JobManager => {
@@ -142,6 +156,12 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         jobs.push(Job { path, parts: parts.clone(), config });
     }
 
+    if let (Some(_), Some(g)) = (&manager, &gate) {
+        // Published jobs start at once wherever they are picked up: publish only when all are
+        // complete.
+        let all: Vec<i32> = (0..count).collect();
+        g.wait(&all).await.map_err(|why| ExitError { code: 1, message: format!("nothing published: {why}") })?;
+    }
     if let Some((topic, kafka, model)) = manager {
         let published =
             launch::publish(&kafka, &topic, &model, &jobs, |job| say(format_args!("published job for partitions {:?} to {topic}", job.parts))).await;
@@ -154,7 +174,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
     let Some(launcher) = launcher else {
         return Ok(());
     };
-    let summary = launch::run_jobs(jobs, &launcher, a.concurrency, a.resume, |f| {
+    let summary = launch::run_jobs(jobs, &launcher, a.concurrency, a.resume, gate, |f| {
         let (parts, took, log) = (&f.parts, f.took.as_secs_f64(), f.log.display());
         match &f.outcome {
             Outcome::Skipped => say(format_args!("job partitions {parts:?}: succeeded in an earlier run; skipped (--resume)")),
@@ -173,6 +193,31 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `--wait-complete` waits on: the job config's dates, under the config topic's path.
+fn waiter(a: &PlanArgs, job: &Value) -> anyhow::Result<crate::plan::wait::Waiter> {
+    use crate::plan::wait::{job_dates, parse_duration, Waiter};
+    let path = a.config.as_deref().expect("clap requires --config");
+    let name = a.topic.as_deref().expect("clap requires --topic");
+    let config = crate::config::Config::load(path).map_err(|e| usage(e.to_string()))?;
+    let t = config.topic(name).ok_or_else(|| usage(format!("--wait-complete: topic `{name}` is not in {}", path.display())))?;
+    if !t.markers() {
+        return Err(usage(format!("--wait-complete: topic `{name}` writes no completion markers (completion_markers = false)")));
+    }
+    let layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
+    let storage = crate::storage::Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
+    let dates = job_dates(job).map_err(|e| usage(e.to_string()))?;
+    let timeout = a.timeout.as_deref().map(|t| parse_duration(t).map_err(|e| usage(format!("--timeout {e}")))).transpose()?;
+    let poll = parse_duration(&a.poll_interval).map_err(|e| usage(format!("--poll-interval {e}")))?.max(std::time::Duration::from_millis(200));
+    Ok(Waiter {
+        store: storage.store.clone(),
+        layout,
+        dates,
+        deadline: timeout.map(|t| std::time::Instant::now() + t),
+        timeout: a.timeout.clone().unwrap_or_default(),
+        poll,
+    })
 }
 
 /// One line of the plan's progress (a closed stdout is noticed by the summary line's write).

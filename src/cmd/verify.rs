@@ -181,5 +181,11 @@ fn print_partition(a: &PartitionAudit) -> std::io::Result<()> {
     for k in &r.corrupt_files {
         outln!("  corrupt: {k}");
     }
+    if r.markers > 0 {
+        outln!("  completion markers: {} checked, {} error(s)", r.markers, r.marker_errors.len());
+    }
+    for e in &r.marker_errors {
+        outln!("  MARKER: {e}");
+    }
     Ok(())
 }

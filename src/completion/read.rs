@@ -61,3 +61,39 @@ pub async fn get(store: &dyn ObjectStore, key: &str) -> Result<Marker, ReadError
     }
     Ok(m)
 }
+
+/// What the markers say about one date of a topic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DateStatus {
+    pub date: String,
+    /// Partitions with a marker.
+    pub complete: Vec<i32>,
+    /// Partitions with files of the date but no marker.
+    pub incomplete: Vec<i32>,
+    /// Partitions whose newest marker supersedes an earlier one (late events came in after
+    /// the date was first declared complete).
+    pub changed_after_complete: Vec<i32>,
+    /// The newest marker of each complete partition.
+    pub markers: Vec<Marker>,
+}
+
+/// The status of `date` under `path`: its markers, against the partitions that have files of
+/// it (`with_files`); `only` keeps some partitions.
+pub async fn status(
+    store: &dyn ObjectStore,
+    path: &str,
+    date: &str,
+    with_files: &std::collections::BTreeSet<i32>,
+    only: Option<&std::collections::BTreeSet<i32>>,
+) -> Result<DateStatus, ReadError> {
+    let keep = |p: &i32| only.is_none_or(|o| o.contains(p));
+    let markers: Vec<Marker> = newest(store, path, date, None).await?.into_values().filter(|m| keep(&m.partition)).collect();
+    let complete: Vec<i32> = markers.iter().map(|m| m.partition).collect();
+    Ok(DateStatus {
+        date: date.to_string(),
+        incomplete: with_files.iter().copied().filter(|p| keep(p) && !complete.contains(p)).collect(),
+        changed_after_complete: markers.iter().filter(|m| m.supersedes.is_some()).map(|m| m.partition).collect(),
+        complete,
+        markers,
+    })
+}

@@ -92,11 +92,16 @@ pub enum LaunchError {
 /// Runs `jobs` with `launcher`, at most `concurrency` at a time; `each` hears of every job's
 /// end (skipped ones first, then the others in plan order). With `resume`, a job whose
 /// `.done` marker holds its config is skipped; every job that succeeds gets one.
+///
+/// With a `gate`, each job first waits for its partitions' dates to be complete (its own
+/// wait: a group whose partitions complete early starts early); one that is not complete by
+/// the gate's deadline is not started.
 pub async fn run_jobs(
     jobs: Vec<Job>,
     launcher: &Launcher,
     concurrency: usize,
     resume: bool,
+    gate: Option<Arc<super::wait::Waiter>>,
     mut each: impl FnMut(&Finished),
 ) -> Result<Summary, LaunchError> {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -114,9 +119,22 @@ pub async fn run_jobs(
             continue;
         }
         let _ = std::fs::remove_file(&done);
-        let permit = sem.clone().acquire_owned().await.map_err(|e| LaunchError::Task(e.to_string()))?;
+        let (sem, gate) = (sem.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
-            let _permit = permit;
+            if let Some(g) = gate {
+                if let Err(why) = g.wait(&job.parts).await {
+                    return Finished { parts: job.parts, command: shown(&argv), log, outcome: Outcome::NotStarted(why), took: Duration::ZERO };
+                }
+            }
+            let Ok(_permit) = sem.acquire_owned().await else {
+                return Finished {
+                    parts: job.parts,
+                    command: shown(&argv),
+                    log,
+                    outcome: Outcome::NotStarted("closed".into()),
+                    took: Duration::ZERO,
+                };
+            };
             let started = Instant::now();
             let outcome = match run_logged(&argv, &log).await {
                 Ok(s) if s.success() => {

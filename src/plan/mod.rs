@@ -2,6 +2,7 @@
 //! config a `"partitions"` filter on every fetcher query (what Sunbird's submit script does).
 
 pub mod launch;
+pub mod wait;
 
 use serde_json::{json, Value};
 

@@ -43,7 +43,7 @@ pub(super) struct Marking {
     /// The first date to judge while nothing was ever marked on the partition: the date in
     /// progress at assignment, or an earlier date of an event consumed since.
     pub(super) start: Option<NaiveDate>,
-    /// `start` never goes below this.
+    /// Events do not move `start` below this; `None` when the config fixed `start`.
     floor: Option<NaiveDate>,
     /// The newest event time consumed, capped by its record time (an event dated in the
     /// future would otherwise pass days that have not begun).
@@ -59,7 +59,11 @@ pub(super) struct Marking {
 
 impl Marking {
     /// The state of a partition assigned at `wall_ms` whose commit record says `progress`.
-    pub(super) fn assigned(progress: Progress, today: Option<NaiveDate>) -> Marking {
+    /// `configured` is the topic's `completion_start_date`, which wins.
+    pub(super) fn assigned(progress: Progress, today: Option<NaiveDate>, configured: Option<NaiveDate>) -> Marking {
+        if configured.is_some() {
+            return Marking { progress, start: configured, floor: None, ..Default::default() };
+        }
         let floor = today.and_then(|d| d.checked_sub_days(chrono::Days::new(START_FLOOR_DAYS)));
         Marking { progress, start: today, floor, ..Default::default() }
     }
@@ -88,8 +92,11 @@ impl Writer {
         let passing = record_ms.map_or(ms, |r| ms.min(r));
         mk.newest_ms = Some(mk.newest_ms.map_or(passing, |n| n.max(passing)));
         if mk.progress.marked.is_none() {
-            let earliest = mk.start.map_or(date, |s| s.min(date));
-            mk.start = Some(mk.floor.map_or(earliest, |f| earliest.max(f)));
+            // A backlog's dates are marked too, back to the floor (none if the config fixed
+            // the start); older events are before markers began.
+            if mk.floor.is_some_and(|f| date >= f) {
+                mk.start = Some(mk.start.map_or(date, |s| s.min(date)));
+            }
         } else if mk.progress.is_late(date) {
             if mk.progress.late.insert(date) {
                 info!(topic = %topic.cfg.name, partition = key.partition, date = %date_str, "late event: its date is already marked complete; a new marker will list its file");
@@ -116,6 +123,11 @@ impl Writer {
     /// Asks for the markers that are due: per partition, the dates it passed whose files are
     /// settled; open files of a passed date are sealed so that it settles.
     pub(super) fn judge_completion(&mut self, broker: &dyn Broker) {
+        if self.fatal.is_some() {
+            // A writer that cannot go on (a file of a date found its name taken, say) holds
+            // events it did not store: it declares nothing.
+            return;
+        }
         let now = self.clock.now();
         let wall_ms = self.clock.wall_ms();
         let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();

@@ -53,6 +53,8 @@ struct TopicRuntime {
     /// The output time zone dates are in, and `completion_grace_secs` in ms.
     tz: chrono_tz::Tz,
     grace_ms: i64,
+    /// `completion_start_date`.
+    completion_start: Option<chrono::NaiveDate>,
     /// The last date string seen and its day (messages come in runs of one date).
     last_date: Option<(Arc<str>, Option<chrono::NaiveDate>)>,
 }
@@ -158,6 +160,7 @@ impl Writer {
                 // Validated with the config.
                 tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
                 grace_ms: t.completion_grace_secs as i64 * 1000,
+                completion_start: t.completion_start_date.as_deref().and_then(|d| d.parse().ok()),
                 last_date: None,
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },

@@ -80,7 +80,7 @@ impl Writer {
             let mut st = Partition::assigned(epoch, generation, start);
             let topic_rt = &self.topics[t];
             let today = crate::completion::first_unpassed(topic_rt.tz, self.clock.wall_ms(), topic_rt.grace_ms);
-            st.marking = super::completion::Marking::assigned(progress, today);
+            st.marking = super::completion::Marking::assigned(progress, today, topic_rt.completion_start);
             if let Some(s) = start {
                 st.plan = RecoveryPlan::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.
