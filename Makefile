@@ -24,7 +24,7 @@ demo: up build
 # Every test: unit tests plus integration tests against the real Kafka, ZooKeeper, Azurite, S3
 # server and GCS emulator; then the storage-facing tests again, the same code, against S3 and
 # against GCS (KBACKUP_TEST_STORAGE=s3, =gcs).
-STORAGE_TESTS := --test run --test exactly_once --test faults --test tools --test verify --test stack --test records --test takeover --test truthful --test create_only
+STORAGE_TESTS := --test run --test exactly_once --test faults --test tools --test verify --test stack --test records --test takeover --test truthful --test create_only --test completion
 test: deps up
 	set -a; eval "$$(scripts/devstack env)"; set +a; $(CARGO) test --all-targets && \
 	  KBACKUP_TEST_STORAGE=s3 $(CARGO) test $(STORAGE_TESTS) && \

@@ -57,6 +57,13 @@ pub(super) struct Marking {
     idle: Option<(Instant, bool)>,
 }
 
+/// The newest date marked on a partition, as the start of that day in epoch seconds.
+pub(super) fn report_complete_date(topic: &super::TopicRuntime, partition: i32, marked: NaiveDate) {
+    if let Some(ms) = crate::completion::local_midnight_ms(topic.tz, marked) {
+        metrics::gauge!(m::COMPLETE_DATE, "topic" => topic.cfg.name.clone(), "partition" => partition.to_string()).set(ms as f64 / 1000.0);
+    }
+}
+
 impl Marking {
     /// The state of a partition assigned at `wall_ms` whose commit record says `progress`.
     /// `configured` is the topic's `completion_start_date`, which wins.
@@ -258,10 +265,7 @@ impl Writer {
                     self.summary.markers_written += 1;
                 }
                 if let Some(marked) = st.marking.progress.marked {
-                    if let Some(ms) = crate::completion::local_midnight_ms(topic.tz, marked) {
-                        metrics::gauge!(m::COMPLETE_DATE, "topic" => topic.cfg.name.clone(), "partition" => job.partition.to_string())
-                            .set(ms as f64 / 1000.0);
-                    }
+                    report_complete_date(topic, job.partition, marked);
                 }
                 info!(
                     topic = %topic.cfg.name,

@@ -80,6 +80,9 @@ impl Writer {
             let mut st = Partition::assigned(epoch, generation, start);
             let topic_rt = &self.topics[t];
             let today = crate::completion::first_unpassed(topic_rt.tz, self.clock.wall_ms(), topic_rt.grace_ms);
+            if let Some(marked) = progress.marked.filter(|_| topic_rt.markers) {
+                super::completion::report_complete_date(topic_rt, p, marked);
+            }
             st.marking = super::completion::Marking::assigned(progress, today, topic_rt.completion_start);
             if let Some(s) = start {
                 st.plan = RecoveryPlan::new(s, intents);
