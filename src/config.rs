@@ -381,7 +381,7 @@ pub struct TopicConfig {
 impl TopicConfig {
     /// Whether the writer writes completion markers for this topic.
     pub fn markers(&self) -> bool {
-        self.completion_markers.unwrap_or_else(|| crate::routing::is_daily_format(&self.date_format))
+        self.completion_markers.unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format))
     }
 
     /// Where the topic's files live and what they are called (the one naming rule).
@@ -638,7 +638,7 @@ impl Config {
             if t.max_file_age_secs == 0 {
                 return Err(ConfigError::invalid(k("max_file_age_secs"), "must be greater than 0"));
             }
-            if t.completion_markers == Some(true) && !crate::routing::is_daily_format(&t.date_format) {
+            if t.completion_markers == Some(true) && !crate::event_date::is_daily_format(&t.date_format) {
                 return Err(ConfigError::invalid(
                     k("completion_markers"),
                     format!("markers are per date: date_format {:?} is not a daily format (set completion_markers = false)", t.date_format),

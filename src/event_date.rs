@@ -229,6 +229,24 @@ impl DateRules {
     }
 }
 
+/// True if a strftime format depends only on the calendar day (so dates can be cached per day).
+pub fn is_daily_format(fmt: &str) -> bool {
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let mut spec = chars.next();
+            while matches!(spec, Some('-' | '_' | '0')) {
+                spec = chars.next();
+            }
+            match spec {
+                Some(s) if "YmdyjeFbBhaAuwDCGgVUW%".contains(s) => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

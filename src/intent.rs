@@ -15,11 +15,36 @@
 //! - an intent with `from >= C` may or may not have been uploaded: its file is **rebuilt** from
 //!   the re-read messages under the recorded name, and uploaded only if it is not already there.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::completion::Progress;
+/// What a partition's commit record carries about completion markers (the `completion` module), so
+/// that its next owner goes on where this one stopped (a new owner never re-reads events below the commit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The newest date marked complete; every date after it is still to mark.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub marked: Option<NaiveDate>,
+    /// Dates already marked that received late events: each needs a marker that lists their
+    /// files. Recorded no later than the commit that passes the late event.
+    #[serde(rename = "l", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub late: BTreeSet<NaiveDate>,
+}
+
+impl Progress {
+    /// True if nothing is recorded (the record then leaves the field out).
+    pub fn is_empty(&self) -> bool {
+        self.marked.is_none() && self.late.is_empty()
+    }
+
+    /// True if an event of `date` is late: its date is already marked complete.
+    pub fn is_late(&self, date: NaiveDate) -> bool {
+        self.marked.is_some_and(|m| date <= m)
+    }
+}
 
 /// The broker's default `offset.metadata.max.bytes` is 4096; stay under it.
 pub const DEFAULT_METADATA_LIMIT: usize = 4000;

@@ -138,7 +138,7 @@ impl Router {
         let prefix_map: BTreeMap<String, Arc<str>> = t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
         let default_prefix = prefix_map.get("DEFAULT").cloned();
         // A date format finer than a day (or with odd specifiers) is formatted every time.
-        let cacheable = is_daily_format(&t.date_format);
+        let cacheable = crate::event_date::is_daily_format(&t.date_format);
         Ok(Router {
             rules,
             paths,
@@ -300,24 +300,6 @@ thread_local! {
 
 /// How many days' ranges the date cache keeps per router (in a thread's cache of four routers' worth).
 const DATE_CACHE_DAYS: usize = 8;
-
-/// True if a strftime format depends only on the calendar day (so dates can be cached per day).
-pub(crate) fn is_daily_format(fmt: &str) -> bool {
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            let mut spec = chars.next();
-            while matches!(spec, Some('-' | '_' | '0')) {
-                spec = chars.next();
-            }
-            match spec {
-                Some(s) if "YmdyjeFbBhaAuwDCGgVUW%".contains(s) => {}
-                _ => return false,
-            }
-        }
-    }
-    true
-}
 
 /// Validates `text` as JSON and returns the first value found at each path (`None` if absent).
 pub fn extract<'t>(text: &'t str, paths: &[Vec<String>]) -> Result<Vec<Option<FieldValue<'t>>>, ScanError> {
@@ -555,11 +537,11 @@ mod tests {
 
     #[test]
     fn daily_formats() {
-        assert!(is_daily_format("%Y-%m-%d"));
-        assert!(is_daily_format("dt=%Y%m%d"));
-        assert!(is_daily_format("%-d.%b.%Y"));
-        assert!(!is_daily_format("%Y-%m-%d-%H"));
-        assert!(!is_daily_format("%s"));
+        assert!(crate::event_date::is_daily_format("%Y-%m-%d"));
+        assert!(crate::event_date::is_daily_format("dt=%Y%m%d"));
+        assert!(crate::event_date::is_daily_format("%-d.%b.%Y"));
+        assert!(!crate::event_date::is_daily_format("%Y-%m-%d-%H"));
+        assert!(!crate::event_date::is_daily_format("%s"));
     }
 
     #[test]

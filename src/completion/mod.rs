@@ -20,7 +20,8 @@
 pub mod read;
 pub mod write;
 
-use std::collections::BTreeSet;
+/// The progress a partition's commit record carries (defined with the record).
+pub use crate::intent::Progress;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -101,31 +102,6 @@ impl Marker {
         a.sort_unstable();
         b.sort_unstable();
         a == b
-    }
-}
-
-/// What a partition's commit record carries about completion, so that its next owner goes on
-/// where this one stopped (a new owner never re-reads events below the commit).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// The newest date marked complete; every date after it is still to mark.
-    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
-    pub marked: Option<NaiveDate>,
-    /// Dates already marked that received late events: each needs a marker that lists their
-    /// files. Recorded no later than the commit that passes the late event.
-    #[serde(rename = "l", default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub late: BTreeSet<NaiveDate>,
-}
-
-impl Progress {
-    /// True if nothing is recorded (the record then leaves the field out).
-    pub fn is_empty(&self) -> bool {
-        self.marked.is_none() && self.late.is_empty()
-    }
-
-    /// True if an event of `date` is late: its date is already marked complete.
-    pub fn is_late(&self, date: NaiveDate) -> bool {
-        self.marked.is_some_and(|m| date <= m)
     }
 }
 
@@ -258,6 +234,7 @@ mod tests {
 
     #[test]
     fn progress_is_small_and_round_trips() {
+        use std::collections::BTreeSet;
         let mut p = Progress { marked: Some(d("2026-12-03")), late: BTreeSet::new() };
         assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"m":"2026-12-03"}"#);
         p.late.insert(d("2026-12-01"));
