@@ -64,7 +64,36 @@ pub(super) fn report_complete_date(topic: &super::TopicRuntime, partition: i32, 
     }
 }
 
+/// What an event's date means for completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    OnTime,
+    /// Its date is already marked; `first` for the first such event of the date since its
+    /// last marker.
+    Late {
+        first: bool,
+    },
+}
+
 impl Marking {
+    /// Notes an event of `date` whose time counts as `passing_ms` (its event time, at most its
+    /// record time).
+    pub(super) fn saw(&mut self, date: NaiveDate, passing_ms: i64) -> Seen {
+        self.newest_ms = Some(self.newest_ms.map_or(passing_ms, |n| n.max(passing_ms)));
+        if self.progress.marked.is_none() {
+            // A backlog's dates are marked too, back to the floor (none if the config fixed
+            // the start); older events are before markers began.
+            if self.floor.is_some_and(|f| date >= f) {
+                self.start = Some(self.start.map_or(date, |s| s.min(date)));
+            }
+            return Seen::OnTime;
+        }
+        if self.progress.is_late(date) {
+            return Seen::Late { first: self.progress.late.insert(date) };
+        }
+        Seen::OnTime
+    }
+
     /// The state of a partition assigned at `wall_ms` whose commit record says `progress`.
     /// `configured` is the topic's `completion_start_date`, which wins.
     pub(super) fn assigned(progress: Progress, today: Option<NaiveDate>, configured: Option<NaiveDate>) -> Marking {
@@ -95,21 +124,15 @@ impl Writer {
         };
         let Some(date) = date else { return };
         let Some(st) = self.parts.get_mut(&key) else { return };
-        let mk = &mut st.marking;
-        let passing = record_ms.map_or(ms, |r| ms.min(r));
-        mk.newest_ms = Some(mk.newest_ms.map_or(passing, |n| n.max(passing)));
-        if mk.progress.marked.is_none() {
-            // A backlog's dates are marked too, back to the floor (none if the config fixed
-            // the start); older events are before markers began.
-            if mk.floor.is_some_and(|f| date >= f) {
-                mk.start = Some(mk.start.map_or(date, |s| s.min(date)));
+        match st.marking.saw(date, record_ms.map_or(ms, |r| ms.min(r))) {
+            Seen::OnTime => {}
+            Seen::Late { first } => {
+                if first {
+                    info!(topic = %topic.cfg.name, partition = key.partition, date = %date_str, "late event: its date is already marked complete; a new marker will list its file");
+                }
+                self.summary.late_events += 1;
+                metrics::counter!(m::LATE_EVENTS, "topic" => topic.cfg.name.clone()).increment(1);
             }
-        } else if mk.progress.is_late(date) {
-            if mk.progress.late.insert(date) {
-                info!(topic = %topic.cfg.name, partition = key.partition, date = %date_str, "late event: its date is already marked complete; a new marker will list its file");
-            }
-            self.summary.late_events += 1;
-            metrics::counter!(m::LATE_EVENTS, "topic" => topic.cfg.name.clone()).increment(1);
         }
     }
 
@@ -287,5 +310,48 @@ impl Writer {
                 st.marking.retry_at = Some(self.clock.now() + MARKER_RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_backlog_moves_the_start_back_at_most_a_week() {
+        let mut m = Marking::assigned(Progress::default(), Some(d("2026-12-04")), None);
+        assert_eq!(m.start, Some(d("2026-12-04")), "the date in progress at assignment");
+        assert_eq!(m.saw(d("2026-12-01"), 0), Seen::OnTime);
+        assert_eq!(m.start, Some(d("2026-12-01")), "a backlog's date");
+        m.saw(d("2026-11-20"), 0);
+        assert_eq!(m.start, Some(d("2026-12-01")), "older than the floor (7 days): before markers began");
+        m.saw(d("2026-11-27"), 0);
+        assert_eq!(m.start, Some(d("2026-11-27")), "the floor itself");
+        assert_eq!(m.newest_ms, Some(0));
+    }
+
+    #[test]
+    fn a_configured_start_is_kept() {
+        let mut m = Marking::assigned(Progress::default(), Some(d("2026-12-04")), Some(d("2026-11-01")));
+        m.saw(d("2026-10-01"), 5);
+        m.saw(d("2026-11-30"), 3);
+        assert_eq!(m.start, Some(d("2026-11-01")));
+        assert_eq!(m.newest_ms, Some(5), "the newest time, not the last");
+    }
+
+    #[test]
+    fn events_of_marked_dates_are_late_and_the_first_is_told() {
+        let progress = Progress { marked: Some(d("2026-12-02")), late: Default::default() };
+        let mut m = Marking::assigned(progress, Some(d("2026-12-04")), None);
+        assert_eq!(m.saw(d("2026-12-03"), 0), Seen::OnTime);
+        assert_eq!(m.saw(d("2026-12-02"), 0), Seen::Late { first: true });
+        assert_eq!(m.saw(d("2026-12-02"), 0), Seen::Late { first: false });
+        assert_eq!(m.saw(d("2026-11-02"), 0), Seen::Late { first: true }, "any marked date, however old");
+        assert_eq!(m.progress.late.len(), 2, "recorded for the commit record");
+        assert_eq!(m.start, Some(d("2026-12-04")), "the start only matters before any marker");
     }
 }
