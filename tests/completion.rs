@@ -185,6 +185,23 @@ async fn dates_complete_per_partition_idle_ones_too_and_late_events_supersede() 
     let out = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success(), "{out}{}", String::from_utf8_lossy(&v.stderr));
     assert!(out.contains("completion markers: 2 checked, 0 error(s)"), "{out}");
+    // A marker that misses a file and miscounts another is an error.
+    let mut wrong = late[&0].clone();
+    wrong.seq = 3;
+    let dropped = wrong.files.pop().unwrap();
+    wrong.files[0].events += 1;
+    let key = kbackup::completion::marker_key("unique/raw", &d1.to_string(), 0, 3);
+    use object_store::ObjectStoreExt;
+    let store = stack.storage(&container).store.clone();
+    store.put(&object_store::path::Path::from(key.as_str()), serde_json::to_vec(&wrong).unwrap().into()).await.unwrap();
+    let v = kbackup(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", &topic, "--from", &d1.to_string(), "--to", &d1.to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("MARKER: marker 3 of {d1} partition 0 misses file {}", dropped.key)), "{out}");
+    assert!(out.contains("MARKER: marker 3 of") && out.contains("event(s) in"), "{out}");
+    store.delete(&object_store::path::Path::from(key.as_str())).await.unwrap();
 
     let code = run.terminate(Duration::from_secs(60));
     assert_eq!(code, 0);
