@@ -81,6 +81,30 @@ fn backup(stack: &Stack, dir: &Path, store: &Path, topic: &str, path: &str) {
     assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
 }
 
+/// Runs a writer over the backup of `path` (the config `backup` wrote) until every date from
+/// `from` to `to` has a completion marker on each of `partitions`, and stops it.
+async fn complete_dates(stack: &Stack, dir: &Path, store: &Path, path: &str, (from, to): (&str, &str), partitions: i32) {
+    let cfg = dir.join(format!("{path}.toml").replace('/', "-"));
+    let run = Running::start(stack, &cfg, dir.join("complete.log"), &[]);
+    let storage =
+        kbackup::storage::Storage::open(&kbackup::config::StorageConfig { url: format!("file://{}", store.display()), ..Default::default() })
+            .unwrap();
+    let (from, to): (chrono::NaiveDate, chrono::NaiveDate) = (from.parse().unwrap(), to.parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    'wait: loop {
+        assert!(Instant::now() < deadline, "dates {from}..{to} not complete within 90 s:\n{}", run.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for d in from.iter_days().take_while(|d| *d <= to) {
+            let marked = kbackup::completion::read::newest(storage.store.as_ref(), path, &d.to_string(), None).await.unwrap_or_default();
+            if marked.len() < partitions as usize {
+                continue 'wait;
+            }
+        }
+        break;
+    }
+    assert_eq!(run.terminate(Duration::from_secs(60)), 0);
+}
+
 struct Wfs<'a> {
     stack: &'a Stack,
     dir: PathBuf,
@@ -92,12 +116,23 @@ struct Wfs<'a> {
 impl Wfs<'_> {
     /// Runs the reference job through `kbackup plan`; returns its output root and wall time.
     fn plan(&self, prefix: &str, mode: &str, name: &str) -> (PathBuf, Duration) {
-        self.plan_from("local", &self.store.display().to_string(), prefix, mode, name, &[])
+        self.plan_from("local", &self.store.display().to_string(), prefix, mode, name, &[], &[])
     }
 
     /// The same through any fetcher type (`local`: `bucket` is a directory; `s3`: a bucket read
     /// as `s3a://`), with extra spark-submit `--conf`s.
-    fn plan_from(&self, search_type: &str, bucket: &str, prefix: &str, mode: &str, name: &str, confs: &[String]) -> (PathBuf, Duration) {
+    /// `options` are more of plan's own (`--wait-complete` …).
+    #[allow(clippy::too_many_arguments)]
+    fn plan_from(
+        &self,
+        search_type: &str,
+        bucket: &str,
+        prefix: &str,
+        mode: &str,
+        name: &str,
+        confs: &[String],
+        options: &[String],
+    ) -> (PathBuf, Duration) {
         let out = self.dir.join(format!("out-{name}"));
         let job = serde_json::json!({
             "search": {"type": search_type, "queries": [{
@@ -139,6 +174,7 @@ impl Wfs<'_> {
             ]
             .into_iter()
             .chain(confs.iter().flat_map(|c| ["--conf", c.as_str()]))
+            .chain(options.iter().map(String::as_str))
             .collect::<Vec<_>>(),
         )
         .env("SPARK_HOME", &self.spark_home)
@@ -201,7 +237,12 @@ async fn per_partition_wfs_equals_the_whole_run() {
     assert!(files >= 12, "files rolled often over several dates and all partitions ({files})");
     let wfs = Wfs { stack: &stack, dir: dir.path().to_path_buf(), store: store.clone(), spark_home, dates: dates.clone() };
 
-    let (by_partition, t_parts) = wfs.plan("unique/raw", "via-partition", "parts");
+    // Each group's job starts once its partitions' dates are complete (the writer's markers).
+    complete_dates(&stack, dir.path(), &store, "unique/raw", (&dates.0, &dates.1), 4).await;
+    let cfg = dir.path().join("unique-raw.toml").display().to_string();
+    let wait: Vec<String> =
+        ["--wait-complete", "--config", &cfg, "--topic", &src, "--timeout", "60s", "--poll-interval", "1s"].map(String::from).to_vec();
+    let (by_partition, t_parts) = wfs.plan_from("local", &store.display().to_string(), "unique/raw", "via-partition", "parts", &[], &wait);
     let (whole, t_whole) = wfs.plan("unique/raw", "run-mode", "whole");
     assert_eq!(groups(&by_partition), ["partitions-0-2", "partitions-3-3"], "4 partitions in groups of 3 cover each once");
     assert_eq!(groups(&whole), ["all"]);
@@ -248,7 +289,7 @@ async fn per_partition_wfs_equals_the_whole_run() {
         format!("spark.hadoop.fs.s3a.secret.key={S3_SECRET}"),
     ]
     .into();
-    let (from_s3, t_s3) = wfs.plan_from("s3", &bucket, "unique/raw", "via-partition", "s3", &s3a);
+    let (from_s3, t_s3) = wfs.plan_from("s3", &bucket, "unique/raw", "via-partition", "s3", &s3a, &[]);
     assert_eq!(summaries(&from_s3), want, "per-partition summaries read from S3 through s3a:// equal the whole run's");
     eprintln!("wfs: via-partition straight from S3 (s3a://, moto): {} summaries equal in {:.1}s", want.len(), t_s3.as_secs_f64());
 

@@ -23,6 +23,8 @@ use crate::completion::write::{MarkerDone, MarkerJob};
 use crate::completion::{self, Due, MarkedFile, Progress};
 use crate::failpoint;
 use crate::metrics as m;
+use crate::naming::FileLayout;
+use crate::routing::Route;
 use crate::sabotage;
 use crate::upload::{Existing, Outcome};
 use crate::writer::ports::Broker;
@@ -55,6 +57,18 @@ pub(super) struct Marking {
     known: BTreeMap<NaiveDate, Vec<MarkedFile>>,
     /// When the log end was last read for an idle partition, and whether it was reached.
     idle: Option<(Instant, bool)>,
+    /// The last date string seen and its day (messages come in runs of one date).
+    last_date: Option<(Arc<str>, Option<NaiveDate>)>,
+}
+
+/// Counts a late event (and says so for the first of its date).
+pub(super) fn note_late(topic: &super::TopicRuntime, summary: &mut crate::writer::RunSummary, p: i32, date: &str, seen: Seen) {
+    let Seen::Late { first } = seen else { return };
+    if first {
+        info!(topic = %topic.cfg.name, partition = p, date, "late event: its date is already marked complete; a new marker will list its file");
+    }
+    summary.late_events += 1;
+    metrics::counter!(m::LATE_EVENTS, "topic" => topic.cfg.name.clone()).increment(1);
 }
 
 /// The newest date marked on a partition, as the start of that day in epoch seconds.
@@ -76,6 +90,24 @@ pub(super) enum Seen {
 }
 
 impl Marking {
+    /// Notes a message put in a file of `route` (cheap: the date is parsed only when it
+    /// changes on the partition).
+    pub(super) fn saw_event(&mut self, layout: &FileLayout, route: &Route, record_ms: Option<i64>) -> Seen {
+        let (Some(ms), false) = (route.event_ms, route.to_error_path) else { return Seen::OnTime };
+        let date = match &self.last_date {
+            Some((s, d)) if Arc::ptr_eq(s, &route.date) || **s == *route.date => *d,
+            _ => {
+                let d = layout.dates().leading_date(&route.date);
+                self.last_date = Some((route.date.clone(), d));
+                d
+            }
+        };
+        match date {
+            Some(date) => self.saw(date, record_ms.map_or(ms, |r| ms.min(r))),
+            None => Seen::OnTime,
+        }
+    }
+
     /// Notes an event of `date` whose time counts as `passing_ms` (its event time, at most its
     /// record time).
     pub(super) fn saw(&mut self, date: NaiveDate, passing_ms: i64) -> Seen {
@@ -106,36 +138,6 @@ impl Marking {
 }
 
 impl Writer {
-    /// Notes a message's date and time for completion (called for every message put in a
-    /// file; cheap: one string compare per message while the date does not change).
-    pub(super) fn note_for_completion(&mut self, key: PartKey, date_str: &Arc<str>, event_ms: Option<i64>, error: bool, record_ms: Option<i64>) {
-        let topic = &mut self.topics[key.topic];
-        if !topic.markers {
-            return;
-        }
-        let (Some(ms), false) = (event_ms, error) else { return };
-        let date = match &topic.last_date {
-            Some((s, d)) if **s == **date_str => *d,
-            _ => {
-                let d = topic.layout.dates().leading_date(date_str);
-                topic.last_date = Some((date_str.clone(), d));
-                d
-            }
-        };
-        let Some(date) = date else { return };
-        let Some(st) = self.parts.get_mut(&key) else { return };
-        match st.marking.saw(date, record_ms.map_or(ms, |r| ms.min(r))) {
-            Seen::OnTime => {}
-            Seen::Late { first } => {
-                if first {
-                    info!(topic = %topic.cfg.name, partition = key.partition, date = %date_str, "late event: its date is already marked complete; a new marker will list its file");
-                }
-                self.summary.late_events += 1;
-                metrics::counter!(m::LATE_EVENTS, "topic" => topic.cfg.name.clone()).increment(1);
-            }
-        }
-    }
-
     /// Remembers what an uploaded file of a dated route holds, for its date's marker.
     pub(super) fn note_uploaded_for_completion(&mut self, f: &InFlight, outcome: Outcome) {
         // A rebuilt file found already there may hold more events than the rebuild (retention

@@ -111,7 +111,11 @@ impl Writer {
             Action::Rebuild(i) => Some(i),
             _ => None,
         };
-        let completion = self.topics[t].markers.then(|| (route.date.clone(), route.event_ms, route.to_error_path));
+        if topic.markers {
+            // Per message: one string compare while the date does not change.
+            let seen = st.marking.saw_event(&topic.layout, &route, record_ms);
+            super::completion::note_late(topic, &mut self.summary, p, &route.date, seen);
+        }
         let key =
             rebuild.is_none().then_some(BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path });
         let slot = match (rebuild, &key) {
@@ -136,9 +140,6 @@ impl Writer {
         }
         if recovering.is_some() || rebuilding {
             self.finish_rebuilds(t, p, off);
-        }
-        if let Some((date, event_ms, error)) = completion {
-            self.note_for_completion(PartKey::new(t, p), &date, event_ms, error, record_ms);
         }
         let (open, inflight) = (self.files.open_bytes(), self.files.inflight_bytes());
         if self.budget.over(open, inflight) && !self.budget.uploads_behind(inflight) {

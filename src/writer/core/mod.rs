@@ -55,8 +55,6 @@ struct TopicRuntime {
     grace_ms: i64,
     /// `completion_start_date`.
     completion_start: Option<chrono::NaiveDate>,
-    /// The last date string seen and its day (messages come in runs of one date).
-    last_date: Option<(Arc<str>, Option<chrono::NaiveDate>)>,
 }
 
 impl TopicRuntime {
@@ -161,7 +159,6 @@ impl Writer {
                 tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
                 grace_ms: t.completion_grace_secs as i64 * 1000,
                 completion_start: t.completion_start_date.as_deref().and_then(|d| d.parse().ok()),
-                last_date: None,
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
                 cfg: t.clone(),

@@ -59,6 +59,10 @@ pub(super) struct Sim {
     /// deployment does (docs/runbook.md, "Upgrades": the earlier release cannot read what the
     /// current one files by record time, so the two never share a group).
     pub(super) upgraded: bool,
+    /// Members write completion markers. Worlds without them (a topic with
+    /// `completion_markers = false`) keep the schedules markers change — a passed date's files
+    /// are sealed early — which some broken rules need to be reached soon.
+    pub(super) markers: bool,
     pub(super) members: Vec<Member>,
     /// Crashed members still in the group until their session expires: (id, since ms).
     pub(super) gone: Vec<(usize, u64)>,
@@ -76,7 +80,7 @@ impl Sim {
         let routers_before = config.topics.iter().enumerate().map(|(i, t)| Router::before_record_dating(t, i).expect("router")).collect();
         // Half the wide worlds begin on the release before record dating and upgrade once.
         let upgraded = config.topics.len() < 2 || lock(&world).rng.chance(0.5);
-        Sim { world, config, routers, routers_before, upgraded, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
+        Sim { world, config, routers, routers_before, upgraded, markers: true, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
     }
 
     /// Every partition of every topic in this world.
@@ -131,6 +135,9 @@ impl Sim {
             opts,
         )
         .expect("writer");
+        if !self.markers {
+            writer.act_as_release_before_markers();
+        }
         if earlier_release {
             writer.act_as_release_before_record_dating();
             writer.act_as_release_before_markers();
