@@ -32,12 +32,16 @@ pub struct Progress {
     /// files. Recorded no later than the commit that passes the late event.
     #[serde(rename = "l", default, skip_serializing_if = "BTreeSet::is_empty")]
     pub late: BTreeSet<NaiveDate>,
+    /// Before the first marker: the first date to judge (the earliest date read so far), so
+    /// that a writer that stops before marking anything does not lose its backlog's dates.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<NaiveDate>,
 }
 
 impl Progress {
     /// True if nothing is recorded (the record then leaves the field out).
     pub fn is_empty(&self) -> bool {
-        self.marked.is_none() && self.late.is_empty()
+        self.marked.is_none() && self.late.is_empty() && self.start.is_none()
     }
 
     /// True if an event of `date` is late: its date is already marked complete.

@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn progress_is_small_and_round_trips() {
         use std::collections::BTreeSet;
-        let mut p = Progress { marked: Some(d("2026-12-03")), late: BTreeSet::new() };
+        let mut p = Progress { marked: Some(d("2026-12-03")), late: BTreeSet::new(), start: None };
         assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"m":"2026-12-03"}"#);
         p.late.insert(d("2026-12-01"));
         let s = serde_json::to_string(&p).unwrap();

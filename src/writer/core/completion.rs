@@ -115,8 +115,10 @@ impl Marking {
         if self.progress.marked.is_none() {
             // A backlog's dates are marked too, back to the floor (none if the config fixed
             // the start); older events are before markers began.
-            if self.floor.is_some_and(|f| date >= f) {
-                self.start = Some(self.start.map_or(date, |s| s.min(date)));
+            if self.floor.is_some_and(|f| date >= f) && self.start.is_none_or(|s| date < s) {
+                self.start = Some(date);
+                // Recorded with the commits, for the next owner.
+                self.progress.start = Some(date);
             }
             return Seen::OnTime;
         }
@@ -133,7 +135,12 @@ impl Marking {
             return Marking { progress, start: configured, floor: None, ..Default::default() };
         }
         let floor = today.and_then(|d| d.checked_sub_days(chrono::Days::new(START_FLOOR_DAYS)));
-        Marking { progress, start: today, floor, ..Default::default() }
+        // An earlier owner's start (its backlog) wins over today.
+        let start = match (progress.start, today) {
+            (Some(s), Some(t)) => Some(s.min(t)),
+            (s, t) => s.or(t),
+        };
+        Marking { progress, start, floor, ..Default::default() }
     }
 }
 
@@ -280,6 +287,8 @@ impl Writer {
                     st.marking.progress.late.remove(&job.date);
                 } else {
                     st.marking.progress.marked = Some(st.marking.progress.marked.map_or(job.date, |m| m.max(job.date)));
+                    // Marked dates go on from `marked`.
+                    st.marking.progress.start = None;
                 }
                 // Older dates' facts are not needed again (a late file is counted by its upload).
                 st.marking.known.retain(|d, _| *d > job.date || st.marking.progress.late.contains(d));
@@ -334,6 +343,9 @@ mod tests {
         m.saw(d("2026-11-27"), 0);
         assert_eq!(m.start, Some(d("2026-11-27")), "the floor itself");
         assert_eq!(m.newest_ms, Some(0));
+        assert_eq!(m.progress.start, Some(d("2026-11-27")), "recorded for the next owner");
+        let next = Marking::assigned(m.progress.clone(), Some(d("2026-12-05")), None);
+        assert_eq!(next.start, Some(d("2026-11-27")), "a next owner that reads none of those events still marks them");
     }
 
     #[test]
@@ -347,7 +359,7 @@ mod tests {
 
     #[test]
     fn events_of_marked_dates_are_late_and_the_first_is_told() {
-        let progress = Progress { marked: Some(d("2026-12-02")), late: Default::default() };
+        let progress = Progress { marked: Some(d("2026-12-02")), ..Default::default() };
         let mut m = Marking::assigned(progress, Some(d("2026-12-04")), None);
         assert_eq!(m.saw(d("2026-12-03"), 0), Seen::OnTime);
         assert_eq!(m.saw(d("2026-12-02"), 0), Seen::Late { first: true });
