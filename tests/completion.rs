@@ -208,6 +208,49 @@ async fn dates_complete_per_partition_idle_ones_too_and_late_events_supersede() 
     assert_exactly_once(&read_all(&stack.storage(&container)).await, "unique/raw", &expected);
 }
 
+/// A backfill with `run --until-caught-up`: once caught up it writes the markers then due
+/// (dates passed by its events, and by the wall clock since it reached each log end, the idle
+/// partition's too) before it stops, so a data team's `plan --wait-complete` is not left
+/// waiting for a writer that already exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_until_caught_up_marks_its_passed_dates_before_it_stops() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("backfill");
+    stack.create_topic(&topic, 3).await;
+    let (today, p) = (ist_today(), stack.producer());
+    let (d1, d2) = (today - chrono::Days::new(3), today - chrono::Days::new(2));
+    let mut expected = Vec::new();
+    // Partition 0 has events of both dates, partition 1 of d1 only, partition 2 none.
+    for (i, (part, d)) in [(0, d1), (0, d1), (0, d2), (1, d1), (1, d1), (1, d1)].into_iter().enumerate() {
+        let v = event(&format!("bf-{i}"), ist_midnight(d) + 3_600_000 + i as i64);
+        stack.produce(&p, &topic, part, None, &v).await;
+        expected.push(Expect { line: v, partition: part, date: d.to_string(), dir: String::new() });
+    }
+    let container = unique("c");
+    let group = unique("g");
+    let dir = tempfile::tempdir().unwrap();
+    // Files would stay open for an hour: the stop, not their age, ends them.
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_config(&topic, d1), 3600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    let code = run.wait(Duration::from_secs(120));
+    assert_eq!(code, 0, "{}", run.log_text());
+    assert_eq!(stack.committed(&group, &topic, 3)[..2], stack.end_offsets(&topic, 3)[..2], "busy partitions committed to their ends");
+    let blobs = read_all(&stack.storage(&container)).await;
+    let m1 = markers(&stack, &container, d1).await;
+    let m2 = markers(&stack, &container, d2).await;
+    assert_eq!(m1.keys().copied().collect::<Vec<_>>(), [0, 1, 2], "d1 marked on every partition before the exit: {m1:#?}\n{}", run.log_text());
+    assert_eq!(m2.keys().copied().collect::<Vec<_>>(), [0, 1, 2], "d2 marked on every partition before the exit: {m2:#?}");
+    assert_eq!([m1[&0].events, m1[&1].events, m1[&2].events], [2, 3, 0]);
+    assert_eq!([m2[&0].events, m2[&1].events, m2[&2].events], [1, 0, 0]);
+    for (d, ms) in [(d1, &m1), (d2, &m2)] {
+        for m in ms.values() {
+            assert_lists_what_is_stored(m, &blobs, d);
+        }
+    }
+    assert!(markers(&stack, &container, today).await.is_empty(), "today is not over");
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+}
+
 /// A crash just before a marker, and one just after it (before the commit that records it):
 /// the restarted writer writes the marker, or finds it already written; nothing is doubled.
 #[tokio::test(flavor = "multi_thread")]

@@ -31,8 +31,13 @@ use crate::writer::ports::Broker;
 
 /// How long a failed marker waits before it is tried again.
 const MARKER_RETRY: Duration = Duration::from_secs(5);
+/// How long a caught-up `--until-caught-up` run goes on for the markers then due.
+pub(crate) const MARKERS_WAIT: Duration = Duration::from_secs(120);
 /// How often an idle partition's log end is read to tell whether it is caught up.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// The same while a caught-up `--until-caught-up` run waits for its markers: a read from
+/// before it caught up (not at the end then) must not end the wait.
+const CAUGHT_UP_CHECK: Duration = Duration::from_secs(1);
 /// Date strings a partition remembers parsed.
 const DATES_KEPT: usize = 4;
 /// How far before the date at assignment a partition never marked starts judging dates (a
@@ -57,8 +62,8 @@ pub(super) struct Marking {
     retry_at: Option<Instant>,
     /// Files of each date this owner uploaded, with what they hold.
     known: BTreeMap<NaiveDate, Vec<MarkedFile>>,
-    /// When the log end was last read for an idle partition, and whether it was reached.
-    idle: Option<(Instant, bool)>,
+    /// When the log start and end were last read for an idle partition (`None`: the read failed).
+    idle: Option<(Instant, Option<(i64, i64)>)>,
     /// The last date strings seen and their days: a partition's events straddle a midnight or
     /// two at a time, and parsing a date per message cost 5 % of the writer's CPU.
     dates: Vec<(Arc<str>, Option<NaiveDate>)>,
@@ -178,22 +183,11 @@ impl Writer {
         let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
         keys.sort_unstable();
         for key in keys {
-            let topic = &self.topics[key.topic];
-            let (tz, grace) = (topic.tz, topic.grace_ms);
-            let st = &self.parts[&key];
-            let mk = &st.marking;
+            let mk = &self.parts[&key].marking;
             if mk.job.is_some() || mk.retry_at.is_some_and(|r| now < r) {
                 continue;
             }
-            let by_events = mk.newest_ms.and_then(|ms| completion::first_unpassed(tz, ms, grace));
-            let mut dues = completion::due(&mk.progress, mk.start, by_events);
-            if dues.is_empty() {
-                let by_wall = completion::first_unpassed(tz, wall_ms, grace);
-                if !completion::due(&mk.progress, mk.start, by_wall).is_empty() && self.caught_up_now(broker, key, now) {
-                    dues = completion::due(&self.parts[&key].marking.progress, self.parts[&key].marking.start, by_wall);
-                }
-            }
-            for due in dues {
+            for due in self.dues(broker, key, now, wall_ms, IDLE_CHECK) {
                 let date_str = self.topics[key.topic].layout.dates().format(due.date());
                 if self.settled(key, &date_str) || sabotage::on(sabotage::Rule::MarkUnsettled) {
                     self.submit_marker(key, due, date_str);
@@ -218,6 +212,47 @@ impl Writer {
         }
     }
 
+    /// The dates the partition passed and has not marked (late ones first): passed by its
+    /// events, or, once it is caught up with its log end, by the wall clock.
+    fn dues(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, wall_ms: i64, fresh: Duration) -> Vec<Due> {
+        let (tz, grace) = (self.topics[key.topic].tz, self.topics[key.topic].grace_ms);
+        let mk = &self.parts[&key].marking;
+        let by_events = mk.newest_ms.and_then(|ms| completion::first_unpassed(tz, ms, grace));
+        let dues = completion::due(&mk.progress, mk.start, by_events);
+        if !dues.is_empty() {
+            return dues;
+        }
+        let by_wall = completion::first_unpassed(tz, wall_ms, grace);
+        if completion::due(&mk.progress, mk.start, by_wall).is_empty() || !self.caught_up_now(broker, key, now, fresh) {
+            return dues;
+        }
+        let mk = &self.parts[&key].marking;
+        completion::due(&mk.progress, mk.start, by_wall)
+    }
+
+    /// The owned partitions whose marker is being written, or whose next date is passed and
+    /// not yet marked: a caught-up `--until-caught-up` run writes them before it stops (a
+    /// backfill's passed dates get their markers). A partition whose marker failed in this
+    /// assignment is not waited for, nor a late date's superseding marker (its file waits for its age): the next
+    /// run writes them, from the progress in the commit record.
+    pub(super) fn markers_outstanding(&mut self, broker: &dyn Broker) -> Vec<PartKey> {
+        if self.fatal.is_some() {
+            return Vec::new();
+        }
+        let (now, wall_ms) = (self.clock.now(), self.clock.wall_ms());
+        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
+        keys.sort_unstable();
+        let mut out = Vec::new();
+        for key in keys {
+            let mk = &self.parts[&key].marking;
+            let (writing, failed) = (mk.job.is_some(), mk.retry_at.is_some());
+            if writing || (!failed && self.dues(broker, key, now, wall_ms, CAUGHT_UP_CHECK).iter().any(|d| matches!(d, Due::Next(_)))) {
+                out.push(key);
+            }
+        }
+        out
+    }
+
     /// True when every file of the date this owner holds on the partition is uploaded, its
     /// recovery is over, and its offset is committed.
     fn settled(&self, key: PartKey, date: &str) -> bool {
@@ -230,26 +265,27 @@ impl Writer {
             && !self.files.rebuilding().any(|(p, _)| p == key)
     }
 
-    /// True if the partition's consumption reached its log end (read at most every
-    /// [`IDLE_CHECK`]): an idle partition passes a date by the wall clock.
-    fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant) -> bool {
-        if let Some((at, caught)) = self.parts[&key].marking.idle {
-            if now.duration_since(at) < IDLE_CHECK {
-                return caught;
+    /// True if the partition's consumption reached its log end (read again once the last read
+    /// is `fresh` old): an idle partition passes a date by the wall clock.
+    fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, fresh: Duration) -> bool {
+        let read = match self.parts[&key].marking.idle {
+            Some((at, read)) if now.duration_since(at) < fresh => read,
+            _ => {
+                let name = self.topics[key.topic].cfg.name.clone();
+                let read = broker.watermarks(&name, key.partition, Duration::from_secs(2)).ok();
+                if let Some(st) = self.parts.get_mut(&key) {
+                    st.marking.idle = Some((now, read));
+                }
+                read
             }
-        }
-        let name = self.topics[key.topic].cfg.name.clone();
-        let caught = match broker.watermarks(&name, key.partition, Duration::from_secs(2)) {
-            Ok((low, high)) => match &self.parts[&key].offsets {
-                Some(o) => o.position() >= high,
-                None => low >= high,
-            },
-            Err(_) => false,
         };
-        if let Some(st) = self.parts.get_mut(&key) {
-            st.marking.idle = Some((now, caught));
+        // Against the position now, not the one at the read: a partition that reached the end
+        // read a moment before it got there is caught up.
+        match (read, &self.parts[&key].offsets) {
+            (Some((_, high)), Some(o)) => o.position() >= high,
+            (Some((low, high)), None) => low >= high,
+            (None, _) => false,
         }
-        caught
     }
 
     fn submit_marker(&mut self, key: PartKey, due: Due, date_str: String) {

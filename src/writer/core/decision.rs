@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use super::completion::MARKERS_WAIT;
 use super::Writer;
 use crate::sabotage::{self, Rule};
 use crate::writer::ports::Broker;
@@ -79,7 +80,26 @@ impl Writer {
             info!("stopping: sealing and uploading every open file");
             return Next::Stop(StopReason::Requested);
         }
-        if self.opts.until_caught_up && self.caught_up() {
+        if !(self.opts.until_caught_up && self.caught_up()) {
+            self.caught_up_at = None;
+        } else {
+            let now = self.clock.now();
+            let since = *self.caught_up_at.get_or_insert(now);
+            let outstanding = self.markers_outstanding(broker);
+            if !outstanding.is_empty() {
+                let parts: Vec<String> = outstanding.iter().map(|k| format!("{}/{}", self.topics[k.topic].cfg.name, k.partition)).collect();
+                if now.duration_since(since) < MARKERS_WAIT {
+                    if since == now {
+                        info!(partitions = ?parts, "caught up: writing the completion markers now due before stopping");
+                    }
+                    return Next::Poll { paused: self.paused };
+                }
+                warn!(
+                    partitions = ?parts,
+                    waited_secs = MARKERS_WAIT.as_secs(),
+                    "stopping with completion markers still due: the next run writes them"
+                );
+            }
             let drain = self.first_message_at.map(|t| self.clock.now().saturating_duration_since(t).as_secs_f64()).unwrap_or_default();
             info!(
                 events = self.summary.events,

@@ -35,6 +35,8 @@ mod rebalance;
 mod uploads;
 
 #[cfg(test)]
+pub(crate) use self::completion::MARKERS_WAIT;
+#[cfg(test)]
 pub(crate) use self::decision::StopReason;
 pub(crate) use self::decision::{Fatal, Next};
 
@@ -116,6 +118,8 @@ pub(crate) struct Writer {
     assignment_wait_said: Instant,
     /// When the first message arrived (for the drain rate of `--until-caught-up`).
     first_message_at: Option<Instant>,
+    /// When a `--until-caught-up` run caught up (it may go on for the markers then due).
+    caught_up_at: Option<Instant>,
     /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
     fatal: Option<Fatal>,
     health: Arc<Health>,
@@ -193,6 +197,7 @@ impl Writer {
             ever_assigned: false,
             assignment_wait_said: now,
             first_message_at: None,
+            caught_up_at: None,
             fatal: None,
             health,
             opts,

@@ -3,6 +3,7 @@
 
 use super::group::{parts, Sim, SESSION_TIMEOUT_MS};
 use super::world::{lock, Faults};
+use crate::writer::core::MARKERS_WAIT;
 use crate::writer::RunOptions;
 use crate::writer::StopReason;
 
@@ -192,12 +193,14 @@ impl Sim {
 
     /// Runs every member until each partition's commit reaches its end; returns the ends.
     /// Once everything is committed, every member running with `--until-caught-up` that owns
-    /// partitions stops within a bounded time. (A watermark read that failed at assignment left
-    /// such a member without an end to reach: it ran forever.)
+    /// partitions stops within a bounded time: a minute, after the markers then due (at most
+    /// `MARKERS_WAIT`). (A watermark read that failed at assignment left such a member without
+    /// an end to reach: it ran forever.)
     fn caught_up_members_stop(&mut self) -> Result<(), String> {
         let waiting =
             |sim: &Self| -> Vec<usize> { sim.members.iter().filter(|m| m.targets.is_some() && !m.assigned.is_empty()).map(|m| m.id).collect() };
-        for _ in 0..600 {
+        let turns = 600 + MARKERS_WAIT.as_millis() as usize / 100;
+        for _ in 0..turns {
             if waiting(self).is_empty() {
                 return Ok(());
             }
@@ -210,7 +213,7 @@ impl Sim {
             self.check()?;
         }
         Err(self.report(&format!(
-            "members {:?} run with --until-caught-up and own partitions, everything is committed, and a minute later they have not stopped",
+            "members {:?} run with --until-caught-up and own partitions, everything is committed, and a minute after the markers' wait they have not stopped",
             waiting(self)
         )))
     }
