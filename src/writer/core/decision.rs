@@ -100,7 +100,8 @@ impl Writer {
                     "stopping with completion markers still due: the next run writes them"
                 );
             }
-            let drain = self.first_message_at.map(|t| self.clock.now().saturating_duration_since(t).as_secs_f64()).unwrap_or_default();
+            // The drain ends when the run caught up, not after the markers' wait.
+            let drain = self.first_message_at.map(|t| since.saturating_duration_since(t).as_secs_f64()).unwrap_or_default();
             info!(
                 events = self.summary.events,
                 drain_seconds = drain,
