@@ -222,19 +222,18 @@ impl Writer {
         if !dues.is_empty() {
             return dues;
         }
-        let by_wall = completion::first_unpassed(tz, wall_ms, grace);
-        if completion::due(&mk.progress, mk.start, by_wall).is_empty() || !self.caught_up_now(broker, key, now, fresh) {
+        let by_wall = completion::due(&mk.progress, mk.start, completion::first_unpassed(tz, wall_ms, grace));
+        if by_wall.is_empty() || !self.caught_up_now(broker, key, now, fresh) {
             return dues;
         }
-        let mk = &self.parts[&key].marking;
-        completion::due(&mk.progress, mk.start, by_wall)
+        by_wall
     }
 
     /// The owned partitions whose marker is being written, or whose next date is passed and
     /// not yet marked: a caught-up `--until-caught-up` run writes them before it stops (a
     /// backfill's passed dates get their markers). A partition whose marker failed in this
-    /// assignment is not waited for, nor a late date's superseding marker (its file waits for its age): the next
-    /// run writes them, from the progress in the commit record.
+    /// assignment is not waited for, nor a late date's superseding marker (its file waits for
+    /// its age): the next run writes them, from the progress in the commit record.
     pub(super) fn markers_outstanding(&mut self, broker: &dyn Broker) -> Vec<PartKey> {
         if self.fatal.is_some() {
             return Vec::new();
