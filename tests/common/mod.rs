@@ -224,8 +224,13 @@ impl Stack {
 
     /// Creates a topic with topic-level configs (e.g. `retention.ms`).
     pub async fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        self.create_topic_replicated(topic, partitions, 1, configs).await
+    }
+
+    /// Creates a topic with `replicas` replicas per partition (a cluster's) and topic configs.
+    pub async fn create_topic_replicated(&self, topic: &str, partitions: i32, replicas: i32, configs: &[(&str, &str)]) {
         let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
-        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
         for (k, v) in configs {
             new = new.set(k, v);
         }
@@ -774,5 +779,108 @@ impl Drop for PrivateKafka {
     fn drop(&mut self) {
         self.thaw();
         self.devstack("down");
+    }
+}
+
+/// A three-broker KRaft cluster of a test's own (`scripts/devstack cluster`: brokers on
+/// `port`..`port+2`, controllers 100 above), replication factor 3 and `min.insync.replicas` 2,
+/// so that one node at a time can be stopped, killed or frozen without disturbing another test.
+pub struct PrivateCluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn devstack(&self, args: &[&str]) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/devstack");
+        let out = Command::new(script)
+            .arg("cluster")
+            .args(args)
+            .env("KBACKUP_DEVSTACK_DIR", &self.dir)
+            .env("KBACKUP_CLUSTER_PORT", self.port.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/devstack cluster {} failed", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts the cluster on fresh data (ports `port`..`port+2` and `port+100`..`port+102`).
+    pub fn start(port: u16) -> PrivateCluster {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/cluster-{port}"));
+        let c = PrivateCluster { dir, port };
+        // A cluster a killed test run left behind is stopped by its recorded pids first.
+        if c.dir.exists() {
+            c.devstack(&["down"]);
+            let _ = std::fs::remove_dir_all(&c.dir);
+        }
+        c.devstack(&["up"]);
+        c
+    }
+
+    pub fn brokers(&self) -> String {
+        (0..3).map(|i| format!("127.0.0.1:{}", self.port + i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Node `n` (1 to 3)'s own address.
+    pub fn broker(&self, n: i32) -> String {
+        format!("127.0.0.1:{}", self.port + n as u16 - 1)
+    }
+
+    /// SIGTERM to node `n` (a controlled shutdown); returns once the process is gone.
+    pub fn stop(&self, n: i32) {
+        self.devstack(&["stop", &n.to_string()]);
+    }
+
+    /// SIGKILL to node `n`; returns once the process is gone.
+    pub fn kill(&self, n: i32) {
+        self.devstack(&["kill", &n.to_string()]);
+    }
+
+    /// Starts node `n` again; returns once its port answers.
+    pub fn start_node(&self, n: i32) {
+        self.devstack(&["start", &n.to_string()]);
+    }
+
+    /// The node id of the KRaft controller leader.
+    pub fn leader(&self) -> i32 {
+        wait_for("the controller leader", Duration::from_secs(60), || self.devstack(&["leader"]).parse().ok())
+    }
+
+    /// Waits until every partition of every topic (the offsets topic included) has a leader and
+    /// all three replicas in sync: the point at which a rolling restart moves to the next node.
+    pub fn wait_in_sync(&self, timeout: Duration) {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.brokers()).create().unwrap();
+        wait_for("every partition back in sync on three replicas", timeout, || {
+            let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+            (md.brokers().len() == 3
+                && md.topics().iter().all(|t| t.error().is_none() && t.partitions().iter().all(|p| p.leader() >= 0 && p.isr().len() == 3)))
+            .then_some(())
+        });
+    }
+
+    /// The node that coordinates `group`: the leader of its partition of the offsets topic
+    /// (Kafka's `abs(group.hashCode()) % offsets.topic.num.partitions`).
+    pub fn coordinator(&self, group: &str) -> i32 {
+        let hash = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.brokers()).create().unwrap();
+        wait_for("the group coordinator", Duration::from_secs(60), || {
+            let md = c.fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(5)).ok()?;
+            let partitions = md.topics().first()?.partitions();
+            let partition = if hash == i32::MIN { 0 } else { hash.abs() } % partitions.len().max(1) as i32;
+            let leader = partitions.iter().find(|p| p.id() == partition)?.leader();
+            (leader > 0).then_some(leader)
+        })
+    }
+
+    /// Process id of node `n`, while it runs.
+    pub fn pid(&self, n: i32) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join(format!("cluster-{n}.pid"))).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.devstack(&["down"]);
     }
 }
