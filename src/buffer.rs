@@ -93,6 +93,10 @@ pub enum SealReason {
     /// The partition passed the file's date: sealed so the date's marker need not wait for
     /// the file's age.
     DatePassed,
+    /// Its range began inside files being recorded while the commit record passed half its
+    /// limit: sealed and recorded first, so that it never waits for room (the writer's
+    /// `next_intents`).
+    Record,
 }
 
 impl SealReason {
@@ -105,6 +109,7 @@ impl SealReason {
             SealReason::Revoke => "revoke",
             SealReason::Shutdown => "shutdown",
             SealReason::DatePassed => "date_passed",
+            SealReason::Record => "record",
         }
     }
 }

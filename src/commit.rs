@@ -64,6 +64,11 @@ impl PartitionOffsets {
         self.committed = self.committed.max(offset);
     }
 
+    /// The last offset committed (or the position consumption started from).
+    pub fn last_committed(&self) -> i64 {
+        self.committed
+    }
+
     /// One past the last consumed message (or the start position).
     pub fn position(&self) -> i64 {
         self.next

@@ -347,7 +347,17 @@ pub fn prefetch_bytes(k: &KafkaConfig) -> u64 {
 /// True when a partition the group never committed starts at its end (`auto.offset.reset` is
 /// latest), not at its start (librdkafka's aliases included).
 pub fn resets_to_end(k: &KafkaConfig) -> bool {
-    group_config(k).get("auto.offset.reset").is_some_and(|v| matches!(v, "latest" | "largest" | "end"))
+    start_without_commit(k) == rdkafka::Offset::End
+}
+
+/// Where a partition the group never committed starts, for an explicit assignment: the log
+/// start or end by `auto.offset.reset`; for any other policy (`error`) librdkafka's own handling.
+pub fn start_without_commit(k: &KafkaConfig) -> rdkafka::Offset {
+    match group_config(k).get("auto.offset.reset") {
+        Some("latest" | "largest" | "end") => rdkafka::Offset::End,
+        Some("earliest" | "smallest" | "beginning") => rdkafka::Offset::Beginning,
+        _ => rdkafka::Offset::Invalid,
+    }
 }
 
 /// When `writer.memory_limit_bytes` does not even cover librdkafka's prefetch reservation,

@@ -28,6 +28,8 @@ pub struct Health {
     /// Set when Kafka deleted offsets before they were backed up; stays until the process
     /// restarts, so that someone looks.
     data_lost: std::sync::Mutex<Vec<String>>,
+    /// Owned partitions whose backup stopped moving, with why (refreshed by the writer).
+    stalled: std::sync::Mutex<Vec<String>>,
 }
 
 /// How long the loop may stall before liveness fails.
@@ -74,6 +76,11 @@ impl Health {
         self.upload_failing.store(!ok, Ordering::Relaxed);
     }
 
+    /// The owned partitions whose backup stopped moving now (empty: all move).
+    pub fn set_stalled(&self, what: Vec<String>) {
+        *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
     pub fn data_lost(&self, what: String) {
         self.data_lost.lock().unwrap_or_else(|e| e.into_inner()).push(what);
     }
@@ -110,6 +117,11 @@ impl Health {
         if self.upload_failing.load(Ordering::Relaxed) {
             return Err("the last upload attempt failed; uploads are being retried".into());
         }
+        let stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+        if !stalled.is_empty() {
+            return Err(format!("backup stalled: {}", stalled.join("; ")));
+        }
+        drop(stalled);
         let lost = self.data_lost.lock().unwrap_or_else(|e| e.into_inner());
         if !lost.is_empty() {
             return Err(format!("DATA LOST (restart once acknowledged, see the runbook): {}", lost.join("; ")));

@@ -42,6 +42,7 @@ pub const LATE_EVENTS: &str = "kbackup_late_events_total";
 pub const MARKERS_WRITTEN: &str = "kbackup_completion_markers_written_total";
 pub const MARKER_FAILURES: &str = "kbackup_completion_marker_failures_total";
 pub const COMPLETE_DATE: &str = "kbackup_complete_date_seconds";
+pub const PARTITION_STALLED_SINCE: &str = "kbackup_partition_stalled_since_seconds";
 
 /// Exports every counter the writer keeps at zero for the label sets it knows before its first
 /// event, so that `increase(...)` alerts see the first increment (a counter that first appears at
@@ -114,6 +115,11 @@ fn describe() {
         COMPLETE_DATE,
         Unit::Seconds,
         "Per partition: start (epoch seconds, output time zone) of the newest date marked complete; min by (topic) is the newest date complete on all partitions"
+    );
+    describe_gauge!(
+        PARTITION_STALLED_SINCE,
+        Unit::Seconds,
+        "Per owned partition, when (epoch seconds) its backup stopped moving: consumed ahead of a commit that has not moved for max_file_age_secs plus a minute, or a sealed file waiting a minute for its intent record; 0 while it moves"
     );
     describe_counter!(BYTES_CONSUMED, Unit::Bytes, "Message value bytes consumed from Kafka");
     describe_counter!(INVALID_MESSAGES, "Messages written to the invalid bucket, by reason");

@@ -45,6 +45,12 @@ pub(crate) enum Rule {
     /// Mark a date complete once the partition passed it, without waiting for its files to be
     /// uploaded and committed.
     MarkUnsettled,
+    /// Start fetching an assigned partition where the group's commit stands when the fetch
+    /// starts, not where the core read it (librdkafka's own second read; issue 34).
+    FetchFromCommitted,
+    /// Fill a partition's commit record without sealing the open files whose ranges begin
+    /// inside the recorded ones (once full, the file holding the commit never fits; issue 34).
+    NoRecordRoomForOpenFiles,
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
 use super::ports::CommitGate;
-use super::ports::{Broker, BrokerError, CommitEntry, Committed};
+use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart};
 use super::Writer;
 use crate::health::{BrokerSilence, Health};
 use crate::metrics as m;
@@ -28,6 +29,8 @@ pub(super) struct Ctx {
     pub(super) unanswered: Mutex<CommitGate<std::sync::mpsc::Receiver<()>>>,
     /// Which brokers hold requests unanswered, from the statistics.
     pub(super) silence: Mutex<BrokerSilence>,
+    /// Where a partition the group never committed starts (`auto.offset.reset`).
+    pub(super) reset: Offset,
 }
 
 impl ClientContext for Ctx {
@@ -74,13 +77,40 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// Replaces rdkafka's default handling so that assigned partitions start where the core
+    /// read their commits ([`FetchStart`]): the default hands librdkafka offsets it resolves by
+    /// reading the commits a second time, later.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match rebalance {
-            Rebalance::Assign(tpl) => w.on_assign(consumer, &partitions(tpl), generation),
-            Rebalance::Revoke(tpl) => w.on_revoke(consumer, &partitions(tpl), consumer.assignment_lost()),
-            Rebalance::Error(e) => error!(error = %e, "rebalance error"),
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = partitions(tpl);
+                let starts = self.writer.lock().unwrap_or_else(|p| p.into_inner()).on_assign(consumer, &assigned, generation);
+                for ((topic, p), start) in assigned.iter().zip(starts) {
+                    let offset = match start {
+                        // librdkafka reads the commit again itself (the behaviour before).
+                        _ if crate::sabotage::on(crate::sabotage::Rule::FetchFromCommitted) => Offset::Invalid,
+                        FetchStart::At(o) => Offset::Offset(o),
+                        FetchStart::Reset => self.reset,
+                    };
+                    if let Err(e) = tpl.set_partition_offset(topic, *p, offset) {
+                        error!(topic, partition = p, error = %e, "setting a partition's start offset failed");
+                    }
+                }
+                let done = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = done {
+                    error!(error = %e, "taking the assigned partitions failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.writer.lock().unwrap_or_else(|p| p.into_inner()).on_revoke(consumer, &partitions(tpl), consumer.assignment_lost());
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = done {
+                    error!(error = %e, "giving up the revoked partitions failed");
+                }
+            }
+            other => error!(error = ?other, "rebalance error"),
         }
     }
 }
@@ -136,19 +166,24 @@ impl Broker for BaseConsumer<Ctx> {
             tpl.add_partition(t, *p);
         }
         let got = self.committed_offsets(tpl, timeout).map_err(failed)?;
-        Ok(partitions
+        partitions
             .iter()
             .map(|(t, p)| match got.find_partition(t, *p) {
-                Some(e) => Committed {
-                    offset: match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    },
-                    metadata: e.metadata().to_string(),
+                // A partition the broker could not answer for is no "never committed": resuming
+                // from the log start would store again what is stored.
+                Some(e) => match e.error() {
+                    Err(err) => Err(BrokerError(format!("the committed offset of {t}/{p}: {err}"))),
+                    Ok(()) => Ok(Committed {
+                        offset: match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        },
+                        metadata: e.metadata().to_string(),
+                    }),
                 },
-                None => Committed::default(),
+                None => Err(BrokerError(format!("the broker's answer left out {t}/{p}"))),
             })
-            .collect())
+            .collect()
     }
 
     fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError> {

@@ -176,6 +176,7 @@ pub fn run(
         consumer: std::sync::OnceLock::new(),
         unanswered: Mutex::new(ports::CommitGate::default()),
         silence: Mutex::new(crate::health::BrokerSilence::default()),
+        reset: crate::consumer::start_without_commit(&config.kafka),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =
         Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);

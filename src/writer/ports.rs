@@ -34,6 +34,20 @@ pub(crate) struct CommitEntry<'a> {
     pub(crate) metadata: &'a str,
 }
 
+/// Where the consumer starts fetching a partition just assigned: exactly where the core read
+/// the group's commit, never a second read of its own. (librdkafka, left to itself, reads the
+/// commit again when it starts fetching; a commit that lands between the two reads made the
+/// fetch start elsewhere than the recovery plan, and a rebuilt file then held an offset its
+/// upload never released: the partition's backup stopped for good, issue 34.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FetchStart {
+    /// The committed offset the core resumes from.
+    At(i64),
+    /// No commit (or the partition is not taken): `auto.offset.reset` decides, and the core
+    /// tracks from the first message.
+    Reset,
+}
+
 /// A partition's committed offset (none if the group never committed it) and its metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Committed {

@@ -28,6 +28,11 @@ pub(super) struct InFlight {
     /// The assignment it belongs to; results for an older assignment are ignored.
     pub(super) epoch: u64,
     pub(super) intent: Arc<Intent>,
+    /// The offset its buffer holds in the partition's offsets, released when it lands: its
+    /// first message. For a rebuilt file that is not always the recorded first offset (the
+    /// re-read may begin inside the recorded range); releasing the recorded one instead left
+    /// the held offset held for good.
+    pub(super) held: i64,
     pub(super) events: u64,
     /// Uncompressed size of the file.
     pub(super) bytes: u64,
@@ -39,6 +44,8 @@ pub(super) struct InFlight {
     /// Record time of its first message (for the retention headroom gauge).
     pub(super) first_record_ms: Option<i64>,
     pub(super) existing: Existing,
+    /// When it was sealed (a file waiting long for its intent record is a stall).
+    pub(super) sealed_at: Instant,
 }
 
 /// Where a message goes: the open file of its route, or a file being rebuilt.
@@ -126,14 +133,18 @@ impl Files {
         reason: SealReason,
         existing: Existing,
         awaiting_intent: bool,
+        now: Instant,
     ) -> (u64, Option<crate::buffer::Memory>) {
         let id = self.next_id;
         self.next_id += 1;
         let charged = buf.charged();
         self.inflight_bytes += charged;
-        let (events, bytes, first_record_ms) = (buf.events, buf.len(), buf.first_record_ms);
+        let (events, bytes, first_record_ms, held) = (buf.events, buf.len(), buf.first_record_ms, buf.first_offset);
         let (data, keep) = if awaiting_intent { (None, Some(buf.data)) } else { (Some(buf.data), None) };
-        self.inflight.insert(id, InFlight { topic, partition, epoch, intent, events, bytes, charged, reason, data: keep, first_record_ms, existing });
+        self.inflight.insert(
+            id,
+            InFlight { topic, partition, epoch, intent, held, events, bytes, charged, reason, data: keep, first_record_ms, existing, sealed_at: now },
+        );
         if awaiting_intent {
             self.awaiting.push(id);
         }
@@ -199,6 +210,11 @@ impl Files {
 
     pub(super) fn awaiting(&self) -> &[u64] {
         &self.awaiting
+    }
+
+    /// When the oldest file of `part` waiting for its intent record was sealed.
+    pub(super) fn oldest_awaiting(&self, part: PartKey) -> Option<Instant> {
+        self.awaiting.iter().filter_map(|id| self.inflight.get(id)).filter(|f| f.part() == part).map(|f| f.sealed_at).min()
     }
 
     pub(super) fn inflight_count(&self) -> usize {
@@ -278,7 +294,8 @@ impl Writer {
             record_dated: self.dates_records_by_record_time(key.topic),
         });
         let epoch = st.map_or(0, |s| s.epoch);
-        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true);
+        let now = self.clock.now();
+        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, now);
     }
 
     /// Seals every open file of the given partitions.

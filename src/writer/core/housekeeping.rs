@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::partition::{PartKey, Watermarks};
 use super::Writer;
@@ -73,6 +73,7 @@ impl Writer {
                 }
             }
             self.report_retention_headroom();
+            self.watch_commits(now);
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
         }
         if now.duration_since(self.last_commit) >= self.settings.commit_interval {
@@ -116,6 +117,46 @@ impl Writer {
             metrics::gauge!(m::RETENTION_HEADROOM, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
                 .set((retention - age) as f64 / 1000.0);
         }
+    }
+
+    /// Per owned partition: is its backup still moving? A stall (see [`super::stall`]) turns
+    /// readiness red naming the partition, sets `kbackup_partition_stalled_since_seconds` to
+    /// when it began, and is logged when it begins and when it ends.
+    fn watch_commits(&mut self, now: Instant) {
+        let wall_ms = self.clock.wall_ms();
+        let mut stalled = Vec::new();
+        for (&key @ PartKey { topic: t, partition: p }, st) in self.parts.iter_mut() {
+            let Some(o) = &st.offsets else { continue };
+            st.watch.observe(now, o.position(), o.last_committed());
+            let topic = &self.topics[t];
+            let limit = topic.policy.max_age + super::stall::STALL_MARGIN;
+            let oldest_awaiting = self.files.oldest_awaiting(key);
+            let stall = st.watch.stall(now, o.position(), limit, oldest_awaiting);
+            let since = match &stall {
+                Some(super::stall::Stall::CommitStill { for_, .. }) | Some(super::stall::Stall::IntentWaiting { for_ }) => {
+                    Some(wall_ms - for_.as_millis() as i64)
+                }
+                None => None,
+            };
+            metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
+                .set(since.map_or(0.0, |ms| ms as f64 / 1000.0));
+            match &stall {
+                Some(why) => {
+                    if !st.stalled {
+                        let since = chrono::DateTime::from_timestamp_millis(since.unwrap_or(wall_ms)).map(|d| d.to_rfc3339()).unwrap_or_default();
+                        error!(topic = %topic.cfg.name, partition = p, since, committed = o.last_committed(), position = o.position(), "the backup of this partition is stalled: {why}");
+                    }
+                    stalled.push(format!("{}/{p}: {why}", topic.cfg.name));
+                }
+                None if st.stalled => {
+                    info!(topic = %topic.cfg.name, partition = p, committed = o.last_committed(), "the backup of this partition moves again")
+                }
+                None => {}
+            }
+            st.stalled = stall.is_some();
+        }
+        stalled.sort();
+        self.health.set_stalled(stalled);
     }
 
     /// Pauses consumption while uploads hold most of the budget; resumes below half of it.

@@ -170,7 +170,8 @@ impl Writer {
             // Its intent is already in the partition's commits: no new record is needed. A blob of
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
-            let (id, data) = self.files.launch(t, p, st.epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false);
+            let now = self.clock.now();
+            let (id, data) = self.files.launch(t, p, st.epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, now);
             let data = data.expect("a file not awaiting its intent keeps its data");
             self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
         }

@@ -32,6 +32,7 @@ mod housekeeping;
 mod message;
 mod partition;
 mod rebalance;
+mod stall;
 mod uploads;
 
 #[cfg(test)]

@@ -48,6 +48,10 @@ pub(super) struct Partition {
     pub(super) record_stale: bool,
     /// Completion markers: dates passed and marked.
     pub(super) marking: super::completion::Marking,
+    /// Whether its commit keeps up with its consumption (a stall is reported).
+    pub(super) watch: super::stall::CommitWatch,
+    /// Reported as stalled (logged once per stall).
+    pub(super) stalled: bool,
 }
 
 /// Whether a partition's watermarks were read.

@@ -13,11 +13,18 @@ use super::Writer;
 use crate::buffer::SealReason;
 use crate::intent::{self, RecoveryPlan};
 use crate::metrics as m;
-use crate::writer::ports::Broker;
+use crate::writer::ports::{Broker, FetchStart};
 
 impl Writer {
-    /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`.
-    pub(crate) fn on_assign(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64) {
+    /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`;
+    /// returns, in the same order, where the consumer must start fetching each.
+    pub(crate) fn on_assign(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64) -> Vec<FetchStart> {
+        let mut starts = vec![FetchStart::Reset; assigned.len()];
+        self.take_assigned(broker, assigned, generation, &mut starts);
+        starts
+    }
+
+    fn take_assigned(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64, starts: &mut [FetchStart]) {
         self.ever_assigned = true;
         self.health.joined(true);
         self.health.broker_ok();
@@ -47,12 +54,13 @@ impl Writer {
                 }
             }
         };
-        for ((topic, p), c) in assigned.iter().zip(committed) {
+        for (((topic, p), c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
             let Some(&t) = self.topic_index.get(topic.as_str()) else {
                 continue;
             };
             let p = *p;
             let start = c.offset;
+            *fetch = start.map_or(FetchStart::Reset, FetchStart::At);
             let record = intent::read_record(&c.metadata);
             match (start, &record) {
                 (Some(s), None) if self.settings.refuse_foreign_commits => {
@@ -177,6 +185,7 @@ impl Writer {
         for (topic, p) in revoked {
             // This process no longer reports lag for it; its new owner does.
             metrics::gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
+            metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
         }
         let parts: HashSet<PartKey> =
             revoked.iter().filter_map(|(topic, p)| Some(PartKey::new(*self.topic_index.get(topic.as_str())?, *p))).collect();

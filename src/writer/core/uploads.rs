@@ -54,7 +54,7 @@ impl Writer {
             self.note_uploaded_for_completion(&f, done.outcome);
         }
         match self.parts.get_mut(&f.part()).and_then(|st| st.offsets.as_mut()) {
-            Some(offsets) if current => offsets.release(f.intent.from),
+            Some(offsets) if current => offsets.release(f.held),
             // The partition was revoked or lost while this upload ran; its new owner re-reads
             // these events from the last commit and finds this file through its intent.
             _ => warn!(key = %f.intent.key, "upload finished after its partition was given up"),

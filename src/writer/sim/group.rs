@@ -13,6 +13,7 @@ use super::{unslot, Stats, PARTITIONS, TOPICS};
 use crate::config::Config;
 use crate::health::Health;
 use crate::routing::Router;
+use crate::writer::ports::FetchStart;
 use crate::writer::{Next, StopReason};
 use crate::writer::{RunOptions, Writer};
 
@@ -247,11 +248,28 @@ impl Sim {
             }
             let m = &mut self.members[i];
             m.callbacks += 1;
-            m.writer.on_assign(&m.broker, &parts(arriving.clone()), m.callbacks);
-            let w = lock(&self.world);
-            for &p in &arriving {
+            let starts = m.writer.on_assign(&m.broker, &parts(arriving.clone()), m.callbacks);
+            let mut w = lock(&self.world);
+            for (&p, start) in arriving.iter().zip(starts) {
                 m.assigned.insert(p);
-                m.positions.insert(p, w.committed[p].as_ref().map_or(0, |c| c.0));
+                // The consumer fetches from where the core read the commit (nothing is deleted
+                // from the simulated log: a partition without one starts at 0).
+                let position = match start {
+                    _ if crate::sabotage::on(crate::sabotage::Rule::FetchFromCommitted) => {
+                        // librdkafka reading the commit again for itself: when that read fails
+                        // the partition stays assigned and is never fetched (its
+                        // `rd_kafka_assignment_apply_offsets`), silently.
+                        let p_fail = w.faults.broker_error.max(0.05);
+                        if w.rng.chance(p_fail) {
+                            w.note(format!("member {}'s consumer fails to read the commit of slot {p}: never fetched", m.id));
+                            continue;
+                        }
+                        w.committed[p].as_ref().map_or(0, |c| c.0)
+                    }
+                    FetchStart::At(o) => o,
+                    FetchStart::Reset => 0,
+                };
+                m.positions.insert(p, position);
                 if let Some(t) = &mut m.targets {
                     t.insert(p, w.log[p].len() as i64);
                 }
@@ -325,7 +343,8 @@ impl Sim {
                 break;
             }
             let p = owned[w.rng.below(owned.len() as u64) as usize];
-            let pos = m.positions.get_mut(&p).expect("a position per assigned partition");
+            // A partition its consumer never started (see `rebalance`) is never fetched.
+            let Some(pos) = m.positions.get_mut(&p) else { continue };
             let Some(r) = w.log[p].get(*pos as usize) else { continue };
             let (topic, partition) = unslot(p);
             let msg = OwnedMessage::new(Some(r.payload.clone()), None, topic.into(), Timestamp::CreateTime(r.timestamp_ms), partition, *pos, None);

@@ -55,6 +55,7 @@ memory_limit_bytes = 1048576
 commit_interval_ms = 300
 revoke_timeout_secs = 5
 shutdown_timeout_secs = 8
+commit_metadata_limit = 1500
 [[topic]]
 name = 't'
 path = 'backup/t'
@@ -301,6 +302,8 @@ fn the_simulation_catches_broken_rules() {
         (Rule::IgnoreEarlierPlacement, 4000, Width::Wide),
         (Rule::NoWatermarkRetry, 2000, Width::Wide),
         (Rule::MarkUnsettled, 2000, Width::Narrow),
+        (Rule::NoRecordRoomForOpenFiles, 2000, Width::Wide),
+        (Rule::FetchFromCommitted, 2000, Width::Wide),
     ];
     // Caught, but too far out for CI's time: looked for only when named below. PlaceBeforeBuild
     // first fails at seed 3323 (about 4 minutes); the unit test
