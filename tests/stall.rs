@@ -61,3 +61,44 @@ async fn a_file_held_open_while_others_roll_never_stalls_its_partition() {
     eprintln!("{} raw files and the summary file stored, committed = log end", raw);
     assert!(raw > 45, "the raw files must outnumber what one commit record can list ({raw})");
 }
+
+/// A writer crashes after recording a file's intent, before uploading it; retention then
+/// deletes the file's first messages. The next owner rebuilds the file from what is left, so
+/// its first message is not the recorded first offset. (Before: the rebuild held the offset of
+/// its first message and released the recorded one when it landed, so the held offset stayed
+/// held and the partition's commit never moved again; a debug build stopped on its assertion.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_whose_first_messages_retention_deleted_releases_what_it_held() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("stallret");
+    stack.create_topic(&topic, 1).await;
+    let producer = stack.producer();
+    let now = chrono::Utc::now().timestamp_millis();
+    let date = chrono::DateTime::from_timestamp_millis(now + 19_800_000).unwrap().format("%Y-%m-%d").to_string();
+    let mut lines = Vec::new();
+    for i in 0..20 {
+        let v = format!(r#"{{"eid":"LOG","mid":"ret-{i}","syncts":{}}}"#, now + i);
+        stack.produce(&producer, &topic, 0, None, v.as_bytes()).await;
+        lines.push(v.into_bytes());
+    }
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 1));
+    // The file of offsets 0-19 is sealed by its age, its intent committed, and the process
+    // dies before the upload.
+    let mut crashing = Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &[], &[("KBACKUP_FAILPOINT", "intent-recorded")]);
+    assert_ne!(crashing.wait(Duration::from_secs(60)), 0, "the failpoint aborts the writer:\n{}", crashing.log_text());
+    assert_eq!(stack.committed(&group, &topic, 1), vec![0], "the intent's commit holds the file's first offset");
+    stack.delete_records(&topic, 0, 5).await;
+
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    let code = run.wait(Duration::from_secs(120));
+    let log = run.log_text();
+    assert!(!log.contains("panicked at"), "{log}");
+    assert!(log.contains("DATA LOST"), "the deleted offsets are reported:\n{log}");
+    assert_eq!(code, 1, "a run that lost offsets to retention says so in its exit code:\n{log}");
+    assert_eq!(stack.committed(&group, &topic, 1), vec![20], "{log}");
+    let blobs = read_all(&stack.storage(&container)).await;
+    let expected: Vec<Expect> = lines[5..].iter().map(|l| Expect { line: l.clone(), partition: 0, date: date.clone(), dir: String::new() }).collect();
+    assert_exactly_once(&blobs, "unique/raw", &expected);
+}
