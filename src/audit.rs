@@ -82,6 +82,16 @@ pub struct Report {
     pub never_committed: bool,
     /// Files that could not be read to the end (with `--skip-corrupt`).
     pub corrupt_files: Vec<String>,
+    /// Messages between the group's committed offset and the end of the partition: consumed
+    /// or not, none of them is proven backed up yet.
+    pub behind: u64,
+    /// The record time (epoch ms) of the oldest of them, and how old it is, in seconds.
+    pub oldest_behind_ms: Option<i64>,
+    pub behind_secs: Option<u64>,
+    /// The oldest is older than the limit (`--max-lag`, else the topic's `max_file_age_secs` plus
+    /// `completion_grace_secs`): the writer is stalled or far behind, and what it holds is at
+    /// risk. Not clean.
+    pub lagging: bool,
     /// Completion markers checked.
     pub markers: u64,
     /// Completion markers that do not match what is stored or what Kafka holds: a file of the
@@ -99,6 +109,7 @@ impl Report {
             && self.unverifiable_lines == 0
             && self.lost_offsets == 0
             && !self.never_committed
+            && !self.lagging
             && self.corrupt_files.is_empty()
             && self.marker_errors.is_empty()
     }
@@ -115,6 +126,13 @@ impl Report {
         self.unverifiable_lines += r.unverifiable_lines;
         self.lost_offsets += r.lost_offsets;
         self.never_committed |= r.never_committed;
+        self.behind += r.behind;
+        self.oldest_behind_ms = match (self.oldest_behind_ms, r.oldest_behind_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.behind_secs = self.behind_secs.max(r.behind_secs);
+        self.lagging |= r.lagging;
         self.corrupt_files.extend(r.corrupt_files.iter().cloned());
         self.markers += r.markers;
         self.marker_errors.extend(r.marker_errors.iter().cloned());

@@ -289,3 +289,58 @@ async fn every_accepted_layout_is_listed_and_verified() {
         assert!(err.contains("topic[0].file_pattern"), "{cmd}: {err}");
     }
 }
+
+/// A writer that stalls leaves its group's commit behind the log end. Before, `verify` (without
+/// `--to-end`) audited only up to the commit and said clean over a partition 19,000 events
+/// behind; now it says how far behind each partition's commit is and how old the oldest message
+/// above it is, and is not clean past the topic's file age plus its completion grace (or
+/// `--max-lag`), so the daily audit catches a stalled writer (issue 34).
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_commit_far_behind_the_log_end() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("verify-lag");
+    stack.create_topic(&topic, 2).await;
+    let producer = stack.producer();
+    let now = chrono::Utc::now().timestamp_millis();
+    let send = |p: i32, i: i64, record_ms: i64| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            let v = format!(r#"{{"mid":"lag-{p}-{i}","syncts":{}}}"#, now + i);
+            let rec = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).partition(p).payload(v.as_bytes()).timestamp(record_ms);
+            producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        }
+    };
+    for i in 0..10 {
+        send(0, i, now).await;
+        send(1, i, now).await;
+    }
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topic_section(&topic, "unique/raw", ""), 600));
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(90)), 0, "{}", run.log_text());
+    // After the writer: partition 0 gets messages two hours old (a writer that stopped long
+    // ago), partition 1 fresh ones (a writer that is a moment behind).
+    for i in 10..15 {
+        send(0, i, now - 7_200_000).await;
+        send(1, i, now).await;
+    }
+    let (code, out, err) = verify_cmd(&stack, &cfg, &topic, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("partition 0: kafka [0, 15) committed 10 (5 behind the end, the oldest 72"), "{out}");
+    assert!(out.contains("BEHIND: 5 message(s) above the group's commit"), "{out}");
+    assert!(out.contains("partition 1: kafka [0, 15) committed 10 (5 behind the end, the oldest "), "{out}");
+    assert_eq!(out.matches("BEHIND").count(), 1, "a partition a moment behind is not flagged:\n{out}");
+    assert!(out.contains("behind the commit 10"), "{out}");
+    // The operator's own limit: a day is fine, a minute is not (for either, once they age).
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &["--max-lag", "1d"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, _) = verify_cmd(&stack, &cfg, &topic, &["--max-lag", "1m", "--partitions", "0", "--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((r["behind"].as_u64(), r["lagging"].as_bool(), r["clean"].as_bool()), (Some(5), Some(true), Some(false)), "{out}");
+    assert!(r["behind_secs"].as_u64().unwrap() >= 7_200, "{out}");
+    let (code, _, err) = verify_cmd(&stack, &cfg, &topic, &["--max-lag", "soon"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--max-lag"), "{err}");
+}

@@ -42,6 +42,9 @@ pub struct Options {
     pub to_end: bool,
     /// Go on past files that cannot be read to the end (they make the result not clean).
     pub skip_corrupt: bool,
+    /// How old the oldest message above the group's commit may be (default: the topic's
+    /// `max_file_age_secs` plus `completion_grace_secs`) before the partition is not clean.
+    pub max_lag: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +235,9 @@ pub async fn audit(
     let committed = crate::consumer::with_reason(&consumer, |c| c.committed_offsets(tpl, Duration::from_secs(30))).map_err(failed)?;
 
     let records = topic.format == crate::config::Format::Record;
+    // A writer that works commits within a file's age; the grace covers a slow day.
+    let max_lag = opts.max_lag.unwrap_or(Duration::from_secs(topic.max_file_age_secs + topic.completion_grace_secs));
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut scratch = Vec::new();
     let mut bar = Progress::new(selected.len() as u64, "{spinner} verify {pos}/{len} partitions {msg} [{elapsed_precise}]", "partitions");
     let mut places = Places::default();
@@ -265,9 +271,14 @@ pub async fn audit(
         }
         // Per marked date: Kafka's retained messages of it below the marker's bound.
         let mut kafka_below: BTreeMap<NaiveDate, u64> = BTreeMap::new();
+        // The record time of the oldest message the group has not committed past.
+        let mut oldest_behind_ms: Option<i64> = None;
         bar.set_message(format!("partition {p}: reading Kafka [{low}, {high})"));
         read_partition(&consumer, &name, p, low, high, |m| {
             let (offset, value) = (m.offset(), m.payload().unwrap_or_default());
+            if oldest_behind_ms.is_none() && c.is_some_and(|c| offset >= c) {
+                oldest_behind_ms = Some(m.timestamp().to_millis().unwrap_or(now_ms));
+            }
             let route = router.route(Some(value), m.timestamp().to_millis());
             let (place, day) = places.of_route(&layout, &route);
             if let Some(m) = day.filter(|_| !route.to_error_path).and_then(|d| markers.get(&d)) {
@@ -355,6 +366,13 @@ pub async fn audit(
             r.lost_offsets = (low - c).max(0) as u64;
         }
         r.never_committed = c.is_none() && high > low && !opts.to_end;
+        if let Some(c) = c.filter(|c| *c < high) {
+            r.behind = (high - c.max(low)) as u64;
+            r.oldest_behind_ms = oldest_behind_ms;
+            let age = oldest_behind_ms.map_or(0, |ms| (now_ms - ms).max(0) / 1000) as u64;
+            r.behind_secs = Some(age);
+            r.lagging = age > max_lag.as_secs();
+        }
         if !r.is_clean() {
             problems += 1;
         }

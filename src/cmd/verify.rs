@@ -40,6 +40,10 @@ pub struct VerifyArgs {
     /// clean) instead of stopping at the first one.
     #[arg(long)]
     pub skip_corrupt: bool,
+    /// Not clean when the oldest message above the group's commit is older than this (90s,
+    /// 30m, 2h, 1d); default: the topic's max_file_age_secs plus completion_grace_secs.
+    #[arg(long, value_name = "DURATION")]
+    pub max_lag: Option<String>,
     /// One JSON object per partition on stdout, then one with the totals.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +71,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         shard,
         to_end: a.to_end,
         skip_corrupt: a.skip_corrupt,
+        max_lag: a.max_lag.as_deref().map(crate::plan::wait::parse_duration).transpose().map_err(|e| usage(format!("--max-lag {e}")))?,
     };
     let audited = crate::audit::topic::audit(&config, &opts, |p| {
         if a.json {
@@ -95,7 +100,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         outln!("{summary}");
     } else {
         outln!(
-            "total: {} expected, {} lines in {} files; missing {}, duplicated {}, duplicated mids {}, misplaced {}, unverifiable {}, lost {}, corrupt files {}",
+            "total: {} expected, {} lines in {} files; missing {}, duplicated {}, duplicated mids {}, misplaced {}, unverifiable {}, lost {}, corrupt files {}, behind the commit {}",
             t.expected,
             t.found_lines,
             t.files,
@@ -105,7 +110,8 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
             t.misplaced_lines,
             t.unverifiable_lines,
             t.lost_offsets,
-            t.corrupt_files.len()
+            t.corrupt_files.len(),
+            t.behind
         );
         if audited.unpartitioned_files > 0 {
             outln!(
@@ -147,7 +153,11 @@ fn print_partition(a: &PartitionAudit) -> std::io::Result<()> {
             head.join(",")
         }
     };
-    let committed = c.map_or_else(|| "none".to_string(), |c| c.to_string());
+    let committed = match (c, r.behind_secs) {
+        (Some(c), Some(age)) => format!("{c} ({} behind the end, the oldest {age} s old)", r.behind),
+        (Some(c), None) => c.to_string(),
+        (None, _) => "none".to_string(),
+    };
     outln!(
         "partition {p}: kafka [{low}, {high}) committed {committed}; {} expected, {} lines in {} files; missing {}{}; duplicated {}{}; duplicated mids {}; misplaced {}; unverifiable {}",
         r.expected,
@@ -173,6 +183,14 @@ fn print_partition(a: &PartitionAudit) -> std::io::Result<()> {
             "  LOST: {} offset(s) [{}, {low}) were deleted by Kafka before the group committed them: never backed up",
             r.lost_offsets,
             low - r.lost_offsets as i64
+        );
+    }
+    if r.lagging {
+        let since = r.oldest_behind_ms.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.to_rfc3339()).unwrap_or_default();
+        outln!(
+            "  BEHIND: {} message(s) above the group's commit, the oldest from {since} ({} s old, over the limit: --max-lag, else max_file_age_secs + completion_grace_secs): the writer is stalled or far behind, and nothing above the commit is proven backed up",
+            r.behind,
+            r.behind_secs.unwrap_or_default()
         );
     }
     if r.never_committed {
