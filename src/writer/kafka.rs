@@ -14,7 +14,7 @@ use tracing::{debug, error, warn};
 use super::ports::CommitGate;
 use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart};
 use super::Writer;
-use crate::health::{BrokerSilence, Health};
+use crate::health::{BrokerStat, ClusterWatch, Health, PartitionStat};
 use crate::metrics as m;
 
 /// The consumer context: routes rebalance callbacks into the writer.
@@ -27,18 +27,48 @@ pub(super) struct Ctx {
     pub(super) consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<Ctx>>>,
     /// A commit the broker has not answered yet: no other is started until it is.
     pub(super) unanswered: Mutex<CommitGate<std::sync::mpsc::Receiver<()>>>,
-    /// Which brokers hold requests unanswered, from the statistics.
-    pub(super) silence: Mutex<BrokerSilence>,
+    /// What the statistics say of the brokers and partitions this writer depends on.
+    pub(super) cluster: Mutex<ClusterWatch>,
+    /// librdkafka's connection failures, logged once per broker every half minute.
+    pub(super) throttle: Mutex<Throttle>,
     /// Where a partition the group never committed starts (`auto.offset.reset`).
     pub(super) reset: Offset,
 }
 
 impl ClientContext for Ctx {
+    /// librdkafka's own log lines, as rdkafka forwards them, except its connection failures: a
+    /// broker that is restarted or gone refuses connections at every retry, which librdkafka
+    /// logs as errors, a line per attempt. They are warnings here (the cluster's other brokers
+    /// take over; readiness turns red only if a partition owned here stays unserved), one per
+    /// broker every half minute with the count of the others.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "FAIL" && matches!(level, L::Error | L::Warning | L::Notice | L::Info) {
+            let broker = log_message.split(": ").next().unwrap_or_default();
+            let now = std::time::Instant::now();
+            if let Some(suppressed) = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).allow(broker, now) {
+                warn!(target: "librdkafka", suppressed, "broker connection failed: {log_message}");
+            }
+            return;
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => error!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Warning => warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Debug => debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
         match error.rdkafka_error_code() {
             // End of partition is information, not an error (it is handled in the poll loop).
             Some(RDKafkaErrorCode::PartitionEOF) => return,
+            // One broker unreachable: its connection failure is logged above (throttled).
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+                debug!(error = %error, reason, "kafka client error");
+                return;
+            }
             Some(RDKafkaErrorCode::AllBrokersDown) => self.health.brokers_down(),
             _ => {}
         }
@@ -57,21 +87,83 @@ impl ClientContext for Ctx {
         if stats.cgrp.as_ref().is_some_and(|g| g.state == "up") {
             self.health.joined(true);
         }
-        // The real brokers only: the logical coordinator connection may legitimately hold a
-        // JoinGroup for as long as a rebalance takes; a stuck commit shows through the commit gate.
-        let now = stats.ts / 1000;
-        let mut silence = self.silence.lock().unwrap_or_else(|p| p.into_inner());
-        let mut answered = false;
-        for b in stats.brokers.values().filter(|b| b.nodeid >= 0 && b.source == "learned") {
-            answered |= silence.broker(now, &b.name, b.rx, b.waitresp_cnt);
+        let brokers: Vec<BrokerStat<'_>> = stats
+            .brokers
+            .values()
+            .map(|b| BrokerStat {
+                name: &b.name,
+                nodeid: b.nodeid,
+                nodename: &b.nodename,
+                learned: b.nodeid >= 0 && b.source == "learned",
+                coordinator: b.source == "logical" && b.name.starts_with("GroupCoordinator"),
+                up: b.state == "UP",
+                rx: b.rx,
+                waiting: b.waitresp_cnt,
+            })
+            .collect();
+        let partitions: Vec<PartitionStat<'_>> = stats
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions.values().filter(|p| p.partition >= 0).map(move |p| PartitionStat {
+                    topic,
+                    partition: p.partition,
+                    owned: p.fetch_state != "none",
+                    leader: p.leader,
+                })
+            })
+            .collect();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let seen: Vec<String> = brokers
+                .iter()
+                .map(|b| format!("{} [{}] up={} rx={} waiting={}", b.name, b.nodename, b.up, b.rx, b.waiting))
+                .chain(partitions.iter().filter(|p| p.owned).map(|p| format!("{}/{} leader={}", p.topic, p.partition, p.leader)))
+                .collect();
+            debug!(brokers = %seen.join("; "), "statistics");
         }
-        match silence.silent(now) {
-            Some((broker, waited)) if self.health.broker_silent(&broker, waited) => {
-                warn!(broker, waited_ms = waited, "a broker holds requests unanswered and sends nothing back; readiness reports it");
-            }
+        let verdict = self.cluster.lock().unwrap_or_else(|p| p.into_inner()).observe(stats.ts / 1000, &brokers, &partitions);
+        match verdict.silent {
+            Some((broker, waited)) if self.health.broker_silent(&broker, waited) => warn!(
+                broker,
+                waited_ms = waited,
+                "a broker this writer depends on holds requests unanswered: connected, nothing received back; readiness reports it"
+            ),
             Some(_) => {}
-            None if answered => self.health.broker_answered(),
+            None if verdict.answered => self.health.broker_answered(),
             None => {}
+        }
+        if !verdict.unserved.is_empty() {
+            warn!(partitions = %verdict.unserved.join("; "), "owned partitions have no reachable leader; readiness reports them");
+        }
+        self.health.set_unserved(verdict.unserved);
+    }
+}
+
+/// One log line per key (a broker) every [`Throttle::EVERY`], counting the others.
+#[derive(Debug, Default)]
+pub(super) struct Throttle {
+    last: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    /// `Some(lines suppressed since the last one)` when `key` may be logged at `now`.
+    pub(super) fn allow(&mut self, key: &str, now: std::time::Instant) -> Option<u64> {
+        match self.last.get_mut(key) {
+            Some((at, n)) if now.duration_since(*at) < Self::EVERY => {
+                *n += 1;
+                None
+            }
+            Some((at, n)) => {
+                let suppressed = *n;
+                (*at, *n) = (now, 0);
+                Some(suppressed)
+            }
+            None => {
+                self.last.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -137,6 +229,7 @@ impl Broker for BaseConsumer<Ctx> {
             ctx.health.commit_unanswered();
             return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
         }
+        ctx.health.commit_answered();
         let Some(me) = ctx.consumer.get().and_then(std::sync::Weak::upgrade) else {
             return Consumer::commit(self, &tpl, CommitMode::Sync).map_err(failed);
         };
@@ -210,5 +303,23 @@ pub(super) fn log_partition_eof(consumer: &BaseConsumer<Ctx>, partition: i32) {
                 debug!(topic = e.topic(), "reached the end of partition {partition} at offset {o}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_s_connection_failures_are_told_once_every_half_minute_with_the_count() {
+        let mut t = Throttle::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(t.allow("127.0.0.1:29093/2", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(t.allow("127.0.0.1:29093/2", t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(t.allow("127.0.0.1:29094/3", t0 + Duration::from_secs(5)), Some(0), "another broker: its own count");
+        assert_eq!(t.allow("127.0.0.1:29093/2", t0 + Throttle::EVERY), Some(5));
+        assert_eq!(t.allow("127.0.0.1:29093/2", t0 + Throttle::EVERY + Duration::from_secs(1)), None);
     }
 }

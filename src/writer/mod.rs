@@ -175,7 +175,8 @@ pub fn run(
         generation: generation.clone(),
         consumer: std::sync::OnceLock::new(),
         unanswered: Mutex::new(ports::CommitGate::default()),
-        silence: Mutex::new(crate::health::BrokerSilence::default()),
+        cluster: Mutex::new(crate::health::ClusterWatch::default()),
+        throttle: Mutex::new(kafka::Throttle::default()),
         reset: crate::consumer::start_without_commit(&config.kafka),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =

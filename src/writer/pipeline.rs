@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::BorrowedMessage;
 use rustc_hash::FxHashMap as HashMap;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::kafka::{self, Ctx};
 use super::ports::Message;
@@ -72,6 +72,10 @@ impl<'c> Step<'_, 'c> {
                     (Polled::Message(msg, generation), Some((t, route))) => w.on_message(&msg, t, route, generation, now),
                     (Polled::Message(msg, _), None) => error!(topic = msg.topic(), "message from a topic that is not configured"),
                     (Polled::Eof(p), _) => kafka::log_partition_eof(consumer, p),
+                    // A broker's connection failure comes here too; the context logged it.
+                    (Polled::Error(e), _) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure) => {
+                        debug!(error = %e, "kafka error")
+                    }
                     (Polled::Error(e), _) => warn!(error = %e, "kafka error"),
                 }
             }

@@ -177,7 +177,7 @@ impl Writer {
         }
         metrics::counter!(m::COMMITS).increment(1);
         metrics::histogram!(m::COMMIT_SECONDS).record(self.clock.now().duration_since(started).as_secs_f64());
-        self.health.broker_ok();
+        self.health.committed();
         for c in commits {
             debug!(topic = %self.topics[c.part.topic].cfg.name, partition = c.part.partition, offset = c.offset, "committed");
             if let Some(st) = self.parts.get_mut(&c.part) {
