@@ -48,6 +48,9 @@ pub(crate) enum Rule {
     /// Start fetching an assigned partition where the group's commit stands when the fetch
     /// starts, not where the core read it (librdkafka's own second read; issue 34).
     FetchFromCommitted,
+    /// Wait for a commit the broker never answers for ever (no other commit may start
+    /// meanwhile: the writer's partitions stop for good).
+    WaitForCommitForever,
     /// Fill a partition's commit record without sealing the open files whose ranges begin
     /// inside the recorded ones (once full, the file holding the commit never fits; issue 34).
     NoRecordRoomForOpenFiles,

@@ -224,6 +224,7 @@ impl Broker for BaseConsumer<Ctx> {
             e.set_metadata(c.metadata);
         }
         let ctx = self.context();
+        let started = std::time::Instant::now();
         let mut gate = ctx.unanswered.lock().unwrap_or_else(|p| p.into_inner());
         if !gate.may_start(|rx| !matches!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))) {
             ctx.health.commit_unanswered();
@@ -246,7 +247,7 @@ impl Broker for BaseConsumer<Ctx> {
         match rx.recv_timeout(wait) {
             Ok(result) => result.map_err(failed),
             Err(_) => {
-                gate.unanswered(done_rx);
+                gate.unanswered(done_rx, started);
                 ctx.health.commit_unanswered();
                 Err(BrokerError(format!("the broker did not answer the commit within {:.1} s (it may still be applied)", wait.as_secs_f64())))
             }
@@ -291,6 +292,16 @@ impl Broker for BaseConsumer<Ctx> {
     fn resume_all(&self) -> Result<(), BrokerError> {
         let assignment = self.assignment().map_err(failed)?;
         self.resume(&assignment).map_err(failed)
+    }
+
+    fn unanswered_since(&self) -> Option<std::time::Instant> {
+        let mut gate = self.context().unanswered.lock().unwrap_or_else(|p| p.into_inner());
+        // Answered meanwhile: the gate opens (as the next commit would find).
+        if gate.may_start(|rx| !matches!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))) {
+            self.context().health.commit_answered();
+            return None;
+        }
+        gate.since()
     }
 }
 

@@ -67,7 +67,8 @@ pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(2);
 /// that the unanswered one got its answer (a channel in production, an id in the simulation).
 #[derive(Debug)]
 pub(crate) struct CommitGate<T> {
-    unanswered: Option<T>,
+    /// The unanswered commit, and when it was started.
+    unanswered: Option<(T, Instant)>,
 }
 
 impl<T> Default for CommitGate<T> {
@@ -81,7 +82,7 @@ impl<T> CommitGate<T> {
     /// has been answered since.
     pub(crate) fn may_start(&mut self, answered: impl FnOnce(&T) -> bool) -> bool {
         match &self.unanswered {
-            Some(t) if !answered(t) && !crate::sabotage::on(crate::sabotage::Rule::OverlappingCommits) => false,
+            Some((t, _)) if !answered(t) && !crate::sabotage::on(crate::sabotage::Rule::OverlappingCommits) => false,
             _ => {
                 self.unanswered = None;
                 true
@@ -89,10 +90,25 @@ impl<T> CommitGate<T> {
         }
     }
 
-    /// The commit just started went unanswered past [`COMMIT_WAIT`].
-    pub(crate) fn unanswered(&mut self, t: T) {
-        self.unanswered = Some(t);
+    /// The commit started at `since` went unanswered past [`COMMIT_WAIT`].
+    pub(crate) fn unanswered(&mut self, t: T, since: Instant) {
+        self.unanswered = Some((t, since));
     }
+
+    /// When the commit still unanswered was started (as last seen by `may_start`).
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.unanswered.as_ref().map(|(_, since)| *since)
+    }
+}
+
+/// How long a commit may stay unanswered before the writer gives up on its consumer: librdkafka
+/// answers a commit it sent within `socket.timeout.ms`, and one waiting for a coordinator within
+/// `session.timeout.ms`; one unanswered for twice both (at least three minutes) never will be,
+/// and while it is not, no other commit may start (the gate above). The writer then stops with
+/// a fatal error (exit 1), so that a restart brings a fresh consumer: nothing is lost, the
+/// uncommitted events are read again.
+pub(crate) fn commit_abandon(session_timeout_ms: u64, socket_timeout_ms: u64) -> Duration {
+    Duration::from_millis(2 * (session_timeout_ms + socket_timeout_ms)).max(Duration::from_secs(180))
 }
 
 /// The group consumer, as the core sees it.
@@ -108,6 +124,8 @@ pub(crate) trait Broker {
     fn pause_all(&self) -> Result<(), BrokerError>;
     /// Fetches every assigned partition again.
     fn resume_all(&self) -> Result<(), BrokerError>;
+    /// When the commit the broker has left unanswered was started, if one is.
+    fn unanswered_since(&self) -> Option<Instant>;
 }
 
 /// Where sealed files go to be uploaded, and where their results come back.

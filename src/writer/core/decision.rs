@@ -27,6 +27,12 @@ pub(crate) enum Fatal {
         "{topic}/{partition}: offset {offset} was committed by another client, not by kbackup (Secor's auto-commit?); resuming from it could skip what Secor never uploaded: run `kbackup takeover` first (docs/runbook.md)"
     )]
     ForeignCommit { topic: String, partition: i32, offset: i64 },
+    /// A commit has been left unanswered for longer than librdkafka ever takes to answer one;
+    /// no other commit may start meanwhile, so nothing of this writer's can be committed.
+    #[error(
+        "the broker has left a commit unanswered for {secs} s (librdkafka answers within socket.timeout.ms, or session.timeout.ms while it waits for a coordinator): no commit can start meanwhile; stopping so that a restart brings a fresh consumer (uncommitted events are read again)"
+    )]
+    CommitUnanswered { secs: u64 },
     /// Another blob already has a file's name.
     #[error("blob {key} exists with different content; stopping without committing its events (restart to re-read them under a new name)")]
     NameConflict { key: String },

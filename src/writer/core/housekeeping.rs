@@ -74,6 +74,13 @@ impl Writer {
             }
             self.report_retention_headroom();
             self.watch_commits(now);
+            // A commit never answered would hold every later one back for good.
+            if let Some(since) = broker.unanswered_since().filter(|_| !sabotage::on(sabotage::Rule::WaitForCommitForever)) {
+                let waited = now.saturating_duration_since(since);
+                if waited >= self.settings.commit_abandon && self.fatal.is_none() {
+                    self.fatal = Some(super::decision::Fatal::CommitUnanswered { secs: waited.as_secs() });
+                }
+            }
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
         }
         if now.duration_since(self.last_commit) >= self.settings.commit_interval {

@@ -84,6 +84,8 @@ struct Settings {
     revoke_timeout: Duration,
     /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
     session_timeout_ms: String,
+    /// How long a commit may stay unanswered before the writer gives up (ports::commit_abandon).
+    commit_abandon: Duration,
     /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
     offset_reset_to_end: bool,
     /// The config names Secor's ZooKeeper: a commit kbackup did not write is never resumed from
@@ -186,6 +188,11 @@ impl Writer {
                 commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
                 session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
+                commit_abandon: {
+                    let group = crate::consumer::group_config(&config.kafka);
+                    let ms = |key: &str, default: u64| group.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+                    crate::writer::ports::commit_abandon(ms("session.timeout.ms", 45_000), ms("socket.timeout.ms", 60_000))
+                },
                 offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
                 refuse_foreign_commits: config.secor.is_some(),
             },

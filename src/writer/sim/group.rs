@@ -429,6 +429,7 @@ impl Sim {
         }
         // Its leave request goes out behind its commits.
         lock(&self.world).decide_held_of(m.id);
+        lock(&self.world).forget_unanswered_of(m.id);
         let took = lock(&self.world).instant() - started;
         self.stats.stops += 1;
         self.note(format!("member {} stops gracefully in {} ms", m.id, took.as_millis()));

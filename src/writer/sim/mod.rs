@@ -304,6 +304,7 @@ fn the_simulation_catches_broken_rules() {
         (Rule::MarkUnsettled, 2000, Width::Narrow),
         (Rule::NoRecordRoomForOpenFiles, 2000, Width::Wide),
         (Rule::FetchFromCommitted, 2000, Width::Wide),
+        (Rule::WaitForCommitForever, 2000, Width::Wide),
     ];
     // Caught, but too far out for CI's time: looked for only when named below. PlaceBeforeBuild
     // first fails at seed 3323 (about 4 minutes); the unit test

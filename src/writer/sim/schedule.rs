@@ -62,12 +62,24 @@ impl Sim {
                 if self.chance(0.4) {
                     f.broker_error = 0.2;
                 }
-                if lock(&self.world).held_rng.chance(0.3) {
-                    f.commit_held = 0.3;
+                {
+                    // Its own stream: the other faults' schedules stay as they were.
+                    let mut w = lock(&self.world);
+                    if w.held_rng.chance(0.3) {
+                        f.commit_held = 0.3;
+                    }
+                    // The group coordinator moves (its broker restarts) for up to 8 s.
+                    if w.held_rng.chance(0.3) {
+                        f.coordinator_away_until_ms = w.now_ms + 500 + w.held_rng.below(8_000);
+                    }
+                    // Rarely, a held commit is never answered at all.
+                    if w.held_rng.chance(0.1) {
+                        f.commit_never_answered = 0.1;
+                    }
                 }
                 self.note(format!(
-                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}, commits held {}",
-                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error, f.commit_held
+                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}, commits held {}, coordinator away until {}, commits never answered {}",
+                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error, f.commit_held, f.coordinator_away_until_ms, f.commit_never_answered
                 ));
                 lock(&self.world).faults = f;
             }

@@ -79,7 +79,17 @@ pub(super) struct Faults {
     /// Chance that the broker holds a commit unanswered past the writer's wait (a frozen or
     /// overloaded coordinator); it is applied or refused later, when the broker gets to it.
     pub(super) commit_held: f64,
+    /// The group coordinator is away (its broker restarts; the next one loads the group) until
+    /// then: commits wait for it and are sent when it is back, with the generation the member
+    /// has then (librdkafka defers them); reads of committed offsets time out.
+    pub(super) coordinator_away_until_ms: u64,
+    /// Chance that a held commit is never answered (a response lost with a connection that
+    /// died, a client that never hears back): its member must give up on its consumer.
+    pub(super) commit_never_answered: f64,
 }
+
+/// A held commit's due time that never comes.
+const NEVER: u64 = u64::MAX;
 
 /// A commit the broker holds: the writer stopped waiting, the broker has not decided yet.
 struct Held {
@@ -237,11 +247,17 @@ impl World {
 
     /// A member rejoins or leaves the group on the connection its commits went out on: the
     /// coordinator handles its held commits first, so none can land after its partitions moved.
+    /// (One never answered is never applied either: it is dropped with the member's process.)
     pub(super) fn decide_held_of(&mut self, member: usize) {
-        while let Some(i) = self.held.iter().position(|h| h.member == member) {
+        while let Some(i) = self.held.iter().position(|h| h.member == member && h.due_ms != NEVER) {
             let h = self.held.remove(i);
             self.decide_held(h);
         }
+    }
+
+    /// The member's process is gone: commits it never heard back about are gone with it.
+    pub(super) fn forget_unanswered_of(&mut self, member: usize) {
+        self.held.retain(|h| h.member != member || h.due_ms != NEVER);
     }
 
     /// The broker gets to a commit it held: a member fenced meanwhile is refused, as the
@@ -324,6 +340,7 @@ impl World {
 
     /// Forgets the answers a crashed member will never read (its requests still land).
     pub(super) fn crashed(&mut self, member: usize) {
+        self.forget_unanswered_of(member);
         self.done[member].clear();
         self.member_gen[member] = 0;
     }
@@ -370,15 +387,25 @@ impl Broker for SimBroker {
         }
         let what: Vec<String> = entries.iter().map(|e| format!("{}/{}@{} [{}]", e.topic, e.partition, e.offset, e.metadata)).collect();
         let p = w.faults.commit_held;
-        if p > 0.0 && w.held_rng.chance(p) {
+        let away = w.now_ms < w.faults.coordinator_away_until_ms;
+        if away || (p > 0.0 && w.held_rng.chance(p)) {
             // The writer waits `wait` and gives up; the broker decides later.
             let id = w.next_held;
             w.next_held += 1;
-            let due_ms = w.now_ms + COMMIT_WAIT.as_millis() as u64 + w.held_rng.below(8_000);
+            let due_ms = if w.faults.commit_never_answered > 0.0 && w.held_rng.chance(w.faults.commit_never_answered) {
+                NEVER
+            } else if away {
+                // Deferred until the next coordinator has loaded the group.
+                w.faults.coordinator_away_until_ms + w.held_rng.below(500)
+            } else {
+                w.now_ms + COMMIT_WAIT.as_millis() as u64 + w.held_rng.below(8_000)
+            };
             let entries = entries.iter().map(|e| (slot(e.topic, e.partition), e.offset, e.metadata.to_string())).collect();
             w.held.push(Held { id, member: self.member, due_ms, entries });
-            w.gates[self.member].unanswered(id);
-            w.note(format!("member {} commits {}, held by the broker until t={due_ms}ms", self.member, what.join(" ")));
+            let since = w.instant();
+            w.gates[self.member].unanswered(id, since);
+            let when = if due_ms == NEVER { "never answered".to_string() } else { format!("held by the broker until t={due_ms}ms") };
+            w.note(format!("member {} commits {}, {when}", self.member, what.join(" ")));
             let until = w.now_ms + wait.as_millis() as u64;
             w.advance(until, None);
             return Err(BrokerError("the broker did not answer the commit in time (it may still be applied)".into()));
@@ -399,6 +426,12 @@ impl Broker for SimBroker {
 
     fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
         let mut w = lock(&self.world);
+        if w.now_ms < w.faults.coordinator_away_until_ms {
+            // Asked of a coordinator that is not there: librdkafka waits out the timeout.
+            let until = (w.now_ms + timeout.as_millis() as u64).min(w.faults.coordinator_away_until_ms);
+            w.advance(until, None);
+            return Err(BrokerError("Local: Timed out: no group coordinator".into()));
+        }
         if w.closing[self.member] {
             let until = w.now_ms + timeout.as_millis() as u64;
             w.advance(until, None);
@@ -428,6 +461,17 @@ impl Broker for SimBroker {
     fn resume_all(&self) -> Result<(), BrokerError> {
         lock(&self.world).paused[self.member] = false;
         Ok(())
+    }
+
+    fn unanswered_since(&self) -> Option<Instant> {
+        let mut guard = lock(&self.world);
+        let w = &mut *guard;
+        let held = &w.held;
+        let gate = &mut w.gates[self.member];
+        if gate.may_start(|id| !held.iter().any(|h| h.id == *id)) {
+            return None;
+        }
+        gate.since()
     }
 }
 
