@@ -48,6 +48,9 @@ pub(crate) enum Rule {
     /// Start fetching an assigned partition where the group's commit stands when the fetch
     /// starts, not where the core read it (librdkafka's own second read; issue 34).
     FetchFromCommitted,
+    /// Read a partition's watermarks on the loop at assignment, waiting up to 30 s for the
+    /// broker (the rule before issue 37: a frozen broker held the loop past a stop's bound).
+    WatermarksOnLoop,
     /// Wait for a commit the broker never answers for ever (no other commit may start
     /// meanwhile: the writer's partitions stop for good).
     WaitForCommitForever,

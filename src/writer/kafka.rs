@@ -12,7 +12,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
 use super::ports::CommitGate;
-use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart};
+use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart, WatermarksAnswer, WATERMARKS_TIMEOUT};
 use super::Writer;
 use crate::health::{BrokerStat, ClusterWatch, Health, PartitionStat};
 use crate::metrics as m;
@@ -33,6 +33,24 @@ pub(super) struct Ctx {
     pub(super) throttle: Mutex<Throttle>,
     /// Where a partition the group never committed starts (`auto.offset.reset`).
     pub(super) reset: Offset,
+    /// Watermark reads, off the loop.
+    pub(super) watermarks: WatermarkReads,
+}
+
+/// Watermark reads on a thread of their own (one at a time, each bounded by
+/// [`WATERMARKS_TIMEOUT`]), so that a broker that does not answer never holds the loop: a read
+/// on the loop held it for its timeout, past a stop's bound (issue 37).
+pub(super) struct WatermarkReads {
+    asks: std::sync::OnceLock<std::sync::mpsc::Sender<(String, i32)>>,
+    answers_tx: std::sync::mpsc::Sender<WatermarksAnswer>,
+    answers: Mutex<std::sync::mpsc::Receiver<WatermarksAnswer>>,
+}
+
+impl Default for WatermarkReads {
+    fn default() -> Self {
+        let (answers_tx, answers) = std::sync::mpsc::channel();
+        WatermarkReads { asks: std::sync::OnceLock::new(), answers_tx, answers: Mutex::new(answers) }
+    }
 }
 
 impl ClientContext for Ctx {
@@ -282,6 +300,34 @@ impl Broker for BaseConsumer<Ctx> {
 
     fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError> {
         self.fetch_watermarks(topic, partition, timeout).map_err(failed)
+    }
+
+    fn ask_watermarks(&self, topic: &str, partition: i32) {
+        let reads = &self.context().watermarks;
+        let asks = reads.asks.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<(String, i32)>();
+            let (consumer, answers) = (self.context().consumer.get().cloned(), reads.answers_tx.clone());
+            let spawned = std::thread::Builder::new().name("kbackup-watermarks".into()).spawn(move || {
+                for (topic, partition) in rx {
+                    let read = match consumer.as_ref().and_then(std::sync::Weak::upgrade) {
+                        Some(c) => c.fetch_watermarks(&topic, partition, WATERMARKS_TIMEOUT).map_err(|e| e.to_string()),
+                        None => Err("the consumer is closed".to_string()),
+                    };
+                    if answers.send(WatermarksAnswer { topic, partition, read }).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                error!(error = %e, "starting the watermark reader failed");
+            }
+            tx
+        });
+        let _ = asks.send((topic.to_string(), partition));
+    }
+
+    fn watermarks_answered(&self) -> Vec<WatermarksAnswer> {
+        self.context().watermarks.answers.lock().unwrap_or_else(|p| p.into_inner()).try_iter().collect()
     }
 
     fn pause_all(&self) -> Result<(), BrokerError> {

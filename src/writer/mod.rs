@@ -126,7 +126,7 @@ impl StopRequest {
 
     /// When the stop that ends by `now + timeout` had to start so that it ends `timeout` after
     /// it was asked for, less `EXIT_MARGIN` for the process to exit.
-    fn deadline(&self, now: Instant, timeout: Duration) -> Instant {
+    pub(crate) fn deadline(&self, now: Instant, timeout: Duration) -> Instant {
         let asked = self.at.get().copied().filter(|at| *at <= now).unwrap_or(now);
         (asked + timeout).checked_sub(EXIT_MARGIN.min(timeout / 10)).unwrap_or(asked).max(now)
     }
@@ -161,7 +161,9 @@ pub fn run(
     let uploads = Box::new(ChannelUploads { uploader, done });
     let (marker_tx, marker_rx) = std::sync::mpsc::channel();
     let markers = Box::new(ChannelMarkers { store: storage.store.clone(), rt, tx: marker_tx, rx: marker_rx });
-    let writer = Arc::new(Mutex::new(Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts)?));
+    let mut core = Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts)?;
+    core.listen(stop.clone());
+    let writer = Arc::new(Mutex::new(core));
     // Topic names to config indices, for the routing helper.
     let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
 
@@ -178,6 +180,7 @@ pub fn run(
         cluster: Mutex::new(crate::health::ClusterWatch::default()),
         throttle: Mutex::new(kafka::Throttle::default()),
         reset: crate::consumer::start_without_commit(&config.kafka),
+        watermarks: kafka::WatermarkReads::default(),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =
         Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);

@@ -48,6 +48,17 @@ pub(crate) enum FetchStart {
     Reset,
 }
 
+/// The answer to one [`Broker::ask_watermarks`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WatermarksAnswer {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) read: Result<(i64, i64), String>,
+}
+
+/// How long a watermark read off the loop may take before it counts as failed.
+pub(crate) const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A partition's committed offset (none if the group never committed it) and its metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Committed {
@@ -118,8 +129,15 @@ pub(crate) trait Broker {
     fn commit(&self, entries: &[CommitEntry<'_>], wait: Duration) -> Result<(), BrokerError>;
     /// The group's committed offset of each partition, in the order asked.
     fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError>;
-    /// The partition's (log start, end) offsets.
+    /// The partition's (log start, end) offsets, waiting up to `timeout`: the loop asks with
+    /// [`Broker::ask_watermarks`] instead, so that a broker that does not answer cannot hold it
+    /// (only the broken rule `WatermarksOnLoop` waits here).
     fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError>;
+    /// Asks for a partition's (log start, end) offsets off the loop; the answer comes back from
+    /// [`Broker::watermarks_answered`] (an error after [`WATERMARKS_TIMEOUT`] at the latest).
+    fn ask_watermarks(&self, topic: &str, partition: i32);
+    /// The answers to [`Broker::ask_watermarks`] that arrived since the last call.
+    fn watermarks_answered(&self) -> Vec<WatermarksAnswer>;
     /// Stops fetching every assigned partition.
     fn pause_all(&self) -> Result<(), BrokerError>;
     /// Fetches every assigned partition again.

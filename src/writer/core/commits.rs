@@ -163,10 +163,7 @@ impl Writer {
             .collect();
         let started = self.clock.now();
         // During a stop a commit waits no longer than the time left.
-        let wait = match self.stop_deadline {
-            Some(d) => COMMIT_WAIT.min(d.saturating_duration_since(started)),
-            None => COMMIT_WAIT,
-        };
+        let wait = self.call_wait(COMMIT_WAIT);
         if wait.is_zero() {
             metrics::counter!(m::COMMIT_FAILURES).increment(1);
             return Err(BrokerError("no time left before the stop's deadline to commit".into()));

@@ -62,8 +62,6 @@ pub(super) struct Marking {
     retry_at: Option<Instant>,
     /// Files of each date this owner uploaded, with what they hold.
     known: BTreeMap<NaiveDate, Vec<MarkedFile>>,
-    /// When the log start and end were last read for an idle partition (`None`: the read failed).
-    idle: Option<(Instant, Option<(i64, i64)>)>,
     /// The last date strings seen and their days: a partition's events straddle a midnight or
     /// two at a time, and parsing a date per message cost 5 % of the writer's CPU.
     dates: Vec<(Arc<str>, Option<NaiveDate>)>,
@@ -267,17 +265,12 @@ impl Writer {
     /// True if the partition's consumption reached its log end (read again once the last read
     /// is `fresh` old): an idle partition passes a date by the wall clock.
     fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, fresh: Duration) -> bool {
-        let read = match self.parts[&key].marking.idle {
-            Some((at, read)) if now.duration_since(at) < fresh => read,
-            _ => {
-                let name = self.topics[key.topic].cfg.name.clone();
-                let read = broker.watermarks(&name, key.partition, Duration::from_secs(2)).ok();
-                if let Some(st) = self.parts.get_mut(&key) {
-                    st.marking.idle = Some((now, read));
-                }
-                read
-            }
-        };
+        let last = self.parts[&key].reads.last;
+        if last.is_none_or(|(at, _)| now.duration_since(at) >= fresh) {
+            // Asked off the loop; until the answer comes, the last one stands.
+            self.ask_watermarks(broker, key);
+        }
+        let Some((_, read)) = self.parts[&key].reads.last else { return false };
         // Against the position now, not the one at the read: a partition that reached the end
         // read a moment before it got there is caught up.
         match (read, &self.parts[&key].offsets) {

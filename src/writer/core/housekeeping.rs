@@ -20,6 +20,7 @@ impl Writer {
     pub(crate) fn housekeeping(&mut self, broker: &dyn Broker, now: Instant) {
         self.drain_uploads();
         self.drain_markers();
+        self.take_watermarks(broker, now);
         let tick = now.duration_since(self.last_tick) >= Duration::from_millis(500);
         if self.paused && !tick {
             // Resume as soon as uploads catch up, not at the next tick (which checks anyway).
@@ -50,13 +51,16 @@ impl Writer {
             self.apply_backpressure(broker);
             if now >= self.watermarks_retry_at && !sabotage::on(sabotage::Rule::NoWatermarkRetry) {
                 self.watermarks_retry_at = now + WATERMARKS_RETRY;
-                let unread: Vec<PartKey> = self.parts.iter().filter(|(_, st)| st.watermarks != Watermarks::Done).map(|(k, _)| *k).collect();
-                // One failure ends the round: a broker that does not answer would otherwise hold
-                // the loop for a timeout per partition.
+                // Still to read, and the last read failed: asked again (a read is never on the
+                // loop, so a broker that does not answer holds nothing).
+                let unread: Vec<PartKey> = self
+                    .parts
+                    .iter()
+                    .filter(|(_, st)| st.watermarks != Watermarks::Done && !st.reads.asked && st.reads.last.is_some())
+                    .map(|(k, _)| *k)
+                    .collect();
                 for key in unread {
-                    if !self.read_watermarks(broker, key, Duration::from_secs(2)) {
-                        break;
-                    }
+                    self.ask_watermarks(broker, key);
                 }
             }
             let oldest = self.files.open_files().map(|(_, b)| b).map(|b| now.saturating_duration_since(b.opened_at)).max().unwrap_or_default();

@@ -82,6 +82,8 @@ struct Settings {
     metadata_limit: usize,
     commit_interval: Duration,
     revoke_timeout: Duration,
+    /// `writer.shutdown_timeout_secs`: how long a stop may take, from its signal.
+    shutdown_timeout: Duration,
     /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
     session_timeout_ms: String,
     /// How long a commit may stay unanswered before the writer gives up (ports::commit_abandon).
@@ -132,6 +134,9 @@ pub(crate) struct Writer {
     scratch: Vec<u8>,
     /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
     stop_deadline: Option<Instant>,
+    /// The stop asked for from outside (a signal), if the writer runs in a process: a wait that
+    /// is under way when it comes (a rebalance's) ends by the stop's deadline too.
+    signal: Option<Arc<crate::writer::StopRequest>>,
     /// Behave as the release before record dating (the simulation's rolling upgrade).
     #[cfg(test)]
     before_record_dating: bool,
@@ -187,6 +192,7 @@ impl Writer {
                 metadata_limit: config.writer.commit_metadata_limit,
                 commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
+                shutdown_timeout: Duration::from_secs(config.writer.shutdown_timeout_secs),
                 session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
                 commit_abandon: {
                     let group = crate::consumer::group_config(&config.kafka);
@@ -212,6 +218,7 @@ impl Writer {
             summary: RunSummary::default(),
             scratch: Vec::new(),
             stop_deadline: None,
+            signal: None,
             #[cfg(test)]
             before_record_dating: false,
         })
@@ -245,6 +252,27 @@ impl Writer {
     /// Starts a graceful stop that must end by `deadline`.
     pub(crate) fn begin_stop(&mut self, deadline: Instant) {
         self.stop_deadline = Some(deadline);
+    }
+
+    /// Hears the process's stop request: waits under way end by the stop's deadline.
+    pub(crate) fn listen(&mut self, signal: Arc<crate::writer::StopRequest>) {
+        self.signal = Some(signal);
+    }
+
+    /// By when the writer must have stopped: the deadline of a stop begun, or of one asked for.
+    fn deadline(&self) -> Option<Instant> {
+        self.stop_deadline.or_else(|| {
+            let signal = self.signal.as_ref().filter(|s| s.asked())?;
+            Some(signal.deadline(self.clock.now(), self.settings.shutdown_timeout))
+        })
+    }
+
+    /// How long a broker call may wait now: `own`, or less before a stop's deadline.
+    fn call_wait(&self, own: Duration) -> Duration {
+        match self.deadline() {
+            Some(d) => own.min(d.saturating_duration_since(self.clock.now())),
+            None => own,
+        }
     }
 
     /// True when the byte ledger matches the files it counts (the simulation checks it after

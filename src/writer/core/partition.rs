@@ -3,6 +3,7 @@
 //! belongs to, and (for `--until-caught-up`) the end offset to reach.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use crate::commit::PartitionOffsets;
 use crate::intent::{IntentLog, RecoveryPlan};
@@ -42,6 +43,8 @@ pub(super) struct Partition {
     /// The watermarks still to read (for the lost-offsets check and `--until-caught-up`): they
     /// are read at assignment and, if that fails, again until they are.
     pub(super) watermarks: Watermarks,
+    /// Its watermark reads, asked on the loop and answered off it.
+    pub(super) reads: WatermarkReads,
     /// The record must be rewritten by the next commit even if the offset did not move: the
     /// last committed one names a file that must not be rebuilt (its name is taken by another
     /// blob), or completion progress changed.
@@ -62,6 +65,15 @@ pub(super) enum Watermarks {
     Done,
     /// Still to read; the group's commit at assignment, if any, for the lost-offsets check.
     Unread { committed: Option<i64> },
+}
+
+/// A partition's watermark reads: at most one asked at a time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WatermarkReads {
+    /// A read was asked and not answered yet.
+    pub(super) asked: bool,
+    /// The last answer: when it came, and the (log start, end) offsets unless the read failed.
+    pub(super) last: Option<(Instant, Option<(i64, i64)>)>,
 }
 
 impl Partition {

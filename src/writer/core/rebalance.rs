@@ -3,17 +3,22 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use super::decision::Fatal;
-use super::partition::{PartKey, Partition, Watermarks};
+use super::partition::{PartKey, Partition, WatermarkReads, Watermarks};
 use super::Writer;
 use crate::buffer::SealReason;
 use crate::intent::{self, RecoveryPlan};
 use crate::metrics as m;
+use crate::sabotage;
 use crate::writer::ports::{Broker, FetchStart};
+
+/// How long one read of the group's committed offsets may wait (read again until a minute has
+/// passed): short, so that a stop asked for meanwhile is not held past its bound.
+const COMMITTED_WAIT: Duration = Duration::from_secs(2);
 
 impl Writer {
     /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`;
@@ -29,7 +34,7 @@ impl Writer {
         self.health.joined(true);
         self.health.broker_ok();
         metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
-        if self.stop_deadline.is_some() {
+        if self.deadline().is_some() {
             // Assigned while this writer leaves the group (another member left just before):
             // nothing more will be consumed here, and the closing consumer's requests time out,
             // so reading their offsets could only run past the stop's bound. Not taken: no
@@ -40,13 +45,18 @@ impl Writer {
         // The committed offsets and their intent records decide how each partition resumes;
         // without them it is not safe to consume. A fresh broker may need a moment to elect a
         // group coordinator.
+        // Each read waits briefly, and none outlives a stop asked for meanwhile.
         let deadline = self.clock.now() + Duration::from_secs(60);
         let committed = loop {
-            match broker.committed(assigned, Duration::from_secs(10)) {
+            match broker.committed(assigned, self.call_wait(COMMITTED_WAIT)) {
                 Ok(c) => break c,
+                Err(e) if self.deadline().is_some() => {
+                    info!(error = %e, partitions = assigned.len(), "reading committed offsets failed during a graceful stop: the partitions are left for the next owner");
+                    return;
+                }
                 Err(e) if self.clock.now() < deadline => {
                     warn!(error = %e, "reading committed offsets failed; retrying");
-                    self.clock.sleep(Duration::from_millis(500));
+                    self.clock.sleep(self.call_wait(Duration::from_millis(500)));
                 }
                 Err(e) => {
                     self.fatal = Some(Fatal::CommittedUnreadable(e.to_string()));
@@ -108,7 +118,7 @@ impl Writer {
                 st.watermarks = Watermarks::Unread { committed: start };
             }
             self.parts.insert(PartKey::new(t, p), st);
-            self.read_watermarks(broker, PartKey::new(t, p), Duration::from_secs(30));
+            self.ask_watermarks(broker, PartKey::new(t, p));
             // A number when there is a commit; absent (not the text "None") when there is none.
             match start {
                 Some(c) => info!(topic, partition = p, committed = c, "partition assigned"),
@@ -118,20 +128,47 @@ impl Writer {
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
     }
 
-    /// Reads a partition's watermarks if they are still to read: checks the group's commit
-    /// against the log start and sets the end `--until-caught-up` reaches. False if the broker
-    /// did not answer (housekeeping tries again: without them a lost range would go unreported
-    /// and `--until-caught-up` would never end).
-    pub(super) fn read_watermarks(&mut self, broker: &dyn Broker, key: PartKey, timeout: Duration) -> bool {
-        let Some(Watermarks::Unread { committed: start }) = self.parts.get(&key).map(|st| st.watermarks) else {
-            return true;
-        };
+    /// Asks for a partition's watermarks, unless a read is already asked (answers come back
+    /// to [`Writer::take_watermarks`]).
+    pub(super) fn ask_watermarks(&mut self, broker: &dyn Broker, key: PartKey) {
+        let Some(st) = self.parts.get_mut(&key) else { return };
+        if st.reads.asked {
+            return;
+        }
+        if sabotage::on(sabotage::Rule::WatermarksOnLoop) {
+            // The rule before: read on the loop, waiting up to 30 s for the broker.
+            let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
+            let read = broker.watermarks(&topic, p, Duration::from_secs(30)).map_err(|e| e.to_string());
+            let now = self.clock.now();
+            self.on_watermarks(key, read, now);
+            return;
+        }
+        st.reads.asked = true;
+        broker.ask_watermarks(&self.topics[key.topic].cfg.name, key.partition);
+    }
+
+    /// Takes the watermark reads answered since the last call.
+    pub(super) fn take_watermarks(&mut self, broker: &dyn Broker, now: Instant) {
+        for a in broker.watermarks_answered() {
+            let Some(&t) = self.topic_index.get(a.topic.as_str()) else { continue };
+            self.on_watermarks(PartKey::new(t, a.partition), a.read, now);
+        }
+    }
+
+    /// A partition's watermarks were read (or the read failed). While they are still to read,
+    /// the group's commit is checked against the log start and the end `--until-caught-up`
+    /// reaches is set; a failed read is asked again by housekeeping (without them a lost range
+    /// would go unreported and `--until-caught-up` would never end).
+    fn on_watermarks(&mut self, key: PartKey, read: Result<(i64, i64), String>, now: Instant) {
+        let Some(st) = self.parts.get_mut(&key) else { return };
+        st.reads = WatermarkReads { asked: false, last: Some((now, read.as_ref().ok().copied())) };
+        let Watermarks::Unread { committed: start } = st.watermarks else { return };
         let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
-        match broker.watermarks(&topic, p, timeout) {
+        match read {
             Ok((low, high)) => {
                 if let Some(s) = start.filter(|s| *s < low) {
                     // Rare (data already lost): the plan is copied to name its files.
-                    let plan = self.parts.get(&key).map(|st| st.plan.clone()).unwrap_or_default();
+                    let plan = st.plan.clone();
                     self.report_lost(&topic, p, s, low, high, &plan);
                 }
                 let until_caught_up = self.opts.until_caught_up;
@@ -142,11 +179,9 @@ impl Writer {
                     }
                     st.watermarks = Watermarks::Done;
                 }
-                true
             }
             Err(err) => {
                 error!(topic, partition = p, error = %err, "reading watermarks failed; trying again every few seconds (the lost-offsets check and --until-caught-up wait for them)");
-                false
             }
         }
     }
@@ -203,7 +238,7 @@ impl Writer {
             self.seal_partitions(&parts, SealReason::Revoke);
             // Within a stop, the stop's own bound applies, not a fresh revoke timeout on top.
             let own = self.clock.now() + self.settings.revoke_timeout;
-            let deadline = self.stop_deadline.map_or(own, |d| d.min(own));
+            let deadline = self.deadline().map_or(own, |d| d.min(own));
             let done = self.wait_uploads(broker, deadline, |w| {
                 !w.files.in_flight().any(|f| parts.contains(&f.part()) && Some(f.epoch) == w.parts.get(&f.part()).map(|s| s.epoch))
             });

@@ -310,16 +310,9 @@ impl Sim {
     /// core decide (periodic work, the budget's wait and pause, stop or poll), poll again.
     /// Returns why the member must stop, if it must.
     pub(super) fn step_member(&mut self, i: usize) -> Option<StopReason> {
+        let batch = std::mem::take(&mut self.members[i].polled);
+        self.apply(i, batch);
         let m = &mut self.members[i];
-        let now = m.writer.now();
-        let batch = std::mem::take(&mut m.polled);
-        for (msg, stamp) in batch {
-            use rdkafka::message::Message;
-            let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
-            let router = if m.earlier_release { &self.routers_before[t] } else { &self.routers[t] };
-            let route = router.route(msg.payload(), msg.timestamp().to_millis());
-            m.writer.on_message(&msg, t, route, stamp, now);
-        }
         let next = m.writer.after_batch(&m.broker, false);
         let m = &self.members[i];
         let consumer_paused = lock(&self.world).paused[m.id];
@@ -354,6 +347,19 @@ impl Sim {
         None
     }
 
+    /// Applies a polled batch to member `i`, as the polling loop does under one clock read.
+    fn apply(&mut self, i: usize, batch: Vec<(OwnedMessage, u64)>) {
+        let m = &mut self.members[i];
+        let now = m.writer.now();
+        for (msg, stamp) in batch {
+            use rdkafka::message::Message;
+            let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
+            let router = if m.earlier_release { &self.routers_before[t] } else { &self.routers[t] };
+            let route = router.route(msg.payload(), msg.timestamp().to_millis());
+            m.writer.on_message(&msg, t, route, stamp, now);
+        }
+    }
+
     /// The upgrade: every member of the earlier release goes, by a graceful stop or a crash
     /// (its files in flight are then recorded by the earlier release, for the current one to
     /// recover), and every member from now on runs the current release.
@@ -382,10 +388,23 @@ impl Sim {
     }
 
     /// A graceful stop of member `i` (SIGTERM): seal, upload, commit, leave — within the
-    /// shutdown bound whatever is frozen. Returns how long it took.
+    /// shutdown bound whatever is frozen, counted from the signal. The polling loop notices the
+    /// signal after the step it is in: the batch it applies and the periodic work, with every
+    /// call they make, count against the bound. Returns how long it took.
     pub(super) fn stop_member(&mut self, i: usize) -> Result<Duration, String> {
-        let timeout = Duration::from_secs(self.config.writer.shutdown_timeout_secs);
         let started = lock(&self.world).instant();
+        // The loop's last step: it applies the batch it routed, then its decision sees the signal.
+        let m = &mut self.members[i];
+        let batch = std::mem::take(&mut m.polled);
+        self.apply(i, batch);
+        let m = &mut self.members[i];
+        let _ = m.writer.after_batch(&m.broker, true);
+        self.finish_member(i, started)
+    }
+
+    /// Member `i` stops (on a signal at `started`, or on its own: a fatal error, caught up).
+    pub(super) fn finish_member(&mut self, i: usize, started: std::time::Instant) -> Result<Duration, String> {
+        let timeout = Duration::from_secs(self.config.writer.shutdown_timeout_secs);
         let deadline = started + timeout;
         let mut m = self.members.remove(i);
         m.polled.clear();

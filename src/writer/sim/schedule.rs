@@ -76,10 +76,14 @@ impl Sim {
                     if w.held_rng.chance(0.1) {
                         f.commit_never_answered = 0.1;
                     }
+                    // The broker freezes for up to 15 s: every call waits for it.
+                    if w.held_rng.chance(0.2) {
+                        f.broker_frozen_until_ms = w.now_ms + 500 + w.held_rng.below(15_000);
+                    }
                 }
                 self.note(format!(
-                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}, commits held {}, coordinator away until {}, commits never answered {}",
-                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error, f.commit_held, f.coordinator_away_until_ms, f.commit_never_answered
+                    "faults: put errors {}, lost responses {}, storage frozen until {}, broker errors {}, commits held {}, coordinator away until {}, commits never answered {}, broker frozen until {}",
+                    f.put_error, f.lost_response, f.storage_frozen_until_ms, f.broker_error, f.commit_held, f.coordinator_away_until_ms, f.commit_never_answered, f.broker_frozen_until_ms
                 ));
                 lock(&self.world).faults = f;
             }
@@ -133,7 +137,8 @@ impl Sim {
                 }
                 StopReason::Requested => unreachable!("the simulation stops members through stop_member"),
             }
-            if let Err(e) = self.stop_member(i) {
+            let now = lock(&self.world).instant();
+            if let Err(e) = self.finish_member(i, now) {
                 lock(&self.world).ledger.violations.push(e);
             }
             return;

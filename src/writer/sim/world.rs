@@ -18,7 +18,7 @@ use super::slot;
 use crate::completion::write::{MarkerDone, MarkerJob, Stated, WriteError};
 use crate::completion::{self, MarkedFile, Marker, Statement};
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
-use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, UploadQueue, COMMIT_WAIT};
+use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, UploadQueue, WatermarksAnswer, COMMIT_WAIT};
 
 /// splitmix64: small, fast, and the same on every platform and crate version.
 pub(super) struct Rng(u64);
@@ -86,6 +86,9 @@ pub(super) struct Faults {
     /// Chance that a held commit is never answered (a response lost with a connection that
     /// died, a client that never hears back): its member must give up on its consumer.
     pub(super) commit_never_answered: f64,
+    /// The broker is frozen (a stopped process, a dead network path) until then: it holds every
+    /// call — commits until it thaws, reads until their timeout or the thaw.
+    pub(super) broker_frozen_until_ms: u64,
 }
 
 /// A held commit's due time that never comes.
@@ -146,6 +149,19 @@ pub(super) struct World {
     pub(super) markers_superseding: u64,
     /// Lines per blob, counted once (blobs are never replaced unless a broken rule does it).
     line_counts: BTreeMap<String, u64>,
+    /// Watermark reads asked and not answered yet.
+    reads: Vec<Read>,
+    /// A stream of its own for broker calls' latency, so that the other faults' schedules stay.
+    call_rng: Rng,
+}
+
+/// A watermark read on its way: answered at `due_ms`, failed if `fails`.
+struct Read {
+    member: usize,
+    topic: String,
+    partition: i32,
+    due_ms: u64,
+    fails: bool,
 }
 
 pub(super) type Shared = Arc<Mutex<World>>;
@@ -186,6 +202,8 @@ impl World {
             markers: 0,
             markers_superseding: 0,
             line_counts: BTreeMap::new(),
+            reads: Vec::new(),
+            call_rng: Rng::new(seed ^ 0x5EED_C0FF_EE00_0003),
         }
     }
 
@@ -338,8 +356,20 @@ impl World {
         });
     }
 
+    /// A broker call's round trip: a few milliseconds, or, while the broker is frozen, until it
+    /// thaws or `timeout` passes, whichever is first. Returns whether the broker answered.
+    fn call(&mut self, timeout: Duration) -> bool {
+        let rtt = 1 + self.call_rng.below(5);
+        let frozen_until = self.faults.broker_frozen_until_ms;
+        let answered_at = if self.now_ms < frozen_until { frozen_until + rtt } else { self.now_ms + rtt };
+        let give_up = self.now_ms + timeout.as_millis() as u64;
+        self.advance(answered_at.min(give_up), None);
+        answered_at <= give_up
+    }
+
     /// Forgets the answers a crashed member will never read (its requests still land).
     pub(super) fn crashed(&mut self, member: usize) {
+        self.reads.retain(|r| r.member != member);
         self.forget_unanswered_of(member);
         self.done[member].clear();
         self.member_gen[member] = 0;
@@ -388,15 +418,17 @@ impl Broker for SimBroker {
         let what: Vec<String> = entries.iter().map(|e| format!("{}/{}@{} [{}]", e.topic, e.partition, e.offset, e.metadata)).collect();
         let p = w.faults.commit_held;
         let away = w.now_ms < w.faults.coordinator_away_until_ms;
-        if away || (p > 0.0 && w.held_rng.chance(p)) {
+        let frozen = w.now_ms < w.faults.broker_frozen_until_ms;
+        if away || frozen || (p > 0.0 && w.held_rng.chance(p)) {
             // The writer waits `wait` and gives up; the broker decides later.
             let id = w.next_held;
             w.next_held += 1;
             let due_ms = if w.faults.commit_never_answered > 0.0 && w.held_rng.chance(w.faults.commit_never_answered) {
                 NEVER
-            } else if away {
-                // Deferred until the next coordinator has loaded the group.
-                w.faults.coordinator_away_until_ms + w.held_rng.below(500)
+            } else if away || frozen {
+                // Deferred until the next coordinator has loaded the group; held by a frozen
+                // broker until it thaws.
+                w.faults.coordinator_away_until_ms.max(w.faults.broker_frozen_until_ms) + w.held_rng.below(500)
             } else {
                 w.now_ms + COMMIT_WAIT.as_millis() as u64 + w.held_rng.below(8_000)
             };
@@ -410,6 +442,7 @@ impl Broker for SimBroker {
             w.advance(until, None);
             return Err(BrokerError("the broker did not answer the commit in time (it may still be applied)".into()));
         }
+        w.call(wait);
         w.note(format!("member {} commits {}", self.member, what.join(" ")));
         for e in entries {
             let p = slot(e.topic, e.partition);
@@ -437,6 +470,9 @@ impl Broker for SimBroker {
             w.advance(until, None);
             return Err(BrokerError("OperationTimedOut: the consumer is closing".into()));
         }
+        if !w.call(timeout) {
+            return Err(BrokerError("Local: Timed out: the broker did not answer".into()));
+        }
         self.flaky(&mut w, "committed offsets")?;
         Ok(partitions
             .iter()
@@ -447,10 +483,42 @@ impl Broker for SimBroker {
             .collect())
     }
 
-    fn watermarks(&self, topic: &str, partition: i32, _timeout: Duration) -> Result<(i64, i64), BrokerError> {
+    fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError> {
         let mut w = lock(&self.world);
+        if !w.call(timeout) {
+            return Err(BrokerError("Local: Timed out: the broker did not answer".into()));
+        }
         self.flaky(&mut w, "watermarks")?;
         Ok((0, w.log[slot(topic, partition)].len() as i64))
+    }
+
+    fn ask_watermarks(&self, topic: &str, partition: i32) {
+        let mut w = lock(&self.world);
+        let rtt = 1 + w.call_rng.below(50);
+        let frozen_until = w.faults.broker_frozen_until_ms;
+        let answer_at = if w.now_ms < frozen_until { frozen_until + rtt } else { w.now_ms + rtt };
+        let give_up = w.now_ms + crate::writer::ports::WATERMARKS_TIMEOUT.as_millis() as u64;
+        let p = w.faults.broker_error;
+        let fails = answer_at > give_up || w.call_rng.chance(p);
+        let read = Read { member: self.member, topic: topic.to_string(), partition, due_ms: answer_at.min(give_up), fails };
+        w.reads.push(read);
+    }
+
+    fn watermarks_answered(&self) -> Vec<WatermarksAnswer> {
+        let mut w = lock(&self.world);
+        let now = w.now_ms;
+        let (due, later): (Vec<Read>, Vec<Read>) = std::mem::take(&mut w.reads).into_iter().partition(|r| r.member == self.member && r.due_ms <= now);
+        w.reads = later;
+        due.into_iter()
+            .map(|r| {
+                let read = if r.fails {
+                    Err("simulated broker failure: watermarks".to_string())
+                } else {
+                    Ok((0, w.log[slot(&r.topic, r.partition)].len() as i64))
+                };
+                WatermarksAnswer { topic: r.topic, partition: r.partition, read }
+            })
+            .collect()
     }
 
     fn pause_all(&self) -> Result<(), BrokerError> {
