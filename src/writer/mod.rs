@@ -16,6 +16,23 @@
 //! offset; on assignment those records decide which re-read messages are skipped and which
 //! files are rebuilt under their recorded names.
 //!
+//! Every call the loop makes to the broker or storage ends before a stop's deadline, whatever
+//! they are doing (issue 37): either it runs off the loop and the loop polls its result, or it
+//! waits no longer than a short bound, and no longer than the time left once a stop is asked
+//! for. A stop's bound counts from its signal (`StopRequest`), so a call under way when the
+//! signal comes must be short too.
+//!
+//! | call | where | bound |
+//! |---|---|---|
+//! | offset commits (intent records, offsets, the final one) | a thread of their own, waited for on the loop | 2 s (`COMMIT_WAIT`) or the time left; unanswered: no second commit starts (`CommitGate`), readiness red after 15 s, fatal after `commit_abandon` |
+//! | committed offsets (at assignment, in the rebalance callback) | on the loop | 2 s per read, read again for up to a minute; a stop asked for meanwhile leaves the partitions to the next owner |
+//! | watermarks (lost offsets, `--until-caught-up`'s end, the markers' idle checks) | a thread of their own, answers polled | 10 s per read, off the loop |
+//! | pause, resume, assign, unassign, positions | librdkafka's local state | no broker round trip |
+//! | poll | on the loop | 100 ms (10 ms while paused, 0 while a batch is routed) |
+//! | uploads, completion markers and their listings | the tokio runtime, results polled | off the loop; waits for them end by the stop's deadline |
+//! | leaving the group, closing the consumer | the finisher thread | the stop's deadline (the main thread stops waiting) |
+//! | start-up (storage probe, topic metadata, Secor's guard, retention, topic settings) | before the loop | a signal ends start-up at once |
+//!
 //! Where things are: `mod.rs` wires the parts and holds `run` (start-up, the loop, the bounded
 //! stop). The state machine is `core/`: its state (`core/mod.rs`, private to it), one owned
 //! partition (`partition.rs`), open files, files in flight, the byte ledger and sealing
