@@ -19,6 +19,7 @@ pub mod failpoint;
 pub mod group;
 pub mod health;
 pub mod intent;
+pub mod interrupt;
 pub mod listing;
 pub mod metrics;
 pub mod naming;

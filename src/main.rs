@@ -112,6 +112,12 @@ fn main() -> ExitCode {
     init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = rt.block_on(async move {
+        // Every command but `run` (which stops gracefully on its own) ends within a second of
+        // SIGINT or SIGTERM, exit 130 or 143.
+        let interrupt = match &cli.command {
+            Command::Run(_) => None,
+            _ => Some(kbackup::interrupt::Interrupt::install().map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?),
+        };
         match cli.command {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Check(a) => cmd::check::run(a).await,
@@ -120,7 +126,7 @@ fn main() -> ExitCode {
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Verify(a) => cmd::verify::run(a).await,
             Command::Cat(a) => cmd::cat::run(a).await,
-            Command::Replay(a) => cmd::replay::run(a).await,
+            Command::Replay(a) => cmd::replay::run(a, interrupt.expect("installed for every command but run")).await,
             Command::Plan(a) => cmd::plan::run(a).await,
             Command::Repartition(a) => cmd::repartition::run(a).await,
             Command::Takeover(a) => cmd::takeover::run(a).await,

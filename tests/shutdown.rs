@@ -212,3 +212,138 @@ async fn readiness_reports_a_frozen_broker_with_nothing_to_commit() {
     assert_exactly_once(&blobs, "unique/raw", &expected);
     assert_eq!(kstack.committed(&group, &topic, 2), kstack.end_offsets(&topic, 2));
 }
+
+/// Sends `signal` to a running command once `after` passed, and returns its exit code and how
+/// long it took to exit after the signal (measured from outside).
+fn signal_after(mut child: std::process::Child, signal: &str, after: Duration) -> (Option<i32>, Duration, String) {
+    std::thread::sleep(after);
+    assert!(child.try_wait().unwrap().is_none(), "the command ended before the signal: nothing to interrupt");
+    let sent = Instant::now();
+    std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let deadline = sent + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running 30 s after {signal}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), sent.elapsed(), err)
+}
+
+/// Every command other than `run` ends within about a second of SIGINT or SIGTERM (exit 130 or
+/// 143), whatever it waits for: a store that answers nothing, a ZooKeeper that answers nothing,
+/// markers that never come, a rate limit's pause. `replay` records its checkpoint first, and a
+/// rerun sends the rest, each record once. (Before: `replay --rate 5` ignored Ctrl-C for 18.6 s,
+/// sleeping 100/rate seconds in one piece; the others waited out their timeouts.)
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_stops_promptly_on_a_signal() {
+    let Some(stack) = stack() else { return };
+    let (proxy, via) = stack.through_proxy(Faults::default(), 5).await;
+    let topic = unique("sigcmd");
+    stack.create_topic(&topic, 2).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let date = chrono::DateTime::from_timestamp_millis(now + 19_800_000).unwrap().format("%Y-%m-%d").to_string();
+    let producer = stack.producer();
+    for i in 0..40 {
+        let v = format!(r#"{{"mid":"sig-{i}","syncts":{}}}"#, now + i);
+        stack.produce(&producer, &topic, (i % 2) as i32, None, v.as_bytes()).await;
+    }
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &config(&via, &container, &group, &topic_section(&topic, "unique/raw", ""), 1));
+    let mut run = Running::start(&via, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(90)), 0, "{}", run.log_text());
+    let cfg = cfg.to_str().unwrap();
+    let spawn = |args: &[&str]| kbackup(&via, args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut took = Vec::new();
+    let mut check = |what: &str, child: std::process::Child, signal: &str, code: i32| {
+        let (got, t, err) = signal_after(child, signal, Duration::from_millis(1500));
+        eprintln!("{what}: {signal} to exit {t:?}, exit code {got:?}");
+        assert_eq!(got, Some(code), "{what}: {err}");
+        assert!(t < Duration::from_millis(1800), "{what} took {t:?} to stop after {signal}:\n{err}");
+        took.push((what.to_string(), t));
+    };
+
+    // The store answers nothing.
+    proxy.set_faults(Faults { frozen: true, ..Default::default() });
+    check("ls, store frozen", spawn(&["ls", "--config", cfg, "--topic", &topic, "--from", &date, "--to", &date]), "-INT", 130);
+    check("cat, store frozen", spawn(&["cat", "--config", cfg, "--topic", &topic, "--from", &date, "--to", &date]), "-TERM", 143);
+    check("verify, store frozen", spawn(&["verify", "--config", cfg, "--topic", &topic]), "-TERM", 143);
+    proxy.set_faults(Faults::default());
+
+    // Markers that never come (the date is today's: not complete for an hour yet).
+    let job = dir.path().join("job.json");
+    let search =
+        serde_json::json!({"search": {"type": "local", "queries": [{"prefix": "unique/raw/", "startDate": date, "endDate": date}]}, "model": "wfs"});
+    std::fs::write(&job, search.to_string()).unwrap();
+    let plan_dir = dir.path().join("plan");
+    let plan = spawn(&[
+        "plan",
+        "--job-config",
+        job.to_str().unwrap(),
+        "--mode",
+        "via-partition",
+        "--partitions",
+        "2",
+        "--config",
+        cfg,
+        "--topic",
+        &topic,
+        "--wait-complete",
+        "--poll-interval",
+        "1s",
+        "--out-dir",
+        plan_dir.to_str().unwrap(),
+        "--exec",
+        "true",
+    ]);
+    check("plan --wait-complete", plan, "-INT", 130);
+
+    // A ZooKeeper that accepts connections and answers nothing.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let zk = blackhole.local_addr().unwrap().to_string();
+    check("takeover, ZooKeeper silent", spawn(&["takeover", "--config", cfg, "--zookeeper", &zk, "--dry-run"]), "-TERM", 143);
+    check("handback, ZooKeeper silent", spawn(&["handback", "--config", cfg, "--zookeeper", &zk, "--dry-run"]), "-INT", 130);
+    drop(blackhole);
+
+    // A rate limit's pause: the checkpoint records what was acknowledged, and a rerun sends the
+    // rest, each record once.
+    let target = unique("sigreplay");
+    stack.create_topic(&target, 2).await;
+    let checkpoint = dir.path().join("replay.checkpoint");
+    let replay_args = |rate: bool| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["replay", "--config", cfg, "--topic", &topic, "--from", &date, "--to", &date, "--to-topic", &target, "--checkpoint"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.push(checkpoint.to_str().unwrap().to_string());
+        if rate {
+            a.extend(["--rate".to_string(), "5".to_string()]);
+        }
+        a
+    };
+    let args = replay_args(true);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    check("replay --rate 5", spawn(&refs), "-INT", 130);
+    let recorded = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+    assert!(!recorded.is_empty(), "the checkpoint records what was sent before the signal");
+    let after_signal = stack.end_offsets(&target, 2).iter().sum::<i64>();
+    assert!((1..40).contains(&after_signal), "paced at 5/s for 1.5 s: {after_signal} sent");
+    let args = replay_args(false);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kbackup(&via, &refs).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut values: Vec<String> = read_topic(&stack, &target).into_iter().map(|(_, _, v)| String::from_utf8(v).unwrap()).collect();
+    values.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!(r#"{{"mid":"sig-{i}","syncts":{}}}"#, now + i)).collect();
+    want.sort();
+    assert_eq!(values, want, "every event replayed once across the interrupted run and its rerun");
+    eprintln!("signals: {took:?}");
+}

@@ -107,7 +107,7 @@ impl From<PartitionerArg> for Partitioner {
 }
 
 /// Sends the selected files' events; exits non-zero if any was not delivered.
-pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
+pub async fn run(a: ReplayArgs, interrupt: Arc<crate::interrupt::Interrupt>) -> anyhow::Result<()> {
     let window = Window { from: a.from_time, to: a.to_time };
     let (source, left_out) = a.select.source().await?;
     if left_out > 0 {
@@ -133,12 +133,14 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
             .create_topic
             .then(|| CreateTopic { overrides: a.topic_config.iter().cloned().collect(), replication_factor: a.replication_factor }),
     };
+    // A signal stops the sending where it is; the checkpoint records what was acknowledged
+    // (within the grace the process has, crate::interrupt).
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
+        let interrupt = interrupt.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            interrupt.wait().await;
             stop.store(true, Ordering::Relaxed);
         });
     }
@@ -147,7 +149,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let report = restore::restore(source, &req, &kafka, stop, show).await.map_err(|e| -> anyhow::Error {
         match e {
             ReplayError::Usage(message) => ExitError { code: 2, message }.into(),
-            e @ ReplayError::Interrupted { .. } => ExitError { code: 130, message: e.to_string() }.into(),
+            e @ ReplayError::Interrupted { .. } => ExitError { code: interrupt.asked().unwrap_or(130) as u8, message: e.to_string() }.into(),
             ReplayError::Output(io) => io.into(),
             e => e.into(),
         }

@@ -343,6 +343,7 @@ pub async fn replay(
         stop,
         show,
         started: Instant::now(),
+        pacer: opts.rate.map(Pacer::new),
         summary: Summary::default(),
         rr: 0,
         before,
@@ -377,6 +378,28 @@ pub async fn replay(
     }
 }
 
+/// Spaces sends `1 / rate` apart: never more than the rate in any second, however the sends
+/// before went (a pause is not made up by a burst). Before, a hundred were sent at once and then
+/// the rate's pause taken in one piece.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Pacer {
+        Pacer { interval: Duration::from_secs_f64(1.0 / rate.max(1) as f64), next: None }
+    }
+
+    /// How long the next send must wait at `now`.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let at = self.next.map_or(now, |n| n.max(now));
+        self.next = Some(at + self.interval);
+        at - now
+    }
+}
+
 /// One replay's state: per file (index into the files to do) what this run reached.
 struct Replay<'a, 'w> {
     opts: &'a Options,
@@ -390,6 +413,8 @@ struct Replay<'a, 'w> {
     stop: Arc<AtomicBool>,
     show: Option<&'w mut dyn Write>,
     started: Instant,
+    /// `--rate`: spaces the sends.
+    pacer: Option<Pacer>,
     summary: Summary,
     rr: i32,
     /// From the checkpoint: (next, resend) per file.
@@ -520,6 +545,16 @@ impl Replay<'_, '_> {
                 (picked.or(r.key), r.value, r.headers, r.timestamp.map(|t| t.0), r.partition, r.offset)
             }
         };
+        // `--rate`: wait for this record's turn, in slices, so that a signal is heard.
+        if let Some(pacer) = &mut self.pacer {
+            let until = Instant::now() + pacer.wait(Instant::now());
+            while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(ReplayError::Interrupted { events: self.summary.events, checkpoint: self.opts.checkpoint.display().to_string() });
+                }
+                tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+            }
+        }
         let partition = self.partition(l, recorded, key.as_deref());
         if value.is_none() {
             self.summary.tombstones += 1;
@@ -562,14 +597,6 @@ impl Replay<'_, '_> {
         *self.summary.per_partition.entry(partition).or_default() += 1;
         self.summary.events += 1;
         let events = self.summary.events;
-        if let Some(rate) = self.opts.rate {
-            if events % 100 == 0 {
-                let due = Duration::from_secs_f64(events as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
         if events % 10_000 == 0 {
             self.bar.set_message(format!("{events} events, {:.0} events/s", events as f64 / self.started.elapsed().as_secs_f64()));
         }
@@ -704,6 +731,29 @@ fn first_refusal(topic: &str, r: &Refusal, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pacer_never_exceeds_the_rate_in_any_second() {
+        for rate in [1u64, 5, 7, 100, 1000] {
+            let mut p = Pacer::new(rate);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut sent = Vec::new();
+            for i in 0..(rate * 5) {
+                // The caller is slow at times (a pause of 3 s after the first tenth): no burst after.
+                if i == rate / 2 {
+                    now += Duration::from_secs(3);
+                }
+                now += p.wait(now);
+                sent.push(now - t0);
+            }
+            for (i, at) in sent.iter().enumerate() {
+                let in_second = sent[i..].iter().take_while(|b| **b < *at + Duration::from_secs(1)).count() as u64;
+                assert!(in_second <= rate, "rate {rate}: {in_second} sends in the second from {at:?}");
+            }
+            assert!(sent.last().unwrap() < &Duration::from_secs(9), "rate {rate}: kept up ({:?})", sent.last());
+        }
+    }
 
     #[test]
     fn checkpoint_lines_round_trip() {
