@@ -159,10 +159,11 @@ fn spawn_signal_handler(stop: Arc<writer::StopRequest>) -> anyhow::Result<tokio:
     let mut tx = Some(tx);
     tokio::spawn(async move {
         for n in 0.. {
-            tokio::select! {
-                _ = int.recv() => {},
-                _ = term.recv() => {},
-            }
+            // 128 + the signal's number, as shells report a process ended by it.
+            let code = tokio::select! {
+                _ = int.recv() => 130,
+                _ = term.recv() => 143,
+            };
             if n == 0 {
                 info!("signal received: finishing uploads and committing (send again to exit at once)");
                 stop.ask();
@@ -171,7 +172,7 @@ fn spawn_signal_handler(stop: Arc<writer::StopRequest>) -> anyhow::Result<tokio:
                 }
             } else {
                 warn!("second signal: exiting without finishing; uncommitted events will be re-read");
-                std::process::exit(130);
+                std::process::exit(code);
             }
         }
     });
