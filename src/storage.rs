@@ -438,6 +438,26 @@ impl Storage {
         }
     }
 
+    /// [`ensure_container`](Self::ensure_container), riding out a store that fails for a while
+    /// (server errors, timeouts, refused connections) until `patience` has passed: a service
+    /// that starts while its store has a bad minute starts a minute later, instead of exiting
+    /// on the store client's few quick retries. A missing container or bucket, or a refused
+    /// credential, is an answer, not a fault: returned at once.
+    pub async fn ensure_container_patiently(&self, create: bool, patience: std::time::Duration) -> Result<(), StorageError> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            match self.ensure_container(create).await {
+                Err(StorageError::Op { op, message }) if is_transient(&message) && std::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(error = %message, retry_in_ms = wait.as_millis() as u64, "{op} failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(8));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Writes, reads back and deletes a small probe blob: proves the credentials can write.
     pub async fn probe_write(&self) -> Result<(), StorageError> {
         let path = ObjectPath::from(format!("_kbackup/probe-{:016x}", rand::random::<u64>()));
@@ -451,6 +471,14 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// A store's error that may pass: a server error (5xx), a timeout, a connection that failed.
+/// Refusals (401, 403, 404, 409, 412) are answers.
+fn is_transient(message: &str) -> bool {
+    let server = ["status code: 5", "500 Internal", "502 Bad", "503 Service", "504 Gateway"];
+    let network = ["timed out", "error sending request", "connection", "Connection", "reset by peer", "broken pipe"];
+    server.iter().chain(&network).any(|s| message.contains(s))
 }
 
 fn is_container_missing(e: &object_store::Error) -> bool {
@@ -537,6 +565,19 @@ impl ContainerAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_errors_and_broken_connections_pass_refusals_do_not() {
+        assert!(is_transient(
+            "Error performing GET http://x in 515ms, after 3 retries - Server returned non-2xx status code: 500 Internal Server Error"
+        ));
+        assert!(is_transient("Server returned non-2xx status code: 503 Service Unavailable"));
+        assert!(is_transient("error sending request for url (http://127.0.0.1:1/): client error (Connect)"));
+        assert!(is_transient("operation timed out"));
+        assert!(!is_transient("Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure"));
+        assert!(!is_transient("Server returned non-2xx status code: 401 Unauthorized"));
+        assert!(!is_transient("Server returned non-2xx status code: 404 Not Found"));
+    }
 
     #[test]
     fn urls() {
