@@ -19,7 +19,25 @@ pub struct BufferKey {
     pub error: bool,
 }
 
-/// The newline-delimited contents of one file being filled.
+/// How a file frames its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// One message per line (Secor's delimited text).
+    #[default]
+    Lines,
+    /// A Hadoop SequenceFile, uncompressed while it fills (see [`crate::seqfile`]).
+    SequenceFile,
+}
+
+/// Where a SequenceFile being filled stands.
+#[derive(Debug)]
+struct Sequence {
+    sync: [u8; 16],
+    /// Where the last sync marker (or the header) ends.
+    last_sync: usize,
+}
+
+/// The contents of one file being filled: newline-delimited messages, or a SequenceFile.
 #[derive(Debug)]
 pub struct Buffer {
     pub data: Memory,
@@ -30,12 +48,27 @@ pub struct Buffer {
     /// Kafka record time of the first message (epoch ms): the oldest uncommitted message while
     /// the file is not committed, which the retention headroom gauge measures.
     pub first_record_ms: Option<i64>,
+    sequence: Option<Sequence>,
 }
 
 impl Buffer {
-    /// A new empty buffer whose first message will have `first_offset`.
+    /// A new empty buffer of lines whose first message will have `first_offset`.
     pub fn new(first_offset: i64, now: Instant) -> Buffer {
-        Buffer { data: Memory::new(), first_offset, last_offset: first_offset, events: 0, opened_at: now, first_record_ms: None }
+        Buffer::framed(first_offset, now, Framing::Lines)
+    }
+
+    /// A new empty buffer of `framing`; a SequenceFile starts with its header.
+    pub fn framed(first_offset: i64, now: Instant, framing: Framing) -> Buffer {
+        let mut data = Memory::new();
+        let sequence = match framing {
+            Framing::Lines => None,
+            Framing::SequenceFile => {
+                let sync = crate::seqfile::sync_for(first_offset);
+                data.extend_from_slice(&crate::seqfile::header(&sync, None));
+                Some(Sequence { sync, last_sync: 0 })
+            }
+        };
+        Buffer { data, first_offset, last_offset: first_offset, events: 0, opened_at: now, first_record_ms: None, sequence }
     }
 
     /// Appends one message and its `\n`. Returns true if the value held raw `\n`/`\r` bytes,
@@ -51,6 +84,17 @@ impl Buffer {
     pub fn append_checked(&mut self, offset: i64, payload: &[u8], line_breaks: Option<bool>) -> bool {
         self.last_offset = offset;
         self.events += 1;
+        if let Some(seq) = &mut self.sequence {
+            // Binary-safe: the value is kept as it is, framed by its length. A sync marker every
+            // SYNC_INTERVAL bytes, as Hadoop's writer puts them, lets readers split the file.
+            let data = &mut self.data;
+            if data.len() >= seq.last_sync + crate::seqfile::SYNC_INTERVAL {
+                crate::seqfile::sync_bytes(&seq.sync, |b| data.extend_from_slice(b));
+                seq.last_sync = data.len();
+            }
+            crate::seqfile::record_bytes(offset, payload, |b| data.extend_from_slice(b));
+            return false;
+        }
         let had_newline = line_breaks.unwrap_or_else(|| memchr::memchr2(b'\n', b'\r', payload).is_some());
         let start = self.data.len();
         self.data.extend_from_slice(payload);
@@ -174,6 +218,24 @@ mod tests {
         let orig: serde_json::Value = serde_json::from_slice(pretty).unwrap();
         let back: serde_json::Value = serde_json::from_slice(line).unwrap();
         assert_eq!(orig, back);
+    }
+
+    /// A SequenceFile buffer holds the file as Hadoop's writer would write it uncompressed:
+    /// values kept byte for byte (newlines too), keyed by their offsets.
+    #[test]
+    fn sequence_file_buffers_frame_values_by_length() {
+        let mut b = Buffer::framed(7, Instant::now(), Framing::SequenceFile);
+        assert!(b.is_empty());
+        let values: Vec<Vec<u8>> = (0..500).map(|i| format!("{{\"a\":\n{i}}}\r").into_bytes()).collect();
+        for (i, v) in values.iter().enumerate() {
+            assert!(!b.append(7 + i as i64, v), "no newline is replaced");
+        }
+        let back: Vec<crate::seqfile::Record> = crate::seqfile::Reader::new(b.data.as_slice()).unwrap().collect::<std::io::Result<_>>().unwrap();
+        assert_eq!(back.len(), 500);
+        for (i, r) in back.iter().enumerate() {
+            assert_eq!((r.offset, &r.value), (Some(7 + i as i64), &values[i]));
+        }
+        assert_eq!((b.first_offset, b.last_offset, b.events), (7, 506, 500));
     }
 
     #[test]

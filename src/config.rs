@@ -296,6 +296,39 @@ pub enum Format {
     Record,
 }
 
+/// How a topic's files are laid out and named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutKind {
+    /// `<path>[/<prefix>]/<file_pattern>`: Sunbird's fork (`{partition}-{kafkaPartition}-{currentTimestamp}.json`).
+    #[default]
+    Pattern,
+    /// Stock Secor's: `<path>/<topic>[/<prefix>]/dt=<date>[/hr=<HH>[/min=<mm>]]/<generation>_<kafkaPartition>_<firstOffset:%020d><file_extension>`.
+    Secor,
+}
+
+/// The time folders of stock Secor's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    #[default]
+    Day,
+    Hour,
+    Minute,
+}
+
+/// What a file is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// One message per line (Secor's `DelimitedTextFileReaderWriterFactory`).
+    #[default]
+    Text,
+    /// Hadoop's SequenceFile, key the offset (`LongWritable`), value the message
+    /// (`BytesWritable`): stock Secor's default (`SequenceFileReaderWriterFactory`).
+    SequenceFile,
+}
+
 /// One `[[topic]]`: a Kafka topic and how its files are laid out.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -376,27 +409,89 @@ pub struct TopicConfig {
     /// date of up to 7 days that it reads events of (a backlog).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_start_date: Option<String>,
+    /// `pattern` (default: `file_pattern` under `path`, Sunbird's names) or `secor` (stock
+    /// Secor's `<path>/<topic>/dt=<date>/<generation>_<kafkaPartition>_<firstOffset>`).
+    #[serde(default, rename = "layout")]
+    pub layout_kind: LayoutKind,
+    /// With `layout = "secor"`: `day` (default), `hour` or `minute` folders (Secor:
+    /// `partitioner.granularity.hour`, `.minute`).
+    #[serde(default)]
+    pub granularity: Granularity,
+    /// With `layout = "secor"`: the date folder's prefix (`partitioner.granularity.date.prefix`).
+    #[serde(default = "default_date_prefix")]
+    pub date_prefix: String,
+    /// With `layout = "secor"` and hourly or minutely folders: their prefixes.
+    #[serde(default = "default_hour_prefix")]
+    pub hour_prefix: String,
+    #[serde(default = "default_minute_prefix")]
+    pub minute_prefix: String,
+    /// `text` (default: one message per line) or `sequencefile` (Hadoop's, key the offset,
+    /// value the message: stock Secor's default).
+    #[serde(default)]
+    pub file_format: FileFormat,
+    /// With `layout = "secor"`: what follows the file name (`secor.file.extension`); default
+    /// `.gz` with gzip, none otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_extension: Option<String>,
 }
 
 impl TopicConfig {
-    /// Whether the writer writes completion markers for this topic.
+    /// Whether the writer writes completion markers for this topic (dates of daily folders).
     pub fn markers(&self) -> bool {
-        self.completion_markers.unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format))
+        self.completion_markers.unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format) && self.granularity == Granularity::Day)
+    }
+
+    /// The format of a route's date string: `date_format`, followed with stock Secor's hourly
+    /// (minutely) granularity by the hour (and minute) folders.
+    pub fn partition_format(&self) -> String {
+        let day = format!("{}{}", self.date_prefix, self.date_format);
+        match (self.layout_kind, self.granularity) {
+            (LayoutKind::Pattern, _) => self.date_format.clone(),
+            (LayoutKind::Secor, Granularity::Day) => day,
+            (LayoutKind::Secor, Granularity::Hour) => format!("{day}/{}%H", self.hour_prefix),
+            (LayoutKind::Secor, Granularity::Minute) => format!("{day}/{}%H/{}%M", self.hour_prefix, self.minute_prefix),
+        }
+    }
+
+    /// What follows a file's name.
+    pub fn extension(&self) -> String {
+        match (self.layout_kind, &self.file_extension) {
+            (LayoutKind::Secor, Some(e)) => e.clone(),
+            _ => self.compression.extension().to_string(),
+        }
     }
 
     /// Where the topic's files live and what they are called (the one naming rule).
     pub fn layout(&self) -> Result<FileLayout, LayoutError> {
+        let partition_format = self.partition_format();
         FileLayout::new(&crate::naming::LayoutSpec {
             topic: &self.name,
             path: &self.path,
             prefixes: self.prefix_map.values().map(String::as_str).collect(),
             error_path: self.error_path.as_deref(),
             file_pattern: &self.file_pattern,
-            date_format: &self.date_format,
-            extension: self.compression.extension(),
+            date_format: &partition_format,
+            extension: &self.extension(),
             records: self.format == Format::Record,
+            secor: match self.layout_kind {
+                LayoutKind::Pattern => None,
+                LayoutKind::Secor => Some(crate::naming::SecorNames {
+                    generation: self.generation,
+                    day: crate::naming::DateFormat::parse(&format!("{}{}", self.date_prefix, self.date_format))?,
+                }),
+            },
         })
     }
+}
+
+fn default_date_prefix() -> String {
+    "dt=".into()
+}
+fn default_hour_prefix() -> String {
+    "hr=".into()
+}
+fn default_minute_prefix() -> String {
+    "min=".into()
 }
 
 fn default_pattern() -> String {
@@ -614,7 +709,7 @@ impl Config {
                 e => ConfigError::invalid(k("file_pattern"), e.to_string()),
             })?;
             // Two topics writing the same names under one path would overwrite each other.
-            if !layout.pattern().has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
+            if layout.secor().is_none() && !layout.pattern().has_topic() && !layouts.insert(t.path.trim_matches('/').to_string()) {
                 return Err(ConfigError::invalid(
                     k("path"),
                     format!("path `{}` is used by another topic; give each topic its own path or put {{topic}} in file_pattern", t.path),
@@ -642,6 +737,45 @@ impl Config {
                 return Err(ConfigError::invalid(
                     k("completion_markers"),
                     format!("markers are per date: date_format {:?} is not a daily format (set completion_markers = false)", t.date_format),
+                ));
+            }
+            if t.completion_markers == Some(true) && t.granularity != Granularity::Day {
+                return Err(ConfigError::invalid(
+                    k("completion_markers"),
+                    "markers are per date: with hourly or minutely folders set completion_markers = false",
+                ));
+            }
+            if t.layout_kind == LayoutKind::Pattern {
+                for (key, set) in [("granularity", t.granularity != Granularity::Day), ("file_extension", t.file_extension.is_some())] {
+                    if set {
+                        return Err(ConfigError::invalid(k(key), "applies to layout = \"secor\" only (file_pattern names the files otherwise)"));
+                    }
+                }
+            } else {
+                if t.format == Format::Record {
+                    return Err(ConfigError::invalid(
+                        k("format"),
+                        "stock Secor's layout holds message values: format = \"record\" needs layout = \"pattern\"",
+                    ));
+                }
+                for (key, prefix) in [("date_prefix", &t.date_prefix), ("hour_prefix", &t.hour_prefix), ("minute_prefix", &t.minute_prefix)] {
+                    if prefix.is_empty() || prefix.contains('/') || prefix.contains(|c: char| c.is_ascii_digit()) || prefix.contains('%') {
+                        return Err(ConfigError::invalid(
+                            k(key),
+                            "must be a non-empty folder prefix without `/`, `%` or digits (Secor's default: dt=, hr=, min=)",
+                        ));
+                    }
+                }
+                if let Some(e) = &t.file_extension {
+                    if e.contains('/') || (!e.is_empty() && !e.starts_with('.')) {
+                        return Err(ConfigError::invalid(k("file_extension"), "must start with `.` and not contain `/` (e.g. .gz, .json.gz)"));
+                    }
+                }
+            }
+            if t.file_format == FileFormat::SequenceFile && t.format == Format::Record {
+                return Err(ConfigError::invalid(
+                    k("file_format"),
+                    "a SequenceFile holds message values keyed by offset: format = \"record\" needs file_format = \"text\"",
                 ));
             }
             if let Some(d) = &t.completion_start_date {

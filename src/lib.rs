@@ -34,6 +34,7 @@ pub(crate) mod sabotage;
 pub mod sample;
 pub mod seal;
 pub mod secor;
+pub mod seqfile;
 pub mod status_server;
 pub mod storage;
 pub mod storage_url;

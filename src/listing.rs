@@ -212,7 +212,7 @@ pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Re
     let in_range = |d: NaiveDate| d >= sel.from && d <= sel.to;
     let stray = |meta: &object_store::ObjectMeta, date: NaiveDate| {
         let key = meta.location.to_string();
-        let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false };
+        let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false, first_offset: None };
         Listed { date: date.format("%Y-%m-%d").to_string(), kafka_partition: None, timestamp: None, size: meta.size, key, name }
     };
     for dir in layout.dirs() {

@@ -104,9 +104,59 @@ impl DateFormat {
         &self.format
     }
 
-    /// Formats a day (used for `invalid_date`, so every name of a topic has one date form).
+    /// A stock Secor partition format: a day, optionally followed by `/<hour prefix>%H` and
+    /// `/<minute prefix>%M` (hourly or minutely folders); literal `/` and `=` are allowed.
+    pub fn parse_partition(format: &str) -> Result<DateFormat, DateFormatError> {
+        let unreadable = || DateFormatError::Unreadable(format.to_string());
+        let mut shape = Vec::new();
+        let (mut y, mut m, mut d, mut j) = (false, false, false, false);
+        for item in StrftimeItems::new(format) {
+            let literal = match &item {
+                Item::Literal(s) | Item::Space(s) => Some(*s),
+                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => Some(&**s),
+                _ => None,
+            };
+            if let Some(s) = literal {
+                for c in s.chars() {
+                    if c.is_ascii_digit() {
+                        return Err(unreadable());
+                    }
+                    shape.push(Some(c));
+                }
+                continue;
+            }
+            let width = match item {
+                Item::Numeric(Numeric::Year, Pad::Zero) => {
+                    y = true;
+                    4
+                }
+                Item::Numeric(Numeric::Month, Pad::Zero) => {
+                    m = true;
+                    2
+                }
+                Item::Numeric(Numeric::Day, Pad::Zero) => {
+                    d = true;
+                    2
+                }
+                Item::Numeric(Numeric::Ordinal, Pad::Zero) => {
+                    j = true;
+                    3
+                }
+                Item::Numeric(Numeric::Hour | Numeric::Minute, Pad::Zero) => 2,
+                _ => return Err(unreadable()),
+            };
+            shape.extend(std::iter::repeat_n(None, width));
+        }
+        if !(y && ((m && d) || j)) {
+            return Err(DateFormatError::NotADay(format.to_string()));
+        }
+        Ok(DateFormat { format: format.to_string(), shape })
+    }
+
+    /// Formats a day (used for `invalid_date`, so every name of a topic has one date form); an
+    /// hour or minute in the format is its first.
     pub fn format(&self, d: NaiveDate) -> String {
-        d.format(&self.format).to_string()
+        d.and_time(chrono::NaiveTime::MIN).format(&self.format).to_string()
     }
 
     /// The date `s` starts with, if it starts with one in this format.
@@ -126,7 +176,10 @@ impl DateFormat {
             }
         }
         let end = chars.next().map_or(s.len(), |(i, _)| i);
-        let d = NaiveDate::parse_from_str(&s[..end], &self.format).ok()?;
+        let d = match NaiveDate::parse_from_str(&s[..end], &self.format) {
+            Ok(d) => d,
+            Err(_) => chrono::NaiveDateTime::parse_from_str(&s[..end], &self.format).ok()?.date(),
+        };
         Some((d, &s[end..]))
     }
 }
@@ -376,6 +429,8 @@ pub struct ParsedName {
     pub gzip: bool,
     /// A `format = "record"` file (`….records.json`): one record envelope per line.
     pub records: bool,
+    /// The offset of its first message, when the name says (stock Secor's names).
+    pub first_offset: Option<i64>,
 }
 
 /// What marks a record file's name: the pattern's `.json` (or its end) becomes this.
@@ -401,8 +456,27 @@ pub struct FileLayout {
     pattern: FilePattern,
     dates: DateFormat,
     topic: String,
-    extension: &'static str,
+    extension: String,
     records: bool,
+    /// Stock Secor's layout, when the topic uses it (else names follow `pattern`).
+    secor: Option<SecorNames>,
+}
+
+/// Stock Secor's layout (`LogFilePath`): `<path>/<topic>[/<prefix>]/<partition path>/<name>`,
+/// the partition path being the route's date string (`dt=<date>`, with `/hr=<HH>` and
+/// `/min=<mm>` below it for hourly and minutely granularity), the name
+/// `<generation>_<kafkaPartition>_<firstOffset:%020d><extension>`. Names are deterministic: a
+/// rebuilt file has its earlier upload's name by construction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecorNames {
+    pub generation: u32,
+    /// The day folder's format: the date prefix and the date format (`dt=%Y-%m-%d`).
+    pub day: DateFormat,
+}
+
+/// Hadoop's hidden files (`_SUCCESS`, `.crc`): readers of a folder skip them.
+pub fn is_hadoop_hidden(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('.')
 }
 
 /// Sunbird's two name forms, which stay readable whatever a topic's pattern is today.
@@ -439,18 +513,25 @@ pub struct LayoutSpec<'a> {
     pub prefixes: Vec<&'a str>,
     pub error_path: Option<&'a str>,
     pub file_pattern: &'a str,
+    /// The format of the route's date string: `date_format`, or with stock Secor's hourly or
+    /// minutely granularity the day followed by its hour (and minute) folders.
     pub date_format: &'a str,
-    /// The compression's extension (`.gz` or none).
-    pub extension: &'static str,
+    /// What follows the name: the compression's (`.gz` or none), or stock Secor's extension.
+    pub extension: &'a str,
     /// `format = "record"`.
     pub records: bool,
+    /// Stock Secor's layout instead of `file_pattern`.
+    pub secor: Option<SecorNames>,
 }
 
 impl FileLayout {
     /// The layout of one topic.
     pub fn new(t: &LayoutSpec<'_>) -> Result<FileLayout, LayoutError> {
         let pattern = FilePattern::parse(t.file_pattern)?;
-        let dates = DateFormat::parse(t.date_format)?;
+        let dates = match &t.secor {
+            Some(_) => DateFormat::parse_partition(t.date_format)?,
+            None => DateFormat::parse(t.date_format)?,
+        };
         let numeric = [Token::KafkaPartition, Token::CurrentTimestamp, Token::Generation];
         let number_then_topic = pattern.tokens.windows(2).any(|w| numeric.contains(&w[0]) && w[1] == Token::Topic);
         if number_then_topic && t.topic.starts_with(|c: char| c.is_ascii_digit()) {
@@ -466,8 +547,9 @@ impl FileLayout {
             pattern,
             dates,
             topic: t.topic.to_string(),
-            extension: t.extension,
+            extension: t.extension.to_string(),
             records: t.records,
+            secor: t.secor.clone(),
         })
     }
 
@@ -480,9 +562,15 @@ impl FileLayout {
             pattern: legacy_patterns()[0].clone(),
             dates: DateFormat::default(),
             topic: String::new(),
-            extension: ".gz",
+            extension: ".gz".to_string(),
             records: false,
+            secor: None,
         }
+    }
+
+    /// Stock Secor's layout, if the topic uses it.
+    pub fn secor(&self) -> Option<&SecorNames> {
+        self.secor.as_ref()
     }
 
     /// The base path inside the container.
@@ -500,9 +588,10 @@ impl FileLayout {
     /// prefix, and `error_path`.
     pub fn dirs(&self) -> Vec<String> {
         let mut dirs = self.data_dirs();
-        if let Some(e) = &self.error_path {
-            if !dirs.contains(e) {
-                dirs.push(e.clone());
+        if self.error_path.is_some() {
+            let e = self.dir(None, true);
+            if !dirs.contains(&e) {
+                dirs.push(e);
             }
         }
         dirs
@@ -512,9 +601,9 @@ impl FileLayout {
     /// (what [`dirs`](Self::dirs) lists but `error_path`).
     pub fn data_dirs(&self) -> Vec<String> {
         if self.prefixes.is_empty() {
-            vec![self.path.clone()]
+            vec![self.dir(None, false)]
         } else {
-            self.prefixes.iter().map(|p| format!("{}/{p}", self.path)).collect()
+            self.prefixes.iter().map(|p| self.dir(Some(p), false)).collect()
         }
     }
 
@@ -531,16 +620,59 @@ impl FileLayout {
     /// The blob key of a new file: `<base>/[<prefix>/]<name><ext>`, `<base>` being `error_path`
     /// for invalid messages when one is configured.
     pub fn key(&self, prefix: Option<&str>, error: bool, ctx: &NameContext<'_>) -> String {
+        if let Some(s) = &self.secor {
+            return format!(
+                "{}/{}/{}_{}_{:020}{}",
+                self.dir(prefix, error),
+                ctx.date,
+                s.generation,
+                ctx.kafka_partition,
+                ctx.first_offset,
+                self.extension
+            );
+        }
         let name = self.pattern.render(ctx);
         let name = if self.records { records_name(name) } else { name };
-        blob_key(self.base(error), prefix, &name, self.extension)
+        blob_key(self.base(error), prefix, &name, &self.extension)
     }
 
-    /// The directory a file of this route lands in (what [`key`](Self::key) puts before the name).
+    /// The directory a route's files land in: `<base>[/<prefix>]`, or with stock Secor's layout
+    /// `<base>/<topic>[/<prefix>]` (its date folders below it).
     pub fn dir(&self, prefix: Option<&str>, error: bool) -> String {
+        let base = match (&self.secor, self.base(error)) {
+            (Some(_), "") => self.topic.clone(),
+            (Some(_), b) => format!("{b}/{}", self.topic),
+            (None, b) => b.to_string(),
+        };
         match prefix {
-            Some(p) => format!("{}/{}", self.base(error), p.trim_matches('/')),
-            None => self.base(error).to_string(),
+            Some(p) => format!("{base}/{}", p.trim_matches('/')),
+            None => base,
+        }
+    }
+
+    /// Where a listing of one date of a route's directory starts: names that start with the
+    /// date string, or stock Secor's partition folder (and what is below it).
+    pub fn date_listing(&self, dir: &str, date: &str) -> String {
+        match &self.secor {
+            Some(_) => format!("{}/{date}/", dir.trim_end_matches('/')),
+            None => format!("{}/{date}", dir.trim_end_matches('/')),
+        }
+    }
+
+    /// The route directory (a [`dir`](Self::dir)) a stored key belongs to.
+    pub fn route_dir_of<'k>(&self, key: &'k str) -> &'k str {
+        match &self.secor {
+            Some(s) => split_secor(s, key).map_or_else(|| key.rsplit_once('/').map_or("", |(d, _)| d), |(dir, _, _)| dir),
+            None => key.rsplit_once('/').map_or("", |(d, _)| d),
+        }
+    }
+
+    /// Where the topic's completion markers live: `<path>/_kbackup/…`, or with stock Secor's
+    /// layout `<path>/<topic>/_kbackup/…` (topics share a Secor path).
+    pub fn marker_path(&self) -> String {
+        match &self.secor {
+            Some(_) => format!("{}/{}", self.path, self.topic).trim_start_matches('/').to_string(),
+            None => self.path.clone(),
         }
     }
 
@@ -556,6 +688,9 @@ impl FileLayout {
     /// (a topic's compression may have changed over the years), and so is the record marker
     /// (a topic's format may have changed too): the name says which one a file holds.
     pub fn parse(&self, key: &str) -> Option<ParsedName> {
+        if let Some(s) = &self.secor {
+            return self.parse_secor(s, key);
+        }
         let file = key.rsplit('/').next()?;
         let (stem, gzip) = match file.strip_suffix(".gz") {
             Some(s) => (s, true),
@@ -574,7 +709,7 @@ impl FileLayout {
         tries
             .flat_map(|(p, d)| stems.iter().flatten().map(move |s| (p, d, s)))
             .filter_map(|(p, d, s)| p.read(s, d, &self.topic))
-            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip, records })
+            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip, records, first_offset: None })
             .next()
     }
 }
@@ -582,9 +717,54 @@ impl FileLayout {
 impl FileLayout {
     /// The date a date-prefix reader files `name` under: Sunbird's fetcher (and Spark jobs like
     /// it) lists `<dir>/<date>` and reads every object whose name starts with it, backup name or
-    /// not. In the topic's date format or the default one.
+    /// not. In the topic's date format or the default one. With stock Secor's layout, `name` is
+    /// a date folder (`dt=<date>`), whose readers read every file below it.
     pub fn reader_date(&self, name: &str) -> Option<NaiveDate> {
+        if let Some(s) = &self.secor {
+            return s.day.read(name).filter(|(_, rest)| rest.is_empty()).map(|(d, _)| d);
+        }
         self.dates.leading_date(name).or_else(|| DateFormat::default().leading_date(name))
+    }
+
+    /// Stock Secor's `<dir>/<partition path>/<generation>_<kafkaPartition>_<offset:%020d><ext>`.
+    fn parse_secor(&self, s: &SecorNames, key: &str) -> Option<ParsedName> {
+        let (_, partitions, file) = split_secor(s, key)?;
+        let stem = match self.extension.as_str() {
+            "" => file,
+            ext => file.strip_suffix(ext)?,
+        };
+        let mut parts = stem.splitn(3, '_');
+        let (g, p, o) = (parts.next()?, parts.next()?, parts.next()?);
+        let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(g) && digits(p) && digits(o)) || o.len() != 20 {
+            return None;
+        }
+        Some(ParsedName {
+            date: s.day.leading_date(partitions)?,
+            kafka_partition: Some(p.parse().ok()?),
+            timestamp_ms: None,
+            gzip: file.ends_with(".gz"),
+            records: false,
+            first_offset: Some(o.parse().ok()?),
+        })
+    }
+}
+
+/// Splits a stock Secor key into its route directory, its partition path (from the day folder
+/// on: `dt=2020-02-01/hr=13`) and its file name. The day folder is the last folder the day
+/// format reads whole.
+fn split_secor<'k>(s: &SecorNames, key: &'k str) -> Option<(&'k str, &'k str, &'k str)> {
+    let (parent, file) = key.rsplit_once('/')?;
+    let mut end = parent.len();
+    loop {
+        let start = parent[..end].rfind('/').map_or(0, |i| i + 1);
+        if s.day.read(&parent[start..end]).is_some_and(|(_, rest)| rest.is_empty()) {
+            return Some((parent[..start].trim_end_matches('/'), &parent[start..], file));
+        }
+        if start == 0 {
+            return None;
+        }
+        end = start - 1;
     }
 }
 
@@ -802,6 +982,75 @@ mod tests {
         for good in ["%Y-%m-%d", "%Y%m%d", "%d-%m-%Y", "%F", "%Y_%j", "day=%Y.%m.%d"] {
             assert!(DateFormat::parse(good).is_ok(), "{good}");
         }
+    }
+
+    fn secor_topic(extra: &str) -> crate::config::TopicConfig {
+        let text = format!(
+            "[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='dev.telemetry.unique'\npath='secor/backup'\nlayout='secor'\n{extra}\n"
+        );
+        crate::config::Config::parse(&text, "t").unwrap_or_else(|e| panic!("{extra}: {e}")).topics[0].clone()
+    }
+
+    /// Stock Secor's `LogFilePath`: `<path>/<topic>/dt=<date>[/hr=<HH>]/<gen>_<kp>_<offset:%020d><ext>`,
+    /// written and read back, with its prefixes and granularities; Hadoop's hidden files and
+    /// other names are not backup files.
+    #[test]
+    fn stock_secor_names_are_written_and_read_back() {
+        let t = secor_topic("compression='none'");
+        let l = t.layout().unwrap();
+        let day = NaiveDate::from_ymd_opt(2020, 2, 1).unwrap();
+        let date = l.dates().format(day);
+        assert_eq!(date, "dt=2020-02-01");
+        let mut c = ctx();
+        c.date = &date;
+        c.first_offset = 42;
+        let key = l.key(None, false, &c);
+        assert_eq!(key, "secor/backup/dev.telemetry.unique/dt=2020-02-01/1_3_00000000000000000042");
+        let n = l.parse(&key).unwrap();
+        assert_eq!((n.date, n.kafka_partition, n.first_offset, n.timestamp_ms, n.gzip), (day, Some(3), Some(42), None, false));
+        assert_eq!(l.route_dir_of(&key), "secor/backup/dev.telemetry.unique");
+        assert_eq!(l.dirs(), vec!["secor/backup/dev.telemetry.unique"]);
+        assert_eq!(l.date_listing(&l.dir(None, false), &date), "secor/backup/dev.telemetry.unique/dt=2020-02-01/");
+        assert_eq!(l.marker_path(), "secor/backup/dev.telemetry.unique");
+        assert_eq!(l.reader_date("dt=2020-02-01"), Some(day));
+        assert_eq!(l.reader_date("dt=2020-02-01x"), None);
+        assert_eq!(l.reader_date("2020-02-01"), None);
+        for other in [
+            "secor/backup/dev.telemetry.unique/dt=2020-02-01/_SUCCESS",
+            "secor/backup/dev.telemetry.unique/dt=2020-02-01/.1_3_00000000000000000042.crc",
+            "secor/backup/dev.telemetry.unique/dt=2020-02-01/1_3_42",
+            "secor/backup/dev.telemetry.unique/dt=2020-02-01/1_x_00000000000000000042",
+            "secor/backup/dev.telemetry.unique/1_3_00000000000000000042",
+            "secor/backup/dev.telemetry.unique/dt=2020-02-31/1_3_00000000000000000042",
+            "secor/backup/dev.telemetry.unique/2020-02-01-3-1580495403199.json",
+        ] {
+            assert_eq!(l.parse(other), None, "{other}");
+        }
+
+        // Hourly folders, a prefix (SplitByField), an extension and gzip, an error path.
+        let t =
+            secor_topic("granularity='hour'\nfile_extension='.json.gz'\nerror_path='secor/errors'\nprefix_field='eid'\nprefix_map={DEFAULT='raw'}");
+        let l = t.layout().unwrap();
+        let date = "dt=2020-02-01/hr=13";
+        c.date = date;
+        let key = l.key(Some("raw"), false, &c);
+        assert_eq!(key, "secor/backup/dev.telemetry.unique/raw/dt=2020-02-01/hr=13/1_3_00000000000000000042.json.gz");
+        let n = l.parse(&key).unwrap();
+        assert_eq!((n.date, n.kafka_partition, n.first_offset, n.gzip), (day, Some(3), Some(42), true));
+        assert_eq!(l.route_dir_of(&key), "secor/backup/dev.telemetry.unique/raw");
+        assert_eq!(l.key(None, true, &c), "secor/errors/dev.telemetry.unique/dt=2020-02-01/hr=13/1_3_00000000000000000042.json.gz");
+        assert_eq!(l.dirs(), vec!["secor/backup/dev.telemetry.unique/raw", "secor/errors/dev.telemetry.unique"]);
+        assert_eq!(l.dates().leading_date(date), Some(day));
+        assert_eq!(l.parse("secor/backup/dev.telemetry.unique/raw/dt=2020-02-01/hr=13/1_3_00000000000000000042.gz"), None, "another extension");
+
+        // Another date prefix and format.
+        let t = secor_topic("date_prefix='day='\ndate_format='%Y%m%d'\ngeneration=7");
+        let l = t.layout().unwrap();
+        let date = l.dates().format(day);
+        c.date = &date;
+        let key = l.key(None, false, &c);
+        assert_eq!(key, "secor/backup/dev.telemetry.unique/day=20200201/7_3_00000000000000000042.gz");
+        assert_eq!(l.parse(&key).map(|n| n.date), Some(day));
     }
 
     #[test]

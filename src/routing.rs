@@ -117,7 +117,8 @@ impl Router {
             input_pattern: t.timestamp_input_pattern.clone(),
             message_tz: parse_tz(&k("message_timezone"), &t.message_timezone)?,
             output_tz: parse_tz(&k("output_timezone"), &t.output_timezone)?,
-            date_format: t.date_format.clone(),
+            // The route's date string: with stock Secor's layout, its partition folders.
+            date_format: t.partition_format(),
             window: crate::event_date::window(
                 parse_tz(&k("output_timezone"), &t.output_timezone)?,
                 parse_day(&k("earliest_event_date"), &t.earliest_event_date)?,
@@ -138,7 +139,7 @@ impl Router {
         let prefix_map: BTreeMap<String, Arc<str>> = t.prefix_map.iter().map(|(k, v)| (k.clone(), Arc::from(v.trim_matches('/')))).collect();
         let default_prefix = prefix_map.get("DEFAULT").cloned();
         // A date format finer than a day (or with odd specifiers) is formatted every time.
-        let cacheable = crate::event_date::is_daily_format(&t.date_format);
+        let cacheable = crate::event_date::is_daily_format(&t.partition_format());
         Ok(Router {
             rules,
             paths,
@@ -280,7 +281,7 @@ impl Router {
 
 /// The invalid bucket's date as it appears in names: `invalid_date` in the topic's `date_format`.
 pub fn invalid_date(t: &TopicConfig) -> String {
-    match (chrono::NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d"), crate::naming::DateFormat::parse(&t.date_format)) {
+    match (chrono::NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d"), crate::naming::DateFormat::parse_partition(&t.partition_format())) {
         (Ok(d), Ok(f)) => f.format(d),
         _ => t.invalid_date.clone(),
     }

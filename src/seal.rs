@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::config::Compression;
+use crate::config::{Compression, FileFormat};
 
 /// Encodes a file's contents (plain files are passed through without a copy; gzip frees the
 /// input as soon as it is compressed).
@@ -54,9 +54,45 @@ fn isal_gzip(data: &[u8], level: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes a file of `format`: a SequenceFile is buffered uncompressed (see
+/// [`crate::seqfile`]) and, with gzip, block-compressed here as Hadoop does; text files are
+/// [`encode`]d whole.
+pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, format: FileFormat, compression: Compression, level: u32) -> Bytes {
+    match (format, compression) {
+        (FileFormat::SequenceFile, Compression::Gzip) => Bytes::from(
+            crate::seqfile::block_compress(data.as_ref(), |b| encode(b.to_vec(), Compression::Gzip, level).to_vec())
+                .expect("a SequenceFile the writer framed reads back"),
+        ),
+        _ => encode(data, compression, level),
+    }
+}
+
 /// Reads a stored blob back as lines, decompressing by the key's `.gz` extension (the inverse
-/// of [`encode`]; multi-member gzip, as other writers may produce, is read whole).
+/// of [`encode`]; multi-member gzip, as other writers may produce, is read whole). A
+/// SequenceFile (recognised by its header, whatever its name) reads as its values, each
+/// followed by `\n`.
 pub fn reader<'a>(key: &str, stored: &'a [u8]) -> Box<dyn std::io::Read + 'a> {
+    if crate::seqfile::is_sequence_file(stored) {
+        let mut joined = Vec::with_capacity(stored.len());
+        let mut failed = None;
+        for r in lines(key, stored) {
+            match r {
+                Ok(v) => {
+                    joined.extend_from_slice(&v);
+                    joined.push(b'\n');
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let tail: Box<dyn std::io::Read> = match failed {
+            None => Box::new(std::io::empty()),
+            Some(e) => Box::new(FailingReader(Some(e))),
+        };
+        return Box::new(std::io::Read::chain(std::io::Cursor::new(joined), tail));
+    }
     if key.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(stored))
     } else {
@@ -64,12 +100,27 @@ pub fn reader<'a>(key: &str, stored: &'a [u8]) -> Box<dyn std::io::Read + 'a> {
     }
 }
 
-/// The lines of a stored blob, decompressed, each without its `\n` — how every reader
-/// (`cat`, `replay`, `verify`, `repartition`) reads a backup file. An `Err` item means the
-/// file is corrupt or truncated from there on.
-pub fn lines<'a>(key: &str, stored: &'a [u8]) -> std::io::Split<std::io::BufReader<Box<dyn std::io::Read + 'a>>> {
+/// A reader that fails with the error a SequenceFile's decoding met.
+struct FailingReader(Option<std::io::Error>);
+
+impl std::io::Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(self.0.take().unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "SequenceFile: damaged")))
+    }
+}
+
+/// The messages of a stored blob: its lines, decompressed, each without its `\n`, or a
+/// SequenceFile's values — how every reader (`cat`, `replay`, `verify`, `repartition`) reads a
+/// backup file. An `Err` item means the file is corrupt or truncated from there on.
+pub fn lines<'a>(key: &str, stored: &'a [u8]) -> Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + 'a> {
     use std::io::BufRead;
-    std::io::BufReader::with_capacity(1 << 20, reader(key, stored)).split(b'\n')
+    if crate::seqfile::is_sequence_file(stored) {
+        return match crate::seqfile::Reader::new(stored) {
+            Ok(r) => Box::new(r.map(|r| r.map(|r| r.value))),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        };
+    }
+    Box::new(std::io::BufReader::with_capacity(1 << 20, reader(key, stored)).split(b'\n'))
 }
 
 #[cfg(test)]

@@ -379,6 +379,13 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 completion_markers: None,
                 completion_grace_secs: crate::config::default_completion_grace(),
                 completion_start_date: None,
+                layout_kind: crate::config::LayoutKind::Pattern,
+                granularity: crate::config::Granularity::Day,
+                date_prefix: "dt=".into(),
+                hour_prefix: "hr=".into(),
+                minute_prefix: "min=".into(),
+                file_format: crate::config::FileFormat::Text,
+                file_extension: None,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -42,6 +42,7 @@ pub struct UploadJob {
     pub topic: String,
     pub data: crate::buffer::Memory,
     pub compression: Compression,
+    pub file_format: crate::config::FileFormat,
     pub level: u32,
     pub existing: Existing,
 }
@@ -99,8 +100,10 @@ impl Uploader {
         self.rt.spawn(async move {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
-            let UploadJob { id, key, topic, data, compression, level, existing } = job;
-            let body = tokio::task::spawn_blocking(move || seal::encode(data, compression, level)).await.expect("compression does not panic");
+            let UploadJob { id, key, topic, data, compression, file_format, level, existing } = job;
+            let body = tokio::task::spawn_blocking(move || seal::encode_file(data, file_format, compression, level))
+                .await
+                .expect("compression does not panic");
             let stored_bytes = body.len() as u64;
             let retries = metrics::counter!(crate::metrics::UPLOAD_RETRIES, "topic" => topic);
             let health = this.health.clone();
@@ -263,16 +266,31 @@ fn inflate(key: &str, x: &[u8]) -> Option<Vec<u8>> {
     crate::seal::reader(key, x).read_to_end(&mut v).ok().map(|_| v)
 }
 
+/// A SequenceFile's messages (a rebuilt one has other sync markers, a recompressed one other
+/// bytes: its records are what count).
+fn sequence_messages(x: &[u8]) -> Option<Vec<crate::seqfile::Record>> {
+    crate::seqfile::Reader::new(x).ok()?.collect::<std::io::Result<Vec<_>>>().ok()
+}
+
 /// True if two blobs hold the same events: equal bytes, or equal once decompressed (a
 /// different gzip implementation or level writes different bytes for the same lines).
 fn same_events(key: &str, a: &[u8], b: &[u8]) -> bool {
-    a == b || (key.ends_with(".gz") && matches!((inflate(key, a), inflate(key, b)), (Some(x), Some(y)) if x == y))
+    if a == b {
+        return true;
+    }
+    if crate::seqfile::is_sequence_file(a) || crate::seqfile::is_sequence_file(b) {
+        return matches!((sequence_messages(a), sequence_messages(b)), (Some(x), Some(y)) if x == y);
+    }
+    key.ends_with(".gz") && matches!((inflate(key, a), inflate(key, b)), (Some(x), Some(y)) if x == y)
 }
 
-/// True if the events of `theirs` end with those of `ours`, whole lines only.
+/// True if the events of `theirs` end with those of `ours`, whole lines (records) only.
 fn ends_with_events(key: &str, theirs: &[u8], ours: &[u8]) -> bool {
     if theirs == ours {
         return true;
+    }
+    if crate::seqfile::is_sequence_file(theirs) || crate::seqfile::is_sequence_file(ours) {
+        return matches!((sequence_messages(theirs), sequence_messages(ours)), (Some(t), Some(o)) if !o.is_empty() && t.ends_with(&o));
     }
     match (inflate(key, theirs), inflate(key, ours)) {
         (Some(t), Some(o)) if !o.is_empty() && t.ends_with(&o) => t.len() == o.len() || t[t.len() - o.len() - 1] == b'\n',
@@ -338,6 +356,26 @@ mod tests {
         assert!(ends_with_events("a.json", b"x\ny\n", b"x\ny\n"));
         assert!(!ends_with_events("a.json", b"x\nzy\n", b"y\n"), "a partial line is not an event");
         assert!(!ends_with_events("a.json", b"x\n", b""));
+    }
+
+    /// SequenceFiles are compared by their records: the same records under other sync markers
+    /// or another compression are the same file; a rebuilt file matches a record suffix only.
+    #[test]
+    fn sequence_files_are_compared_by_their_records() {
+        let seq = |first: i64, values: &[&str], gz: bool| -> Vec<u8> {
+            let mut b = crate::buffer::Buffer::framed(first, std::time::Instant::now(), crate::buffer::Framing::SequenceFile);
+            for (i, v) in values.iter().enumerate() {
+                b.append(first + i as i64, v.as_bytes());
+            }
+            let c = if gz { Compression::Gzip } else { Compression::None };
+            seal::encode_file(b.data, crate::config::FileFormat::SequenceFile, c, 1).to_vec()
+        };
+        let a = seq(10, &["a", "b", "c"], false);
+        assert!(same_events("d/1_0_00000000000000000010", &a, &seq(10, &["a", "b", "c"], true)));
+        assert!(!same_events("d/1_0_00000000000000000010", &a, &seq(10, &["a", "b", "x"], false)));
+        assert!(ends_with_events("d/1_0_00000000000000000010", &a, &seq(11, &["b", "c"], true)), "a rebuilt tail");
+        assert!(!ends_with_events("d/1_0_00000000000000000010", &a, &seq(12, &["b", "c"], false)), "other offsets");
+        assert!(!ends_with_events("d/1_0_00000000000000000010", &a, b"b\nc\n"));
     }
 
     #[test]

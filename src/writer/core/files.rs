@@ -15,7 +15,7 @@ use tracing::error;
 
 use super::partition::PartKey;
 use super::Writer;
-use crate::buffer::{Buffer, BufferKey, SealReason};
+use crate::buffer::{Buffer, BufferKey, Framing, SealReason};
 use crate::intent::Intent;
 use crate::naming::NameContext;
 use crate::upload::Existing;
@@ -76,17 +76,27 @@ pub(super) struct Files {
     next_id: u64,
 }
 
-fn get_or_open<K: Hash + Eq>(map: &mut HashMap<K, Buffer>, key: K, offset: i64, record_ms: Option<i64>, now: Instant) -> (&mut Buffer, bool) {
+fn get_or_open<K: Hash + Eq>(
+    map: &mut HashMap<K, Buffer>,
+    key: K,
+    offset: i64,
+    record_ms: Option<i64>,
+    framing: Framing,
+    now: Instant,
+) -> (&mut Buffer, bool) {
     let mut opened = false;
     let buf = map.entry(key).or_insert_with(|| {
         opened = true;
-        Buffer { first_record_ms: record_ms, ..Buffer::new(offset, now) }
+        let mut b = Buffer::framed(offset, now, framing);
+        b.first_record_ms = record_ms;
+        b
     });
     (buf, opened)
 }
 
 impl Files {
-    /// Appends one line to its file, opening the file if needed.
+    /// Appends one message to its file, opening the file (framed as `framing`) if needed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn append(
         &mut self,
         slot: Slot<'_>,
@@ -94,11 +104,12 @@ impl Files {
         line: &[u8],
         line_breaks: Option<bool>,
         record_ms: Option<i64>,
+        framing: Framing,
         now: Instant,
     ) -> Appended<'_> {
         let (buffer, opened) = match slot {
-            Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, now),
-            Slot::Rebuild(t, p, i) => get_or_open(&mut self.rebuilding, (t, p, i), offset, record_ms, now),
+            Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, framing, now),
+            Slot::Rebuild(t, p, i) => get_or_open(&mut self.rebuilding, (t, p, i), offset, record_ms, framing, now),
         };
         let before = buffer.charged();
         let newline_replaced = buffer.append_checked(offset, line, line_breaks);

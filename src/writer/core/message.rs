@@ -124,7 +124,7 @@ impl Writer {
             (None, None) => unreachable!("a key is made for every message not rebuilt"),
         };
         let rebuilding = rebuild.is_some();
-        let appended = self.files.append(slot, off, line, line_breaks, record_ms, now);
+        let appended = self.files.append(slot, off, line, line_breaks, record_ms, topic.framing, now);
         let size_due = !rebuilding && topic.policy.due(appended.buffer, now) == Some(SealReason::Size);
         let (opened, newline) = (appended.opened, appended.newline_replaced);
         let offsets = st.offsets_from(off);

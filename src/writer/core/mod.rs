@@ -58,6 +58,8 @@ struct TopicRuntime {
     grace_ms: i64,
     /// `completion_start_date`.
     completion_start: Option<chrono::NaiveDate>,
+    /// How its files frame messages (`file_format`).
+    framing: crate::buffer::Framing,
 }
 
 impl TopicRuntime {
@@ -70,6 +72,7 @@ impl TopicRuntime {
             topic: self.cfg.name.clone(),
             data,
             compression: self.cfg.compression,
+            file_format: self.cfg.file_format,
             level: self.cfg.compression_level,
             existing,
         }
@@ -158,7 +161,7 @@ impl Writer {
         let mut topics = Vec::new();
         for t in &config.topics {
             let layout = t.layout()?;
-            if !layout.pattern().is_partition_filterable() {
+            if layout.secor().is_none() && !layout.pattern().is_partition_filterable() {
                 warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
             }
             topics.push(TopicRuntime {
@@ -173,6 +176,10 @@ impl Writer {
                 completion_start: t.completion_start_date.as_deref().and_then(|d| d.parse().ok()),
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
+                framing: match t.file_format {
+                    crate::config::FileFormat::Text => crate::buffer::Framing::Lines,
+                    crate::config::FileFormat::SequenceFile => crate::buffer::Framing::SequenceFile,
+                },
                 cfg: t.clone(),
             });
         }
