@@ -317,6 +317,40 @@ pub enum Granularity {
     Minute,
 }
 
+/// When the Kafka record timestamp dates an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordTime {
+    /// When no timestamp field holds a usable time (the default).
+    #[default]
+    Fallback,
+    /// Never: an event without a usable field time goes to `invalid_date`, as stock Secor's
+    /// `JsonMessageParser` files it under the epoch's date.
+    Never,
+    /// Always: events are dated by their record time (Secor's `kafka.useTimestamp=true`).
+    Only,
+}
+
+/// Stock Secor's offset folders (`OffsetMessageParser`, `DailyOffsetMessageParser`): a file
+/// of offsets `[n·per, (n+1)·per)` lands in `<prefix><n·per>`, below the day's folder when
+/// `daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetBuckets {
+    /// `secor.offsets.per.partition`.
+    pub per: i64,
+    /// `secor.offsets.prefix` (`offset=`).
+    #[serde(default = "default_offset_prefix")]
+    pub prefix: String,
+    /// Below a `dt=<date>` folder, the date of the message's record time.
+    #[serde(default)]
+    pub daily: bool,
+}
+
+fn default_offset_prefix() -> String {
+    "offset=".into()
+}
+
 /// What a file is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -411,34 +445,60 @@ pub struct TopicConfig {
     pub completion_start_date: Option<String>,
     /// `pattern` (default: `file_pattern` under `path`, Sunbird's names) or `secor` (stock
     /// Secor's `<path>/<topic>/dt=<date>/<generation>_<kafkaPartition>_<firstOffset>`).
-    #[serde(default, rename = "layout")]
+    #[serde(default, rename = "layout", skip_serializing_if = "is_default")]
     pub layout_kind: LayoutKind,
     /// With `layout = "secor"`: `day` (default), `hour` or `minute` folders (Secor:
     /// `partitioner.granularity.hour`, `.minute`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub granularity: Granularity,
     /// With `layout = "secor"`: the date folder's prefix (`partitioner.granularity.date.prefix`).
-    #[serde(default = "default_date_prefix")]
+    #[serde(default = "default_date_prefix", skip_serializing_if = "is_default_date_prefix")]
     pub date_prefix: String,
     /// With `layout = "secor"` and hourly or minutely folders: their prefixes.
-    #[serde(default = "default_hour_prefix")]
+    #[serde(default = "default_hour_prefix", skip_serializing_if = "is_default_hour_prefix")]
     pub hour_prefix: String,
-    #[serde(default = "default_minute_prefix")]
+    #[serde(default = "default_minute_prefix", skip_serializing_if = "is_default_minute_prefix")]
     pub minute_prefix: String,
     /// `text` (default: one message per line) or `sequencefile` (Hadoop's, key the offset,
     /// value the message: stock Secor's default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub file_format: FileFormat,
     /// With `layout = "secor"`: what follows the file name (`secor.file.extension`); default
     /// `.gz` with gzip, none otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_extension: Option<String>,
+    /// When the Kafka record time dates an event: `fallback` (default), `never`, `only`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub record_time: RecordTime,
+    /// With `prefix_field` and `layout = "secor"`: the field's value itself names the folder
+    /// (Secor's `SplitByFieldMessageParser`) instead of `prefix_map`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub prefix_as_value: bool,
+    /// Write an empty `_SUCCESS` in a date's folder once every partition's marker of the date
+    /// exists, as Secor's `PartitionFinalizer` does. Unset: on with `layout = "secor"` and
+    /// daily folders (when markers are written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_files: Option<bool>,
+    /// With `layout = "secor"`: offset folders (Secor's offset parsers) instead of dates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_buckets: Option<OffsetBuckets>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl TopicConfig {
-    /// Whether the writer writes completion markers for this topic (dates of daily folders).
+    /// Whether the writer writes completion markers for this topic (dates of daily folders;
+    /// not with folders named by a field's value, whose set is open).
     pub fn markers(&self) -> bool {
-        self.completion_markers.unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format) && self.granularity == Granularity::Day)
+        self.completion_markers
+            .unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format) && self.granularity == Granularity::Day && !self.prefix_as_value)
+    }
+
+    /// Whether the writer writes `_SUCCESS` in a date's folders once the date is complete.
+    pub fn success_files(&self) -> bool {
+        self.success_files.unwrap_or(self.layout_kind == LayoutKind::Secor) && self.markers()
     }
 
     /// The format of a route's date string: `date_format`, followed with stock Secor's hourly
@@ -492,6 +552,15 @@ fn default_hour_prefix() -> String {
 }
 fn default_minute_prefix() -> String {
     "min=".into()
+}
+fn is_default_date_prefix(s: &str) -> bool {
+    s == "dt="
+}
+fn is_default_hour_prefix(s: &str) -> bool {
+    s == "hr="
+}
+fn is_default_minute_prefix(s: &str) -> bool {
+    s == "min="
 }
 
 fn default_pattern() -> String {
@@ -746,12 +815,29 @@ impl Config {
                 ));
             }
             if t.layout_kind == LayoutKind::Pattern {
-                for (key, set) in [("granularity", t.granularity != Granularity::Day), ("file_extension", t.file_extension.is_some())] {
+                for (key, set) in [
+                    ("granularity", t.granularity != Granularity::Day),
+                    ("file_extension", t.file_extension.is_some()),
+                    ("prefix_as_value", t.prefix_as_value),
+                    ("success_files", t.success_files == Some(true)),
+                ] {
                     if set {
                         return Err(ConfigError::invalid(k(key), "applies to layout = \"secor\" only (file_pattern names the files otherwise)"));
                     }
                 }
             } else {
+                if t.prefix_as_value && (t.prefix_field.is_none() || !t.prefix_map.is_empty()) {
+                    return Err(ConfigError::invalid(
+                        k("prefix_as_value"),
+                        "needs prefix_field and no prefix_map (the field's value names the folder)",
+                    ));
+                }
+                if t.success_files == Some(true) && !t.markers() {
+                    return Err(ConfigError::invalid(
+                        k("success_files"),
+                        "_SUCCESS is written once every partition's completion marker of a date exists: it needs daily folders and completion markers",
+                    ));
+                }
                 if t.format == Format::Record {
                     return Err(ConfigError::invalid(
                         k("format"),
@@ -759,10 +845,16 @@ impl Config {
                     ));
                 }
                 for (key, prefix) in [("date_prefix", &t.date_prefix), ("hour_prefix", &t.hour_prefix), ("minute_prefix", &t.minute_prefix)] {
-                    if prefix.is_empty() || prefix.contains('/') || prefix.contains(|c: char| c.is_ascii_digit()) || prefix.contains('%') {
+                    // An empty date prefix is the fork's PatternDateMessageParser without a pattern.
+                    if (prefix.is_empty() && key != "date_prefix")
+                        || prefix.contains('/')
+                        || prefix.contains(|c: char| c.is_ascii_digit())
+                        || prefix.contains('%')
+                        || prefix.starts_with(['_', '.'])
+                    {
                         return Err(ConfigError::invalid(
                             k(key),
-                            "must be a non-empty folder prefix without `/`, `%` or digits (Secor's default: dt=, hr=, min=)",
+                            "must be a folder prefix without `/`, `%` or digits, not starting with `_` or `.` (Secor's defaults: dt=, hr=, min=)",
                         ));
                     }
                 }
@@ -787,7 +879,9 @@ impl Config {
                 return Err(ConfigError::invalid(k("completion_grace_secs"), "at most 604800 (7 days, Kafka's default retention)"));
             }
             match (&t.prefix_field, t.prefix_map.is_empty()) {
-                (Some(_), true) => return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set")),
+                (Some(_), true) if !t.prefix_as_value => {
+                    return Err(ConfigError::invalid(k("prefix_map"), "is required when prefix_field is set (or prefix_as_value = true)"))
+                }
                 (None, false) => return Err(ConfigError::invalid(k("prefix_field"), "is required when prefix_map is set")),
                 (Some(f), false) => {
                     if f.is_empty() || f.split('.').any(str::is_empty) {
@@ -798,6 +892,11 @@ impl Config {
                     }
                     for (value, sub) in &t.prefix_map {
                         check_path(&format!("{}.{value}", k("prefix_map")), sub)?;
+                    }
+                }
+                (Some(f), true) => {
+                    if f.is_empty() || f.split('.').any(str::is_empty) {
+                        return Err(ConfigError::invalid(k("prefix_field"), "must be a non-empty dotted path"));
                     }
                 }
                 (None, true) => {}

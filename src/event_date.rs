@@ -111,6 +111,17 @@ pub fn strftime_from_java(p: &str) -> Result<String, String> {
             ('m', 2) | ('m', 1) => "%M",
             ('s', 2) | ('s', 1) => "%S",
             ('S', 3) => "%3f",
+            // English names, as chrono reads them (a name in another language fails to parse
+            // and is counted, never misdated).
+            ('M', 3) => "%b",
+            ('M', 4..) => "%B",
+            ('E', 1..=3) => "%a",
+            ('E', 4..) => "%A",
+            ('a', 1) => "%p",
+            ('h', 1 | 2) => "%I",
+            // RFC 822 and ISO 8601 offsets: -0800, -08:00.
+            ('Z', 1..=3) => "%z",
+            ('X', 3) => "%:z",
             ('a'..='z' | 'A'..='Z', _) => {
                 return Err(format!("Java date pattern letter `{}` (in `{p}`) has no kbackup equivalent", c.to_string().repeat(run)))
             }

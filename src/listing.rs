@@ -215,25 +215,44 @@ pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Re
         let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false, first_offset: None };
         Listed { date: date.format("%Y-%m-%d").to_string(), kafka_partition: None, timestamp: None, size: meta.size, key, name }
     };
+    let listed = |key: String, size: u64, n: ParsedName| Listed {
+        date: n.date.format("%Y-%m-%d").to_string(),
+        kafka_partition: n.kafka_partition,
+        timestamp: n.timestamp_ms,
+        size,
+        key,
+        name: n,
+    };
     for dir in layout.dirs() {
         let listing = storage.store.list_with_delimiter(Some(&ObjectPath::from(dir.as_str()))).await?;
-        // A "directory" named like a date is read whole by a date-prefix reader.
+        // A "directory" named like a date is read whole by a date-prefix reader; stock Secor's
+        // date folders hold its files (in hour and minute folders too).
         for sub in &listing.common_prefixes {
             let Some(date) = sub.filename().and_then(|n| layout.reader_date(n)).filter(|d| in_range(*d)) else { continue };
             let nested: Vec<object_store::ObjectMeta> = storage.store.list(Some(sub)).try_collect().await?;
-            out.strays.extend(nested.iter().map(|m| stray(m, date)));
+            if layout.secor().is_none() {
+                out.strays.extend(nested.iter().map(|m| stray(m, date)));
+                continue;
+            }
+            let folder = sub.as_ref().len();
+            for meta in nested {
+                let key = meta.location.to_string();
+                // Hadoop's readers skip `_SUCCESS`, `.crc` files and `_temporary` folders.
+                if key.get(folder..).unwrap_or_default().split('/').any(crate::naming::is_hadoop_hidden) {
+                    continue;
+                }
+                match sel.judge(layout, &key) {
+                    Verdict::Keep(n) => out.files.push(listed(key, meta.size, n)),
+                    Verdict::UnpartitionedLeftOut => out.unpartitioned_left_out += 1,
+                    Verdict::NotBackup => out.strays.push(stray(&meta, date)),
+                    Verdict::Skip => {}
+                }
+            }
         }
         for meta in listing.objects {
             let key = meta.location.to_string();
             match sel.judge(layout, &key) {
-                Verdict::Keep(n) => out.files.push(Listed {
-                    date: n.date.format("%Y-%m-%d").to_string(),
-                    kafka_partition: n.kafka_partition,
-                    timestamp: n.timestamp_ms,
-                    size: meta.size,
-                    key,
-                    name: n,
-                }),
+                Verdict::Keep(n) => out.files.push(listed(key, meta.size, n)),
                 Verdict::UnpartitionedLeftOut => out.unpartitioned_left_out += 1,
                 Verdict::NotBackup => {
                     if let Some(date) = meta.location.filename().and_then(|n| layout.reader_date(n)).filter(|d| in_range(*d)) {

@@ -667,12 +667,28 @@ impl FileLayout {
         }
     }
 
-    /// Where the topic's completion markers live: `<path>/_kbackup/…`, or with stock Secor's
-    /// layout `<path>/<topic>/_kbackup/…` (topics share a Secor path).
-    pub fn marker_path(&self) -> String {
+    /// The route directory and date string a stored file of this layout is under: the key's
+    /// directory and its name's date, or with stock Secor's layout the folders before and from
+    /// its day folder (`dt=2020-02-01/hr=13`).
+    pub fn place_of(&self, key: &str) -> Option<(String, String)> {
         match &self.secor {
-            Some(_) => format!("{}/{}", self.path, self.topic).trim_start_matches('/').to_string(),
-            None => self.path.clone(),
+            Some(s) => split_secor(s, key).map(|(dir, partitions, _)| (dir.to_string(), partitions.to_string())),
+            None => {
+                let n = self.parse(key)?;
+                Some((key.rsplit_once('/').map_or("", |(d, _)| d).to_string(), self.dates.format(n.date)))
+            }
+        }
+    }
+
+    /// Where kbackup's records of the topic (completion markers, its settings) live:
+    /// `<path>/_kbackup/…`, or `<path>/<topic>/_kbackup/…` when topics may share the path (stock
+    /// Secor's layout, a pattern with `{topic}`): one topic's markers must never be read as
+    /// another's.
+    pub fn marker_path(&self) -> String {
+        if self.secor.is_some() || self.pattern.has_topic() {
+            format!("{}/{}", self.path, self.topic).trim_start_matches('/').to_string()
+        } else {
+            self.path.clone()
         }
     }
 

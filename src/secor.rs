@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    Compression, Config, ConfigError, KafkaConfig, OffsetsStorage, SecorConfig, StorageConfig, TopicConfig, WriterConfig, DEFAULT_FILE_PATTERN,
+    Compression, Config, ConfigError, FileFormat, Granularity, KafkaConfig, LayoutKind, OffsetBuckets, OffsetsStorage, RecordTime, SecorConfig,
+    StorageConfig, TopicConfig, WriterConfig, DEFAULT_FILE_PATTERN,
 };
 
 /// Properties in file order, later keys winning.
@@ -117,45 +118,158 @@ fn load_into(path: &Path, props: &mut Properties, depth: usize) -> Result<(), Co
     Ok(())
 }
 
-/// The result of a mapping: the config, and keys that were not used.
+/// The result of a mapping: the config, and what became of every key.
 #[derive(Debug)]
 pub struct Mapped {
     pub config: Config,
-    /// Keys kbackup does not need or does not know, for one warning.
+    /// Keys no table knows: unknown, or misspelled (one warning).
     pub ignored: Vec<String>,
+    /// Keys that configure a part of Secor kbackup does not have, with the reason.
+    pub secor_only: Vec<(String, &'static str)>,
     /// Notes about keys whose effect differs slightly (always-on behaviour and the like).
     pub notes: Vec<String>,
 }
 
-/// Keys that configure parts of Secor kbackup does not have (its upload locks, local disk
-/// buffering, its monitoring) and that are safe to drop. Where Secor kept its offsets is mapped
-/// (`[secor]`): `takeover` and `handback` read and write them there.
-const NOT_NEEDED: &[&str] = &[
-    "secor.zookeeper.path",
-    "secor.local.path",
-    "secor.consumer.threads",
-    "secor.offsets.per.partition",
-    "secor.offsets.prefix",
-    "secor.upload.manager.class",
-    "secor.message.parser.class",
-    "secor.file.reader.writer.factory",
-    "secor.cloud.service",
-    "cloud.service",
-    "secor.gs.tasks.ratelimit.pr.second",
-    "secor.gs.threadpool.fixed.size",
-    "secor.gs.connect.timeout.ms",
-    "secor.gs.read.timeout.ms",
-    "secor.gs.upload.direct",
-    "ostrich.port",
-    "secor.monitoring.metrics.collector.class",
-    "secor.azure.endpoints.protocol",
-    "secor.partition.prefix.enable",
-    "secor.upload.on.shutdown",
-    "kafka.consumer.timeout.ms",
-    "kafka.consumer.auto.offset.reset",
-    "kafka.dual.commit.enabled",
-    "secor.kafka.perf_topic_prefix",
+/// Keys (or key prefixes, ending in `.`) that configure parts of Secor kbackup does not have,
+/// each with the reason it is safe to leave them: shown by `check`, logged by `run`. A key
+/// whose value would change what lands in storage is never here: it is mapped or refused.
+const SECOR_ONLY: &[(&str, &str)] = &[
+    ("secor.zookeeper.path", "Secor's upload locks: kbackup's partitions have one owner through Kafka's group protocol"),
+    ("secor.local.path", "Secor's local disk buffer: kbackup buffers in memory (writer.memory_limit_bytes)"),
+    ("secor.local.log.delete.age.hours", "Secor's local disk buffer: kbackup buffers in memory"),
+    ("secor.consumer.threads", "one consumer per process: run more processes in the group"),
+    ("secor.messages.per.second", "Secor's read throttle: kbackup reads as fast as it uploads (use Kafka quotas to throttle)"),
+    ("secor.upload.class", "Secor's uploader: kbackup's is built in"),
+    ("secor.upload.on.shutdown", "kbackup always uploads and commits on a graceful stop"),
+    ("secor.upload.deterministic", "kbackup's file names and contents are deterministic and exactly once by design"),
+    ("secor.max.file.timestamp.range.millis", "a rule of secor.upload.deterministic: kbackup rotates by size, age and date"),
+    ("secor.max.input.payload.size.bytes", "a rule of secor.upload.deterministic: kbackup rotates by size, age and date"),
+    ("secor.file.age.youngest", "kbackup ages a file from its first message"),
+    ("secor.upload.minute_mark", "kbackup uploads by size, age and date"),
+    ("secor.kafka.upload_at_minute_mark.topic_filter", "kbackup uploads by size, age and date"),
+    ("secor.upload.last.seen.offset", "Secor's uploader bookkeeping: kbackup commits after its uploads land"),
+    ("secor.upload.secor.upload.last.seen.offset", "Secor's uploader bookkeeping: kbackup commits after its uploads land"),
+    ("secor.consumer.max_bad_messages", "kbackup never drops a message: one it cannot date goes to invalid_date, counted"),
+    ("secor.max.message.size.bytes", "Secor's legacy consumer fetch size: librdkafka sizes its fetches"),
+    ("secor.topic_partition.forget.seconds", "Secor's partition bookkeeping"),
+    ("secor.max.file.count", "not read by Secor 0.29 or later"),
+    ("message.timestamp.skew.max.ms", "not read by Secor 0.29 or later"),
+    ("secor.s3.filesystem", "Hadoop's file system scheme: kbackup writes through the object store API"),
+    ("secor.swift.", "OpenStack Swift is not a kbackup store (secor.upload.manager.class decides)"),
+    ("swift.", "OpenStack Swift is not a kbackup store (secor.upload.manager.class decides)"),
+    ("secor.gs.tasks.ratelimit.pr.second", "Secor's GCS client: kbackup retries uploads with backoff (writer.upload_concurrency)"),
+    ("secor.gs.threadpool.fixed.size", "Secor's GCS client: kbackup retries uploads with backoff (writer.upload_concurrency)"),
+    ("secor.gs.connect.timeout.ms", "Secor's GCS client: kbackup retries uploads with backoff"),
+    ("secor.gs.read.timeout.ms", "Secor's GCS client: kbackup retries uploads with backoff"),
+    ("secor.gs.upload.direct", "Secor's GCS client: kbackup uploads from memory"),
+    ("ostrich.port", "Secor's monitoring: kbackup exports Prometheus metrics (writer.status_addr)"),
+    ("secor.monitoring.", "Secor's monitoring: kbackup exports Prometheus metrics (writer.status_addr)"),
+    ("monitoring.", "Secor's monitoring: kbackup exports Prometheus metrics (writer.status_addr)"),
+    ("statsd.", "Secor's monitoring: kbackup exports Prometheus metrics (writer.status_addr)"),
+    ("tsdb.hostport", "Secor's monitoring: kbackup exports Prometheus metrics (writer.status_addr)"),
+    ("secor.enable.qubole", "Hive/Qubole partition registration: kbackup writes _SUCCESS but registers no partitions"),
+    ("secor.qubole.timeout.ms", "Hive/Qubole partition registration: kbackup writes _SUCCESS but registers no partitions"),
+    ("qubole.", "Hive/Qubole partition registration: kbackup writes _SUCCESS but registers no partitions"),
+    ("hive.table.prefix", "Hive/Qubole partition registration: kbackup writes _SUCCESS but registers no partitions"),
+    ("secor.hive.prefix", "Hive/Qubole partition registration: kbackup writes _SUCCESS but registers no partitions"),
+    ("secor.finalizer.lookback.periods", "Secor's finalizer walks back this many periods: kbackup marks each date as it completes"),
+    ("parquet.", "settings of the Parquet writers, which kbackup does not map"),
+    ("secor.orc.", "settings of the ORC writer, which kbackup does not map"),
+    ("secor.avro.", "settings of the Avro parsers and writers, which kbackup does not map"),
+    ("schema.registry.url", "settings of the Avro parsers and writers, which kbackup does not map"),
+    ("secor.thrift.", "settings of the Thrift parser, which kbackup does not map"),
+    ("secor.protobuf.", "settings of the Protobuf parser, which kbackup does not map"),
+    ("message.timestamp.id", "a Thrift parser setting"),
+    ("message.timestamp.type", "a Thrift parser setting"),
+    ("secor.file.reader.Delimiter", "Secor's readers' setting: kbackup's readers read what its writer writes"),
+    ("kafka.consumer.timeout.ms", "Secor's legacy consumer"),
+    ("kafka.consumer.auto.offset.reset", "Secor's legacy consumer (kafka.new.consumer.auto.offset.reset is mapped)"),
+    ("kafka.dual.commit.enabled", "Secor's legacy consumer"),
+    ("kafka.rebalance.max.retries", "Secor's legacy consumer"),
+    ("kafka.rebalance.backoff.ms", "Secor's legacy consumer"),
+    ("kafka.socket.receive.buffer.bytes", "Secor's Kafka client tuning: set librdkafka's in a TOML config's [kafka.properties]"),
+    ("kafka.fetch.", "Secor's Kafka client tuning: set librdkafka's in a TOML config's [kafka.properties]"),
+    ("kafka.partition.assignment.strategy", "Secor's Kafka client: kbackup's group assignment is its own"),
+    ("kafka.new.consumer.partition.assignment.strategy.class", "Secor's Kafka client: kbackup's group assignment is its own"),
+    ("kafka.client.className", "Secor's Kafka client classes"),
+    ("kafka.message.iterator.className", "Secor's Kafka client classes"),
+    ("kafka.message.timestamp.className", "Secor's Kafka client classes"),
+    ("kafka.new.consumer.poll.timeout.seconds", "Secor's Kafka client tuning: librdkafka polls by itself"),
+    ("kafka.new.consumer.max.poll.records", "Secor's Kafka client tuning: librdkafka batches by itself"),
+    ("kafka.new.consumer.request.timeout.ms", "Secor's Kafka client tuning: set librdkafka's in a TOML config's [kafka.properties]"),
+    ("kafka.new.consumer.max.poll.interval.ms", "Secor's Kafka client tuning: set librdkafka's in a TOML config's [kafka.properties]"),
+    ("zookeeper.session.timeout.ms", "Secor's ZooKeeper client: takeover and handback use their own"),
+    ("zookeeper.sync.time.ms", "Secor's ZooKeeper client: takeover and handback use their own"),
+    ("secor.kafka.perf_topic_prefix", "Secor's performance test"),
 ];
+
+/// The reason a Secor key needs nothing from kbackup, if it is one.
+fn secor_only(key: &str) -> Option<&'static str> {
+    SECOR_ONLY.iter().find(|(k, _)| if k.ends_with('.') { key.starts_with(k) } else { key == *k }).map(|(_, why)| *why)
+}
+
+/// The parser that dates or places Secor's messages (`secor.message.parser.class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parser {
+    /// Sunbird's fork: a timestamp field, a fallback field, an input pattern, prefix routing.
+    PatternDate,
+    /// A JSON number (seconds, milliseconds, micro- or nanoseconds).
+    Json,
+    /// A JSON string read with `message.timestamp.input.pattern`; only day folders.
+    Date,
+    /// An ISO-8601 JSON string.
+    Iso8601,
+    /// A JSON number, below a folder named by another field's value.
+    SplitByField,
+    /// `offset=<N>` folders: no date.
+    Offset,
+    /// `dt=<date>/offset=<N>` folders.
+    DailyOffset,
+}
+
+impl Parser {
+    /// The parser a config names; formats kbackup cannot read are refused, naming the class.
+    pub fn of(class: Option<&str>) -> Result<Parser, ConfigError> {
+        let Some(class) = class else { return Ok(Parser::PatternDate) };
+        let short = class.rsplit('.').next().unwrap_or(class);
+        let refuse = |what: &str| {
+            Err(err(
+                "secor.message.parser.class",
+                format!("`{class}`: {what}; kbackup reads JSON values with JsonMessageParser, DateMessageParser, Iso8601MessageParser, SplitByFieldMessageParser, OffsetMessageParser, DailyOffsetMessageParser or PatternDateMessageParser (docs/runbook.md, \"Secor's parsers and writers\")"),
+            ))
+        };
+        Ok(match short {
+            "PatternDateMessageParser" => Parser::PatternDate,
+            "JsonMessageParser" => Parser::Json,
+            "DateMessageParser" => Parser::Date,
+            "Iso8601MessageParser" => Parser::Iso8601,
+            "SplitByFieldMessageParser" => Parser::SplitByField,
+            "OffsetMessageParser" => Parser::Offset,
+            "DailyOffsetMessageParser" => Parser::DailyOffset,
+            "ThriftMessageParser" => return refuse("Thrift messages are not read by kbackup"),
+            "ProtobufMessageParser" => return refuse("Protobuf messages are not read by kbackup"),
+            "AvroMessageParser" | "AvroIso8601MessageParser" | "AvroSplitByFieldMessageParser" => {
+                return refuse("Avro messages are not read by kbackup")
+            }
+            "MessagePackParser" => return refuse("MessagePack messages are not read by kbackup"),
+            "RegexMessageParser" => return refuse("timestamps found by a regular expression over the raw message are not read by kbackup"),
+            _ => return refuse("a parser kbackup does not know"),
+        })
+    }
+
+    /// Secor's own name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Parser::PatternDate => "PatternDateMessageParser",
+            Parser::Json => "JsonMessageParser",
+            Parser::Date => "DateMessageParser",
+            Parser::Iso8601 => "Iso8601MessageParser",
+            Parser::SplitByField => "SplitByFieldMessageParser",
+            Parser::Offset => "OffsetMessageParser",
+            Parser::DailyOffset => "DailyOffsetMessageParser",
+        }
+    }
+}
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
@@ -176,11 +290,25 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     let brokers = if host.contains(':') || host.contains(',') { host } else { format!("{host}:{port}") };
     let group_id = get("secor.kafka.group").ok_or_else(|| err("secor.kafka.group", "is required"))?;
 
-    let filter = get("secor.kafka.topic_filter").ok_or_else(|| err("secor.kafka.topic_filter", "is required"))?;
-    // Secor takes a regex; kbackup subscribes to names. Dots are taken literally; `a|b` lists two.
-    let names: Vec<String> = filter.split('|').map(|s| s.trim().replace("\\.", ".")).collect();
-    if names.iter().any(|n| n.is_empty() || n.contains(['*', '+', '?', '[', ']', '(', ')', '^', '$', '{', '}'])) {
-        return Err(err("secor.kafka.topic_filter", format!("`{filter}` is a regex; kbackup needs topic names (use `a|b` for several)")));
+    // Secor's new consumer subscribes to `kafka.new.consumer.topic.list` when it is set, else to
+    // the `secor.kafka.topic_filter` regex; kbackup subscribes to names. Dots are taken
+    // literally; `a|b` lists two.
+    let names: Vec<String> = match get("kafka.new.consumer.topic.list") {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => {
+            let filter = get("secor.kafka.topic_filter").ok_or_else(|| err("secor.kafka.topic_filter", "is required"))?;
+            let names: Vec<String> = filter.split('|').map(|s| s.trim().replace("\\.", ".")).collect();
+            if names.iter().any(|n| n.is_empty() || n.contains(['*', '+', '?', '[', ']', '(', ')', '^', '$', '{', '}'])) {
+                return Err(err("secor.kafka.topic_filter", format!("`{filter}` is a regex; kbackup needs topic names (use `a|b` for several)")));
+            }
+            names
+        }
+    };
+    if let Some(b) = get("secor.kafka.topic_blacklist") {
+        return Err(err(
+            "secor.kafka.topic_blacklist",
+            format!("`{b}`: kbackup subscribes to the topics named in secor.kafka.topic_filter; leave the excluded ones out of it"),
+        ));
     }
 
     // Which store: Secor picks it by `secor.cloud.service` and the upload manager class.
@@ -196,7 +324,9 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         Some(Store::S3)
     } else if manager.contains("GsUploadManager") || manager.contains("GSUploadManager") {
         Some(Store::Gcs)
-    } else if manager.is_empty() || manager.contains("Azure") {
+    } else if manager.contains("AzureUploadManager") {
+        Some(Store::Azure)
+    } else if manager.is_empty() {
         None
     } else {
         return Err(err(
@@ -211,30 +341,57 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         Some("Azure" | "azure") => Some(Store::Azure),
         Some(other) => return Err(err(service_key, format!("`{other}`: kbackup supports Azure, S3 and GS"))),
     };
+    // Secor uploads with its upload manager; `cloud.service` only points its readers and
+    // finalizer (Secor's defaults say S3 whatever the manager), so the manager decides.
     let store = match (by_service, by_manager) {
         (Some(a), Some(b)) if a != b => {
-            return Err(err(
-                "secor.upload.manager.class",
-                format!("`{manager}` uploads to {}, but {service_key}={} names {}: set one store", b.name(), service.unwrap_or_default(), a.name()),
-            ))
+            notes.push(format!(
+                "{service_key}={} names {}, but secor.upload.manager.class uploads to {}: kbackup writes where Secor's uploads went ({})",
+                service.clone().unwrap_or_default(),
+                a.name(),
+                b.name(),
+                b.name()
+            ));
+            b
         }
-        (Some(s), _) | (None, Some(s)) => s,
+        (_, Some(s)) | (Some(s), None) => s,
         (None, None) => Store::Azure,
     };
-    // kbackup dates events the way Sunbird's parser does; another parser files them elsewhere.
-    if let Some(parser) = get("secor.message.parser.class") {
-        if !parser.ends_with(".PatternDateMessageParser") && parser != "PatternDateMessageParser" {
-            return Err(err(
-                "secor.message.parser.class",
-                format!("`{parser}`: kbackup files events by date like PatternDateMessageParser (Sunbird's parser); this parser partitions them differently"),
-            ));
+    let parser = Parser::of(get("secor.message.parser.class").as_deref())?;
+    let file_format = match get("secor.file.reader.writer.factory") {
+        // Missing only without Secor's common properties (which set SequenceFiles): the fork's text.
+        None => FileFormat::Text,
+        Some(f) => {
+            let short = f.rsplit('.').next().unwrap_or(&f).to_string();
+            match short.as_str() {
+                "SequenceFileReaderWriterFactory" => FileFormat::SequenceFile,
+                "DelimitedTextFileReaderWriterFactory" | "FlexibleDelimitedFileReaderWriterFactory" => {
+                    if let Some(d) = props.get("secor.file.writer.Delimiter").filter(|d| !d.is_empty() && *d != "\n") {
+                        return Err(err("secor.file.writer.Delimiter", format!("{d:?}: kbackup writes one message per line (\\n)")));
+                    }
+                    FileFormat::Text
+                }
+                _ => {
+                    let what = if short.contains("Parquet") {
+                        "Parquet files"
+                    } else if short.contains("ORC") {
+                        "ORC files"
+                    } else if short.contains("Avro") {
+                        "Avro files"
+                    } else if short.contains("MessagePack") {
+                        "MessagePack SequenceFiles"
+                    } else {
+                        "a format kbackup does not know"
+                    };
+                    return Err(err(
+                        "secor.file.reader.writer.factory",
+                        format!("`{f}`: {what} are not written by kbackup; it writes SequenceFiles (SequenceFileReaderWriterFactory) and delimited text (DelimitedTextFileReaderWriterFactory)"),
+                    ));
+                }
+            }
         }
-    }
-    if let Some(f) = get("secor.file.reader.writer.factory") {
-        if !f.contains("DelimitedText") {
-            return Err(err("secor.file.reader.writer.factory", format!("`{f}`: kbackup writes delimited text (NDJSON) only")));
-        }
-    }
+    };
+    refuse_unmapped_values(&get)?;
     let (storage, path_key) = if store == Store::Gcs {
         let bucket = get("secor.gs.bucket").ok_or_else(|| err("secor.gs.bucket", "is required for GCS"))?;
         let storage = StorageConfig {
@@ -279,39 +436,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     };
 
     let path = get(path_key).ok_or_else(|| err(path_key, "is required"))?;
-    let file_pattern = get("secor.s3.output_file_pattern").unwrap_or_else(|| DEFAULT_FILE_PATTERN.into());
-    let compression = match get("secor.compression.codec").as_deref() {
-        None => Compression::None,
-        Some(c) if c.ends_with("GzipCodec") => Compression::Gzip,
-        Some(c) => return Err(err("secor.compression.codec", format!("`{c}`: kbackup writes gzip or uncompressed files"))),
-    };
-    match (get("secor.file.extension").as_deref(), compression) {
-        (None, _) | (Some(".gz"), Compression::Gzip) => {}
-        (Some(ext), _) => {
-            return Err(err("secor.file.extension", format!("`{ext}` with this codec: kbackup appends .gz for gzip and nothing otherwise")))
-        }
-    }
-    let mut timestamp_fields = Vec::new();
-    timestamp_fields.push(get("message.timestamp.name").unwrap_or_else(|| "timestamp".into()));
-    if let Some(f) = get("message.fallback.timestamp.name") {
-        timestamp_fields.push(f);
-    }
-    let timestamp_input_pattern =
-        get("message.timestamp.input.pattern").map(|p| java_date_pattern("message.timestamp.input.pattern", &p)).transpose()?;
-    let date_format =
-        java_date_pattern("secor.partition.output_dt_format", &get("secor.partition.output_dt_format").unwrap_or_else(|| "yyyy-MM-dd".into()))?;
-    let prefix_on = get("secor.partition.prefix.enable").is_some_and(|v| v == "true");
-    let (prefix_field, prefix_map) = if prefix_on {
-        let field = get("secor.partition.prefix.identifier")
-            .ok_or_else(|| err("secor.partition.prefix.identifier", "is required when secor.partition.prefix.enable=true"))?;
-        let mapping = get("secor.partition.prefix.mapping")
-            .ok_or_else(|| err("secor.partition.prefix.mapping", "is required when secor.partition.prefix.enable=true"))?;
-        let map: BTreeMap<String, String> =
-            serde_json::from_str(&mapping).map_err(|e| err("secor.partition.prefix.mapping", format!("not a JSON object of strings: {e}")))?;
-        (Some(field), map)
-    } else {
-        (None, BTreeMap::new())
-    };
+    let naming = naming(&get, props, parser, file_format, &mut notes)?;
     // Where Secor kept its position: `takeover` reads it, `handback` writes it, and `run`
     // refuses to resume from a commit Secor's auto-commit made past what it uploaded.
     let secor = match get("zookeeper.quorum") {
@@ -338,6 +463,12 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         }
         kafka_properties.insert("auto.offset.reset".to_string(), reset);
     }
+    if let Some(name) = get("kafka.new.consumer.sasl.kerberos.service.name") {
+        kafka_properties.insert("sasl.kerberos.service.name".to_string(), name);
+    }
+    if let Some(level) = get("kafka.new.consumer.isolation.level") {
+        kafka_properties.insert("isolation.level".to_string(), level);
+    }
     let security = kafka_security(&get)?;
     let used_security: Vec<String> = security.used.clone();
     kafka_properties.extend(security.properties);
@@ -345,91 +476,69 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
     let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
         get(k).map(|v| v.parse::<u64>().map_err(|_| err(k, format!("`{v}` is not a whole number")))).unwrap_or(Ok(default))
     };
-    if get("secor.upload.on.shutdown").is_some_and(|v| v == "false") {
-        notes.push("secor.upload.on.shutdown=false: kbackup always uploads and commits on a graceful shutdown".into());
-    }
-    if get("secor.local.path").is_some() {
-        notes.push("secor.local.path: kbackup buffers in memory within writer.memory_limit_bytes; no local disk is used".into());
-    }
 
     let topics = names
         .iter()
         .map(|name| -> Result<TopicConfig, ConfigError> {
+            let n = naming.clone();
             Ok(TopicConfig {
                 name: name.clone(),
                 path: path.clone(),
-                file_pattern: file_pattern.clone(),
+                file_pattern: n.file_pattern,
                 format: crate::config::Format::Value,
-                compression,
+                compression: n.compression,
                 compression_level: 1,
-                timestamp_fields: timestamp_fields.clone(),
-                timestamp_input_pattern: timestamp_input_pattern.clone(),
-                message_timezone: get("secor.message.timezone").unwrap_or_else(|| "UTC".into()),
-                output_timezone: get("secor.parser.timezone").unwrap_or_else(|| "UTC".into()),
-                date_format: date_format.clone(),
+                timestamp_fields: n.timestamp_fields,
+                timestamp_input_pattern: n.timestamp_input_pattern,
+                message_timezone: n.message_timezone,
+                output_timezone: n.output_timezone,
+                date_format: n.date_format,
                 max_file_bytes: num("secor.max.file.size.bytes", 200_000_000)?,
                 max_file_age_secs: num("secor.max.file.age.seconds", 3600)?,
-                prefix_field: prefix_field.clone(),
-                prefix_map: prefix_map.clone(),
-                invalid_date: "1970-01-01".into(),
+                prefix_field: n.prefix_field,
+                prefix_map: n.prefix_map,
+                invalid_date: n.invalid_date,
                 error_path: None,
                 earliest_event_date: crate::config::default_earliest(),
                 latest_event_date: crate::config::default_latest(),
                 generation: num("secor.generation", 1)? as u32,
                 completion_markers: None,
-                completion_grace_secs: crate::config::default_completion_grace(),
+                completion_grace_secs: match get("partitioner.finalizer.delay.seconds") {
+                    Some(_) => num("partitioner.finalizer.delay.seconds", 0)?,
+                    None => crate::config::default_completion_grace(),
+                },
                 completion_start_date: None,
-                layout_kind: crate::config::LayoutKind::Pattern,
-                granularity: crate::config::Granularity::Day,
-                date_prefix: "dt=".into(),
-                hour_prefix: "hr=".into(),
-                minute_prefix: "min=".into(),
-                file_format: crate::config::FileFormat::Text,
-                file_extension: None,
+                layout_kind: n.layout_kind,
+                granularity: n.granularity,
+                date_prefix: n.date_prefix,
+                hour_prefix: n.hour_prefix,
+                minute_prefix: n.minute_prefix,
+                file_format,
+                file_extension: n.file_extension,
+                record_time: n.record_time,
+                prefix_as_value: n.prefix_as_value,
+                success_files: None,
+                offset_buckets: n.offset_buckets,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    const MAPPED: &[&str] = &[
-        "kafka.seed.broker.host",
-        "kafka.seed.broker.port",
-        "secor.kafka.group",
-        "secor.kafka.topic_filter",
-        "secor.azure.account.name",
-        "secor.azure.account.key",
-        "secor.azure.container.name",
-        "secor.azure.path",
-        "secor.s3.bucket",
-        "secor.s3.path",
-        "secor.gs.bucket",
-        "secor.gs.path",
-        "secor.gs.credentials.path",
-        "aws.access.key",
-        "aws.secret.key",
-        "aws.session.token",
-        "aws.region",
-        "aws.endpoint",
-        "secor.s3.output_file_pattern",
-        "secor.compression.codec",
-        "secor.file.extension",
-        "message.timestamp.name",
-        "message.fallback.timestamp.name",
-        "message.timestamp.input.pattern",
-        "secor.message.timezone",
-        "secor.parser.timezone",
-        "secor.partition.output_dt_format",
-        "secor.partition.prefix.identifier",
-        "secor.partition.prefix.mapping",
-        "secor.max.file.size.bytes",
-        "secor.max.file.age.seconds",
-        "secor.generation",
-        "zookeeper.quorum",
-        "kafka.zookeeper.path",
-        "kafka.offsets.storage",
-        "kafka.new.consumer.auto.offset.reset",
-    ];
-    let ignored: Vec<String> =
-        props.keys().filter(|k| !MAPPED.contains(&k.as_str()) && !NOT_NEEDED.contains(&k.as_str()) && !used_security.contains(k)).cloned().collect();
+    let mut ignored = Vec::new();
+    let mut secor_only_keys = Vec::new();
+    for k in props.keys() {
+        if MAPPED.contains(&k.as_str()) || used_security.contains(k) || naming.used.contains(&k.as_str()) {
+            continue;
+        }
+        match secor_only(k) {
+            Some(why) => secor_only_keys.push((k.clone(), why)),
+            // Secor's own defaults list many keys with empty values: unset, whatever they are.
+            None if props[k].trim().is_empty() => {}
+            None if naming.other_parsers.contains(&k.as_str()) => {
+                secor_only_keys.push((k.clone(), "read by another of Secor's parsers than the config's secor.message.parser.class"))
+            }
+            None => ignored.push(k.clone()),
+        }
+    }
 
     let config = Config {
         kafka: KafkaConfig { brokers, group_id, properties: kafka_properties, properties_from_env: BTreeMap::new() },
@@ -443,7 +552,423 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
         ConfigError::Invalid { key, message } => ConfigError::Invalid { key: secor_key_for(&key), message },
         other => other,
     })?;
-    Ok(Mapped { config, ignored, notes })
+    Ok(Mapped { config, ignored, secor_only: secor_only_keys, notes })
+}
+
+/// Keys the mapping reads whatever the parser (the naming keys are in [`naming`]).
+const MAPPED: &[&str] = &[
+    "include",
+    "kafka.seed.broker.host",
+    "kafka.seed.broker.port",
+    "secor.kafka.group",
+    "secor.kafka.topic_filter",
+    "secor.kafka.topic_blacklist",
+    "kafka.new.consumer.topic.list",
+    "kafka.new.consumer.isolation.level",
+    "secor.message.parser.class",
+    "secor.file.reader.writer.factory",
+    "secor.file.writer.Delimiter",
+    "secor.upload.manager.class",
+    "cloud.service",
+    "secor.cloud.service",
+    "secor.azure.account.name",
+    "secor.azure.account.key",
+    "secor.azure.endpoints.protocol",
+    "secor.azure.container.name",
+    "secor.azure.path",
+    "secor.s3.bucket",
+    "secor.s3.path",
+    "secor.gs.bucket",
+    "secor.gs.path",
+    "secor.gs.credentials.path",
+    "aws.access.key",
+    "aws.secret.key",
+    "aws.session.token",
+    "aws.region",
+    "aws.endpoint",
+    "aws.client.pathstyleaccess",
+    "secor.max.file.size.bytes",
+    "secor.max.file.age.seconds",
+    "secor.generation",
+    "partitioner.finalizer.delay.seconds",
+    "zookeeper.quorum",
+    "kafka.zookeeper.path",
+    "kafka.offsets.storage",
+    "kafka.new.consumer.auto.offset.reset",
+    "kafka.new.consumer.sasl.kerberos.service.name",
+    // Refused unless unset or their defaults (`refuse_unmapped_values`).
+    "secor.s3.prefix.md5hash",
+    "secor.s3.alter.path.date",
+    "secor.s3.alternative.path",
+    "aws.role",
+    "aws.sse.type",
+    "aws.sse.customer.key",
+    "aws.sse.kms.key",
+    "aws.proxy.isEnabled",
+    "aws.proxy.http.host",
+    "aws.proxy.http.port",
+    "secor.message.transformer.class",
+    "kafka.new.consumer.sasl.client.callback.handler.class",
+    "kafka.new.consumer.sasl.login.callback.handler.class",
+    "kafka.new.consumer.sasl.login.class",
+];
+
+/// Settings whose values would change where or how files land, and that kbackup does not
+/// map: refused unless unset (or at Secor's defaults), naming the key and what to do instead.
+fn refuse_unmapped_values(get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let on = |k: &str| get(k).is_some_and(|v| truthy(&v) == Some(true));
+    if on("secor.s3.prefix.md5hash") {
+        return Err(err(
+            "secor.s3.prefix.md5hash",
+            "true: files under an MD5-hashed prefix are not written by kbackup (its readers list by topic and date)",
+        ));
+    }
+    for k in ["secor.s3.alter.path.date", "secor.s3.alternative.path"] {
+        if let Some(v) = get(k) {
+            return Err(err(k, format!("`{v}`: a second path for later dates is not written by kbackup; point secor.s3.path at the path to write")));
+        }
+    }
+    if let Some(v) = get("aws.role") {
+        return Err(err(
+            "aws.role",
+            format!(
+                "`{v}`: assuming a role is not mapped; give kbackup the role through its environment (AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE)"
+            ),
+        ));
+    }
+    for k in ["aws.sse.type", "aws.sse.customer.key", "aws.sse.kms.key"] {
+        if get(k).is_some() {
+            return Err(err(k, "per-request server-side encryption is not mapped: set the bucket's default encryption (SSE-S3 or SSE-KMS), which S3 applies to every upload"));
+        }
+    }
+    if on("aws.proxy.isEnabled") {
+        return Err(err("aws.proxy.isEnabled", "true: set HTTPS_PROXY (and NO_PROXY) in kbackup's environment instead"));
+    }
+    if let Some(t) = get("secor.message.transformer.class").filter(|t| !t.ends_with("IdentityMessageTransformer")) {
+        return Err(err("secor.message.transformer.class", format!("`{t}`: kbackup stores messages as Kafka holds them; it runs no transformer")));
+    }
+    for k in [
+        "kafka.new.consumer.sasl.client.callback.handler.class",
+        "kafka.new.consumer.sasl.login.callback.handler.class",
+        "kafka.new.consumer.sasl.login.class",
+    ] {
+        if let Some(v) = get(k) {
+            return Err(err(k, format!("`{v}`: a Java class librdkafka cannot load; set librdkafka's sasl.* in a TOML config's [kafka.properties]")));
+        }
+    }
+    Ok(())
+}
+
+/// A Java properties boolean as Commons Configuration reads it.
+fn truthy(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" => Some(true),
+        "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// How files are named and messages dated, from the parser's keys.
+#[derive(Debug, Clone)]
+struct Naming {
+    layout_kind: LayoutKind,
+    granularity: Granularity,
+    date_prefix: String,
+    hour_prefix: String,
+    minute_prefix: String,
+    file_pattern: String,
+    date_format: String,
+    compression: Compression,
+    file_extension: Option<String>,
+    timestamp_fields: Vec<String>,
+    timestamp_input_pattern: Option<String>,
+    message_timezone: String,
+    output_timezone: String,
+    invalid_date: String,
+    record_time: RecordTime,
+    prefix_field: Option<String>,
+    prefix_map: BTreeMap<String, String>,
+    prefix_as_value: bool,
+    offset_buckets: Option<OffsetBuckets>,
+    /// The keys read.
+    used: Vec<&'static str>,
+    /// Keys of the other parsers (named as such, not as unknown).
+    other_parsers: Vec<&'static str>,
+}
+
+/// Every key a parser reads, so that a key of another parser is named as such.
+const PARSER_KEYS: &[&str] = &[
+    "secor.s3.output_file_pattern",
+    "secor.compression.codec",
+    "secor.file.extension",
+    "message.timestamp.name",
+    "message.timestamp.name.separator",
+    "message.fallback.timestamp.name",
+    "message.timestamp.input.pattern",
+    "message.timestamp.required",
+    "secor.message.timezone",
+    "secor.parser.timezone",
+    "secor.partition.output_dt_format",
+    "secor.partition.prefix.enable",
+    "secor.partition.prefix.identifier",
+    "secor.partition.prefix.mapping",
+    "partitioner.granularity.hour",
+    "partitioner.granularity.minute",
+    "partitioner.granularity.date.prefix",
+    "partitioner.granularity.hour.prefix",
+    "partitioner.granularity.minute.prefix",
+    "partitioner.granularity.date.format",
+    "partitioner.granularity.hour.format",
+    "partitioner.granularity.minute.format",
+    "message.split.field.name",
+    "kafka.useTimestamp",
+    "secor.offsets.per.partition",
+    "secor.offsets.prefix",
+];
+
+/// The date of epoch time 0 in `tz`: where Secor's timestamp parsers file a message whose time
+/// they could not read (they date it 0).
+fn epoch_date(tz: &str) -> String {
+    let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Tz::UTC);
+    chrono::DateTime::from_timestamp(0, 0).expect("0 is a time").with_timezone(&tz).date_naive().format("%Y-%m-%d").to_string()
+}
+
+/// Maps the keys that name files and date messages, for `parser`.
+fn naming(
+    get: &dyn Fn(&str) -> Option<String>,
+    props: &Properties,
+    parser: Parser,
+    format: FileFormat,
+    notes: &mut Vec<String>,
+) -> Result<Naming, ConfigError> {
+    let mut used: Vec<&'static str> =
+        vec!["secor.compression.codec", "secor.file.extension", "secor.parser.timezone", "secor.s3.output_file_pattern"];
+    let flag = |k: &str| -> Result<bool, ConfigError> {
+        match get(k) {
+            None => Ok(false),
+            Some(v) => truthy(&v).ok_or_else(|| err(k, format!("`{v}` is not true or false"))),
+        }
+    };
+    // Secor reads these with a default that applies when the key is absent; an empty value
+    // is the empty string.
+    let raw_or = |k: &str, default: &str| props.get(k).map(|v| v.trim().to_string()).unwrap_or_else(|| default.to_string());
+    let compression = match get("secor.compression.codec").as_deref() {
+        None => Compression::None,
+        Some(c) if c.ends_with("GzipCodec") => Compression::Gzip,
+        Some(c) => return Err(err("secor.compression.codec", format!("`{c}`: kbackup compresses with gzip (GzipCodec) or not at all"))),
+    };
+    let output_timezone = get("secor.parser.timezone").unwrap_or_else(|| "UTC".into());
+    let pattern = get("secor.s3.output_file_pattern");
+    let mut n = Naming {
+        layout_kind: LayoutKind::Secor,
+        granularity: Granularity::Day,
+        date_prefix: raw_or("partitioner.granularity.date.prefix", "dt="),
+        hour_prefix: raw_or("partitioner.granularity.hour.prefix", "hr="),
+        minute_prefix: raw_or("partitioner.granularity.minute.prefix", "min="),
+        file_pattern: DEFAULT_FILE_PATTERN.into(),
+        date_format: java_date_pattern(
+            "partitioner.granularity.date.format",
+            &get("partitioner.granularity.date.format").unwrap_or_else(|| "yyyy-MM-dd".into()),
+        )?,
+        compression,
+        file_extension: None,
+        timestamp_fields: Vec::new(),
+        timestamp_input_pattern: None,
+        message_timezone: output_timezone.clone(),
+        invalid_date: epoch_date(&output_timezone),
+        output_timezone,
+        record_time: RecordTime::Never,
+        prefix_field: None,
+        prefix_map: BTreeMap::new(),
+        prefix_as_value: false,
+        offset_buckets: None,
+        used: Vec::new(),
+        other_parsers: Vec::new(),
+    };
+    let stock_partitioner = [
+        "partitioner.granularity.hour",
+        "partitioner.granularity.minute",
+        "partitioner.granularity.date.prefix",
+        "partitioner.granularity.hour.prefix",
+        "partitioner.granularity.minute.prefix",
+        "partitioner.granularity.date.format",
+        "partitioner.granularity.hour.format",
+        "partitioner.granularity.minute.format",
+    ];
+    // The partitioner's granularity (hour and minute folders), for the parsers that have it.
+    let granularity = |n: &mut Naming, used: &mut Vec<&'static str>| -> Result<(), ConfigError> {
+        used.extend(stock_partitioner);
+        for (k, want) in [("partitioner.granularity.hour.format", "HH"), ("partitioner.granularity.minute.format", "mm")] {
+            if let Some(v) = get(k).filter(|v| v != want) {
+                return Err(err(k, format!("`{v}`: kbackup writes hour and minute folders as {want} only")));
+            }
+        }
+        n.granularity = match (flag("partitioner.granularity.hour")?, flag("partitioner.granularity.minute")?) {
+            (_, true) => Granularity::Minute,
+            (true, false) => Granularity::Hour,
+            (false, false) => Granularity::Day,
+        };
+        Ok(())
+    };
+    // `message.timestamp.name` with Secor's nesting rule: split on the separator when one is set.
+    let field = |used: &mut Vec<&'static str>| -> Result<String, ConfigError> {
+        used.extend(["message.timestamp.name", "message.timestamp.name.separator"]);
+        let name = get("message.timestamp.name").unwrap_or_else(|| "timestamp".into());
+        match props.get("message.timestamp.name.separator").filter(|s| !s.is_empty()) {
+            None if name.contains('.') => Err(err(
+                "message.timestamp.name",
+                format!("`{name}` holds `.` but no message.timestamp.name.separator is set: Secor reads a top-level key of that name, which kbackup (reading dots as nesting) cannot"),
+            )),
+            None => Ok(name),
+            Some(sep) if sep == "." => Ok(name),
+            Some(sep) => {
+                let parts: Vec<&str> = name.split(sep.as_str()).collect();
+                if parts.iter().any(|p| p.contains('.') || p.is_empty()) {
+                    return Err(err("message.timestamp.name", format!("`{name}` split on {sep:?} gives a key holding `.` or an empty key, which kbackup cannot read")));
+                }
+                Ok(parts.join("."))
+            }
+        }
+    };
+    let required_note = |notes: &mut Vec<String>, used: &mut Vec<&'static str>| {
+        used.push("message.timestamp.required");
+        if get("message.timestamp.required").and_then(|v| truthy(&v)) == Some(true) {
+            notes.push(format!(
+                "message.timestamp.required=true: where Secor drops a message without a timestamp (counting it as bad), kbackup stores it under {} and counts it (kbackup_invalid_messages_total)",
+                "the invalid date"
+            ));
+        }
+    };
+    match parser {
+        Parser::PatternDate => {
+            used.extend([
+                "message.timestamp.name",
+                "message.fallback.timestamp.name",
+                "message.timestamp.input.pattern",
+                "secor.message.timezone",
+                "secor.partition.output_dt_format",
+                "secor.partition.prefix.enable",
+                "secor.partition.prefix.identifier",
+                "secor.partition.prefix.mapping",
+            ]);
+            n.timestamp_fields.push(get("message.timestamp.name").unwrap_or_else(|| "timestamp".into()));
+            if let Some(f) = get("message.fallback.timestamp.name") {
+                n.timestamp_fields.push(f);
+            }
+            n.timestamp_input_pattern =
+                get("message.timestamp.input.pattern").map(|p| java_date_pattern("message.timestamp.input.pattern", &p)).transpose()?;
+            n.message_timezone = get("secor.message.timezone").unwrap_or_else(|| "UTC".into());
+            n.date_format = java_date_pattern(
+                "secor.partition.output_dt_format",
+                &get("secor.partition.output_dt_format").unwrap_or_else(|| "yyyy-MM-dd".into()),
+            )?;
+            // The fork's parser files events without any time by the clock; kbackup by the
+            // record time (deterministic), and unreadable values under 1970-01-01 like it.
+            n.record_time = RecordTime::Fallback;
+            n.invalid_date = "1970-01-01".into();
+            if flag("secor.partition.prefix.enable")? {
+                let field = get("secor.partition.prefix.identifier")
+                    .ok_or_else(|| err("secor.partition.prefix.identifier", "is required when secor.partition.prefix.enable=true"))?;
+                let mapping = get("secor.partition.prefix.mapping")
+                    .ok_or_else(|| err("secor.partition.prefix.mapping", "is required when secor.partition.prefix.enable=true"))?;
+                n.prefix_map = serde_json::from_str(&mapping)
+                    .map_err(|e| err("secor.partition.prefix.mapping", format!("not a JSON object of strings: {e}")))?;
+                n.prefix_field = Some(field);
+            }
+            // Without a pattern the fork writes stock Secor's layout, its day folder the bare date.
+            n.date_prefix = String::new();
+        }
+        Parser::Json | Parser::Iso8601 | Parser::SplitByField => {
+            granularity(&mut n, &mut used)?;
+            n.timestamp_fields.push(field(&mut used)?);
+            required_note(notes, &mut used);
+            if parser == Parser::Iso8601 {
+                notes.push("Iso8601MessageParser: a time without an offset is read in UTC (Secor reads it in the JVM's zone)".into());
+                n.message_timezone = "UTC".into();
+            }
+            if parser == Parser::SplitByField {
+                used.push("message.split.field.name");
+                n.prefix_field =
+                    Some(get("message.split.field.name").ok_or_else(|| err("message.split.field.name", "is required by SplitByFieldMessageParser"))?);
+                n.prefix_as_value = true;
+                if pattern.is_some() {
+                    return Err(err(
+                        "secor.s3.output_file_pattern",
+                        "with SplitByFieldMessageParser the pattern's {partition} is the split field's value, without the date: kbackup cannot write or read such names; remove the pattern",
+                    ));
+                }
+            } else {
+                used.push("kafka.useTimestamp");
+                if flag("kafka.useTimestamp")? {
+                    n.record_time = RecordTime::Only;
+                }
+            }
+        }
+        Parser::Date => {
+            used.extend(["partitioner.granularity.date.prefix", "partitioner.granularity.date.format", "message.timestamp.input.pattern"]);
+            n.timestamp_fields.push(field(&mut used)?);
+            let p =
+                get("message.timestamp.input.pattern").ok_or_else(|| err("message.timestamp.input.pattern", "is required by DateMessageParser"))?;
+            n.timestamp_input_pattern = Some(java_date_pattern("message.timestamp.input.pattern", &p)?);
+            // DateMessageParser files what it cannot read under dt=1970-01-01 whatever the zone.
+            n.invalid_date = "1970-01-01".into();
+            if flag("partitioner.granularity.hour")? || flag("partitioner.granularity.minute")? {
+                notes.push("DateMessageParser writes day folders only (it ignores partitioner.granularity.hour and .minute); so does kbackup".into());
+            }
+        }
+        Parser::Offset | Parser::DailyOffset => {
+            used.extend(["secor.offsets.per.partition", "secor.offsets.prefix"]);
+            let per = match get("secor.offsets.per.partition") {
+                None => 10_000_000,
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| err("secor.offsets.per.partition", format!("`{v}` is not a positive whole number")))?,
+            };
+            n.offset_buckets = Some(OffsetBuckets { per, prefix: raw_or("secor.offsets.prefix", "offset="), daily: parser == Parser::DailyOffset });
+            n.record_time = RecordTime::Only;
+            if parser == Parser::DailyOffset {
+                granularity(&mut n, &mut used)?;
+                notes.push("DailyOffsetMessageParser: kbackup dates the dt= folder by each message's Kafka record time (Secor by its clock when it reads the message), so a file rebuilt after a restart lands where it did".into());
+            }
+        }
+    }
+    match pattern {
+        // Sunbird's fork names files by the pattern (stock Secor ignores the key).
+        Some(p) => {
+            n.layout_kind = LayoutKind::Pattern;
+            n.file_pattern = p;
+            if parser != Parser::PatternDate {
+                notes.push("secor.s3.output_file_pattern is set: files are named by it, as Sunbird's fork does (stock Secor ignores the key: remove it to keep stock Secor's layout)".into());
+                // The fork renders {partition} as the parser's first folder: `dt=<date>`.
+                n.date_format = format!("{}{}", n.date_prefix, n.date_format);
+                n.granularity = Granularity::Day;
+            }
+            if n.offset_buckets.is_some() {
+                return Err(err(
+                    "secor.s3.output_file_pattern",
+                    format!("with {} the pattern's {{partition}} is an offset folder, not a date: remove the pattern", parser.name()),
+                ));
+            }
+            match (get("secor.file.extension").as_deref(), compression) {
+                (None, _) | (Some(".gz"), Compression::Gzip) => {}
+                (Some(ext), _) => {
+                    return Err(err(
+                        "secor.file.extension",
+                        format!("`{ext}` with this codec and a pattern: kbackup appends .gz for gzip and nothing otherwise"),
+                    ))
+                }
+            }
+        }
+        None => n.file_extension = get("secor.file.extension"),
+    }
+    if format == FileFormat::SequenceFile && compression == Compression::Gzip {
+        notes.push("SequenceFiles with GzipCodec are block-compressed, as Secor writes them (Hadoop and Spark read them natively)".into());
+    }
+    n.used = used;
+    n.other_parsers = PARSER_KEYS.iter().copied().filter(|k| !n.used.contains(k)).collect();
+    Ok(n)
 }
 
 /// The store a Secor config uploads to.
@@ -558,6 +1083,32 @@ fn secor_key_for(key: &str) -> String {
     format!("{secor} ({key})")
 }
 
+/// What became of the keys, as TOML comments: the Secor-only ones grouped by reason, the
+/// notes, and the unknown ones.
+pub fn account(m: &Mapped) -> String {
+    let mut out = String::new();
+    if !m.secor_only.is_empty() {
+        out.push_str("# Secor keys kbackup has no use for, and why:\n");
+        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (k, why) in &m.secor_only {
+            match by_reason.iter_mut().find(|(w, _)| w == why) {
+                Some((_, keys)) => keys.push(k),
+                None => by_reason.push((why, vec![k])),
+            }
+        }
+        for (why, keys) in by_reason {
+            out.push_str(&format!("#   {}: {why}\n", keys.join(", ")));
+        }
+    }
+    for n in &m.notes {
+        out.push_str(&format!("# note: {n}\n"));
+    }
+    if !m.ignored.is_empty() {
+        out.push_str(&format!("# unknown keys (misspelled?), not used: {}\n", m.ignored.join(", ")));
+    }
+    out
+}
+
 /// The TOML equivalent, with the account key left out (set it through the environment).
 pub fn to_toml(config: &Config) -> String {
     let mut c = config.clone();
@@ -659,8 +1210,11 @@ secor.messages.per.second=10000
         assert_eq!(t.output_timezone, "Asia/Kolkata");
         assert_eq!(t.date_format, "%Y-%m-%d");
         assert_eq!((t.max_file_bytes, t.max_file_age_secs), (100_000_000, 14_400));
-        assert_eq!(m.ignored, vec!["secor.messages.per.second"]);
-        assert!(m.notes.iter().any(|n| n.contains("secor.local.path")));
+        assert!(m.ignored.is_empty(), "{:?}", m.ignored);
+        let only: Vec<&str> = m.secor_only.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(only, vec!["secor.local.path", "secor.messages.per.second", "secor.upload.on.shutdown"]);
+        assert!(m.secor_only[0].1.contains("memory"), "{:?}", m.secor_only);
+        assert_eq!(t.layout_kind, LayoutKind::Pattern, "the fork's pattern names the files");
         // The shipped TOML says the same about the topic.
         let shipped = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sunbird-unique-denorm.toml")).unwrap();
         let s = &shipped.topics[0];
@@ -723,7 +1277,7 @@ secor.messages.per.second=10000
             ("secor.cloud.service=GS", "secor.gs.bucket"),
             ("secor.cloud.service=S3", "secor.s3.bucket"),
             ("secor.upload.manager.class=com.pinterest.secor.uploader.SwiftUploadManager", "secor.upload.manager.class"),
-            ("secor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager", "secor.upload.manager.class"),
+            ("secor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager", "secor.gs.bucket"),
             ("secor.file.extension=.json", "secor.file.extension"),
             ("secor.partition.output_dt_format=EEE", "secor.partition.output_dt_format"),
             ("secor.parser.timezone=Asia/Kolkota", "secor.parser.timezone"),
@@ -815,18 +1369,24 @@ secor.messages.per.second=10000
                 "kafka.new.consumer.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required password=\"hunter2hunter2\";",
                 "username",
             ),
-            ("secor.message.parser.class=com.pinterest.secor.parser.OffsetMessageParser", "secor.message.parser.class"),
+            ("secor.message.parser.class=com.pinterest.secor.parser.ThriftMessageParser", "secor.message.parser.class"),
         ] {
             let e = map(&props(&format!("{SUNBIRD_UNIQUE}\n{line}\n"))).unwrap_err().to_string();
             assert!(e.contains(key) && !e.contains("hunter2hunter2"), "expected {key} in: {e}");
         }
-        let e = map(&props(&SUNBIRD_UNIQUE.replace(
+        // Secor uploads with its upload manager, whatever cloud.service says (Secor's defaults
+        // say S3): the manager decides, and the difference is told.
+        let m = map(&props(&(SUNBIRD_UNIQUE.replace(
             "secor.cloud.service=Azure",
-            "secor.cloud.service=Azure\nsecor.upload.manager.class=com.pinterest.secor.uploader.S3UploadManager",
-        )))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("uploads to S3, but secor.cloud.service=Azure names Azure"), "{e}");
+            "secor.cloud.service=Azure\nsecor.upload.manager.class=com.pinterest.secor.uploader.S3UploadManager\nsecor.s3.bucket=backups\nsecor.s3.path=unique/raw",
+        ))))
+        .unwrap();
+        assert_eq!(m.config.storage.url, "s3://backups");
+        assert!(
+            m.notes.iter().any(|n| n.contains("secor.cloud.service=Azure names Azure, but secor.upload.manager.class uploads to S3")),
+            "{:?}",
+            m.notes
+        );
     }
 
     #[test]
@@ -842,6 +1402,152 @@ secor.messages.per.second=10000
         assert!(e.contains("cloud.service") && e.contains("keep one"), "{e}");
     }
 
+    fn stock() -> Properties {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secor-stock");
+        load(&[dir.join("secor.common.properties"), dir.join("secor.unique.properties")]).unwrap()
+    }
+
+    fn with(mut p: Properties, extra: &str) -> Properties {
+        p.extend(parse_properties(extra));
+        p
+    }
+
+    /// Stock Secor's own properties (its secor.common.properties, included kafka.properties
+    /// and a deployment's file): every key is mapped, named as Secor-only with its reason, or
+    /// refused; the files are stock Secor's layout and SequenceFiles.
+    #[test]
+    fn stock_secors_own_properties_map_with_every_key_accounted_for() {
+        let m = map(&stock()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(m.ignored.is_empty(), "unknown keys: {:?}", m.ignored);
+        let c = &m.config;
+        assert_eq!(
+            (c.kafka.brokers.as_str(), c.kafka.group_id.as_str(), c.storage.url.as_str()),
+            ("kafka-1:9092", "secor_unique_backup", "s3://telemetry-backups")
+        );
+        let t = &c.topics[0];
+        assert_eq!(t.name, "prod.telemetry.unique");
+        assert_eq!(
+            (t.layout_kind, t.file_format, t.compression, t.granularity),
+            (LayoutKind::Secor, FileFormat::SequenceFile, Compression::None, Granularity::Day)
+        );
+        assert_eq!(
+            (t.timestamp_fields.clone(), t.record_time, t.output_timezone.as_str()),
+            (vec!["syncts".to_string()], RecordTime::Never, "Asia/Kolkata")
+        );
+        assert_eq!((t.date_prefix.as_str(), t.date_format.as_str(), t.invalid_date.as_str(), t.generation), ("dt=", "%Y-%m-%d", "1970-01-01", 1));
+        assert_eq!(t.completion_grace_secs, 3600, "partitioner.finalizer.delay.seconds");
+        assert!(t.success_files() && t.markers());
+        let l = t.layout().unwrap();
+        assert_eq!(l.dir(None, false), "secor/raw/prod.telemetry.unique");
+        let reason = |k: &str| m.secor_only.iter().find(|(x, _)| x == k).map(|(_, why)| *why);
+        for k in [
+            "secor.messages.per.second",
+            "secor.local.path",
+            "parquet.block.size",
+            "secor.enable.qubole",
+            "ostrich.port",
+            "kafka.client.className",
+            "secor.orc.message.schema.*",
+        ] {
+            assert!(reason(k).is_some(), "{k} is not named Secor-only: {:?}", m.secor_only);
+        }
+        assert!(reason("secor.enable.qubole").unwrap().contains("_SUCCESS"));
+        assert!(reason("secor.partition.output_dt_format").is_none(), "an empty default is unset");
+        // The generated TOML keeps all of it.
+        let back = Config::parse(&to_toml(c), "generated").unwrap();
+        assert_eq!(back.topics[0].layout().unwrap().dir(None, false), l.dir(None, false));
+        assert_eq!((back.topics[0].file_format, back.topics[0].record_time), (t.file_format, t.record_time));
+    }
+
+    /// Each of Secor's parsers that dates or places messages maps to its folders; what kbackup
+    /// cannot write is refused naming the key and the value.
+    #[test]
+    fn every_secor_parser_maps_or_is_refused() {
+        let parser =
+            |class: &str, extra: &str| map(&with(stock(), &format!("secor.message.parser.class=com.pinterest.secor.parser.{class}\n{extra}")));
+        let t = |m: Mapped| m.config.topics[0].clone();
+
+        let json = t(parser("JsonMessageParser", "partitioner.granularity.hour=true\nmessage.timestamp.name=context.syncts\nmessage.timestamp.name.separator=.\nsecor.parser.timezone=America/New_York").unwrap());
+        assert_eq!(
+            (json.granularity, json.timestamp_fields[0].as_str(), json.invalid_date.as_str()),
+            (Granularity::Hour, "context.syncts", "1969-12-31"),
+            "ts 0 in New York"
+        );
+        assert_eq!(json.partition_format(), "dt=%Y-%m-%d/hr=%H");
+        let nested = t(parser("JsonMessageParser", "message.timestamp.name=context/syncts\nmessage.timestamp.name.separator=/").unwrap());
+        assert_eq!(nested.timestamp_fields, vec!["context.syncts"]);
+        let e = parser("JsonMessageParser", "message.timestamp.name=a.b").unwrap_err().to_string();
+        assert!(e.contains("message.timestamp.name") && e.contains("top-level key"), "{e}");
+        let by_record = t(parser("JsonMessageParser", "kafka.useTimestamp=true").unwrap());
+        assert_eq!(by_record.record_time, RecordTime::Only);
+        let minute = t(parser("Iso8601MessageParser", "partitioner.granularity.minute=true\npartitioner.granularity.date.prefix=day=").unwrap());
+        assert_eq!(minute.partition_format(), "day=%Y-%m-%d/hr=%H/min=%M");
+
+        let date =
+            t(parser("DateMessageParser", "message.timestamp.input.pattern=yyyy-MM-dd'T'HH:mm:ss\npartitioner.granularity.hour=true").unwrap());
+        assert_eq!((date.timestamp_input_pattern.as_deref(), date.granularity), (Some("%Y-%m-%dT%H:%M:%S"), Granularity::Day));
+        let e = parser("DateMessageParser", "").unwrap_err().to_string();
+        assert!(e.contains("message.timestamp.input.pattern"), "{e}");
+        let e = parser("DateMessageParser", "message.timestamp.input.pattern=yyyy-ww").unwrap_err().to_string();
+        assert!(e.contains("message.timestamp.input.pattern") && e.contains("`ww`"), "{e}");
+
+        let split = t(parser("SplitByFieldMessageParser", "message.split.field.name=eid").unwrap());
+        assert_eq!((split.prefix_field.as_deref(), split.prefix_as_value, split.markers()), (Some("eid"), true, false));
+        assert!(parser("SplitByFieldMessageParser", "").unwrap_err().to_string().contains("message.split.field.name"));
+
+        let offsets = t(parser("OffsetMessageParser", "secor.offsets.per.partition=1000").unwrap());
+        assert_eq!(offsets.offset_buckets, Some(OffsetBuckets { per: 1000, prefix: "offset=".into(), daily: false }));
+        let daily = t(parser("DailyOffsetMessageParser", "").unwrap());
+        assert_eq!((daily.offset_buckets.map(|b| (b.per, b.daily)), daily.record_time), (Some((10_000_000, true)), RecordTime::Only));
+
+        let fork = t(parser("PatternDateMessageParser", "").unwrap());
+        assert_eq!(
+            (fork.layout_kind, fork.date_prefix.as_str(), fork.record_time),
+            (LayoutKind::Secor, "", RecordTime::Fallback),
+            "the fork without a pattern: stock folders, bare dates"
+        );
+
+        for (line, key, value) in [
+            ("secor.message.parser.class=com.pinterest.secor.parser.ThriftMessageParser", "secor.message.parser.class", "ThriftMessageParser"),
+            ("secor.message.parser.class=com.pinterest.secor.parser.ProtobufMessageParser", "secor.message.parser.class", "Protobuf"),
+            ("secor.message.parser.class=com.pinterest.secor.parser.AvroMessageParser", "secor.message.parser.class", "Avro"),
+            ("secor.message.parser.class=com.pinterest.secor.parser.MessagePackParser", "secor.message.parser.class", "MessagePack"),
+            (
+                "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.ProtobufParquetFileReaderWriterFactory",
+                "secor.file.reader.writer.factory",
+                "Parquet",
+            ),
+            (
+                "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.JsonORCFileReaderWriterFactory",
+                "secor.file.reader.writer.factory",
+                "ORC",
+            ),
+            (
+                "secor.file.reader.writer.factory=com.pinterest.secor.io.impl.MessagePackSequenceFileReaderWriterFactory",
+                "secor.file.reader.writer.factory",
+                "MessagePack",
+            ),
+            ("secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec", "secor.compression.codec", "SnappyCodec"),
+            ("partitioner.granularity.hour.format=H", "partitioner.granularity.hour.format", "`H`"),
+            ("secor.s3.prefix.md5hash=true", "secor.s3.prefix.md5hash", "MD5"),
+            ("secor.s3.alternative.path=other", "secor.s3.alternative.path", "other"),
+            ("aws.sse.type=S3", "aws.sse.type", "default encryption"),
+            ("secor.message.transformer.class=com.example.Mask", "secor.message.transformer.class", "com.example.Mask"),
+            ("secor.kafka.topic_blacklist=prod.telemetry.raw", "secor.kafka.topic_blacklist", "prod.telemetry.raw"),
+            ("partitioner.granularity.hour=maybe", "partitioner.granularity.hour", "maybe"),
+        ] {
+            let e = map(&with(stock(), line)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{line}: {e}");
+        }
+        // Keys of another parser are named as such, not as unknown.
+        let m = parser("JsonMessageParser", "secor.partition.output_dt_format=yyyyMMdd").unwrap();
+        assert!(
+            m.ignored.is_empty() && m.secor_only.iter().any(|(k, why)| k == "secor.partition.output_dt_format" && why.contains("another")),
+            "{:?}",
+            m.secor_only
+        );
+    }
+
     #[test]
     fn typo_keys_are_listed_not_silently_dropped() {
         let m = map(&props(&format!("{SUNBIRD_UNIQUE}\nsecor.max.file.age.secnds=60\n"))).unwrap();
@@ -853,7 +1559,29 @@ secor.messages.per.second=10000
         assert_eq!(java_date_pattern("k", "yyyy-MM-dd").unwrap(), "%Y-%m-%d");
         assert_eq!(java_date_pattern("k", "yyyyMMdd'T'HH").unwrap(), "%Y%m%dT%H");
         assert_eq!(java_date_pattern("k", "'dt='yyyy-MM-dd").unwrap(), "dt=%Y-%m-%d");
-        assert!(java_date_pattern("k", "yyyy-MMM-dd").is_err());
+        assert_eq!(java_date_pattern("k", "EEE, dd MMM yyyy HH:mm:ss Z").unwrap(), "%a, %d %b %Y %H:%M:%S %z");
+        assert_eq!(java_date_pattern("k", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").unwrap(), "%Y-%m-%dT%H:%M:%S.%3f%:z");
+        assert_eq!(java_date_pattern("k", "MMMM d, yyyy h:mm a").unwrap(), "%B %d, %Y %I:%M %p");
+        for unknown in ["yyyy-MM-dd z", "yyyy-MM-dd X", "yyyy-ww", "yyyy-MM-dd G", "yyyy-MM-dd'T'HH:mm:ss.SS"] {
+            let e = java_date_pattern("message.timestamp.input.pattern", unknown).unwrap_err().to_string();
+            assert!(e.contains("message.timestamp.input.pattern"), "{unknown}: {e}");
+        }
+        // Translated patterns date what Java dates the same.
+        let rules = |p: &str| crate::event_date::DateRules {
+            input_pattern: Some(java_date_pattern("k", p).unwrap()),
+            message_tz: chrono_tz::Tz::UTC,
+            output_tz: chrono_tz::Tz::UTC,
+            date_format: "%Y-%m-%d".into(),
+            window: (i64::MIN, i64::MAX),
+        };
+        for (p, value, ms) in [
+            ("EEE, dd MMM yyyy HH:mm:ss Z", "Sat, 05 Dec 2026 10:00:00 +0530", 1_796_445_000_000i64),
+            ("yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "2026-12-05T10:00:00.250+05:30", 1_796_445_000_250),
+            ("MMMM d, yyyy h:mm a", "December 5, 2026 4:30 AM", 1_796_445_000_000),
+            ("dd/MM/yyyy", "05/12/2026", 1_796_428_800_000),
+        ] {
+            assert_eq!(rules(p).millis_from_str(value), Some(ms), "{p}: {value}");
+        }
     }
 
     #[test]

@@ -132,15 +132,18 @@ impl Places {
             return *found;
         }
         let id = self.id(&layout.dir(r.prefix.as_deref(), r.to_error_path), &r.date);
-        let day = NaiveDate::parse_from_str(&r.date, layout.dates().as_str()).ok();
+        let day = layout.dates().leading_date(&r.date);
         self.routes.insert(key, (id, day));
         (id, day)
     }
 
     /// Where a stored file is.
     fn of_file(&mut self, layout: &FileLayout, l: &Listed) -> Place {
-        let dir = l.key.rsplit_once('/').map_or("", |(d, _)| d);
-        self.id(dir, &layout.dates().format(l.name.date))
+        match layout.place_of(&l.key) {
+            Some((dir, date)) => self.id(&dir, &date),
+            // A stray: where it lies, under its date.
+            None => self.id(l.key.rsplit_once('/').map_or("", |(d, _)| d), &layout.dates().format(l.name.date)),
+        }
     }
 }
 
@@ -263,7 +266,8 @@ pub async fn audit(
         if topic.markers() {
             for d in &marker_dates {
                 let date_str = layout.dates().format(*d);
-                let found = crate::completion::read::newest(storage.store.as_ref(), layout.path(), &date_str, Some(p)).await.map_err(failed)?;
+                let found =
+                    crate::completion::read::newest(storage.store.as_ref(), &layout.marker_path(), &date_str, Some(p)).await.map_err(failed)?;
                 if let Some(m) = found.into_values().next() {
                     markers.insert(*d, m);
                 }
@@ -351,7 +355,7 @@ pub async fn audit(
                 .get(&p)
                 .map(|fs| {
                     fs.iter()
-                        .filter(|l| l.name.date == *d && data_dirs.iter().any(|dir| l.key.rsplit_once('/').is_some_and(|(k, _)| k == dir)))
+                        .filter(|l| l.name.date == *d && data_dirs.iter().any(|dir| layout.route_dir_of(&l.key) == dir))
                         .map(|l| l.key.as_str())
                         .collect()
                 })

@@ -20,6 +20,10 @@ pub struct CheckArgs {
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     if !args.config.secor_properties.is_empty() {
+        // Every key accounted for: mapped (the TOML), Secor-only with its reason, or unknown.
+        if let Ok(mapped) = crate::secor::load(&args.config.secor_properties).and_then(|p| crate::secor::map(&p)) {
+            crate::outln!("{}", crate::secor::account(&mapped).trim_end());
+        }
         crate::outln!("{}", crate::secor::to_toml(&config));
     }
     crate::outln!("config {}: ok ({} topic(s))", args.config.describe(), config.topics.len());

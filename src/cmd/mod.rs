@@ -133,7 +133,7 @@ impl SelectArgs {
         let source = crate::replay::restore::Source {
             storage: opened.storage,
             listed,
-            path: opened.layout.path().to_string(),
+            path: opened.layout.marker_path(),
             invalid_date: opened.invalid_date,
             invalid_files,
         };
@@ -217,7 +217,7 @@ impl SelectArgs {
             let date_str = opened.layout.dates().format(date);
             let status = crate::completion::read::status(
                 opened.storage.store.as_ref(),
-                opened.layout.path(),
+                &opened.layout.marker_path(),
                 &date_str,
                 &with_files,
                 opened.partitions.as_ref(),
@@ -364,6 +364,8 @@ fn load_config_unchecked(arg: &ConfigArg) -> anyhow::Result<crate::config::Confi
             if !mapped.ignored.is_empty() {
                 tracing::warn!(keys = %mapped.ignored.join(", "), "Secor keys not used by kbackup (unknown, or misspelled?)");
             }
+            // `check` lists them with their reasons.
+            tracing::debug!(keys = mapped.secor_only.len(), "Secor-only keys left aside (kbackup check lists them with their reasons)");
             for n in &mapped.notes {
                 tracing::info!("{n}");
             }

@@ -115,7 +115,7 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
     // Each topic's partition count and settings, next to its files (for `replay
     // --create-topic`): now, and every ten minutes in case they change.
-    let paths: Vec<(String, String)> = config.topics.iter().map(|t| (t.name.clone(), t.path.clone())).collect();
+    let paths: Vec<(String, String)> = config.topics.iter().filter_map(|t| Some((t.name.clone(), t.layout().ok()?.marker_path()))).collect();
     // Bounded: a slow store or a broker that refuses DescribeConfigs must not hold up the
     // backup, which does not depend on them (the periodic pass tries again).
     let recorded = crate::topic_settings::record_all(&config.kafka, &storage, &paths);

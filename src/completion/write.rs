@@ -76,7 +76,7 @@ pub enum WriteError {
 
 /// Writes the marker `job` asks for, unless the newest one already says the same.
 pub async fn state(store: &dyn ObjectStore, job: &MarkerJob, now_ms: i64, mode: PutMode) -> Result<Stated, WriteError> {
-    let path = job.layout.path().to_string();
+    let path = job.layout.marker_path();
     let mut key = String::new();
     for _ in 0..RACES {
         let files = date_files(store, job).await?;
@@ -126,16 +126,17 @@ async fn date_files(store: &dyn ObjectStore, job: &MarkerJob) -> Result<Vec<Mark
     let layout = &job.layout;
     let mut out = Vec::new();
     for dir in layout.data_dirs() {
-        // Names start with the date: list from it (S3 and GCS start there; others filter).
-        let offset = ObjectPath::from(format!("{dir}/{}", job.date_str));
-        let metas: Vec<object_store::ObjectMeta> = store
-            .list_with_offset(Some(&ObjectPath::from(dir.as_str())), &offset)
-            .try_collect()
-            .await
-            .map_err(|source| WriteError::List { dir: dir.clone(), source })?;
+        // Names start with the date (stock Secor's: are in the date's folder): list from it (S3
+        // and GCS start there; others filter).
+        let from = layout.date_listing(&dir, &job.date_str);
+        let listed = match layout.secor() {
+            Some(_) => store.list(Some(&ObjectPath::from(from.as_str()))),
+            None => store.list_with_offset(Some(&ObjectPath::from(dir.as_str())), &ObjectPath::from(from.as_str())),
+        };
+        let metas: Vec<object_store::ObjectMeta> = listed.try_collect().await.map_err(|source| WriteError::List { dir: dir.clone(), source })?;
         for m in metas {
             let key = m.location.to_string();
-            if key.rsplit_once('/').map_or("", |(d, _)| d) != dir.trim_matches('/') {
+            if layout.route_dir_of(&key) != dir.trim_matches('/') {
                 continue;
             }
             let Some(name) = layout.parse(&key) else { continue };
@@ -156,7 +157,8 @@ async fn date_files(store: &dyn ObjectStore, job: &MarkerJob) -> Result<Vec<Mark
     Ok(files)
 }
 
-/// Reads a file another writer uploaded: its lines, and for a record file its offsets.
+/// Reads a file another writer uploaded: its lines, and for a record file or a SequenceFile
+/// its offsets.
 async fn count(store: &dyn ObjectStore, key: &str) -> Result<MarkedFile, WriteError> {
     let err = |e: &dyn std::fmt::Display| WriteError::Read { key: key.to_string(), message: e.to_string() };
     let body = store.get(&ObjectPath::from(key)).await.map_err(|e| err(&e))?.bytes().await.map_err(|e| err(&e))?;
@@ -165,6 +167,18 @@ async fn count(store: &dyn ObjectStore, key: &str) -> Result<MarkedFile, WriteEr
     tokio::task::spawn_blocking(move || {
         let err = |e: &dyn std::fmt::Display| WriteError::Read { key: key_owned.clone(), message: e.to_string() };
         let mut f = MarkedFile { key: key_owned.clone(), events: 0, first_offset: None, last_offset: None };
+        if crate::seqfile::is_sequence_file(&body) {
+            // Keyed by offset: what it holds is known exactly.
+            for r in crate::seqfile::Reader::new(&body).map_err(|e| err(&e))? {
+                let r = r.map_err(|e| err(&e))?;
+                f.events += 1;
+                if let Some(o) = r.offset {
+                    f.first_offset = Some(f.first_offset.map_or(o, |a| a.min(o)));
+                    f.last_offset = Some(f.last_offset.map_or(o, |a| a.max(o)));
+                }
+            }
+            return Ok(f);
+        }
         for line in crate::seal::lines(&key_owned, &body) {
             let line = line.map_err(|e| err(&e))?;
             f.events += 1;

@@ -68,7 +68,7 @@ impl Waiter {
         let mut out = Vec::new();
         for d in &self.dates {
             let date = self.layout.dates().format(*d);
-            let marked = crate::completion::read::newest(self.store.as_ref(), self.layout.path(), &date, None).await?;
+            let marked = crate::completion::read::newest(self.store.as_ref(), &self.layout.marker_path(), &date, None).await?;
             let absent: Vec<i32> = parts.iter().copied().filter(|p| !marked.contains_key(p)).collect();
             if !absent.is_empty() {
                 out.push((date, absent));

@@ -592,7 +592,7 @@ impl MarkerQueue for SimMarkers {
 
 impl World {
     fn state_marker(&mut self, job: &MarkerJob, member: usize) -> Result<Stated, WriteError> {
-        let path = job.layout.path().to_string();
+        let path = job.layout.marker_path();
         let fault = self.now_ms < self.faults.storage_frozen_until_ms || self.marker_rng.chance(self.faults.put_error);
         if fault {
             let key = completion::marker_key(&path, &job.date_str, job.partition, 0);
@@ -603,10 +603,10 @@ impl World {
         }
         let mut files = Vec::new();
         for dir in job.layout.data_dirs() {
-            // Names start with their date: only that range is looked at.
-            let from = format!("{dir}/{}", job.date_str);
+            // Names start with their date (or are in its folder): only that range is looked at.
+            let from = job.layout.date_listing(&dir, &job.date_str);
             for (key, body) in self.blobs.range(from.clone()..).take_while(|(k, _)| k.starts_with(&from)) {
-                if key.rsplit_once('/').is_none_or(|(d, _)| d != dir) {
+                if job.layout.route_dir_of(key) != dir {
                     continue;
                 }
                 let Some(n) = job.layout.parse(key) else { continue };
