@@ -17,7 +17,7 @@ fn main() {
         let t = Instant::now();
         let mut n = 0;
         for e in &events {
-            n += router.route(Some(e.as_bytes()), Some(0)).date.len();
+            n += router.route(Some(e.as_bytes()), Some(0), 0).date.len();
         }
         let s = t.elapsed().as_secs_f64();
         println!("route: {:.0} ns/event, {:.2} GB/s (round {round}, {n})", s * 1e9 / events.len() as f64, bytes as f64 / s / 1e9);

@@ -492,8 +492,14 @@ impl TopicConfig {
     /// Whether the writer writes completion markers for this topic (dates of daily folders;
     /// not with folders named by a field's value, whose set is open).
     pub fn markers(&self) -> bool {
-        self.completion_markers
-            .unwrap_or_else(|| crate::event_date::is_daily_format(&self.date_format) && self.granularity == Granularity::Day && !self.prefix_as_value)
+        self.completion_markers.unwrap_or_else(|| {
+            crate::event_date::is_daily_format(&self.date_format) && self.granularity == Granularity::Day && !self.prefix_as_value && self.dated()
+        })
+    }
+
+    /// False when file names carry no date (stock Secor's `OffsetMessageParser`).
+    pub fn dated(&self) -> bool {
+        self.offset_buckets.as_ref().is_none_or(|b| b.daily)
     }
 
     /// Whether the writer writes `_SUCCESS` in a date's folders once the date is complete.
@@ -533,11 +539,15 @@ impl TopicConfig {
             date_format: &partition_format,
             extension: &self.extension(),
             records: self.format == Format::Record,
+            open_prefixes: self.prefix_as_value,
             secor: match self.layout_kind {
                 LayoutKind::Pattern => None,
                 LayoutKind::Secor => Some(crate::naming::SecorNames {
                     generation: self.generation,
-                    day: crate::naming::DateFormat::parse(&format!("{}{}", self.date_prefix, self.date_format))?,
+                    first: match &self.offset_buckets {
+                        Some(b) if !b.daily => crate::naming::FirstFolder::Offsets(b.prefix.clone()),
+                        _ => crate::naming::FirstFolder::Day(crate::naming::DateFormat::parse(&format!("{}{}", self.date_prefix, self.date_format))?),
+                    },
                 }),
             },
         })
@@ -819,6 +829,7 @@ impl Config {
                     ("granularity", t.granularity != Granularity::Day),
                     ("file_extension", t.file_extension.is_some()),
                     ("prefix_as_value", t.prefix_as_value),
+                    ("offset_buckets", t.offset_buckets.is_some()),
                     ("success_files", t.success_files == Some(true)),
                 ] {
                     if set {
@@ -826,6 +837,26 @@ impl Config {
                     }
                 }
             } else {
+                if let Some(b) = &t.offset_buckets {
+                    if b.per <= 0 {
+                        return Err(ConfigError::invalid(k("offset_buckets.per"), "must be a positive number of offsets"));
+                    }
+                    if !crate::routing::is_folder_name(&b.prefix) || b.prefix.ends_with(|c: char| c.is_ascii_digit()) {
+                        return Err(ConfigError::invalid(
+                            k("offset_buckets.prefix"),
+                            "must be a folder name prefix not ending in a digit (Secor's: offset=)",
+                        ));
+                    }
+                    if t.prefix_field.is_some() {
+                        return Err(ConfigError::invalid(k("offset_buckets"), "offset folders take no prefix_field"));
+                    }
+                    if t.completion_markers == Some(true) && !b.daily {
+                        return Err(ConfigError::invalid(
+                            k("completion_markers"),
+                            "files in offset folders carry no date: no date can be marked complete",
+                        ));
+                    }
+                }
                 if t.prefix_as_value && (t.prefix_field.is_none() || !t.prefix_map.is_empty()) {
                     return Err(ConfigError::invalid(
                         k("prefix_as_value"),

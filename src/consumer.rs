@@ -440,6 +440,47 @@ pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<
     out
 }
 
+/// Reads `[low, high)` of one partition with an assigning consumer, calling `f` per message
+/// until it returns false or `high` is reached; an error if the partition gives no data for
+/// 60 s before `high`.
+pub fn read_range<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    p: i32,
+    low: i64,
+    high: i64,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> Result<(), String> {
+    use rdkafka::message::Message;
+    if high <= low {
+        return Ok(());
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low)).map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut idle = 0;
+    loop {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if !f(&m) || m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(format!("reading {topic}/{p}: {e}")),
+            None => {
+                idle += 1;
+                if idle > 120 {
+                    return Err(format!("reading {topic}/{p}: no data for 60 s before offset {high}"));
+                }
+            }
+        }
+    }
+    consumer.unassign().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,11 @@ pub enum AdoptedFrom {
     Kafka,
     /// Neither: where Secor itself would have started (`auto.offset.reset`).
     Reset,
+    /// Where Secor's files in storage end (stock Secor's names carry first offsets), when its
+    /// ZooKeeper node holds no offset (`takeover --from-storage`).
+    Storage,
+    /// Given by the user (`takeover --offset`).
+    Given,
 }
 
 impl std::fmt::Display for AdoptedFrom {
@@ -128,6 +133,8 @@ impl std::fmt::Display for AdoptedFrom {
             AdoptedFrom::Zookeeper => "Secor's ZooKeeper offset",
             AdoptedFrom::Kafka => "Secor's Kafka commit",
             AdoptedFrom::Reset => "auto.offset.reset",
+            AdoptedFrom::Storage => "where Secor's files end",
+            AdoptedFrom::Given => "the offset given",
         })
     }
 }

@@ -153,7 +153,8 @@ impl Selection {
         let Some(n) = layout.parse(key) else {
             return Verdict::NotBackup;
         };
-        if n.date < self.from || n.date > self.to {
+        // A file without a date (stock Secor's offset folders) may hold events of any date.
+        if n.date != crate::naming::UNDATED && (n.date < self.from || n.date > self.to) {
             return Verdict::Skip;
         }
         match (&self.partitions, n.kafka_partition) {
@@ -204,26 +205,49 @@ pub fn repartitioned_twice(files: &[Listed]) -> usize {
         .count()
 }
 
+/// A date as listings show it: `-` for a file without one.
+pub fn date_label(d: NaiveDate) -> String {
+    if d == crate::naming::UNDATED {
+        "-".to_string()
+    } else {
+        d.format("%Y-%m-%d").to_string()
+    }
+}
+
 /// Lists the files of a layout that the selection keeps: every directory the topic writes to,
 /// each listed once (object stores list by prefix, so the date range is applied to the names).
 pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Result<Listing, object_store::Error> {
     use futures::TryStreamExt;
     let mut out = Listing::default();
-    let in_range = |d: NaiveDate| d >= sel.from && d <= sel.to;
+    let in_range = |d: NaiveDate| (d >= sel.from && d <= sel.to) || d == crate::naming::UNDATED;
     let stray = |meta: &object_store::ObjectMeta, date: NaiveDate| {
         let key = meta.location.to_string();
         let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false, first_offset: None };
-        Listed { date: date.format("%Y-%m-%d").to_string(), kafka_partition: None, timestamp: None, size: meta.size, key, name }
+        Listed { date: date_label(date), kafka_partition: None, timestamp: None, size: meta.size, key, name }
     };
     let listed = |key: String, size: u64, n: ParsedName| Listed {
-        date: n.date.format("%Y-%m-%d").to_string(),
+        date: date_label(n.date),
         kafka_partition: n.kafka_partition,
         timestamp: n.timestamp_ms,
         size,
         key,
         name: n,
     };
-    for dir in layout.dirs() {
+    let mut dirs = layout.dirs();
+    if layout.open_prefixes() {
+        // Folders named by a field's value: every folder below the topic's that is neither a
+        // date nor hidden.
+        for dir in layout.dirs() {
+            let listing = storage.store.list_with_delimiter(Some(&ObjectPath::from(dir.as_str()))).await?;
+            for sub in &listing.common_prefixes {
+                let Some(name) = sub.filename() else { continue };
+                if layout.reader_date(name).is_none() && !crate::naming::is_hadoop_hidden(name) {
+                    dirs.push(sub.to_string());
+                }
+            }
+        }
+    }
+    for dir in dirs {
         let listing = storage.store.list_with_delimiter(Some(&ObjectPath::from(dir.as_str()))).await?;
         // A "directory" named like a date is read whole by a date-prefix reader; stock Secor's
         // date folders hold its files (in hour and minute folders too).

@@ -460,6 +460,9 @@ pub struct FileLayout {
     records: bool,
     /// Stock Secor's layout, when the topic uses it (else names follow `pattern`).
     secor: Option<SecorNames>,
+    /// Prefix folders are named by a field's value (`prefix_as_value`): readers find them by
+    /// listing, as no config lists them.
+    open_prefixes: bool,
 }
 
 /// Stock Secor's layout (`LogFilePath`): `<path>/<topic>[/<prefix>]/<partition path>/<name>`,
@@ -470,8 +473,34 @@ pub struct FileLayout {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecorNames {
     pub generation: u32,
-    /// The day folder's format: the date prefix and the date format (`dt=%Y-%m-%d`).
-    pub day: DateFormat,
+    /// The folder a route's partition path starts with.
+    pub first: FirstFolder,
+}
+
+/// The first folder of stock Secor's partition path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FirstFolder {
+    /// A day: the date prefix and the date format (`dt=%Y-%m-%d`).
+    Day(DateFormat),
+    /// An offset folder (`offset=<N>`, `OffsetMessageParser`): the files carry no date.
+    Offsets(String),
+}
+
+/// The date of a file whose name carries none (stock Secor's `OffsetMessageParser`): every
+/// date selection keeps it, since its events may be of any date.
+pub const UNDATED: NaiveDate = NaiveDate::MIN;
+
+impl FirstFolder {
+    /// The date a folder name stands for: its day, or [`UNDATED`] for an offset folder.
+    fn read(&self, folder: &str) -> Option<NaiveDate> {
+        match self {
+            FirstFolder::Day(f) => f.read(folder).filter(|(_, rest)| rest.is_empty()).map(|(d, _)| d),
+            FirstFolder::Offsets(p) => {
+                let n = folder.strip_prefix(p.as_str())?;
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(UNDATED)
+            }
+        }
+    }
 }
 
 /// Hadoop's hidden files (`_SUCCESS`, `.crc`): readers of a folder skip them.
@@ -522,6 +551,8 @@ pub struct LayoutSpec<'a> {
     pub records: bool,
     /// Stock Secor's layout instead of `file_pattern`.
     pub secor: Option<SecorNames>,
+    /// `prefix_as_value`: prefix folders named by a field's value.
+    pub open_prefixes: bool,
 }
 
 impl FileLayout {
@@ -550,6 +581,7 @@ impl FileLayout {
             extension: t.extension.to_string(),
             records: t.records,
             secor: t.secor.clone(),
+            open_prefixes: t.open_prefixes,
         })
     }
 
@@ -565,12 +597,19 @@ impl FileLayout {
             extension: ".gz".to_string(),
             records: false,
             secor: None,
+            open_prefixes: false,
         }
     }
 
     /// Stock Secor's layout, if the topic uses it.
     pub fn secor(&self) -> Option<&SecorNames> {
         self.secor.as_ref()
+    }
+
+    /// True when prefix folders are named by a field's value: `dirs` lists only the topic's
+    /// folder, and readers find the prefix folders below it.
+    pub fn open_prefixes(&self) -> bool {
+        self.open_prefixes
     }
 
     /// The base path inside the container.
@@ -737,7 +776,7 @@ impl FileLayout {
     /// a date folder (`dt=<date>`), whose readers read every file below it.
     pub fn reader_date(&self, name: &str) -> Option<NaiveDate> {
         if let Some(s) = &self.secor {
-            return s.day.read(name).filter(|(_, rest)| rest.is_empty()).map(|(d, _)| d);
+            return s.first.read(name);
         }
         self.dates.leading_date(name).or_else(|| DateFormat::default().leading_date(name))
     }
@@ -755,8 +794,9 @@ impl FileLayout {
         if !(digits(g) && digits(p) && digits(o)) || o.len() != 20 {
             return None;
         }
+        let first = partitions.split('/').next().unwrap_or_default();
         Some(ParsedName {
-            date: s.day.leading_date(partitions)?,
+            date: s.first.read(first)?,
             kafka_partition: Some(p.parse().ok()?),
             timestamp_ms: None,
             gzip: file.ends_with(".gz"),
@@ -768,13 +808,13 @@ impl FileLayout {
 
 /// Splits a stock Secor key into its route directory, its partition path (from the day folder
 /// on: `dt=2020-02-01/hr=13`) and its file name. The day folder is the last folder the day
-/// format reads whole.
+/// format reads whole (the last offset folder, for undated files).
 fn split_secor<'k>(s: &SecorNames, key: &'k str) -> Option<(&'k str, &'k str, &'k str)> {
     let (parent, file) = key.rsplit_once('/')?;
     let mut end = parent.len();
     loop {
         let start = parent[..end].rfind('/').map_or(0, |i| i + 1);
-        if s.day.read(&parent[start..end]).is_some_and(|(_, rest)| rest.is_empty()) {
+        if s.first.read(&parent[start..end]).is_some() {
             return Some((parent[..start].trim_end_matches('/'), &parent[start..], file));
         }
         if start == 0 {

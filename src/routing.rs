@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use scan::{ScanError, MAX_PATHS};
 
-use crate::config::{parse_day, parse_tz, ConfigError, TopicConfig};
+use crate::config::{parse_day, parse_tz, ConfigError, OffsetBuckets, RecordTime, TopicConfig};
 use crate::event_date::{DateRules, FieldValue};
 
 /// How a message's date was found; counted per topic.
@@ -29,6 +29,8 @@ pub enum DateSource {
     RecordTimeInstead(InvalidReason),
     /// Not JSON or not UTF-8 (or no usable time at all): the invalid bucket.
     Invalid(InvalidReason),
+    /// Placed by its offset (stock Secor's offset parsers), whatever it holds.
+    Offset,
 }
 
 /// Why a message went to the invalid bucket.
@@ -104,6 +106,12 @@ pub struct Router {
     has_error_path: bool,
     /// `format = "record"`: values without an event time are dated by the record time.
     records: bool,
+    /// When the record time dates an event.
+    record_time: RecordTime,
+    /// The prefix field's value names the folder (Secor's `SplitByFieldMessageParser`).
+    prefix_as_value: bool,
+    /// Offset folders instead of dates (Secor's offset parsers).
+    buckets: Option<OffsetBuckets>,
     /// Names this router in the per-thread date cache.
     id: u64,
     cacheable: bool,
@@ -150,6 +158,9 @@ impl Router {
             invalid_date: Arc::from(invalid_date(t).as_str()),
             has_error_path: t.error_path.is_some(),
             records: t.format == crate::config::Format::Record,
+            record_time: t.record_time,
+            prefix_as_value: t.prefix_as_value,
+            buckets: t.offset_buckets.clone(),
             id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             cacheable,
         })
@@ -163,8 +174,28 @@ impl Router {
         Ok(Router { records: false, ..Router::new(t, topic_index)? })
     }
 
-    /// Routes one message. `record_ms` is the Kafka record timestamp, if the record has one.
-    pub fn route(&self, payload: Option<&[u8]>, record_ms: Option<i64>) -> Route {
+    /// Routes one message at `offset`. `record_ms` is the Kafka record timestamp, if the record
+    /// has one.
+    pub fn route(&self, payload: Option<&[u8]>, record_ms: Option<i64>, offset: i64) -> Route {
+        if let Some(b) = &self.buckets {
+            return self.route_by_offset(b, record_ms, offset);
+        }
+        if self.record_time == RecordTime::Only {
+            // Secor's `kafka.useTimestamp`: the record time alone, whatever the value holds.
+            return match record_ms.filter(|ms| self.rules.usable(*ms)).and_then(|ms| Some((ms, self.date_for(ms)?))) {
+                Some((ms, date)) => Route {
+                    prefix: self.default_prefix.clone(),
+                    date,
+                    event_ms: Some(ms),
+                    to_error_path: false,
+                    source: DateSource::RecordTime,
+                    line_breaks: None,
+                    unparsed_field: None,
+                    earlier: None,
+                },
+                None => self.invalid(InvalidReason::NoTimestamp),
+            };
+        }
         let route = self.route_value(payload, record_ms);
         match route.source {
             // A JSON value without a usable time already had the record time's chance.
@@ -213,7 +244,19 @@ impl Router {
             Ok(b) => Some(b),
             Err(_) => return self.invalid(InvalidReason::NotJson),
         };
-        let prefix = if self.paths.len() > self.n_ts {
+        let prefix = if self.prefix_as_value {
+            // The value itself names the folder; without a usable one (absent, not a name,
+            // or not a safe folder name) the message cannot be placed, as Secor cannot.
+            let value = match &found[self.n_ts] {
+                Some(FieldValue::Str(s)) => Some(s.to_string()),
+                Some(FieldValue::Int(i)) => Some(i.to_string()),
+                _ => None,
+            };
+            match value.filter(|v| is_folder_name(v)) {
+                Some(v) => Some(Arc::from(v)),
+                None => return Route { line_breaks, ..self.invalid(InvalidReason::NoTimestamp) },
+            }
+        } else if self.paths.len() > self.n_ts {
             let value = match &found[self.n_ts] {
                 Some(FieldValue::Str(s)) => self.prefix_map.get(s.as_ref()),
                 Some(FieldValue::Int(i)) => self.prefix_map.get(&i.to_string()),
@@ -235,12 +278,40 @@ impl Router {
                 }
                 Some((DateSource::Field(i), ms.filter(|ms| self.rules.usable(*ms))?))
             })
-            .or_else(|| Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)));
+            .or_else(|| match self.record_time {
+                RecordTime::Never => None,
+                _ => Some((DateSource::RecordTime, record_ms.filter(|ms| self.rules.usable(*ms))?)),
+            });
         match dated.and_then(|(src, ms)| Some((src, ms, self.date_for(ms)?))) {
             Some((source, ms, date)) => {
                 Route { prefix, date, event_ms: Some(ms), to_error_path: false, source, line_breaks, unparsed_field, earlier: None }
             }
             None => Route { prefix, line_breaks, unparsed_field, ..self.invalid(InvalidReason::NoTimestamp) },
+        }
+    }
+
+    /// Stock Secor's offset folders: `<prefix><first offset of the bucket>`, below the record
+    /// time's day folder for `DailyOffsetMessageParser`.
+    fn route_by_offset(&self, b: &OffsetBuckets, record_ms: Option<i64>, offset: i64) -> Route {
+        let bucket = offset.div_euclid(b.per) * b.per;
+        let day = if b.daily {
+            Some(record_ms.filter(|ms| self.rules.usable(*ms)).and_then(|ms| self.date_for(ms)).unwrap_or_else(|| self.invalid_date.clone()))
+        } else {
+            None
+        };
+        let date: Arc<str> = match day {
+            Some(day) => Arc::from(format!("{day}/{}{bucket}", b.prefix)),
+            None => Arc::from(format!("{}{bucket}", b.prefix)),
+        };
+        Route {
+            prefix: None,
+            date,
+            event_ms: record_ms,
+            to_error_path: false,
+            source: DateSource::Offset,
+            line_breaks: None,
+            unparsed_field: None,
+            earlier: None,
         }
     }
 
@@ -277,6 +348,15 @@ impl Router {
             Some(date)
         })
     }
+}
+
+/// A value that can name a folder of its own: letters, digits, `.`, `_`, `=` and `-`, not
+/// hidden (a leading `.` or `_`, which Hadoop's readers skip), at most 200 bytes.
+pub fn is_folder_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 200
+        && !v.starts_with(['.', '_'])
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'=' | b'-'))
 }
 
 /// The invalid bucket's date as it appears in names: `invalid_date` in the topic's `date_format`.
@@ -343,18 +423,18 @@ mod tests {
     #[test]
     fn unreadable_timestamp_strings_are_reported() {
         let r = router("timestamp_fields = ['@timestamp', 'syncts']\ntimestamp_input_pattern = '%d/%m/%Y'");
-        let x = r.route(Some(br#"{"@timestamp":"2020-01-31T18:30:03Z","syncts":1580495403199}"#), None);
+        let x = r.route(Some(br#"{"@timestamp":"2020-01-31T18:30:03Z","syncts":1580495403199}"#), None, 0);
         assert_eq!((&*x.date, x.source, x.unparsed_field), ("2020-02-01", DateSource::Field(1), Some(0)));
-        let x = r.route(Some(br#"{"@timestamp":"31/01/2020"}"#), None);
+        let x = r.route(Some(br#"{"@timestamp":"31/01/2020"}"#), None, 0);
         assert_eq!((x.source, x.unparsed_field), (DateSource::Field(0), None));
         // No string at all: nothing to report. A number outside the window is a deliberate skip.
-        let x = r.route(Some(br#"{"syncts":1580495403199}"#), None);
+        let x = r.route(Some(br#"{"syncts":1580495403199}"#), None, 0);
         assert_eq!(x.unparsed_field, None);
-        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), Some(1_580_495_403_199));
+        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), Some(1_580_495_403_199), 0);
         assert_eq!((x.source, x.unparsed_field), (DateSource::RecordTime, Some(0)));
-        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), None);
+        let x = r.route(Some(br#"{"@timestamp":"nope"}"#), None, 0);
         assert_eq!((x.source, x.unparsed_field), (DateSource::Invalid(InvalidReason::NoTimestamp), Some(0)));
-        assert_eq!(router("").route(Some(EVENT.as_bytes()), None).unparsed_field, None, "Sunbird's events read fine");
+        assert_eq!(router("").route(Some(EVENT.as_bytes()), None, 0).unparsed_field, None, "Sunbird's events read fine");
     }
 
     /// The timestamp decisions of issue 13, each deliberate (docs: README, "Event date").
@@ -362,7 +442,7 @@ mod tests {
     fn timestamp_decisions() {
         let r = router(""); // dated in IST, as Sunbird does
         let rec = Some(1_580_495_403_199); // a usable record time: 2020-02-01 IST
-        let route = |v: &str, rec: Option<i64>| r.route(Some(v.as_bytes()), rec);
+        let route = |v: &str, rec: Option<i64>| r.route(Some(v.as_bytes()), rec, 0);
         // `@timestamp` of eight digits is a basic ISO date, not 1970-08-23 in epoch seconds.
         let x = route(r#"{"@timestamp":"20200131"}"#, None);
         assert_eq!((&*x.date, x.source), ("2020-01-31", DateSource::Field(1)));
@@ -382,9 +462,9 @@ mod tests {
         assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::RecordTime));
         // The window is configurable, inclusive, in the output zone.
         let narrow = router("earliest_event_date = '2020-02-01'\nlatest_event_date = '2020-02-01'");
-        let x = narrow.route(Some(br#"{"syncts":1580495400000}"#), None);
+        let x = narrow.route(Some(br#"{"syncts":1580495400000}"#), None, 0);
         assert_eq!((&*x.date, x.source), ("2020-02-01", DateSource::Field(0)));
-        let x = narrow.route(Some(br#"{"syncts":1580495399999}"#), None);
+        let x = narrow.route(Some(br#"{"syncts":1580495399999}"#), None, 0);
         assert_eq!(x.source, DateSource::Invalid(InvalidReason::NoTimestamp));
     }
 
@@ -437,25 +517,25 @@ mod tests {
     #[test]
     fn ladder_syncts_then_timestamp_then_record_time() {
         let r = router("");
-        let route = r.route(Some(EVENT.as_bytes()), Some(0));
+        let route = r.route(Some(EVENT.as_bytes()), Some(0), 0);
         assert_eq!(&*route.date, "2020-02-01");
         assert_eq!(route.source, DateSource::Field(0));
 
         let ts_only = r#"{"eid":"LOG","@timestamp":"2020-01-31T18:30:03.199Z"}"#;
-        let route = r.route(Some(ts_only.as_bytes()), Some(0));
+        let route = r.route(Some(ts_only.as_bytes()), Some(0), 0);
         assert_eq!(route.source, DateSource::Field(1));
         assert_eq!(&*route.date, "2020-02-01", "RFC 3339 read in full without an input pattern");
 
         let none = r#"{"eid":"LOG"}"#;
-        let route = r.route(Some(none.as_bytes()), Some(1_580_495_403_199));
+        let route = r.route(Some(none.as_bytes()), Some(1_580_495_403_199), 0);
         assert_eq!(route.source, DateSource::RecordTime);
         assert_eq!(&*route.date, "2020-02-01");
 
         let bad_field = r#"{"syncts":"soon","@timestamp":true}"#;
-        let route = r.route(Some(bad_field.as_bytes()), Some(1_580_495_403_199));
+        let route = r.route(Some(bad_field.as_bytes()), Some(1_580_495_403_199), 0);
         assert_eq!(route.source, DateSource::RecordTime, "unusable values fall through the ladder");
 
-        let route = r.route(Some(none.as_bytes()), None);
+        let route = r.route(Some(none.as_bytes()), None, 0);
         assert_eq!(route.source, DateSource::Invalid(InvalidReason::NoTimestamp));
         assert_eq!(&*route.date, "1970-01-01");
     }
@@ -470,13 +550,13 @@ mod tests {
             (Some(&b""[..]), InvalidReason::Empty),
             (None, InvalidReason::Empty),
         ] {
-            let route = r.route(payload, Some(1_580_495_403_199));
+            let route = r.route(payload, Some(1_580_495_403_199), 0);
             assert_eq!(route.source, DateSource::Invalid(reason), "{payload:?}");
             assert_eq!(&*route.date, "1970-01-01");
             assert!(!route.to_error_path);
         }
         let r = router("error_path = 'errors/unique'");
-        let route = r.route(Some(b"nope"), Some(0));
+        let route = r.route(Some(b"nope"), Some(0), 0);
         assert!(route.to_error_path);
     }
 
@@ -493,26 +573,26 @@ mod tests {
             (Some(&b""[..]), InvalidReason::Empty),
             (None, InvalidReason::Empty),
         ] {
-            let route = r.route(payload, at);
+            let route = r.route(payload, at, 0);
             assert_eq!(route.source, DateSource::RecordTimeInstead(reason), "{payload:?}");
             assert_eq!((&*route.date, route.to_error_path, route.prefix.as_deref()), ("2020-02-01", false, Some("raw")));
             let earlier = route.earlier.as_deref().expect("where earlier releases put it");
             assert_eq!((&*earlier.date, earlier.to_error_path, earlier.prefix.as_deref()), ("1970-01-01", true, None));
         }
         // No usable record time either (here: before earliest_event_date): the invalid bucket.
-        let route = r.route(None, Some(0));
+        let route = r.route(None, Some(0), 0);
         assert_eq!((route.source, &*route.date, route.to_error_path), (DateSource::Invalid(InvalidReason::Empty), "1970-01-01", true));
         assert!(route.earlier.is_none());
-        let route = r.route(None, None);
+        let route = r.route(None, None, 0);
         assert_eq!(route.source, DateSource::Invalid(InvalidReason::Empty));
         // JSON without a usable time had the record time's chance already; datable values are
         // routed as in value backups.
-        assert_eq!(r.route(Some(b"{}"), None).source, DateSource::Invalid(InvalidReason::NoTimestamp));
-        let x = r.route(Some(br#"{"eid":"LOG"}"#), at);
+        assert_eq!(r.route(Some(b"{}"), None, 0).source, DateSource::Invalid(InvalidReason::NoTimestamp));
+        let x = r.route(Some(br#"{"eid":"LOG"}"#), at, 0);
         assert_eq!((x.source, x.prefix.as_deref(), x.earlier.is_none()), (DateSource::RecordTime, Some("logs"), true));
         // Value backups keep Secor's rule.
         let v = router("error_path = 'errors/unique'");
-        let route = v.route(None, at);
+        let route = v.route(None, at, 0);
         assert_eq!((route.source, &*route.date, route.to_error_path), (DateSource::Invalid(InvalidReason::Empty), "1970-01-01", true));
     }
 
@@ -520,18 +600,18 @@ mod tests {
     fn denorm_prefix_routing() {
         let r = router("prefix_field = 'eid'\nprefix_map = { ME_WORKFLOW_SUMMARY = 'summary', DEFAULT = 'raw' }");
         let summary = r#"{"eid":"ME_WORKFLOW_SUMMARY","syncts":1580495403199}"#;
-        assert_eq!(r.route(Some(summary.as_bytes()), None).prefix.as_deref(), Some("summary"));
-        assert_eq!(r.route(Some(EVENT.as_bytes()), None).prefix.as_deref(), Some("raw"));
+        assert_eq!(r.route(Some(summary.as_bytes()), None, 0).prefix.as_deref(), Some("summary"));
+        assert_eq!(r.route(Some(EVENT.as_bytes()), None, 0).prefix.as_deref(), Some("raw"));
         let no_eid = r#"{"syncts":1580495403199}"#;
-        assert_eq!(r.route(Some(no_eid.as_bytes()), None).prefix.as_deref(), Some("raw"));
-        assert_eq!(r.route(Some(b"garbage"), None).prefix.as_deref(), Some("raw"), "invalid: DEFAULT prefix");
+        assert_eq!(r.route(Some(no_eid.as_bytes()), None, 0).prefix.as_deref(), Some("raw"));
+        assert_eq!(r.route(Some(b"garbage"), None, 0).prefix.as_deref(), Some("raw"), "invalid: DEFAULT prefix");
     }
 
     #[test]
     fn nested_timestamp_field() {
         let r = router("timestamp_fields = ['context.ts', 'syncts']");
         let e = r#"{"context":{"ts":"2020-01-31T18:29:59Z"},"syncts":1580495403199}"#;
-        let route = r.route(Some(e.as_bytes()), None);
+        let route = r.route(Some(e.as_bytes()), None, 0);
         assert_eq!(route.source, DateSource::Field(0));
         assert_eq!(&*route.date, "2020-01-31");
     }
@@ -558,7 +638,7 @@ mod tests {
         times.extend(rev);
         for t in times {
             let e = format!(r#"{{"syncts":{t}}}"#);
-            assert_eq!(&*r.route(Some(e.as_bytes()), None).date, rules.format_date(t).unwrap(), "t={t}");
+            assert_eq!(&*r.route(Some(e.as_bytes()), None, 0).date, rules.format_date(t).unwrap(), "t={t}");
         }
     }
 }

@@ -24,6 +24,15 @@ pub enum ZkError {
     NotAnOffset { path: String, data: String },
 }
 
+/// A partition's offset node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Absent,
+    Offset(i64),
+    /// It exists but holds no offset (Curator's default data is the creating host's address).
+    Unreadable(String),
+}
+
 /// Where one Secor group's nodes live (pure: paths only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -43,6 +52,11 @@ impl Layout {
     /// The node holding the next offset Secor will read for `topic`/`partition`.
     pub fn offset(&self, topic: &str, partition: i32) -> String {
         format!("{}/offsets/{topic}/{partition}", self.group_path)
+    }
+
+    /// The node under which a topic's partitions' offsets live.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}/offsets/{topic}", self.group_path)
     }
 
     /// Where consumers of the old ZooKeeper-based Kafka client register while they run.
@@ -105,6 +119,52 @@ impl SecorZk {
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(failed("get", &path, e)),
         }
+    }
+
+    /// A partition's node as it is: absent, an offset, or data that is no offset (returned,
+    /// not an error, so a caller can say what it is and offer a way forward).
+    pub async fn node(&self, topic: &str, partition: i32) -> Result<Node, ZkError> {
+        let path = self.layout.offset(topic, partition);
+        match timed("get", &path, self.client.get_data(&path)).await? {
+            Ok((data, _)) => Ok(match parse_offset(&path, &data) {
+                Ok(o) => Node::Offset(o),
+                Err(_) => Node::Unreadable(String::from_utf8_lossy(&data).chars().take(64).collect()),
+            }),
+            Err(zk::Error::NoNode) => Ok(Node::Absent),
+            Err(e) => Err(failed("get", &path, e)),
+        }
+    }
+
+    /// The children of `path`; empty when it does not exist.
+    pub async fn children(&self, path: &str) -> Result<Vec<String>, ZkError> {
+        match timed("list", path, self.client.list_children(path)).await? {
+            Ok(mut c) => {
+                c.sort();
+                Ok(c)
+            }
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(failed("list", path, e)),
+        }
+    }
+
+    /// What is under ZooKeeper's root that looks like Secor's offsets: the groups under
+    /// `/consumers` and under `/<chroot>/consumers` for each top-level node (where a wrong
+    /// `kafka.zookeeper.path` or group most likely points instead).
+    pub async fn survey(&self) -> Result<Vec<String>, ZkError> {
+        let mut out = Vec::new();
+        for top in self.children("/").await? {
+            if top == "zookeeper" {
+                continue;
+            }
+            let consumers = if top == "consumers" { "/consumers".to_string() } else { format!("/{top}/consumers") };
+            let groups = self.children(&consumers).await?;
+            if !groups.is_empty() {
+                out.push(format!("{consumers}: {}", groups.join(", ")));
+            } else if top != "consumers" {
+                out.push(format!("/{top}"));
+            }
+        }
+        Ok(out)
     }
 
     /// Sets a partition's offset node as Secor's uploader does: missing parents are created

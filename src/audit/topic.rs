@@ -178,7 +178,8 @@ pub async fn audit(
     let from = opts.from.unwrap_or(NaiveDate::MIN);
     let to = opts.to.unwrap_or(NaiveDate::MAX);
     let invalid_date = NaiveDate::parse_from_str(&topic.invalid_date, "%Y-%m-%d").ok();
-    let in_range = |d: NaiveDate| (d >= from && d <= to) || Some(d) == invalid_date;
+    // Files without a date (offset folders) may hold events of any date.
+    let in_range = |d: NaiveDate| (d >= from && d <= to) || Some(d) == invalid_date || d == crate::naming::UNDATED;
 
     // Every backup file of the topic in the dates audited (the invalid bucket always), grouped
     // by the partition in its name.
@@ -283,7 +284,7 @@ pub async fn audit(
             if oldest_behind_ms.is_none() && c.is_some_and(|c| offset >= c) {
                 oldest_behind_ms = Some(m.timestamp().to_millis().unwrap_or(now_ms));
             }
-            let route = router.route(Some(value), m.timestamp().to_millis());
+            let route = router.route(Some(value), m.timestamp().to_millis(), offset);
             let (place, day) = places.of_route(&layout, &route);
             if let Some(m) = day.filter(|_| !route.to_error_path).and_then(|d| markers.get(&d)) {
                 if offset < m.complete_below {
@@ -477,32 +478,9 @@ fn read_partition(
     high: i64,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), AuditError> {
-    if high <= low {
-        return Ok(());
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(failed)?;
-    consumer.assign(&tpl).map_err(failed)?;
-    let mut idle = 0;
-    loop {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                f(&m);
-                if m.offset() + 1 >= high {
-                    break;
-                }
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(failed(format!("reading {topic}/{p}: {e}"))),
-            None => {
-                idle += 1;
-                if idle > 120 {
-                    return Err(failed(format!("reading {topic}/{p}: no data for 60 s before offset {high}")));
-                }
-            }
-        }
-    }
-    consumer.unassign().map_err(failed)?;
-    Ok(())
+    crate::consumer::read_range(consumer, topic, p, low, high, |m| {
+        f(m);
+        true
+    })
+    .map_err(failed)
 }

@@ -10,11 +10,16 @@ pub struct HandbackArgs {
     pub config: ConfigArg,
     #[command(flatten)]
     pub secor: SecorArgs,
+    /// Hand back although Secor's position is ahead of kbackup's commit (Secor stored past
+    /// it): Secor will upload those events again.
+    #[arg(long)]
+    pub allow_rewind: bool,
 }
 
 pub async fn run(args: HandbackArgs) -> anyhow::Result<()> {
     let config = args.secor.apply(load_config(&args.config)?)?;
     let secor = config.secor.as_ref().expect("apply sets [secor]");
-    let report = takeover::handback(&Between { config: &config, secor }, args.secor.dry_run).await.map_err(crate::cmd::move_failure)?;
+    let opts = takeover::HandbackOptions { dry_run: args.secor.dry_run, allow_rewind: args.allow_rewind };
+    let report = takeover::handback(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure)?;
     print_move(&report, args.secor.json)
 }

@@ -18,6 +18,7 @@
 //! the readers'.
 
 pub mod read;
+pub mod success;
 pub mod write;
 
 /// The progress a partition's commit record carries (defined with the record).

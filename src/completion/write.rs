@@ -37,6 +37,8 @@ pub struct MarkerJob {
     pub known: Vec<MarkedFile>,
     /// A superseding marker for late events.
     pub late: bool,
+    /// Write the date's `_SUCCESS` once every partition is marked (`success_files`).
+    pub success_files: bool,
 }
 
 /// What writing a marker did.

@@ -21,7 +21,7 @@ use crate::config::{Config, SecorConfig};
 use crate::consumer::LookupError;
 use crate::group::{CommitEntry, GroupClient, Held, Member};
 use crate::intent;
-use crate::zookeeper::{SecorZk, ZkError};
+use crate::zookeeper::{Node, SecorZk, ZkError};
 use plan::{Handback, HandbackRow, Observed, Row, Step, TakeoverRules, Totals};
 
 /// Why a takeover, handback or `run`'s check could not proceed.
@@ -43,6 +43,14 @@ pub enum TakeoverError {
     NotConfirmed { group: String, topic: String, partition: i32, expected: String, found: String },
     #[error("the groups' positions could not be read: {0}")]
     Blocking(String),
+    #[error(
+        "ZooKeeper {quorum} has no offset node of Secor's under {path} for any partition, yet {evidence}: this is not where Secor kept its position (a wrong kafka.zookeeper.path or group?). Found under ZooKeeper's root: {found}. Give the path and group Secor used (--zookeeper-path, --secor-group), or take Secor's position from its files (--from-storage) or set it (--offset TOPIC/PARTITION=N)"
+    )]
+    NoSecorNodes { quorum: String, path: String, evidence: String, found: String },
+    #[error("{0}")]
+    Storage(String),
+    #[error("--offset {0}: no such partition in the config's topics")]
+    UnknownPartition(String),
 }
 
 /// Which groups and which ZooKeeper a move is between.
@@ -80,6 +88,9 @@ pub struct Report {
     pub applied: bool,
     pub partitions: Vec<ReportRow>,
     pub totals: Totals,
+    /// What else was found that the user should know (nodes of partitions the topic lacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One partition as the table and `--json` show it.
@@ -258,15 +269,30 @@ impl Report {
             }
         }
         out.push('\n');
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         out
     }
 }
 
 /// Options of `takeover`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TakeoverOptions {
     pub dry_run: bool,
     pub accept_retention_gap: bool,
+    /// Read where Secor's files end (stock Secor's layout names carry first offsets).
+    pub from_storage: bool,
+    /// Offsets the user gives, by (topic, partition).
+    pub offsets: std::collections::BTreeMap<(String, i32), i64>,
+}
+
+/// Options of `handback`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HandbackOptions {
+    pub dry_run: bool,
+    /// Move Secor's position backwards although it stored past kbackup's.
+    pub allow_rewind: bool,
 }
 
 /// Partitions of every configured topic, in config order.
@@ -325,8 +351,23 @@ async fn observe(between: &Between<'_>) -> Result<(SecorZk, Vec<Observed>), Take
     )?;
     let mut observed = Vec::with_capacity(view.partitions.len());
     for (topic, partition, log_start, log_end, secor_kafka, kbackup) in view.partitions {
-        let zookeeper = zk.offset(&topic, partition).await?;
-        observed.push(Observed { topic, partition, log_start, log_end, zookeeper, secor_kafka, kbackup });
+        let (zookeeper, zookeeper_unreadable) = match zk.node(&topic, partition).await? {
+            Node::Absent => (None, None),
+            Node::Offset(o) => (Some(o), None),
+            Node::Unreadable(data) => (None, Some(data)),
+        };
+        observed.push(Observed {
+            topic,
+            partition,
+            log_start,
+            log_end,
+            zookeeper,
+            zookeeper_unreadable,
+            stored: None,
+            given: None,
+            secor_kafka,
+            kbackup,
+        });
     }
     Ok((zk, observed))
 }
@@ -369,7 +410,139 @@ fn report(between: &Between<'_>, zk: &SecorZk, command: &'static str, dry_run: b
         applied: false,
         partitions,
         totals,
+        warnings: Vec::new(),
     }
+}
+
+/// Nodes under Secor's offsets for partitions the topics do not have: the topic was
+/// recreated smaller, or the path is another Secor's.
+async fn stray_nodes(zk: &SecorZk, observed: &[Observed]) -> Result<Vec<String>, TakeoverError> {
+    let mut out = Vec::new();
+    let mut topics: Vec<&str> = observed.iter().map(|o| o.topic.as_str()).collect();
+    topics.dedup();
+    for t in topics {
+        let count = observed.iter().filter(|o| o.topic == t).count() as i64;
+        let path = zk.layout.topic(t);
+        let extra: Vec<String> = zk.children(&path).await?.into_iter().filter(|c| c.parse::<i64>().map_or(true, |p| p < 0 || p >= count)).collect();
+        if !extra.is_empty() {
+            out.push(format!(
+                "{path} holds nodes for partition(s) {} that topic {t} (with {count} partitions) does not have: the topic was recreated with fewer partitions, or this is another Secor's path; they are left alone",
+                extra.join(", ")
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Per (topic, partition) of the config's topics, where the backup files in storage end
+/// (stock Secor's layout only: its names carry first offsets). Within a partition's folder
+/// files follow one another, so only each folder's last file can end last. A SequenceFile says
+/// its last offset; a text file does not (a date's folder holds every other offset), so its
+/// lines are found in Kafka from its first offset on, in order: its end is after the last one.
+async fn stored_positions(config: &Config, observed: &[Observed]) -> Result<std::collections::BTreeMap<(String, i32), i64>, TakeoverError> {
+    use std::collections::BTreeMap;
+    let fail = TakeoverError::Storage;
+    let storage = crate::storage::Storage::open(&config.storage).map_err(|e| fail(e.to_string()))?;
+    let everything = crate::listing::Selection::new(chrono::NaiveDate::MIN, chrono::NaiveDate::MAX).map_err(|e| fail(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for t in &config.topics {
+        let layout = t.layout().map_err(|e| fail(format!("topic {}: {e}", t.name)))?;
+        if layout.secor().is_none() {
+            return Err(fail(format!(
+                "--from-storage: topic {}'s file names (layout = \"pattern\") carry no offsets; only stock Secor's layout tells where its files end",
+                t.name
+            )));
+        }
+        let listed = crate::listing::list(&storage, &layout, &everything)
+            .await
+            .map_err(|e| fail(format!("listing {} in {}: {e}", layout.dirs().join(", "), storage.describe)))?;
+        // (partition, folder) → (first offset, key) of the folder's last file.
+        let mut last: BTreeMap<(i32, String), (i64, String)> = BTreeMap::new();
+        for f in &listed.files {
+            let (Some(p), Some(first)) = (f.kafka_partition, f.name.first_offset) else { continue };
+            let folder = f.key.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+            let e = last.entry((p, folder)).or_insert((first, f.key.clone()));
+            if first > e.0 {
+                *e = (first, f.key.clone());
+            }
+        }
+        for ((p, _), (first, key)) in last {
+            let raw = storage.read(&key).await.map_err(|e| fail(format!("reading {key}: {e}")))?;
+            let end = if crate::seqfile::is_sequence_file(&raw) {
+                let mut end = first;
+                for r in crate::seqfile::Reader::new(&raw).map_err(|e| fail(format!("{key}: {e}")))? {
+                    let r = r.map_err(|e| fail(format!("{key}: {e}")))?;
+                    end = end.max(r.offset.map_or(end, |o| o + 1));
+                }
+                end
+            } else {
+                let lines: Vec<u64> = crate::seal::lines(&key, &raw)
+                    .map(|l| l.map(|l| crate::audit::fingerprint(&l)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| fail(format!("{key}: {e}")))?;
+                let o = observed
+                    .iter()
+                    .find(|o| o.topic == t.name && o.partition == p)
+                    .ok_or_else(|| fail(format!("{key}: partition {p} of {} is not in Kafka", t.name)))?;
+                let (kafka, topic, log_end) = (config.kafka.clone(), t.name.clone(), o.log_end);
+                let key2 = key.clone();
+                blocking(move || {
+                    match_in_kafka(&kafka, &topic, p, first, log_end, &lines).map_err(|e| TakeoverError::Storage(format!("{key2}: {e}")))
+                })
+                .await?
+            };
+            let e = out.entry((t.name.clone(), p)).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+    Ok(out)
+}
+
+/// Where a text file that starts at `first` ends: its lines (fingerprints), found in order in
+/// the partition from `first` on; the offset after the last one.
+fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first: i64, log_end: i64, lines: &[u64]) -> Result<i64, String> {
+    use rdkafka::message::Message;
+    if lines.is_empty() {
+        return Ok(first);
+    }
+    let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
+    c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
+    let consumer: rdkafka::consumer::BaseConsumer<crate::consumer::Diagnosing> =
+        crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?;
+    let (mut next, mut end) = (0usize, None);
+    crate::consumer::read_range(&consumer, topic, p, first, log_end, |m| {
+        if crate::audit::fingerprint(m.payload().unwrap_or_default()) == lines[next] {
+            next += 1;
+            if next == lines.len() {
+                end = Some(m.offset() + 1);
+                return false;
+            }
+        }
+        true
+    })?;
+    end.ok_or_else(|| {
+        format!("{} of its {} lines are in {topic}/{p} from offset {first} on (Kafka deleted them, or it is not this partition's file): where it ends is unknown; give --offset {topic}/{p}=N", next, lines.len())
+    })
+}
+
+/// True if any of the config's topics has a backup file in storage (cheap: the first listing
+/// page of each directory).
+async fn files_exist(config: &Config) -> Result<Option<String>, TakeoverError> {
+    use futures::TryStreamExt;
+    let storage = crate::storage::Storage::open(&config.storage).map_err(|e| TakeoverError::Storage(e.to_string()))?;
+    for t in &config.topics {
+        let layout = t.layout().map_err(|e| TakeoverError::Storage(format!("topic {}: {e}", t.name)))?;
+        for dir in layout.data_dirs() {
+            let mut stream = storage.store.list(Some(&object_store::path::Path::from(dir.as_str())));
+            while let Some(m) = stream.try_next().await.map_err(|e| TakeoverError::Storage(format!("listing {dir} in {}: {e}", storage.describe)))? {
+                let key = m.location.to_string();
+                if layout.parse(&key).is_some() {
+                    return Ok(Some(format!("backup files of {} are in {} ({key})", t.name, storage.describe)));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `kbackup takeover`: commits, for kbackup's group, the position Secor had uploaded to.
@@ -380,11 +553,47 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
         storage: between.secor.offsets_storage,
         reset_to_end: crate::consumer::resets_to_end(&between.config.kafka),
         accept_gap: opts.accept_retention_gap,
+        from_storage: opts.from_storage,
     };
-    let (zk, observed) = observe(between).await?;
+    let (zk, mut observed) = observe(between).await?;
+    for (t, p) in opts.offsets.keys() {
+        if !observed.iter().any(|o| o.topic == *t && o.partition == *p) {
+            return Err(TakeoverError::UnknownPartition(format!("{t}/{p}")));
+        }
+    }
+    let stored = if opts.from_storage { stored_positions(between.config, &observed).await? } else { Default::default() };
+    for o in &mut observed {
+        let key = (o.topic.clone(), o.partition);
+        o.stored = stored.get(&key).copied();
+        o.given = opts.offsets.get(&key).copied();
+    }
+    // No node at all while Secor's traces are elsewhere: this is not Secor's ZooKeeper path or
+    // group, and "no node" must not read as "Secor uploaded nothing".
+    let no_nodes = observed.iter().all(|o| o.zookeeper.is_none() && o.zookeeper_unreadable.is_none());
+    let kbackup_held = observed.iter().any(|o| matches!(o.kbackup, Held::Kbackup { .. }));
+    let positioned = opts.from_storage || observed.iter().all(|o| o.given.is_some());
+    if no_nodes && !kbackup_held && !positioned {
+        let kafka_commits = observed.iter().filter(|o| o.secor_kafka.offset().is_some()).count();
+        let evidence = if kafka_commits > 0 {
+            Some(format!("Secor's group `{}` has Kafka commits for {kafka_commits} partition(s)", between.secor_group()))
+        } else {
+            files_exist(between.config).await?
+        };
+        if let Some(evidence) = evidence {
+            let found = zk.survey().await?;
+            return Err(TakeoverError::NoSecorNodes {
+                quorum: zk.quorum().to_string(),
+                path: zk.layout.offset("<topic>", 0).replace("/<topic>/0", ""),
+                evidence,
+                found: if found.is_empty() { "nothing".into() } else { found.join("; ") },
+            });
+        }
+    }
+    let warnings = stray_nodes(&zk, &observed).await?;
     let rows: Vec<Row> = observed.into_iter().map(|o| plan::takeover(o, &rules)).collect();
     let totals = plan::totals(&rows);
     let mut rep = report(between, &zk, "takeover", opts.dry_run, rows.iter().map(ReportRow::from).collect(), totals);
+    rep.warnings = warnings;
     let entries: Vec<CommitEntry> = rows
         .iter()
         .filter_map(|r| match &r.step {
@@ -431,10 +640,13 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
 }
 
 /// `kbackup handback`: writes kbackup's committed position where Secor reads it.
-pub async fn handback(between: &Between<'_>, dry_run: bool) -> Result<Report, TakeoverError> {
+pub async fn handback(between: &Between<'_>, opts: HandbackOptions) -> Result<Report, TakeoverError> {
+    let dry_run = opts.dry_run;
     let (zk, observed) = observe(between).await?;
     let same = between.same_group();
-    let rows: Vec<HandbackRow> = observed.into_iter().map(|o| plan::handback(o, same)).collect();
+    let rules = plan::HandbackRules { same_group: same, storage: between.secor.offsets_storage, allow_rewind: opts.allow_rewind };
+    let warnings = stray_nodes(&zk, &observed).await?;
+    let rows: Vec<HandbackRow> = observed.into_iter().map(|o| plan::handback(o, &rules)).collect();
     let totals = Totals {
         partitions: rows.len(),
         changed: rows.iter().filter(|r| matches!(r.step, Handback::Write { .. })).count(),
@@ -442,6 +654,7 @@ pub async fn handback(between: &Between<'_>, dry_run: bool) -> Result<Report, Ta
         ..Default::default()
     };
     let mut rep = report(between, &zk, "handback", dry_run, rows.iter().map(ReportRow::from).collect(), totals);
+    rep.warnings = warnings;
     let writes: Vec<(String, i32, i64)> = rows
         .iter()
         .filter_map(|r| match r.step {
@@ -489,7 +702,7 @@ pub async fn handback(between: &Between<'_>, dry_run: bool) -> Result<Report, Ta
 pub enum GuardError {
     /// Some partitions hold a position kbackup did not write (the naive switch): exit 2.
     #[error(
-        "group `{group}` holds position(s) kbackup did not write: {}. Secor's Kafka commits follow what it consumed, not what it uploaded, so resuming from them skips events it never uploaded, and starting afresh stores its uploads again. Run `kbackup takeover` with the same config first (docs/runbook.md, \"Moving from Secor\")",
+        "kbackup cannot resume group `{group}` where it stands: {}. Secor's Kafka commits follow what it consumed, not what it uploaded, so resuming from them skips events it never uploaded; starting afresh, or behind where Secor uploaded to, stores its uploads again. Run `kbackup takeover` with the same config first (docs/runbook.md, \"Moving from Secor\")",
         partitions.join(", ")
     )]
     NaiveSwitch { group: String, partitions: Vec<String> },
@@ -499,8 +712,8 @@ pub enum GuardError {
 }
 
 /// `run`'s start-up check with a `[secor]` section: every partition must hold a commit kbackup
-/// wrote, or hold nothing while Secor's ZooKeeper has no node for it either (then it starts
-/// where Secor would have). ZooKeeper is asked only about partitions without a kbackup commit.
+/// wrote that Secor's ZooKeeper offset is not ahead of, or hold nothing while Secor's
+/// ZooKeeper has no node for it either (then it starts where Secor would have).
 pub async fn guard(config: &Config) -> Result<(), GuardError> {
     let Some(secor) = &config.secor else { return Ok(()) };
     let cfg = config.clone();
@@ -513,20 +726,30 @@ pub async fn guard(config: &Config) -> Result<(), GuardError> {
     .await
     .map_err(GuardError::Unreadable)?;
     let mut bad = Vec::new();
-    let mut zk = None;
+    let all_kbackup = held.iter().all(|(_, h)| matches!(h, Held::Kbackup { .. }));
+    let zk = match SecorZk::connect(secor, secor.group(&config.kafka)).await {
+        Ok(zk) => zk,
+        // kbackup's own commits everywhere: a ZooKeeper that is gone (Secor retired) or down
+        // must not stop the backup; what it could have said is a double, never a loss.
+        Err(e) if all_kbackup => {
+            tracing::warn!(error = %e, "cannot read Secor's ZooKeeper: resuming from kbackup's own commits; if a Secor ran since the last handback, what it uploaded is stored again (remove [secor] once the switch is final)");
+            return Ok(());
+        }
+        Err(e) => return Err(GuardError::Unreadable(e.into())),
+    };
     for ((t, p), h) in held {
-        match h {
-            Held::Kbackup { .. } => {}
-            Held::Foreign { offset } => bad.push(format!("{t}/{p} (offset {offset} committed by another client: Secor's auto-commit?)")),
-            Held::Nothing => {
-                if zk.is_none() {
-                    zk = Some(SecorZk::connect(secor, secor.group(&config.kafka)).await.map_err(|e| GuardError::Unreadable(e.into()))?);
-                }
-                let zk = zk.as_ref().expect("connected above");
-                if let Some(z) = zk.offset(&t, p).await.map_err(|e| GuardError::Unreadable(e.into()))? {
-                    bad.push(format!("{t}/{p} (no commit, but Secor's ZooKeeper offset is {z})"));
-                }
+        let node = zk.node(&t, p).await.map_err(|e| GuardError::Unreadable(e.into()))?;
+        match (h, node) {
+            (_, Node::Unreadable(data)) => bad.push(format!("{t}/{p} (Secor's ZooKeeper node holds {data:?}, not an offset)")),
+            // Secor ran after kbackup (after a handback, or without one): it stored past
+            // kbackup's position, and resuming there stores that again.
+            (Held::Kbackup { offset, .. }, Node::Offset(z)) if z > offset => {
+                bad.push(format!("{t}/{p} (Secor's ZooKeeper offset {z} is ahead of kbackup's commit {offset}: Secor stored [{offset}, {z}) since)"))
             }
+            (Held::Kbackup { .. }, _) => {}
+            (Held::Foreign { offset }, _) => bad.push(format!("{t}/{p} (offset {offset} committed by another client: Secor's auto-commit?)")),
+            (Held::Nothing, Node::Offset(z)) => bad.push(format!("{t}/{p} (no commit, but Secor's ZooKeeper offset is {z})")),
+            (Held::Nothing, Node::Absent) => {}
         }
     }
     if bad.is_empty() {

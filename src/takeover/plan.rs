@@ -19,8 +19,15 @@ pub struct Observed {
     /// Log start and end (Kafka's low and high watermarks).
     pub log_start: i64,
     pub log_end: i64,
-    /// Secor's ZooKeeper offset; `None` when the node does not exist.
+    /// Secor's ZooKeeper offset; `None` when the node does not exist or holds no offset.
     pub zookeeper: Option<i64>,
+    /// What the node holds when it exists but holds no offset (Curator's default data: the
+    /// creating host's address, left by a Secor that stopped before its first offset write).
+    pub zookeeper_unreadable: Option<String>,
+    /// Where Secor's files in storage end (`--from-storage`), when it was read.
+    pub stored: Option<i64>,
+    /// The offset the user gave (`--offset`).
+    pub given: Option<i64>,
     /// What Secor's group holds in Kafka.
     pub secor_kafka: Held,
     /// What kbackup's group holds (the same as `secor_kafka` when both use one group).
@@ -36,6 +43,8 @@ pub struct TakeoverRules {
     pub reset_to_end: bool,
     /// The user accepts that offsets Kafka deleted before Secor uploaded them are lost.
     pub accept_gap: bool,
+    /// Secor's files in storage were read (`stored`): a partition without files has none.
+    pub from_storage: bool,
 }
 
 /// What to do with one partition.
@@ -74,10 +83,18 @@ impl Row {
     }
 }
 
-/// Where Secor would resume the partition, and from which source.
+/// Where Secor would resume the partition, and from which source. An offset the user gave
+/// wins; Secor's files in storage, when read, win over a ZooKeeper offset below where they end
+/// (Secor uploaded and stopped before writing the node: restarted, it would upload again).
 fn secor_position(o: &Observed, rules: &TakeoverRules) -> Adopted {
-    if let Some(z) = o.zookeeper {
-        return Adopted { source: AdoptedFrom::Zookeeper, offset: z };
+    if let Some(g) = o.given {
+        return Adopted { source: AdoptedFrom::Given, offset: g };
+    }
+    match (o.zookeeper, o.stored) {
+        (Some(z), Some(s)) if s > z => return Adopted { source: AdoptedFrom::Storage, offset: s },
+        (Some(z), _) => return Adopted { source: AdoptedFrom::Zookeeper, offset: z },
+        (None, Some(s)) => return Adopted { source: AdoptedFrom::Storage, offset: s },
+        (None, None) => {}
     }
     match (rules.storage, o.secor_kafka.offset()) {
         // Secor read its Kafka commit in this mode; with no ZooKeeper node it is all there is.
@@ -99,17 +116,28 @@ pub fn takeover(o: Observed, rules: &TakeoverRules) -> Row {
     let secor = secor_position(&o, rules);
     let mut row = Row { step: Step::Keep, retention_gap: 0, naive_lost: 0, naive_doubled: 0, note: String::new(), observed: o };
     let o = &row.observed;
+    if let (Some(data), false, None) = (&o.zookeeper_unreadable, rules.from_storage, o.given) {
+        row.step = Step::Refuse;
+        row.note = format!(
+            "ZooKeeper's node holds {data:?}, not an offset: Curator's default node data (the creating host's address), left by a Secor that stopped after creating the node and before writing its first offset. How far it uploaded is in its files: --from-storage derives it from stock Secor's file names, or --offset {}/{}=N sets it",
+            o.topic, o.partition
+        );
+        return row;
+    }
     if let Held::Kbackup { offset, adopted, .. } = &o.kbackup {
         match adopted {
+            // Secor stored past kbackup's position (a Secor ran after a handback, or after
+            // kbackup without one): what it uploaded must not be stored again.
+            None if secor.source != AdoptedFrom::Reset && secor.offset > *offset => {
+                row.note = format!(
+                    "{} ({}) is ahead of kbackup's commit {offset}: Secor stored [{offset}, {}) after kbackup stopped; ",
+                    secor.source, secor.offset, secor.offset
+                );
+                row.naive_doubled = (secor.offset.min(o.log_end) - (*offset).max(o.log_start)).max(0) as u64;
+            }
             // kbackup's writer has committed since: its record, not Secor's, is the position now.
             None => {
                 row.note = "kbackup has committed since: unchanged".into();
-                if secor.source == AdoptedFrom::Zookeeper && secor.offset > *offset {
-                    row.note.push_str(&format!(
-                        "; ZooKeeper ({}) is ahead of kbackup's commit: a Secor ran after the takeover, and what both stored is stored twice (run verify)",
-                        secor.offset
-                    ));
-                }
                 return row;
             }
             Some(a) if *a == secor => {
@@ -132,7 +160,7 @@ pub fn takeover(o: Observed, rules: &TakeoverRules) -> Row {
     // Secor's position, or the log start when retention already deleted what Secor had not uploaded.
     let target = secor.offset.max(o.log_start);
     row.naive_lost = (naive - target).max(0) as u64;
-    row.naive_doubled = (target - naive).max(0) as u64;
+    row.naive_doubled = row.naive_doubled.max((target - naive).max(0) as u64);
     if secor.offset < o.log_start {
         row.retention_gap = (o.log_start - secor.offset) as u64;
         if !rules.accept_gap {
@@ -156,6 +184,14 @@ pub fn takeover(o: Observed, rules: &TakeoverRules) -> Row {
             _ => "from Secor's ZooKeeper offset".to_string(),
         },
         AdoptedFrom::Kafka => "Secor kept its offsets in Kafka (no ZooKeeper node): nothing to move".to_string(),
+        AdoptedFrom::Storage => match o.zookeeper {
+            Some(z) => format!(
+                "Secor's files end at {} past its ZooKeeper offset {z} (it uploaded, then stopped before writing the node): from where its files end",
+                secor.offset
+            ),
+            None => "from where Secor's files in storage end".to_string(),
+        },
+        AdoptedFrom::Given => "from the offset given".to_string(),
         AdoptedFrom::Reset => format!(
             "no ZooKeeper node: where Secor would have started (auto.offset.reset={})",
             if rules.reset_to_end { "latest" } else { "earliest" }
@@ -184,13 +220,41 @@ pub struct HandbackRow {
     pub note: String,
 }
 
-/// Decides one partition of a handback. `same_group`: Secor and kbackup use one group.
-pub fn handback(o: Observed, same_group: bool) -> HandbackRow {
+/// What a handback may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandbackRules {
+    /// Secor and kbackup use one group.
+    pub same_group: bool,
+    /// Where Secor reads its position from.
+    pub storage: OffsetsStorage,
+    /// The user accepts moving Secor's position backwards (`--allow-rewind`).
+    pub allow_rewind: bool,
+}
+
+/// Decides one partition of a handback.
+pub fn handback(o: Observed, rules: &HandbackRules) -> HandbackRow {
+    let same_group = rules.same_group;
+    // Where Secor stands, as it would read it: ZooKeeper (written after every upload), or its
+    // own Kafka group when it keeps its offsets there and has no node.
+    let secor_at = match (o.zookeeper, rules.storage, same_group) {
+        (Some(z), _, _) => Some((z, "ZooKeeper")),
+        (None, OffsetsStorage::Kafka, false) => o.secor_kafka.offset().map(|k| (k, "Secor's Kafka group")),
+        _ => None,
+    };
     let (step, note) = match &o.kbackup {
         Held::Kbackup { unfinished, .. } if *unfinished > 0 => (
             Handback::Refuse,
             format!("kbackup's commit record holds {unfinished} file(s) that may not be uploaded yet; Secor would upload their events again: run `kbackup run --until-caught-up` first"),
         ),
+        Held::Kbackup { offset, .. } if secor_at.is_some_and(|(s, _)| s > *offset) && !rules.allow_rewind => {
+            let (s, source) = secor_at.expect("checked");
+            (
+                Handback::Refuse,
+                format!(
+                    "REWIND: {source} holds {s}, ahead of kbackup's commit {offset}: Secor stored past it, and handing back would make it upload [{offset}, {s}) again; `kbackup takeover` adopts Secor's position instead, or --allow-rewind accepts the rewind"
+                ),
+            )
+        }
         Held::Kbackup { offset, .. } => {
             let secor_kafka_agrees = same_group || o.secor_kafka.offset() == Some(*offset);
             if o.zookeeper == Some(*offset) && secor_kafka_agrees {
@@ -242,10 +306,21 @@ pub fn totals(rows: &[Row]) -> Totals {
 mod tests {
     use super::*;
 
-    const ZK: TakeoverRules = TakeoverRules { storage: OffsetsStorage::Zookeeper, reset_to_end: false, accept_gap: false };
+    const ZK: TakeoverRules = TakeoverRules { storage: OffsetsStorage::Zookeeper, reset_to_end: false, accept_gap: false, from_storage: false };
 
     fn observed(zookeeper: Option<i64>, secor_kafka: Held, kbackup: Held) -> Observed {
-        Observed { topic: "t".into(), partition: 0, log_start: 100, log_end: 1000, zookeeper, secor_kafka, kbackup }
+        Observed {
+            topic: "t".into(),
+            partition: 0,
+            log_start: 100,
+            log_end: 1000,
+            zookeeper,
+            zookeeper_unreadable: None,
+            stored: None,
+            given: None,
+            secor_kafka,
+            kbackup,
+        }
     }
 
     fn foreign(offset: i64) -> Held {
@@ -347,10 +422,54 @@ mod tests {
         let r = takeover(observed(Some(600), foreign(1000), done), &ZK);
         assert_eq!(r.commit(), Some(600));
         assert!(r.note.contains("moved since the last takeover"), "{}", r.note);
-        // ...and after kbackup ran, say what it means.
-        let r = takeover(observed(Some(950), foreign(1000), Held::Kbackup { offset: 900, adopted: None, unfinished: 0 }), &ZK);
-        assert_eq!(r.step, Step::Keep);
-        assert!(r.note.contains("stored twice"), "{}", r.note);
+    }
+
+    /// The second switch: takeover, run, handback, Secor again (ZooKeeper 12500, and
+    /// stock Secor commits nothing to Kafka, so the group stays at kbackup's 12000). Secor
+    /// stored past kbackup's position: takeover adopts it, and the summary counts what the
+    /// naive path (resuming the group) would store twice.
+    #[test]
+    fn secor_ahead_of_kbackups_commit_is_adopted() {
+        let o = Observed {
+            log_start: 0,
+            log_end: 13000,
+            ..observed(Some(12500), Held::Nothing, Held::Kbackup { offset: 12000, adopted: None, unfinished: 0 })
+        };
+        let r = takeover(o, &ZK);
+        assert_eq!(r.step, Step::Commit { offset: 12500, adopted: adopted(AdoptedFrom::Zookeeper, 12500) });
+        assert_eq!((r.naive_doubled, r.naive_lost), (500, 0));
+        assert!(r.note.contains("ahead of kbackup's commit 12000") && r.note.contains("[12000, 12500)"), "{}", r.note);
+        assert_eq!(totals(std::slice::from_ref(&r)).naive_doubled, 500);
+        // Behind or equal: kbackup's commit stands.
+        let r = takeover(observed(Some(12000), Held::Nothing, Held::Kbackup { offset: 12000, adopted: None, unfinished: 0 }), &ZK);
+        assert_eq!((r.step, r.naive_doubled), (Step::Keep, 0));
+    }
+
+    /// A node Secor created and never wrote an offset to (a kill during its first upload):
+    /// refused with what it is and the ways forward; Secor's files or a given offset decide.
+    #[test]
+    fn a_node_without_an_offset_needs_storage_or_a_given_offset() {
+        let half = Observed { zookeeper_unreadable: Some("127.0.0.1".into()), ..observed(None, Held::Nothing, Held::Nothing) };
+        let r = takeover(half.clone(), &ZK);
+        assert_eq!(r.step, Step::Refuse);
+        assert!(
+            r.note.contains("Curator's default node data") && r.note.contains("--from-storage") && r.note.contains("--offset t/0=N"),
+            "{}",
+            r.note
+        );
+        let storage = TakeoverRules { from_storage: true, ..ZK };
+        let r = takeover(Observed { stored: Some(950), ..half.clone() }, &storage);
+        assert_eq!(r.step, Step::Commit { offset: 950, adopted: adopted(AdoptedFrom::Storage, 950) });
+        assert_eq!(r.naive_doubled, 850, "the naive path starts at the log start 100");
+        // No files at all: Secor uploaded nothing, it would start at auto.offset.reset.
+        assert_eq!(takeover(half.clone(), &storage).step, Step::Commit { offset: 100, adopted: adopted(AdoptedFrom::Reset, 100) });
+        let r = takeover(Observed { given: Some(700), ..half }, &ZK);
+        assert_eq!(r.step, Step::Commit { offset: 700, adopted: adopted(AdoptedFrom::Given, 700) });
+        // Files past the node: Secor uploaded and stopped before writing it.
+        let r = takeover(Observed { stored: Some(900), ..observed(Some(800), Held::Nothing, Held::Nothing) }, &storage);
+        assert_eq!(r.commit(), Some(900));
+        assert!(r.note.contains("past its ZooKeeper offset 800"), "{}", r.note);
+        assert_eq!(takeover(Observed { stored: Some(700), ..observed(Some(800), Held::Nothing, Held::Nothing) }, &storage).commit(), Some(800));
     }
 
     #[test]
@@ -371,35 +490,55 @@ mod tests {
         assert_eq!(t, Totals { partitions: 3, changed: 2, refused: 1, retention_gap: 60, naive_lost: 600 + 900 + 900, naive_doubled: 0 });
     }
 
+    const SAME: HandbackRules = HandbackRules { same_group: true, storage: OffsetsStorage::Zookeeper, allow_rewind: false };
+    const OTHER: HandbackRules = HandbackRules { same_group: false, storage: OffsetsStorage::Zookeeper, allow_rewind: false };
+
     fn kbackup_at(offset: i64, unfinished: usize) -> Held {
         Held::Kbackup { offset, adopted: None, unfinished }
     }
 
     #[test]
     fn handback_writes_kbackups_position() {
-        let r = handback(observed(Some(400), foreign(1000), kbackup_at(1000, 0)), true);
+        let r = handback(observed(Some(400), foreign(1000), kbackup_at(1000, 0)), &SAME);
         assert_eq!(r.step, Handback::Write { offset: 1000 });
         assert!(r.note.contains("400 → 1000"), "{}", r.note);
-        let r = handback(observed(None, Held::Nothing, kbackup_at(1000, 0)), false);
+        let r = handback(observed(None, Held::Nothing, kbackup_at(1000, 0)), &OTHER);
         assert_eq!(r.step, Handback::Write { offset: 1000 });
         assert!(r.note.contains("created"), "{}", r.note);
         // Twice: unchanged once ZooKeeper (and Secor's other group) hold it.
-        assert_eq!(handback(observed(Some(1000), foreign(1000), kbackup_at(1000, 0)), false).step, Handback::Keep);
-        assert_eq!(handback(observed(Some(1000), foreign(1000), kbackup_at(1000, 0)), true).step, Handback::Keep);
+        assert_eq!(handback(observed(Some(1000), foreign(1000), kbackup_at(1000, 0)), &OTHER).step, Handback::Keep);
+        assert_eq!(handback(observed(Some(1000), foreign(1000), kbackup_at(1000, 0)), &SAME).step, Handback::Keep);
         // Secor's other group still behind: write again.
-        assert_eq!(handback(observed(Some(1000), foreign(500), kbackup_at(1000, 0)), false).step, Handback::Write { offset: 1000 });
+        assert_eq!(handback(observed(Some(1000), foreign(500), kbackup_at(1000, 0)), &OTHER).step, Handback::Write { offset: 1000 });
+    }
+
+    /// kbackup's commit 130, Secor's ZooKeeper 150: handing back would make Secor upload
+    /// [130, 150) again; refused, naming it, unless the user accepts the rewind.
+    #[test]
+    fn handback_refuses_to_move_secor_backwards() {
+        let o = observed(Some(150), Held::Nothing, kbackup_at(130, 0));
+        let r = handback(o.clone(), &OTHER);
+        assert_eq!(r.step, Handback::Refuse);
+        assert!(r.note.contains("REWIND") && r.note.contains("[130, 150)") && r.note.contains("--allow-rewind"), "{}", r.note);
+        assert_eq!(handback(o, &HandbackRules { allow_rewind: true, ..OTHER }).step, Handback::Write { offset: 130 });
+        // Secor keeping its offsets in its own Kafka group, without a node.
+        let kafka = HandbackRules { storage: OffsetsStorage::Kafka, ..OTHER };
+        assert_eq!(handback(observed(None, foreign(150), kbackup_at(130, 0)), &kafka).step, Handback::Refuse);
+        assert_eq!(handback(observed(None, foreign(120), kbackup_at(130, 0)), &kafka).step, Handback::Write { offset: 130 });
+        // The fork's auto-commit ahead while ZooKeeper (what it uploaded) is behind: no rewind.
+        assert_eq!(handback(observed(Some(100), foreign(150), kbackup_at(130, 0)), &kafka).step, Handback::Write { offset: 130 });
     }
 
     #[test]
     fn handback_refuses_unfinished_uploads() {
-        let r = handback(observed(Some(400), foreign(1000), kbackup_at(900, 2)), true);
+        let r = handback(observed(Some(400), foreign(1000), kbackup_at(900, 2)), &SAME);
         assert_eq!(r.step, Handback::Refuse);
         assert!(r.note.contains("--until-caught-up"), "{}", r.note);
     }
 
     #[test]
     fn handback_leaves_what_kbackup_never_held() {
-        assert_eq!(handback(observed(Some(400), foreign(1000), foreign(1000)), true).step, Handback::Keep);
-        assert_eq!(handback(observed(Some(400), Held::Nothing, Held::Nothing), false).step, Handback::Keep);
+        assert_eq!(handback(observed(Some(400), foreign(1000), foreign(1000)), &SAME).step, Handback::Keep);
+        assert_eq!(handback(observed(Some(400), Held::Nothing, Held::Nothing), &OTHER).step, Handback::Keep);
     }
 }

@@ -177,7 +177,7 @@ pub fn run(
     let uploader = Uploader::new(storage.store.clone(), rt.clone(), config.writer.upload_concurrency, done_tx, health.clone());
     let uploads = Box::new(ChannelUploads { uploader, done });
     let (marker_tx, marker_rx) = std::sync::mpsc::channel();
-    let markers = Box::new(ChannelMarkers { store: storage.store.clone(), rt, tx: marker_tx, rx: marker_rx });
+    let markers = Box::new(ChannelMarkers { store: storage.store.clone(), rt, tx: marker_tx, rx: marker_rx, kafka: config.kafka.clone() });
     let mut core = Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts)?;
     core.listen(stop.clone());
     let writer = Arc::new(Mutex::new(core));

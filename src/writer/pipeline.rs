@@ -115,7 +115,7 @@ impl Routing {
                     return None;
                 };
                 let t = *self.topic_index.get(m.topic())?;
-                Some((t, self.routers[t].route(m.payload(), m.timestamp().to_millis())))
+                Some((t, self.routers[t].route(m.payload(), m.timestamp().to_millis(), m.offset())))
             })
             .collect()
     }

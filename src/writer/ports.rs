@@ -170,14 +170,23 @@ pub(crate) struct ChannelMarkers {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) tx: Sender<MarkerDone>,
     pub(crate) rx: Receiver<MarkerDone>,
+    /// For the topic's partition count when a date's `_SUCCESS` is due.
+    pub(crate) kafka: crate::config::KafkaConfig,
 }
 
 impl MarkerQueue for ChannelMarkers {
     fn submit(&mut self, job: MarkerJob) {
-        let (store, tx) = (self.store.clone(), self.tx.clone());
+        let (store, tx, kafka) = (self.store.clone(), self.tx.clone(), self.kafka.clone());
         self.rt.spawn(async move {
             let now_ms = chrono::Utc::now().timestamp_millis();
-            let result = crate::completion::write::state(store.as_ref(), &job, now_ms, crate::upload::put_mode()).await;
+            let mut result = crate::completion::write::state(store.as_ref(), &job, now_ms, crate::upload::put_mode()).await;
+            if result.is_ok() && job.success_files {
+                // A failure here fails the job, so it is tried again (the marker, already
+                // stated, is not written twice): the last partition's owner must not miss it.
+                if let Err(e) = success(store.as_ref(), &job, &kafka).await {
+                    result = Err(e);
+                }
+            }
             let _ = tx.send(MarkerDone { job, result });
         });
     }
@@ -247,4 +256,20 @@ impl Clock for SystemClock {
     fn random(&self) -> u64 {
         rand::random()
     }
+}
+
+/// Writes the date's `_SUCCESS` if every partition of the topic (as Kafka counts them now) is
+/// marked.
+async fn success(store: &dyn ObjectStore, job: &MarkerJob, kafka: &crate::config::KafkaConfig) -> Result<(), crate::completion::write::WriteError> {
+    let count = crate::consumer::lookup_partition_count(kafka, &job.topic_name)
+        .await
+        .map_err(|e| crate::completion::write::WriteError::Read {
+            key: format!("the partition count of {}", job.topic_name),
+            message: e.to_string(),
+        })?
+        .unwrap_or(0);
+    if let Some(keys) = crate::completion::success::after_marker(store, job, count).await? {
+        tracing::info!(topic = %job.topic_name, date = %job.date_str, files = ?keys, "every partition of the date is complete: _SUCCESS written");
+    }
+    Ok(())
 }

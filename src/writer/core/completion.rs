@@ -197,7 +197,7 @@ impl Writer {
                     let open: Vec<BufferKey> = self
                         .files
                         .open_keys()
-                        .filter(|k| k.topic == key.topic && k.partition == key.partition && !k.error && *k.date == *date_str)
+                        .filter(|k| k.topic == key.topic && k.partition == key.partition && !k.error && of_day(&k.date, &date_str))
                         .cloned()
                         .collect();
                     for k in &open {
@@ -257,8 +257,8 @@ impl Writer {
         let same = |t: usize, p: i32| t == key.topic && p == key.partition;
         st.plan.is_empty()
             && st.commit_due().is_none()
-            && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && *k.date == *date)
-            && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && f.intent.date == date)
+            && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && of_day(&k.date, date))
+            && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && of_day(&f.intent.date, date))
             && !self.files.rebuilding().any(|(p, _)| p == key)
     }
 
@@ -298,6 +298,7 @@ impl Writer {
             complete_below,
             known: st.marking.known.get(&date).cloned().unwrap_or_default(),
             late: matches!(due, Due::Late(_)),
+            success_files: topic.cfg.success_files(),
         };
         self.markers.submit(job);
     }
@@ -356,6 +357,13 @@ impl Writer {
             }
         }
     }
+}
+
+/// True if a route's date string is of the day `day` (as the topic's names write it): the day
+/// itself, or a folder below it (stock Secor's `dt=<day>/offset=<N>`), so that no file of the
+/// day is overlooked when the day is declared complete.
+fn of_day(route_date: &str, day: &str) -> bool {
+    route_date.strip_prefix(day).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Writer {
                 self.summary.record_time_dated += 1;
                 metrics::counter!(m::RECORD_TIME_DATED, "topic" => topic.cfg.name.clone(), "value" => reason.as_str()).increment(1);
             }
-            DateSource::Field(_) => {}
+            DateSource::Field(_) | DateSource::Offset => {}
         }
         self.summary.events += 1;
         self.summary.bytes_in += payload.len() as u64;

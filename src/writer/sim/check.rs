@@ -191,7 +191,7 @@ impl Ledger {
                 }
             }
             let record_ms = envelope.as_ref().and_then(|r| r.timestamp.map(|t| t.0));
-            let route = topic.router.route(value.as_deref(), record_ms);
+            let route = topic.router.route(value.as_deref(), record_ms, o);
             let at = |prefix: Option<&str>, error: bool, date: &str| {
                 let dir = topic.layout.dir(prefix, error);
                 let place = key.starts_with(&dir) && key[dir.len()..].starts_with('/') && topic.layout.dates().format(name.date) == date;
@@ -266,8 +266,9 @@ impl Ledger {
         let below = marker.complete_below.clamp(0, log.len() as i64) as usize;
         // Each message's date is routed once (markers of a slot are many).
         let dates = &mut self.dates[slot];
-        for r in &log[dates.len()..below.max(dates.len())] {
-            let route = topic.router.route(Some(&r.payload), Some(r.timestamp_ms));
+        let first = dates.len();
+        for (i, r) in log[first..below.max(first)].iter().enumerate() {
+            let route = topic.router.route(Some(&r.payload), Some(r.timestamp_ms), (first + i) as i64);
             let counted = !(route.to_error_path || (self.mixed_releases && route.earlier.is_some()));
             dates.push(counted.then_some(route.date));
         }

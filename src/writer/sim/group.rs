@@ -355,7 +355,7 @@ impl Sim {
             use rdkafka::message::Message;
             let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
             let router = if m.earlier_release { &self.routers_before[t] } else { &self.routers[t] };
-            let route = router.route(msg.payload(), msg.timestamp().to_millis());
+            let route = router.route(msg.payload(), msg.timestamp().to_millis(), msg.offset());
             m.writer.on_message(&msg, t, route, stamp, now);
         }
     }
