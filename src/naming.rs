@@ -1099,6 +1099,22 @@ mod tests {
         assert_eq!(l.dates().leading_date(date), Some(day));
         assert_eq!(l.parse("secor/backup/dev.telemetry.unique/raw/dt=2020-02-01/hr=13/1_3_00000000000000000042.gz"), None, "another extension");
 
+        // Offset folders: undated (OffsetMessageParser), or below the day (DailyOffsetMessageParser).
+        let t = secor_topic("offset_buckets={per=1000}");
+        let l = t.layout().unwrap();
+        c.date = "offset=1000";
+        let key = l.key(None, false, &c);
+        assert_eq!(key, "secor/backup/dev.telemetry.unique/offset=1000/1_3_00000000000000000042.gz");
+        assert_eq!((l.parse(&key).map(|n| n.date), l.route_dir_of(&key)), (Some(UNDATED), "secor/backup/dev.telemetry.unique"));
+        assert_eq!((l.reader_date("offset=1000"), l.reader_date("offset=x"), l.reader_date("dt=2020-02-01")), (Some(UNDATED), None, None));
+        let t = secor_topic("offset_buckets={per=1000,daily=true}");
+        let l = t.layout().unwrap();
+        c.date = "dt=2020-02-01/offset=1000";
+        let key = l.key(None, false, &c);
+        assert_eq!(key, "secor/backup/dev.telemetry.unique/dt=2020-02-01/offset=1000/1_3_00000000000000000042.gz");
+        assert_eq!((l.parse(&key).map(|n| n.date), l.route_dir_of(&key)), (Some(day), "secor/backup/dev.telemetry.unique"));
+        assert!(t.markers() && !secor_topic("offset_buckets={per=1000}").markers(), "undated files mark no date");
+
         // Another date prefix and format.
         let t = secor_topic("date_prefix='day='\ndate_format='%Y%m%d'\ngeneration=7");
         let l = t.layout().unwrap();

@@ -418,6 +418,55 @@ mod tests {
 
     const EVENT: &str = r#"{"ver":"3.0","eid":"IMPRESSION","ets":1580495389750,"mid":"IMPRESSION:5f0c","context":{"channel":"505c","did":"8b55","pdata":{"id":"prod.sunbird.app"}},"edata":{"type":"view"},"tags":[],"syncts":1580495403199,"@timestamp":"2020-01-31T18:30:03.199Z","flags":{"dd_processed":true},"type":"events"}"#;
 
+    /// Stock Secor's rules: JsonMessageParser never falls back to the record time (a message
+    /// without its field goes where Secor files time 0), `kafka.useTimestamp` dates by the
+    /// record time alone, hour folders follow the day's.
+    #[test]
+    fn stock_secor_dating_rules() {
+        let never = router("layout='secor'\ngranularity='hour'\ntimestamp_fields=['syncts']\nrecord_time='never'");
+        let r = never.route(Some(EVENT.as_bytes()), Some(0), 7);
+        assert_eq!((&*r.date, r.source), ("dt=2020-02-01/hr=00", DateSource::Field(0)));
+        let r = never.route(Some(br#"{"eid":"X"}"#), Some(1_580_495_403_199), 8);
+        assert_eq!((&*r.date, r.source), ("dt=1970-01-01/hr=00", DateSource::Invalid(InvalidReason::NoTimestamp)));
+        let only = router("layout='secor'\ntimestamp_fields=['syncts']\nrecord_time='only'");
+        let r = only.route(Some(b"not json"), Some(1_580_495_403_199 - 86_400_000), 9);
+        assert_eq!((&*r.date, r.source), ("dt=2020-01-31", DateSource::RecordTime), "the record time, whatever the value");
+        assert_eq!(only.route(Some(EVENT.as_bytes()), None, 9).source, DateSource::Invalid(InvalidReason::NoTimestamp));
+    }
+
+    /// SplitByFieldMessageParser: the field's value names the folder; a value that cannot name
+    /// one safely, or none, is an invalid message.
+    #[test]
+    fn the_split_fields_value_names_the_folder() {
+        let r = router("layout='secor'\ntimestamp_fields=['syncts']\nrecord_time='never'\nprefix_field='eid'\nprefix_as_value=true");
+        assert_eq!(r.route(Some(EVENT.as_bytes()), None, 0).prefix.as_deref(), Some("IMPRESSION"));
+        assert_eq!(r.route(Some(br#"{"eid":42,"syncts":1580495403199}"#), None, 0).prefix.as_deref(), Some("42"));
+        for bad in [
+            r#"{"syncts":1580495403199}"#,
+            r#"{"eid":"a/b","syncts":1580495403199}"#,
+            r#"{"eid":"_x","syncts":1580495403199}"#,
+            r#"{"eid":"","syncts":1580495403199}"#,
+            r#"{"eid":null,"syncts":1580495403199}"#,
+        ] {
+            let x = r.route(Some(bad.as_bytes()), None, 0);
+            assert_eq!((x.prefix, x.source), (None, DateSource::Invalid(InvalidReason::NoTimestamp)), "{bad}");
+        }
+    }
+
+    /// Secor's offset parsers: `offset=<bucket>` folders, below the record time's day for
+    /// DailyOffsetMessageParser, whatever the message holds.
+    #[test]
+    fn offset_parsers_place_messages_by_offset() {
+        let r = router("layout='secor'\noffset_buckets={per=1000}");
+        for (offset, want) in [(0, "offset=0"), (999, "offset=0"), (1000, "offset=1000"), (123_456, "offset=123000")] {
+            let x = r.route(Some(b"\xff not even utf-8"), None, offset);
+            assert_eq!((&*x.date, x.source, x.to_error_path), (want, DateSource::Offset, false), "{offset}");
+        }
+        let daily = router("layout='secor'\noffset_buckets={per=1000,daily=true}");
+        assert_eq!(&*daily.route(None, Some(1_580_495_403_199), 2500).date, "dt=2020-02-01/offset=2000");
+        assert_eq!(&*daily.route(None, None, 2500).date, "dt=1970-01-01/offset=2000", "no record time: the invalid date's day");
+    }
+
     /// A string its pattern cannot read is dated by the next rung, and the route says which
     /// field failed (the writer counts and reports it).
     #[test]

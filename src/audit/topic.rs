@@ -357,6 +357,9 @@ pub async fn audit(
                 .map(|fs| {
                     fs.iter()
                         .filter(|l| l.name.date == *d && data_dirs.iter().any(|dir| layout.route_dir_of(&l.key) == dir))
+                        // A file that starts at or above the marker's bound is a late file its
+                        // statement does not cover (stock Secor's names say where they start).
+                        .filter(|l| l.name.first_offset.is_none_or(|f| f < m.complete_below) || m.files.iter().any(|f| f.key == l.key))
                         .map(|l| l.key.as_str())
                         .collect()
                 })

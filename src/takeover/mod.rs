@@ -365,6 +365,7 @@ async fn observe(between: &Between<'_>) -> Result<(SecorZk, Vec<Observed>), Take
             zookeeper_unreadable,
             stored: None,
             given: None,
+            file_at_zookeeper: None,
             secor_kafka,
             kbackup,
         });
@@ -525,6 +526,64 @@ fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first
     })
 }
 
+/// For stock Secor's layout: whether a file starts at a partition's ZooKeeper offset — the
+/// name Secor gives the file of the message there (its folder, its offset). One message read
+/// and one request per partition; finds the usual crash between an upload and the node's write.
+async fn probe_files_at_zookeeper(config: &Config, observed: &mut [Observed]) -> Result<(), TakeoverError> {
+    use object_store::ObjectStoreExt;
+    let fail = TakeoverError::Storage;
+    let mut storage = None;
+    for (index, t) in config.topics.iter().enumerate() {
+        let layout = t.layout().map_err(|e| fail(format!("topic {}: {e}", t.name)))?;
+        let Some(secor) = layout.secor().cloned() else { continue };
+        let router = crate::routing::Router::new(t, index).map_err(|e| fail(e.to_string()))?;
+        for o in observed.iter_mut().filter(|o| o.topic == t.name) {
+            let Some(z) = o.zookeeper.filter(|z| *z >= o.log_start && *z < o.log_end) else { continue };
+            let (kafka, topic, p) = (config.kafka.clone(), t.name.clone(), o.partition);
+            let message = blocking(move || read_one(&kafka, &topic, p, z).map_err(TakeoverError::Storage)).await?;
+            let Some((payload, record_ms)) = message else { continue };
+            let route = router.route(Some(&payload), record_ms, z);
+            let ctx = crate::naming::NameContext {
+                date: &route.date,
+                kafka_partition: o.partition,
+                current_ms: 0,
+                topic: &t.name,
+                generation: secor.generation,
+                first_offset: z,
+                random: 0,
+            };
+            let key = layout.key(route.prefix.as_deref(), route.to_error_path, &ctx);
+            let st = match &storage {
+                Some(s) => s,
+                None => storage.insert(crate::storage::Storage::open(&config.storage).map_err(|e| fail(e.to_string()))?),
+            };
+            match st.store.head(&object_store::path::Path::from(key.as_str())).await {
+                Ok(_) => o.file_at_zookeeper = Some(key),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(format!("looking for {key} in {}: {e}", st.describe))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The message at `offset` (value, record time), if the partition still has it.
+fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64) -> Result<Option<(Vec<u8>, Option<i64>)>, String> {
+    use rdkafka::message::Message;
+    let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
+    c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
+    let consumer: rdkafka::consumer::BaseConsumer<crate::consumer::Diagnosing> =
+        crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?;
+    let mut found = None;
+    crate::consumer::read_range(&consumer, topic, p, offset, offset + 1, |m| {
+        if m.offset() == offset {
+            found = Some((m.payload().unwrap_or_default().to_vec(), m.timestamp().to_millis()));
+        }
+        false
+    })?;
+    Ok(found)
+}
+
 /// True if any of the config's topics has a backup file in storage (cheap: the first listing
 /// page of each directory).
 async fn files_exist(config: &Config) -> Result<Option<String>, TakeoverError> {
@@ -585,9 +644,16 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
                 quorum: zk.quorum().to_string(),
                 path: zk.layout.offset("<topic>", 0).replace("/<topic>/0", ""),
                 evidence,
-                found: if found.is_empty() { "nothing".into() } else { found.join("; ") },
+                found: match found.len() {
+                    0 => "nothing".into(),
+                    n if n > 12 => format!("{} (and {} more)", found[..12].join("; "), n - 12),
+                    _ => found.join("; "),
+                },
             });
         }
+    }
+    if !opts.from_storage {
+        probe_files_at_zookeeper(between.config, &mut observed).await?;
     }
     let warnings = stray_nodes(&zk, &observed).await?;
     let rows: Vec<Row> = observed.into_iter().map(|o| plan::takeover(o, &rules)).collect();
@@ -740,7 +806,6 @@ pub async fn guard(config: &Config) -> Result<(), GuardError> {
     for ((t, p), h) in held {
         let node = zk.node(&t, p).await.map_err(|e| GuardError::Unreadable(e.into()))?;
         match (h, node) {
-            (_, Node::Unreadable(data)) => bad.push(format!("{t}/{p} (Secor's ZooKeeper node holds {data:?}, not an offset)")),
             // Secor ran after kbackup (after a handback, or without one): it stored past
             // kbackup's position, and resuming there stores that again.
             (Held::Kbackup { offset, .. }, Node::Offset(z)) if z > offset => {
@@ -749,6 +814,7 @@ pub async fn guard(config: &Config) -> Result<(), GuardError> {
             (Held::Kbackup { .. }, _) => {}
             (Held::Foreign { offset }, _) => bad.push(format!("{t}/{p} (offset {offset} committed by another client: Secor's auto-commit?)")),
             (Held::Nothing, Node::Offset(z)) => bad.push(format!("{t}/{p} (no commit, but Secor's ZooKeeper offset is {z})")),
+            (Held::Nothing, Node::Unreadable(data)) => bad.push(format!("{t}/{p} (Secor's ZooKeeper node holds {data:?}, not an offset)")),
             (Held::Nothing, Node::Absent) => {}
         }
     }

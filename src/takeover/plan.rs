@@ -28,6 +28,9 @@ pub struct Observed {
     pub stored: Option<i64>,
     /// The offset the user gave (`--offset`).
     pub given: Option<i64>,
+    /// A stock Secor file that starts at the ZooKeeper offset (the name Secor gives the file
+    /// of the message there): Secor uploaded past its node and stopped before writing it.
+    pub file_at_zookeeper: Option<String>,
     /// What Secor's group holds in Kafka.
     pub secor_kafka: Held,
     /// What kbackup's group holds (the same as `secor_kafka` when both use one group).
@@ -123,6 +126,15 @@ pub fn takeover(o: Observed, rules: &TakeoverRules) -> Row {
             o.topic, o.partition
         );
         return row;
+    }
+    if let (Some(key), false, None, Some(z)) = (&o.file_at_zookeeper, rules.from_storage, o.given, o.zookeeper) {
+        if secor.source == AdoptedFrom::Zookeeper && !matches!(o.kbackup, Held::Kbackup { adopted: None, .. }) {
+            row.step = Step::Refuse;
+            row.note = format!(
+                "Secor's file {key} starts at its ZooKeeper offset {z}: Secor uploaded past the node and stopped before writing it (restarted, it would overwrite the file; kbackup never overwrites). --from-storage takes over from where its files end"
+            );
+            return row;
+        }
     }
     if let Held::Kbackup { offset, adopted, .. } = &o.kbackup {
         match adopted {
@@ -318,6 +330,7 @@ mod tests {
             zookeeper_unreadable: None,
             stored: None,
             given: None,
+            file_at_zookeeper: None,
             secor_kafka,
             kbackup,
         }
@@ -443,6 +456,21 @@ mod tests {
         // Behind or equal: kbackup's commit stands.
         let r = takeover(observed(Some(12000), Held::Nothing, Held::Kbackup { offset: 12000, adopted: None, unfinished: 0 }), &ZK);
         assert_eq!((r.step, r.naive_doubled), (Step::Keep, 0));
+    }
+
+    /// Secor killed between an upload and its ZooKeeper write: its file starts at the node's
+    /// offset. Taking over there would meet the file's name again; its files decide.
+    #[test]
+    fn a_file_at_the_zookeeper_offset_needs_storage() {
+        let o = Observed {
+            file_at_zookeeper: Some("p/t/dt=2020-02-01/1_0_00000000000000000400".into()),
+            ..observed(Some(400), Held::Nothing, Held::Nothing)
+        };
+        let r = takeover(o.clone(), &ZK);
+        assert_eq!(r.step, Step::Refuse);
+        assert!(r.note.contains("1_0_00000000000000000400") && r.note.contains("--from-storage"), "{}", r.note);
+        let r = takeover(Observed { stored: Some(450), ..o }, &TakeoverRules { from_storage: true, ..ZK });
+        assert_eq!(r.commit(), Some(450));
     }
 
     /// A node Secor created and never wrote an offset to (a kill during its first upload):

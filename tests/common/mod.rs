@@ -3,8 +3,10 @@
 //! `CI=true`, where a missing service fails the test.
 #![allow(dead_code)]
 
+pub mod hadoop_seq;
 pub mod proxy;
 pub mod secor_standin;
+pub mod secor_stock;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -166,7 +168,28 @@ pub fn zookeeper() -> Option<String> {
 /// stack's store (Azure, S3 or GCS keys, by the test backend) and ZooKeeper.
 pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str, path: &str, zookeeper: &str, zk_path: &str) -> String {
     let (host, port) = stack.brokers.split_once(':').unwrap();
-    let store = match backend() {
+    let store = secor_store_properties(stack, container, path, false);
+    format!(
+        "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum={zookeeper}\nkafka.zookeeper.path={zk_path}\n\
+         secor.zookeeper.path=/\nkafka.offsets.storage=zookeeper\nkafka.new.consumer.auto.offset.reset=earliest\n\
+         secor.kafka.group={group}\nsecor.kafka.topic_filter={topic}\n{store}\
+         secor.s3.output_file_pattern={{partition}}-{{kafkaPartition}}-{{currentTimestamp}}.json\n\
+         secor.compression.codec=org.apache.hadoop.io.compress.GzipCodec\nsecor.file.extension=.gz\n\
+         secor.file.reader.writer.factory=com.pinterest.secor.io.impl.DelimitedTextFileReaderWriterFactory\n\
+         message.timestamp.name=syncts\nmessage.fallback.timestamp.name=@timestamp\nmessage.timestamp.input.pattern=yyyy-MM-dd\n\
+         secor.message.timezone=UTC\nsecor.parser.timezone=Asia/Kolkata\nsecor.partition.output_dt_format=yyyy-MM-dd\n\
+         secor.max.file.size.bytes=100000000\nsecor.max.file.age.seconds=14400\nsecor.local.path=/mnt/secor_data\nsecor.upload.on.shutdown=false\n"
+    )
+}
+
+/// Secor's keys naming the test's store: the fork's way (`secor.cloud.service`) or stock
+/// Secor's (the upload manager class; its defaults say `cloud.service=S3` whatever it is).
+pub fn secor_store_properties(stack: &Stack, container: &str, path: &str, stock: bool) -> String {
+    match backend() {
+        Backend::Azure if stock => format!(
+            "secor.upload.manager.class=com.pinterest.secor.uploader.AzureUploadManager\nsecor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
+             secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=https\nsecor.azure.path={path}\n"
+        ),
         Backend::Azure => format!(
             "secor.cloud.service=Azure\nsecor.azure.account.name=devstoreaccount1\nsecor.azure.account.key={AZURITE_KEY}\n\
              secor.azure.container.name={container}\nsecor.azure.endpoints.protocol=https\nsecor.azure.path={path}\n"
@@ -184,18 +207,7 @@ pub fn secor_properties(stack: &Stack, topic: &str, group: &str, container: &str
             // No credentials path: the environment's (kbackup_at sets the emulator's).
             format!("cloud.service=GS\nsecor.upload.manager.class=com.pinterest.secor.uploader.GsUploadManager\nsecor.gs.bucket={container}\nsecor.gs.path={path}\n")
         }
-    };
-    format!(
-        "kafka.seed.broker.host={host}\nkafka.seed.broker.port={port}\nzookeeper.quorum={zookeeper}\nkafka.zookeeper.path={zk_path}\n\
-         secor.zookeeper.path=/\nkafka.offsets.storage=zookeeper\nkafka.new.consumer.auto.offset.reset=earliest\n\
-         secor.kafka.group={group}\nsecor.kafka.topic_filter={topic}\n{store}\
-         secor.s3.output_file_pattern={{partition}}-{{kafkaPartition}}-{{currentTimestamp}}.json\n\
-         secor.compression.codec=org.apache.hadoop.io.compress.GzipCodec\nsecor.file.extension=.gz\n\
-         secor.file.reader.writer.factory=com.pinterest.secor.io.impl.DelimitedTextFileReaderWriterFactory\n\
-         message.timestamp.name=syncts\nmessage.fallback.timestamp.name=@timestamp\nmessage.timestamp.input.pattern=yyyy-MM-dd\n\
-         secor.message.timezone=UTC\nsecor.parser.timezone=Asia/Kolkata\nsecor.partition.output_dt_format=yyyy-MM-dd\n\
-         secor.max.file.size.bytes=100000000\nsecor.max.file.age.seconds=14400\nsecor.local.path=/mnt/secor_data\nsecor.upload.on.shutdown=false\n"
-    )
+    }
 }
 
 /// A name unique to this run, safe for topics, groups and containers.

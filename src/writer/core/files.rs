@@ -111,7 +111,8 @@ impl Files {
             Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, framing, now),
             Slot::Rebuild(t, p, i) => get_or_open(&mut self.rebuilding, (t, p, i), offset, record_ms, framing, now),
         };
-        let before = buffer.charged();
+        // A new file's bytes from before its first message (a SequenceFile's header) count too.
+        let before = if opened { 0 } else { buffer.charged() };
         let newline_replaced = buffer.append_checked(offset, line, line_breaks);
         self.open_bytes += buffer.charged() - before;
         Appended { opened, newline_replaced, buffer }
