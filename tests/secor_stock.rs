@@ -187,7 +187,7 @@ async fn stock_secor_switches_both_ways_exactly_once() {
     eprintln!("takeover --dry-run (stock Secor killed mid-way):\n{table}");
     assert_eq!(code, Some(1), "{table}{err}");
     assert!(table.contains("Curator's default node data") && table.contains("--from-storage"), "{table}");
-    assert!(table.contains(&format!("_00000000000000000300 starts at its ZooKeeper offset 300")), "{table}");
+    assert!(table.contains("_00000000000000000300 starts at its ZooKeeper offset 300"), "{table}");
     let (code, table, err) = s.kbackup("takeover", &["--dry-run", "--from-storage"]);
     eprintln!("takeover --dry-run --from-storage (first switch):\n{table}");
     assert_eq!(code, Some(0), "{table}{err}");

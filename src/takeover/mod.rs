@@ -567,8 +567,11 @@ async fn probe_files_at_zookeeper(config: &Config, observed: &mut [Observed]) ->
     Ok(())
 }
 
+/// A message read back: its value and record time.
+type Stored = (Vec<u8>, Option<i64>);
+
 /// The message at `offset` (value, record time), if the partition still has it.
-fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64) -> Result<Option<(Vec<u8>, Option<i64>)>, String> {
+fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64) -> Result<Option<Stored>, String> {
     use rdkafka::message::Message;
     let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
     c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
