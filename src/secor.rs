@@ -1,7 +1,7 @@
-//! Drop-in Secor configuration: read Secor `.properties` files and map them to a kbackup
-//! [`Config`]. Later files override earlier ones (as Secor's includes do); `include=` inside a
-//! file loads another file at that point. Keys whose meaning kbackup cannot keep are errors that
-//! name the key; keys it does not need are listed in one warning.
+//! Drop-in Secor configuration: read Secor `.properties` files as Secor resolves them (see
+//! [`load`]: includes in place, a key's first value counts, `--secor-property` replaces like
+//! `-D`) and map them to a kbackup [`Config`]. Keys whose meaning kbackup cannot keep are errors
+//! that name the key and the value; keys it does not need are named with the reason.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,16 +93,34 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Loads files in order, following `include=` keys relative to the including file.
-pub fn load(files: &[PathBuf]) -> Result<Properties, ConfigError> {
-    let mut props = Properties::new();
-    for f in files {
-        load_into(f, &mut props, 0)?;
-    }
-    Ok(props)
+/// Properties as Secor resolves them, and what the user should know about how.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub props: Properties,
+    /// Keys set more than once with different values: which value counts, and how to change it.
+    pub notes: Vec<String>,
 }
 
-fn load_into(path: &Path, props: &mut Properties, depth: usize) -> Result<(), ConfigError> {
+/// Loads files the way Secor loads its `-Dconfig` file (Commons Configuration's
+/// `PropertiesConfiguration`): `include=` loads another file at that point, relative to the
+/// including one, and a key set twice keeps its *first* value (the later one is appended to a
+/// list whose first element is what Secor reads). Several files are read in order as if one
+/// included the next. `overrides` (`--secor-property KEY=VALUE`) replace a key, as Secor's
+/// `-DKEY=VALUE` system properties do.
+pub fn load(files: &[PathBuf], overrides: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let mut seen: BTreeMap<String, (String, String, usize)> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for f in files {
+        load_into(f, &mut seen, &mut notes, 0)?;
+    }
+    let mut props: Properties = seen.into_iter().map(|(k, (v, _, _))| (k, v)).collect();
+    for (k, v) in overrides {
+        props.insert(k.clone(), v.clone());
+    }
+    Ok(Loaded { props, notes })
+}
+
+fn load_into(path: &Path, seen: &mut BTreeMap<String, (String, String, usize)>, notes: &mut Vec<String>, depth: usize) -> Result<(), ConfigError> {
     if depth > 10 {
         return Err(ConfigError::Parse { path: path.display().to_string(), message: "include nesting deeper than 10".into() });
     }
@@ -110,12 +128,32 @@ fn load_into(path: &Path, props: &mut Properties, depth: usize) -> Result<(), Co
     for (k, v) in parse_properties(&text) {
         if k == "include" {
             let inc = path.parent().unwrap_or(Path::new(".")).join(&v);
-            load_into(&inc, props, depth + 1)?;
-        } else {
-            props.insert(k, v);
+            load_into(&inc, seen, notes, depth + 1)?;
+            continue;
+        }
+        match seen.get(&k) {
+            None => {
+                seen.insert(k, (v, path.display().to_string(), depth));
+            }
+            // A value set again no deeper in the includes than the first reads as an override
+            // that Secor ignores: say so. (Defaults included after a deployment's own keys are
+            // deeper, and meant to lose.)
+            Some((first, at, first_depth)) if first.trim() != v.trim() && depth <= *first_depth => notes.push(format!(
+                "{k} is set twice: `{first}` ({at}) and `{v}` ({}); Secor reads the first (a key set again is appended, never replaced), and so does kbackup. To change it, set it once, or override it as Secor's -D{k}=… does: --secor-property {k}=…",
+                path.display()
+            )),
+            Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// Parses a `--secor-property KEY=VALUE`.
+pub fn parse_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE (as Secor's -DKEY=VALUE)")),
+    }
 }
 
 /// The result of a mapping: the config, and what became of every key.
@@ -1253,15 +1291,28 @@ secor.messages.per.second=10000
         assert_eq!(t.prefix_map.get("ME_WORKFLOW_SUMMARY").map(String::as_str), Some("summary"));
     }
 
+    /// As a real stock Secor resolves its files (seen running it: a deployment file that
+    /// includes secor.common.properties at its top and sets `secor.kafka.topic_filter` again
+    /// subscribed to common's `.*`): includes load in place, a key's first value counts, and
+    /// overrides replace it as `-D` does. The duplicate is told, never silent.
     #[test]
-    fn later_files_override_and_includes_load() {
+    fn the_first_value_counts_as_in_secor_and_overrides_replace_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("common.properties"), "secor.kafka.group=common\nsecor.max.file.age.seconds=60\n").unwrap();
-        std::fs::write(dir.path().join("a.properties"), "include=common.properties\nsecor.kafka.group=a\n").unwrap();
-        std::fs::write(dir.path().join("b.properties"), "secor.max.file.age.seconds=120\n").unwrap();
-        let p = load(&[dir.path().join("a.properties"), dir.path().join("b.properties")]).unwrap();
-        assert_eq!(p["secor.kafka.group"], "a");
-        assert_eq!(p["secor.max.file.age.seconds"], "120");
+        std::fs::write(dir.path().join("a.properties"), "include=common.properties\nsecor.kafka.group=a\nsecor.generation=2\n").unwrap();
+        // Keys set before the defaults are included win without a word (the usual layout).
+        std::fs::write(dir.path().join("own.properties"), "secor.kafka.group=own\ninclude=common.properties\n").unwrap();
+        let l = load(&[dir.path().join("own.properties")], &[]).unwrap();
+        assert_eq!((l.props["secor.kafka.group"].as_str(), l.notes.len()), ("own", 0), "{:?}", l.notes);
+        std::fs::write(dir.path().join("b.properties"), "secor.max.file.age.seconds=120\nsecor.generation=2\n").unwrap();
+        let l = load(&[dir.path().join("a.properties"), dir.path().join("b.properties")], &[]).unwrap();
+        assert_eq!(l.props["secor.kafka.group"], "common", "included first, so its value counts");
+        assert_eq!(l.props["secor.max.file.age.seconds"], "60");
+        assert_eq!(l.notes.len(), 2, "{:?}", l.notes);
+        assert!(l.notes[0].contains("secor.kafka.group is set twice") && l.notes[0].contains("--secor-property secor.kafka.group="), "{:?}", l.notes);
+        let l = load(&[dir.path().join("a.properties")], &[parse_override("secor.kafka.group=mine").unwrap()]).unwrap();
+        assert_eq!(l.props["secor.kafka.group"], "mine");
+        assert!(parse_override("nokey").is_err() && parse_override("=x").is_err());
     }
 
     #[test]
@@ -1404,7 +1455,7 @@ secor.messages.per.second=10000
 
     fn stock() -> Properties {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secor-stock");
-        load(&[dir.join("secor.common.properties"), dir.join("secor.unique.properties")]).unwrap()
+        load(&[dir.join("secor.unique.properties")], &[]).unwrap().props
     }
 
     fn with(mut p: Properties, extra: &str) -> Properties {

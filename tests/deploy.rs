@@ -105,7 +105,7 @@ fn the_chart_lints_and_renders_what_kbackup_accepts() {
             kbackup::config::Config::parse(data["kbackup.toml"].as_str().unwrap(), &name).unwrap()
         } else {
             let files: Vec<PathBuf> = config_args.iter().filter(|a| !a.starts_with("--")).map(PathBuf::from).collect();
-            kbackup::secor::map(&kbackup::secor::load(&files).unwrap()).unwrap().config
+            kbackup::secor::map(&kbackup::secor::load(&files, &[]).unwrap().props).unwrap().config
         };
         let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(grace > config.writer.shutdown_timeout_secs, "{name}: grace {grace} <= shutdown bound {}", config.writer.shutdown_timeout_secs);

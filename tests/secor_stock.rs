@@ -36,7 +36,7 @@ struct Stock {
     produced: Vec<i64>,
     /// Holds the properties files.
     _dir: tempfile::TempDir,
-    /// Stock Secor's secor.common.properties, then the deployment's file.
+    /// The deployment's file (it includes stock Secor's secor.common.properties).
     files: Vec<PathBuf>,
 }
 
@@ -60,13 +60,15 @@ impl Stock {
              secor.kafka.group={}\nsecor.kafka.topic_filter={topic}\n{store}\
              secor.message.parser.class=com.pinterest.secor.parser.JsonMessageParser\nmessage.timestamp.name=syncts\n\
              secor.parser.timezone=Asia/Kolkata\npartitioner.finalizer.delay.seconds=60\nsecor.max.file.age.seconds=3600\n\
-             secor.local.path=/mnt/secor_data/message_logs/backup\n",
-            secor.group
+             secor.local.path=/mnt/secor_data/message_logs/backup\ninclude={}\n",
+            secor.group,
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secor-stock/secor.common.properties").display()
         );
         let own_file = dir.path().join("secor.backup.properties");
         std::fs::write(&own_file, own).unwrap();
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secor-stock");
-        let files = vec![fixtures.join("secor.common.properties"), own_file];
+        // Secor's -Dconfig file: its own keys, then `include=` Secor's defaults (a key's first
+        // value counts, in Secor and in kbackup).
+        let files = vec![own_file];
         Some(Stock { stack, topic, partitions, container, secor, expected: Vec::new(), produced: vec![0; partitions as usize], _dir: dir, files })
     }
 

@@ -438,7 +438,7 @@ fn secor_security_keys_map() {
     let (_, toml, err) = out(&stack, &["check", "--secor-properties", props.to_str().unwrap()]);
     assert!(toml.contains("\"security.protocol\" = \"SASL_SSL\"") && toml.contains("\"sasl.username\" = \"u\""), "{toml}");
     assert!(!err.contains("kafka.new.consumer") && !toml.contains(SECRET) && !err.contains(SECRET), "{err}");
-    std::fs::write(&props, format!("{base}secor.message.parser.class=com.pinterest.secor.parser.OffsetMessageParser\n")).unwrap();
+    std::fs::write(&props, format!("{base}secor.message.parser.class=com.pinterest.secor.parser.ThriftMessageParser\n")).unwrap();
     let (code, _, err) = out(&stack, &["check", "--secor-properties", props.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("secor.message.parser.class"), "{err}");

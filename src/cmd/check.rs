@@ -21,8 +21,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     if !args.config.secor_properties.is_empty() {
         // Every key accounted for: mapped (the TOML), Secor-only with its reason, or unknown.
-        if let Ok(mapped) = crate::secor::load(&args.config.secor_properties).and_then(|p| crate::secor::map(&p)) {
-            crate::outln!("{}", crate::secor::account(&mapped).trim_end());
+        if let Ok(loaded) = crate::secor::load(&args.config.secor_properties, &args.config.secor_property) {
+            for n in &loaded.notes {
+                crate::outln!("# note: {n}");
+            }
+            if let Ok(mapped) = crate::secor::map(&loaded.props) {
+                crate::outln!("{}", crate::secor::account(&mapped).trim_end());
+            }
         }
         crate::outln!("{}", crate::secor::to_toml(&config));
     }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::NaiveDate;
 
-use crate::config::{Config, StorageConfig};
+use crate::config::StorageConfig;
 use crate::listing::{parse_partitions, Selection};
 use crate::naming::FileLayout;
 use crate::storage::Storage;
@@ -52,9 +52,13 @@ pub struct ConfigArg {
     /// Path to the TOML config (see config/local.toml).
     #[arg(long, short = 'c', env = "KBACKUP_CONFIG", required_unless_present = "secor_properties", conflicts_with = "secor_properties")]
     pub config: Option<PathBuf>,
-    /// Secor .properties files instead of a TOML config; later files override earlier ones.
+    /// Secor .properties files instead of a TOML config, read as Secor reads its -Dconfig file
+    /// (includes in place; a key's first value counts).
     #[arg(long = "secor-properties", value_name = "FILE")]
     pub secor_properties: Vec<PathBuf>,
+    /// A Secor key's value, replacing the files' as Secor's -DKEY=VALUE does (repeatable).
+    #[arg(long = "secor-property", value_name = "KEY=VALUE", value_parser = crate::secor::parse_override, requires = "secor_properties")]
+    pub secor_property: Vec<(String, String)>,
 }
 
 impl ConfigArg {
@@ -62,7 +66,13 @@ impl ConfigArg {
     pub fn as_args(&self) -> String {
         match &self.config {
             Some(p) => format!("--config {}", p.display()),
-            None => self.secor_properties.iter().map(|p| format!("--secor-properties {}", p.display())).collect::<Vec<_>>().join(" "),
+            None => self
+                .secor_properties
+                .iter()
+                .map(|p| format!("--secor-properties {}", p.display()))
+                .chain(self.secor_property.iter().map(|(k, v)| format!("--secor-property {k}={v}")))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -79,9 +89,15 @@ impl ConfigArg {
 #[derive(Debug, clap::Args)]
 pub struct SelectArgs {
     /// Config file; the topic's path, prefixes and storage come from it.
-    #[arg(long, short = 'c', env = "KBACKUP_CONFIG", required_unless_present = "url")]
+    #[arg(long, short = 'c', env = "KBACKUP_CONFIG", required_unless_present_any = ["url", "secor_properties"])]
     pub config: Option<std::path::PathBuf>,
-    /// Topic whose backups to list (with --config).
+    /// Secor .properties files instead of a config (as `run --secor-properties` reads them).
+    #[arg(long = "secor-properties", value_name = "FILE", conflicts_with_all = ["config", "url"])]
+    pub secor_properties: Vec<std::path::PathBuf>,
+    /// A Secor key's value, replacing the files' as Secor's -DKEY=VALUE does (repeatable).
+    #[arg(long = "secor-property", value_name = "KEY=VALUE", value_parser = crate::secor::parse_override, requires = "secor_properties")]
+    pub secor_property: Vec<(String, String)>,
+    /// Topic whose backups to list (with --config or --secor-properties).
     #[arg(long, required_unless_present = "path")]
     pub topic: Option<String>,
     /// Storage URL, instead of a config: az://container[/root], s3://bucket[/root],
@@ -147,11 +163,17 @@ impl SelectArgs {
         let partitions = self.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
         // Secor's fixed fallback without a config.
         let mut invalid_date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-        let (storage_cfg, layout) = match (&self.config, &self.url) {
-            (Some(path), _) => {
-                let config = Config::load(path).map_err(|e| usage(e.to_string()))?;
+        let from_secor = !self.secor_properties.is_empty();
+        let (storage_cfg, layout) = match &self.url {
+            _ if self.config.is_some() || from_secor => {
+                let arg = ConfigArg {
+                    config: self.config.clone(),
+                    secor_properties: self.secor_properties.clone(),
+                    secor_property: self.secor_property.clone(),
+                };
+                let config = load_config_unchecked(&arg)?;
                 let name = self.topic.as_deref().unwrap_or_default();
-                let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", path.display())))?;
+                let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", arg.describe())))?;
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
                 invalid_date =
                     NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?;
@@ -170,11 +192,11 @@ impl SelectArgs {
                 }
                 (config.storage.clone(), layout)
             }
-            (None, Some(url)) => {
+            Some(url) => {
                 let cfg = StorageConfig { url: url.clone(), ..Default::default() };
                 (cfg, FileLayout::bare(self.path.as_deref().unwrap_or_default()))
             }
-            (None, None) => unreachable!("clap requires --config or --url"),
+            None => unreachable!("clap requires --config, --secor-properties or --url"),
         };
         let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
         Ok(Opened { storage, layout, partitions, invalid_date })
@@ -359,8 +381,11 @@ fn load_config_unchecked(arg: &ConfigArg) -> anyhow::Result<crate::config::Confi
     match &arg.config {
         Some(p) => Ok(crate::config::Config::load(p).map_err(bad)?),
         None => {
-            let props = crate::secor::load(&arg.secor_properties).map_err(bad)?;
-            let mapped = crate::secor::map(&props).map_err(bad)?;
+            let loaded = crate::secor::load(&arg.secor_properties, &arg.secor_property).map_err(bad)?;
+            for n in &loaded.notes {
+                tracing::warn!("{n}");
+            }
+            let mapped = crate::secor::map(&loaded.props).map_err(bad)?;
             if !mapped.ignored.is_empty() {
                 tracing::warn!(keys = %mapped.ignored.join(", "), "Secor keys not used by kbackup (unknown, or misspelled?)");
             }

@@ -1,8 +1,8 @@
 //! Hadoop's SequenceFile, written and read for the tests independently of kbackup's code
 //! (`org.apache.hadoop.io.SequenceFile`, version 6): what stock Secor's
-//! `SequenceFileReaderWriterFactory` writes — `LongWritable` offsets, `BytesWritable` values,
-//! a sync marker every 2,000 bytes (Hadoop 2) — and, for reading kbackup's files, the
-//! block-compressed form with `GzipCodec`.
+//! `SequenceFileReaderWriterFactory` writes — `LongWritable` offsets, `BytesWritable` values
+//! record-compressed with `DefaultCodec`, a sync marker every 2,000 bytes (Hadoop 2) — and, for
+//! reading kbackup's files, the uncompressed and the block-compressed (`GzipCodec`) forms.
 
 use std::io::Read;
 
@@ -15,13 +15,19 @@ fn text(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// An uncompressed SequenceFile of (offset, value) records, as Hadoop's `Writer` lays it out.
+const DEFAULT_CODEC: &str = "org.apache.hadoop.io.compress.DefaultCodec";
+
+/// A SequenceFile of (offset, value) records as stock Secor writes it without a codec: Hadoop's
+/// default `io.seqfile.compression.type` is RECORD, so each value is compressed on its own with
+/// `DefaultCodec` (zlib) — seen in a real stock Secor's files.
 pub fn write(records: &[(i64, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
     let sync: [u8; 16] = rand::random();
     let mut out = b"SEQ\x06".to_vec();
     text(&mut out, KEY);
     text(&mut out, VALUE);
-    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&[1, 0]);
+    text(&mut out, DEFAULT_CODEC);
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&sync);
     let mut last_sync = 0;
@@ -31,11 +37,14 @@ pub fn write(records: &[(i64, Vec<u8>)]) -> Vec<u8> {
             out.extend_from_slice(&sync);
             last_sync = out.len();
         }
-        out.extend_from_slice(&((8 + 4 + value.len()) as i32).to_be_bytes());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&(value.len() as i32).to_be_bytes()).unwrap();
+        z.write_all(value).unwrap();
+        let compressed = z.finish().unwrap();
+        out.extend_from_slice(&((8 + compressed.len()) as i32).to_be_bytes());
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&offset.to_be_bytes());
-        out.extend_from_slice(&(value.len() as i32).to_be_bytes());
-        out.extend_from_slice(value);
+        out.extend_from_slice(&compressed);
     }
     out
 }
@@ -87,9 +96,11 @@ pub fn read(data: &[u8]) -> Vec<(i64, Vec<u8>)> {
     assert_eq!(i.take(4), b"SEQ\x06", "a version 6 SequenceFile");
     assert_eq!((i.string(), i.string()), (KEY.to_string(), VALUE.to_string()));
     let (compressed, block) = (i.take(1)[0] != 0, i.take(1)[0] != 0);
-    if compressed {
-        assert!(block, "record compression is not what Secor or kbackup write");
-        assert_eq!(i.string(), "org.apache.hadoop.io.compress.GzipCodec");
+    let codec = if compressed { i.string() } else { String::new() };
+    match (compressed, block) {
+        (true, true) => assert_eq!(codec, "org.apache.hadoop.io.compress.GzipCodec", "kbackup's block compression"),
+        (true, false) => assert_eq!(codec, DEFAULT_CODEC, "stock Secor's record compression"),
+        _ => {}
     }
     assert_eq!(i.int(), 0, "no metadata");
     let sync = i.take(16).to_vec();
@@ -98,7 +109,7 @@ pub fn read(data: &[u8]) -> Vec<(i64, Vec<u8>)> {
         let n = i.int();
         if n == -1 {
             assert_eq!(i.take(16), &sync[..], "the file's sync marker");
-            if compressed {
+            if block {
                 let records = i.vint() as usize;
                 let mut bufs = Vec::new();
                 for _ in 0..4 {
@@ -121,12 +132,19 @@ pub fn read(data: &[u8]) -> Vec<(i64, Vec<u8>)> {
             }
             continue;
         }
-        assert!(!compressed, "a block-compressed file holds blocks only");
+        assert!(!block, "a block-compressed file holds blocks only");
         assert_eq!(i.int(), 8, "a LongWritable key");
         let key = i64::from_be_bytes(i.take(8).try_into().unwrap());
-        let len = i.int() as usize;
-        assert_eq!(n as usize, 8 + 4 + len);
-        out.push((key, i.take(len).to_vec()));
+        let raw = if compressed {
+            let mut plain = Vec::new();
+            flate2::read::ZlibDecoder::new(i.take(n as usize - 8)).read_to_end(&mut plain).unwrap();
+            plain
+        } else {
+            i.take(n as usize - 8).to_vec()
+        };
+        let len = i32::from_be_bytes(raw[..4].try_into().unwrap()) as usize;
+        assert_eq!(raw.len(), 4 + len, "a BytesWritable value");
+        out.push((key, raw[4..].to_vec()));
     }
     out
 }

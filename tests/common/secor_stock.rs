@@ -1,11 +1,14 @@
 //! A stand-in for stock Secor (pinterest/secor 0.29+), written from how it behaves,
 //! independently of kbackup's code, configured as its own defaults and a deployment's file set
 //! it up: `JsonMessageParser` on `syncts` (epoch milliseconds) in `secor.parser.timezone`
-//! Asia/Kolkata, `SequenceFileReaderWriterFactory` without a codec, daily folders.
+//! Asia/Kolkata, `SequenceFileReaderWriterFactory` without a codec, daily folders. Checked once
+//! against a real stock Secor (7b92117, built from source, against this stack's Kafka,
+//! ZooKeeper and S3 server), which is how its files came to be record-compressed here.
 //!
 //! - It uploads `<path>/<topic>/dt=<date>/<generation>_<kafkaPartition>_<firstOffset:%020d>`:
 //!   one SequenceFile per date folder per upload, keyed by offset (`LongWritable`), the values
-//!   as `BytesWritable`; the first offset of each file is its first message's.
+//!   as `BytesWritable`, each compressed with `DefaultCodec` (Hadoop's default compression type
+//!   is RECORD, codec or not); the first offset of each file is its first message's.
 //! - After an upload it writes the next offset to
 //!   `/<kafka.zookeeper.path>/consumers/<group>/offsets/<topic>/<partition>` as Curator does:
 //!   `create().creatingParentsIfNeeded()` first (a new node holds Curator's default data, the
