@@ -841,7 +841,7 @@ impl Config {
                     if b.per <= 0 {
                         return Err(ConfigError::invalid(k("offset_buckets.per"), "must be a positive number of offsets"));
                     }
-                    if !crate::routing::is_folder_name(&b.prefix) || b.prefix.ends_with(|c: char| c.is_ascii_digit()) {
+                    if !crate::naming::is_folder_name(&b.prefix) || b.prefix.ends_with(|c: char| c.is_ascii_digit()) {
                         return Err(ConfigError::invalid(
                             k("offset_buckets.prefix"),
                             "must be a folder name prefix not ending in a digit (Secor's: offset=)",

@@ -49,54 +49,7 @@ pub struct DateFormat {
 impl DateFormat {
     /// Checks a strftime format for use in names.
     pub fn parse(format: &str) -> Result<DateFormat, DateFormatError> {
-        let unreadable = || DateFormatError::Unreadable(format.to_string());
-        let mut shape = Vec::new();
-        let (mut y, mut m, mut d, mut j) = (false, false, false, false);
-        for item in StrftimeItems::new(format) {
-            let literal = match &item {
-                Item::Literal(s) | Item::Space(s) => Some(*s),
-                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => Some(&**s),
-                _ => None,
-            };
-            if let Some(s) = literal {
-                for c in s.chars() {
-                    if c.is_ascii_digit() || c == '/' {
-                        return Err(unreadable());
-                    }
-                    shape.push(Some(c));
-                }
-                continue;
-            }
-            match item {
-                Item::Numeric(n, Pad::Zero) => {
-                    let width = match n {
-                        Numeric::Year => {
-                            y = true;
-                            4
-                        }
-                        Numeric::Month => {
-                            m = true;
-                            2
-                        }
-                        Numeric::Day => {
-                            d = true;
-                            2
-                        }
-                        Numeric::Ordinal => {
-                            j = true;
-                            3
-                        }
-                        _ => return Err(unreadable()),
-                    };
-                    shape.extend(std::iter::repeat_n(None, width));
-                }
-                _ => return Err(unreadable()),
-            }
-        }
-        if !(y && ((m && d) || j)) {
-            return Err(DateFormatError::NotADay(format.to_string()));
-        }
-        Ok(DateFormat { format: format.to_string(), shape })
+        DateFormat::parse_with(format, false)
     }
 
     /// The strftime format.
@@ -107,6 +60,11 @@ impl DateFormat {
     /// A stock Secor partition format: a day, optionally followed by `/<hour prefix>%H` and
     /// `/<minute prefix>%M` (hourly or minutely folders); literal `/` and `=` are allowed.
     pub fn parse_partition(format: &str) -> Result<DateFormat, DateFormatError> {
+        DateFormat::parse_with(format, true)
+    }
+
+    /// A day of fixed-width numbers and literals; `folders`: also `/`, hours and minutes.
+    fn parse_with(format: &str, folders: bool) -> Result<DateFormat, DateFormatError> {
         let unreadable = || DateFormatError::Unreadable(format.to_string());
         let mut shape = Vec::new();
         let (mut y, mut m, mut d, mut j) = (false, false, false, false);
@@ -118,7 +76,7 @@ impl DateFormat {
             };
             if let Some(s) = literal {
                 for c in s.chars() {
-                    if c.is_ascii_digit() {
+                    if c.is_ascii_digit() || (c == '/' && !folders) {
                         return Err(unreadable());
                     }
                     shape.push(Some(c));
@@ -142,7 +100,7 @@ impl DateFormat {
                     j = true;
                     3
                 }
-                Item::Numeric(Numeric::Hour | Numeric::Minute, Pad::Zero) => 2,
+                Item::Numeric(Numeric::Hour | Numeric::Minute, Pad::Zero) if folders => 2,
                 _ => return Err(unreadable()),
             };
             shape.extend(std::iter::repeat_n(None, width));
@@ -501,6 +459,15 @@ impl FirstFolder {
             }
         }
     }
+}
+
+/// A value that can name a folder of its own: letters, digits, `.`, `_`, `=` and `-`, not
+/// hidden (a leading `.` or `_`, which Hadoop's readers skip), at most 200 bytes.
+pub fn is_folder_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 200
+        && !v.starts_with(['.', '_'])
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'=' | b'-'))
 }
 
 /// Hadoop's hidden files (`_SUCCESS`, `.crc`): readers of a folder skip them.

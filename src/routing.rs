@@ -252,7 +252,7 @@ impl Router {
                 Some(FieldValue::Int(i)) => Some(i.to_string()),
                 _ => None,
             };
-            match value.filter(|v| is_folder_name(v)) {
+            match value.filter(|v| crate::naming::is_folder_name(v)) {
                 Some(v) => Some(Arc::from(v)),
                 None => return Route { line_breaks, ..self.invalid(InvalidReason::NoTimestamp) },
             }
@@ -348,15 +348,6 @@ impl Router {
             Some(date)
         })
     }
-}
-
-/// A value that can name a folder of its own: letters, digits, `.`, `_`, `=` and `-`, not
-/// hidden (a leading `.` or `_`, which Hadoop's readers skip), at most 200 bytes.
-pub fn is_folder_name(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 200
-        && !v.starts_with(['.', '_'])
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'=' | b'-'))
 }
 
 /// The invalid bucket's date as it appears in names: `invalid_date` in the topic's `date_format`.

@@ -734,7 +734,20 @@ struct Naming {
     other_parsers: Vec<&'static str>,
 }
 
-/// Every key a parser reads, so that a key of another parser is named as such.
+/// Stock Secor's partitioner keys (the folders of the timestamp parsers).
+const PARTITIONER_KEYS: [&str; 8] = [
+    "partitioner.granularity.hour",
+    "partitioner.granularity.minute",
+    "partitioner.granularity.date.prefix",
+    "partitioner.granularity.hour.prefix",
+    "partitioner.granularity.minute.prefix",
+    "partitioner.granularity.date.format",
+    "partitioner.granularity.hour.format",
+    "partitioner.granularity.minute.format",
+];
+
+/// Every key a parser reads (with [`PARTITIONER_KEYS`]), so that a key of another parser is
+/// named as such.
 const PARSER_KEYS: &[&str] = &[
     "secor.s3.output_file_pattern",
     "secor.compression.codec",
@@ -750,14 +763,6 @@ const PARSER_KEYS: &[&str] = &[
     "secor.partition.prefix.enable",
     "secor.partition.prefix.identifier",
     "secor.partition.prefix.mapping",
-    "partitioner.granularity.hour",
-    "partitioner.granularity.minute",
-    "partitioner.granularity.date.prefix",
-    "partitioner.granularity.hour.prefix",
-    "partitioner.granularity.minute.prefix",
-    "partitioner.granularity.date.format",
-    "partitioner.granularity.hour.format",
-    "partitioner.granularity.minute.format",
     "message.split.field.name",
     "kafka.useTimestamp",
     "secor.offsets.per.partition",
@@ -823,19 +828,9 @@ fn naming(
         used: Vec::new(),
         other_parsers: Vec::new(),
     };
-    let stock_partitioner = [
-        "partitioner.granularity.hour",
-        "partitioner.granularity.minute",
-        "partitioner.granularity.date.prefix",
-        "partitioner.granularity.hour.prefix",
-        "partitioner.granularity.minute.prefix",
-        "partitioner.granularity.date.format",
-        "partitioner.granularity.hour.format",
-        "partitioner.granularity.minute.format",
-    ];
     // The partitioner's granularity (hour and minute folders), for the parsers that have it.
     let granularity = |n: &mut Naming, used: &mut Vec<&'static str>| -> Result<(), ConfigError> {
-        used.extend(stock_partitioner);
+        used.extend(PARTITIONER_KEYS);
         for (k, want) in [("partitioner.granularity.hour.format", "HH"), ("partitioner.granularity.minute.format", "mm")] {
             if let Some(v) = get(k).filter(|v| v != want) {
                 return Err(err(k, format!("`{v}`: kbackup writes hour and minute folders as {want} only")));
@@ -1005,7 +1000,7 @@ fn naming(
         notes.push("SequenceFiles with GzipCodec are block-compressed, as Secor writes them (Hadoop and Spark read them natively)".into());
     }
     n.used = used;
-    n.other_parsers = PARSER_KEYS.iter().copied().filter(|k| !n.used.contains(k)).collect();
+    n.other_parsers = PARSER_KEYS.iter().chain(&PARTITIONER_KEYS).copied().filter(|k| !n.used.contains(k)).collect();
     Ok(n)
 }
 

@@ -61,7 +61,7 @@ impl Stock {
              secor.message.parser.class=com.pinterest.secor.parser.JsonMessageParser\nmessage.timestamp.name=syncts\n\
              secor.parser.timezone=Asia/Kolkata\npartitioner.finalizer.delay.seconds=60\nsecor.max.file.age.seconds=3600\n\
              secor.local.path=/mnt/secor_data/message_logs/backup\ninclude={}\n",
-            secor.group,
+            secor.base.group,
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secor-stock/secor.common.properties").display()
         );
         let own_file = dir.path().join("secor.backup.properties");
@@ -144,7 +144,7 @@ impl Stock {
     }
 
     fn committed(&self) -> Vec<i64> {
-        self.stack.committed(&self.secor.group, &self.topic, self.partitions)
+        self.stack.committed(&self.secor.base.group, &self.topic, self.partitions)
     }
 }
 
@@ -181,7 +181,10 @@ async fn stock_secor_switches_both_ways_exactly_once() {
     let (code, out, err) = s.kbackup("takeover", &["--zookeeper-path", "/wrong", "--dry-run"]);
     eprintln!("takeover with a wrong chroot:\n{err}");
     assert_eq!(code, Some(1), "{out}{err}");
-    assert!(err.contains("/wrong/consumers/") && err.contains(&format!("{}/consumers: ", s.secor.zk_path)) && err.contains(&s.secor.group), "{err}");
+    assert!(
+        err.contains("/wrong/consumers/") && err.contains(&format!("{}/consumers: ", s.secor.base.zk_path)) && err.contains(&s.secor.base.group),
+        "{err}"
+    );
     assert!(err.contains("backup files of") && err.contains("--from-storage"), "{err}");
 
     // The half-written node, and the upload past the node: what they are, and the way forward.

@@ -35,8 +35,9 @@ pub struct SecorStandIn {
     pub storage: Storage,
 }
 
-/// The IST date of an event's `syncts` (every test event carries one).
-fn ist_date(value: &[u8]) -> String {
+/// The IST date of an event's `syncts` (every test event carries one), as Secor's parsers in
+/// Asia/Kolkata format it.
+pub fn ist_date(value: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(value).expect("test events are JSON");
     let ms = v["syncts"].as_i64().expect("test events carry syncts");
     let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
@@ -55,13 +56,14 @@ impl SecorStandIn {
         }
     }
 
-    fn node(&self, topic: &str, partition: i32) -> String {
+    /// The offset node of a partition, where Secor's `ZookeeperConnector` keeps it.
+    pub fn node(&self, topic: &str, partition: i32) -> String {
         let root = self.zk_path.trim_matches('/');
         let prefix = if root.is_empty() { String::new() } else { format!("/{root}") };
         format!("{prefix}/consumers/{}/offsets/{topic}/{partition}", self.group)
     }
 
-    async fn zk(&self) -> zk::Client {
+    pub async fn zk(&self) -> zk::Client {
         zk::Client::connect(&self.zookeeper).await.expect("connect to the dev stack's ZooKeeper")
     }
 
@@ -105,8 +107,8 @@ impl SecorStandIn {
         c.commit(&tpl, CommitMode::Sync).unwrap();
     }
 
-    /// Reads `[from, to)` of a partition.
-    fn read(&self, topic: &str, partition: i32, from: i64, to: i64) -> Vec<Vec<u8>> {
+    /// Reads `[from, to)` of a partition: (offset, value).
+    pub fn read(&self, topic: &str, partition: i32, from: i64, to: i64) -> Vec<(i64, Vec<u8>)> {
         let c: BaseConsumer =
             ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", format!("{}-reader", self.group)).create().unwrap();
         let mut tpl = TopicPartitionList::new();
@@ -121,7 +123,7 @@ impl SecorStandIn {
                 if m.offset() >= to {
                     break;
                 }
-                out.push(m.payload().unwrap_or_default().to_vec());
+                out.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
             }
         }
         out
@@ -131,7 +133,7 @@ impl SecorStandIn {
     /// "dies" first) writes `to` to ZooKeeper. Returns the keys written.
     pub async fn upload(&self, topic: &str, partition: i32, from: i64, to: i64, write_zookeeper: bool) -> Vec<String> {
         let mut by_date: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for v in self.read(topic, partition, from, to) {
+        for (_, v) in self.read(topic, partition, from, to) {
             let file = by_date.entry(ist_date(&v)).or_default();
             file.extend_from_slice(&v);
             file.push(b'\n');

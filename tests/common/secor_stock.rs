@@ -23,10 +23,10 @@ use kbackup::storage::Storage;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use zookeeper_client as zk;
 
+use super::secor_standin::{ist_date, SecorStandIn};
 use super::Stack;
 
 /// Curator's default node data: the creating host's address.
@@ -41,49 +41,19 @@ pub enum AfterUpload {
     KilledAfterCreate,
 }
 
+/// Stock Secor: the fork's stand-in's Kafka, ZooKeeper and storage handles, stock habits.
 pub struct StockSecor {
-    pub brokers: String,
-    pub zookeeper: String,
-    pub zk_path: String,
-    pub group: String,
-    /// `secor.s3.path` / `secor.azure.path`.
-    pub path: String,
-    pub storage: Storage,
-}
-
-/// The IST date of an event's `syncts`, as the parser formats it (`yyyy-MM-dd`).
-pub fn ist_date(value: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(value).expect("test events are JSON");
-    let ms = v["syncts"].as_i64().expect("test events carry syncts");
-    let ist = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
-    chrono::DateTime::from_timestamp_millis(ms).unwrap().with_timezone(&ist).format("%Y-%m-%d").to_string()
+    pub base: SecorStandIn,
 }
 
 impl StockSecor {
     pub fn new(stack: &Stack, zookeeper: &str, zk_path: &str, group: &str, path: &str, storage: Storage) -> StockSecor {
-        StockSecor {
-            brokers: stack.brokers.clone(),
-            zookeeper: zookeeper.into(),
-            zk_path: zk_path.into(),
-            group: group.into(),
-            path: path.into(),
-            storage,
-        }
-    }
-
-    fn node(&self, topic: &str, partition: i32) -> String {
-        let root = self.zk_path.trim_matches('/');
-        let prefix = if root.is_empty() { String::new() } else { format!("/{root}") };
-        format!("{prefix}/consumers/{}/offsets/{topic}/{partition}", self.group)
-    }
-
-    async fn zk(&self) -> zk::Client {
-        zk::Client::connect(&self.zookeeper).await.expect("connect to the dev stack's ZooKeeper")
+        StockSecor { base: SecorStandIn::new(stack, zookeeper, zk_path, group, path, storage) }
     }
 
     /// The node's data: `None` without a node.
     pub async fn zk_data(&self, topic: &str, partition: i32) -> Option<Vec<u8>> {
-        match self.zk().await.get_data(&self.node(topic, partition)).await {
+        match self.base.zk().await.get_data(&self.base.node(topic, partition)).await {
             Ok((data, _)) => Some(data),
             Err(zk::Error::NoNode) => None,
             Err(e) => panic!("zookeeper get: {e}"),
@@ -98,8 +68,8 @@ impl StockSecor {
     /// Curator's `create().creatingParentsIfNeeded().forPath(path)` (the default data on the
     /// leaf), then, unless killed, `setData(offset)`.
     pub async fn set_zk_offset(&self, topic: &str, partition: i32, offset: i64, after: AfterUpload) {
-        let client = self.zk().await;
-        let path = self.node(topic, partition);
+        let client = self.base.zk().await;
+        let path = self.base.node(topic, partition);
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         let mut prefix = String::new();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -117,40 +87,18 @@ impl StockSecor {
         }
     }
 
-    /// Reads `[from, to)` of a partition: (offset, value).
-    fn read(&self, topic: &str, partition: i32, from: i64, to: i64) -> Vec<(i64, Vec<u8>)> {
-        let c: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", format!("{}-reader", self.group)).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from)).unwrap();
-        c.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < to - from {
-            assert!(std::time::Instant::now() < deadline, "stock Secor read {} of {} messages", out.len(), to - from);
-            if let Some(m) = c.poll(Duration::from_millis(200)) {
-                let m = m.unwrap();
-                if m.offset() >= to {
-                    break;
-                }
-                out.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
-            }
-        }
-        out
-    }
-
     /// Uploads `[from, to)` of a partition as stock Secor does (one SequenceFile per date
     /// folder, named by its first offset), then records `to` in ZooKeeper (or is killed
     /// half-way). Returns the keys written.
     pub async fn upload(&self, topic: &str, partition: i32, from: i64, to: i64, after: AfterUpload) -> Vec<String> {
         let mut by_date: BTreeMap<String, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
-        for (o, v) in self.read(topic, partition, from, to) {
+        for (o, v) in self.base.read(topic, partition, from, to) {
             by_date.entry(ist_date(&v)).or_default().push((o, v));
         }
         let mut keys = Vec::new();
         for (date, records) in by_date {
-            let key = format!("{}/{topic}/dt={date}/1_{partition}_{:020}", self.path, records[0].0);
-            self.storage.store.put(&ObjectPath::from(key.as_str()), super::hadoop_seq::write(&records).into()).await.unwrap();
+            let key = format!("{}/{topic}/dt={date}/1_{partition}_{:020}", self.base.path, records[0].0);
+            self.base.storage.store.put(&ObjectPath::from(key.as_str()), super::hadoop_seq::write(&records).into()).await.unwrap();
             keys.push(key);
         }
         self.set_zk_offset(topic, partition, to, after).await;
@@ -164,7 +112,7 @@ impl StockSecor {
             let from = match self.zk_offset(topic, p).await {
                 Some(o) => o,
                 None => {
-                    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+                    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.base.brokers).create().unwrap();
                     c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().0
                 }
             };

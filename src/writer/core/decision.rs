@@ -34,7 +34,9 @@ pub(crate) enum Fatal {
     )]
     CommitUnanswered { secs: u64 },
     /// Another blob already has a file's name.
-    #[error("blob {key} exists with different content; stopping without committing its events (restart to re-read them under a new name)")]
+    #[error(
+        "blob {key} exists with different content; stopping without committing its events (restart to re-read them under a new name; stock Secor's names never change: a Secor file of that name means Secor uploaded past where kbackup started, and `kbackup takeover --from-storage` moves past it)"
+    )]
     NameConflict { key: String },
 }
 
