@@ -800,6 +800,13 @@ impl Config {
             if t.timestamp_fields.iter().any(|f| f.is_empty() || f.split('.').any(str::is_empty)) {
                 return Err(ConfigError::invalid(k("timestamp_fields"), "field names must be non-empty dotted paths"));
             }
+            // No field would date every event by its record time, or file it under invalid_date.
+            if t.timestamp_fields.is_empty() && t.record_time != RecordTime::Only {
+                return Err(ConfigError::invalid(
+                    k("timestamp_fields"),
+                    "is empty: name the fields that hold the event time (e.g. [\"syncts\"]), or set record_time = \"only\" to date events by their Kafka record time",
+                ));
+            }
             parse_tz(&k("message_timezone"), &t.message_timezone)?;
             parse_tz(&k("output_timezone"), &t.output_timezone)?;
             if let Some(p) = &t.timestamp_input_pattern {
@@ -1085,6 +1092,7 @@ mod tests {
             (format!("{GOOD}\nprefix_field = \"eid\"\nprefix_map = {{ A = \"a\" }}"), "topic[0].prefix_map"),
             (format!("{GOOD}\nmax_file_bytes = 0"), "topic[0].max_file_bytes"),
             (format!("{GOOD}\ninvalid_date = \"yesterday\""), "topic[0].invalid_date"),
+            (format!("{GOOD}\ntimestamp_fields = []"), "topic[0].timestamp_fields"),
             (format!("{GOOD}\ndate_format = \"%Y/%m/%d\""), "topic[0].date_format"),
             (format!("{GOOD}\nfile_pattern = \"{{partition}}.json\""), "topic[0].file_pattern"),
             (format!("{GOOD}\nfile_pattern = \"{{partition}}-{{kafkaPartition}}{{currentTimestamp}}.json\""), "topic[0].file_pattern"),

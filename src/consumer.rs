@@ -75,6 +75,43 @@ impl Diagnosing {
     }
 }
 
+impl Diagnosing {
+    /// A refused login or TLS handshake librdkafka reported: retrying until a timeout will not
+    /// change it, so a look-up gives up at once.
+    fn refused(&self) -> bool {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure
+            .as_deref()
+            .is_some_and(|r| r.contains("SASL authentication") || r.contains("Authentication failed") || r.contains("SSL handshake failed"))
+    }
+}
+
+/// Metadata of `topic` (or every topic), asked in slices of a second so that a refused login
+/// ends the wait at once instead of after `timeout` (30 s was every command's wait on a wrong
+/// SASL password).
+pub fn fetch_metadata(
+    client: &BaseConsumer<Diagnosing>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.fetch_metadata(topic, left.min(Duration::from_secs(1)).max(Duration::from_millis(10))) {
+            Ok(md) => return Ok(md),
+            Err(e) => {
+                // librdkafka's logs and errors reach the context when the client is polled.
+                for _ in 0..3 {
+                    let _ = client.poll(Duration::from_millis(5));
+                }
+                if client.context().refused() || std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Runs a request of `client`, and when it fails, says why the way `run` and `check` do (a
 /// refused login names the keys to check).
 pub fn with_reason<T>(
@@ -379,12 +416,12 @@ pub fn metadata_client(k: &KafkaConfig) -> rdkafka::error::KafkaResult<BaseConsu
 }
 
 /// Partition counts of `topics`; a missing topic maps to `None`.
-pub fn partition_counts<C: ConsumerContext>(
-    client: &BaseConsumer<C>,
+pub fn partition_counts(
+    client: &BaseConsumer<Diagnosing>,
     topics: &[&str],
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<Vec<(String, Option<usize>)>> {
-    let md = client.fetch_metadata(None, timeout)?;
+    let md = fetch_metadata(client, None, timeout)?;
     Ok(topics
         .iter()
         .map(|&t| {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kbackup::cmd::{self, ExitError};
 
-/// Back up Kafka topics to Azure Blob Storage, S3 (and S3-compatible stores) or local files as
-/// per-partition, per-date NDJSON files (a drop-in for Secor).
+/// Back up Kafka topics to Azure Blob Storage, S3 (and S3-compatible stores), Google Cloud
+/// Storage or local files as per-partition, per-date NDJSON files (a drop-in for Secor).
 #[derive(Debug, Parser)]
 #[command(name = "kbackup", version, about, propagate_version = true)]
 struct Cli {

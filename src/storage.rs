@@ -1,12 +1,15 @@
 //! Opening the blob store: `az://container[/root]` (Azure Blob Storage, Azurite),
-//! `s3://bucket[/root]` (AWS S3 and S3-compatible stores) or `file:///dir`.
+//! `s3://bucket[/root]` (AWS S3 and S3-compatible stores), `gs://bucket[/root]` (Google Cloud
+//! Storage) or `file:///dir`.
 //!
 //! Explicit config wins over the environment. Azure: `storage.account`/`access_key`/`sas_token`/
 //! `endpoint`, then `storage.connection_string` (else env `AZURE_STORAGE_CONNECTION_STRING`), then
 //! `object_store`'s own environment (managed identity, workload identity, CLI). S3:
 //! `storage.region`/`endpoint`/`access_key_id`/`secret_access_key`/`session_token`, then the
 //! standard `AWS_*` variables, profiles, web identity and instance metadata through
-//! `object_store`. No secret is ever part of an error or log message.
+//! `object_store`. GCS: `storage.service_account_key`/`service_account_path`, then
+//! `GOOGLE_SERVICE_ACCOUNT(_KEY/_PATH)` and application default credentials; a key is checked
+//! before use (`gcs_key`). No secret is ever part of an error or log message.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +27,16 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::config::StorageConfig;
 pub use crate::storage_url::{StorageUrl, UrlError};
+
+mod gcs_key;
+
+/// What [`Storage::ensure_container`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    Existed,
+    /// Missing, and created (`storage.create_container = true`).
+    Created,
+}
 
 /// A storage error, safe to print (no credentials inside).
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +321,12 @@ impl Storage {
                 if let Some(e) = &cfg.endpoint {
                     b = b.with_base_url(e.trim_end_matches('/'));
                 }
+                let key = gcs_key::source(cfg.service_account_key.as_deref(), cfg.service_account_path.as_deref(), |k| {
+                    std::env::var(k).ok().filter(|v| !v.is_empty())
+                });
+                if let Some(key) = &key {
+                    gcs_key::check(key).map_err(StorageError::Setup)?;
+                }
                 let env = |k: &str| std::env::var_os(k).is_some();
                 let credential = match (&cfg.service_account_key, &cfg.service_account_path) {
                     (Some(k), _) => {
@@ -326,7 +345,8 @@ impl Storage {
                     }
                     (None, None) => "object_store's GCP chain (application default credentials, workload identity, metadata server)".to_string(),
                 };
-                let store = b.build().map_err(|e| StorageError::Setup(scrub(&e.to_string(), &[&cfg.service_account_key])))?;
+                let store =
+                    b.build().map_err(|e| StorageError::Setup(gcs_key::scrub_key_material(&scrub(&e.to_string(), &[&cfg.service_account_key]))))?;
                 let ep = endpoint.unwrap_or_else(|| "https://storage.googleapis.com".to_string());
                 let store: Arc<dyn ObjectStore> = match &root {
                     Some(r) => Arc::new(PrefixStore::new(store, r.as_str())),
@@ -404,19 +424,20 @@ impl Storage {
     }
 
     /// Makes sure the container exists: creates it when `create` is set, else fails clearly.
-    pub async fn ensure_container(&self, create: bool) -> Result<(), StorageError> {
+    pub async fn ensure_container(&self, create: bool) -> Result<Ensured, StorageError> {
         if let Some(dir) = &self.file_dir {
             if !dir.is_dir() {
                 if !create {
                     return Err(StorageError::MissingContainer { container: dir.display().to_string() });
                 }
                 std::fs::create_dir_all(dir).map_err(|e| StorageError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+                return Ok(Ensured::Created);
             }
-            return Ok(());
+            return Ok(Ensured::Existed);
         }
         if let Some(bucket) = &self.bucket {
             return match self.store.list_with_delimiter(Some(&ObjectPath::from("_kbackup_probe_"))).await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(Ensured::Existed),
                 Err(e) if e.to_string().contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) => {
                     Err(StorageError::MissingBucket { bucket: bucket.clone() })
                 }
@@ -424,15 +445,15 @@ impl Storage {
             };
         }
         let Some(admin) = &self.container else {
-            return Ok(());
+            return Ok(Ensured::Existed);
         };
         match self.store.list_with_delimiter(Some(&ObjectPath::from("_kbackup_probe_"))).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Ensured::Existed),
             Err(e) if is_container_missing(&e) => {
                 if !create {
                     return Err(StorageError::MissingContainer { container: admin.container.clone() });
                 }
-                admin.create().await
+                admin.create().await.map(|()| Ensured::Created)
             }
             Err(e) => Err(StorageError::Op { op: "listing the container", message: e.to_string() }),
         }
@@ -443,7 +464,7 @@ impl Storage {
     /// that starts while its store has a bad minute starts a minute later, instead of exiting
     /// on the store client's few quick retries. A missing container or bucket, or a refused
     /// credential, is an answer, not a fault: returned at once.
-    pub async fn ensure_container_patiently(&self, create: bool, patience: std::time::Duration) -> Result<(), StorageError> {
+    pub async fn ensure_container_patiently(&self, create: bool, patience: std::time::Duration) -> Result<Ensured, StorageError> {
         let deadline = std::time::Instant::now() + patience;
         let mut wait = std::time::Duration::from_millis(500);
         loop {
@@ -459,17 +480,24 @@ impl Storage {
     }
 
     /// Writes, reads back and deletes a small probe blob: proves the credentials can write.
-    pub async fn probe_write(&self) -> Result<(), StorageError> {
+    /// A probe that could not be deleted is no failure (kbackup never deletes, so its
+    /// credential need not allow it): it is named in the returned note, to delete by hand.
+    pub async fn probe_write(&self) -> Result<Option<String>, StorageError> {
         let path = ObjectPath::from(format!("_kbackup/probe-{:016x}", rand::random::<u64>()));
         let op = |op: &'static str| move |e: object_store::Error| StorageError::Op { op, message: e.to_string() };
         self.store.put(&path, b"kbackup probe".to_vec().into()).await.map_err(op("writing a probe blob"))?;
-        let got = self.store.get(&path).await.map_err(op("reading the probe blob"))?;
-        let bytes = got.bytes().await.map_err(op("reading the probe blob"))?;
-        self.store.delete(&path).await.map_err(op("deleting the probe blob"))?;
-        if &bytes[..] != b"kbackup probe" {
+        let read = async { self.store.get(&path).await.map_err(op("reading the probe blob"))?.bytes().await.map_err(op("reading the probe blob")) };
+        let read = read.await;
+        let left = self.store.delete(&path).await.err().map(|e| {
+            format!(
+                "the probe blob {path} could not be deleted ({}): delete it by hand (kbackup never deletes, so its credential needs no delete right)",
+                gcs_key::scrub_key_material(&e.to_string())
+            )
+        });
+        if &read?[..] != b"kbackup probe" {
             return Err(StorageError::Op { op: "probe", message: "read back different bytes".into() });
         }
-        Ok(())
+        Ok(left)
     }
 }
 

@@ -159,6 +159,56 @@ fn the_chart_lints_and_renders_what_kbackup_accepts() {
     }
 }
 
+/// Issue 36 item 9: what kbackup would refuse, `helm lint` and `helm template` refuse first
+/// (values.schema.json), naming the value; secrets in Secor's files are refused like the
+/// config's; librdkafka properties written as YAML numbers render as the strings kbackup reads.
+#[test]
+fn the_chart_refuses_bad_values() {
+    let Some(helm) = tool("KBACKUP_HELM") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secor = "secorProperties:\n  enabled: true\n  order: [a.properties]\n  files:\n    a.properties: |\n      secor.kafka.group=g\n      ";
+    let cases = [
+        ("memory as a quantity", "config:\n  writer:\n    memory_limit_bytes: \"512Mi\"\n".to_string(), "/config/writer/memory_limit_bytes"),
+        ("a 20-digit number", "config:\n  writer:\n    memory_limit_bytes: 18446744073709551615\n".to_string(), "/config/writer/memory_limit_bytes"),
+        ("no brokers", "config:\n  kafka:\n    brokers: \"\"\n".to_string(), "/config/kafka/brokers"),
+        ("no topic", "config:\n  topic: []\n".to_string(), "/config/topic"),
+        ("no url", "config:\n  storage:\n    url: \"\"\n".to_string(), "/config/storage/url"),
+        ("zero shards", "audit:\n  shards: 0\n".to_string(), "/audit/shards"),
+        ("config null", "config: null\n".to_string(), "config"),
+        ("an account key in Secor's files", format!("{secor}secor.azure.account.key=abc\n"), "secor.azure.account.key"),
+        ("an S3 secret in Secor's files", format!("{secor}aws.secret.key = abc\n"), "aws.secret.key"),
+        ("a JAAS login in Secor's files", format!("{secor}kafka.new.consumer.sasl.jaas.config=x password=\"p\";\n"), "sasl.jaas.config"),
+    ];
+    for (what, values, names) in cases {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(&file, &values).unwrap();
+        // The schema fails lint and template alike; a template's `fail` (the secrets) fails
+        // template and install, which is where lint only reports it.
+        let cmds: &[&str] = if values.starts_with("secorProperties") { &["template"] } else { &["lint", "template"] };
+        for &cmd in cmds {
+            let mut c = Command::new(&helm);
+            c.arg(cmd);
+            if cmd == "template" {
+                c.arg("rel");
+            }
+            let (code, out, err) = run(c.arg(chart()).arg("--values").arg(&file));
+            assert_ne!(code, 0, "helm {cmd} accepted {what}:\n{values}\n{out}");
+            assert!(format!("{out}{err}").contains(names), "helm {cmd}, {what}: the refusal should name {names}:\n{out}{err}");
+            assert!(!format!("{out}{err}").contains("nil pointer"), "helm {cmd}, {what}: {err}");
+        }
+    }
+    // Numbers where librdkafka wants strings render as strings, which kbackup accepts.
+    let file = dir.path().join("numbers.yaml");
+    std::fs::write(&file, "config:\n  kafka:\n    properties:\n      session.timeout.ms: 30000\n      fetch.max.bytes: 52428800\n").unwrap();
+    let docs = template(&helm, &file);
+    let toml_text = kind(&docs, "ConfigMap")[0]["data"]["kbackup.toml"].as_str().unwrap().to_string();
+    assert!(toml_text.contains("\"session.timeout.ms\" = \"30000\"") && toml_text.contains("\"fetch.max.bytes\" = \"52428800\""), "{toml_text}");
+    let cfg = dir.path().join("kbackup.toml");
+    std::fs::write(&cfg, &toml_text).unwrap();
+    let (code, out, err) = run(Command::new(env!("CARGO_BIN_EXE_kbackup")).args(["check", "--offline", "--config"]).arg(&cfg));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn the_alert_rules_pass_promtool() {
     let Some(promtool) = tool("KBACKUP_PROMTOOL") else { return };

@@ -130,8 +130,9 @@ async fn a_typo_in_secor_properties_is_reported() {
     let bad = dir.path().join("bad.properties");
     std::fs::write(
         &bad,
+        // Secor keeps a key's first value, so the codec goes in place of the gzip one.
         properties(&stack, "127.0.0.1:1", "t", "g", "cont1", "unique/raw", false)
-            + "secor.compression.codec=org.apache.hadoop.io.compress.SnappyCodec\n",
+            .replace("org.apache.hadoop.io.compress.GzipCodec", "org.apache.hadoop.io.compress.SnappyCodec"),
     )
     .unwrap();
     let out = kbackup(&stack, &["check", "--secor-properties", bad.to_str().unwrap()]).output().unwrap();

@@ -209,7 +209,7 @@ pub async fn audit(
         c.set("group.id", &kafka.group_id).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
         crate::consumer::create_client(&c, Diagnosing::default()).map_err(failed)?
     };
-    let md = crate::consumer::with_reason(&consumer, |c| c.fetch_metadata(Some(&name), Duration::from_secs(30)))
+    let md = crate::consumer::with_reason(&consumer, |c| crate::consumer::fetch_metadata(c, Some(&name), Duration::from_secs(30)))
         .map_err(|e| failed(format!("reading metadata from {}: {e}", kafka.brokers)))?;
     let count = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).unwrap_or(0) as i32;
     if count == 0 {
@@ -311,17 +311,28 @@ pub async fn audit(
         })?;
         let mut corrupt = Vec::new();
         let mut lines_of: BTreeMap<&str, u64> = BTreeMap::new();
+        // The offsets a record file holds (each line carries its own), against its marker entry.
+        let mut offsets_of: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for l in files.get(&p).map(Vec::as_slice).unwrap_or_default() {
             bar.set_message(format!("partition {p}: reading {}", l.key));
             tally.files += 1;
             let place = places.of_file(&layout, l);
             let mut n = 0;
+            let mut span: Option<(i64, i64)> = None;
             let read = read_lines(&storage, &l.key, |line| {
                 n += 1;
+                if l.name.records {
+                    if let Some(o) = crate::record::decode(line).ok().and_then(|r| r.offset) {
+                        span = Some(span.map_or((o, o), |(a, b)| (a.min(o), b.max(o))));
+                    }
+                }
                 tally.stored(xxh3_64(line), if l.name.records { None } else { mid_hash(line) }, place)
             })
             .await;
             lines_of.insert(&l.key, n);
+            if let Some(span) = span {
+                offsets_of.insert(&l.key, span);
+            }
             if let Err(e) = read {
                 corrupt.push(corrupt_or_fail(opts, &l.key, e)?);
             }
@@ -365,7 +376,8 @@ pub async fn audit(
                 })
                 .unwrap_or_default();
             r.markers += 1;
-            r.marker_errors.extend(check_marker(m, &stored, &lines_of, kafka_below.get(d).copied().unwrap_or(0), high));
+            let held = Held { stored: &stored, lines_of: &lines_of, offsets_of: &offsets_of };
+            r.marker_errors.extend(check_marker(m, &name, &held, kafka_below.get(d).copied().unwrap_or(0), high));
         }
         r.files += unpartitioned.len() as u64;
         r.corrupt_files = corrupt;
@@ -410,12 +422,24 @@ pub async fn audit(
     Ok(TopicAudit { topic: name, partitions: selected.len(), count, total, unpartitioned_files: unpartitioned.len(), strays, unclaimed, problems })
 }
 
-/// What is wrong with a partition's marker of a date: `stored` are the date's files of the
-/// partition, `lines_of` their lines, `kafka_below` the retained messages of the date below
-/// the marker's bound, `high` the partition's end.
-fn check_marker(m: &crate::completion::Marker, stored: &BTreeSet<&str>, lines_of: &BTreeMap<&str, u64>, kafka_below: u64, high: i64) -> Vec<String> {
+/// What the audit found stored: a date's files of a partition, their lines, and the offsets of
+/// those that carry them.
+struct Held<'a> {
+    stored: &'a BTreeSet<&'a str>,
+    lines_of: &'a BTreeMap<&'a str, u64>,
+    offsets_of: &'a BTreeMap<&'a str, (i64, i64)>,
+}
+
+/// What is wrong with a partition's marker of a date (of `topic`), against what is `held`;
+/// `kafka_below` is the retained messages of the date below the marker's bound, `high` the
+/// partition's end. Its name's date, partition and number were checked when it was read.
+fn check_marker(m: &crate::completion::Marker, topic: &str, held: &Held<'_>, kafka_below: u64, high: i64) -> Vec<String> {
+    let Held { stored, lines_of, offsets_of } = held;
     let name = format!("marker {} of {} partition {}", m.seq, m.date, m.partition);
     let mut errors = Vec::new();
+    if m.topic != topic {
+        errors.push(format!("{name} is about topic {}, not {topic}", m.topic));
+    }
     let listed: BTreeSet<&str> = m.files.iter().map(|f| f.key.as_str()).collect();
     for k in stored.difference(&listed) {
         errors.push(format!("{name} misses file {k}"));
@@ -426,6 +450,15 @@ fn check_marker(m: &crate::completion::Marker, stored: &BTreeSet<&str>, lines_of
             (true, Some(n)) if *n != f.events => errors.push(format!("{name} counts {} event(s) in {}, which holds {n}", f.events, f.key)),
             _ => {}
         }
+        if let Some((first, last)) = offsets_of.get(f.key.as_str()) {
+            if (f.first_offset, f.last_offset) != (Some(*first), Some(*last)) {
+                let say = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
+                errors.push(format!("{name} gives {} offsets {}..{}, which holds {first}..{last}", f.key, say(f.first_offset), say(f.last_offset)));
+            }
+        }
+    }
+    if m.complete_below < 0 {
+        errors.push(format!("{name} has a negative bound {}", m.complete_below));
     }
     let sum: u64 = m.files.iter().map(|f| f.events).sum();
     if sum != m.events {

@@ -68,13 +68,21 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     match Storage::open(&config.storage) {
         Ok(storage) => {
             let result = async {
-                storage.ensure_container(config.storage.create_container).await?;
-                storage.probe_write().await
+                let ensured = storage.ensure_container(config.storage.create_container).await?;
+                Ok::<_, crate::storage::StorageError>((ensured, storage.probe_write().await?))
             }
             .await;
             match result {
-                Ok(()) => {
-                    crate::outln!("storage {}: container ok, write probe ok (credential: {})", storage.describe, storage.credential);
+                Ok((ensured, left)) => {
+                    // check changes nothing, but this: the container the writer would create.
+                    let container = match ensured {
+                        crate::storage::Ensured::Existed => "container ok",
+                        crate::storage::Ensured::Created => "container CREATED (storage.create_container = true)",
+                    };
+                    crate::outln!("storage {}: {container}, write probe ok (credential: {})", storage.describe, storage.credential);
+                    if let Some(left) = left {
+                        crate::outln!("  warning: {left}");
+                    }
                     match crate::upload::probe_create_only(storage.store.as_ref()).await {
                         Ok(p) => crate::outln!("  create-only writes proven ({} requests, {} ms)", p.requests, p.elapsed.as_millis()),
                         Err(e @ crate::upload::ProbeError::Overwrites { .. }) if config.storage.accept_overwriting_store => {

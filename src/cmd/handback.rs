@@ -19,7 +19,12 @@ pub struct HandbackArgs {
 pub async fn run(args: HandbackArgs) -> anyhow::Result<()> {
     let config = args.secor.apply(load_config(&args.config)?)?;
     let secor = config.secor.as_ref().expect("apply sets [secor]");
-    let opts = takeover::HandbackOptions { dry_run: args.secor.dry_run, allow_rewind: args.allow_rewind };
-    let report = takeover::handback(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure)?;
+    let opts = takeover::HandbackOptions {
+        dry_run: args.secor.dry_run,
+        allow_rewind: args.allow_rewind,
+        wait_for_stop: std::time::Duration::from_secs(args.secor.wait_for_stop),
+    };
+    let report =
+        takeover::handback(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure("handback", args.secor.json))?;
     print_move(&report, args.secor.json)
 }

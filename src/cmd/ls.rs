@@ -47,7 +47,7 @@ async fn completion(args: &LsArgs) -> anyhow::Result<()> {
             continue;
         }
         crate::outln!(
-            "{}  complete: {}  incomplete (files, no marker): {}{}",
+            "{}  complete: {}  incomplete (no marker): {}{}",
             s.date,
             list(&s.complete),
             list(&s.incomplete),

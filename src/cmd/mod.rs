@@ -19,7 +19,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 
 use crate::config::StorageConfig;
-use crate::listing::{parse_partitions, Selection};
+use crate::listing::{parse_partitions, DayArg, Selection};
 use crate::naming::FileLayout;
 use crate::storage::Storage;
 
@@ -109,12 +109,13 @@ pub struct SelectArgs {
     /// Path inside the container, instead of a config's topic path (e.g. unique/raw).
     #[arg(long, conflicts_with = "topic")]
     pub path: Option<String>,
-    /// First date, inclusive (YYYY-MM-DD).
-    #[arg(long)]
-    pub from: NaiveDate,
-    /// Last date, inclusive (defaults to --from).
-    #[arg(long)]
-    pub to: Option<NaiveDate>,
+    /// First date, inclusive: YYYY-MM-DD, `today`, `yesterday` or `-N` days (in the topic's
+    /// output time zone). Required, except by `replay` with a time window.
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: Option<DayArg>,
+    /// Last date, inclusive, in the forms --from takes (default: --from).
+    #[arg(long, allow_hyphen_values = true)]
+    pub to: Option<DayArg>,
     /// Kafka partitions, e.g. 0,3,5-7.
     #[arg(long)]
     pub partitions: Option<String>,
@@ -127,20 +128,56 @@ impl SelectArgs {
     /// Opens storage and lists the selected blobs in (date, partition, timestamp) order, with
     /// the number of old-name files left out by `--partitions`.
     pub async fn resolve(&self) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
-        let opened = self.open().await?;
-        let (listed, left_out) = self.list(&opened, self.from, self.to.unwrap_or(self.from)).await?;
+        let opened = self.open(false).await?;
+        let (from, to) = self.days(&opened)?;
+        let (listed, left_out) = self.list(&opened, from, to).await?;
         Ok((opened.storage, listed, left_out))
+    }
+
+    /// The selected dates: `--from` and `--to` resolved in the topic's time zone.
+    fn days(&self, opened: &Opened) -> Result<(NaiveDate, NaiveDate), ExitError> {
+        let from = self
+            .from
+            .ok_or_else(|| ExitError { code: 2, message: "--from is required: a date (YYYY-MM-DD, today, yesterday or -N days ago)".into() })?;
+        let from = from.resolve(opened.today);
+        Ok((from, self.to.map_or(from, |t| t.resolve(opened.today))))
     }
 
     /// What `replay` reads: the selected files, the backup's path (where the writer records the
     /// topic's settings) and the topic's `invalid_date` record files when that date is not among
     /// the selected ones (a time window may have records there); with the number of old-name
     /// files left out by `--partitions`.
-    pub async fn source(&self) -> anyhow::Result<(crate::replay::restore::Source, usize)> {
-        let opened = self.open().await?;
-        let (from, to) = (self.from, self.to.unwrap_or(self.from));
-        let (listed, left_out) = self.list(&opened, from, to).await?;
-        let invalid_files = if (from..=to).contains(&opened.invalid_date) {
+    ///
+    /// Without `--from`, a window's start selects the files: every date (an event's date says
+    /// nothing of when Kafka stamped it), but no file uploaded more than a day before the window
+    /// opened; a record is written after the broker stamps it, and brokers refuse timestamps
+    /// more than an hour ahead (`log.message.timestamp.after.max.ms`), so such a file cannot
+    /// hold one of the window's records.
+    pub async fn source(&self, window_from: Option<i64>) -> anyhow::Result<(crate::replay::restore::Source, usize)> {
+        let opened = self.open(false).await?;
+        let (from, to, uploaded_from) = match (self.from, window_from) {
+            (None, Some(start)) => (NaiveDate::MIN, NaiveDate::MAX, Some(start - WINDOW_UPLOAD_SLACK_MS)),
+            _ => {
+                let (from, to) = self
+                    .days(&opened)
+                    .map_err(|e| ExitError { code: 2, message: format!("{} (or --from-time to select by a time window)", e.message) })?;
+                (from, to, None)
+            }
+        };
+        let (mut listed, left_out) = self.list(&opened, from, to).await?;
+        let invalid_files = if let Some(min) = uploaded_from {
+            let before = listed.len();
+            listed.retain(|l| l.timestamp.is_none_or(|t| t >= min));
+            tracing::info!(
+                "no --from: {} file(s) of every date selected, {} uploaded more than a day before --from-time left out",
+                listed.len(),
+                before - listed.len()
+            );
+            // The invalid_date's record files are restored only when asked, as with dates.
+            let (invalid, dated): (Vec<_>, Vec<_>) = listed.into_iter().partition(|l| l.name.date == opened.invalid_date && l.name.records);
+            listed = dated;
+            invalid
+        } else if (from..=to).contains(&opened.invalid_date) {
             Vec::new()
         } else {
             let (files, _) = self.list(&opened, opened.invalid_date, opened.invalid_date).await?;
@@ -158,11 +195,15 @@ impl SelectArgs {
 
     /// Reads the config once (or takes `--url`), checks `--partitions` against the topic, and
     /// opens storage.
-    async fn open(&self) -> anyhow::Result<Opened> {
+    /// With `count`, the topic's partition count is looked up in Kafka even without
+    /// `--partitions` (`ls --completion` names the partitions with no file and no marker).
+    async fn open(&self, count: bool) -> anyhow::Result<Opened> {
         let usage = |m: String| ExitError { code: 2, message: m };
         let partitions = self.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
         // Secor's fixed fallback without a config.
         let mut invalid_date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+        let mut today = chrono::Utc::now().date_naive();
+        let mut partition_count = None;
         let from_secor = !self.secor_properties.is_empty();
         let (storage_cfg, layout) = match &self.url {
             _ if self.config.is_some() || from_secor => {
@@ -177,15 +218,22 @@ impl SelectArgs {
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
                 invalid_date =
                     NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?;
-                if let Some(set) = &partitions {
+                let tz: chrono_tz::Tz =
+                    t.output_timezone.parse().map_err(|_| usage(format!("topic `{name}`: bad output_timezone `{}`", t.output_timezone)))?;
+                today = chrono::Utc::now().with_timezone(&tz).date_naive();
+                if partitions.is_some() || count {
                     // Partitions the topic does not have would list nothing, like an empty backup.
                     let counts =
                         crate::consumer::lookup_partition_counts(&config.kafka, &[name.to_string()], std::time::Duration::from_secs(10)).await;
+                    let what = if partitions.is_some() { "--partitions is not checked against it" } else { "partitions without files are not named" };
                     match counts.map(|mut c| c.pop().and_then(|(_, n)| n)) {
-                        Ok(Some(count)) => crate::listing::check_partitions(name, set, count as i32).map_err(usage)?,
-                        Ok(None) => tracing::warn!("topic {name} is not on {}: --partitions is not checked against it", config.kafka.brokers),
-                        Err(e) => tracing::warn!("cannot read topic {name}'s partition count ({e}): --partitions is not checked against it"),
+                        Ok(Some(n)) => partition_count = Some(n as i32),
+                        Ok(None) => tracing::warn!("topic {name} is not on {}: {what}", config.kafka.brokers),
+                        Err(e) => tracing::warn!("cannot read topic {name}'s partition count ({e}): {what}"),
                     }
+                }
+                if let (Some(set), Some(n)) = (&partitions, partition_count) {
+                    crate::listing::check_partitions(name, set, n).map_err(usage)?;
                 }
                 if let Some(p) = &self.path {
                     layout = layout.with_path(p);
@@ -199,7 +247,10 @@ impl SelectArgs {
             None => unreachable!("clap requires --config, --secor-properties or --url"),
         };
         let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
-        Ok(Opened { storage, layout, partitions, invalid_date })
+        if count && partition_count.is_none() && self.url.is_some() {
+            tracing::warn!("with --url the topic's partition count is unknown: partitions without files are not named");
+        }
+        Ok(Opened { storage, layout, partitions, invalid_date, today, partition_count })
     }
 
     /// Lists the backup files of `from..=to` (the selected partitions), warning about objects
@@ -229,8 +280,8 @@ impl SelectArgs {
 impl SelectArgs {
     /// Per selected date: which partitions its completion markers declare complete.
     pub async fn completion(&self) -> anyhow::Result<Vec<crate::completion::read::DateStatus>> {
-        let opened = self.open().await?;
-        let (from, to) = (self.from, self.to.unwrap_or(self.from));
+        let opened = self.open(true).await?;
+        let (from, to) = self.days(&opened)?;
         let (listed, _) = self.list(&opened, from, to).await?;
         let sel = Selection::new(from, to).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
         let mut out = Vec::new();
@@ -242,6 +293,7 @@ impl SelectArgs {
                 &opened.layout.marker_path(),
                 &date_str,
                 &with_files,
+                opened.partition_count,
                 opened.partitions.as_ref(),
             )
             .await
@@ -259,7 +311,15 @@ struct Opened {
     partitions: Option<std::collections::BTreeSet<i32>>,
     /// The topic's `invalid_date`.
     invalid_date: NaiveDate,
+    /// Today in the topic's output time zone (UTC with `--url`), for `today`, `-N`.
+    today: NaiveDate,
+    /// The topic's partition count in Kafka, when looked up and found.
+    partition_count: Option<i32>,
 }
+
+/// How long before a time window's start a file may have been uploaded and still hold one of
+/// its records: a day, far more than the hour of clock skew brokers allow.
+const WINDOW_UPLOAD_SLACK_MS: i64 = 24 * 3600 * 1000;
 
 /// Where Secor kept its position, for `takeover` and `handback`: the config's `[secor]` section
 /// (mapped from `zookeeper.quorum` and friends with `--secor-properties`), each option
@@ -284,6 +344,10 @@ pub struct SecorArgs {
     /// One JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for the groups' members to leave before refusing (a program that has
+    /// just stopped may stay listed a moment; one that crashed, until its session times out).
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub wait_for_stop: u64,
 }
 
 impl SecorArgs {
@@ -327,8 +391,29 @@ impl SecorArgs {
 
 /// Every takeover or handback error is a runtime refusal or failure (exit 1), none a config
 /// error.
-pub fn move_failure(e: crate::takeover::TakeoverError) -> anyhow::Error {
-    ExitError { code: 1, message: e.to_string() }.into()
+/// A takeover or handback that could not be planned (live members, ZooKeeper or Kafka errors);
+/// with `--json` the refusal is printed as JSON on stdout too, for scripts that read it.
+pub fn move_failure(command: &'static str, json: bool) -> impl FnOnce(crate::takeover::TakeoverError) -> anyhow::Error {
+    move |e| {
+        let message = e.to_string();
+        if json {
+            let kind = match &e {
+                crate::takeover::TakeoverError::Running { .. } => "running",
+                crate::takeover::TakeoverError::Kafka(_) | crate::takeover::TakeoverError::MissingTopics(_) => "kafka",
+                crate::takeover::TakeoverError::Zookeeper(_) | crate::takeover::TakeoverError::NoSecorNodes { .. } => "zookeeper",
+                crate::takeover::TakeoverError::NotConfirmed { .. } => "not_confirmed",
+                crate::takeover::TakeoverError::Storage(_) => "storage",
+                crate::takeover::TakeoverError::Blocking(_) => "blocking",
+                crate::takeover::TakeoverError::NoSecor | crate::takeover::TakeoverError::UnknownPartition(_) => "usage",
+            };
+            // After its commit could not be confirmed, whether it applied is unknown.
+            let applied = if kind == "not_confirmed" { serde_json::Value::Null } else { false.into() };
+            let refusal = serde_json::json!({"command": command, "refused": true, "applied": applied, "kind": kind, "error": message});
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout().lock(), "{refusal}");
+        }
+        ExitError { code: 1, message }.into()
+    }
 }
 
 /// Prints a takeover or handback report (table or JSON); exit 1 when it refused.

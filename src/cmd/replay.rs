@@ -57,8 +57,8 @@ pub struct ReplayArgs {
     pub offset_order: bool,
     /// Only records whose Kafka record timestamp is at or after this time (inclusive): RFC 3339
     /// (2026-12-01T18:30:00Z, 2026-12-02T00:00:00+05:30) or epoch milliseconds. Record files
-    /// only. Files are still selected by --from/--to (their event dates): choose dates that
-    /// cover the window.
+    /// only. Without --from, it selects the files too: every date (an event's date says nothing
+    /// of its record time) but none uploaded more than a day before the window opened.
     #[arg(long, value_parser = crate::replay::parse_time)]
     pub from_time: Option<i64>,
     /// Only records whose record timestamp is before this time (exclusive); as --from-time.
@@ -70,9 +70,9 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub include_invalid_date: bool,
     /// Create the target topic if it does not exist, with the partition count and settings the
-    /// writer recorded for the backed-up topic (`<path>/_kbackup/topic/`). Not with --dry-run,
-    /// which changes nothing.
-    #[arg(long, conflicts_with = "dry_run")]
+    /// writer recorded for the backed-up topic (`<path>/_kbackup/topic/`). With --dry-run:
+    /// says what would be created, and counts as if it were.
+    #[arg(long)]
     pub create_topic: bool,
     /// With --create-topic: a setting that must differ from the source's, `key=value`
     /// (repeatable), e.g. `retention.ms=-1`.
@@ -109,7 +109,7 @@ impl From<PartitionerArg> for Partitioner {
 /// Sends the selected files' events; exits non-zero if any was not delivered.
 pub async fn run(a: ReplayArgs, interrupt: Arc<crate::interrupt::Interrupt>) -> anyhow::Result<()> {
     let window = Window { from: a.from_time, to: a.to_time };
-    let (source, left_out) = a.select.source().await?;
+    let (source, left_out) = a.select.source(a.from_time).await?;
     if left_out > 0 {
         tracing::warn!("{left_out} old-name file(s) were left out by --partitions; add --include-unpartitioned to replay them");
     }
@@ -127,6 +127,7 @@ pub async fn run(a: ReplayArgs, interrupt: Arc<crate::interrupt::Interrupt>) -> 
             offset_order: a.offset_order,
             checkpoint: a.checkpoint.clone().unwrap_or_else(|| restore::default_checkpoint(&a.to_topic, window)),
             window,
+            would_create_partitions: None,
         },
         include_invalid_date: a.include_invalid_date,
         create_topic: a
@@ -164,6 +165,10 @@ fn print(report: &restore::Report, to_topic: &str, dry_run: bool) -> anyhow::Res
             crate::outln!("created topic {to_topic} like {like}: {partitions} partitions, {}", shown.join(", "));
         }
         Some(Created::Existed) => crate::outln!("topic {to_topic} exists: not created"),
+        Some(Created::WouldCreate { like, partitions, config }) => {
+            let shown: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            crate::outln!("would create topic {to_topic} like {like}: {partitions} partitions, {}", shown.join(", "));
+        }
         None => {}
     }
     let s = &report.summary;

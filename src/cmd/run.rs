@@ -79,10 +79,13 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
         info!(addr = %bound, "serving /metrics, /health/live, /health/ready");
     }
     // Live from here on (ready once partitions are assigned), while storage and Kafka are checked.
-    storage
+    let ensured = storage
         .ensure_container_patiently(config.storage.create_container, std::time::Duration::from_secs(60))
         .await
         .with_context(|| format!("storage {}", storage.describe))?;
+    if ensured == crate::storage::Ensured::Created {
+        info!(storage = %storage.describe, "container created (storage.create_container = true)");
+    }
     // The exactly-once protocol rests on create-only writes: proven, not assumed.
     match crate::upload::probe_create_only(storage.store.as_ref()).await {
         Ok(p) => {

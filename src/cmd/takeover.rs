@@ -45,7 +45,9 @@ pub async fn run(args: TakeoverArgs) -> anyhow::Result<()> {
         accept_retention_gap: args.accept_retention_gap,
         from_storage: args.from_storage,
         offsets: args.offsets.into_iter().collect(),
+        wait_for_stop: std::time::Duration::from_secs(args.secor.wait_for_stop),
     };
-    let report = takeover::takeover(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure)?;
+    let report =
+        takeover::takeover(&Between { config: &config, secor }, opts).await.map_err(crate::cmd::move_failure("takeover", args.secor.json))?;
     print_move(&report, args.secor.json)
 }

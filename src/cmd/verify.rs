@@ -17,10 +17,10 @@ pub struct VerifyArgs {
     pub topic: String,
     /// Only events dated on or after this day: YYYY-MM-DD, `today`, `yesterday` or `-N` days
     /// (in the topic's output time zone).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub from: Option<DayArg>,
     /// Only events dated on or before this day (same forms).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub to: Option<DayArg>,
     /// Only these Kafka partitions, e.g. 0,3,5-7.
     #[arg(long, conflicts_with = "shards")]

@@ -37,8 +37,23 @@ pub async fn newest(store: &dyn ObjectStore, path: &str, date: &str, partition: 
         }
     }
     let mut out = BTreeMap::new();
-    for (p, (_, key)) in newest {
-        out.insert(p, get(store, &key).await?);
+    for (p, (seq, key)) in newest {
+        let m = get(store, &key).await?;
+        // The name is what readers select by: a content that says otherwise is not a statement
+        // about this date and partition (a copied or edited marker).
+        let contradiction = if m.partition != p {
+            Some(format!("it says partition {}, its name partition {p}", m.partition))
+        } else if m.seq != seq {
+            Some(format!("it says marker {}, its name marker {seq}", m.seq))
+        } else if m.date != date {
+            Some(format!("it says date {}, its folder {date}", m.date))
+        } else {
+            None
+        };
+        if let Some(message) = contradiction {
+            return Err(ReadError::Invalid { key, message });
+        }
+        out.insert(p, m);
     }
     Ok(out)
 }
@@ -68,7 +83,8 @@ pub struct DateStatus {
     pub date: String,
     /// Partitions with a marker.
     pub complete: Vec<i32>,
-    /// Partitions with files of the date but no marker.
+    /// Partitions without a marker: those with files of the date, and every other partition
+    /// of the topic when its partition count is known.
     pub incomplete: Vec<i32>,
     /// Partitions whose newest marker supersedes an earlier one (late events came in after
     /// the date was first declared complete).
@@ -77,21 +93,26 @@ pub struct DateStatus {
     pub markers: Vec<Marker>,
 }
 
-/// The status of `date` under `path`: its markers, against the partitions that have files of
-/// it (`with_files`); `only` keeps some partitions.
+/// The status of `date` under `path`: its markers, against the topic's partitions
+/// (`partition_count`, when known) and those that have files of it (`with_files`); `only`
+/// keeps some partitions.
 pub async fn status(
     store: &dyn ObjectStore,
     path: &str,
     date: &str,
     with_files: &std::collections::BTreeSet<i32>,
+    partition_count: Option<i32>,
     only: Option<&std::collections::BTreeSet<i32>>,
 ) -> Result<DateStatus, ReadError> {
     let keep = |p: &i32| only.is_none_or(|o| o.contains(p));
     let markers: Vec<Marker> = newest(store, path, date, None).await?.into_values().filter(|m| keep(&m.partition)).collect();
     let complete: Vec<i32> = markers.iter().map(|m| m.partition).collect();
+    // A partition without files of the date is as incomplete as one with: `plan --wait-complete`
+    // waits for its marker too.
+    let all: std::collections::BTreeSet<i32> = with_files.iter().copied().chain(0..partition_count.unwrap_or(0)).collect();
     Ok(DateStatus {
         date: date.to_string(),
-        incomplete: with_files.iter().copied().filter(|p| keep(p) && !complete.contains(p)).collect(),
+        incomplete: all.into_iter().filter(|p| keep(p) && !complete.contains(p)).collect(),
         changed_after_complete: markers.iter().filter(|m| m.supersedes.is_some()).map(|m| m.partition).collect(),
         complete,
         markers,

@@ -40,15 +40,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a duration such as 90s, 30m or 2h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    // Beyond a century is a typo, and would overflow a deadline (`Instant + Duration` panics).
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs <= MAX_DURATION_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?}: too long (at most 36500d)")),
+    }
 }
+
+const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
 
 /// Waits for partitions' dates to be complete.
 pub struct Waiter {
@@ -114,7 +120,8 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "m", "10x", "1.5h", "-3s"] {
+        assert_eq!(parse_duration("36500d").unwrap(), Duration::from_secs(36_500 * 86_400));
+        for bad in ["", "m", "10x", "1.5h", "-3s", "18446744073709551615s", "18446744073709551615d", "36501d", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -56,6 +56,9 @@ pub struct Options {
     pub checkpoint: PathBuf,
     /// Only records whose record timestamp (epoch ms) is in `[from, to)` (record files only).
     pub window: Window,
+    /// A dry run's target that `--create-topic` would create: its partition count, as the
+    /// topic is not there to ask.
+    pub would_create_partitions: Option<i32>,
 }
 
 /// A window on record timestamps, epoch milliseconds: `from` inclusive, `to` exclusive.
@@ -277,6 +280,11 @@ impl ProducerContext for Ctx {
     }
 }
 
+/// `--offset-order`: how many records of a partition may be in flight before the sending waits
+/// for their answers. A refusal found there halts the partition; a smaller barrier means fewer
+/// records to send again after it, a larger one a faster restore.
+const ORDER_BARRIER: usize = 1000;
+
 /// How often (in events) finished files are looked for and recorded, and refusals noticed.
 const PROGRESS_EVERY: u64 = 20_000;
 /// How long the deliveries in flight are waited for before progress is recorded.
@@ -298,6 +306,7 @@ pub async fn replay(
     let target_parts = crate::consumer::lookup_partition_count(kafka, &opts.to_topic)
         .await
         .map_err(|e| ReplayError::Failed(e.to_string()))?
+        .or(opts.would_create_partitions.filter(|_| opts.dry_run))
         .ok_or_else(|| ReplayError::Failed(format!("topic {} not found on {}", opts.to_topic, kafka.brokers)))?;
     check(listed, opts, target_parts)?;
 
@@ -350,6 +359,7 @@ pub async fn replay(
         reached: vec![0; todo.len()],
         sent: vec![0; todo.len()],
         complete: vec![false; todo.len()],
+        rewind: HashMap::new(),
         recorded_done: vec![false; todo.len()],
         bar: crate::progress::Progress::new(
             total,
@@ -425,6 +435,10 @@ struct Replay<'a, 'w> {
     sent: Vec<u64>,
     /// Every line of the file was read and handled in this run.
     complete: Vec<bool>,
+    /// `--offset-order` after a refusal: per file of the halted partition, the first line at or
+    /// past the refused offset. A rerun sends from there, in order, the records after the refused
+    /// one that were already delivered included, so a key's newest value still lands last.
+    rewind: HashMap<usize, u64>,
     recorded_done: Vec<bool>,
     bar: crate::progress::Progress,
 }
@@ -472,6 +486,15 @@ impl Replay<'_, '_> {
             by_partition.entry(l.kafka_partition.unwrap_or(-1)).or_default().push(fi);
         }
         for files in by_partition.values() {
+            self.send_partition_by_offset(storage, todo, files).await?;
+        }
+        Ok(())
+    }
+
+    /// One partition's records by offset, with a barrier every [`ORDER_BARRIER`] records: the
+    /// deliveries so far are awaited, and a refusal halts the partition (see `rewind`).
+    async fn send_partition_by_offset(&mut self, storage: &Storage, todo: &[&Listed], files: &[usize]) -> Result<(), ReplayError> {
+        {
             let mut all: Vec<(i64, usize, u64, Record)> = Vec::new();
             let mut left: HashMap<usize, u64> = HashMap::new();
             for &fi in files {
@@ -496,14 +519,46 @@ impl Replay<'_, '_> {
             }
             // Stable: equal offsets (none, in a healthy backup) keep file order.
             all.sort_by_key(|(o, ..)| *o);
-            for (_, fi, i, r) in all {
-                self.send(fi, todo[fi], i, Item::Record(r)).await?;
+            let order: Vec<(i64, usize, u64)> = all.iter().map(|(o, fi, i, _)| (*o, *fi, *i)).collect();
+            for (n_sent, (_, fi, i, r)) in all.into_iter().enumerate() {
+                let sent = self.send(fi, todo[fi], i, Item::Record(r)).await;
+                let barrier = (n_sent + 1) % ORDER_BARRIER == 0 || n_sent + 1 == order.len();
+                if sent.is_err() || barrier {
+                    if let Some(e) = self.halt_on_refusal(&order) {
+                        return Err(e);
+                    }
+                }
+                sent?;
                 let n = left.get_mut(&fi).expect("counted");
                 *n -= 1;
                 self.complete[fi] = *n == 0;
             }
         }
-        Ok(())
+        // The partition passed its last barrier: its files are done.
+        self.record_done()
+    }
+
+    /// After the partition's deliveries so far are answered: if any record of it was refused,
+    /// the partition halts at the lowest refused offset (`rewind`) and the replay stops.
+    fn halt_on_refusal(&mut self, order: &[(i64, usize, u64)]) -> Option<ReplayError> {
+        let p = self.producer.as_ref()?;
+        // Every record handed over is acknowledged or refused once this returns.
+        let _ = p.flush(FLUSH_WAIT);
+        let refused = self.refused();
+        let at: HashMap<(usize, u64), i64> = order.iter().map(|(o, fi, i)| ((*fi, *i), *o)).collect();
+        let lowest = refused.iter().filter_map(|r| at.get(&(r.file, r.line)).copied()).min()?;
+        for (o, fi, i) in order {
+            if *o >= lowest {
+                self.rewind.entry(*fi).or_insert(*i);
+            }
+        }
+        let e = self.refusals_error()?;
+        Some(match e {
+            ReplayError::Failed(m) => ReplayError::Failed(format!(
+                "{m}; --offset-order: the partition halted at offset {lowest}; the rerun sends from there in order, records after it that were already delivered included, so each key's newest value lands last"
+            )),
+            other => other,
+        })
     }
 
     /// Whether a record is in `--from-time/--to-time`; one left out is counted by partition.
@@ -604,7 +659,11 @@ impl Replay<'_, '_> {
             if let Some(e) = self.refusals_error() {
                 return Err(e);
             }
-            self.record_done()?;
+            // In offset order a file is done only past a barrier with no refusal before it
+            // (a later refusal of a lower offset sends its records again).
+            if !self.opts.offset_order {
+                self.record_done()?;
+            }
         }
         if self.stop.load(Ordering::Relaxed) {
             return Err(ReplayError::Interrupted { events, checkpoint: self.opts.checkpoint.display().to_string() });
@@ -664,11 +723,14 @@ impl Replay<'_, '_> {
         let refused = p.context().refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut lines = String::new();
         for fi in 0..self.keys.len() {
-            if self.recorded_done[fi] || (self.sent[fi] == 0 && !self.complete[fi]) {
+            if self.recorded_done[fi] || (self.sent[fi] == 0 && !self.complete[fi] && !self.rewind.contains_key(&fi)) {
                 continue;
             }
             let refused_here: BTreeSet<u64> = refused.iter().filter(|r| r.file == fi).map(|r| r.line).collect();
-            let progress = if done(p.context(), fi, self.complete[fi], self.sent[fi]) {
+            let progress = if let Some(&from) = self.rewind.get(&fi) {
+                // Everything below it was acknowledged (the barrier waited for it).
+                FileProgress::Partial { next: from, resend: BTreeSet::new() }
+            } else if done(p.context(), fi, self.complete[fi], self.sent[fi]) {
                 FileProgress::Done
             } else {
                 let (next, resend) = &self.before[fi];

@@ -52,6 +52,8 @@ pub enum Created {
     New { like: String, partitions: i32, config: BTreeMap<String, String> },
     /// The target existed: nothing was created.
     Existed,
+    /// A dry run: the target does not exist and would be created like this.
+    WouldCreate { like: String, partitions: i32, config: BTreeMap<String, String> },
 }
 
 /// What a restore did.
@@ -111,10 +113,15 @@ pub async fn restore(
             }
         }
     }
+    let mut opts = opts.clone();
     let created = match &req.create_topic {
-        Some(create) => Some(create_like_source(&storage, &path, create, kafka, opts).await?),
+        Some(create) => Some(create_like_source(&storage, &path, create, kafka, &opts).await?),
         None => None,
     };
+    if let Some(Created::WouldCreate { partitions, .. }) = &created {
+        opts.would_create_partitions = Some(*partitions);
+    }
+    let opts = &opts;
     if listed.is_empty() {
         tracing::warn!("no backup file matched the selection (dates, partitions, path): nothing to replay");
     }
@@ -144,6 +151,15 @@ async fn create_like_source(
             opts.to_topic
         ))
     })?;
+    if opts.dry_run {
+        // Nothing is created: what would be, if the target is missing.
+        let exists = crate::consumer::lookup_partition_count(kafka, &opts.to_topic).await.map_err(|e| ReplayError::Failed(e.to_string()))?.is_some();
+        return Ok(if exists {
+            Created::Existed
+        } else {
+            Created::WouldCreate { like: settings.topic.clone(), partitions: settings.partitions, config: settings.create_config(&create.overrides) }
+        });
+    }
     let created =
         if topic_settings::create_topic(kafka, &opts.to_topic, &settings, create.replication_factor, &create.overrides).await.map_err(failed)? {
             Created::New { like: settings.topic.clone(), partitions: settings.partitions, config: settings.create_config(&create.overrides) }

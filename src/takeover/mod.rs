@@ -257,7 +257,7 @@ impl Report {
             line(row);
         }
         let t = &self.totals;
-        let _ = write!(out, "{} partition(s): {} to change, {} refused", t.partitions, t.changed, t.refused);
+        let _ = write!(out, "{} partition(s): {} to change, {} refused", t.partitions, t.to_change, t.refused);
         if takeover {
             let _ = write!(
                 out,
@@ -285,6 +285,8 @@ pub struct TakeoverOptions {
     pub from_storage: bool,
     /// Offsets the user gives, by (topic, partition).
     pub offsets: std::collections::BTreeMap<(String, i32), i64>,
+    /// How long live members may take to leave before the command refuses.
+    pub wait_for_stop: std::time::Duration,
 }
 
 /// Options of `handback`.
@@ -293,6 +295,8 @@ pub struct HandbackOptions {
     pub dry_run: bool,
     /// Move Secor's position backwards although it stored past kbackup's.
     pub allow_rewind: bool,
+    /// How long live members may take to leave before the command refuses.
+    pub wait_for_stop: std::time::Duration,
 }
 
 /// Partitions of every configured topic, in config order.
@@ -337,18 +341,35 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, TakeoverError
     tokio::task::spawn_blocking(f).await.map_err(|e| TakeoverError::Blocking(e.to_string()))?
 }
 
-/// Everything both directions read, after checking that nobody runs.
-async fn observe(between: &Between<'_>) -> Result<(SecorZk, Vec<Observed>), TakeoverError> {
-    let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
-    let view = blocking(move || read_kafka(&config, &secor_group)).await?;
+/// Everything both directions read, after checking that nobody runs. A member may take a
+/// moment to leave after its program stopped (`run --until-caught-up && handback`), and one
+/// that crashed stays until its session times out: the check is repeated for up to `wait`.
+async fn observe(between: &Between<'_>, wait: std::time::Duration) -> Result<(SecorZk, Vec<Observed>), TakeoverError> {
     let zk = SecorZk::connect(between.secor, between.secor_group()).await?;
-    refuse_while_running(
-        between.kbackup_group(),
-        between.secor_group(),
-        &view.secor_members,
-        &view.kbackup_members,
-        &zk.registered_consumers().await?,
-    )?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
+    let view = loop {
+        let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
+        let view = blocking(move || read_kafka(&config, &secor_group)).await?;
+        let running = refuse_while_running(
+            between.kbackup_group(),
+            between.secor_group(),
+            &view.secor_members,
+            &view.kbackup_members,
+            &zk.registered_consumers().await?,
+        );
+        match running {
+            Ok(()) => break view,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!("{e}; waiting up to {} s for it to leave (--wait-for-stop)", wait.as_secs());
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut observed = Vec::with_capacity(view.partitions.len());
     for (topic, partition, log_start, log_end, secor_kafka, kbackup) in view.partitions {
         let (zookeeper, zookeeper_unreadable) = match zk.node(&topic, partition).await? {
@@ -400,7 +421,9 @@ fn refuse_while_running(
     Ok(())
 }
 
-fn report(between: &Between<'_>, zk: &SecorZk, command: &'static str, dry_run: bool, partitions: Vec<ReportRow>, totals: Totals) -> Report {
+fn report(between: &Between<'_>, zk: &SecorZk, command: &'static str, dry_run: bool, partitions: Vec<ReportRow>, mut totals: Totals) -> Report {
+    // What this command changes: the plan, unless it only shows it or refuses it whole.
+    totals.changed = if dry_run || totals.refused > 0 { 0 } else { totals.to_change };
     Report {
         command,
         kbackup_group: between.kbackup_group().into(),
@@ -617,7 +640,7 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
         accept_gap: opts.accept_retention_gap,
         from_storage: opts.from_storage,
     };
-    let (zk, mut observed) = observe(between).await?;
+    let (zk, mut observed) = observe(between, opts.wait_for_stop).await?;
     for (t, p) in opts.offsets.keys() {
         if !observed.iter().any(|o| o.topic == *t && o.partition == *p) {
             return Err(TakeoverError::UnknownPartition(format!("{t}/{p}")));
@@ -711,14 +734,14 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
 /// `kbackup handback`: writes kbackup's committed position where Secor reads it.
 pub async fn handback(between: &Between<'_>, opts: HandbackOptions) -> Result<Report, TakeoverError> {
     let dry_run = opts.dry_run;
-    let (zk, observed) = observe(between).await?;
+    let (zk, observed) = observe(between, opts.wait_for_stop).await?;
     let same = between.same_group();
     let rules = plan::HandbackRules { same_group: same, storage: between.secor.offsets_storage, allow_rewind: opts.allow_rewind };
     let warnings = stray_nodes(&zk, &observed).await?;
     let rows: Vec<HandbackRow> = observed.into_iter().map(|o| plan::handback(o, &rules)).collect();
     let totals = Totals {
         partitions: rows.len(),
-        changed: rows.iter().filter(|r| matches!(r.step, Handback::Write { .. })).count(),
+        to_change: rows.iter().filter(|r| matches!(r.step, Handback::Write { .. })).count(),
         refused: rows.iter().filter(|r| r.step == Handback::Refuse).count(),
         ..Default::default()
     };

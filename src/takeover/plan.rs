@@ -185,17 +185,20 @@ pub fn takeover(o: Observed, rules: &TakeoverRules) -> Row {
         }
         row.note.push_str(&format!("retention gap of {} events accepted: [{}, {}) is lost; ", row.retention_gap, secor.offset, o.log_start));
     }
+    // With one group for both, Secor's Kafka commit may already be the position: the commit
+    // only marks it as taken over.
+    let there = if o.kbackup.offset() == Some(target) { "the position stays, marked as taken over" } else { "kbackup starts there" };
     row.note.push_str(&match secor.source {
         AdoptedFrom::Zookeeper => match (rules.storage, o.secor_kafka.offset()) {
             (OffsetsStorage::Kafka, Some(k)) if k == secor.offset => {
-                "Secor kept its offsets in Kafka and ZooKeeper agrees: nothing to move".to_string()
+                format!("Secor kept its offsets in Kafka and ZooKeeper agrees: {there}")
             }
             (OffsetsStorage::Kafka, Some(k)) => {
                 format!("ZooKeeper (written after each upload) differs from Secor's Kafka commit {k}: ZooKeeper wins")
             }
             _ => "from Secor's ZooKeeper offset".to_string(),
         },
-        AdoptedFrom::Kafka => "Secor kept its offsets in Kafka (no ZooKeeper node): nothing to move".to_string(),
+        AdoptedFrom::Kafka => format!("Secor kept its offsets in Kafka (no ZooKeeper node): {there}"),
         AdoptedFrom::Storage => match o.zookeeper {
             Some(z) => format!(
                 "Secor's files end at {} past its ZooKeeper offset {z} (it uploaded, then stopped before writing the node): from where its files end",
@@ -270,7 +273,7 @@ pub fn handback(o: Observed, rules: &HandbackRules) -> HandbackRow {
         Held::Kbackup { offset, .. } => {
             let secor_kafka_agrees = same_group || o.secor_kafka.offset() == Some(*offset);
             if o.zookeeper == Some(*offset) && secor_kafka_agrees {
-                (Handback::Keep, "handed back before: unchanged".to_string())
+                (Handback::Keep, format!("ZooKeeper already holds kbackup's commit {offset}: unchanged"))
             } else {
                 let mut note = match o.zookeeper {
                     Some(z) => format!("ZooKeeper {z} → {offset}"),
@@ -291,6 +294,9 @@ pub fn handback(o: Observed, rules: &HandbackRules) -> HandbackRow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub partitions: usize,
+    /// Partitions the plan changes.
+    pub to_change: usize,
+    /// Partitions this command changed: none in a dry run or when any partition refused.
     pub changed: usize,
     pub refused: usize,
     pub retention_gap: u64,
@@ -303,7 +309,7 @@ pub fn totals(rows: &[Row]) -> Totals {
     let mut t = Totals { partitions: rows.len(), ..Default::default() };
     for r in rows {
         match r.step {
-            Step::Commit { .. } => t.changed += 1,
+            Step::Commit { .. } => t.to_change += 1,
             Step::Refuse => t.refused += 1,
             Step::Keep => {}
         }
@@ -385,7 +391,7 @@ mod tests {
         // Stock Secor: the Kafka commit is the uploaded position, and ZooKeeper agrees.
         let r = takeover(observed(Some(700), foreign(700), foreign(700)), &kafka);
         assert_eq!((r.commit(), r.naive_lost, r.naive_doubled), (Some(700), 0, 0));
-        assert!(r.note.contains("nothing to move"), "{}", r.note);
+        assert!(r.note.contains("ZooKeeper agrees: the position stays, marked as taken over"), "{}", r.note);
         // Sunbird's fork auto-commits in this mode too: ZooKeeper, written after uploads, wins.
         let r = takeover(observed(Some(700), foreign(900), foreign(900)), &kafka);
         assert_eq!((r.commit(), r.naive_lost), (Some(700), 200));
@@ -515,7 +521,10 @@ mod tests {
             takeover(observed(Some(40), foreign(1000), foreign(1000)), &ZK),
         ];
         let t = totals(&rows);
-        assert_eq!(t, Totals { partitions: 3, changed: 2, refused: 1, retention_gap: 60, naive_lost: 600 + 900 + 900, naive_doubled: 0 });
+        assert_eq!(
+            t,
+            Totals { partitions: 3, to_change: 2, changed: 0, refused: 1, retention_gap: 60, naive_lost: 600 + 900 + 900, naive_doubled: 0 }
+        );
     }
 
     const SAME: HandbackRules = HandbackRules { same_group: true, storage: OffsetsStorage::Zookeeper, allow_rewind: false };

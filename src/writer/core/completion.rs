@@ -180,6 +180,12 @@ impl Writer {
         let wall_ms = self.clock.wall_ms();
         let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
         keys.sort_unstable();
+        for key in &keys {
+            self.share_start(*key);
+        }
+        // A caught-up `--until-caught-up` run is about to stop: a late date's file need not
+        // wait for its age, its superseding marker is written before the run ends.
+        let ending = self.opts.until_caught_up && self.caught_up_at.is_some();
         for key in keys {
             let mk = &self.parts[&key].marking;
             if mk.job.is_some() || mk.retry_at.is_some_and(|r| now < r) {
@@ -191,7 +197,7 @@ impl Writer {
                     self.submit_marker(key, due, date_str);
                     break;
                 }
-                if let Due::Next(_) = due {
+                if matches!(due, Due::Next(_)) || ending {
                     // Passed but not settled: its open files need not wait for their age. (A
                     // late date's file does: late events trickle, and each would be a file.)
                     let open: Vec<BufferKey> = self
@@ -207,6 +213,35 @@ impl Writer {
                     break;
                 }
             }
+        }
+    }
+
+    /// A partition never marked judges dates from the earliest first date of its topic's
+    /// partitions this writer owns (an empty partition's own start is the day it was
+    /// assigned, yet it is complete for every date its siblings are judged for). Not with
+    /// `completion_start_date`, which every partition shares already.
+    fn share_start(&mut self, key: PartKey) {
+        let Some(mk) = self.parts.get(&key).map(|st| &st.marking) else { return };
+        if mk.progress.marked.is_some() || mk.floor.is_none() {
+            return;
+        }
+        let topic = &mut self.topics[key.topic];
+        topic.first_date = match (topic.first_date, mk.start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Only a partition at its log end (by the last watermark read) takes it: one still
+        // reading has events ahead that may be of those dates, and finds its own start.
+        if !self.at_log_end(key) {
+            return;
+        }
+        let (Some(first), Some(st)) = (self.topics[key.topic].first_date, self.parts.get_mut(&key)) else { return };
+        let mk = &mut st.marking;
+        if mk.start.is_none_or(|s| first < s) {
+            mk.start = Some(first);
+            // Recorded with the commits, for the next owner.
+            mk.progress.start = Some(first);
+            st.record_stale = true;
         }
     }
 
@@ -227,11 +262,11 @@ impl Writer {
         by_wall
     }
 
-    /// The owned partitions whose marker is being written, or whose next date is passed and
-    /// not yet marked: a caught-up `--until-caught-up` run writes them before it stops (a
-    /// backfill's passed dates get their markers). A partition whose marker failed in this
-    /// assignment is not waited for, nor a late date's superseding marker (its file waits for
-    /// its age): the next run writes them, from the progress in the commit record.
+    /// The owned partitions whose marker is being written, or with a passed date not yet
+    /// marked or a late date not yet marked again: a caught-up `--until-caught-up` run writes
+    /// them before it stops (a backfill's passed dates get their markers, a late event's date
+    /// its superseding one). A partition whose marker failed in this assignment is not waited
+    /// for: the next run writes it, from the progress in the commit record.
     pub(super) fn markers_outstanding(&mut self, broker: &dyn Broker) -> Vec<PartKey> {
         if self.fatal.is_some() {
             return Vec::new();
@@ -243,7 +278,7 @@ impl Writer {
         for key in keys {
             let mk = &self.parts[&key].marking;
             let (writing, failed) = (mk.job.is_some(), mk.retry_at.is_some());
-            if writing || (!failed && self.dues(broker, key, now, wall_ms, CAUGHT_UP_CHECK).iter().any(|d| matches!(d, Due::Next(_)))) {
+            if writing || (!failed && !self.dues(broker, key, now, wall_ms, CAUGHT_UP_CHECK).is_empty()) {
                 out.push(key);
             }
         }
@@ -260,6 +295,16 @@ impl Writer {
             && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && of_day(&k.date, date))
             && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && of_day(&f.intent.date, date))
             && !self.files.rebuilding().any(|(p, _)| p == key)
+    }
+
+    /// True if the last watermark read shows the partition consumed to its log end (no new read).
+    fn at_log_end(&self, key: PartKey) -> bool {
+        let Some(st) = self.parts.get(&key) else { return false };
+        match (st.reads.last, &st.offsets) {
+            (Some((_, Some((_, high)))), Some(o)) => o.position() >= high,
+            (Some((_, Some((low, high)))), None) => low >= high,
+            _ => false,
+        }
     }
 
     /// True if the partition's consumption reached its log end (read again once the last read

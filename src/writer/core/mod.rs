@@ -58,6 +58,10 @@ struct TopicRuntime {
     grace_ms: i64,
     /// `completion_start_date`.
     completion_start: Option<chrono::NaiveDate>,
+    /// The earliest first date to judge of the topic's partitions this writer owned: a
+    /// partition never marked judges from it too (an idle or empty partition is complete for
+    /// every date its siblings are judged for).
+    first_date: Option<chrono::NaiveDate>,
     /// How its files frame messages (`file_format`).
     framing: crate::buffer::Framing,
 }
@@ -174,6 +178,7 @@ impl Writer {
                 tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
                 grace_ms: t.completion_grace_secs as i64 * 1000,
                 completion_start: t.completion_start_date.as_deref().and_then(|d| d.parse().ok()),
+                first_date: None,
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
                 framing: match t.file_format {

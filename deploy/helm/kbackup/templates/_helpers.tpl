@@ -30,12 +30,25 @@ as inline tables with quoted keys.
 */}}
 {{- define "kbackup.tomlValue" -}}
 {{- $v := . -}}
-{{- if kindIs "float64" $v -}}{{ int64 $v }}
+{{- if and (kindIs "float64" $v) (or (gt $v 9007199254740991.0) (lt $v -9007199254740991.0)) -}}
+{{- fail (printf "a number in the config, %v, is too large to be exact: YAML numbers are floats to Helm (values.schema.json bounds them)" $v) -}}
+{{- else if kindIs "float64" $v -}}{{ int64 $v }}
 {{- else if or (kindIs "int64" $v) (kindIs "int" $v) (kindIs "bool" $v) -}}{{ $v }}
 {{- else if kindIs "map" $v -}}{ {{- $first := true -}}
 {{- range $k, $x := $v -}}{{- if not $first }}, {{ end -}}{{- $first = false -}}{{ toJson $k }} = {{ include "kbackup.tomlValue" $x }}{{- end -}} }
 {{- else -}}{{ toJson $v }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+librdkafka's properties as kbackup reads them: strings, whatever YAML made of them
+(`session.timeout.ms: 30000` is a number to YAML, a string to librdkafka).
+*/}}
+{{- define "kbackup.tomlStrings" -}}
+{ {{- $first := true -}}
+{{- range $k, $x := . -}}{{- if not $first }}, {{ end -}}{{- $first = false -}}
+{{ toJson $k }} = {{ if kindIs "float64" $x }}{{ int64 $x | toString | toJson }}{{ else }}{{ toString $x | toJson }}{{ end }}
+{{- end -}} }
 {{- end -}}
 
 {{/* The config as TOML: a table per map, an array of tables per list (the topics). */}}
@@ -54,7 +67,9 @@ as inline tables with quoted keys.
 
 [{{ $section }}]
 {{- range $k, $v := $body }}
-{{- if not (and (kindIs "map" $v) (empty $v)) }}
+{{- if and (eq $section "kafka") (eq $k "properties") (not (empty $v)) }}
+{{ $k }} = {{ include "kbackup.tomlStrings" $v }}
+{{- else if not (and (kindIs "map" $v) (empty $v)) }}
 {{ $k }} = {{ include "kbackup.tomlValue" $v }}
 {{- end }}
 {{- end }}
