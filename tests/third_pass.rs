@@ -303,6 +303,27 @@ fn smaller_refusals() {
     let (_, out, _) = run_out(&stack, &["check", "--config", fresh.to_str().unwrap()]);
     assert!(out.contains("container ok, write probe ok"), "{out}");
 
+    // A SAS token without the delete right: the writer never deletes, so `check` passes and
+    // names the probe blob it could not delete (it failed, and left the blob unnamed).
+    let container = unique("nodelete");
+    let sas = account_sas("rwlac");
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\n[storage]\nurl = \"az://{container}\"\naccount = \"devstoreaccount1\"\nendpoint = \"{}/devstoreaccount1\"\nsas_token = \"{sas}\"\n[[topic]]\nname = \"t\"\npath = \"raw\"\n",
+        stack.brokers,
+        stack.blob_upstream()
+    );
+    // The container, created with the account key.
+    let owner = write_config(
+        dir.path(),
+        &format!("[kafka]\nbrokers = \"{}\"\n{}[[topic]]\nname = \"t\"\npath = \"raw\"\n", stack.brokers, stack.storage_section(&container)),
+    );
+    run_out(&stack, &["check", "--config", owner.to_str().unwrap()]);
+    let cfg = write_config(dir.path(), &text);
+    let (code, out, err) = run_out(&stack, &["check", "--config", cfg.to_str().unwrap()]);
+    assert!(out.contains("write probe ok") && out.contains("could not be deleted") && out.contains("_kbackup/probe-"), "{code}: {out}{err}");
+    assert!(!out.contains("FAILED (") || out.contains("kafka"), "{out}");
+    assert!(!format!("{out}{err}").contains(&sas), "the SAS token was printed");
+
     // A refused SASL login ends a command as soon as librdkafka reports it, not after the
     // 30 s metadata timeout every command waited out.
     let (brokers, ca) = (std::env::var("KAFKA_SASL_BROKERS").unwrap_or_default(), std::env::var("KAFKA_SASL_CA").unwrap_or_default());
@@ -444,4 +465,19 @@ async fn offset_order_survives_a_refusal() {
     let (code, _, err) = run_out(&stack, &["replay", "--config", cfg, "--topic", &src, "--to-topic", &missing, "--dry-run"]);
     assert_eq!(code, 2, "neither --from nor a window: {err}");
     assert!(err.contains("--from is required") && err.contains("--from-time"), "{err}");
+}
+
+/// An account SAS of Azurite's dev account for blobs, with these permissions (version
+/// 2019-12-12's string to sign).
+fn account_sas(permissions: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let (sv, ss, srt, se, spr) = ("2019-12-12", "b", "sco", "2099-01-01T00:00:00Z", "https,http");
+    let to_sign = format!("devstoreaccount1\n{permissions}\n{ss}\n{srt}\n\n{se}\n\n{spr}\n{sv}\n");
+    let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("sv={sv}&ss={ss}&srt={srt}&sp={permissions}&se={}&spr={}&sig={}", enc(se), enc(spr), enc(&sig))
 }
