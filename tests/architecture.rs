@@ -10,7 +10,9 @@
 //!   touches tokio, so the simulation drives exactly the code that runs;
 //! - the core's state is its own: `Writer`'s fields are private, so the shells and the
 //!   simulation go through its methods;
-//! - Kafka client settings are built in one place, `consumer.rs`.
+//! - Kafka client settings are built in one place, `consumer.rs`;
+//! - the README's code layout names every top-level module and only paths that exist, and the
+//!   number of sabotage rules it states is the number the simulation's test breaks.
 //!
 //! Each rule is a function over (path, code) pairs, and a test shows it catching a violation.
 
@@ -273,4 +275,111 @@ fn the_rules_catch_violations() {
     assert!(glob_imports_of_parent(&f("writer/budget.rs", "mod tests {\n    use super::*;\n}")).is_empty(), "tests may");
     let g = graph_of(&[("a.rs".into(), "crate::b::x".into()), ("b.rs".into(), "crate::a::y".into())]);
     assert!(cycle_from(&g, "a").is_some());
+}
+
+/// The README's "Code layout" section.
+fn code_layout(readme: &str) -> &str {
+    let start = readme.find("## Code layout").expect("the README has a Code layout section");
+    let rest = &readme[start + 2..];
+    &readme[start..start + 2 + rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// The `src/...` paths a text names in backticks.
+fn named_paths(text: &str) -> Vec<String> {
+    text.split('`').skip(1).step_by(2).filter(|s| s.starts_with("src/")).map(str::to_string).collect()
+}
+
+/// Top-level modules (declared in `lib.rs`) the layout does not name, and paths it names that
+/// do not exist.
+fn layout_mismatches(layout: &str, lib: &str, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    let named = named_paths(layout);
+    let mut out = Vec::new();
+    for line in lib.lines() {
+        let Some(m) =
+            line.trim().strip_prefix("pub mod ").or_else(|| line.trim().strip_prefix("pub(crate) mod ")).or_else(|| line.trim().strip_prefix("mod "))
+        else {
+            continue;
+        };
+        let m = m.trim_end_matches(';');
+        let (file, dir) = (format!("src/{m}.rs"), format!("src/{m}/"));
+        if !named.iter().any(|p| *p == file || p.starts_with(&dir)) {
+            out.push(format!("module {m} is not in the README's code layout"));
+        }
+    }
+    for p in &named {
+        if !exists(p) {
+            out.push(format!("the README's code layout names {p}, which does not exist"));
+        }
+    }
+    out
+}
+
+/// The number of sabotage rules the README says the simulation's test breaks, against the
+/// rules that test lists.
+fn stated_rule_count(readme: &str) -> Option<usize> {
+    const WORDS: [&str; 31] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "twenty-one",
+        "twenty-two",
+        "twenty-three",
+        "twenty-four",
+        "twenty-five",
+        "twenty-six",
+        "twenty-seven",
+        "twenty-eight",
+        "twenty-nine",
+        "thirty",
+    ];
+    let at = readme.find("breaks each of ")? + "breaks each of ".len();
+    let word = readme[at..].split_whitespace().next()?;
+    WORDS.iter().position(|w| *w == word)
+}
+
+#[test]
+fn the_readme_layout_matches_the_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let problems = layout_mismatches(code_layout(&readme), &lib, |p| root.join(p.trim_end_matches('/')).exists());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The rules the simulation's test breaks: those of its default list.
+    let sim = std::fs::read_to_string(root.join("src/writer/sim/mod.rs")).unwrap();
+    let list = sim.split("let rules = [").nth(1).and_then(|r| r.split("];").next()).expect("the sabotage test's list of rules");
+    let listed = list.matches("(Rule::").count();
+    assert_eq!(stated_rule_count(&readme), Some(listed), "the README states how many rules the simulation's test breaks");
+}
+
+#[test]
+fn the_layout_check_catches_a_stale_readme() {
+    let lib = "pub mod a;\npub mod b;\npub(crate) mod c;\n";
+    let layout = "## Code layout\n| `src/a.rs` | a |\n| `src/b/` | b |\n| `src/core.rs` | gone |\n";
+    let exists = |p: &str| p != "src/core.rs";
+    assert_eq!(
+        layout_mismatches(layout, lib, exists),
+        vec![
+            "module c is not in the README's code layout".to_string(),
+            "the README's code layout names src/core.rs, which does not exist".to_string()
+        ]
+    );
+    assert_eq!(stated_rule_count("A test breaks each of nineteen rules on purpose"), Some(19));
 }
