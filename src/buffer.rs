@@ -141,6 +141,9 @@ pub enum SealReason {
     /// limit: sealed and recorded first, so that it never waits for room (the writer's
     /// `next_intents`).
     Record,
+    /// A `--until-caught-up` run reached its ends: its files would only be sealed at the exit,
+    /// holding the commits back while the run writes its markers.
+    CaughtUp,
 }
 
 impl SealReason {
@@ -154,6 +157,7 @@ impl SealReason {
             SealReason::Shutdown => "shutdown",
             SealReason::DatePassed => "date_passed",
             SealReason::Record => "record",
+            SealReason::CaughtUp => "caught_up",
         }
     }
 }

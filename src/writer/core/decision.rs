@@ -67,6 +67,15 @@ impl Writer {
     /// librdkafka's bounded prefetch fill up and stop fetching, at no cost; pausing would drop
     /// what was prefetched), and pausing if they are stuck; then stop or poll.
     pub(crate) fn after_batch(&mut self, broker: &dyn Broker, stop_requested: bool) -> Next {
+        if self.opts.until_caught_up && self.caught_up_at.is_none() && self.caught_up() {
+            // Nothing more is read for these files in this run: uploaded and committed now, not
+            // at the exit, while the markers then due are written. Before the periodic work, so
+            // that the budget's backpressure sees their uploads.
+            let keys: Vec<crate::buffer::BufferKey> = self.files.open_keys().cloned().collect();
+            for k in &keys {
+                self.seal(k, crate::buffer::SealReason::CaughtUp);
+            }
+        }
         let now = self.clock.now();
         self.housekeeping(broker, now);
         if self.waiting_for_uploads() && !sabotage::on(Rule::NoBackpressure) {
