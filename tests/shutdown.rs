@@ -149,7 +149,13 @@ async fn stop_is_bounded_when_the_broker_freezes_during_commits() {
     kafka.thaw();
     proxy.set_faults(Faults::default());
     assert!(took < Duration::from_secs(BOUND_SECS + 3), "the stop took {took:?}, bound {BOUND_SECS} s\n{log}");
-    assert_ne!(code, 0, "nothing could be committed: not a clean stop\n{log}");
+    // On a slow machine readiness can take as long as the session timeout (10 s) to turn red:
+    // then the session expired first, the partitions were lost, and the writer owns nothing
+    // left to commit (their events are re-read by the next owner) — a clean stop is right.
+    // Otherwise its uploads could not be committed: not a clean stop.
+    let signalled = log.find("signal received").unwrap_or(log.len());
+    let lost_before_signal = log[..signalled].contains("partitions lost");
+    assert!(code != 0 || lost_before_signal, "nothing could be committed, yet the stop was clean\n{log}");
 
     let mut again = Running::start(&kstack, &cfg, dir.path().join("again.log"), &["--until-caught-up"]);
     assert_eq!(again.wait(Duration::from_secs(120)), 0, "{}", again.log_text());
