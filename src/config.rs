@@ -489,6 +489,13 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 }
 
 impl TopicConfig {
+    /// Today's date where the topic dates its files (`output_timezone`), for the readers'
+    /// relative dates (`today`, `yesterday`, `-N`).
+    pub fn today(&self) -> Result<chrono::NaiveDate, ConfigError> {
+        let tz = parse_tz(&format!("topic `{}`: output_timezone", self.name), &self.output_timezone)?;
+        Ok(chrono::Utc::now().with_timezone(&tz).date_naive())
+    }
+
     /// Whether the writer writes completion markers for this topic (dates of daily folders;
     /// not with folders named by a field's value, whose set is open).
     pub fn markers(&self) -> bool {

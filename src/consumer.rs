@@ -73,9 +73,7 @@ impl Diagnosing {
         };
         LookupError { error: e, cause: last.map(|r| format!("{r}{hint}")) }
     }
-}
 
-impl Diagnosing {
     /// A refused login or TLS handshake librdkafka reported: retrying until a timeout will not
     /// change it, so a look-up gives up at once.
     fn refused(&self) -> bool {

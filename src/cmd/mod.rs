@@ -218,9 +218,7 @@ impl SelectArgs {
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
                 invalid_date =
                     NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?;
-                let tz: chrono_tz::Tz =
-                    t.output_timezone.parse().map_err(|_| usage(format!("topic `{name}`: bad output_timezone `{}`", t.output_timezone)))?;
-                today = chrono::Utc::now().with_timezone(&tz).date_naive();
+                today = t.today().map_err(|e| usage(e.to_string()))?;
                 if partitions.is_some() || count {
                     // Partitions the topic does not have would list nothing, like an empty backup.
                     let counts =

@@ -55,8 +55,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     let config = load_config(&a.config)?;
     let topic = config.topic(&a.topic).ok_or_else(|| usage(format!("topic `{}` is not in the config", a.topic)))?;
     // `today` is the calendar day where the topic dates its files.
-    let tz: chrono_tz::Tz = topic.output_timezone.parse().map_err(|_| usage(format!("topic `{}`: bad output_timezone", topic.name)))?;
-    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let today = topic.today().map_err(|e| usage(e.to_string()))?;
     let shard = match (a.shards, a.shard_index) {
         (Some(0), _) => return Err(usage("--shards must be at least 1".into())),
         (Some(n), Some(i)) => Some((i, n)),

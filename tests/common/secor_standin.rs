@@ -93,6 +93,12 @@ impl SecorStandIn {
         client.set_data(&path, offset.to_string().as_bytes(), None).await.unwrap();
     }
 
+    /// Where Secor starts a partition it has no node for: the log start.
+    pub fn log_start(&self, topic: &str, p: i32) -> i64 {
+        let c = self.consumer();
+        super::wait_for("a partition's log start", Duration::from_secs(60), || c.fetch_watermarks(topic, p, Duration::from_secs(10)).ok()).0
+    }
+
     fn consumer(&self) -> BaseConsumer {
         ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", &self.group).set("enable.auto.commit", "false").create().unwrap()
     }
@@ -162,11 +168,7 @@ impl SecorStandIn {
         for p in 0..partitions {
             let from = match self.zk_offset(topic, p).await {
                 Some(o) => o,
-                None => {
-                    let c = self.consumer();
-                    super::wait_for("a partition's log start", Duration::from_secs(60), || c.fetch_watermarks(topic, p, Duration::from_secs(10)).ok())
-                        .0
-                }
+                None => self.log_start(topic, p),
             };
             if from < ends[p as usize] {
                 self.upload(topic, p, from, ends[p as usize], true).await;

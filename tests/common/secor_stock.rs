@@ -17,13 +17,10 @@
 //! - Restarted, it reads each partition from its ZooKeeper offset (no node: the log start).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kbackup::storage::Storage;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use zookeeper_client as zk;
 
 use super::secor_standin::{ist_date, SecorStandIn};
@@ -111,10 +108,7 @@ impl StockSecor {
         for p in 0..partitions {
             let from = match self.zk_offset(topic, p).await {
                 Some(o) => o,
-                None => {
-                    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.base.brokers).create().unwrap();
-                    c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().0
-                }
+                None => self.base.log_start(topic, p),
             };
             if from < ends[p as usize] {
                 self.upload(topic, p, from, ends[p as usize], AfterUpload::WriteOffset).await;

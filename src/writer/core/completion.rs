@@ -297,7 +297,9 @@ impl Writer {
             && !self.files.rebuilding().any(|(p, _)| p == key)
     }
 
-    /// True if the last watermark read shows the partition consumed to its log end (no new read).
+    /// True if the last watermark read shows the partition consumed to its log end (no new
+    /// read). Against the position now, not the one at the read: a partition that reached the
+    /// end read a moment before it got there is caught up.
     fn at_log_end(&self, key: PartKey) -> bool {
         let Some(st) = self.parts.get(&key) else { return false };
         match (st.reads.last, &st.offsets) {
@@ -315,14 +317,7 @@ impl Writer {
             // Asked off the loop; until the answer comes, the last one stands.
             self.ask_watermarks(broker, key);
         }
-        let Some((_, read)) = self.parts[&key].reads.last else { return false };
-        // Against the position now, not the one at the read: a partition that reached the end
-        // read a moment before it got there is caught up.
-        match (read, &self.parts[&key].offsets) {
-            (Some((_, high)), Some(o)) => o.position() >= high,
-            (Some((low, high)), None) => low >= high,
-            (None, _) => false,
-        }
+        self.at_log_end(key)
     }
 
     fn submit_marker(&mut self, key: PartKey, due: Due, date_str: String) {
