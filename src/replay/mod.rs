@@ -494,45 +494,42 @@ impl Replay<'_, '_> {
     /// One partition's records by offset, with a barrier every [`ORDER_BARRIER`] records: the
     /// deliveries so far are awaited, and a refusal halts the partition (see `rewind`).
     async fn send_partition_by_offset(&mut self, storage: &Storage, todo: &[&Listed], files: &[usize]) -> Result<(), ReplayError> {
-        {
-            let mut all: Vec<(i64, usize, u64, Record)> = Vec::new();
-            let mut left: HashMap<usize, u64> = HashMap::new();
-            for &fi in files {
-                let l = todo[fi];
-                let raw = read(storage, l).await?;
-                let mut n = 0;
-                for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
-                    let line = line.map_err(|e| {
-                        ReplayError::Failed(format!("{}: corrupt or truncated ({e}); not recorded as done, rerun to resend it", l.key))
-                    })?;
-                    if self.wanted(fi, i as u64) {
-                        let r = decode_line(l, i, &line)?;
-                        if self.in_window(l, &r) {
-                            all.push((r.offset.unwrap_or(i64::MAX), fi, i as u64, r));
-                            n += 1;
-                        }
+        let mut all: Vec<(i64, usize, u64, Record)> = Vec::new();
+        let mut left: HashMap<usize, u64> = HashMap::new();
+        for &fi in files {
+            let l = todo[fi];
+            let raw = read(storage, l).await?;
+            let mut n = 0;
+            for (i, line) in crate::seal::lines(&l.key, &raw).enumerate() {
+                let line = line
+                    .map_err(|e| ReplayError::Failed(format!("{}: corrupt or truncated ({e}); not recorded as done, rerun to resend it", l.key)))?;
+                if self.wanted(fi, i as u64) {
+                    let r = decode_line(l, i, &line)?;
+                    if self.in_window(l, &r) {
+                        all.push((r.offset.unwrap_or(i64::MAX), fi, i as u64, r));
+                        n += 1;
                     }
                 }
-                left.insert(fi, n);
-                self.complete[fi] = n == 0;
-                self.bar.inc(l.size);
             }
-            // Stable: equal offsets (none, in a healthy backup) keep file order.
-            all.sort_by_key(|(o, ..)| *o);
-            let order: Vec<(i64, usize, u64)> = all.iter().map(|(o, fi, i, _)| (*o, *fi, *i)).collect();
-            for (n_sent, (_, fi, i, r)) in all.into_iter().enumerate() {
-                let sent = self.send(fi, todo[fi], i, Item::Record(r)).await;
-                let barrier = (n_sent + 1) % ORDER_BARRIER == 0 || n_sent + 1 == order.len();
-                if sent.is_err() || barrier {
-                    if let Some(e) = self.halt_on_refusal(&order) {
-                        return Err(e);
-                    }
+            left.insert(fi, n);
+            self.complete[fi] = n == 0;
+            self.bar.inc(l.size);
+        }
+        // Stable: equal offsets (none, in a healthy backup) keep file order.
+        all.sort_by_key(|(o, ..)| *o);
+        let order: Vec<(i64, usize, u64)> = all.iter().map(|(o, fi, i, _)| (*o, *fi, *i)).collect();
+        for (n_sent, (_, fi, i, r)) in all.into_iter().enumerate() {
+            let sent = self.send(fi, todo[fi], i, Item::Record(r)).await;
+            let barrier = (n_sent + 1) % ORDER_BARRIER == 0 || n_sent + 1 == order.len();
+            if sent.is_err() || barrier {
+                if let Some(e) = self.halt_on_refusal(&order) {
+                    return Err(e);
                 }
-                sent?;
-                let n = left.get_mut(&fi).expect("counted");
-                *n -= 1;
-                self.complete[fi] = *n == 0;
             }
+            sent?;
+            let n = left.get_mut(&fi).expect("counted");
+            *n -= 1;
+            self.complete[fi] = *n == 0;
         }
         // The partition passed its last barrier: its files are done.
         self.record_done()
@@ -545,6 +542,10 @@ impl Replay<'_, '_> {
         // Every record handed over is acknowledged or refused once this returns.
         let _ = p.flush(FLUSH_WAIT);
         let refused = self.refused();
+        if refused.is_empty() {
+            // The common case, at every barrier: no index of the partition's records is built.
+            return None;
+        }
         let at: HashMap<(usize, u64), i64> = order.iter().map(|(o, fi, i)| ((*fi, *i), *o)).collect();
         let lowest = refused.iter().filter_map(|r| at.get(&(r.file, r.line)).copied()).min()?;
         for (o, fi, i) in order {

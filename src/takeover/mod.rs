@@ -337,6 +337,13 @@ fn read_kafka(config: &Config, secor_group: &str) -> Result<KafkaView, TakeoverE
     Ok(KafkaView { secor_members, kbackup_members, partitions })
 }
 
+/// The members of Secor's group and of kbackup's (one group: the same list twice).
+fn read_members(config: &Config, secor_group: &str) -> Result<(Vec<Member>, Vec<Member>), TakeoverError> {
+    let kbackup = GroupClient::new(&config.kafka, &config.kafka.group_id)?.members()?;
+    let secor = if secor_group == config.kafka.group_id { kbackup.clone() } else { GroupClient::new(&config.kafka, secor_group)?.members()? };
+    Ok((secor, kbackup))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, TakeoverError> + Send + 'static) -> Result<T, TakeoverError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| TakeoverError::Blocking(e.to_string()))?
 }
@@ -348,28 +355,37 @@ async fn observe(between: &Between<'_>, wait: std::time::Duration) -> Result<(Se
     let zk = SecorZk::connect(between.secor, between.secor_group()).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut said = false;
-    let view = loop {
-        let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
-        let view = blocking(move || read_kafka(&config, &secor_group)).await?;
-        let running = refuse_while_running(
-            between.kbackup_group(),
-            between.secor_group(),
-            &view.secor_members,
-            &view.kbackup_members,
-            &zk.registered_consumers().await?,
-        );
-        match running {
-            Ok(()) => break view,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                if !said {
-                    tracing::info!("{e}; waiting up to {} s for it to leave (--wait-for-stop)", wait.as_secs());
-                    said = true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e),
-        }
+    let running = |secor: &[Member], kbackup: &[Member], registered: &[String]| {
+        refuse_while_running(between.kbackup_group(), between.secor_group(), secor, kbackup, registered)
     };
+    let (config, secor_group) = (between.config.clone(), between.secor_group().to_string());
+    let read_view = || {
+        let (config, secor_group) = (config.clone(), secor_group.clone());
+        blocking(move || read_kafka(&config, &secor_group))
+    };
+    let read_members = || {
+        let (config, secor_group) = (config.clone(), secor_group.clone());
+        blocking(move || read_members(&config, &secor_group))
+    };
+    let mut view = read_view().await?;
+    while let Err(e) = running(&view.secor_members, &view.kbackup_members, &zk.registered_consumers().await?) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        if !said {
+            tracing::info!("{e}; waiting up to {} s for it to leave (--wait-for-stop)", wait.as_secs());
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // While members remain only they are read; the commits and watermarks again once they
+        // have left (and the loop checks that view once more).
+        let (secor, kbackup) = read_members().await?;
+        if running(&secor, &kbackup, &zk.registered_consumers().await?).is_ok() {
+            view = read_view().await?;
+        } else {
+            (view.secor_members, view.kbackup_members) = (secor, kbackup);
+        }
+    }
     let mut observed = Vec::with_capacity(view.partitions.len());
     for (topic, partition, log_start, log_end, secor_kafka, kbackup) in view.partitions {
         let (zookeeper, zookeeper_unreadable) = match zk.node(&topic, partition).await? {
