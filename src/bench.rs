@@ -157,3 +157,98 @@ fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+/// The writer's per-event work without Kafka or storage, for counting instructions per event
+/// (`scripts/bench` runs it under valgrind, whose counts do not move with the machine's load as
+/// CPU seconds do): `events` generated Sunbird events, then as far as `stage` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PathStage {
+    /// Generating the events only: the base the other stages are counted above.
+    Gen,
+    /// Routing each (validating the JSON, reading its date).
+    Route,
+    /// Routing and appending each to its file's buffer.
+    Append,
+    /// Routing, appending, and gzip-compressing the sealed buffers.
+    Gzip,
+}
+
+/// Runs the per-event path to `stage` over `events` events; returns the seconds of the stage
+/// part (not the generation) and a checksum that keeps the work from being optimized away.
+pub fn path(events: u64, stage: PathStage) -> anyhow::Result<(f64, u64)> {
+    use crate::buffer::Buffer;
+    use crate::config::Compression;
+    let mut g = crate::sample::TelemetryGen::new(7, 100_000, 1_580_472_000_000, 1_580_472_000_000 + 24 * 3_600_000);
+    let batch: Vec<String> = (0..events).map(|i| g.next_event(i).1).collect();
+    let cfg = crate::config::Config::parse(
+        "[kafka]\nbrokers='x'\ngroup_id='g'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='t'\npath='p'\noutput_timezone='Asia/Kolkata'\n",
+        "bench path",
+    )?;
+    let router = crate::routing::Router::new(&cfg.topics[0], 0)?;
+    let started = Instant::now();
+    let mut sum = 0u64;
+    let mut files: Vec<(Arc<str>, Buffer)> = Vec::new();
+    if stage != PathStage::Gen {
+        for (off, e) in batch.iter().enumerate() {
+            let route = router.route(Some(e.as_bytes()), Some(0), off as i64);
+            sum += route.date.len() as u64;
+            if stage == PathStage::Route {
+                continue;
+            }
+            // One partition: a buffer per date, as the writer keeps per (partition, date).
+            let at = match files.iter().position(|(d, _)| *d == route.date) {
+                Some(i) => i,
+                None => {
+                    files.push((route.date.clone(), Buffer::new(off as i64, started)));
+                    files.len() - 1
+                }
+            };
+            files[at].1.append_checked(off as i64, e.as_bytes(), route.line_breaks);
+        }
+    }
+    for (_, buf) in files {
+        sum += buf.len();
+        if stage == PathStage::Gzip {
+            sum += crate::seal::encode(buf.data, Compression::Gzip, crate::config::default_level()).len() as u64;
+        }
+    }
+    Ok((started.elapsed().as_secs_f64(), sum))
+}
+
+/// When a group's commits on `topic` first covered 90 % and all of `events` (seconds from the
+/// start of this call, which the benchmark makes just before it starts the writer): the time a
+/// one-shot run takes to make its backup count, beside its drain. `None` for a mark not reached
+/// within `timeout`.
+pub fn commits(brokers: &str, group: &str, topic: &str, events: i64, timeout: Duration) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let started = Instant::now();
+    let c: BaseConsumer = client_config(&KafkaConfig::for_brokers(brokers), Role::Admin, &[]).set("group.id", group).create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut low = Vec::new();
+    for p in 0..parts {
+        low.push(c.fetch_watermarks(topic, p, Duration::from_secs(30))?.0);
+        tpl.add_partition(topic, p);
+    }
+    let (mut at_90, mut at_all) = (None, None);
+    while at_all.is_none() && started.elapsed() < timeout {
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+        let done: i64 = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (o - low[e.partition() as usize]).max(0),
+                _ => 0,
+            })
+            .sum();
+        let t = started.elapsed().as_secs_f64();
+        if done * 10 >= events * 9 {
+            at_90.get_or_insert(t);
+        }
+        if done >= events {
+            at_all = Some(t);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok((at_90, at_all))
+}

@@ -586,7 +586,7 @@ fn default_pattern() -> String {
 fn default_compression() -> Compression {
     Compression::Gzip
 }
-fn default_level() -> u32 {
+pub(crate) fn default_level() -> u32 {
     1
 }
 fn default_ts_fields() -> Vec<String> {

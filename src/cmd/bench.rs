@@ -45,6 +45,28 @@ pub enum BenchCmd {
         #[arg(long)]
         url: String,
     },
+    /// Run the writer's per-event work (routing, appending, gzip) on generated events, without
+    /// Kafka or storage: what `scripts/bench` counts instructions per event on.
+    Path {
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        #[arg(long, value_enum)]
+        stage: bench::PathStage,
+    },
+    /// Print when a group's commits on `--topic` first covered 90 % and all of `--events`
+    /// (seconds from this command's start).
+    Commits {
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        events: i64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
 }
 
 /// Runs one ceiling measurement and prints one JSON line.
@@ -67,6 +89,15 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             serde_json::json!({"bytes": m.bytes, "seconds": m.seconds})
         }
         BenchCmd::Clear { url } => serde_json::json!({ "deleted": bench::clear(&url).await? }),
+        BenchCmd::Path { events, stage } => {
+            let (seconds, checksum) = tokio::task::spawn_blocking(move || bench::path(events, stage)).await??;
+            serde_json::json!({"events": events, "seconds": seconds, "checksum": checksum})
+        }
+        BenchCmd::Commits { brokers, group, topic, events, timeout_secs } => {
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let (at_90, at_all) = tokio::task::spawn_blocking(move || bench::commits(&brokers, &group, &topic, events, timeout)).await??;
+            serde_json::json!({"at_90": at_90, "at_all": at_all})
+        }
     };
     crate::outln!("{line}");
     Ok(())

@@ -38,6 +38,10 @@ pub struct ProduceSampleArgs {
     /// Span of `syncts` values in hours.
     #[arg(long, default_value_t = 24)]
     pub hours: i64,
+    /// Events per second (0: as fast as the producer goes): a steady load, as the benchmark's
+    /// steady-state row needs.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
@@ -75,7 +79,13 @@ pub async fn run(a: ProduceSampleArgs) -> anyhow::Result<()> {
         .context("creating producer")?;
         let mut gen = TelemetryGen::new(a.seed, a.devices, a.syncts_from, a.syncts_from + a.hours * 3_600_000);
         let mut bytes = 0u64;
+        let paced = Instant::now();
         for i in 0..a.count {
+            if a.rate > 0 && i % 100 == 0 {
+                // Event i goes out no earlier than i / rate seconds in: paced in steps of 100.
+                let due = paced + Duration::from_secs_f64(i as f64 / a.rate as f64);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
             let (key, value, _) = gen.next_event(i);
             bytes += value.len() as u64;
             crate::producer::send_blocking(&producer, BaseRecord::to(&a.topic).key(&key).payload(&value)).context("producing")?;

@@ -36,11 +36,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let (config, storage, health, retention_ms) = started;
+    let Started { config, storage, health, retention_ms, settings_recorded } = started;
     let rt = tokio::runtime::Handle::current();
     let opts = RunOptions { until_caught_up: args.until_caught_up, retention_ms };
     let summary =
         tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")??;
+    // The topics' settings are recorded beside the consumption, not before it (a DescribeConfigs
+    // round trip was a tenth of a one-shot run): a run that ends first waits for them here.
+    if tokio::time::timeout(SETTINGS_WAIT, settings_recorded).await.is_err() {
+        warn!("recording the topics' settings took over 15 s: stopping without them (the next run records them)");
+    }
     // The writer has logged the whole summary ("writer stopped", one field per count).
     if summary.lost_offsets > 0 {
         // Everything Kafka still held was backed up, but not what it had deleted first.
@@ -56,7 +61,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Started = (crate::config::Config, Storage, Arc<Health>, std::collections::HashMap<String, i64>);
+/// What start-up hands the writer.
+struct Started {
+    config: crate::config::Config,
+    storage: Storage,
+    health: Arc<Health>,
+    /// Each topic's `retention.ms` (where the broker told it).
+    retention_ms: std::collections::HashMap<String, i64>,
+    /// Fires once the topics' settings were first recorded (or failed to be).
+    settings_recorded: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How long recording the topics' settings may take: a slow store or a broker that refuses
+/// DescribeConfigs must not hold up the backup, which does not depend on them.
+const SETTINGS_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Everything before the first poll: config, storage, topics, the status server, retention.
 async fn start(args: &RunArgs) -> anyhow::Result<Started> {
@@ -108,31 +126,29 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
         }
         Err(e) => return Err(anyhow::Error::from(e).context(format!("storage {}: the create-only probe", storage.describe))),
     }
-    check_topics_exist(&config).await?;
+    // Read side by side: each builds a client and waits on a round trip to the brokers.
+    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let (exist, retention_ms) = tokio::join!(check_topics_exist(&config), crate::consumer::lookup_retention_ms(&config.kafka, &names));
+    exist?;
     // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
     crate::takeover::guard(&config).await.map_err(|e| match e {
         crate::takeover::GuardError::NaiveSwitch { .. } => ExitError { code: 2, message: format!("{e}: kbackup takeover {}", args.config.as_args()) },
         crate::takeover::GuardError::Unreadable(_) => ExitError { code: 1, message: e.to_string() },
     })?;
-    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let retention_ms = crate::consumer::lookup_retention_ms(&config.kafka, &names).await;
     // Each topic's partition count and settings, next to its files (for `replay
-    // --create-topic`): now, and every ten minutes in case they change.
+    // --create-topic`): now, beside the consumption, and every ten minutes in case they change.
     let paths: Vec<(String, String)> = config.topics.iter().filter_map(|t| Some((t.name.clone(), t.layout().ok()?.marker_path()))).collect();
-    // Bounded: a slow store or a broker that refuses DescribeConfigs must not hold up the
-    // backup, which does not depend on them (the periodic pass tries again).
-    let recorded = crate::topic_settings::record_all(&config.kafka, &storage, &paths);
-    if tokio::time::timeout(std::time::Duration::from_secs(15), recorded).await.is_err() {
-        warn!("recording the topics' settings took over 15 s: going on without them, retrying in 10 minutes");
-    }
     let (kafka, store) = (config.kafka.clone(), storage.clone());
+    let (recorded, settings_recorded) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        crate::topic_settings::record_all(&kafka, &store, &paths).await;
+        let _ = recorded.send(());
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(600)).await;
             crate::topic_settings::record_all(&kafka, &store, &paths).await;
         }
     });
-    Ok((config, storage, health, retention_ms))
+    Ok(Started { config, storage, health, retention_ms, settings_recorded })
 }
 
 /// Fails before consuming anything if a configured topic does not exist.

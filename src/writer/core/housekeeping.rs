@@ -14,6 +14,8 @@ use crate::writer::ports::Broker;
 
 /// How often watermarks that could not be read at assignment are tried again.
 const WATERMARKS_RETRY: Duration = Duration::from_secs(5);
+/// How often a caught-up `--until-caught-up` run commits while its last files and markers land.
+const ENDING_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
@@ -87,7 +89,12 @@ impl Writer {
             }
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
         }
-        if now.duration_since(self.last_commit) >= self.settings.commit_interval {
+        // A caught-up `--until-caught-up` run only waits for its last uploads and markers:
+        // each is committed (and the markers it settles asked for) as it lands, not a commit
+        // interval later, so the run ends with its drain. Still spaced, so that a broker
+        // refusing commits is not asked in a tight loop.
+        let interval = if self.opts.until_caught_up && self.caught_up_at.is_some() { ENDING_COMMIT_INTERVAL } else { self.settings.commit_interval };
+        if now.duration_since(self.last_commit) >= interval {
             self.commit(broker, None);
             // Right after the commit: a date is settled only once its offsets are committed.
             self.judge_completion(broker);
