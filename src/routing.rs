@@ -225,12 +225,9 @@ impl Router {
         if payload.is_empty() {
             return self.invalid(InvalidReason::Empty);
         }
-        let Ok(text) = std::str::from_utf8(payload) else {
-            return self.invalid(InvalidReason::NotUtf8);
-        };
         // A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows it); the stored
         // line keeps it, byte for byte.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = payload.strip_prefix("\u{feff}".as_bytes()).unwrap_or(payload);
         // No allocation per message for the usual handful of fields.
         let mut small: [Option<FieldValue<'_>>; 8] = Default::default();
         let mut large = Vec::new();
@@ -240,8 +237,11 @@ impl Router {
             large.resize(self.paths.len(), None);
             &mut large
         };
-        let line_breaks = match scan::scan(text, &self.paths, found, false) {
+        // One pass proves the message UTF-8 and JSON (or finds it is not).
+        let line_breaks = match scan::scan_bytes(text, &self.paths, found, false) {
             Ok(b) => Some(b),
+            // Which of the two it is not: UTF-8 is judged first, as Secor's decoding does.
+            Err(_) if std::str::from_utf8(payload).is_err() => return self.invalid(InvalidReason::NotUtf8),
             Err(_) => return self.invalid(InvalidReason::NotJson),
         };
         let prefix = if self.prefix_as_value {
@@ -380,13 +380,13 @@ pub fn extract<'t>(text: &'t str, paths: &[Vec<String>]) -> Result<Vec<Option<Fi
     Ok(found)
 }
 
-/// Like [`extract`], but stops reading as soon as every path is found, without validating the
-/// rest: for tools that only need a key from events already known to be JSON.
 /// Whether `text` is one valid JSON value (the whole of it is validated).
 pub fn is_json(text: &str) -> bool {
     scan::scan(text, &[], &mut [], false).is_ok()
 }
 
+/// Like [`extract`], but stops reading as soon as every path is found, without validating the
+/// rest: for tools that only need a key from events already known to be JSON.
 pub fn find_fields<'t>(text: &'t str, paths: &[Vec<String>]) -> Option<Vec<Option<FieldValue<'t>>>> {
     let mut found = vec![None; paths.len()];
     scan::scan(text, paths, &mut found, true).ok()?;

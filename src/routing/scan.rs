@@ -40,10 +40,19 @@ impl std::error::Error for ScanError {}
 /// can: strings must escape them), so the writer need not search for them again; meaningful
 /// only when the whole message was scanned.
 pub fn scan<'t>(text: &'t str, paths: &[Vec<String>], found: &mut [Option<FieldValue<'t>>], stop_early: bool) -> Result<bool, ScanError> {
+    scan_bytes(text.as_bytes(), paths, found, stop_early)
+}
+
+/// [`scan`] over bytes not known to be UTF-8: the scan proves they are as it goes (JSON can
+/// hold other than ASCII only inside strings, and each such run is validated where the string
+/// scan meets it), so a message is read once, not once for UTF-8 and once for JSON. A message
+/// that is not UTF-8 is an error here like one that is not JSON; a caller that must tell the
+/// two apart checks UTF-8 on that rare path. With `stop_early`, what was not read is not
+/// validated either.
+pub fn scan_bytes<'t>(b: &'t [u8], paths: &[Vec<String>], found: &mut [Option<FieldValue<'t>>], stop_early: bool) -> Result<bool, ScanError> {
     assert!(paths.len() <= MAX_PATHS && found.len() == paths.len());
     let all = if paths.len() == MAX_PATHS { u64::MAX } else { (1u64 << paths.len()) - 1 };
-    let mut s =
-        Scanner { b: text.as_bytes(), text, i: 0, paths, found, missing: all, stop_early, line_breaks: false, error: ScanError { at: 0, what: "" } };
+    let mut s = Scanner { b, i: 0, paths, found, missing: all, stop_early, line_breaks: false, error: ScanError { at: 0, what: "" } };
     match s.value(all, 0) {
         Ok(()) => {}
         Err(Stop::AllFound) => return Ok(s.line_breaks),
@@ -76,7 +85,6 @@ impl From<Fail> for Stop {
 
 struct Scanner<'t, 'p> {
     b: &'t [u8],
-    text: &'t str,
     i: usize,
     paths: &'p [Vec<String>],
     found: &'p mut [Option<FieldValue<'t>>],
@@ -135,12 +143,18 @@ impl<'t> Scanner<'t, '_> {
             let wanted = active & self.missing;
             let (mut leaf, mut next) = (0u64, 0u64);
             if wanted != 0 {
-                let key = self.string_value(start, end, escaped);
+                // Compared as bytes: a key without escapes is its own text (already proven
+                // UTF-8), and most keys of a message are compared with no wanted name.
+                let key: Option<Cow<'t, [u8]>> = if escaped {
+                    self.string_value(start, end, true).map(|k| Cow::Owned(k.into_owned().into_bytes()))
+                } else {
+                    Some(Cow::Borrowed(&self.b[start..end]))
+                };
                 let mut bits = wanted;
                 while bits != 0 {
                     let p = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
-                    if key.as_deref() == Some(self.paths[p][depth].as_str()) {
+                    if key.as_deref() == Some(self.paths[p][depth].as_bytes()) {
                         if self.paths[p].len() == depth + 1 {
                             leaf |= 1 << p;
                         } else {
@@ -294,19 +308,36 @@ impl<'t> Scanner<'t, '_> {
                         None => return Err(self.err("unexpected end in a string")),
                     }
                 }
+                Some(&c) if c >= 0x80 => self.text_beyond_ascii()?,
                 Some(_) => return Err(self.err("control character in a string")),
                 None => return Err(self.err("unexpected end in a string")),
             }
         }
     }
 
+    /// Text other than ASCII in a string: the run up to the next quote, backslash or control
+    /// character is proven UTF-8 at once (no character spans one of those, whose bytes are
+    /// ASCII, so a cut character fails here as it should). Out of line: telemetry is mostly
+    /// ASCII, and the string scan, inlined everywhere, stays small.
+    #[inline(never)]
+    fn text_beyond_ascii(&mut self) -> Result<(), Fail> {
+        let end = find_quote_or_escape(self.b, self.i);
+        if std::str::from_utf8(&self.b[self.i..end]).is_err() {
+            return Err(self.err("not UTF-8"));
+        }
+        self.i = end;
+        Ok(())
+    }
+
     /// The text of a string scanned by [`Self::string`]; `None` if an escape does not decode
     /// (a lone surrogate), which no configured key or usable time can contain.
     fn string_value(&self, start: usize, end: usize, escaped: bool) -> Option<Cow<'t, str>> {
+        // The string scan proved these bytes UTF-8; converting a wanted value (a handful per
+        // message, short) checks again rather than assume it.
         if !escaped {
-            return Some(Cow::Borrowed(&self.text[start..end]));
+            return std::str::from_utf8(&self.b[start..end]).ok().map(Cow::Borrowed);
         }
-        serde_json::from_str::<String>(&self.text[start - 1..=end]).ok().map(Cow::Owned)
+        serde_json::from_slice::<String>(&self.b[start - 1..=end]).ok().map(Cow::Owned)
     }
 
     /// A number; returns its text and whether it is an integer (no fraction, no exponent).
@@ -378,7 +409,9 @@ impl<'t> Scanner<'t, '_> {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let (start, integer) = self.number()?;
-                Ok(number_value(&self.text[start..self.i], integer))
+                // A number's bytes are ASCII, which the scan checked digit by digit.
+                let Ok(text) = std::str::from_utf8(&self.b[start..self.i]) else { return Err(self.err("not UTF-8").into()) };
+                Ok(number_value(text, integer))
             }
             _ => {
                 self.skip_value()?;
@@ -437,7 +470,8 @@ fn number_value(text: &str, integer: bool) -> FieldValue<'static> {
     FieldValue::Float(text.parse::<f64>().unwrap_or(f64::NAN))
 }
 
-/// Index of the first `"`, `\` or control character at or after `i` (or `b.len()`).
+/// Index of the first `"`, `\`, control character or byte of a character other than ASCII at
+/// or after `i` (or `b.len()`).
 #[inline]
 fn find_special(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -453,7 +487,8 @@ fn find_special(b: &[u8], mut i: usize) -> usize {
                 // x <= 0x1f (unsigned) exactly when max(x, 0x1f) == 0x1f.
                 let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(x, ctrl_max), ctrl_max);
                 let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)), ctrl);
-                let mask = _mm_movemask_epi8(hit);
+                // Bytes of 0x80 and above have their top bit set, as the matches (0xff) have.
+                let mask = _mm_movemask_epi8(_mm_or_si128(hit, x));
                 if mask != 0 {
                     return i + mask.trailing_zeros() as usize;
                 }
@@ -461,10 +496,16 @@ fn find_special(b: &[u8], mut i: usize) -> usize {
             }
         }
     }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f | 0x80..) {
         i += 1;
     }
     i
+}
+
+/// Index of the first `"`, `\\` or control character at or after `i` (or `b.len()`): where a
+/// run of text other than ASCII inside a string ends.
+fn find_quote_or_escape(b: &[u8], i: usize) -> usize {
+    b[i..].iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1f)).map_or(b.len(), |n| i + n)
 }
 
 #[cfg(test)]
@@ -692,6 +733,55 @@ mod tests {
         b.into_iter().collect()
     }
 
+    /// A mutation of the bytes, which may cut a character or put bytes that are not UTF-8
+    /// (lone continuation bytes, overlong forms, surrogates, bytes never used) anywhere.
+    fn mutate_bytes(r: &mut StdRng, doc: &[u8]) -> Vec<u8> {
+        let mut b = doc.to_vec();
+        let odd: [&[u8]; 8] = [b"\x80", b"\xbf", b"\xc0\xaf", b"\xed\xa0\x80", b"\xff", b"\xe6\x97", b"\xf0\x9f\x98", b"\xc3\xa9"];
+        for _ in 0..r.random_range(1..3) {
+            let at = r.random_range(0..=b.len());
+            match r.random_range(0..3) {
+                0 if at < b.len() => {
+                    b.remove(at);
+                }
+                1 if at < b.len() => b[at] = r.random(),
+                _ => {
+                    let ins = odd[r.random_range(0..odd.len())];
+                    b.splice(at..at, ins.iter().copied());
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn bytes_are_accepted_exactly_when_they_are_utf8_and_json() {
+        let mut r = StdRng::seed_from_u64(20261205);
+        let paths: Vec<Vec<String>> = vec![vec!["a".into()], vec!["b".into(), "c".into()]];
+        let (mut not_utf8, mut valid_seen) = (0, 0);
+        for _ in 0..100_000 {
+            let mut doc = String::new();
+            gen_value(&mut r, 0, &mut doc);
+            for d in [doc.as_bytes().to_vec(), mutate_bytes(&mut r, doc.as_bytes())] {
+                let want = std::str::from_utf8(&d).is_ok_and(reference);
+                let mut found = vec![None; 2];
+                assert_eq!(scan_bytes(&d, &paths, &mut found, false).is_ok(), want, "{d:?}");
+                not_utf8 += usize::from(std::str::from_utf8(&d).is_err());
+                valid_seen += usize::from(want);
+            }
+        }
+        assert!(not_utf8 > 10_000 && valid_seen > 50_000, "{not_utf8} not UTF-8, {valid_seen} valid");
+        // Long runs of text other than ASCII, cut anywhere.
+        let long = format!("{{\"a\":\"{}\"}}", "日本語のテキスト😀é".repeat(40));
+        for cut in 0..long.len() {
+            let mut d = long.as_bytes().to_vec();
+            d.remove(cut);
+            let want = std::str::from_utf8(&d).is_ok_and(reference);
+            let mut found = vec![None; 2];
+            assert_eq!(scan_bytes(&d, &paths, &mut found, false).is_ok(), want, "cut at {cut}");
+        }
+    }
+
     #[test]
     fn agrees_with_serde_json_on_generated_and_mutated_documents() {
         let mut r = StdRng::seed_from_u64(20261125);
@@ -824,7 +914,7 @@ mod tests {
                 .map(|_| if r.random_bool(0.05) { [b'"', b'\\', 0x1f, 0, 0x7f, 0x20][r.random_range(0..6)] } else { r.random_range(0x20..=0xff) })
                 .collect();
             let from = r.random_range(0..=len);
-            let want = (from..len).find(|&i| matches!(b[i], b'"' | b'\\' | 0..=0x1f)).unwrap_or(len);
+            let want = (from..len).find(|&i| matches!(b[i], b'"' | b'\\' | 0..=0x1f | 0x80..)).unwrap_or(len);
             assert_eq!(find_special(&b, from), want, "{b:?} from {from}");
         }
     }
