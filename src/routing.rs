@@ -409,6 +409,24 @@ mod tests {
 
     const EVENT: &str = r#"{"ver":"3.0","eid":"IMPRESSION","ets":1580495389750,"mid":"IMPRESSION:5f0c","context":{"channel":"505c","did":"8b55","pdata":{"id":"prod.sunbird.app"}},"edata":{"type":"view"},"tags":[],"syncts":1580495403199,"@timestamp":"2020-01-31T18:30:03.199Z","flags":{"dd_processed":true},"type":"events"}"#;
 
+    /// One pass proves UTF-8 and JSON, yet which of the two a bad message is not stays as it
+    /// was: UTF-8 first, wherever the bad byte is.
+    #[test]
+    fn not_utf8_is_told_from_not_json() {
+        let r = router("timestamp_fields=['syncts']");
+        let reason = |b: &[u8]| match r.route(Some(b), None, 0).source {
+            DateSource::Invalid(why) => Some(why),
+            _ => None,
+        };
+        assert_eq!(reason(b"{\"syncts\":1580495403199,\"a\":\"caf\xc3\xa9\"}"), None, "UTF-8 in a string is fine");
+        assert_eq!(reason(b"{\"syncts\":1580495403199,\"a\":\"caf\xe9\"}"), Some(InvalidReason::NotUtf8), "Latin-1 in a string");
+        assert_eq!(reason(b"{\"syncts\":1580495403199,\"a\":\"\xed\xa0\x80\"}"), Some(InvalidReason::NotUtf8), "a surrogate");
+        assert_eq!(reason(b"\xff{\"syncts\":1580495403199}"), Some(InvalidReason::NotUtf8), "outside any string");
+        assert_eq!(reason(b"{\"syncts\":1580495403199,\"a\":\"x\xff"), Some(InvalidReason::NotUtf8), "both: UTF-8 first");
+        assert_eq!(reason(b"{\"syncts\":1580495403199,\"a\":\"x\""), Some(InvalidReason::NotJson));
+        assert_eq!(reason(b"\xef\xbb\xbf{\"syncts\":1580495403199}"), None, "a byte order mark is skipped");
+    }
+
     /// Stock Secor's rules: JsonMessageParser never falls back to the record time (a message
     /// without its field goes where Secor files time 0), `kafka.useTimestamp` dates by the
     /// record time alone, hour folders follow the day's.
