@@ -70,9 +70,35 @@ use kafka::Ctx;
 use pipeline::{Polled, Routing, Step, PARALLEL_ROUTING_MIN};
 use ports::{ChannelMarkers, ChannelUploads, SystemClock};
 
+pub use self::core::Fatal;
 #[cfg(test)]
 use self::core::StopReason;
 pub(crate) use self::core::{Next, Writer};
+
+/// Why [`run`] did not end cleanly. Each is the process's exit 1; what the writer had not
+/// committed is read again by the partitions' next owner.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The writer could not be set up (a topic's routing rules, the consumer, its threads).
+    #[error("starting the writer: {0}")]
+    Start(String),
+    /// The writer stopped because it could not go on safely.
+    #[error("{0}")]
+    Fatal(#[from] Fatal),
+    /// The graceful stop did not finish within its bound.
+    #[error(
+        "the graceful stop did not finish within writer.shutdown_timeout_secs ({secs} s): the broker or storage did not answer; uncommitted events will be read again"
+    )]
+    StopTimedOut { secs: u64 },
+    /// Sealed files were still not uploaded when the stop's time ran out.
+    #[error("{files} file(s) were not uploaded before the shutdown timeout; their events were not committed and will be read again")]
+    Abandoned { files: u64 },
+    /// The final commit did not succeed in time.
+    #[error(
+        "the final commit of {partitions} partition(s) did not succeed before writer.shutdown_timeout_secs: their uploaded files are recorded (the next run skips their events), but the group's offsets lag behind them"
+    )]
+    Uncommitted { partitions: u64 },
+}
 
 /// How `run` was asked to behave.
 #[derive(Debug, Clone, Default)]
@@ -162,8 +188,9 @@ pub fn run(
     stop: Arc<StopRequest>,
     opts: RunOptions,
     health: Arc<Health>,
-) -> anyhow::Result<RunSummary> {
-    let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i)).collect::<Result<Vec<_>, _>>()?;
+) -> Result<RunSummary, RunError> {
+    let start = |e: &dyn std::fmt::Display| RunError::Start(e.to_string());
+    let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i)).collect::<Result<Vec<_>, _>>().map_err(|e| start(&e))?;
     // The budget covers librdkafka's prefetch too; buffers get the rest (at least a quarter).
     let prefetch = crate::consumer::prefetch_bytes(&config.kafka);
     let buffer_budget = config.writer.memory_limit_bytes.saturating_sub(prefetch).max(config.writer.memory_limit_bytes / 4);
@@ -178,7 +205,7 @@ pub fn run(
     let uploads = Box::new(ChannelUploads { uploader, done });
     let (marker_tx, marker_rx) = std::sync::mpsc::channel();
     let markers = Box::new(ChannelMarkers { store: storage.store.clone(), rt, tx: marker_tx, rx: marker_rx, kafka: config.kafka.clone() });
-    let mut core = Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts)?;
+    let mut core = Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts).map_err(|e| start(&e))?;
     core.listen(stop.clone());
     let writer = Arc::new(Mutex::new(core));
     // Topic names to config indices, for the routing helper.
@@ -187,7 +214,7 @@ pub fn run(
     let generation = Arc::new(AtomicU64::new(0));
     // One helper routes a batch while this thread appends the previous one and polls the next
     // (a second helper measured no faster on 2 cores, at 30% more CPU).
-    let router_pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "kbackup-route".into()).build()?;
+    let router_pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "kbackup-route".into()).build().map_err(|e| start(&e))?;
     let ctx = Ctx {
         writer: writer.clone(),
         health: health.clone(),
@@ -200,11 +227,11 @@ pub fn run(
         watermarks: kafka::WatermarkReads::default(),
     };
     let consumer: Arc<BaseConsumer<Ctx>> =
-        Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(anyhow::Error::msg)?);
+        Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(|e| start(&e))?);
     // Commits run on a thread of their own (bounded, see ports::COMMIT_WAIT): they need the consumer.
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
-    consumer.subscribe(&names)?;
+    consumer.subscribe(&names).map_err(|e| start(&e))?;
     info!(group = %config.kafka.group_id, topics = %names.join(","), storage = %storage.describe, "writer started");
 
     // Three batches are in the pipeline: `routed` (batch k-1) is applied by this thread while
@@ -252,19 +279,22 @@ pub fn run(
     };
     let (finished_tx, finished_rx) = channel();
     let finisher = writer.clone();
-    std::thread::Builder::new().name("kbackup-finish".into()).spawn(move || {
-        let mut w = finisher.lock().unwrap_or_else(|p| p.into_inner());
-        // Uploads get the time left but a commit's share: what they finish must still be committed.
-        let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
-        w.finish(&*consumer, uploads_until);
-        let summary = w.summary().clone();
-        let fatal = w.fatal().cloned();
-        drop(w);
-        // Leaving the group fires a final revoke; every buffer is already sealed and committed.
-        consumer.unsubscribe();
-        drop(consumer);
-        let _ = finished_tx.send((summary, fatal));
-    })?;
+    std::thread::Builder::new()
+        .name("kbackup-finish".into())
+        .spawn(move || {
+            let mut w = finisher.lock().unwrap_or_else(|p| p.into_inner());
+            // Uploads get the time left but a commit's share: what they finish must still be committed.
+            let uploads_until = deadline.checked_sub(commit_reserve(timeout)).unwrap_or(deadline);
+            w.finish(&*consumer, uploads_until);
+            let summary = w.summary().clone();
+            let fatal = w.fatal().cloned();
+            drop(w);
+            // Leaving the group fires a final revoke; every buffer is already sealed and committed.
+            consumer.unsubscribe();
+            drop(consumer);
+            let _ = finished_tx.send((summary, fatal));
+        })
+        .map_err(|e| start(&e))?;
     let (summary, fatal) = match finished_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(done) => done,
         Err(_) => {
@@ -276,10 +306,7 @@ pub fn run(
                 files = summary_before.files,
                 "shutdown timeout: the broker or storage did not answer in time; exiting without a final commit (uncommitted events will be read again)"
             );
-            return Err(anyhow::anyhow!(
-                "the graceful stop did not finish within writer.shutdown_timeout_secs ({} s): the broker or storage did not answer; uncommitted events will be read again",
-                timeout.as_secs()
-            ));
+            return Err(RunError::StopTimedOut { secs: timeout.as_secs() });
         }
     };
     let (reused, fresh) = crate::buffer::block_counts();
@@ -305,19 +332,13 @@ pub fn run(
         "writer stopped"
     );
     if let Some(why) = fatal {
-        anyhow::bail!("{why}");
+        return Err(why.into());
     }
     if summary.abandoned_files > 0 {
-        anyhow::bail!(
-            "{} file(s) were not uploaded before the shutdown timeout; their events were not committed and will be read again",
-            summary.abandoned_files
-        );
+        return Err(RunError::Abandoned { files: summary.abandoned_files });
     }
     if summary.uncommitted_partitions > 0 {
-        anyhow::bail!(
-            "the final commit of {} partition(s) did not succeed before writer.shutdown_timeout_secs: their uploaded files are recorded (the next run skips their events), but the group's offsets lag behind them",
-            summary.uncommitted_partitions
-        );
+        return Err(RunError::Uncommitted { partitions: summary.uncommitted_partitions });
     }
     Ok(summary)
 }

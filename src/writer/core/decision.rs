@@ -18,7 +18,7 @@ pub(crate) const UPLOAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the writer cannot go on safely; the process stops and exits non-zero.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub(crate) enum Fatal {
+pub enum Fatal {
     /// The committed offsets (and the intent records they carry) could not be read in time.
     #[error("cannot read committed offsets: {0}")]
     CommittedUnreadable(String),

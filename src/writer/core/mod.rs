@@ -37,9 +37,10 @@ mod uploads;
 
 #[cfg(test)]
 pub(crate) use self::completion::MARKERS_WAIT;
+pub use self::decision::Fatal;
+pub(crate) use self::decision::Next;
 #[cfg(test)]
 pub(crate) use self::decision::StopReason;
-pub(crate) use self::decision::{Fatal, Next};
 
 struct TopicRuntime {
     cfg: TopicConfig,
