@@ -230,7 +230,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 fn failed(e: rdkafka::error::KafkaError) -> BrokerError {
-    BrokerError(e.to_string())
+    BrokerError::from(e)
 }
 
 impl Broker for BaseConsumer<Ctx> {
@@ -246,7 +246,7 @@ impl Broker for BaseConsumer<Ctx> {
         let mut gate = ctx.unanswered.lock().unwrap_or_else(|p| p.into_inner());
         if !gate.may_start(|rx| !matches!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))) {
             ctx.health.commit_unanswered();
-            return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
+            return Err(BrokerError::new("an earlier commit is still unanswered by the broker"));
         }
         ctx.health.commit_answered();
         let Some(me) = ctx.consumer.get().and_then(std::sync::Weak::upgrade) else {
@@ -261,13 +261,13 @@ impl Broker for BaseConsumer<Ctx> {
                 let _ = tx.send(result);
                 let _ = done_tx.send(());
             })
-            .map_err(|e| BrokerError(format!("starting the commit: {e}")))?;
+            .map_err(|e| BrokerError::new(format!("starting the commit: {e}")))?;
         match rx.recv_timeout(wait) {
             Ok(result) => result.map_err(failed),
             Err(_) => {
                 gate.unanswered(done_rx, started);
                 ctx.health.commit_unanswered();
-                Err(BrokerError(format!("the broker did not answer the commit within {:.1} s (it may still be applied)", wait.as_secs_f64())))
+                Err(BrokerError::new(format!("the broker did not answer the commit within {:.1} s (it may still be applied)", wait.as_secs_f64())))
             }
         }
     }
@@ -284,7 +284,7 @@ impl Broker for BaseConsumer<Ctx> {
                 // A partition the broker could not answer for is no "never committed": resuming
                 // from the log start would store again what is stored.
                 Some(e) => match e.error() {
-                    Err(err) => Err(BrokerError(format!("the committed offset of {t}/{p}: {err}"))),
+                    Err(err) => Err(BrokerError { code: err.rdkafka_error_code(), message: format!("the committed offset of {t}/{p}: {err}") }),
                     Ok(()) => Ok(Committed {
                         offset: match e.offset() {
                             Offset::Offset(o) => Some(o),
@@ -293,7 +293,7 @@ impl Broker for BaseConsumer<Ctx> {
                         metadata: e.metadata().to_string(),
                     }),
                 },
-                None => Err(BrokerError(format!("the broker's answer left out {t}/{p}"))),
+                None => Err(BrokerError::new(format!("the broker's answer left out {t}/{p}"))),
             })
             .collect()
     }

@@ -20,10 +20,34 @@ use crate::upload::{UploadDone, UploadJob, Uploader};
 /// librdkafka's borrowed messages in production, owned ones in the simulation.
 pub(crate) use rdkafka::message::Message;
 
-/// A broker call that failed (or whose outcome is unknown).
+/// A broker call that failed (or whose outcome is unknown): what happened, and Kafka's error
+/// code when librdkafka or the broker gave one (none for what the writer itself decided, such
+/// as a commit left unanswered), so a caller can match on the kind rather than the text.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct BrokerError(pub(crate) String);
+#[error("{message}")]
+pub(crate) struct BrokerError {
+    pub(crate) code: Option<rdkafka::types::RDKafkaErrorCode>,
+    pub(crate) message: String,
+}
+
+impl BrokerError {
+    /// A failure without a Kafka error code.
+    pub(crate) fn new(message: impl Into<String>) -> BrokerError {
+        BrokerError { code: None, message: message.into() }
+    }
+
+    /// A failure with Kafka's error code (the simulation's broker fails as Kafka does).
+    #[cfg(test)]
+    pub(crate) fn kafka(code: rdkafka::types::RDKafkaErrorCode, message: impl Into<String>) -> BrokerError {
+        BrokerError { code: Some(code), message: message.into() }
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for BrokerError {
+    fn from(e: rdkafka::error::KafkaError) -> BrokerError {
+        BrokerError { code: e.rdkafka_error_code(), message: e.to_string() }
+    }
+}
 
 /// One partition's offset commit, with the intent record as its metadata.
 #[derive(Debug, Clone)]
@@ -272,4 +296,20 @@ async fn success(store: &dyn ObjectStore, job: &MarkerJob, kafka: &crate::config
         tracing::info!(topic = %job.topic_name, date = %job.date_str, files = ?keys, "every partition of the date is complete: _SUCCESS written");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::BrokerError;
+
+    #[test]
+    fn a_broker_error_keeps_kafkas_error_code() {
+        let e = BrokerError::from(KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration));
+        assert_eq!(e.code, Some(RDKafkaErrorCode::IllegalGeneration));
+        assert!(e.to_string().contains("IllegalGeneration"), "{e}");
+        assert_eq!(BrokerError::new("an earlier commit is still unanswered by the broker").code, None);
+    }
 }

@@ -166,7 +166,7 @@ impl Writer {
         let wait = self.call_wait(COMMIT_WAIT);
         if wait.is_zero() {
             metrics::counter!(m::COMMIT_FAILURES).increment(1);
-            return Err(BrokerError("no time left before the stop's deadline to commit".into()));
+            return Err(BrokerError::new("no time left before the stop's deadline to commit"));
         }
         if let Err(e) = broker.commit(&entries, wait) {
             metrics::counter!(m::COMMIT_FAILURES).increment(1);

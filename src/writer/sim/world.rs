@@ -395,7 +395,7 @@ impl SimBroker {
     fn flaky(&self, w: &mut World, what: &str) -> Result<(), BrokerError> {
         let p = w.faults.broker_error;
         if w.rng.chance(p) {
-            return Err(BrokerError(format!("simulated broker failure: {what}")));
+            return Err(BrokerError::new(format!("simulated broker failure: {what}")));
         }
         Ok(())
     }
@@ -408,12 +408,12 @@ impl Broker for SimBroker {
         // The port's rule (as `kafka.rs` applies it): nothing is sent while one is held.
         let held = &w.held;
         if !w.gates[self.member].may_start(|id| !held.iter().any(|h| h.id == *id)) {
-            return Err(BrokerError("an earlier commit is still unanswered by the broker".into()));
+            return Err(BrokerError::new("an earlier commit is still unanswered by the broker"));
         }
         self.flaky(w, "commit")?;
         if w.member_gen[self.member] != w.generation {
             w.note(format!("member {} is fenced (a commit in an old generation)", self.member));
-            return Err(BrokerError("ILLEGAL_GENERATION: the member was fenced".into()));
+            return Err(BrokerError::kafka(rdkafka::types::RDKafkaErrorCode::IllegalGeneration, "ILLEGAL_GENERATION: the member was fenced"));
         }
         let what: Vec<String> = entries.iter().map(|e| format!("{}/{}@{} [{}]", e.topic, e.partition, e.offset, e.metadata)).collect();
         let p = w.faults.commit_held;
@@ -440,7 +440,7 @@ impl Broker for SimBroker {
             w.note(format!("member {} commits {}, {when}", self.member, what.join(" ")));
             let until = w.now_ms + wait.as_millis() as u64;
             w.advance(until, None);
-            return Err(BrokerError("the broker did not answer the commit in time (it may still be applied)".into()));
+            return Err(BrokerError::new("the broker did not answer the commit in time (it may still be applied)"));
         }
         w.call(wait);
         w.note(format!("member {} commits {}", self.member, what.join(" ")));
@@ -452,7 +452,7 @@ impl Broker for SimBroker {
         // A commit the broker stored may still look failed to the writer.
         let p = w.faults.broker_error;
         if w.rng.chance(p) {
-            return Err(BrokerError("simulated lost commit response".into()));
+            return Err(BrokerError::new("simulated lost commit response"));
         }
         Ok(())
     }
@@ -463,15 +463,15 @@ impl Broker for SimBroker {
             // Asked of a coordinator that is not there: librdkafka waits out the timeout.
             let until = (w.now_ms + timeout.as_millis() as u64).min(w.faults.coordinator_away_until_ms);
             w.advance(until, None);
-            return Err(BrokerError("Local: Timed out: no group coordinator".into()));
+            return Err(BrokerError::kafka(rdkafka::types::RDKafkaErrorCode::OperationTimedOut, "Local: Timed out: no group coordinator"));
         }
         if w.closing[self.member] {
             let until = w.now_ms + timeout.as_millis() as u64;
             w.advance(until, None);
-            return Err(BrokerError("OperationTimedOut: the consumer is closing".into()));
+            return Err(BrokerError::new("OperationTimedOut: the consumer is closing"));
         }
         if !w.call(timeout) {
-            return Err(BrokerError("Local: Timed out: the broker did not answer".into()));
+            return Err(BrokerError::kafka(rdkafka::types::RDKafkaErrorCode::OperationTimedOut, "Local: Timed out: the broker did not answer"));
         }
         self.flaky(&mut w, "committed offsets")?;
         Ok(partitions
@@ -486,7 +486,7 @@ impl Broker for SimBroker {
     fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), BrokerError> {
         let mut w = lock(&self.world);
         if !w.call(timeout) {
-            return Err(BrokerError("Local: Timed out: the broker did not answer".into()));
+            return Err(BrokerError::kafka(rdkafka::types::RDKafkaErrorCode::OperationTimedOut, "Local: Timed out: the broker did not answer"));
         }
         self.flaky(&mut w, "watermarks")?;
         Ok((0, w.log[slot(topic, partition)].len() as i64))
