@@ -48,11 +48,17 @@ pub(super) struct InFlight {
     pub(super) sealed_at: Instant,
 }
 
+/// A file being rebuilt: its partition and its index in the partition's `plan.rebuild`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct RebuildKey {
+    pub(super) part: PartKey,
+    pub(super) index: usize,
+}
+
 /// Where a message goes: the open file of its route, or a file being rebuilt.
 pub(super) enum Slot<'k> {
     Open(&'k BufferKey),
-    /// (topic, partition, index in the partition's `plan.rebuild`).
-    Rebuild(usize, i32, usize),
+    Rebuild(RebuildKey),
 }
 
 /// What appending did.
@@ -67,7 +73,7 @@ pub(super) struct Appended<'b> {
 #[derive(Default)]
 pub(super) struct Files {
     open: HashMap<BufferKey, Buffer>,
-    rebuilding: HashMap<(usize, i32, usize), Buffer>,
+    rebuilding: HashMap<RebuildKey, Buffer>,
     inflight: HashMap<u64, InFlight>,
     /// Sealed files waiting for their intent to be committed, in seal order.
     awaiting: Vec<u64>,
@@ -109,7 +115,7 @@ impl Files {
     ) -> Appended<'_> {
         let (buffer, opened) = match slot {
             Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, framing, now),
-            Slot::Rebuild(t, p, i) => get_or_open(&mut self.rebuilding, (t, p, i), offset, record_ms, framing, now),
+            Slot::Rebuild(key) => get_or_open(&mut self.rebuilding, key, offset, record_ms, framing, now),
         };
         // A new file's bytes from before its first message (a SequenceFile's header) count too.
         let before = if opened { 0 } else { buffer.charged() };
@@ -126,8 +132,8 @@ impl Files {
     }
 
     /// Takes a file being rebuilt out to seal it.
-    pub(super) fn take_rebuilt(&mut self, t: usize, p: i32, i: usize) -> Option<Buffer> {
-        let buf = self.rebuilding.remove(&(t, p, i))?;
+    pub(super) fn take_rebuilt(&mut self, key: RebuildKey) -> Option<Buffer> {
+        let buf = self.rebuilding.remove(&key)?;
         self.open_bytes -= buf.charged();
         Some(buf)
     }
@@ -194,9 +200,9 @@ impl Files {
 
     /// Drops the unfinished rebuilds of a partition given up.
     pub(super) fn drop_rebuilds(&mut self, t: usize, p: i32) {
-        let keys: Vec<_> = self.rebuilding.keys().filter(|k| (k.0, k.1) == (t, p)).copied().collect();
+        let keys: Vec<RebuildKey> = self.rebuilding.keys().filter(|k| k.part == PartKey::new(t, p)).copied().collect();
         for k in keys {
-            self.take_rebuilt(k.0, k.1, k.2);
+            self.take_rebuilt(k);
         }
     }
 
@@ -209,7 +215,7 @@ impl Files {
     }
 
     pub(super) fn rebuilding(&self) -> impl Iterator<Item = (PartKey, &Buffer)> {
-        self.rebuilding.iter().map(|(k, b)| (PartKey::new(k.0, k.1), b))
+        self.rebuilding.iter().map(|(k, b)| (k.part, b))
     }
 
     pub(super) fn in_flight(&self) -> impl Iterator<Item = &InFlight> {

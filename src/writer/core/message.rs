@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::files::Slot;
+use super::files::{RebuildKey, Slot};
 use super::partition::PartKey;
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
@@ -119,7 +119,7 @@ impl Writer {
         let key =
             rebuild.is_none().then_some(BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path });
         let slot = match (rebuild, &key) {
-            (Some(i), _) => Slot::Rebuild(t, p, i),
+            (Some(index), _) => Slot::Rebuild(RebuildKey { part: PartKey::new(t, p), index }),
             (None, Some(k)) => Slot::Open(k),
             (None, None) => unreachable!("a key is made for every message not rebuilt"),
         };
@@ -158,7 +158,7 @@ impl Writer {
         for i in ready {
             st.rebuilt.insert(i);
             let intent = Arc::new(st.plan.rebuild[i].clone());
-            let Some(buf) = self.files.take_rebuilt(t, p, i) else {
+            let Some(buf) = self.files.take_rebuilt(RebuildKey { part: PartKey::new(t, p), index: i }) else {
                 // None of its messages came back (deleted by retention before this run): the
                 // earlier upload, if any, is all there is.
                 warn!(key = %intent.key, "recorded file could not be rebuilt: its messages are gone");
