@@ -12,7 +12,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
 use super::ports::CommitGate;
-use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart, WatermarksAnswer, WATERMARKS_TIMEOUT};
+use super::ports::{Broker, BrokerError, CommitEntry, Committed, FetchStart, TopicPartition, WatermarksAnswer, WATERMARKS_TIMEOUT};
 use super::Writer;
 use crate::health::{BrokerStat, ClusterWatch, Health, PartitionStat};
 use crate::metrics as m;
@@ -41,7 +41,7 @@ pub(super) struct Ctx {
 /// [`WATERMARKS_TIMEOUT`]), so that a broker that does not answer never holds the loop: a read
 /// on the loop held it for its timeout, past a stop's bound (issue 37).
 pub(super) struct WatermarkReads {
-    asks: std::sync::OnceLock<std::sync::mpsc::Sender<(String, i32)>>,
+    asks: std::sync::OnceLock<std::sync::mpsc::Sender<TopicPartition>>,
     answers_tx: std::sync::mpsc::Sender<WatermarksAnswer>,
     answers: Mutex<std::sync::mpsc::Receiver<WatermarksAnswer>>,
 }
@@ -197,7 +197,7 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assigned = partitions(tpl);
                 let starts = self.writer.lock().unwrap_or_else(|p| p.into_inner()).on_assign(consumer, &assigned, generation);
-                for ((topic, p), start) in assigned.iter().zip(starts) {
+                for (TopicPartition { topic, partition: p }, start) in assigned.iter().zip(starts) {
                     let offset = match start {
                         // librdkafka reads the commit again itself (the behaviour before).
                         _ if crate::sabotage::on(crate::sabotage::Rule::FetchFromCommitted) => Offset::Invalid,
@@ -225,8 +225,8 @@ impl ConsumerContext for Ctx {
     }
 }
 
-fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| TopicPartition { topic: e.topic().to_string(), partition: e.partition() }).collect()
 }
 
 fn failed(e: rdkafka::error::KafkaError) -> BrokerError {
@@ -272,15 +272,15 @@ impl Broker for BaseConsumer<Ctx> {
         }
     }
 
-    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
+    fn committed(&self, partitions: &[TopicPartition], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in partitions {
+        for TopicPartition { topic: t, partition: p } in partitions {
             tpl.add_partition(t, *p);
         }
         let got = self.committed_offsets(tpl, timeout).map_err(failed)?;
         partitions
             .iter()
-            .map(|(t, p)| match got.find_partition(t, *p) {
+            .map(|TopicPartition { topic: t, partition: p }| match got.find_partition(t, *p) {
                 // A partition the broker could not answer for is no "never committed": resuming
                 // from the log start would store again what is stored.
                 Some(e) => match e.error() {
@@ -305,10 +305,10 @@ impl Broker for BaseConsumer<Ctx> {
     fn ask_watermarks(&self, topic: &str, partition: i32) {
         let reads = &self.context().watermarks;
         let asks = reads.asks.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<(String, i32)>();
+            let (tx, rx) = std::sync::mpsc::channel::<TopicPartition>();
             let (consumer, answers) = (self.context().consumer.get().cloned(), reads.answers_tx.clone());
             let spawned = std::thread::Builder::new().name("kbackup-watermarks".into()).spawn(move || {
-                for (topic, partition) in rx {
+                for TopicPartition { topic, partition } in rx {
                     let read = match consumer.as_ref().and_then(std::sync::Weak::upgrade) {
                         Some(c) => c.fetch_watermarks(&topic, partition, WATERMARKS_TIMEOUT).map_err(|e| e.to_string()),
                         None => Err("the consumer is closed".to_string()),
@@ -323,7 +323,7 @@ impl Broker for BaseConsumer<Ctx> {
             }
             tx
         });
-        let _ = asks.send((topic.to_string(), partition));
+        let _ = asks.send(TopicPartition { topic: topic.to_string(), partition });
     }
 
     fn watermarks_answered(&self) -> Vec<WatermarksAnswer> {

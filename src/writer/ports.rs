@@ -49,6 +49,13 @@ impl From<rdkafka::error::KafkaError> for BrokerError {
     }
 }
 
+/// One Kafka partition, named as the broker names it (rebalances hand these over).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TopicPartition {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+}
+
 /// One partition's offset commit, with the intent record as its metadata.
 #[derive(Debug, Clone)]
 pub(crate) struct CommitEntry<'a> {
@@ -152,7 +159,7 @@ pub(crate) trait Broker {
     /// `wait` for the answer (no answer: an error, though the commit may still be applied).
     fn commit(&self, entries: &[CommitEntry<'_>], wait: Duration) -> Result<(), BrokerError>;
     /// The group's committed offset of each partition, in the order asked.
-    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError>;
+    fn committed(&self, partitions: &[TopicPartition], timeout: Duration) -> Result<Vec<Committed>, BrokerError>;
     /// The partition's (log start, end) offsets, waiting up to `timeout`: the loop asks with
     /// [`Broker::ask_watermarks`] instead, so that a broker that does not answer cannot hold it
     /// (only the broken rule `WatermarksOnLoop` waits here).

@@ -14,7 +14,7 @@ use crate::buffer::SealReason;
 use crate::intent::{self, RecoveryPlan};
 use crate::metrics as m;
 use crate::sabotage;
-use crate::writer::ports::{Broker, FetchStart};
+use crate::writer::ports::{Broker, FetchStart, TopicPartition};
 
 /// How long one read of the group's committed offsets may wait (read again until a minute has
 /// passed): short, so that a stop asked for meanwhile is not held past its bound.
@@ -23,13 +23,13 @@ const COMMITTED_WAIT: Duration = Duration::from_secs(2);
 impl Writer {
     /// Takes over `assigned` (topic, partition) pairs in rebalance generation `generation`;
     /// returns, in the same order, where the consumer must start fetching each.
-    pub(crate) fn on_assign(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64) -> Vec<FetchStart> {
+    pub(crate) fn on_assign(&mut self, broker: &dyn Broker, assigned: &[TopicPartition], generation: u64) -> Vec<FetchStart> {
         let mut starts = vec![FetchStart::Reset; assigned.len()];
         self.take_assigned(broker, assigned, generation, &mut starts);
         starts
     }
 
-    fn take_assigned(&mut self, broker: &dyn Broker, assigned: &[(String, i32)], generation: u64, starts: &mut [FetchStart]) {
+    fn take_assigned(&mut self, broker: &dyn Broker, assigned: &[TopicPartition], generation: u64, starts: &mut [FetchStart]) {
         self.ever_assigned = true;
         self.health.joined(true);
         self.health.broker_ok();
@@ -64,7 +64,7 @@ impl Writer {
                 }
             }
         };
-        for (((topic, p), c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
+        for ((TopicPartition { topic, partition: p }, c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
             let Some(&t) = self.topic_index.get(topic.as_str()) else {
                 continue;
             };
@@ -215,15 +215,15 @@ impl Writer {
 
     /// Gives up `revoked` partitions. `lost`: the group already gave them to someone else
     /// (session timeout), so nothing may be uploaded or committed for them any more.
-    pub(crate) fn on_revoke(&mut self, broker: &dyn Broker, revoked: &[(String, i32)], lost: bool) {
+    pub(crate) fn on_revoke(&mut self, broker: &dyn Broker, revoked: &[TopicPartition], lost: bool) {
         metrics::counter!(m::REBALANCES, "kind" => if lost { "lost" } else { "revoke" }).increment(1);
-        for (topic, p) in revoked {
+        for TopicPartition { topic, partition: p } in revoked {
             // This process no longer reports lag for it; its new owner does.
             metrics::gauge!(m::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
             metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
         }
         let parts: HashSet<PartKey> =
-            revoked.iter().filter_map(|(topic, p)| Some(PartKey::new(*self.topic_index.get(topic.as_str())?, *p))).collect();
+            revoked.iter().filter_map(|tp| Some(PartKey::new(*self.topic_index.get(tp.topic.as_str())?, tp.partition))).collect();
         if lost {
             // Another member may already own these partitions: uploading or committing now
             // could only duplicate its work. Everything uncommitted is re-read by the new owner.

@@ -13,7 +13,7 @@ use super::{unslot, Stats, PARTITIONS, TOPICS};
 use crate::config::Config;
 use crate::health::Health;
 use crate::routing::Router;
-use crate::writer::ports::FetchStart;
+use crate::writer::ports::{FetchStart, TopicPartition};
 use crate::writer::{Next, StopReason};
 use crate::writer::{RunOptions, Writer};
 
@@ -71,8 +71,8 @@ pub(super) struct Sim {
 }
 
 /// The (topic, partition) pairs of slots, as rebalance callbacks name them.
-pub(super) fn parts(slots: impl IntoIterator<Item = usize>) -> Vec<(String, i32)> {
-    slots.into_iter().map(unslot).map(|(t, p)| (t.to_string(), p)).collect()
+pub(super) fn parts(slots: impl IntoIterator<Item = usize>) -> Vec<TopicPartition> {
+    slots.into_iter().map(unslot).map(|(t, p)| TopicPartition { topic: t.to_string(), partition: p }).collect()
 }
 
 impl Sim {

@@ -18,7 +18,9 @@ use super::slot;
 use crate::completion::write::{MarkerDone, MarkerJob, Stated, WriteError};
 use crate::completion::{self, MarkedFile, Marker, Statement};
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
-use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, UploadQueue, WatermarksAnswer, COMMIT_WAIT};
+use crate::writer::ports::{
+    Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, TopicPartition, UploadQueue, WatermarksAnswer, COMMIT_WAIT,
+};
 
 /// splitmix64: small, fast, and the same on every platform and crate version.
 pub(super) struct Rng(u64);
@@ -457,7 +459,7 @@ impl Broker for SimBroker {
         Ok(())
     }
 
-    fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
+    fn committed(&self, partitions: &[TopicPartition], timeout: Duration) -> Result<Vec<Committed>, BrokerError> {
         let mut w = lock(&self.world);
         if w.now_ms < w.faults.coordinator_away_until_ms {
             // Asked of a coordinator that is not there: librdkafka waits out the timeout.
@@ -476,7 +478,7 @@ impl Broker for SimBroker {
         self.flaky(&mut w, "committed offsets")?;
         Ok(partitions
             .iter()
-            .map(|(t, p)| match &w.committed[slot(t, *p)] {
+            .map(|TopicPartition { topic: t, partition: p }| match &w.committed[slot(t, *p)] {
                 Some((o, md)) => Committed { offset: Some(*o), metadata: md.clone() },
                 None => Committed::default(),
             })
