@@ -492,8 +492,22 @@ impl TopicConfig {
     /// Today's date where the topic dates its files (`output_timezone`), for the readers'
     /// relative dates (`today`, `yesterday`, `-N`).
     pub fn today(&self) -> Result<chrono::NaiveDate, ConfigError> {
-        let tz = parse_tz(&format!("topic `{}`: output_timezone", self.name), &self.output_timezone)?;
-        Ok(chrono::Utc::now().with_timezone(&tz).date_naive())
+        Ok(chrono::Utc::now().with_timezone(&self.output_tz()?).date_naive())
+    }
+
+    /// The time zone dates are written in (`output_timezone`).
+    pub fn output_tz(&self) -> Result<Tz, ConfigError> {
+        parse_tz(&format!("topic `{}`: output_timezone", self.name), &self.output_timezone)
+    }
+
+    /// `invalid_date`, read: the date the invalid bucket's files carry.
+    pub fn invalid_day(&self) -> Result<chrono::NaiveDate, ConfigError> {
+        parse_day(&format!("topic `{}`: invalid_date", self.name), &self.invalid_date)
+    }
+
+    /// `completion_start_date`, read.
+    pub fn completion_start(&self) -> Result<Option<chrono::NaiveDate>, ConfigError> {
+        self.completion_start_date.as_deref().map(|d| parse_day(&format!("topic `{}`: completion_start_date", self.name), d)).transpose()
     }
 
     /// Whether the writer writes completion markers for this topic (dates of daily folders;

@@ -121,14 +121,15 @@ impl Router {
     /// Builds the router of a topic; `topic_index` names the topic in errors.
     pub fn new(t: &TopicConfig, topic_index: usize) -> Result<Router, ConfigError> {
         let k = |n: &str| format!("topic[{topic_index}].{n}");
+        let output_tz = parse_tz(&k("output_timezone"), &t.output_timezone)?;
         let rules = DateRules {
             input_pattern: t.timestamp_input_pattern.clone(),
             message_tz: parse_tz(&k("message_timezone"), &t.message_timezone)?,
-            output_tz: parse_tz(&k("output_timezone"), &t.output_timezone)?,
+            output_tz,
             // The route's date string: with stock Secor's layout, its partition folders.
             date_format: t.partition_format(),
             window: crate::event_date::window(
-                parse_tz(&k("output_timezone"), &t.output_timezone)?,
+                output_tz,
                 parse_day(&k("earliest_event_date"), &t.earliest_event_date)?,
                 parse_day(&k("latest_event_date"), &t.latest_event_date)?,
             ),
@@ -352,7 +353,7 @@ impl Router {
 
 /// The invalid bucket's date as it appears in names: `invalid_date` in the topic's `date_format`.
 pub fn invalid_date(t: &TopicConfig) -> String {
-    match (chrono::NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d"), crate::naming::DateFormat::parse_partition(&t.partition_format())) {
+    match (t.invalid_day(), crate::naming::DateFormat::parse_partition(&t.partition_format())) {
         (Ok(d), Ok(f)) => f.format(d),
         _ => t.invalid_date.clone(),
     }

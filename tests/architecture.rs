@@ -11,6 +11,9 @@
 //! - the core's state is its own: `Writer`'s fields are private, so the shells and the
 //!   simulation go through its methods;
 //! - Kafka client settings are built in one place, `consumer.rs`;
+//! - a topic's time zone and dates are read from their strings in one place, `config.rs`
+//!   (`TopicConfig::output_tz`, `invalid_day`, `completion_start`), and by the router it builds:
+//!   no other file parses them again, nor hides a failed parse behind a default;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
 //!
@@ -190,6 +193,23 @@ fn kafka_settings_built_by(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// Files other than `config.rs` and the router that parse a topic's time zone or dates from
+/// their config strings.
+fn topic_strings_parsed_by(files: &[(String, String)]) -> Vec<String> {
+    let reads = [
+        ".output_timezone.parse",
+        "&t.output_timezone)",
+        "(&topic.output_timezone",
+        ".invalid_date, \"%Y-%m-%d\"",
+        "completion_start_date.as_deref().and_then",
+    ];
+    let mut out = Vec::new();
+    for (rel, code) in files.iter().filter(|(rel, _)| rel != "config.rs" && rel != "routing.rs") {
+        out.extend(reads.iter().filter(|r| code.contains(*r)).map(|r| format!("{rel}: {r}")));
+    }
+    out
+}
+
 /// Files that import all of their parent module (`use super::*;` outside a test module): a
 /// stage then reaches whatever its parent holds, and nothing says what it depends on.
 fn glob_imports_of_parent(files: &[(String, String)]) -> Vec<String> {
@@ -241,6 +261,11 @@ fn kafka_client_settings_are_built_in_one_place() {
     assert_eq!(kafka_settings_built_by(&files), Vec::<String>::new());
 }
 
+#[test]
+fn a_topics_time_zone_and_dates_are_parsed_in_one_place() {
+    assert_eq!(topic_strings_parsed_by(&code_files()), Vec::<String>::new());
+}
+
 /// Each rule catches a file that breaks it (and lets the same code pass where it belongs).
 #[test]
 fn the_rules_catch_violations() {
@@ -273,6 +298,15 @@ fn the_rules_catch_violations() {
     assert!(kafka_settings_built_by(&f("consumer.rs", "let c = ClientConfig::new();")).is_empty());
     assert_eq!(glob_imports_of_parent(&f("writer/kafka.rs", "use super::*;\n")), ["writer/kafka.rs"]);
     assert!(glob_imports_of_parent(&f("writer/budget.rs", "mod tests {\n    use super::*;\n}")).is_empty(), "tests may");
+    assert_eq!(
+        topic_strings_parsed_by(&f("writer/core/mod.rs", "tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),")),
+        ["writer/core/mod.rs: .output_timezone.parse"]
+    );
+    assert_eq!(
+        topic_strings_parsed_by(&f("audit/topic.rs", "NaiveDate::parse_from_str(&topic.invalid_date, \"%Y-%m-%d\").ok()")),
+        ["audit/topic.rs: .invalid_date, \"%Y-%m-%d\""]
+    );
+    assert!(topic_strings_parsed_by(&f("config.rs", "name.parse::<Tz>() // t.output_timezone.parse")).is_empty());
     let g = graph_of(&[("a.rs".into(), "crate::b::x".into()), ("b.rs".into(), "crate::a::y".into())]);
     assert!(cycle_from(&g, "a").is_some());
 }

@@ -177,9 +177,9 @@ pub async fn audit(
     let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
     let from = opts.from.unwrap_or(NaiveDate::MIN);
     let to = opts.to.unwrap_or(NaiveDate::MAX);
-    let invalid_date = NaiveDate::parse_from_str(&topic.invalid_date, "%Y-%m-%d").ok();
+    let invalid_date = topic.invalid_day().map_err(|e| usage(e.to_string()))?;
     // Files without a date (offset folders) may hold events of any date.
-    let in_range = |d: NaiveDate| (d >= from && d <= to) || Some(d) == invalid_date || d == crate::naming::UNDATED;
+    let in_range = |d: NaiveDate| (d >= from && d <= to) || d == invalid_date || d == crate::naming::UNDATED;
 
     // Every backup file of the topic in the dates audited (the invalid bucket always), grouped
     // by the partition in its name.
@@ -261,7 +261,7 @@ pub async fn audit(
         // The partition's completion markers of the dates audited: what Kafka must not refute.
         let marker_dates: BTreeSet<NaiveDate> = match (opts.from, opts.to) {
             (Some(f), Some(t)) if (t - f).num_days() <= 366 => f.iter_days().take_while(|d| *d <= t).collect(),
-            _ => files.get(&p).map(|fs| fs.iter().map(|l| l.name.date).filter(|d| Some(*d) != invalid_date).collect()).unwrap_or_default(),
+            _ => files.get(&p).map(|fs| fs.iter().map(|l| l.name.date).filter(|d| *d != invalid_date).collect()).unwrap_or_default(),
         };
         let mut markers: BTreeMap<NaiveDate, crate::completion::Marker> = BTreeMap::new();
         if topic.markers() {

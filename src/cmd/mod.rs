@@ -216,8 +216,7 @@ impl SelectArgs {
                 let name = self.topic.as_deref().unwrap_or_default();
                 let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", arg.describe())))?;
                 let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
-                invalid_date =
-                    NaiveDate::parse_from_str(&t.invalid_date, "%Y-%m-%d").map_err(|e| usage(format!("topic `{name}`: invalid_date: {e}")))?;
+                invalid_date = t.invalid_day().map_err(|e| usage(e.to_string()))?;
                 today = t.today().map_err(|e| usage(e.to_string()))?;
                 if partitions.is_some() || count {
                     // Partitions the topic does not have would list nothing, like an empty backup.

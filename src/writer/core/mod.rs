@@ -150,6 +150,16 @@ pub(crate) struct Writer {
     before_record_dating: bool,
 }
 
+/// Why a writer could not be built from its config (validation catches both first; a config
+/// that reaches here unvalidated fails loudly instead of defaulting).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error(transparent)]
+    Layout(#[from] crate::naming::LayoutError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
 impl Writer {
     /// A writer for `config`'s topics whose buffers and uploads may hold `buffer_budget` bytes.
     pub(crate) fn new(
@@ -160,7 +170,7 @@ impl Writer {
         clock: Box<dyn Clock>,
         health: Arc<Health>,
         opts: RunOptions,
-    ) -> Result<Writer, crate::naming::LayoutError> {
+    ) -> Result<Writer, SetupError> {
         // Before the first event: alerts on `increase(...)` must see the first increment.
         crate::metrics::zero_counters(&config.topics);
         let mut topics = Vec::new();
@@ -175,10 +185,9 @@ impl Writer {
                 layout,
                 unparsed: vec![0; t.timestamp_fields.len()],
                 markers: t.markers(),
-                // Validated with the config.
-                tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),
+                tz: t.output_tz()?,
                 grace_ms: t.completion_grace_secs as i64 * 1000,
-                completion_start: t.completion_start_date.as_deref().and_then(|d| d.parse().ok()),
+                completion_start: t.completion_start()?,
                 first_date: None,
                 retention_ms: opts.retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
