@@ -39,12 +39,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let Started { config, storage, health, retention_ms, settings_recorded } = started;
     let rt = tokio::runtime::Handle::current();
     let opts = RunOptions { until_caught_up: args.until_caught_up, retention_ms };
+    let asked = stop.clone();
     let ran = tokio::task::spawn_blocking(move || writer::run(&config, &storage, rt, stop, opts, health)).await.context("writer thread panicked")?;
     // Every way the writer can end badly is exit 1: what it had not committed is read again.
     let summary = ran.map_err(|e: writer::RunError| ExitError { code: 1, message: e.to_string() })?;
     // The topics' settings are recorded beside the consumption, not before it (a DescribeConfigs
-    // round trip was a tenth of a one-shot run): a run that ends first waits for them here.
-    if tokio::time::timeout(SETTINGS_WAIT, settings_recorded).await.is_err() {
+    // round trip was a tenth of a one-shot run): a one-shot run that ends first waits for them
+    // here. A stop asked for does not: its bound is the stop's, and the next run records them.
+    if args.until_caught_up && !asked.asked() && tokio::time::timeout(SETTINGS_WAIT, settings_recorded).await.is_err() {
         warn!("recording the topics' settings took over 15 s: stopping without them (the next run records them)");
     }
     // The writer has logged the whole summary ("writer stopped", one field per count).
