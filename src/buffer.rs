@@ -75,6 +75,7 @@ impl Buffer {
     /// which are written as spaces so every message stays exactly one line. In valid JSON those
     /// bytes can only be insignificant whitespace (strings must escape them), so the parsed
     /// value is unchanged.
+    #[cfg(test)]
     pub fn append(&mut self, offset: i64, payload: &[u8]) -> bool {
         self.append_checked(offset, payload, None)
     }
@@ -120,6 +121,7 @@ impl Buffer {
     }
 
     /// True if nothing was appended.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.events == 0
     }

@@ -75,6 +75,7 @@ impl PartitionOffsets {
     }
 
     /// Files not yet uploaded.
+    #[cfg(test)]
     pub fn held_files(&self) -> u32 {
         self.held.values().sum()
     }

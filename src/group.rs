@@ -88,10 +88,6 @@ impl GroupClient {
         Ok(GroupClient { consumer, group: group.to_string() })
     }
 
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
     /// The group's live members (none when it is empty or unknown).
     pub fn members(&self) -> Result<Vec<Member>, LookupError> {
         let list = with_reason(&self.consumer, |c| c.fetch_group_list(Some(&self.group), TIMEOUT))?;

@@ -149,11 +149,13 @@ pub struct CommitRecord {
 }
 
 /// Why commit metadata could not be read back.
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
 #[error("commit metadata is not a kbackup intent record: {0}")]
 pub struct DecodeError(String);
 
 /// Serializes intents for the commit metadata.
+#[cfg(test)]
 pub fn encode(intents: &[Intent]) -> String {
     encode_with(intents, &Progress::default())
 }
@@ -177,6 +179,7 @@ pub fn read_record(metadata: &str) -> Option<CommitRecord> {
 }
 
 /// Reads intents back; empty metadata (a commit by another tool, or none) means no intents.
+#[cfg(test)]
 pub fn decode(metadata: &str) -> Result<Vec<Intent>, DecodeError> {
     if metadata.trim().is_empty() {
         return Ok(Vec::new());
@@ -255,6 +258,7 @@ impl RecoveryPlan {
     }
 
     /// Decides where the message at `offset` with the given route goes.
+    #[cfg(test)]
     pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
         self.action_by_build(offset, Place { prefix, date, error }, None)
     }
@@ -358,11 +362,13 @@ impl IntentLog {
     }
 
     /// Number of intents held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True if no intent is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

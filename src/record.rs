@@ -275,6 +275,7 @@ impl Record {
     }
 
     /// Encodes it again (the inverse of [`decode`]).
+    #[cfg(test)]
     pub fn encode(&self, out: &mut Vec<u8>) {
         // The writer's own rule (the router's validator), so a re-encoded record is byte for byte
         // what the writer stored.

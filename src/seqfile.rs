@@ -61,6 +61,7 @@ pub fn header(sync: &[u8; SYNC_SIZE], codec: Option<&str>) -> Vec<u8> {
 }
 
 /// The length of [`header`] without a codec (where the first record starts).
+#[cfg(test)]
 pub fn header_len() -> usize {
     header(&[0; SYNC_SIZE], None).len()
 }

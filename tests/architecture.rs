@@ -11,6 +11,8 @@
 //! - the core's state is its own: `Writer`'s fields are private, so the shells and the
 //!   simulation go through its methods;
 //! - Kafka client settings are built in one place, `consumer.rs`;
+//! - the library's face is curated: a module is `pub` only if the binary, the tests or the
+//!   examples name it (`kbackup::<module>`); the rest is `pub(crate)`;
 //! - a topic's time zone and dates are read from their strings in one place, `config.rs`
 //!   (`TopicConfig::output_tz`, `invalid_day`, `completion_start`), and by the router it builds:
 //!   no other file parses them again, nor hides a failed parse behind a default;
@@ -210,6 +212,26 @@ fn topic_strings_parsed_by(files: &[(String, String)]) -> Vec<String> {
     out
 }
 
+/// The `pub mod`s of `lib` that none of `users` (the binary's, the tests' and the examples'
+/// code) names as `kbackup::<module>`.
+fn needlessly_public(lib: &str, users: &[String]) -> Vec<String> {
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .filter(|m| !users.iter().any(|code| code.contains(&format!("kbackup::{m}::")) || code.contains(&format!("kbackup::{m};"))))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The code outside the library that uses it: `src/main.rs`, `tests/` and `examples/`.
+fn library_users() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("src/main.rs")];
+    for dir in ["tests", "examples"] {
+        sources(&root.join(dir), &mut files);
+    }
+    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+}
+
 /// Files that import all of their parent module (`use super::*;` outside a test module): a
 /// stage then reaches whatever its parent holds, and nothing says what it depends on.
 fn glob_imports_of_parent(files: &[(String, String)]) -> Vec<String> {
@@ -266,6 +288,13 @@ fn a_topics_time_zone_and_dates_are_parsed_in_one_place() {
     assert_eq!(topic_strings_parsed_by(&code_files()), Vec::<String>::new());
 }
 
+#[test]
+fn only_what_is_used_outside_is_public() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    assert!(lib.contains("pub mod cmd;"), "lib.rs was read");
+    assert_eq!(needlessly_public(&lib, &library_users()), Vec::<String>::new(), "make these pub(crate)");
+}
+
 /// Each rule catches a file that breaks it (and lets the same code pass where it belongs).
 #[test]
 fn the_rules_catch_violations() {
@@ -307,6 +336,8 @@ fn the_rules_catch_violations() {
         ["audit/topic.rs: .invalid_date, \"%Y-%m-%d\""]
     );
     assert!(topic_strings_parsed_by(&f("config.rs", "name.parse::<Tz>() // t.output_timezone.parse")).is_empty());
+    let users = vec!["use kbackup::cmd::{self, ExitError};".to_string()];
+    assert_eq!(needlessly_public("pub mod cmd;\npub mod bench;\npub(crate) mod audit;\n", &users), ["bench"]);
     let g = graph_of(&[("a.rs".into(), "crate::b::x".into()), ("b.rs".into(), "crate::a::y".into())]);
     assert!(cycle_from(&g, "a").is_some());
 }
