@@ -129,10 +129,12 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
         }
         Err(e) => return Err(anyhow::Error::from(e).context(format!("storage {}: the create-only probe", storage.describe))),
     }
-    // Read side by side: each builds a client and waits on a round trip to the brokers.
+    // Read side by side: each builds a client and waits on a round trip to the brokers. The
+    // check's failure ends both at once (a refused login fails the check fast, while the
+    // retention read waits out its request timeout).
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let (exist, retention_ms) = tokio::join!(check_topics_exist(&config), crate::consumer::lookup_retention_ms(&config.kafka, &names));
-    exist?;
+    let retention = async { Ok::<_, anyhow::Error>(crate::consumer::lookup_retention_ms(&config.kafka, &names).await) };
+    let ((), retention_ms) = tokio::try_join!(check_topics_exist(&config), retention)?;
     // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
     crate::takeover::guard(&config).await.map_err(|e| match e {
         crate::takeover::GuardError::NaiveSwitch { .. } => ExitError { code: 2, message: format!("{e}: kbackup takeover {}", args.config.as_args()) },
