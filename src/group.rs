@@ -48,7 +48,7 @@ impl Held {
         let Some(offset) = offset else { return Held::Nothing };
         match intent::read_record(metadata) {
             Some(record) => {
-                Held::Kbackup { offset, unfinished: intent::RecoveryPlan::new(offset, record.intents).pending().count(), adopted: record.adopted }
+                Held::Kbackup { offset, unfinished: intent::Recovery::new(offset, record.intents).pending().count(), adopted: record.adopted }
             }
             None => Held::Foreign { offset },
         }

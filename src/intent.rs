@@ -76,7 +76,7 @@ pub struct Intent {
     /// Recorded by a build that dates a record-format record without an event time by its
     /// record time (`routing::DateSource::RecordTimeInstead`); without it, the file was filled
     /// by a build that filed such records under `invalid_date`, and recovery matches them
-    /// there ([`RecoveryPlan::action_by_build`]). Older readers ignore the field.
+    /// there ([`Recovery::action_by_build`]). Older readers ignore the field.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub record_dated: bool,
 }
@@ -217,7 +217,7 @@ pub struct Place<'a> {
 pub enum Action {
     /// Already in an uploaded file: do not write it again.
     Skip,
-    /// Belongs in the file being rebuilt for `intents[i]` of the plan.
+    /// Belongs in the file being rebuilt for `intents[i]` of the recovery.
     Rebuild(usize),
     /// Not covered by any intent: buffer it normally.
     Normal,
@@ -225,7 +225,7 @@ pub enum Action {
 
 /// How a newly assigned partition is recovered from its last commit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RecoveryPlan {
+pub struct Recovery {
     /// Intents whose messages from the committed offset on are skipped.
     pub skip: Vec<Intent>,
     /// Intents whose files are rebuilt under their recorded names.
@@ -234,25 +234,25 @@ pub struct RecoveryPlan {
     recorded: Vec<(bool, usize)>,
 }
 
-impl RecoveryPlan {
+impl Recovery {
     /// Sorts recorded intents (in the order they were recorded) by the committed offset.
-    pub fn new(committed: i64, intents: Vec<Intent>) -> RecoveryPlan {
-        let mut plan = RecoveryPlan::default();
+    pub fn new(committed: i64, intents: Vec<Intent>) -> Recovery {
+        let mut recovery = Recovery::default();
         for i in intents {
             if i.to < committed {
                 continue;
             } else if i.from < committed {
-                plan.recorded.push((true, plan.skip.len()));
-                plan.skip.push(i);
+                recovery.recorded.push((true, recovery.skip.len()));
+                recovery.skip.push(i);
             } else {
-                plan.recorded.push((false, plan.rebuild.len()));
-                plan.rebuild.push(i);
+                recovery.recorded.push((false, recovery.rebuild.len()));
+                recovery.rebuild.push(i);
             }
         }
-        plan
+        recovery
     }
 
-    /// The plan's intents in the order they were recorded (the order to record them again).
+    /// The recovery's intents in the order they were recorded (the order to record them again).
     pub fn pending(&self) -> impl Iterator<Item = &Intent> {
         self.recorded.iter().map(|&(skip, i)| if skip { &self.skip[i] } else { &self.rebuild[i] })
     }
@@ -314,7 +314,7 @@ impl RecoveryPlan {
         Action::Normal
     }
 
-    /// The highest offset any intent of the plan reaches; past it the plan has nothing to say.
+    /// The highest offset any intent of the recovery reaches; past it the recovery has nothing to say.
     pub fn end(&self) -> Option<i64> {
         self.skip.iter().chain(&self.rebuild).map(|i| i.to).max()
     }
@@ -413,8 +413,8 @@ mod tests {
     }
 
     #[test]
-    fn plan_sorts_intents_by_the_committed_offset() {
-        let plan = RecoveryPlan::new(
+    fn recovery_sorts_intents_by_the_committed_offset() {
+        let recovery = Recovery::new(
             100,
             vec![
                 intent("done", "A", 10, 99),      // wholly committed
@@ -423,33 +423,33 @@ mod tests {
                 intent("later", "B", 160, 200),   // unknown: rebuild
             ],
         );
-        assert_eq!(plan.skip.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["straddle"]);
-        assert_eq!(plan.rebuild.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["pending", "later"]);
-        assert_eq!(plan.end(), Some(200));
+        assert_eq!(recovery.skip.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["straddle"]);
+        assert_eq!(recovery.rebuild.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["pending", "later"]);
+        assert_eq!(recovery.end(), Some(200));
 
-        assert_eq!(plan.action(100, None, "B", false), Action::Skip);
-        assert_eq!(plan.action(150, None, "B", false), Action::Skip);
-        assert_eq!(plan.action(155, None, "B", false), Action::Normal, "between B's files");
-        assert_eq!(plan.action(160, None, "B", false), Action::Rebuild(1));
-        assert_eq!(plan.action(100, None, "A", false), Action::Rebuild(0));
-        assert_eq!(plan.action(180, None, "A", false), Action::Rebuild(0));
-        assert_eq!(plan.action(181, None, "A", false), Action::Normal);
-        assert_eq!(plan.action(120, None, "C", false), Action::Normal, "other routes are untouched");
-        assert_eq!(plan.action(120, Some("raw"), "B", false), Action::Normal, "prefix is part of the route");
-        assert_eq!(plan.action(120, None, "B", true), Action::Normal, "error bucket is part of the route");
+        assert_eq!(recovery.action(100, None, "B", false), Action::Skip);
+        assert_eq!(recovery.action(150, None, "B", false), Action::Skip);
+        assert_eq!(recovery.action(155, None, "B", false), Action::Normal, "between B's files");
+        assert_eq!(recovery.action(160, None, "B", false), Action::Rebuild(1));
+        assert_eq!(recovery.action(100, None, "A", false), Action::Rebuild(0));
+        assert_eq!(recovery.action(180, None, "A", false), Action::Rebuild(0));
+        assert_eq!(recovery.action(181, None, "A", false), Action::Normal);
+        assert_eq!(recovery.action(120, None, "C", false), Action::Normal, "other routes are untouched");
+        assert_eq!(recovery.action(120, Some("raw"), "B", false), Action::Normal, "prefix is part of the route");
+        assert_eq!(recovery.action(120, None, "B", true), Action::Normal, "error bucket is part of the route");
     }
 
     #[test]
     fn overlapping_ranges_of_one_route_belong_to_the_earlier_intent() {
         // `a` (recorded first) holds 9; `b`, filled while `a` was rebuilt, spans 6..=41 without 9.
-        let plan = RecoveryPlan::new(6, vec![intent("a", "A", 9, 9), intent("b", "A", 6, 41)]);
-        assert_eq!(plan.action(9, None, "A", false), Action::Rebuild(0));
-        assert_eq!(plan.action(6, None, "A", false), Action::Rebuild(1));
-        assert_eq!(plan.pending().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["a", "b"], "recorded order is kept");
+        let recovery = Recovery::new(6, vec![intent("a", "A", 9, 9), intent("b", "A", 6, 41)]);
+        assert_eq!(recovery.action(9, None, "A", false), Action::Rebuild(0));
+        assert_eq!(recovery.action(6, None, "A", false), Action::Rebuild(1));
+        assert_eq!(recovery.pending().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["a", "b"], "recorded order is kept");
         // The same when the earlier one is uploaded for certain and the later one is not.
-        let plan = RecoveryPlan::new(8, vec![intent("b", "A", 10, 10), intent("s", "A", 7, 30)]);
-        assert_eq!(plan.action(10, None, "A", false), Action::Rebuild(0), "b was recorded first");
-        assert_eq!(plan.action(11, None, "A", false), Action::Skip);
+        let recovery = Recovery::new(8, vec![intent("b", "A", 10, 10), intent("s", "A", 7, 30)]);
+        assert_eq!(recovery.action(10, None, "A", false), Action::Rebuild(0), "b was recorded first");
+        assert_eq!(recovery.action(11, None, "A", false), Action::Skip);
     }
 
     #[test]
@@ -463,38 +463,38 @@ mod tests {
         // Both files by the earlier build: `d` spans 15 without holding it, `i` holds it. Trying
         // D first, for every intent, put the record into `d` as well: twice when `i` was
         // uploaded, and `d`'s rebuild differed from its upload.
-        let plan = RecoveryPlan::new(8, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
-        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
-        assert_eq!(plan.action_by_build(16, here, None), Action::Rebuild(0), "a dated message: its place in both builds");
+        let recovery = Recovery::new(8, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
+        assert_eq!(recovery.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
+        assert_eq!(recovery.action_by_build(16, here, None), Action::Rebuild(0), "a dated message: its place in both builds");
         {
             let _broken = crate::sabotage::break_rule(crate::sabotage::Rule::PlaceBeforeBuild);
-            assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(0), "the broken rule puts it into `d`");
+            assert_eq!(recovery.action_by_build(15, here, Some(invalid)), Action::Rebuild(0), "the broken rule puts it into `d`");
         }
-        let plan = RecoveryPlan::new(20, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
-        assert_eq!(plan.action_by_build(21, here, Some(invalid)), Action::Skip, "in `i`, uploaded for certain");
+        let recovery = Recovery::new(20, vec![intent("d", "D", 8, 22), intent("i", "1970-01-01", 15, 30)]);
+        assert_eq!(recovery.action_by_build(21, here, Some(invalid)), Action::Skip, "in `i`, uploaded for certain");
 
         // Both files by this build: the record is in `d`, whatever spans it on the invalid date.
-        let plan = RecoveryPlan::new(8, vec![new("i", "1970-01-01", 10, 30), new("d", "D", 8, 22)]);
-        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
+        let recovery = Recovery::new(8, vec![new("i", "1970-01-01", 10, 30), new("d", "D", 8, 22)]);
+        assert_eq!(recovery.action_by_build(15, here, Some(invalid)), Action::Rebuild(1));
 
         // Upgraded after a crash: the earlier build's `i` (being rebuilt) still owns the records
         // it spans; this build's `d`, filled meanwhile, the ones past it.
-        let plan = RecoveryPlan::new(8, vec![intent("i", "1970-01-01", 10, 16), new("d", "D", 12, 40)]);
-        assert_eq!(plan.action_by_build(15, here, Some(invalid)), Action::Rebuild(0));
-        assert_eq!(plan.action_by_build(17, here, Some(invalid)), Action::Rebuild(1));
+        let recovery = Recovery::new(8, vec![intent("i", "1970-01-01", 10, 16), new("d", "D", 12, 40)]);
+        assert_eq!(recovery.action_by_build(15, here, Some(invalid)), Action::Rebuild(0));
+        assert_eq!(recovery.action_by_build(17, here, Some(invalid)), Action::Rebuild(1));
         // Nothing recorded on either place: buffered normally, on this build's place.
-        assert_eq!(plan.action_by_build(41, here, Some(invalid)), Action::Normal);
+        assert_eq!(recovery.action_by_build(41, here, Some(invalid)), Action::Normal);
 
         // Value-format topics never set `record_dated` and never have an earlier place.
-        let plan = RecoveryPlan::new(8, vec![intent("d", "D", 8, 22)]);
-        assert_eq!(plan.action_by_build(15, here, None), plan.action(15, None, "D", false));
+        let recovery = Recovery::new(8, vec![intent("d", "D", 8, 22)]);
+        assert_eq!(recovery.action_by_build(15, here, None), recovery.action(15, None, "D", false));
     }
 
     #[test]
-    fn empty_plan() {
-        let plan = RecoveryPlan::new(5, vec![intent("old", "A", 0, 4)]);
-        assert!(plan.is_empty());
-        assert_eq!(plan.action(5, None, "A", false), Action::Normal);
+    fn empty_recovery() {
+        let recovery = Recovery::new(5, vec![intent("old", "A", 0, 4)]);
+        assert!(recovery.is_empty());
+        assert_eq!(recovery.action(5, None, "A", false), Action::Normal);
     }
 
     #[test]

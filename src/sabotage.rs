@@ -14,7 +14,7 @@ pub(crate) enum Rule {
     /// Overwrite an existing blob instead of creating it only if absent.
     UnconditionalPut,
     /// Ignore the recovery plan: re-read messages are written again.
-    IgnoreRecoveryPlan,
+    IgnoreRecovery,
     /// Append messages polled before the rebalance that re-assigned their partition.
     KeepStaleMessages,
     /// Take any blob under a rebuilt file's recorded name for its earlier upload (what the

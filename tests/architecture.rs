@@ -3,9 +3,9 @@
 //!   rules at the bottom, the writer and the commands on top); a module depends on another when
 //!   its code names `crate::<other>`;
 //! - nothing but `main` imports `cmd` (commands sit on top of the library, never under it), and
-//!   no command imports another (what they share is in `cmd/mod.rs`);
+//!   no command imports another (what they share is in `cmd.rs`);
 //! - only `cmd` reaches into the writer (its entry point, `writer::run`);
-//! - the writer's core (`src/writer/core/`; the shells `mod.rs`, `kafka.rs`, `pipeline.rs`,
+//! - the writer's core (`src/writer/core/`; the shells `writer.rs`, `kafka.rs`, `pipeline.rs`,
 //!   `ports.rs` and the simulation sit around it) never reads real time, starts threads or
 //!   touches tokio, so the simulation drives exactly the code that runs;
 //! - the core's state is its own: `Writer`'s fields are private, so the shells and the
@@ -16,6 +16,7 @@
 //! - a topic's time zone and dates are read from their strings in one place, `config.rs`
 //!   (`TopicConfig::output_tz`, `invalid_day`, `completion_start`), and by the router it builds:
 //!   no other file parses them again, nor hides a failed parse behind a default;
+//! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
 //!
@@ -129,10 +130,10 @@ fn cmd_imported_by(files: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-/// Command files that import another command (shared arguments live in `cmd/mod.rs`).
+/// Command files that import another command (shared arguments live in `cmd.rs`).
 fn commands_importing_commands(files: &[(String, String)]) -> Vec<String> {
     let mut found = Vec::new();
-    for (rel, code) in files.iter().filter(|(rel, _)| rel.starts_with("cmd/") && rel != "cmd/mod.rs") {
+    for (rel, code) in files.iter().filter(|(rel, _)| rel.starts_with("cmd/") && rel != "cmd.rs") {
         for (i, _) in code.match_indices("crate::cmd::") {
             let rest = &code[i + "crate::cmd::".len()..];
             let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
@@ -155,12 +156,12 @@ fn writer_reached_by(files: &[(String, String)]) -> Vec<String> {
 
 /// The writer's core files: the state machine the simulation drives.
 fn is_writer_core(rel: &str) -> bool {
-    rel.starts_with("writer/core/")
+    rel == "writer/core.rs" || rel.starts_with("writer/core/")
 }
 
-/// The fields of `struct Writer` (in `writer/core/mod.rs`) declared visible outside the core.
+/// The fields of `struct Writer` (in `writer/core.rs`) declared visible outside the core.
 fn public_writer_fields(files: &[(String, String)]) -> Vec<String> {
-    let Some((_, code)) = files.iter().find(|(rel, _)| rel == "writer/core/mod.rs") else { return vec!["writer/core/mod.rs is missing".into()] };
+    let Some((_, code)) = files.iter().find(|(rel, _)| rel == "writer/core.rs") else { return vec!["writer/core.rs is missing".into()] };
     let Some(start) = code.find("pub(crate) struct Writer {") else { return vec!["struct Writer is missing".into()] };
     let body = &code[start..];
     let body = &body[..body.find("\n}").unwrap_or(body.len())];
@@ -244,6 +245,16 @@ fn no_file_imports_all_of_its_parent() {
     assert!(found.is_empty(), "`use super::*;` outside tests (import what is used): {found:?}");
 }
 
+/// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
+fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
+    files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
+}
+
+#[test]
+fn one_module_file_convention() {
+    assert_eq!(mod_rs_files(&code_files()), Vec::<String>::new(), "move x/mod.rs to x.rs");
+}
+
 #[test]
 fn nothing_but_main_imports_the_commands() {
     let files = code_files();
@@ -267,7 +278,7 @@ fn only_the_commands_reach_into_the_writer() {
 fn the_writer_core_never_uses_real_time_threads_or_tokio() {
     let files = code_files();
     let core: Vec<&str> = files.iter().map(|(rel, _)| rel.as_str()).filter(|r| is_writer_core(r)).collect();
-    assert!(core.len() >= 8 && core.contains(&"writer/core/mod.rs"), "the core was not found: {core:?}");
+    assert!(core.len() >= 8 && core.contains(&"writer/core.rs"), "the core was not found: {core:?}");
     assert_eq!(real_world_in_core(&files), Vec::<String>::new());
 }
 
@@ -303,7 +314,9 @@ fn the_rules_catch_violations() {
     assert!(cmd_imported_by(&f("cmd/ls.rs", "use crate::cmd::ExitError;")).is_empty());
     assert_eq!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::replay::key_of;")), ["cmd/repartition.rs: crate::cmd::replay"]);
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
-    assert_eq!(writer_reached_by(&f("plan.rs", "crate::writer::run(&c)")), ["plan.rs"]);
+    assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
+    assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    assert!(mod_rs_files(&f("writer/core.rs", "")).is_empty());
     assert!(writer_reached_by(&f("cmd/run.rs", "crate::writer::run(&c)")).is_empty());
     assert_eq!(real_world_in_core(&f("writer/core/files.rs", "let t = std::time::Instant::now();")), ["writer/core/files.rs: Instant::now"]);
     assert_eq!(real_world_in_core(&f("writer/core/commits.rs", "tokio::spawn(x)")), ["writer/core/commits.rs: tokio::"]);
@@ -312,12 +325,12 @@ fn the_rules_catch_violations() {
         ["writer/core/rebalance.rs: std::thread", "writer/core/rebalance.rs: thread::sleep"]
     );
     assert!(
-        real_world_in_core(&f("writer/core/mod.rs", "// librdkafka's rdkafka::Message\nself.clock.sleep(d)")).is_empty(),
+        real_world_in_core(&f("writer/core.rs", "// librdkafka's rdkafka::Message\nself.clock.sleep(d)")).is_empty(),
         "comments and the clock port"
     );
     assert_eq!(
         public_writer_fields(&f(
-            "writer/core/mod.rs",
+            "writer/core.rs",
             "pub(crate) struct Writer {\n    files: Files,\n    pub(super) paused: bool,\n}\nstruct Other {\n    pub x: u8,\n}"
         )),
         ["pub(super) paused: bool,"]
@@ -328,8 +341,8 @@ fn the_rules_catch_violations() {
     assert_eq!(glob_imports_of_parent(&f("writer/kafka.rs", "use super::*;\n")), ["writer/kafka.rs"]);
     assert!(glob_imports_of_parent(&f("writer/budget.rs", "mod tests {\n    use super::*;\n}")).is_empty(), "tests may");
     assert_eq!(
-        topic_strings_parsed_by(&f("writer/core/mod.rs", "tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),")),
-        ["writer/core/mod.rs: .output_timezone.parse"]
+        topic_strings_parsed_by(&f("writer/core.rs", "tz: t.output_timezone.parse().unwrap_or(chrono_tz::Tz::UTC),")),
+        ["writer/core.rs: .output_timezone.parse"]
     );
     assert_eq!(
         topic_strings_parsed_by(&f("audit/topic.rs", "NaiveDate::parse_from_str(&topic.invalid_date, \"%Y-%m-%d\").ok()")),
@@ -428,7 +441,7 @@ fn the_readme_layout_matches_the_tree() {
     let problems = layout_mismatches(code_layout(&readme), &lib, |p| root.join(p.trim_end_matches('/')).exists());
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The rules the simulation's test breaks: those of its default list.
-    let sim = std::fs::read_to_string(root.join("src/writer/sim/mod.rs")).unwrap();
+    let sim = std::fs::read_to_string(root.join("src/writer/sim.rs")).unwrap();
     let list = sim.split("let rules = [").nth(1).and_then(|r| r.split("];").next()).expect("the sabotage test's list of rules");
     let listed = list.matches("(Rule::").count();
     assert_eq!(stated_rule_count(&readme), Some(listed), "the README states how many rules the simulation's test breaks");

@@ -6,8 +6,8 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::cmd::ExitError;
-use crate::plan::launch::{self, Job, LaunchError, Launcher, Outcome};
-use crate::plan::{groups, with_partitions, SparkJob};
+use crate::wfs::launch::{self, Job, LaunchError, Launcher, Outcome};
+use crate::wfs::{groups, with_partitions, SparkJob};
 
 /// How the jobs are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -196,8 +196,8 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<()> {
 }
 
 /// What `--wait-complete` waits on: the job config's dates, under the config topic's path.
-fn waiter(a: &PlanArgs, job: &Value) -> anyhow::Result<crate::plan::wait::Waiter> {
-    use crate::plan::wait::{job_dates, parse_duration, Waiter};
+fn waiter(a: &PlanArgs, job: &Value) -> anyhow::Result<crate::wfs::wait::Waiter> {
+    use crate::wfs::wait::{job_dates, parse_duration, Waiter};
     let path = a.config.as_deref().expect("clap requires --config");
     let name = a.topic.as_deref().expect("clap requires --topic");
     let config = crate::config::Config::load(path).map_err(|e| usage(e.to_string()))?;

@@ -70,7 +70,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
         shard,
         to_end: a.to_end,
         skip_corrupt: a.skip_corrupt,
-        max_lag: a.max_lag.as_deref().map(crate::plan::wait::parse_duration).transpose().map_err(|e| usage(format!("--max-lag {e}")))?,
+        max_lag: a.max_lag.as_deref().map(crate::wfs::wait::parse_duration).transpose().map_err(|e| usage(format!("--max-lag {e}")))?,
     };
     let audited = crate::audit::topic::audit(&config, &opts, |p| {
         if a.json {

@@ -290,7 +290,7 @@ impl Writer {
     fn settled(&self, key: PartKey, date: &str) -> bool {
         let Some(st) = self.parts.get(&key) else { return false };
         let same = |t: usize, p: i32| t == key.topic && p == key.partition;
-        st.plan.is_empty()
+        st.recovery.is_empty()
             && st.commit_due().is_none()
             && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && of_day(&k.date, date))
             && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && of_day(&f.intent.date, date))

@@ -48,7 +48,7 @@ pub(super) struct InFlight {
     pub(super) sealed_at: Instant,
 }
 
-/// A file being rebuilt: its partition and its index in the partition's `plan.rebuild`.
+/// A file being rebuilt: its partition and its index in the partition's `recovery.rebuild`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct RebuildKey {
     pub(super) part: PartKey,

@@ -10,7 +10,7 @@ use super::partition::PartKey;
 use super::Writer;
 use crate::buffer::{BufferKey, SealReason};
 use crate::config::Format;
-use crate::intent::{Action, Place, RecoveryPlan};
+use crate::intent::{Action, Place, Recovery};
 use crate::metrics as m;
 use crate::routing::{DateSource, Route};
 use crate::sabotage;
@@ -86,18 +86,18 @@ impl Writer {
 
         // A partition recovered from intents: some re-read messages are already stored, some
         // belong in files rebuilt under their recorded names.
-        let recovering = st.plan.end();
+        let recovering = st.recovery.end();
         let action = match recovering {
-            Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecoveryPlan) => {
+            Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecovery) => {
                 // Each intent by the rule of the build that recorded it: one from before record
                 // dating holds a record without an event time on its `invalid_date` place.
                 let here = Place { prefix: route.prefix.as_deref(), date: &route.date, error: route.to_error_path };
-                st.plan.action_by_build(off, here, route.earlier.as_deref().map(place_of))
+                st.recovery.action_by_build(off, here, route.earlier.as_deref().map(place_of))
             }
             _ => Action::Normal,
         };
         let action = match action {
-            Action::Rebuild(i) if sabotage::on(sabotage::Rule::RebuildFromSecond) && st.plan.rebuild[i].from == off => Action::Skip,
+            Action::Rebuild(i) if sabotage::on(sabotage::Rule::RebuildFromSecond) && st.recovery.rebuild[i].from == off => Action::Skip,
             a => a,
         };
         if action == Action::Skip {
@@ -148,16 +148,16 @@ impl Writer {
     }
 
     /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
-    /// drops the recovery plan once consumption has passed all of it.
+    /// drops the recovery once consumption has passed all of it.
     pub(super) fn finish_rebuilds(&mut self, t: usize, p: i32, off: i64) {
         let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else {
             return;
         };
-        let Some(end) = st.plan.end() else { return };
-        let ready: Vec<usize> = (0..st.plan.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.plan.rebuild[*i].to <= off).collect();
+        let Some(end) = st.recovery.end() else { return };
+        let ready: Vec<usize> = (0..st.recovery.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.recovery.rebuild[*i].to <= off).collect();
         for i in ready {
             st.rebuilt.insert(i);
-            let intent = Arc::new(st.plan.rebuild[i].clone());
+            let intent = Arc::new(st.recovery.rebuild[i].clone());
             let Some(buf) = self.files.take_rebuilt(RebuildKey { part: PartKey::new(t, p), index: i }) else {
                 // None of its messages came back (deleted by retention before this run): the
                 // earlier upload, if any, is all there is.
@@ -175,9 +175,9 @@ impl Writer {
             let data = data.expect("a file not awaiting its intent keeps its data");
             self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
-        if off >= end && st.rebuilt.len() == st.plan.rebuild.len() {
+        if off >= end && st.rebuilt.len() == st.recovery.rebuild.len() {
             debug!(partition = p, "recovery finished");
-            st.plan = RecoveryPlan::default();
+            st.recovery = Recovery::default();
             st.rebuilt.clear();
         }
     }

@@ -1,12 +1,12 @@
 //! Everything the writer knows about one owned partition, in one place: its offsets, the
-//! recovery plan from recorded intents, the intents its commits carry, the assignment it
+//! recovery from recorded intents, the intents its commits carry, the assignment it
 //! belongs to, and (for `--until-caught-up`) the end offset to reach.
 
 use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::commit::PartitionOffsets;
-use crate::intent::{IntentLog, RecoveryPlan};
+use crate::intent::{IntentLog, Recovery};
 
 /// One partition of one configured topic: the topic's index in the config and the partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,8 +35,8 @@ pub(super) struct Partition {
     /// Intents of sealed files not yet wholly committed past, carried in every commit.
     pub(super) intents: IntentLog,
     /// What the last commit's intents say about re-read messages.
-    pub(super) plan: RecoveryPlan,
-    /// Rebuild indices (into `plan.rebuild`) already sealed.
+    pub(super) recovery: Recovery,
+    /// Rebuild indices (into `recovery.rebuild`) already sealed.
     pub(super) rebuilt: HashSet<usize>,
     /// End offset to reach for `--until-caught-up` (`i64::MIN`: nothing to read).
     pub(super) target: Option<i64>,

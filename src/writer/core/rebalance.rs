@@ -1,4 +1,4 @@
-//! Assignment and revocation: recovery plans from recorded intents, lost offsets, handing
+//! Assignment and revocation: recoveries from recorded intents, lost offsets, handing
 //! partitions over.
 
 use std::collections::HashSet;
@@ -11,7 +11,7 @@ use super::decision::Fatal;
 use super::partition::{PartKey, Partition, WatermarkReads, Watermarks};
 use super::Writer;
 use crate::buffer::SealReason;
-use crate::intent::{self, RecoveryPlan};
+use crate::intent::{self, Recovery};
 use crate::metrics as m;
 use crate::sabotage;
 use crate::writer::ports::{Broker, FetchStart, TopicPartition};
@@ -103,15 +103,21 @@ impl Writer {
             }
             st.marking = super::completion::Marking::assigned(progress, today, topic_rt.completion_start);
             if let Some(s) = start {
-                st.plan = RecoveryPlan::new(s, intents);
+                st.recovery = Recovery::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.
                 // In the order they were recorded: where ranges of one route overlap, that order
-                // decides which file a message belongs to (`RecoveryPlan::action`).
-                for i in st.plan.pending() {
+                // decides which file a message belongs to (`Recovery::action`).
+                for i in st.recovery.pending() {
                     st.intents.push(Arc::new(i.clone()));
                 }
-                if !st.plan.is_empty() {
-                    info!(topic, partition = p, skip = st.plan.skip.len(), rebuild = st.plan.rebuild.len(), "resuming from recorded upload intents");
+                if !st.recovery.is_empty() {
+                    info!(
+                        topic,
+                        partition = p,
+                        skip = st.recovery.skip.len(),
+                        rebuild = st.recovery.rebuild.len(),
+                        "resuming from recorded upload intents"
+                    );
                 }
             }
             if start.is_some() || self.opts.until_caught_up {
@@ -167,9 +173,9 @@ impl Writer {
         match read {
             Ok((low, high)) => {
                 if let Some(s) = start.filter(|s| *s < low) {
-                    // Rare (data already lost): the plan is copied to name its files.
-                    let plan = st.plan.clone();
-                    self.report_lost(&topic, p, s, low, high, &plan);
+                    // Rare (data already lost): the recovery is copied to name its files.
+                    let recovery = st.recovery.clone();
+                    self.report_lost(&topic, p, s, low, high, &recovery);
                 }
                 let until_caught_up = self.opts.until_caught_up;
                 if let Some(st) = self.parts.get_mut(&key) {
@@ -189,12 +195,12 @@ impl Writer {
     /// The group's commit `s` is below the log start `low`: Kafka deleted `[s, low)` before it
     /// was backed up. The one failure a backup must never hide: logged as an error, counted,
     /// shown by the readiness probe and in the run summary (`docs/runbook.md`, OffsetsLost).
-    pub(super) fn report_lost(&mut self, topic: &str, p: i32, s: i64, low: i64, high: i64, plan: &RecoveryPlan) {
+    pub(super) fn report_lost(&mut self, topic: &str, p: i32, s: i64, low: i64, high: i64, recovery: &Recovery) {
         // librdkafka resets an out-of-range position by `auto.offset.reset`: to the log start
         // by default, to the end if an operator chose "latest" (then the retained rest is skipped too).
         let until = if self.settings.offset_reset_to_end { high } else { low };
         let lost = (until - s) as u64;
-        let recorded: Vec<&str> = plan.skip.iter().chain(&plan.rebuild).filter(|i| i.from < until).map(|i| i.key.as_str()).collect();
+        let recorded: Vec<&str> = recovery.skip.iter().chain(&recovery.rebuild).filter(|i| i.from < until).map(|i| i.key.as_str()).collect();
         self.summary.lost_offsets += lost;
         metrics::counter!(m::OFFSETS_LOST, "topic" => topic.to_string(), "partition" => p.to_string()).increment(lost);
         if recorded.is_empty() {

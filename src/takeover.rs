@@ -11,7 +11,7 @@
 //! All three refuse while the groups have live members: positions move only between stopped
 //! programs. The decisions themselves are pure ([`plan`]).
 
-pub mod plan;
+pub mod decide;
 
 use std::fmt::Write as _;
 
@@ -22,7 +22,7 @@ use crate::consumer::LookupError;
 use crate::group::{CommitEntry, GroupClient, Held, Member};
 use crate::intent;
 use crate::zookeeper::{Node, SecorZk, ZkError};
-use plan::{Handback, HandbackRow, Observed, Row, Step, TakeoverRules, Totals};
+use decide::{Handback, HandbackRow, Observed, Row, Step, TakeoverRules, Totals};
 
 /// Why a takeover, handback or `run`'s check could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -698,8 +698,8 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
         probe_files_at_zookeeper(between.config, &mut observed).await?;
     }
     let warnings = stray_nodes(&zk, &observed).await?;
-    let rows: Vec<Row> = observed.into_iter().map(|o| plan::takeover(o, &rules)).collect();
-    let totals = plan::totals(&rows);
+    let rows: Vec<Row> = observed.into_iter().map(|o| decide::takeover(o, &rules)).collect();
+    let totals = decide::totals(&rows);
     let mut rep = report(between, &zk, "takeover", opts.dry_run, rows.iter().map(ReportRow::from).collect(), totals);
     rep.warnings = warnings;
     let entries: Vec<CommitEntry> = rows
@@ -752,9 +752,9 @@ pub async fn handback(between: &Between<'_>, opts: HandbackOptions) -> Result<Re
     let dry_run = opts.dry_run;
     let (zk, observed) = observe(between, opts.wait_for_stop).await?;
     let same = between.same_group();
-    let rules = plan::HandbackRules { same_group: same, storage: between.secor.offsets_storage, allow_rewind: opts.allow_rewind };
+    let rules = decide::HandbackRules { same_group: same, storage: between.secor.offsets_storage, allow_rewind: opts.allow_rewind };
     let warnings = stray_nodes(&zk, &observed).await?;
-    let rows: Vec<HandbackRow> = observed.into_iter().map(|o| plan::handback(o, &rules)).collect();
+    let rows: Vec<HandbackRow> = observed.into_iter().map(|o| decide::handback(o, &rules)).collect();
     let totals = Totals {
         partitions: rows.len(),
         to_change: rows.iter().filter(|r| matches!(r.step, Handback::Write { .. })).count(),

@@ -33,14 +33,14 @@
 //! | leaving the group, closing the consumer | the finisher thread | the stop's deadline (the main thread stops waiting) |
 //! | start-up (storage probe, topic metadata, Secor's guard, retention, topic settings) | before the loop | a signal ends start-up at once |
 //!
-//! Where things are: `mod.rs` wires the parts and holds `run` (start-up, the loop, the bounded
-//! stop). The state machine is `core/`: its state (`core/mod.rs`, private to it), one owned
+//! Where things are: this file wires the parts and holds `run` (start-up, the loop, the bounded
+//! stop). The state machine is `core`: its state (`core.rs`, private to it), and in `core/` one owned
 //! partition (`partition.rs`), open files, files in flight, the byte ledger and sealing
 //! (`files.rs`), memory thresholds (`budget.rs`), one message (`message.rs`), upload results
 //! (`uploads.rs`), intents and offset commits (`commits.rs`), assignment and revocation
 //! (`rebalance.rs`), periodic work (`housekeeping.rs`) and the per-batch decision
 //! (`decision.rs`). It reaches the world only through `ports.rs`: `kafka.rs` implements the
-//! broker over librdkafka, `pipeline.rs` is the polling loop, and `sim/` drives the same core
+//! broker over librdkafka, `pipeline.rs` is the polling loop, and `sim` drives the same core
 //! through seeded simulations.
 
 // The per-message maps are keyed by small values; FxHash costs a fraction of SipHash there

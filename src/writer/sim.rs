@@ -309,7 +309,7 @@ fn the_simulation_catches_broken_rules() {
         (Rule::CommitHighestPending, 2000, Width::Wide),
         (Rule::UploadBeforeIntent, 2000, Width::Wide),
         (Rule::UnconditionalPut, 2000, Width::Wide),
-        (Rule::IgnoreRecoveryPlan, 2000, Width::Wide),
+        (Rule::IgnoreRecovery, 2000, Width::Wide),
         (Rule::KeepStaleMessages, 2000, Width::Wide),
         (Rule::TrustRecordedName, 2000, Width::Narrow),
         (Rule::PlanByFirstOffset, 8000, Width::Narrow),
