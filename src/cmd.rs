@@ -15,12 +15,8 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use chrono::NaiveDate;
-
-use crate::config::StorageConfig;
-use crate::listing::{parse_partitions, DayArg, Selection};
-use crate::naming::FileLayout;
+use crate::listing::request::{Place, Request, RequestError};
+use crate::listing::{parse_partitions, DayArg};
 use crate::storage::Storage;
 
 /// `println!` that returns the write error instead of panicking, so that a command whose reader
@@ -125,198 +121,54 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
+    /// The library request these flags describe: the config read once, `--partitions` parsed.
+    pub fn request(&self) -> anyhow::Result<Request> {
+        let usage = |m: String| ExitError { code: 2, message: m };
+        let partitions = self.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
+        let place = if self.config.is_some() || !self.secor_properties.is_empty() {
+            let arg = ConfigArg {
+                config: self.config.clone(),
+                secor_properties: self.secor_properties.clone(),
+                secor_property: self.secor_property.clone(),
+            };
+            let config = load_config_unchecked(&arg)?;
+            let topic = self.topic.clone().unwrap_or_default();
+            if config.topic(&topic).is_none() {
+                return Err(usage(format!("topic `{topic}` is not in {}", arg.describe())).into());
+            }
+            Place::Topic { config: Box::new(config), topic, path: self.path.clone() }
+        } else {
+            let url = self.url.clone().expect("clap requires --config, --secor-properties or --url");
+            Place::Url { url, path: self.path.clone().unwrap_or_default() }
+        };
+        Ok(Request { place, from: self.from, to: self.to, partitions, include_unpartitioned: self.include_unpartitioned })
+    }
+
     /// Opens storage and lists the selected blobs in (date, partition, timestamp) order, with
     /// the number of old-name files left out by `--partitions`.
     pub async fn resolve(&self) -> anyhow::Result<(Storage, Vec<crate::listing::Listed>, usize)> {
-        let opened = self.open(false).await?;
-        let (from, to) = self.days(&opened)?;
-        let (listed, left_out) = self.list(&opened, from, to).await?;
-        Ok((opened.storage, listed, left_out))
+        let s = self.request()?.files().await.map_err(request_failed)?;
+        Ok((s.storage, s.files, s.unpartitioned_left_out))
     }
 
-    /// The selected dates: `--from` and `--to` resolved in the topic's time zone.
-    fn days(&self, opened: &Opened) -> Result<(NaiveDate, NaiveDate), ExitError> {
-        let from = self
-            .from
-            .ok_or_else(|| ExitError { code: 2, message: "--from is required: a date (YYYY-MM-DD, today, yesterday or -N days ago)".into() })?;
-        let from = from.resolve(opened.today);
-        Ok((from, self.to.map_or(from, |t| t.resolve(opened.today))))
-    }
-
-    /// What `replay` reads: the selected files, the backup's path (where the writer records the
-    /// topic's settings) and the topic's `invalid_date` record files when that date is not among
-    /// the selected ones (a time window may have records there); with the number of old-name
-    /// files left out by `--partitions`.
-    ///
-    /// Without `--from`, a window's start selects the files: every date (an event's date says
-    /// nothing of when Kafka stamped it), but no file uploaded more than a day before the window
-    /// opened; a record is written after the broker stamps it, and brokers refuse timestamps
-    /// more than an hour ahead (`log.message.timestamp.after.max.ms`), so such a file cannot
-    /// hold one of the window's records.
+    /// What `replay` reads ([`Request::restore_source`]).
     pub async fn source(&self, window_from: Option<i64>) -> anyhow::Result<(crate::replay::restore::Source, usize)> {
-        let opened = self.open(false).await?;
-        let (from, to, uploaded_from) = match (self.from, window_from) {
-            (None, Some(start)) => (NaiveDate::MIN, NaiveDate::MAX, Some(start - WINDOW_UPLOAD_SLACK_MS)),
-            _ => {
-                let (from, to) = self
-                    .days(&opened)
-                    .map_err(|e| ExitError { code: 2, message: format!("{} (or --from-time to select by a time window)", e.message) })?;
-                (from, to, None)
-            }
-        };
-        let (mut listed, left_out) = self.list(&opened, from, to).await?;
-        let invalid_files = if let Some(min) = uploaded_from {
-            let before = listed.len();
-            listed.retain(|l| l.timestamp.is_none_or(|t| t >= min));
-            tracing::info!(
-                "no --from: {} file(s) of every date selected, {} uploaded more than a day before --from-time left out",
-                listed.len(),
-                before - listed.len()
-            );
-            // The invalid_date's record files are restored only when asked, as with dates.
-            let (invalid, dated): (Vec<_>, Vec<_>) = listed.into_iter().partition(|l| l.name.date == opened.invalid_date && l.name.records);
-            listed = dated;
-            invalid
-        } else if (from..=to).contains(&opened.invalid_date) {
-            Vec::new()
-        } else {
-            let (files, _) = self.list(&opened, opened.invalid_date, opened.invalid_date).await?;
-            files.into_iter().filter(|l| l.name.records).collect()
-        };
-        let source = crate::replay::restore::Source {
-            storage: opened.storage,
-            listed,
-            path: opened.layout.marker_path(),
-            invalid_date: opened.invalid_date,
-            invalid_files,
-        };
-        Ok((source, left_out))
+        self.request()?.restore_source(window_from).await.map_err(request_failed)
     }
 
-    /// Reads the config once (or takes `--url`), checks `--partitions` against the topic, and
-    /// opens storage.
-    /// With `count`, the topic's partition count is looked up in Kafka even without
-    /// `--partitions` (`ls --completion` names the partitions with no file and no marker).
-    async fn open(&self, count: bool) -> anyhow::Result<Opened> {
-        let usage = |m: String| ExitError { code: 2, message: m };
-        let partitions = self.partitions.as_deref().map(parse_partitions).transpose().map_err(|e| usage(e.to_string()))?;
-        // Secor's fixed fallback without a config.
-        let mut invalid_date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-        let mut today = chrono::Utc::now().date_naive();
-        let mut partition_count = None;
-        let from_secor = !self.secor_properties.is_empty();
-        let (storage_cfg, layout) = match &self.url {
-            _ if self.config.is_some() || from_secor => {
-                let arg = ConfigArg {
-                    config: self.config.clone(),
-                    secor_properties: self.secor_properties.clone(),
-                    secor_property: self.secor_property.clone(),
-                };
-                let config = load_config_unchecked(&arg)?;
-                let name = self.topic.as_deref().unwrap_or_default();
-                let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in {}", arg.describe())))?;
-                let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
-                invalid_date = t.invalid_day().map_err(|e| usage(e.to_string()))?;
-                today = t.today().map_err(|e| usage(e.to_string()))?;
-                if partitions.is_some() || count {
-                    // Partitions the topic does not have would list nothing, like an empty backup.
-                    let counts =
-                        crate::consumer::lookup_partition_counts(&config.kafka, &[name.to_string()], std::time::Duration::from_secs(10)).await;
-                    let what = if partitions.is_some() { "--partitions is not checked against it" } else { "partitions without files are not named" };
-                    match counts.map(|mut c| c.pop().and_then(|(_, n)| n)) {
-                        Ok(Some(n)) => partition_count = Some(n as i32),
-                        Ok(None) => tracing::warn!("topic {name} is not on {}: {what}", config.kafka.brokers),
-                        Err(e) => tracing::warn!("cannot read topic {name}'s partition count ({e}): {what}"),
-                    }
-                }
-                if let (Some(set), Some(n)) = (&partitions, partition_count) {
-                    crate::listing::check_partitions(name, set, n).map_err(usage)?;
-                }
-                if let Some(p) = &self.path {
-                    layout = layout.with_path(p);
-                }
-                (config.storage.clone(), layout)
-            }
-            Some(url) => {
-                let cfg = StorageConfig { url: url.clone(), ..Default::default() };
-                (cfg, FileLayout::bare(self.path.as_deref().unwrap_or_default()))
-            }
-            None => unreachable!("clap requires --config, --secor-properties or --url"),
-        };
-        let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
-        if count && partition_count.is_none() && self.url.is_some() {
-            tracing::warn!("with --url the topic's partition count is unknown: partitions without files are not named");
-        }
-        Ok(Opened { storage, layout, partitions, invalid_date, today, partition_count })
-    }
-
-    /// Lists the backup files of `from..=to` (the selected partitions), warning about objects
-    /// that are not backup files.
-    async fn list(&self, opened: &Opened, from: NaiveDate, to: NaiveDate) -> anyhow::Result<(Vec<crate::listing::Listed>, usize)> {
-        let usage = |m: String| ExitError { code: 2, message: m };
-        let mut sel = Selection::new(from, to).map_err(|e| usage(e.to_string()))?;
-        sel.partitions = opened.partitions.clone();
-        sel.include_unpartitioned = self.include_unpartitioned;
-        let (storage, layout) = (&opened.storage, &opened.layout);
-        let listing = crate::listing::list(storage, layout, &sel)
-            .await
-            .with_context(|| format!("listing {} in {}", layout.dirs().join(", "), storage.describe))?;
-        if !listing.strays.is_empty() {
-            let keys: Vec<&str> = listing.strays.iter().take(10).map(|l| l.key.as_str()).collect();
-            tracing::warn!(
-                "{} object(s) under the selected dates are not backup files ({}{}): readers that read every object of a date (Sunbird's fetcher, Spark) read them, this command does not; `kbackup verify` audits them",
-                listing.strays.len(),
-                keys.join(", "),
-                if listing.strays.len() > keys.len() { ", …" } else { "" }
-            );
-        }
-        Ok((listing.files, listing.unpartitioned_left_out))
-    }
-}
-
-impl SelectArgs {
     /// Per selected date: which partitions its completion markers declare complete.
     pub async fn completion(&self) -> anyhow::Result<Vec<crate::completion::read::DateStatus>> {
-        let opened = self.open(true).await?;
-        let (from, to) = self.days(&opened)?;
-        let (listed, _) = self.list(&opened, from, to).await?;
-        let sel = Selection::new(from, to).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
-        let mut out = Vec::new();
-        for date in sel.dates() {
-            let with_files = listed.iter().filter(|l| l.name.date == date).filter_map(|l| l.kafka_partition).collect();
-            let date_str = opened.layout.dates().format(date);
-            let status = crate::completion::read::status(
-                opened.storage.store.as_ref(),
-                &opened.layout.marker_path(),
-                &date_str,
-                &with_files,
-                opened.partition_count,
-                opened.partitions.as_ref(),
-            )
-            .await
-            .with_context(|| format!("reading the completion markers of {date_str} in {}", opened.storage.describe))?;
-            out.push(status);
-        }
-        Ok(out)
+        self.request()?.completion().await.map_err(request_failed)
     }
 }
 
-/// A selection's storage and layout, opened once.
-struct Opened {
-    storage: Storage,
-    layout: FileLayout,
-    partitions: Option<std::collections::BTreeSet<i32>>,
-    /// The topic's `invalid_date`.
-    invalid_date: NaiveDate,
-    /// Today in the topic's output time zone (UTC with `--url`), for `today`, `-N`.
-    today: NaiveDate,
-    /// The topic's partition count in Kafka, when looked up and found.
-    partition_count: Option<i32>,
+/// A selection's usage errors exit 2; storage failures exit 1.
+fn request_failed(e: RequestError) -> anyhow::Error {
+    match e {
+        RequestError::Usage(message) => ExitError { code: 2, message }.into(),
+        e => e.into(),
+    }
 }
-
-/// How long before a time window's start a file may have been uploaded and still hold one of
-/// its records: a day, far more than the hour of clock skew brokers allow.
-const WINDOW_UPLOAD_SLACK_MS: i64 = 24 * 3600 * 1000;
 
 /// Where Secor kept its position, for `takeover` and `handback`: the config's `[secor]` section
 /// (mapped from `zookeeper.quorum` and friends with `--secor-properties`), each option

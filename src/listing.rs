@@ -5,6 +5,8 @@
 //! lost: they are counted and can be included on request. Names are read with the topic's
 //! [`FileLayout`], the same rule the writer names files with.
 
+pub mod request;
+
 use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
