@@ -60,6 +60,20 @@ pub enum RequestError {
     },
 }
 
+/// The backup to restore from, as selected.
+pub struct Source {
+    pub storage: Storage,
+    /// The selected files, in the order to send them.
+    pub listed: Vec<Listed>,
+    /// The backup's base path: the writer records the topic's settings under it.
+    pub path: String,
+    /// The topic's `invalid_date`, and its record files when that date is not among the
+    /// selected ones: earlier builds filed tombstones and non-JSON records there, so they are
+    /// outside every date range a window is selected by.
+    pub invalid_date: NaiveDate,
+    pub invalid_files: Vec<Listed>,
+}
+
 /// The selected files of a backup.
 pub struct Selected {
     pub storage: Storage,
@@ -108,7 +122,7 @@ impl Request {
     /// opened; a record is written after the broker stamps it, and brokers refuse timestamps
     /// more than an hour ahead (`log.message.timestamp.after.max.ms`), so such a file cannot
     /// hold one of the window's records.
-    pub async fn restore_source(&self, window_from: Option<i64>) -> Result<(crate::replay::restore::Source, usize), RequestError> {
+    pub async fn restore_source(&self, window_from: Option<i64>) -> Result<(Source, usize), RequestError> {
         let opened = self.open(false).await?;
         let (from, to, uploaded_from) = match (self.from, window_from) {
             (None, Some(start)) => (NaiveDate::MIN, NaiveDate::MAX, Some(start - WINDOW_UPLOAD_SLACK_MS)),
@@ -136,13 +150,7 @@ impl Request {
             let (files, _) = self.list(&opened, opened.invalid_date, opened.invalid_date).await?;
             files.into_iter().filter(|l| l.name.records).collect()
         };
-        let source = crate::replay::restore::Source {
-            storage: opened.storage,
-            listed,
-            path: opened.layout.marker_path(),
-            invalid_date: opened.invalid_date,
-            invalid_files,
-        };
+        let source = Source { storage: opened.storage, listed, path: opened.layout.marker_path(), invalid_date: opened.invalid_date, invalid_files };
         Ok((source, left_out))
     }
 
@@ -277,7 +285,12 @@ mod tests {
     #[tokio::test]
     async fn selects_by_date_and_partition_and_counts_old_names_left_out() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["2026-12-01-3-1764547200000.json.gz", "2026-12-01-4-1764547200001.json.gz", "2026-12-02-3-1764633600000.json.gz", "2026-12-01-1764547200002.json.gz"] {
+        for name in [
+            "2026-12-01-3-1764547200000.json.gz",
+            "2026-12-01-4-1764547200001.json.gz",
+            "2026-12-02-3-1764633600000.json.gz",
+            "2026-12-01-1764547200002.json.gz",
+        ] {
             touch(dir.path(), name);
         }
         let all = request(dir.path(), Some("2026-12-01"), None).files().await.unwrap();

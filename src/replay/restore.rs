@@ -10,23 +10,10 @@ use chrono::NaiveDate;
 
 use super::{count_in_window, replay, Options, Partitioner, ReplayError, Summary};
 use crate::config::KafkaConfig;
-use crate::listing::Listed;
 use crate::storage::Storage;
 use crate::topic_settings;
 
-/// The backup to restore from, as selected.
-pub struct Source {
-    pub storage: Storage,
-    /// The selected files, in the order to send them.
-    pub listed: Vec<Listed>,
-    /// The backup's base path: the writer records the topic's settings under it.
-    pub path: String,
-    /// The topic's `invalid_date`, and its record files when that date is not among the
-    /// selected ones: earlier builds filed tombstones and non-JSON records there, so they are
-    /// outside every date range a window is selected by.
-    pub invalid_date: NaiveDate,
-    pub invalid_files: Vec<Listed>,
-}
+pub use crate::listing::request::Source;
 
 /// Creating a missing target like the backed-up topic.
 #[derive(Debug, Clone, Default)]
