@@ -16,6 +16,9 @@
 //! - a topic's time zone and dates are read from their strings in one place, `config.rs`
 //!   (`TopicConfig::output_tz`, `invalid_day`, `completion_start`), and by the router it builds:
 //!   no other file parses them again, nor hides a failed parse behind a default;
+//! - no circle among the files of one directory (`writer/core/completion.rs`, `files.rs` and
+//!   `partition.rs` once imported each other): a file names its siblings through `super::x` or
+//!   `crate::<dir>::x`, and those names form no cycle;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
@@ -245,6 +248,71 @@ fn no_file_imports_all_of_its_parent() {
     assert!(found.is_empty(), "`use super::*;` outside tests (import what is used): {found:?}");
 }
 
+/// The sibling modules a file names: `super::x` (or `super::{x, y::Z}`) and `crate::<dir>::x`,
+/// where `x` is a file beside it.
+fn sibling_uses(rel: &str, code: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+    let ident = |t: &str| t.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    let mut found = BTreeSet::new();
+    let mut heads = vec!["super::".to_string()];
+    if !dir.is_empty() {
+        heads.push(format!("crate::{}::", dir.replace('/', "::")));
+    }
+    for head in &heads {
+        for (i, _) in code.match_indices(head.as_str()) {
+            let rest = &code[i + head.len()..];
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(inner) => inner[..inner.find('}').unwrap_or(inner.len())].split(',').map(|n| ident(n.trim())).collect(),
+                None => vec![ident(rest)],
+            };
+            found.extend(names.into_iter().filter(|n| siblings.contains(n)));
+        }
+    }
+    found
+}
+
+/// Directory → its files' sibling imports (file stem → stems it names).
+fn sibling_graphs(files: &[(String, String)]) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let mut stems: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, _) in files {
+        let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+        stems.entry(dir.to_string()).or_default().insert(file.trim_end_matches(".rs").to_string());
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (rel, code) in files {
+        let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let stem = file.trim_end_matches(".rs").to_string();
+        let mut uses = sibling_uses(rel, code, &stems[dir]);
+        uses.remove(&stem);
+        out.entry(dir.to_string()).or_default().insert(stem, uses);
+    }
+    out
+}
+
+/// The sibling cycles, as `dir: a → b → a`.
+fn sibling_cycles(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (dir, g) in sibling_graphs(files) {
+        if dir.is_empty() {
+            continue; // the top level is `modules_form_no_import_cycle`'s
+        }
+        for start in g.keys() {
+            if let Some(c) = cycle_from(&g, start) {
+                found.push(format!("{dir}: {}", c.join(" → ")));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_circle_among_the_files_of_a_directory() {
+    let files = code_files();
+    let graphs = sibling_graphs(&files);
+    assert!(graphs["writer/core"]["message"].contains("files"), "the sibling imports were read: {:?}", graphs["writer/core"]);
+    assert_eq!(sibling_cycles(&files), Vec::<String>::new());
+}
+
 /// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
 fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
     files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
@@ -316,6 +384,20 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
     assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    let circle = vec![
+        ("writer/core/partition.rs".to_string(), "use super::completion::Marking;".to_string()),
+        ("writer/core/completion.rs".to_string(), "use super::{files::InFlight, Writer};".to_string()),
+        ("writer/core/files.rs".to_string(), "use crate::writer::core::partition::PartKey;".to_string()),
+    ];
+    assert_eq!(
+        sibling_cycles(&circle),
+        [
+            "writer/core: completion → files → partition → completion",
+            "writer/core: files → partition → completion → files",
+            "writer/core: partition → completion → files → partition"
+        ]
+    );
+    assert!(sibling_cycles(&circle[1..]).is_empty(), "a chain is no circle");
     assert!(mod_rs_files(&f("writer/core.rs", "")).is_empty());
     assert!(writer_reached_by(&f("cmd/run.rs", "crate::writer::run(&c)")).is_empty());
     assert_eq!(real_world_in_core(&f("writer/core/files.rs", "let t = std::time::Instant::now();")), ["writer/core/files.rs: Instant::now"]);

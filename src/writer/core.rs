@@ -29,6 +29,7 @@ mod completion;
 mod decision;
 mod files;
 mod housekeeping;
+mod marking;
 mod message;
 mod partition;
 mod rebalance;
@@ -68,6 +69,23 @@ struct TopicRuntime {
 }
 
 impl TopicRuntime {
+    /// Counts a late event (and says so for the first of its date).
+    fn note_late(&self, summary: &mut RunSummary, p: i32, date: &str, seen: self::marking::Seen) {
+        let self::marking::Seen::Late { first } = seen else { return };
+        if first {
+            tracing::info!(topic = %self.cfg.name, partition = p, date, "late event: its date is already marked complete; a new marker will list its file");
+        }
+        summary.late_events += 1;
+        metrics::counter!(m::LATE_EVENTS, "topic" => self.cfg.name.clone()).increment(1);
+    }
+
+    /// The newest date marked on a partition, as the start of that day in epoch seconds.
+    fn report_complete_date(&self, partition: i32, marked: chrono::NaiveDate) {
+        if let Some(ms) = crate::completion::local_midnight_ms(self.tz, marked) {
+            metrics::gauge!(m::COMPLETE_DATE, "topic" => self.cfg.name.clone(), "partition" => partition.to_string()).set(ms as f64 / 1000.0);
+        }
+    }
+
     /// The upload of one of the topic's files, compressed as the topic says. The one place a
     /// job is made: new files once their intent is recorded, rebuilt files once complete.
     fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {

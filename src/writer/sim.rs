@@ -30,6 +30,15 @@ use crate::sabotage::{self, Rule};
 /// whole records and gzip.
 const TOPICS: [&str; 2] = ["t", "u"];
 const PARTITIONS: usize = 3;
+/// Messages one poll takes at most.
+const BATCH: usize = 8;
+
+/// One record in the simulated log (the world holds them; the ledger checks what is stored
+/// against them).
+struct Record {
+    payload: Vec<u8>,
+    timestamp_ms: i64,
+}
 
 /// The slot of a topic's partition.
 fn slot(topic: &str, partition: i32) -> usize {

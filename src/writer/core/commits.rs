@@ -88,7 +88,7 @@ impl Writer {
             if self.admit(part, &mut batch) > 0 {
                 let st = &self.parts[&part];
                 let offset = st.offsets.as_ref().map(|o| o.safe()).expect("admitted files have offsets");
-                let md = st.intents.metadata(offset, self.settings.metadata_limit, &st.marking.progress).expect("checked when admitted");
+                let md = st.intents.metadata(offset, self.settings.metadata_limit, st.marking.progress()).expect("checked when admitted");
                 commits.push(Pending { part, offset, metadata: md });
             }
         }
@@ -114,7 +114,7 @@ impl Writer {
             let intent = self.files.get(id).expect("awaiting files are in flight").intent.clone();
             let st = self.parts.get_mut(&part).expect("checked above");
             st.intents.push(intent.clone());
-            let fits = st.intents.metadata(offset, limit, &st.marking.progress);
+            let fits = st.intents.metadata(offset, limit, st.marking.progress());
             let past_half = fits.as_ref().is_none_or(|md| md.len() > limit / 2);
             if past_half && !sabotage::on(sabotage::Rule::NoRecordRoomForOpenFiles) && self.seal_open_before(part, intent.to) {
                 // They begin before this file ends: recorded first (lowest first offset first).
@@ -198,7 +198,7 @@ impl Writer {
                 continue;
             }
             let Some(o) = st.commit_due() else { continue };
-            match st.intents.metadata(o, self.settings.metadata_limit, &st.marking.progress) {
+            match st.intents.metadata(o, self.settings.metadata_limit, st.marking.progress()) {
                 Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
                 // Cannot happen: a higher offset only drops intents from the record.
                 None => error!(partition = part.partition, "intent record too large to commit"),

@@ -114,7 +114,7 @@ impl Writer {
         if topic.markers {
             // Per message: one string compare while the date does not change.
             let seen = st.marking.saw_event(&topic.layout, &route, record_ms);
-            super::completion::note_late(topic, &mut self.summary, p, &route.date, seen);
+            topic.note_late(&mut self.summary, p, &route.date, seen);
         }
         let key =
             rebuild.is_none().then_some(BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path });

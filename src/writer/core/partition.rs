@@ -50,7 +50,7 @@ pub(super) struct Partition {
     /// blob), or completion progress changed.
     pub(super) record_stale: bool,
     /// Completion markers: dates passed and marked.
-    pub(super) marking: super::completion::Marking,
+    pub(super) marking: super::marking::Marking,
     /// Whether its commit keeps up with its consumption (a stall is reported).
     pub(super) watch: super::stall::CommitWatch,
     /// Reported as stalled (logged once per stall).

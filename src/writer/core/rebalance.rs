@@ -99,9 +99,9 @@ impl Writer {
             let topic_rt = &self.topics[t];
             let today = crate::completion::first_unpassed(topic_rt.tz, self.clock.wall_ms(), topic_rt.grace_ms);
             if let Some(marked) = progress.marked.filter(|_| topic_rt.markers) {
-                super::completion::report_complete_date(topic_rt, p, marked);
+                topic_rt.report_complete_date(p, marked);
             }
-            st.marking = super::completion::Marking::assigned(progress, today, topic_rt.completion_start);
+            st.marking = super::marking::Marking::assigned(progress, today, topic_rt.completion_start);
             if let Some(s) = start {
                 st.recovery = Recovery::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.

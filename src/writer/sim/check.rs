@@ -32,7 +32,7 @@ pub(super) fn budget_slack() -> u64 {
     // Per partition: four dates and the invalid bucket of `t`; two prefixes of four dates and
     // the invalid bucket of `u`.
     const OPEN_FILES_MAX: u64 = super::PARTITIONS as u64 * (5 + 9);
-    (super::group::BATCH as u64 + OPEN_FILES_MAX) * PAGE
+    (super::BATCH as u64 + OPEN_FILES_MAX) * PAGE
 }
 
 /// The invariants of a per-batch decision, checked right after the core made it.
@@ -260,7 +260,7 @@ impl Ledger {
     /// event time are left out of the count in worlds with members of the release before
     /// record dating, which filed them under `invalid_date` (mixed versions during an upgrade
     /// are documented to leave such markers short).
-    pub(super) fn marker_written(&mut self, slot: usize, marker: &crate::completion::Marker, log: &[super::world::Record]) {
+    pub(super) fn marker_written(&mut self, slot: usize, marker: &crate::completion::Marker, log: &[super::Record]) {
         let (t, _) = (slot / PARTITIONS, slot % PARTITIONS);
         let topic = &self.topics[t];
         let below = marker.complete_below.clamp(0, log.len() as i64) as usize;

@@ -19,9 +19,6 @@ use crate::writer::{RunOptions, Writer};
 
 /// A member that is not heard from for this long is expelled.
 pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
-/// Messages one poll takes at most.
-pub(super) const BATCH: usize = 8;
-
 /// One writer instance (a process) and what its consumer knows.
 pub(super) struct Member {
     pub(super) id: usize,
@@ -300,7 +297,7 @@ impl Sim {
                 format!(r#"{{"eid":"{eid}","p":{p},"o":{o},"syncts":{syncts}}}"#).into_bytes()
             };
             let timestamp_ms = w.wall_ms();
-            w.log[p].push(super::world::Record { payload, timestamp_ms });
+            w.log[p].push(super::Record { payload, timestamp_ms });
         }
         drop(w);
         self.stats.produced += n;
@@ -331,7 +328,7 @@ impl Sim {
         }
         let owned: Vec<usize> = m.assigned.iter().copied().collect();
         let mut w = lock(&self.world);
-        for _ in 0..1 + w.rng.below(BATCH as u64) {
+        for _ in 0..1 + w.rng.below(super::BATCH as u64) {
             if owned.is_empty() {
                 break;
             }

@@ -15,6 +15,7 @@ use object_store::PutMode;
 
 use super::check::Ledger;
 use super::slot;
+use super::Record;
 use crate::completion::write::{MarkerDone, MarkerJob, Stated, WriteError};
 use crate::completion::{self, MarkedFile, Marker, Statement};
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
@@ -47,12 +48,6 @@ impl Rng {
     pub(super) fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
-}
-
-/// One record in the simulated log.
-pub(super) struct Record {
-    pub(super) payload: Vec<u8>,
-    pub(super) timestamp_ms: i64,
 }
 
 /// An upload the store has not answered yet.
