@@ -73,7 +73,7 @@ use ports::{ChannelMarkers, ChannelUploads, SystemClock};
 pub use self::core::Fatal;
 #[cfg(test)]
 use self::core::StopReason;
-pub(crate) use self::core::{Next, Writer};
+pub(crate) use self::core::{Next, Routed, Writer};
 
 /// Why [`run`] did not end cleanly. Each is the process's exit 1; what the writer had not
 /// committed is read again by the partitions' next owner.

@@ -19,6 +19,8 @@
 //! - no circle among the files of one directory (`writer/core/completion.rs`, `files.rs` and
 //!   `partition.rs` once imported each other): a file names its siblings through `super::x` or
 //!   `crate::<dir>::x`, and those names form no cycle;
+//! - messages enter the core one way, `Writer::apply_batch`, which the polling loop and the
+//!   simulation both call: no file but the core's `message.rs` applies a single message;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
@@ -313,6 +315,20 @@ fn no_circle_among_the_files_of_a_directory() {
     assert_eq!(sibling_cycles(&files), Vec::<String>::new());
 }
 
+/// Files other than the core's `message.rs` that apply a message themselves.
+fn message_applied_by(files: &[(String, String)]) -> Vec<String> {
+    files.iter().filter(|(rel, code)| rel != "writer/core/message.rs" && code.contains(".on_message(")).map(|(rel, _)| rel.clone()).collect()
+}
+
+#[test]
+fn messages_enter_the_core_one_way() {
+    let files = code_files();
+    for shell in ["writer/pipeline.rs", "writer/sim/group.rs"] {
+        assert!(files.iter().any(|(rel, code)| rel == shell && code.contains(".apply_batch(")), "{shell} applies batches");
+    }
+    assert_eq!(message_applied_by(&files), Vec::<String>::new());
+}
+
 /// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
 fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
     files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
@@ -384,6 +400,8 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
     assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    assert_eq!(message_applied_by(&f("writer/sim/group.rs", "m.writer.on_message(&msg, t, route, stamp, now);")), ["writer/sim/group.rs"]);
+    assert!(message_applied_by(&f("writer/core/message.rs", "self.on_message(&r.message, r.topic, r.route, r.generation, now);")).is_empty());
     let circle = vec![
         ("writer/core/partition.rs".to_string(), "use super::completion::Marking;".to_string()),
         ("writer/core/completion.rs".to_string(), "use super::{files::InFlight, Writer};".to_string()),

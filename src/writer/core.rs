@@ -1,6 +1,6 @@
 //! The writer's state machine: what it holds, and how it is built.
 //!
-//! Its inputs are method calls — `on_message`, `on_assign`, `on_revoke`, `on_uploaded` (through
+//! Its inputs are method calls — `apply_batch`, `on_assign`, `on_revoke`, `on_uploaded` (through
 //! the upload queue), `housekeeping` and `finish` — and its only ways out are the [`Broker`],
 //! the [`UploadQueue`] and the [`Clock`]. The same code runs against librdkafka and the object
 //! store in production and against a seeded world in the simulation (`sim/`).
@@ -42,6 +42,7 @@ pub use self::decision::Fatal;
 pub(crate) use self::decision::Next;
 #[cfg(test)]
 pub(crate) use self::decision::StopReason;
+pub(crate) use self::message::Routed;
 
 struct TopicRuntime {
     cfg: TopicConfig,
@@ -277,11 +278,6 @@ impl Writer {
     /// Why the writer cannot go on, once it cannot.
     pub(crate) fn fatal(&self) -> Option<&Fatal> {
         self.fatal.as_ref()
-    }
-
-    /// The core's clock: what messages are stamped with and deadlines measured on.
-    pub(crate) fn now(&self) -> Instant {
-        self.clock.now()
     }
 
     /// The totals so far.

@@ -17,10 +17,30 @@ use crate::sabotage;
 use crate::upload::Existing;
 use crate::writer::ports::Message;
 
+/// A polled message with its route: what the core applies.
+pub(crate) struct Routed<M> {
+    pub(crate) message: M,
+    /// The index of its topic in the config.
+    pub(crate) topic: usize,
+    pub(crate) route: Route,
+    /// The rebalance generation it was polled in.
+    pub(crate) generation: u64,
+}
+
 impl Writer {
-    /// Applies one routed message polled in rebalance generation `generation`. Generic over the
-    /// message type: librdkafka's borrowed messages in production, owned ones in the simulation.
-    pub(crate) fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
+    /// Applies a polled batch, in order, under one clock read (read per message, the clock
+    /// showed up at ~4 % of a drain's CPU). The one entry for messages: the polling loop and
+    /// the simulation both call it. Generic over the message type: librdkafka's borrowed
+    /// messages in production, owned ones in the simulation.
+    pub(crate) fn apply_batch<M: Message>(&mut self, batch: impl IntoIterator<Item = Routed<M>>) {
+        let now = self.clock.now();
+        for r in batch {
+            self.on_message(&r.message, r.topic, r.route, r.generation, now);
+        }
+    }
+
+    /// Applies one routed message polled in rebalance generation `generation`.
+    fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
         let record_ms = m.timestamp().to_millis();
         let Some(st) =

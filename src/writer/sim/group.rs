@@ -15,7 +15,7 @@ use crate::health::Health;
 use crate::routing::Router;
 use crate::writer::ports::{FetchStart, TopicPartition};
 use crate::writer::{Next, StopReason};
-use crate::writer::{RunOptions, Writer};
+use crate::writer::{Routed, RunOptions, Writer};
 
 /// A member that is not heard from for this long is expelled.
 pub(super) const SESSION_TIMEOUT_MS: u64 = 6_000;
@@ -344,17 +344,18 @@ impl Sim {
         None
     }
 
-    /// Applies a polled batch to member `i`, as the polling loop does under one clock read.
+    /// Applies a polled batch to member `i`, as the polling loop does: routed, then applied
+    /// through the core's one entry for messages.
     fn apply(&mut self, i: usize, batch: Vec<(OwnedMessage, u64)>) {
+        use rdkafka::message::Message;
         let m = &mut self.members[i];
-        let now = m.writer.now();
-        for (msg, stamp) in batch {
-            use rdkafka::message::Message;
-            let t = TOPICS.iter().position(|n| *n == msg.topic()).expect("a simulated topic");
-            let router = if m.earlier_release { &self.routers_before[t] } else { &self.routers[t] };
-            let route = router.route(msg.payload(), msg.timestamp().to_millis(), msg.offset());
-            m.writer.on_message(&msg, t, route, stamp, now);
-        }
+        let routers = if m.earlier_release { &self.routers_before } else { &self.routers };
+        let routed = batch.into_iter().map(|(message, generation)| {
+            let topic = TOPICS.iter().position(|n| *n == message.topic()).expect("a simulated topic");
+            let route = routers[topic].route(message.payload(), message.timestamp().to_millis(), message.offset());
+            Routed { message, topic, route, generation }
+        });
+        m.writer.apply_batch(routed);
     }
 
     /// The upgrade: every member of the earlier release goes, by a graceful stop or a crash
