@@ -76,6 +76,63 @@ pub enum WriteError {
     Raced { key: String },
 }
 
+/// What a marker job comes to, given the date's files and the newest marker: pure, so the
+/// real shell and the simulation's marker port decide with the same code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Composed {
+    /// The newest marker already lists these files: nothing to write.
+    Stated(Stated),
+    /// Write `marker` under `key`, create-only; `stated` is the result once it is written.
+    Write { key: String, marker: Box<Marker>, stated: Stated },
+}
+
+/// The marker `job` needs, from the date's `files` (sorted by key) and the `newest` marker of
+/// the partition for the date, written at `now_ms`.
+pub fn compose(job: &MarkerJob, files: Vec<MarkedFile>, newest: Option<&Marker>, now_ms: i64) -> Composed {
+    let path = job.layout.marker_path();
+    let listed_before = |f: &MarkedFile| newest.is_some_and(|m| m.files.iter().any(|g| g.key == f.key));
+    let added_events = files.iter().filter(|f| !listed_before(f)).map(|f| f.events).sum::<u64>();
+    let events = files.iter().map(|f| f.events).sum();
+    let (seq, supersedes) = match statement(newest, &files) {
+        Statement::Stated { seq } => {
+            let key = marker_key(&path, &job.date_str, job.partition, seq);
+            return Composed::Stated(Stated { key, seq, events, files: files.len(), written: false, added_events: 0 });
+        }
+        Statement::Write { seq, supersedes } => (seq, supersedes),
+    };
+    let key = marker_key(&path, &job.date_str, job.partition, seq);
+    let stated = Stated {
+        key: key.clone(),
+        seq,
+        events,
+        files: files.len(),
+        written: true,
+        added_events: if supersedes.is_some() { added_events } else { 0 },
+    };
+    let marker = Marker {
+        version: VERSION,
+        topic: job.topic_name.clone(),
+        date: job.date_str.clone(),
+        partition: job.partition,
+        seq,
+        complete_below: job.complete_below,
+        events,
+        files,
+        written_at_ms: now_ms,
+        written_at: DateTime::<Utc>::from_timestamp_millis(now_ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        supersedes: supersedes.map(|s| marker_key(&path, &job.date_str, job.partition, s)),
+    };
+    Composed::Write { key, marker: Box::new(marker), stated }
+}
+
+/// True if `key`, listed under the topic's data directory `dir`, is a file of the job's date
+/// and partition (the rule both the shell and the simulation list by).
+pub fn is_date_file(job: &MarkerJob, dir: &str, key: &str) -> bool {
+    let layout = &job.layout;
+    layout.route_dir_of(key) == dir.trim_matches('/')
+        && layout.parse(key).is_some_and(|n| n.date == job.date && n.kafka_partition == Some(job.partition))
+}
+
 /// Writes the marker `job` asks for, unless the newest one already says the same.
 pub async fn state(store: &dyn ObjectStore, job: &MarkerJob, now_ms: i64, mode: PutMode) -> Result<Stated, WriteError> {
     let path = job.layout.marker_path();
@@ -83,37 +140,17 @@ pub async fn state(store: &dyn ObjectStore, job: &MarkerJob, now_ms: i64, mode: 
     for _ in 0..RACES {
         let files = date_files(store, job).await?;
         let newest = read::newest(store, &path, &job.date_str, Some(job.partition)).await?.remove(&job.partition);
-        let listed_before = |f: &MarkedFile| newest.as_ref().is_some_and(|m| m.files.iter().any(|g| g.key == f.key));
-        let added_events = files.iter().filter(|f| !listed_before(f)).map(|f| f.events).sum::<u64>();
-        let events = files.iter().map(|f| f.events).sum();
-        let (seq, supersedes) = match statement(newest.as_ref(), &files) {
-            Statement::Stated { seq } => {
-                let key = marker_key(&path, &job.date_str, job.partition, seq);
-                return Ok(Stated { key, seq, events, files: files.len(), written: false, added_events: 0 });
+        let (marker, stated) = match compose(job, files, newest.as_ref(), now_ms) {
+            Composed::Stated(stated) => return Ok(stated),
+            Composed::Write { key: k, marker, stated } => {
+                key = k;
+                (marker, stated)
             }
-            Statement::Write { seq, supersedes } => (seq, supersedes),
         };
-        key = marker_key(&path, &job.date_str, job.partition, seq);
-        let marker = Marker {
-            version: VERSION,
-            topic: job.topic_name.clone(),
-            date: job.date_str.clone(),
-            partition: job.partition,
-            seq,
-            complete_below: job.complete_below,
-            events,
-            files,
-            written_at_ms: now_ms,
-            written_at: DateTime::<Utc>::from_timestamp_millis(now_ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
-            supersedes: supersedes.map(|s| marker_key(&path, &job.date_str, job.partition, s)),
-        };
-        let body = serde_json::to_vec_pretty(&marker).expect("a marker serializes");
+        let body = serde_json::to_vec_pretty(&*marker).expect("a marker serializes");
         let opts = PutOptions { mode: mode.clone(), ..Default::default() };
         match store.put_opts(&ObjectPath::from(key.as_str()), PutPayload::from(body), opts).await {
-            Ok(_) => {
-                let n = marker.files.len();
-                return Ok(Stated { key, seq, events, files: n, written: true, added_events: if supersedes.is_some() { added_events } else { 0 } });
-            }
+            Ok(_) => return Ok(stated),
             // Another owner wrote this number first: read again and decide again.
             Err(object_store::Error::AlreadyExists { .. }) => continue,
             Err(source) => return Err(WriteError::Put { key, source }),
@@ -138,14 +175,9 @@ async fn date_files(store: &dyn ObjectStore, job: &MarkerJob) -> Result<Vec<Mark
         let metas: Vec<object_store::ObjectMeta> = listed.try_collect().await.map_err(|source| WriteError::List { dir: dir.clone(), source })?;
         for m in metas {
             let key = m.location.to_string();
-            if layout.route_dir_of(&key) != dir.trim_matches('/') {
-                continue;
+            if is_date_file(job, &dir, &key) {
+                out.push(key);
             }
-            let Some(name) = layout.parse(&key) else { continue };
-            if name.date != job.date || name.kafka_partition != Some(job.partition) {
-                continue;
-            }
-            out.push(key);
         }
     }
     out.sort();
@@ -195,4 +227,57 @@ async fn count(store: &dyn ObjectStore, key: &str) -> Result<MarkedFile, WriteEr
     })
     .await
     .expect("counting lines does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(late: bool) -> MarkerJob {
+        MarkerJob {
+            topic: 0,
+            topic_name: "unique".into(),
+            layout: Arc::new(FileLayout::bare("unique/raw")),
+            partition: 3,
+            epoch: 1,
+            date: "2026-12-01".parse().unwrap(),
+            date_str: "2026-12-01".into(),
+            complete_below: 10,
+            known: Vec::new(),
+            late,
+            success_files: false,
+        }
+    }
+
+    fn file(key: &str, events: u64) -> MarkedFile {
+        MarkedFile { key: format!("unique/raw/{key}"), events, first_offset: None, last_offset: None }
+    }
+
+    #[test]
+    fn the_first_marker_is_written_then_stated_then_superseded_by_a_late_file() {
+        let files = vec![file("2026-12-01-3-1.json.gz", 4), file("2026-12-01-3-2.json.gz", 6)];
+        let Composed::Write { key, marker, stated } = compose(&job(false), files.clone(), None, 1_764_547_200_000) else {
+            panic!("nothing was written yet")
+        };
+        assert_eq!((marker.seq, marker.events, stated.events, stated.files, stated.written), (1, 10, 10, 2, true));
+        assert_eq!(stated.key, key);
+        assert_eq!(marker.written_at, "2025-12-01T00:00:00+00:00");
+        assert!(
+            matches!(compose(&job(false), files.clone(), Some(&marker), 0), Composed::Stated(s) if !s.written && s.key == key),
+            "the same files: already stated"
+        );
+        let mut more = files;
+        more.push(file("2026-12-01-3-3.json.gz", 1));
+        let Composed::Write { marker: next, stated, .. } = compose(&job(true), more, Some(&marker), 0) else { panic!("a late file supersedes") };
+        assert_eq!((next.seq, next.supersedes.as_deref(), stated.added_events), (2, Some(key.as_str()), 1));
+    }
+
+    #[test]
+    fn only_the_dates_files_of_the_partition_under_the_directory_count() {
+        let j = job(false);
+        assert!(is_date_file(&j, "unique/raw", "unique/raw/2026-12-01-3-1.json.gz"));
+        assert!(!is_date_file(&j, "unique/raw", "unique/raw/2026-12-01-4-1.json.gz"), "another partition");
+        assert!(!is_date_file(&j, "unique/raw", "unique/raw/2026-12-02-3-1.json.gz"), "another date");
+        assert!(!is_date_file(&j, "unique/raw", "unique/raw/not-a-backup"), "not a backup name");
+    }
 }

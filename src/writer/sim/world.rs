@@ -16,8 +16,8 @@ use object_store::PutMode;
 use super::check::Ledger;
 use super::slot;
 use super::Record;
-use crate::completion::write::{MarkerDone, MarkerJob, Stated, WriteError};
-use crate::completion::{self, MarkedFile, Marker, Statement};
+use crate::completion::write::{self, Composed, MarkerDone, MarkerJob, Stated, WriteError};
+use crate::completion::{self, MarkedFile, Marker};
 use crate::upload::{self, Existing, Outcome, UploadDone, UploadJob};
 use crate::writer::ports::{
     Broker, BrokerError, Clock, CommitEntry, CommitGate, Committed, MarkerQueue, TopicPartition, UploadQueue, WatermarksAnswer, COMMIT_WAIT,
@@ -598,16 +598,14 @@ impl World {
                 source: object_store::Error::Generic { store: "simulation", source: "a simulated storage fault".into() },
             });
         }
+        // The listing is the store's (a map here); what is listed, how the marker is decided
+        // and what it says are the real shell's (`completion::write`).
         let mut files = Vec::new();
         for dir in job.layout.data_dirs() {
             // Names start with their date (or are in its folder): only that range is looked at.
             let from = job.layout.date_listing(&dir, &job.date_str);
             for (key, body) in self.blobs.range(from.clone()..).take_while(|(k, _)| k.starts_with(&from)) {
-                if job.layout.route_dir_of(key) != dir {
-                    continue;
-                }
-                let Some(n) = job.layout.parse(key) else { continue };
-                if n.date != job.date || n.kafka_partition != Some(job.partition) {
+                if !write::is_date_file(job, &dir, key) {
                     continue;
                 }
                 files.push(match job.known.iter().find(|f| &f.key == key) {
@@ -619,6 +617,7 @@ impl World {
                 });
             }
         }
+        files.sort_by(|a, b| a.key.cmp(&b.key));
         let mine = format!("{}/{}-", completion::marker_dir(&path, &job.date_str), job.partition);
         let newest = self
             .blobs
@@ -626,41 +625,22 @@ impl World {
             .take_while(|(k, _)| k.starts_with(&mine))
             .last()
             .map(|(_, b)| serde_json::from_slice::<Marker>(b).expect("the simulation's markers parse"));
-        let events: u64 = files.iter().map(|f| f.events).sum();
-        let (seq, supersedes) = match completion::statement(newest.as_ref(), &files) {
-            Statement::Stated { seq } => {
-                let key = completion::marker_key(&path, &job.date_str, job.partition, seq);
-                return Ok(Stated { key, seq, events, files: files.len(), written: false, added_events: 0 });
-            }
-            Statement::Write { seq, supersedes } => (seq, supersedes),
-        };
-        let key = completion::marker_key(&path, &job.date_str, job.partition, seq);
-        let n = files.len();
-        let marker = Marker {
-            version: completion::VERSION,
-            topic: job.topic_name.clone(),
-            date: job.date_str.clone(),
-            partition: job.partition,
-            seq,
-            complete_below: job.complete_below,
-            events,
-            files,
-            written_at_ms: self.wall_ms(),
-            written_at: String::new(),
-            supersedes: supersedes.map(|s| completion::marker_key(&path, &job.date_str, job.partition, s)),
+        let (key, marker, stated) = match write::compose(job, files, newest.as_ref(), self.wall_ms()) {
+            Composed::Stated(stated) => return Ok(stated),
+            Composed::Write { key, marker, stated } => (key, marker, stated),
         };
         let slot = job.topic * super::PARTITIONS + job.partition as usize;
         self.ledger.marker_written(slot, &marker, &self.log[slot]);
         self.note(format!(
-            "member {member} marks {} of slot {slot} complete below {}: {events} events in {n} files ({key})",
-            job.date_str, job.complete_below
+            "member {member} marks {} of slot {slot} complete below {}: {} events in {} files ({key})",
+            job.date_str, job.complete_below, stated.events, stated.files
         ));
         self.markers += 1;
-        if supersedes.is_some() {
+        if marker.supersedes.is_some() {
             self.markers_superseding += 1;
         }
-        self.blobs.insert(key.clone(), Bytes::from(serde_json::to_vec(&marker).expect("a marker serializes")));
-        Ok(Stated { key, seq, events, files: n, written: true, added_events: 0 })
+        self.blobs.insert(key, Bytes::from(serde_json::to_vec(&*marker).expect("a marker serializes")));
+        Ok(stated)
     }
 }
 
