@@ -21,6 +21,9 @@
 //!   `crate::<dir>::x`, and those names form no cycle;
 //! - messages enter the core one way, `Writer::apply_batch`, which the polling loop and the
 //!   simulation both call: no file but the core's `message.rs` applies a single message;
+//! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
+//!   (`marking.rs`), `Stop` (`stop.rs`), `Budget` (`budget.rs`) and `CommitWatch` (`stall.rs`)
+//!   declare no field visible outside their file, so the writer goes through their methods;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
@@ -329,6 +332,41 @@ fn messages_enter_the_core_one_way() {
     assert_eq!(message_applied_by(&files), Vec::<String>::new());
 }
 
+/// The writer core's owned parts: (file, struct).
+const OWNED_PARTS: &[(&str, &str)] = &[
+    ("writer/core/files.rs", "Files"),
+    ("writer/core/marking.rs", "Marking"),
+    ("writer/core/stop.rs", "Stop"),
+    ("writer/core/budget.rs", "Budget"),
+    ("writer/core/stall.rs", "CommitWatch"),
+];
+
+/// Fields of the owned parts declared visible outside their file (or parts not found).
+fn open_part_fields(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, name) in OWNED_PARTS {
+        let Some((_, code)) = files.iter().find(|(rel, _)| rel == file) else {
+            found.push(format!("{file} is missing"));
+            continue;
+        };
+        let Some(start) = code.find(&format!("struct {name} {{")) else {
+            found.push(format!("{file}: struct {name} is missing"));
+            continue;
+        };
+        let body = &code[start..];
+        let body = &body[..body.find("\n}").unwrap_or(body.len())];
+        for l in body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub")) {
+            found.push(format!("{file}: {name}.{l}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_cores_parts_keep_their_fields() {
+    assert_eq!(open_part_fields(&code_files()), Vec::<String>::new());
+}
+
 /// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
 fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
     files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
@@ -400,6 +438,10 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
     assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    let mut parts: Vec<(String, String)> = OWNED_PARTS.iter().map(|(file, name)| (file.to_string(), format!("pub(super) struct {name} {{\n    x: u64,\n}}"))).collect();
+    assert!(open_part_fields(&parts).is_empty());
+    parts[2].1 = "pub(super) struct Stop {\n    pub(super) fatal: Option<Fatal>,\n}".into();
+    assert_eq!(open_part_fields(&parts), ["writer/core/stop.rs: Stop.pub(super) fatal: Option<Fatal>,"]);
     assert_eq!(message_applied_by(&f("writer/sim/group.rs", "m.writer.on_message(&msg, t, route, stamp, now);")), ["writer/sim/group.rs"]);
     assert!(message_applied_by(&f("writer/core/message.rs", "self.on_message(&r.message, r.topic, r.route, r.generation, now);")).is_empty());
     let circle = vec![

@@ -14,6 +14,7 @@ use tracing::warn;
 use self::budget::Budget;
 use self::files::Files;
 use self::partition::{PartKey, Partition};
+use self::stop::Stop;
 use super::{RunOptions, RunSummary};
 use crate::buffer::RotationPolicy;
 use crate::config::{Config, TopicConfig};
@@ -34,6 +35,7 @@ mod message;
 mod partition;
 mod rebalance;
 mod stall;
+mod stop;
 mod uploads;
 
 #[cfg(test)]
@@ -109,8 +111,6 @@ struct Settings {
     metadata_limit: usize,
     commit_interval: Duration,
     revoke_timeout: Duration,
-    /// `writer.shutdown_timeout_secs`: how long a stop may take, from its signal.
-    shutdown_timeout: Duration,
     /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
     session_timeout_ms: String,
     /// How long a commit may stay unanswered before the writer gives up (ports::commit_abandon).
@@ -150,20 +150,13 @@ pub(crate) struct Writer {
     assignment_wait_said: Instant,
     /// When the first message arrived (for the drain rate of `--until-caught-up`).
     first_message_at: Option<Instant>,
-    /// When a `--until-caught-up` run caught up (it may go on for the markers then due).
-    caught_up_at: Option<Instant>,
-    /// Set when the writer cannot go on safely (e.g. committed offsets unreadable).
-    fatal: Option<Fatal>,
+    /// The stop's deadline, whether the run caught up, and why it cannot go on.
+    stop: Stop,
     health: Arc<Health>,
     opts: RunOptions,
     summary: RunSummary,
     /// The current message's record envelope, for `format = "record"` topics (reused).
     scratch: Vec<u8>,
-    /// Set when a graceful stop begins: every later wait (a revocation's included) ends by it.
-    stop_deadline: Option<Instant>,
-    /// The stop asked for from outside (a signal), if the writer runs in a process: a wait that
-    /// is under way when it comes (a rebalance's) ends by the stop's deadline too.
-    signal: Option<Arc<crate::writer::StopRequest>>,
     /// Behave as the release before record dating (the simulation's rolling upgrade).
     #[cfg(test)]
     before_record_dating: bool,
@@ -228,12 +221,11 @@ impl Writer {
             uploads,
             markers,
             clock,
-            budget: Budget { limit: buffer_budget },
+            budget: Budget::new(buffer_budget),
             settings: Settings {
                 metadata_limit: config.writer.commit_metadata_limit,
                 commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
-                shutdown_timeout: Duration::from_secs(config.writer.shutdown_timeout_secs),
                 session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
                 commit_abandon: {
                     let group = crate::consumer::group_config(&config.kafka);
@@ -252,14 +244,11 @@ impl Writer {
             ever_assigned: false,
             assignment_wait_said: now,
             first_message_at: None,
-            caught_up_at: None,
-            fatal: None,
+            stop: Stop::new(Duration::from_secs(config.writer.shutdown_timeout_secs)),
             health,
             opts,
             summary: RunSummary::default(),
             scratch: Vec::new(),
-            stop_deadline: None,
-            signal: None,
             #[cfg(test)]
             before_record_dating: false,
         })
@@ -277,7 +266,7 @@ impl Writer {
 
     /// Why the writer cannot go on, once it cannot.
     pub(crate) fn fatal(&self) -> Option<&Fatal> {
-        self.fatal.as_ref()
+        self.stop.fatal()
     }
 
     /// The totals so far.
@@ -287,28 +276,22 @@ impl Writer {
 
     /// Starts a graceful stop that must end by `deadline`.
     pub(crate) fn begin_stop(&mut self, deadline: Instant) {
-        self.stop_deadline = Some(deadline);
+        self.stop.begin(deadline);
     }
 
     /// Hears the process's stop request: waits under way end by the stop's deadline.
     pub(crate) fn listen(&mut self, signal: Arc<crate::writer::StopRequest>) {
-        self.signal = Some(signal);
+        self.stop.listen(signal);
     }
 
     /// By when the writer must have stopped: the deadline of a stop begun, or of one asked for.
     fn deadline(&self) -> Option<Instant> {
-        self.stop_deadline.or_else(|| {
-            let signal = self.signal.as_ref().filter(|s| s.asked())?;
-            Some(signal.deadline(self.clock.now(), self.settings.shutdown_timeout))
-        })
+        self.stop.deadline(self.clock.now())
     }
 
     /// How long a broker call may wait now: `own`, or less before a stop's deadline.
     fn call_wait(&self, own: Duration) -> Duration {
-        match self.deadline() {
-            Some(d) => own.min(d.saturating_duration_since(self.clock.now())),
-            None => own,
-        }
+        self.stop.call_wait(self.clock.now(), own)
     }
 
     /// True when the byte ledger matches the files it counts (the simulation checks it after
@@ -322,7 +305,7 @@ impl Writer {
     /// simulation's budget invariants).
     #[cfg(test)]
     pub(crate) fn memory(&self) -> (u64, u64, u64) {
-        (self.files.open_bytes(), self.files.inflight_bytes(), self.budget.limit)
+        (self.files.open_bytes(), self.files.inflight_bytes(), self.budget.limit())
     }
 
     /// Records intents as the release before record dating did (no `record_dated`); its

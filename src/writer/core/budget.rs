@@ -4,10 +4,21 @@
 /// The buffer budget: bytes in open files plus bytes in files being uploaded.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Budget {
-    pub(super) limit: u64,
+    limit: u64,
 }
 
 impl Budget {
+    /// A budget of `limit` bytes.
+    pub(super) fn new(limit: u64) -> Budget {
+        Budget { limit }
+    }
+
+    /// Its size in bytes.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Buffers and uploads together hold more than the budget.
     pub(super) fn over(&self, open: u64, inflight: u64) -> bool {
         open + inflight > self.limit

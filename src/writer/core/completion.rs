@@ -52,7 +52,7 @@ impl Writer {
     /// Asks for the markers that are due: per partition, the dates it passed whose files are
     /// settled; open files of a passed date are sealed so that it settles.
     pub(super) fn judge_completion(&mut self, broker: &dyn Broker) {
-        if self.fatal.is_some() {
+        if self.stop.fatal().is_some() {
             // A writer that cannot go on (a file of a date found its name taken, say) holds
             // events it did not store: it declares nothing.
             return;
@@ -66,7 +66,7 @@ impl Writer {
         }
         // A caught-up `--until-caught-up` run is about to stop: a late date's file need not
         // wait for its age, its superseding marker is written before the run ends.
-        let ending = self.opts.until_caught_up && self.caught_up_at.is_some();
+        let ending = self.opts.until_caught_up && self.stop.caught_up_at().is_some();
         for key in keys {
             if self.parts[&key].marking.busy(now) {
                 continue;
@@ -140,7 +140,7 @@ impl Writer {
     /// its superseding one). A partition whose marker failed in this assignment is not waited
     /// for: the next run writes it, from the progress in the commit record.
     pub(super) fn markers_outstanding(&mut self, broker: &dyn Broker) -> Vec<PartKey> {
-        if self.fatal.is_some() {
+        if self.stop.fatal().is_some() {
             return Vec::new();
         }
         let (now, wall_ms) = (self.clock.now(), self.clock.wall_ms());

@@ -67,7 +67,7 @@ impl Writer {
     /// librdkafka's bounded prefetch fill up and stop fetching, at no cost; pausing would drop
     /// what was prefetched), and pausing if they are stuck; then stop or poll.
     pub(crate) fn after_batch(&mut self, broker: &dyn Broker, stop_requested: bool) -> Next {
-        if self.opts.until_caught_up && self.caught_up_at.is_none() && self.caught_up() {
+        if self.opts.until_caught_up && self.stop.caught_up_at().is_none() && self.caught_up() {
             // Nothing more is read for these files in this run: uploaded and committed now, not
             // at the exit, while the markers then due are written. Before the periodic work, so
             // that the budget's backpressure sees their uploads.
@@ -89,7 +89,7 @@ impl Writer {
                 self.pause(broker, "memory budget full and uploads are behind: consumption paused");
             }
         }
-        if let Some(why) = &self.fatal {
+        if let Some(why) = self.stop.fatal() {
             error!(reason = %why, "stopping: the writer cannot continue safely");
             return Next::Stop(StopReason::Fatal(why.clone()));
         }
@@ -98,10 +98,10 @@ impl Writer {
             return Next::Stop(StopReason::Requested);
         }
         if !(self.opts.until_caught_up && self.caught_up()) {
-            self.caught_up_at = None;
+            self.stop.behind();
         } else {
             let now = self.clock.now();
-            let since = *self.caught_up_at.get_or_insert(now);
+            let since = self.stop.caught_up(now);
             let outstanding = self.markers_outstanding(broker);
             if !outstanding.is_empty() {
                 let parts: Vec<String> = outstanding.iter().map(|k| format!("{}/{}", self.topics[k.topic].cfg.name, k.partition)).collect();

@@ -343,7 +343,7 @@ impl Writer {
         loop {
             self.commit(broker, None);
             let due = self.uncommitted_partitions();
-            let left = self.stop_deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(self.clock.now()));
+            let left = self.stop.begun().map_or(Duration::ZERO, |d| d.saturating_duration_since(self.clock.now()));
             if due == 0 || left.is_zero() {
                 self.summary.uncommitted_partitions = due as u64;
                 break;

@@ -83,8 +83,8 @@ impl Writer {
             // A commit never answered would hold every later one back for good.
             if let Some(since) = broker.unanswered_since().filter(|_| !sabotage::on(sabotage::Rule::WaitForCommitForever)) {
                 let waited = now.saturating_duration_since(since);
-                if waited >= self.settings.commit_abandon && self.fatal.is_none() {
-                    self.fatal = Some(super::decision::Fatal::CommitUnanswered { secs: waited.as_secs() });
+                if waited >= self.settings.commit_abandon && self.stop.fatal().is_none() {
+                    self.stop.fail(super::decision::Fatal::CommitUnanswered { secs: waited.as_secs() });
                 }
             }
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
@@ -93,7 +93,8 @@ impl Writer {
         // each is committed (and the markers it settles asked for) as it lands, not a commit
         // interval later, so the run ends with its drain. Still spaced, so that a broker
         // refusing commits is not asked in a tight loop.
-        let interval = if self.opts.until_caught_up && self.caught_up_at.is_some() { ENDING_COMMIT_INTERVAL } else { self.settings.commit_interval };
+        let interval =
+            if self.opts.until_caught_up && self.stop.caught_up_at().is_some() { ENDING_COMMIT_INTERVAL } else { self.settings.commit_interval };
         if now.duration_since(self.last_commit) >= interval {
             self.commit(broker, None);
             // Right after the commit: a date is settled only once its offsets are committed.

@@ -59,7 +59,7 @@ impl Writer {
                     self.clock.sleep(self.call_wait(Duration::from_millis(500)));
                 }
                 Err(e) => {
-                    self.fatal = Some(Fatal::CommittedUnreadable(e.to_string()));
+                    self.stop.fail(Fatal::CommittedUnreadable(e.to_string()));
                     return;
                 }
             }
@@ -74,7 +74,7 @@ impl Writer {
             let record = intent::read_record(&c.metadata);
             match (start, &record) {
                 (Some(s), None) if self.settings.refuse_foreign_commits => {
-                    self.fatal = Some(Fatal::ForeignCommit { topic: topic.clone(), partition: p, offset: s });
+                    self.stop.fail(Fatal::ForeignCommit { topic: topic.clone(), partition: p, offset: s });
                     return;
                 }
                 (Some(s), None) => {

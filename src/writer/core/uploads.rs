@@ -72,7 +72,7 @@ impl Writer {
             st.intents.remove(&f.intent);
             st.record_stale = true;
         }
-        self.fatal = Some(Fatal::NameConflict { key: f.intent.key.clone() });
+        self.stop.fail(Fatal::NameConflict { key: f.intent.key.clone() });
     }
 
     /// Takes every upload result that is ready.
