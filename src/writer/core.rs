@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tracing::warn;
 
 use self::budget::Budget;
+use self::cadence::Cadence;
 use self::files::Files;
 use self::partition::{PartKey, Partition};
 use self::stop::Stop;
@@ -25,6 +26,7 @@ use crate::upload::{Existing, UploadJob};
 use crate::writer::ports::{Clock, MarkerQueue, UploadQueue};
 
 mod budget;
+mod cadence;
 mod commits;
 mod completion;
 mod decision;
@@ -109,7 +111,6 @@ impl TopicRuntime {
 struct Settings {
     /// The most bytes of intent metadata one commit may carry.
     metadata_limit: usize,
-    commit_interval: Duration,
     revoke_timeout: Duration,
     /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
     session_timeout_ms: String,
@@ -139,15 +140,10 @@ pub(crate) struct Writer {
     budget: Budget,
     /// What the config fixed at start; never changes.
     settings: Settings,
-    last_commit: Instant,
-    last_tick: Instant,
-    intent_retry_at: Instant,
-    /// When watermarks not read at assignment are tried again.
-    watermarks_retry_at: Instant,
+    /// When periodic work, commits and retries are due.
+    cadence: Cadence,
     paused: bool,
     ever_assigned: bool,
-    /// Until the first assignment: when the writer last said it is still waiting for one.
-    assignment_wait_said: Instant,
     /// When the first message arrived (for the drain rate of `--until-caught-up`).
     first_message_at: Option<Instant>,
     /// The stop's deadline, whether the run caught up, and why it cannot go on.
@@ -224,7 +220,6 @@ impl Writer {
             budget: Budget::new(buffer_budget),
             settings: Settings {
                 metadata_limit: config.writer.commit_metadata_limit,
-                commit_interval: Duration::from_millis(config.writer.commit_interval_ms),
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
                 session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
                 commit_abandon: {
@@ -235,14 +230,9 @@ impl Writer {
                 offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
                 refuse_foreign_commits: config.secor.is_some(),
             },
-            last_commit: now,
-            // The first loop iteration ticks at once (liveness, ages).
-            last_tick: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
-            intent_retry_at: now,
-            watermarks_retry_at: now,
+            cadence: Cadence::new(now, Duration::from_millis(config.writer.commit_interval_ms)),
             paused: false,
             ever_assigned: false,
-            assignment_wait_said: now,
             first_message_at: None,
             stop: Stop::new(Duration::from_secs(config.writer.shutdown_timeout_secs)),
             health,

@@ -1,7 +1,6 @@
 //! Offset commits: upload intents recorded as commit metadata, and the safe offsets.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
@@ -55,7 +54,7 @@ impl Writer {
                         st.intents.remove(&f.intent);
                     }
                 }
-                self.intent_retry_at = self.clock.now() + Duration::from_secs(1);
+                self.cadence.intents_failed(self.clock.now());
                 warn!(error = %e, files = batch.len(), "recording upload intents failed; will retry");
             }
         }
@@ -191,7 +190,7 @@ impl Writer {
 
     /// Commits every partition whose safe offset moved (only `only` if given), with its intents.
     pub(super) fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<PartKey>>) {
-        self.last_commit = self.clock.now();
+        self.cadence.committed(self.clock.now());
         let mut commits = Vec::new();
         for (&part, st) in &self.parts {
             if only.is_some_and(|s| !s.contains(&part)) {

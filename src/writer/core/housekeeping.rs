@@ -1,6 +1,6 @@
 //! Periodic work: file age, memory pressure and backpressure, gauges, timed commits.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustc_hash::FxHashMap as HashMap;
 use tracing::{error, info, warn};
@@ -12,31 +12,24 @@ use crate::metrics as m;
 use crate::sabotage;
 use crate::writer::ports::Broker;
 
-/// How often watermarks that could not be read at assignment are tried again.
-const WATERMARKS_RETRY: Duration = Duration::from_secs(5);
-/// How often a caught-up `--until-caught-up` run commits while its last files and markers land.
-const ENDING_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
-
 impl Writer {
     /// Periodic work: finished uploads, intents, file age, memory pressure, commits.
     pub(crate) fn housekeeping(&mut self, broker: &dyn Broker, now: Instant) {
         self.drain_uploads();
         self.drain_markers();
         self.take_watermarks(broker, now);
-        let tick = now.duration_since(self.last_tick) >= Duration::from_millis(500);
+        let tick = self.cadence.tick(now);
         if self.paused && !tick {
             // Resume as soon as uploads catch up, not at the next tick (which checks anyway).
             self.apply_backpressure(broker);
         }
-        if !self.files.awaiting().is_empty() && now >= self.intent_retry_at {
+        if !self.files.awaiting().is_empty() && self.cadence.intents_due(now) {
             self.record_intents(broker);
         }
         if tick {
-            self.last_tick = now;
             self.health.loop_ran();
-            if !self.ever_assigned && now.duration_since(self.assignment_wait_said) >= Duration::from_secs(10) {
+            if !self.ever_assigned && self.cadence.note_assignment_wait(now) {
                 // Typically after a kill -9: the dead member holds its partitions until its session expires.
-                self.assignment_wait_said = now;
                 info!(
                     session_timeout_ms = %self.settings.session_timeout_ms,
                     "still waiting for the group to assign partitions: a member that stopped without leaving (a crash, kill -9) keeps them until its session times out"
@@ -51,8 +44,7 @@ impl Writer {
                 self.seal(&k, SealReason::Age);
             }
             self.apply_backpressure(broker);
-            if now >= self.watermarks_retry_at && !sabotage::on(sabotage::Rule::NoWatermarkRetry) {
-                self.watermarks_retry_at = now + WATERMARKS_RETRY;
+            if !sabotage::on(sabotage::Rule::NoWatermarkRetry) && self.cadence.watermarks_due(now) {
                 // Still to read, and the last read failed: asked again (a read is never on the
                 // loop, so a broker that does not answer holds nothing).
                 let unread: Vec<PartKey> = self
@@ -93,9 +85,8 @@ impl Writer {
         // each is committed (and the markers it settles asked for) as it lands, not a commit
         // interval later, so the run ends with its drain. Still spaced, so that a broker
         // refusing commits is not asked in a tight loop.
-        let interval =
-            if self.opts.until_caught_up && self.stop.caught_up_at().is_some() { ENDING_COMMIT_INTERVAL } else { self.settings.commit_interval };
-        if now.duration_since(self.last_commit) >= interval {
+        let ending = self.opts.until_caught_up && self.stop.caught_up_at().is_some();
+        if self.cadence.commit_due(now, ending) {
             self.commit(broker, None);
             // Right after the commit: a date is settled only once its offsets are committed.
             self.judge_completion(broker);

@@ -86,7 +86,7 @@ impl Writer {
     pub(super) fn wait_uploads(&mut self, broker: &dyn Broker, deadline: Instant, pred: impl Fn(&Writer) -> bool) -> bool {
         loop {
             self.drain_uploads();
-            if !self.files.awaiting().is_empty() && self.clock.now() >= self.intent_retry_at {
+            if !self.files.awaiting().is_empty() && self.cadence.intents_due(self.clock.now()) {
                 self.record_intents(broker);
             }
             if pred(self) {
