@@ -289,7 +289,7 @@ pub fn kafka_for(config: Option<&std::path::Path>, brokers: Option<&str>) -> any
         (Some(path), b) => {
             let mut k = crate::config::Config::load(path).map_err(|e| ExitError { code: 2, message: e.to_string() })?.kafka;
             // librdkafka's verdict on [kafka.properties] before anything connects, as for `run`.
-            crate::consumer::validate_properties(&k).map_err(|message| ExitError { code: 2, message })?;
+            crate::consumer::validate_properties(&k).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
             if let Some(b) = b {
                 k.brokers = b.to_string();
             }
@@ -306,7 +306,7 @@ pub fn kafka_for(config: Option<&std::path::Path>, brokers: Option<&str>) -> any
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<crate::config::Config> {
     let config = load_config_unchecked(arg)?;
     // librdkafka's own verdict on [kafka.properties], before anything connects or consumes.
-    crate::consumer::validate_properties(&config.kafka).map_err(|message| ExitError { code: 2, message })?;
+    crate::consumer::validate_properties(&config.kafka).map_err(|e| ExitError { code: 2, message: e.to_string() })?;
     Ok(config)
 }
 

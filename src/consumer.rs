@@ -294,12 +294,37 @@ pub fn group_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Why a Kafka client could not be made or read with. Its text never holds a secret (see
+/// [`kafka_error_text`] and [`refusal`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// librdkafka refuses `[kafka.properties]`: the property is named, never its value.
+    #[error("kafka.properties: librdkafka refuses the configuration: {0}")]
+    Refused(String),
+    /// A client could not be created.
+    #[error("{0}")]
+    Create(String),
+    /// Reading a partition's range failed.
+    #[error("reading {topic}/{partition}: {why}")]
+    Read { topic: String, partition: i32, why: ReadFailure },
+}
+
+/// Why reading a partition's range failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    #[error("{0}")]
+    Kafka(KafkaError),
+    /// The partition gave nothing for a minute before the range's end.
+    #[error("no data for 60 s before offset {high}")]
+    NoData { high: i64 },
+}
+
 /// Checks every `[kafka.properties]` entry with librdkafka itself (unknown names, bad values),
 /// for each kind of client kbackup creates; the error names the property. No connection is made
 /// beyond what creating a client starts in the background.
-pub fn validate_properties(k: &KafkaConfig) -> Result<(), String> {
+pub fn validate_properties(k: &KafkaConfig) -> Result<(), ClientError> {
     use rdkafka::producer::BaseProducer;
-    let bad = |e: KafkaError| format!("kafka.properties: librdkafka refuses the configuration: {}", refusal(&e, k));
+    let bad = |e: KafkaError| ClientError::Refused(refusal(&e, k));
     // The clients only exist to be checked: pointed at a closed loopback port (no name to
     // resolve, nothing sent anywhere) and silent about failing to connect there.
     let mut checked = k.clone();
@@ -338,8 +363,11 @@ pub fn kafka_error_text(e: &KafkaError) -> String {
 }
 
 /// Creates a client of `config`, its error safe to print (see [`kafka_error_text`]).
-pub fn create_client<C: rdkafka::config::FromClientConfigAndContext<X>, X: ClientContext>(config: &ClientConfig, context: X) -> Result<C, String> {
-    config.create_with_context(context).map_err(|e| kafka_error_text(&e))
+pub fn create_client<C: rdkafka::config::FromClientConfigAndContext<X>, X: ClientContext>(
+    config: &ClientConfig,
+    context: X,
+) -> Result<C, ClientError> {
+    config.create_with_context(context).map_err(|e| ClientError::Create(kafka_error_text(&e)))
 }
 
 /// Property names that hold or lead to secrets (matched anywhere in the name, so misspellings
@@ -485,14 +513,15 @@ pub fn read_range<C: ConsumerContext>(
     low: i64,
     high: i64,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
-) -> Result<(), String> {
+) -> Result<(), ClientError> {
     use rdkafka::message::Message;
     if high <= low {
         return Ok(());
     }
+    let failed = |why: ReadFailure| ClientError::Read { topic: topic.to_string(), partition: p, why };
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low)).map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low)).map_err(|e| failed(ReadFailure::Kafka(e)))?;
+    consumer.assign(&tpl).map_err(|e| failed(ReadFailure::Kafka(e)))?;
     let mut idle = 0;
     loop {
         match consumer.poll(Duration::from_millis(500)) {
@@ -503,16 +532,16 @@ pub fn read_range<C: ConsumerContext>(
                 }
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(format!("reading {topic}/{p}: {e}")),
+            Some(Err(e)) => return Err(failed(ReadFailure::Kafka(e))),
             None => {
                 idle += 1;
                 if idle > 120 {
-                    return Err(format!("reading {topic}/{p}: no data for 60 s before offset {high}"));
+                    return Err(failed(ReadFailure::NoData { high }));
                 }
             }
         }
     }
-    consumer.unassign().map_err(|e| e.to_string())?;
+    consumer.unassign().map_err(|e| failed(ReadFailure::Kafka(e)))?;
     Ok(())
 }
 
@@ -585,21 +614,21 @@ mod tests {
                 ("bogus", SECRET),
             ],
         ] {
-            let e = validate_properties(&kafka(&props)).unwrap_err();
+            let e = validate_properties(&kafka(&props)).unwrap_err().to_string();
             assert!(!e.contains(SECRET), "{props:?}: {e}");
         }
-        let e = validate_properties(&kafka(&[("sasl.pasword", SECRET)])).unwrap_err();
+        let e = validate_properties(&kafka(&[("sasl.pasword", SECRET)])).unwrap_err().to_string();
         assert!(e.contains("sasl.pasword"), "the property is still named: {e}");
     }
 
     #[test]
     fn librdkafka_refusals_name_the_property() {
         assert!(validate_properties(&kafka(&[("session.timeout.ms", "10000")])).is_ok());
-        let e = validate_properties(&kafka(&[("no.such.property", "1")])).unwrap_err();
+        let e = validate_properties(&kafka(&[("no.such.property", "1")])).unwrap_err().to_string();
         assert!(e.contains("no.such.property"), "{e}");
-        let e = validate_properties(&kafka(&[("linger.ms", "not-a-number")])).unwrap_err();
+        let e = validate_properties(&kafka(&[("linger.ms", "not-a-number")])).unwrap_err().to_string();
         assert!(e.contains("linger.ms"), "{e}");
-        let e = validate_properties(&kafka(&[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "NOPE")])).unwrap_err();
+        let e = validate_properties(&kafka(&[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "NOPE")])).unwrap_err().to_string();
         assert!(e.contains("sasl.mechanism") || e.contains("NOPE"), "{e}");
     }
 }

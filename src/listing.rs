@@ -27,6 +27,8 @@ pub enum SelectionError {
     EmptyRange { from: NaiveDate, to: NaiveDate },
     #[error("--partitions: `{0}` reaches past partition {max} (no topic has that many)", max = MAX_PARTITIONS - 1)]
     TooWide(String),
+    #[error("--partitions: topic {topic} has {count} partitions (0-{last}); no partition {absent}", last = count - 1)]
+    Absent { topic: String, count: i32, absent: String },
 }
 
 /// Parses `0,3,5-7` into a set of partitions.
@@ -106,12 +108,12 @@ impl DayArg {
 
 /// Refuses partitions a topic of `count` partitions does not have (a selection of them would
 /// find nothing and look like an empty backup).
-pub fn check_partitions(topic: &str, partitions: &BTreeSet<i32>, count: i32) -> Result<(), String> {
+pub fn check_partitions(topic: &str, partitions: &BTreeSet<i32>, count: i32) -> Result<(), SelectionError> {
     let absent: Vec<String> = partitions.iter().filter(|p| **p >= count).map(i32::to_string).collect();
     if absent.is_empty() {
         return Ok(());
     }
-    Err(format!("--partitions: topic {topic} has {count} partitions (0-{}); no partition {}", count - 1, absent.join(", ")))
+    Err(SelectionError::Absent { topic: topic.to_string(), count, absent: absent.join(", ") })
 }
 
 /// Which files to keep.

@@ -538,9 +538,18 @@ async fn stored_positions(config: &Config, observed: &[Observed]) -> Result<std:
     Ok(out)
 }
 
+/// Why where a stored file ends could not be told from Kafka.
+#[derive(Debug, thiserror::Error)]
+enum Unmatched {
+    #[error(transparent)]
+    Kafka(#[from] crate::consumer::ClientError),
+    #[error("{found} of its {lines} lines are in {topic}/{partition} from offset {first} on (Kafka deleted them, or it is not this partition's file): where it ends is unknown; give --offset {topic}/{partition}=N")]
+    Partly { found: usize, lines: usize, topic: String, partition: i32, first: i64 },
+}
+
 /// Where a text file that starts at `first` ends: its lines (fingerprints), found in order in
 /// the partition from `first` on; the offset after the last one.
-fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first: i64, log_end: i64, lines: &[u64]) -> Result<i64, String> {
+fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first: i64, log_end: i64, lines: &[u64]) -> Result<i64, Unmatched> {
     use rdkafka::message::Message;
     if lines.is_empty() {
         return Ok(first);
@@ -560,9 +569,7 @@ fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first
         }
         true
     })?;
-    end.ok_or_else(|| {
-        format!("{} of its {} lines are in {topic}/{p} from offset {first} on (Kafka deleted them, or it is not this partition's file): where it ends is unknown; give --offset {topic}/{p}=N", next, lines.len())
-    })
+    end.ok_or_else(|| Unmatched::Partly { found: next, lines: lines.len(), topic: topic.to_string(), partition: p, first })
 }
 
 /// For stock Secor's layout: whether a file starts at a partition's ZooKeeper offset — the
@@ -579,7 +586,7 @@ async fn probe_files_at_zookeeper(config: &Config, observed: &mut [Observed]) ->
         for o in observed.iter_mut().filter(|o| o.topic == t.name) {
             let Some(z) = o.zookeeper.filter(|z| *z >= o.log_start && *z < o.log_end) else { continue };
             let (kafka, topic, p) = (config.kafka.clone(), t.name.clone(), o.partition);
-            let message = blocking(move || read_one(&kafka, &topic, p, z).map_err(TakeoverError::Storage)).await?;
+            let message = blocking(move || read_one(&kafka, &topic, p, z).map_err(|e| TakeoverError::Storage(e.to_string()))).await?;
             let Some((payload, record_ms)) = message else { continue };
             let route = router.route(Some(&payload), record_ms, z);
             let ctx = crate::naming::NameContext {
@@ -610,7 +617,7 @@ async fn probe_files_at_zookeeper(config: &Config, observed: &mut [Observed]) ->
 type Stored = (Vec<u8>, Option<i64>);
 
 /// The message at `offset` (value, record time), if the partition still has it.
-fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64) -> Result<Option<Stored>, String> {
+fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64) -> Result<Option<Stored>, crate::consumer::ClientError> {
     use rdkafka::message::Message;
     let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
     c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");

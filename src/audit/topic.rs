@@ -217,7 +217,7 @@ pub async fn audit(
     }
     let selected: Vec<i32> = match &opts.partitions {
         Some(set) => {
-            crate::listing::check_partitions(&name, set, count).map_err(usage)?;
+            crate::listing::check_partitions(&name, set, count).map_err(|e| usage(e.to_string()))?;
             set.iter().copied().collect()
         }
         None => match opts.shard {

@@ -216,7 +216,7 @@ impl Request {
                     }
                 }
                 if let (Some(set), Some(n)) = (&self.partitions, partition_count) {
-                    check_partitions(name, set, n).map_err(usage)?;
+                    check_partitions(name, set, n).map_err(|e| usage(e.to_string()))?;
                 }
                 if let Some(p) = path {
                     layout = layout.with_path(p);

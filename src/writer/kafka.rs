@@ -310,8 +310,8 @@ impl Broker for BaseConsumer<Ctx> {
             let spawned = std::thread::Builder::new().name("kbackup-watermarks".into()).spawn(move || {
                 for TopicPartition { topic, partition } in rx {
                     let read = match consumer.as_ref().and_then(std::sync::Weak::upgrade) {
-                        Some(c) => c.fetch_watermarks(&topic, partition, WATERMARKS_TIMEOUT).map_err(|e| e.to_string()),
-                        None => Err("the consumer is closed".to_string()),
+                        Some(c) => c.fetch_watermarks(&topic, partition, WATERMARKS_TIMEOUT).map_err(BrokerError::from),
+                        None => Err(BrokerError::new("the consumer is closed")),
                     };
                     if answers.send(WatermarksAnswer { topic, partition, read }).is_err() {
                         return;

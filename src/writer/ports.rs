@@ -80,11 +80,12 @@ pub(crate) enum FetchStart {
 }
 
 /// The answer to one [`Broker::ask_watermarks`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct WatermarksAnswer {
     pub(crate) topic: String,
     pub(crate) partition: i32,
-    pub(crate) read: Result<(i64, i64), String>,
+    /// Low and high watermark.
+    pub(crate) read: Result<(i64, i64), BrokerError>,
 }
 
 /// How long a watermark read off the loop may take before it counts as failed.

@@ -14,7 +14,7 @@ use crate::buffer::SealReason;
 use crate::intent::{self, Recovery};
 use crate::metrics as m;
 use crate::sabotage;
-use crate::writer::ports::{Broker, FetchStart, TopicPartition};
+use crate::writer::ports::{Broker, BrokerError, FetchStart, TopicPartition};
 
 /// How long one read of the group's committed offsets may wait (read again until a minute has
 /// passed): short, so that a stop asked for meanwhile is not held past its bound.
@@ -144,7 +144,7 @@ impl Writer {
         if sabotage::on(sabotage::Rule::WatermarksOnLoop) {
             // The rule before: read on the loop, waiting up to 30 s for the broker.
             let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
-            let read = broker.watermarks(&topic, p, Duration::from_secs(30)).map_err(|e| e.to_string());
+            let read = broker.watermarks(&topic, p, Duration::from_secs(30));
             let now = self.clock.now();
             self.on_watermarks(key, read, now);
             return;
@@ -165,7 +165,7 @@ impl Writer {
     /// the group's commit is checked against the log start and the end `--until-caught-up`
     /// reaches is set; a failed read is asked again by housekeeping (without them a lost range
     /// would go unreported and `--until-caught-up` would never end).
-    fn on_watermarks(&mut self, key: PartKey, read: Result<(i64, i64), String>, now: Instant) {
+    fn on_watermarks(&mut self, key: PartKey, read: Result<(i64, i64), BrokerError>, now: Instant) {
         let Some(st) = self.parts.get_mut(&key) else { return };
         st.reads = WatermarkReads { asked: false, last: Some((now, read.as_ref().ok().copied())) };
         let Watermarks::Unread { committed: start } = st.watermarks else { return };

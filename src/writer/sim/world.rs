@@ -509,7 +509,7 @@ impl Broker for SimBroker {
         due.into_iter()
             .map(|r| {
                 let read = if r.fails {
-                    Err("simulated broker failure: watermarks".to_string())
+                    Err(BrokerError::kafka(rdkafka::types::RDKafkaErrorCode::RequestTimedOut, "simulated broker failure: watermarks"))
                 } else {
                     Ok((0, w.log[slot(&r.topic, r.partition)].len() as i64))
                 };
