@@ -1,6 +1,7 @@
 //! The Kafka side: librdkafka settings kbackup relies on, and metadata look-ups.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -459,48 +460,84 @@ pub fn partition_counts(
 
 /// [`partition_counts`] from async code: connects and looks up on the blocking pool.
 pub async fn lookup_partition_counts(k: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
-    let (k, topics) = (k.clone(), topics.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let client = metadata_client(&k).map_err(LookupError::bare)?;
-        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        with_reason(&client, |c| partition_counts(c, &refs, timeout))
-    })
-    .await
-    .expect("a metadata lookup does not panic")
+    let cluster = Cluster::connect(k).map_err(LookupError::bare)?;
+    cluster.partition_counts(topics, timeout).await
+}
+
+/// The cluster as `run`'s start-up and its side tasks see it: one metadata client and one
+/// admin client, made once from the config and shared by the topic check, the retention
+/// look-up and the recording of the topics' settings (each used to make its own, per topic and
+/// every ten minutes). Neither joins the group.
+pub struct Cluster {
+    metadata: Arc<BaseConsumer<Diagnosing>>,
+    admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+}
+
+impl Cluster {
+    /// Makes the clients (no round trip: librdkafka connects in the background).
+    pub fn connect(k: &KafkaConfig) -> rdkafka::error::KafkaResult<Arc<Cluster>> {
+        let metadata = Arc::new(metadata_client(k)?);
+        let admin = client_config(k, Role::Admin, &[]).create()?;
+        Ok(Arc::new(Cluster { metadata, admin }))
+    }
+
+    /// The partition count of each topic (`None`: not on the cluster), looked up on the
+    /// blocking pool; a refused login says why at once.
+    pub async fn partition_counts(&self, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
+        let (client, topics) = (self.metadata.clone(), topics.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            with_reason(&client, |c| partition_counts(c, &refs, timeout))
+        })
+        .await
+        .expect("a metadata lookup does not panic")
+    }
+
+    /// One topic's partition count and replication factor (`None`: not on the cluster).
+    pub async fn partitions_and_replication(&self, topic: &str) -> Result<Option<(i32, i32)>, LookupError> {
+        let (client, name) = (self.metadata.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || {
+            let md = with_reason(&client, |c| fetch_metadata(c, Some(&name), Duration::from_secs(30)))?;
+            Ok(md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty()).map(|t| {
+                let rf = t.partitions().iter().map(|p| p.replicas().len()).max().unwrap_or(1);
+                (t.partitions().len() as i32, rf as i32)
+            }))
+        })
+        .await
+        .expect("a metadata lookup does not panic")
+    }
+
+    /// The topics' configurations (DescribeConfigs), one result per topic.
+    pub async fn describe_configs(&self, topics: &[String]) -> rdkafka::error::KafkaResult<Vec<rdkafka::admin::ConfigResourceResult>> {
+        use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+        let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        self.admin.describe_configs(&specs, &opts).await
+    }
+
+    /// `retention.ms` of each topic that has a finite time retention (absent: unknown, infinite
+    /// or not readable). Feeds the retention headroom gauge; a failure here only loses that gauge.
+    pub async fn retention_ms(&self, topics: &[String]) -> HashMap<String, i64> {
+        let mut out = HashMap::new();
+        match self.describe_configs(topics).await {
+            Ok(results) => {
+                for (t, r) in topics.iter().zip(results) {
+                    let ms = r.ok().and_then(|res| res.get("retention.ms").and_then(|e| e.value.as_deref()?.parse::<i64>().ok()));
+                    if let Some(ms) = ms.filter(|ms| *ms > 0) {
+                        out.insert(t.clone(), ms);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset"),
+        }
+        out
+    }
 }
 
 /// The partition count of one topic (`None` if it does not exist).
 pub async fn lookup_partition_count(k: &KafkaConfig, topic: &str) -> Result<Option<i32>, LookupError> {
     let mut counts = lookup_partition_counts(k, &[topic.to_string()], Duration::from_secs(30)).await?;
     Ok(counts.pop().and_then(|(_, n)| n).map(|n| n as i32))
-}
-
-/// `retention.ms` of each topic that has a finite time retention (absent: unknown, infinite or
-/// not readable). Feeds the retention headroom gauge; a failure here only loses that gauge.
-pub async fn lookup_retention_ms(k: &KafkaConfig, topics: &[String]) -> HashMap<String, i64> {
-    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = match client_config(k, Role::Admin, &[]).create() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %kafka_error_text(&e), "cannot read topic retention; kbackup_retention_headroom_seconds stays unset");
-            return HashMap::new();
-        }
-    };
-    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let mut out = HashMap::new();
-    match admin.describe_configs(&specs, &opts).await {
-        Ok(results) => {
-            for (t, r) in topics.iter().zip(results) {
-                let ms = r.ok().and_then(|res| res.get("retention.ms").and_then(|e| e.value.as_deref()?.parse::<i64>().ok()));
-                if let Some(ms) = ms.filter(|ms| *ms > 0) {
-                    out.insert(t.clone(), ms);
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read topic retention; kbackup_retention_headroom_seconds stays unset"),
-    }
-    out
 }
 
 /// Reads `[low, high)` of one partition with an assigning consumer, calling `f` per message

@@ -89,27 +89,12 @@ pub fn dir(path: &str) -> String {
 }
 
 /// Reads `topic`'s settings from the cluster.
-pub async fn read_live(k: &KafkaConfig, topic: &str) -> Result<TopicSettings, SettingsError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+pub async fn read_live(cluster: &crate::consumer::Cluster, topic: &str) -> Result<TopicSettings, SettingsError> {
+    use rdkafka::admin::ConfigSource;
     let fail = |message: String| SettingsError::Kafka { topic: topic.to_string(), message };
-    let (kc, name) = (k.clone(), topic.to_string());
-    let (partitions, replication_factor) = tokio::task::spawn_blocking(move || -> Result<Option<(i32, i32)>, String> {
-        use rdkafka::consumer::Consumer;
-        let c = crate::consumer::metadata_client(&kc).map_err(|e| crate::consumer::kafka_error_text(&e))?;
-        let md = c.fetch_metadata(Some(&name), Duration::from_secs(30)).map_err(|e| crate::consumer::kafka_error_text(&e))?;
-        Ok(md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty()).map(|t| {
-            let rf = t.partitions().iter().map(|p| p.replicas().len()).max().unwrap_or(1);
-            (t.partitions().len() as i32, rf as i32)
-        }))
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(fail)?
-    .ok_or_else(|| SettingsError::NoTopic(topic.to_string()))?;
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        client_config(k, Role::Admin, &[]).create().map_err(|e| fail(crate::consumer::kafka_error_text(&e)))?;
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let results = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await.map_err(|e| fail(e.to_string()))?;
+    let (partitions, replication_factor) =
+        cluster.partitions_and_replication(topic).await.map_err(|e| fail(e.to_string()))?.ok_or_else(|| SettingsError::NoTopic(topic.to_string()))?;
+    let results = cluster.describe_configs(&[topic.to_string()]).await.map_err(|e| fail(e.to_string()))?;
     let resource = results.into_iter().next().ok_or_else(|| fail("no answer".into()))?.map_err(|e| fail(format!("{e:?}")))?;
     let mut overrides = BTreeMap::new();
     let mut effective = BTreeMap::new();
@@ -175,9 +160,9 @@ pub async fn record(storage: &Storage, path: &str, s: &TopicSettings) -> Result<
 
 /// Reads each configured topic's settings and records those that changed; failures are
 /// warned about (the backup itself does not depend on them).
-pub async fn record_all(k: &KafkaConfig, storage: &Storage, topics: &[(String, String)]) {
+pub async fn record_all(cluster: &crate::consumer::Cluster, storage: &Storage, topics: &[(String, String)]) {
     for (topic, path) in topics {
-        let result = match read_live(k, topic).await {
+        let result = match read_live(cluster, topic).await {
             Ok(s) => record(storage, path, &s).await.map(|wrote| (wrote, s)),
             Err(e) => Err(e),
         };

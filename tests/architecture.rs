@@ -24,6 +24,8 @@
 //! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
 //!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Budget` (`budget.rs`) and `CommitWatch` (`stall.rs`)
 //!   declare no field visible outside their file, so the writer goes through their methods;
+//! - `run`'s start-up makes its cluster clients once (`consumer::Cluster`) and shares them
+//!   between the topic check, the retention look-up and the topics' settings;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
@@ -368,6 +370,26 @@ fn the_cores_parts_keep_their_fields() {
     assert_eq!(open_part_fields(&code_files()), Vec::<String>::new());
 }
 
+/// What in `cmd/run.rs` makes its own cluster client instead of sharing the one `Cluster`.
+fn startup_clients(files: &[(String, String)]) -> Vec<String> {
+    let Some((_, code)) = files.iter().find(|(rel, _)| rel == "cmd/run.rs") else { return vec!["cmd/run.rs is missing".into()] };
+    let mut found: Vec<String> = ["lookup_partition_count", "lookup_retention_ms", "metadata_client(", "AdminClient"]
+        .iter()
+        .filter(|w| code.contains(**w))
+        .map(|w| format!("cmd/run.rs: {w}"))
+        .collect();
+    let made = code.matches("Cluster::connect(").count();
+    if made != 1 {
+        found.push(format!("cmd/run.rs: Cluster::connect made {made} times"));
+    }
+    found
+}
+
+#[test]
+fn startup_shares_one_cluster_client() {
+    assert_eq!(startup_clients(&code_files()), Vec::<String>::new());
+}
+
 /// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
 fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
     files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
@@ -439,6 +461,11 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
     assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    assert_eq!(
+        startup_clients(&f("cmd/run.rs", "let c = Cluster::connect(k)?; crate::consumer::lookup_retention_ms(k, &n)")),
+        ["cmd/run.rs: lookup_retention_ms"]
+    );
+    assert_eq!(startup_clients(&f("cmd/run.rs", "")), ["cmd/run.rs: Cluster::connect made 0 times"]);
     let mut parts: Vec<(String, String)> =
         OWNED_PARTS.iter().map(|(file, name)| (file.to_string(), format!("pub(super) struct {name} {{\n    x: u64,\n}}"))).collect();
     assert!(open_part_fields(&parts).is_empty());

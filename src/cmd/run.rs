@@ -129,12 +129,15 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
         }
         Err(e) => return Err(anyhow::Error::from(e).context(format!("storage {}: the create-only probe", storage.describe))),
     }
-    // Read side by side: each builds a client and waits on a round trip to the brokers. The
-    // check's failure ends both at once (a refused login fails the check fast, while the
-    // retention read waits out its request timeout).
+    // One pair of clients for the topic check, the retention look-up and the topics' settings.
+    let cluster = crate::consumer::Cluster::connect(&config.kafka)
+        .map_err(|e| ExitError { code: 2, message: format!("kafka: {}", crate::consumer::kafka_error_text(&e)) })?;
+    // Read side by side, each waiting on a round trip to the brokers. The check's failure ends
+    // both at once (a refused login fails the check fast, while the retention read waits out
+    // its request timeout).
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let retention = async { Ok::<_, anyhow::Error>(crate::consumer::lookup_retention_ms(&config.kafka, &names).await) };
-    let ((), retention_ms) = tokio::try_join!(check_topics_exist(&config), retention)?;
+    let retention = async { Ok::<_, anyhow::Error>(cluster.retention_ms(&names).await) };
+    let ((), retention_ms) = tokio::try_join!(check_topics_exist(&config, &cluster), retention)?;
     // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
     crate::takeover::guard(&config).await.map_err(|e| match e {
         crate::takeover::GuardError::NaiveSwitch { .. } => ExitError { code: 2, message: format!("{e}: kbackup takeover {}", args.config.as_args()) },
@@ -143,23 +146,24 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     // Each topic's partition count and settings, next to its files (for `replay
     // --create-topic`): now, beside the consumption, and every ten minutes in case they change.
     let paths: Vec<(String, String)> = config.topics.iter().filter_map(|t| Some((t.name.clone(), t.layout().ok()?.marker_path()))).collect();
-    let (kafka, store) = (config.kafka.clone(), storage.clone());
+    let store = storage.clone();
     let (recorded, settings_recorded) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        crate::topic_settings::record_all(&kafka, &store, &paths).await;
+        crate::topic_settings::record_all(&cluster, &store, &paths).await;
         let _ = recorded.send(());
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-            crate::topic_settings::record_all(&kafka, &store, &paths).await;
+            crate::topic_settings::record_all(&cluster, &store, &paths).await;
         }
     });
     Ok(Started { config, storage, health, retention_ms, settings_recorded })
 }
 
 /// Fails before consuming anything if a configured topic does not exist.
-async fn check_topics_exist(config: &crate::config::Config) -> anyhow::Result<()> {
+async fn check_topics_exist(config: &crate::config::Config, cluster: &crate::consumer::Cluster) -> anyhow::Result<()> {
     let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
-    let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, std::time::Duration::from_secs(30))
+    let counts = cluster
+        .partition_counts(&names, std::time::Duration::from_secs(30))
         .await
         .with_context(|| format!("reading metadata from {}", config.kafka.brokers))?;
     for (t, n) in &counts {
