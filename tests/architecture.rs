@@ -26,6 +26,8 @@
 //!   declare no field visible outside their file, so the writer goes through their methods;
 //! - `run`'s start-up makes its cluster clients once (`consumer::Cluster`) and shares them
 //!   between the topic check, the retention look-up and the topics' settings;
+//! - the reading tools open a backup one way (`listing::request::Backup`): no command but
+//!   `run` and `check` (which probe the writer's storage) opens storage itself, nor does `audit`;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
 //!   number of sabotage rules it states is the number the simulation's test breaks.
@@ -390,6 +392,23 @@ fn startup_shares_one_cluster_client() {
     assert_eq!(startup_clients(&code_files()), Vec::<String>::new());
 }
 
+/// Reading tools that open storage themselves instead of through `Backup`.
+fn storage_opened_by(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(rel, _)| (rel.starts_with("cmd/") && rel != "cmd/run.rs" && rel != "cmd/check.rs") || top_module(rel) == "audit")
+        .filter(|(_, code)| code.contains("Storage::open("))
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+#[test]
+fn the_reading_tools_open_a_backup_one_way() {
+    let files = code_files();
+    assert!(files.iter().any(|(rel, code)| rel == "listing/request.rs" && code.contains("Storage::open(")), "Backup opens storage");
+    assert_eq!(storage_opened_by(&files), Vec::<String>::new());
+}
+
 /// Files named `mod.rs` (the older convention; the crate uses `x.rs` beside `x/`).
 fn mod_rs_files(files: &[(String, String)]) -> Vec<String> {
     files.iter().filter(|(rel, _)| rel == "mod.rs" || rel.ends_with("/mod.rs")).map(|(rel, _)| rel.clone()).collect()
@@ -461,6 +480,8 @@ fn the_rules_catch_violations() {
     assert!(commands_importing_commands(&f("cmd/repartition.rs", "use crate::cmd::{ExitError, SelectArgs};")).is_empty());
     assert_eq!(writer_reached_by(&f("wfs.rs", "crate::writer::run(&c)")), ["wfs.rs"]);
     assert_eq!(mod_rs_files(&f("writer/core/mod.rs", "")), ["writer/core/mod.rs"]);
+    assert_eq!(storage_opened_by(&f("cmd/plan.rs", "let s = crate::storage::Storage::open(&config.storage)?;")), ["cmd/plan.rs"]);
+    assert!(storage_opened_by(&f("cmd/run.rs", "let s = Storage::open(&config.storage)?;")).is_empty());
     assert_eq!(
         startup_clients(&f("cmd/run.rs", "let c = Cluster::connect(k)?; crate::consumer::lookup_retention_ms(k, &n)")),
         ["cmd/run.rs: lookup_retention_ms"]

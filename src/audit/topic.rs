@@ -21,6 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::{fingerprint, Place, Report, Tally};
 use crate::config::Config;
 use crate::consumer::Diagnosing;
+use crate::listing::request::Backup;
 use crate::listing::{Listed, Selection};
 use crate::naming::FileLayout;
 use crate::progress::Progress;
@@ -173,11 +174,9 @@ pub async fn audit(
         }
     }
     let router = Router::new(topic, index).map_err(|e| usage(e.to_string()))?;
-    let layout = topic.layout().map_err(|e| usage(format!("topic `{}`: {e}", topic.name)))?;
-    let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
+    let Backup { storage, layout, invalid_date, .. } = Backup::of_topic(config, &topic.name).map_err(|e| usage(e.to_string()))?;
     let from = opts.from.unwrap_or(NaiveDate::MIN);
     let to = opts.to.unwrap_or(NaiveDate::MAX);
-    let invalid_date = topic.invalid_day().map_err(|e| usage(e.to_string()))?;
     // Files without a date (offset folders) may hold events of any date.
     let in_range = |d: NaiveDate| (d >= from && d <= to) || d == invalid_date || d == crate::naming::UNDATED;
 

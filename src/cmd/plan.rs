@@ -205,8 +205,8 @@ fn waiter(a: &PlanArgs, job: &Value) -> anyhow::Result<crate::wfs::wait::Waiter>
     if !t.markers() {
         return Err(usage(format!("--wait-complete: topic `{name}` writes no completion markers (completion_markers = false)")));
     }
-    let layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
-    let storage = crate::storage::Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
+    let crate::listing::request::Backup { storage, layout, .. } =
+        crate::listing::request::Backup::of_topic(&config, name).map_err(|e| usage(e.to_string()))?;
     let dates = job_dates(job).map_err(|e| usage(e.to_string()))?;
     let timeout = a.timeout.as_deref().map(|t| parse_duration(t).map_err(|e| usage(format!("--timeout {e}")))).transpose()?;
     let poll = parse_duration(&a.poll_interval).map_err(|e| usage(format!("--poll-interval {e}")))?.max(std::time::Duration::from_millis(200));

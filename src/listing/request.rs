@@ -74,6 +74,31 @@ pub struct Source {
     pub invalid_files: Vec<Listed>,
 }
 
+/// A topic's backup, opened once from its config: where it is, how its files are named, and
+/// the dates that depend on the topic (its `invalid_date`, today in its time zone). The one way
+/// the reading tools (`ls`, `cat`, `replay`, `verify`, `plan --wait-complete`) open a backup.
+pub struct Backup {
+    pub storage: Storage,
+    pub layout: FileLayout,
+    /// The topic's `invalid_date`.
+    pub invalid_date: NaiveDate,
+    /// Today in the topic's output time zone, for `today`, `-N`.
+    pub today: NaiveDate,
+}
+
+impl Backup {
+    /// Opens topic `name`'s backup; a topic the config lacks, or settings that cannot be used,
+    /// are usage errors naming it.
+    pub fn of_topic(config: &Config, name: &str) -> Result<Backup, RequestError> {
+        let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in the config")))?;
+        let layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
+        let invalid_date = t.invalid_day().map_err(|e| usage(e.to_string()))?;
+        let today = t.today().map_err(|e| usage(e.to_string()))?;
+        let storage = Storage::open(&config.storage).map_err(|e| usage(e.to_string()))?;
+        Ok(Backup { storage, layout, invalid_date, today })
+    }
+}
+
 /// The selected files of a backup.
 pub struct Selected {
     pub storage: Storage,
@@ -196,12 +221,9 @@ impl Request {
     /// and opens storage. With `count`, the topic's partition count is looked up in Kafka even
     /// without `partitions`.
     async fn open(&self, count: bool) -> Result<Opened, RequestError> {
-        let (storage_cfg, layout, invalid_date, today, partition_count) = match &self.place {
+        match &self.place {
             Place::Topic { config, topic: name, path } => {
-                let t = config.topic(name).ok_or_else(|| usage(format!("topic `{name}` is not in the config")))?;
-                let mut layout = t.layout().map_err(|e| usage(format!("topic `{name}`: {e}")))?;
-                let invalid_date = t.invalid_day().map_err(|e| usage(e.to_string()))?;
-                let today = t.today().map_err(|e| usage(e.to_string()))?;
+                let Backup { storage, mut layout, invalid_date, today } = Backup::of_topic(config, name)?;
                 let mut partition_count = None;
                 if self.partitions.is_some() || count {
                     // Partitions the topic does not have would list nothing, like an empty backup.
@@ -221,20 +243,19 @@ impl Request {
                 if let Some(p) = path {
                     layout = layout.with_path(p);
                 }
-                (config.storage.clone(), layout, invalid_date, today, partition_count)
+                Ok(Opened { storage, layout, invalid_date, today, partition_count })
             }
             Place::Url { url, path } => {
                 if count {
                     tracing::warn!("with --url the topic's partition count is unknown: partitions without files are not named");
                 }
                 let cfg = StorageConfig { url: url.clone(), ..Default::default() };
+                let storage = Storage::open(&cfg).map_err(|e| usage(e.to_string()))?;
                 // Secor's fixed fallback without a config.
                 let invalid_date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
-                (cfg, FileLayout::bare(path), invalid_date, chrono::Utc::now().date_naive(), None)
+                Ok(Opened { storage, layout: FileLayout::bare(path), invalid_date, today: chrono::Utc::now().date_naive(), partition_count: None })
             }
-        };
-        let storage = Storage::open(&storage_cfg).map_err(|e| usage(e.to_string()))?;
-        Ok(Opened { storage, layout, invalid_date, today, partition_count })
+        }
     }
 
     /// Lists the backup files of `from..=to` (the selected partitions), warning about objects
