@@ -36,7 +36,7 @@
 //! Where things are: this file wires the parts and holds `run` (start-up, the loop, the bounded
 //! stop). The state machine is `core`: its state (`core.rs`, private to it), and in `core/` one owned
 //! partition (`partition.rs`), open files, files in flight, the byte ledger and sealing
-//! (`files.rs`), one partition's completion state (`marking.rs`), memory thresholds (`budget.rs`), when periodic work is due (`cadence.rs`), the stop's deadline and fatal reason (`stop.rs`), one message (`message.rs`), upload results
+//! (`files.rs`), one partition's completion state (`marking.rs`), memory thresholds (`budget.rs`), when periodic work is due (`cadence.rs`), the topics parsed once (`topics.rs`), the stop's deadline and fatal reason (`stop.rs`), one message (`message.rs`), upload results
 //! (`uploads.rs`), intents and offset commits (`commits.rs`), assignment and revocation
 //! (`rebalance.rs`), periodic work (`housekeeping.rs`) and the per-batch decision
 //! (`decision.rs`). It reaches the world only through `ports.rs`: `kafka.rs` implements the

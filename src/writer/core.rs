@@ -9,20 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
-use tracing::warn;
 
 use self::budget::Budget;
 use self::cadence::Cadence;
 use self::files::Files;
 use self::partition::{PartKey, Partition};
 use self::stop::Stop;
+use self::topics::Topics;
 use super::{RunOptions, RunSummary};
-use crate::buffer::RotationPolicy;
-use crate::config::{Config, TopicConfig};
+use crate::config::Config;
 use crate::health::Health;
-use crate::metrics as m;
-use crate::naming::{FileLayout, UploadClock};
-use crate::upload::{Existing, UploadJob};
+use crate::naming::UploadClock;
 use crate::writer::ports::{Clock, MarkerQueue, UploadQueue};
 
 mod budget;
@@ -38,6 +35,7 @@ mod partition;
 mod rebalance;
 mod stall;
 mod stop;
+mod topics;
 mod uploads;
 
 #[cfg(test)]
@@ -47,65 +45,6 @@ pub(crate) use self::decision::Next;
 #[cfg(test)]
 pub(crate) use self::decision::StopReason;
 pub(crate) use self::message::Routed;
-
-struct TopicRuntime {
-    cfg: TopicConfig,
-    layout: FileLayout,
-    /// The topic's `retention.ms`, when finite and known.
-    retention_ms: Option<i64>,
-    policy: RotationPolicy,
-    events: metrics::Counter,
-    bytes: metrics::Counter,
-    /// Per timestamp field: messages whose string there the pattern could not read.
-    unparsed: Vec<u64>,
-    /// Completion markers are written for the topic.
-    markers: bool,
-    /// The output time zone dates are in, and `completion_grace_secs` in ms.
-    tz: chrono_tz::Tz,
-    grace_ms: i64,
-    /// `completion_start_date`.
-    completion_start: Option<chrono::NaiveDate>,
-    /// The earliest first date to judge of the topic's partitions this writer owned: a
-    /// partition never marked judges from it too (an idle or empty partition is complete for
-    /// every date its siblings are judged for).
-    first_date: Option<chrono::NaiveDate>,
-    /// How its files frame messages (`file_format`).
-    framing: crate::buffer::Framing,
-}
-
-impl TopicRuntime {
-    /// Counts a late event (and says so for the first of its date).
-    fn note_late(&self, summary: &mut RunSummary, p: i32, date: &str, seen: self::marking::Seen) {
-        let self::marking::Seen::Late { first } = seen else { return };
-        if first {
-            tracing::info!(topic = %self.cfg.name, partition = p, date, "late event: its date is already marked complete; a new marker will list its file");
-        }
-        summary.late_events += 1;
-        metrics::counter!(m::LATE_EVENTS, "topic" => self.cfg.name.clone()).increment(1);
-    }
-
-    /// The newest date marked on a partition, as the start of that day in epoch seconds.
-    fn report_complete_date(&self, partition: i32, marked: chrono::NaiveDate) {
-        if let Some(ms) = crate::completion::local_midnight_ms(self.tz, marked) {
-            metrics::gauge!(m::COMPLETE_DATE, "topic" => self.cfg.name.clone(), "partition" => partition.to_string()).set(ms as f64 / 1000.0);
-        }
-    }
-
-    /// The upload of one of the topic's files, compressed as the topic says. The one place a
-    /// job is made: new files once their intent is recorded, rebuilt files once complete.
-    fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
-        UploadJob {
-            id,
-            key: key.to_string(),
-            topic: self.cfg.name.clone(),
-            data,
-            compression: self.cfg.compression,
-            file_format: self.cfg.file_format,
-            level: self.cfg.compression_level,
-            existing,
-        }
-    }
-}
 
 /// The writer's settings, read from the config at start.
 struct Settings {
@@ -125,8 +64,8 @@ struct Settings {
 
 /// All writer state; lives behind a mutex shared with the rebalance callback.
 pub(crate) struct Writer {
-    topics: Vec<TopicRuntime>,
-    topic_index: HashMap<String, usize>,
+    /// The configured topics, parsed once: names, layouts, dates, rotation, counters.
+    topics: Topics,
     /// Open files, files in flight, and the byte ledger over both.
     files: Files,
     /// Every owned partition.
@@ -181,34 +120,9 @@ impl Writer {
     ) -> Result<Writer, SetupError> {
         // Before the first event: alerts on `increase(...)` must see the first increment.
         crate::metrics::zero_counters(&config.topics);
-        let mut topics = Vec::new();
-        for t in &config.topics {
-            let layout = t.layout()?;
-            if layout.secor().is_none() && !layout.pattern().is_partition_filterable() {
-                warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
-            }
-            topics.push(TopicRuntime {
-                events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
-                bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
-                layout,
-                unparsed: vec![0; t.timestamp_fields.len()],
-                markers: t.markers(),
-                tz: t.output_tz()?,
-                grace_ms: t.completion_grace_secs as i64 * 1000,
-                completion_start: t.completion_start()?,
-                first_date: None,
-                retention_ms: opts.retention_ms.get(&t.name).copied(),
-                policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
-                framing: match t.file_format {
-                    crate::config::FileFormat::Text => crate::buffer::Framing::Lines,
-                    crate::config::FileFormat::SequenceFile => crate::buffer::Framing::SequenceFile,
-                },
-                cfg: t.clone(),
-            });
-        }
+        let topics = Topics::new(config, &opts.retention_ms)?;
         let now = clock.now();
         Ok(Writer {
-            topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
             topics,
             files: Files::default(),
             parts: HashMap::default(),
@@ -251,7 +165,7 @@ impl Writer {
         if self.before_record_dating {
             return false;
         }
-        self.topics[t].cfg.format == crate::config::Format::Record
+        self.topics[t].cfg().format == crate::config::Format::Record
     }
 
     /// Why the writer cannot go on, once it cannot.
@@ -308,9 +222,7 @@ impl Writer {
     /// Writes no completion markers (the simulation's release before markers).
     #[cfg(test)]
     pub(crate) fn act_as_release_before_markers(&mut self) {
-        for t in &mut self.topics {
-            t.markers = false;
-        }
+        self.topics.stop_marking();
     }
 
     /// True while the core holds consumption paused.

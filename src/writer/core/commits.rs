@@ -126,7 +126,7 @@ impl Writer {
                     // Cannot happen while every owner follows the rule above (an earlier
                     // release's record, inherited at assignment, can be fuller).
                     error!(
-                        topic = %self.topics[part.topic].cfg.name,
+                        topic = %self.topics[part.topic].name(),
                         partition = part.partition,
                         limit,
                         "the file holding this partition's commit does not fit in its commit record; raise writer.commit_metadata_limit (and the brokers' offset.metadata.max.bytes)"
@@ -158,7 +158,7 @@ impl Writer {
     pub(super) fn commit_with_metadata(&mut self, broker: &dyn Broker, commits: &[Pending]) -> Result<(), BrokerError> {
         let entries: Vec<CommitEntry<'_>> = commits
             .iter()
-            .map(|c| CommitEntry { topic: &self.topics[c.part.topic].cfg.name, partition: c.part.partition, offset: c.offset, metadata: &c.metadata })
+            .map(|c| CommitEntry { topic: self.topics[c.part.topic].name(), partition: c.part.partition, offset: c.offset, metadata: &c.metadata })
             .collect();
         let started = self.clock.now();
         // During a stop a commit waits no longer than the time left.
@@ -175,7 +175,7 @@ impl Writer {
         metrics::histogram!(m::COMMIT_SECONDS).record(self.clock.now().duration_since(started).as_secs_f64());
         self.health.committed();
         for c in commits {
-            debug!(topic = %self.topics[c.part.topic].cfg.name, partition = c.part.partition, offset = c.offset, "committed");
+            debug!(topic = %self.topics[c.part.topic].name(), partition = c.part.partition, offset = c.offset, "committed");
             if let Some(st) = self.parts.get_mut(&c.part) {
                 if let Some(offsets) = st.offsets.as_mut() {
                     offsets.committed(c.offset);

@@ -39,10 +39,10 @@ impl Writer {
     pub(super) fn note_uploaded_for_completion(&mut self, f: &InFlight, outcome: Outcome) {
         // A rebuilt file found already there may hold more events than the rebuild (retention
         // took the first ones before it): its marker reads it instead.
-        if f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !self.topics[f.topic].markers {
+        if f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !self.topics[f.topic].markers() {
             return;
         }
-        let Some(date) = self.topics[f.topic].layout.dates().leading_date(&f.intent.date) else { return };
+        let Some(date) = self.topics[f.topic].layout().dates().leading_date(&f.intent.date) else { return };
         if let Some(st) = self.parts.get_mut(&f.part()) {
             let file = MarkedFile { key: f.intent.key.clone(), events: f.events, first_offset: Some(f.intent.from), last_offset: Some(f.intent.to) };
             st.marking.uploaded(date, file);
@@ -59,7 +59,7 @@ impl Writer {
         }
         let now = self.clock.now();
         let wall_ms = self.clock.wall_ms();
-        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
+        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers()).collect();
         keys.sort_unstable();
         for key in &keys {
             self.share_start(*key);
@@ -72,7 +72,7 @@ impl Writer {
                 continue;
             }
             for due in self.dues(broker, key, now, wall_ms, IDLE_CHECK) {
-                let date_str = self.topics[key.topic].layout.dates().format(due.date());
+                let date_str = self.topics[key.topic].layout().dates().format(due.date());
                 if self.settled(key, &date_str) || sabotage::on(sabotage::Rule::MarkUnsettled) {
                     self.submit_marker(key, due, date_str);
                     break;
@@ -102,17 +102,13 @@ impl Writer {
     /// `completion_start_date`, which every partition shares already.
     fn share_start(&mut self, key: PartKey) {
         let Some(Some(offered)) = self.parts.get(&key).map(|st| st.marking.offered_start()) else { return };
-        let topic = &mut self.topics[key.topic];
-        topic.first_date = match (topic.first_date, offered) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let first = self.topics[key.topic].offer_first_date(offered);
         // Only a partition at its log end (by the last watermark read) takes it: one still
         // reading has events ahead that may be of those dates, and finds its own start.
         if !self.at_log_end(key) {
             return;
         }
-        let (Some(first), Some(st)) = (self.topics[key.topic].first_date, self.parts.get_mut(&key)) else { return };
+        let (Some(first), Some(st)) = (first, self.parts.get_mut(&key)) else { return };
         if st.marking.take_start(first) {
             st.record_stale = true;
         }
@@ -121,7 +117,7 @@ impl Writer {
     /// The dates the partition passed and has not marked (late ones first): passed by its
     /// events, or, once it is caught up with its log end, by the wall clock.
     fn dues(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, wall_ms: i64, fresh: Duration) -> Vec<Due> {
-        let (tz, grace) = (self.topics[key.topic].tz, self.topics[key.topic].grace_ms);
+        let (tz, grace) = (self.topics[key.topic].tz(), self.topics[key.topic].grace_ms());
         let Some(mk) = self.parts.get(&key).map(|st| &st.marking) else { return Vec::new() };
         let dues = mk.dues_by_events(tz, grace);
         if !dues.is_empty() {
@@ -144,7 +140,7 @@ impl Writer {
             return Vec::new();
         }
         let (now, wall_ms) = (self.clock.now(), self.clock.wall_ms());
-        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers).collect();
+        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers()).collect();
         keys.sort_unstable();
         let mut out = Vec::new();
         for key in keys {
@@ -201,8 +197,8 @@ impl Writer {
         failpoint::hit(failpoint::MARKER_DUE);
         let job = MarkerJob {
             topic: key.topic,
-            topic_name: topic.cfg.name.clone(),
-            layout: Arc::new(topic.layout.clone()),
+            topic_name: topic.name().to_string(),
+            layout: Arc::new(topic.layout().clone()),
             partition: key.partition,
             epoch: st.epoch,
             date,
@@ -210,7 +206,7 @@ impl Writer {
             complete_below,
             known: st.marking.known(date),
             late: matches!(due, Due::Late(_)),
-            success_files: topic.cfg.success_files(),
+            success_files: topic.cfg().success_files(),
         };
         self.markers.submit(job);
     }
@@ -233,14 +229,14 @@ impl Writer {
                 // The next commit carries the progress, even if the offset did not move.
                 st.record_stale = true;
                 if stated.written {
-                    metrics::counter!(m::MARKERS_WRITTEN, "topic" => topic.cfg.name.clone()).increment(1);
+                    metrics::counter!(m::MARKERS_WRITTEN, "topic" => topic.name().to_string()).increment(1);
                     self.summary.markers_written += 1;
                 }
                 if let Some(marked) = outcome.marked {
                     topic.report_complete_date(job.partition, marked);
                 }
                 info!(
-                    topic = %topic.cfg.name,
+                    topic = %topic.name(),
                     partition = job.partition,
                     date = %job.date_str,
                     marker = %stated.key,
@@ -254,8 +250,8 @@ impl Writer {
                 failpoint::hit(failpoint::MARKER_WRITTEN);
             }
             Err(e) => {
-                metrics::counter!(m::MARKER_FAILURES, "topic" => topic.cfg.name.clone()).increment(1);
-                warn!(topic = %topic.cfg.name, partition = job.partition, date = %job.date_str, error = %e, "writing a completion marker failed; will retry");
+                metrics::counter!(m::MARKER_FAILURES, "topic" => topic.name().to_string()).increment(1);
+                warn!(topic = %topic.name(), partition = job.partition, date = %job.date_str, error = %e, "writing a completion marker failed; will retry");
                 st.marking.job_failed(self.clock.now() + MARKER_RETRY);
             }
         }

@@ -104,7 +104,7 @@ impl Writer {
             let since = self.stop.caught_up(now);
             let outstanding = self.markers_outstanding(broker);
             if !outstanding.is_empty() {
-                let parts: Vec<String> = outstanding.iter().map(|k| format!("{}/{}", self.topics[k.topic].cfg.name, k.partition)).collect();
+                let parts: Vec<String> = outstanding.iter().map(|k| format!("{}/{}", self.topics[k.topic].name(), k.partition)).collect();
                 if now.duration_since(since) < MARKERS_WAIT {
                     if since == now {
                         info!(partitions = ?parts, "caught up: writing the completion markers now due before stopping");

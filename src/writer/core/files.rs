@@ -288,12 +288,12 @@ impl Writer {
                 date: &key.date,
                 kafka_partition: key.partition,
                 current_ms: self.name_clock.next(self.clock.wall_ms()),
-                topic: &topic.cfg.name,
-                generation: topic.cfg.generation,
+                topic: topic.name(),
+                generation: topic.cfg().generation,
                 first_offset: buf.first_offset,
                 random: self.clock.random() as u16,
             };
-            name_key = topic.layout.key(key.prefix.as_deref(), key.error, &name);
+            name_key = topic.layout().key(key.prefix.as_deref(), key.error, &name);
             // A name the partition's record already holds (an earlier owner's file, with a
             // clock ahead of ours) would collide for certain: take the next one. Bounded, for
             // patterns whose names do not move with time.

@@ -39,7 +39,7 @@ impl Writer {
             // buffers by length rather than charge once let them drift upwards).
             debug_assert!(self.files.books_balance(), "the byte ledger is out of step with the files it counts");
             let due: Vec<BufferKey> =
-                self.files.open_files().filter(|(k, b)| self.topics[k.topic].policy.due(b, now).is_some()).map(|(k, _)| k.clone()).collect();
+                self.files.open_files().filter(|(k, b)| self.topics[k.topic].policy().due(b, now).is_some()).map(|(k, _)| k.clone()).collect();
             for k in due {
                 self.seal(&k, SealReason::Age);
             }
@@ -66,7 +66,7 @@ impl Writer {
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
             for (&PartKey { topic: t, partition: p }, st) in &self.parts {
                 if let Some(o) = &st.offsets {
-                    metrics::gauge!(m::CONSUMED_OFFSET, "topic" => self.topics[t].cfg.name.clone(), "partition" => p.to_string())
+                    metrics::gauge!(m::CONSUMED_OFFSET, "topic" => self.topics[t].name().to_string(), "partition" => p.to_string())
                         .set(o.position() as f64);
                 }
             }
@@ -115,16 +115,16 @@ impl Writer {
             note(f.topic, f.partition, f.first_record_ms);
         }
         // Freshness per topic: the oldest event held that is not uploaded yet.
-        for (t, topic) in self.topics.iter().enumerate() {
+        for (t, topic) in self.topics.iter() {
             let oldest_ms = oldest.iter().filter(|(k, _)| k.topic == t).map(|(_, ms)| *ms).min();
             let age = oldest_ms.map_or(0, |ms| (now_ms - ms).max(0));
-            metrics::gauge!(m::OLDEST_UNBACKED_AGE, "topic" => topic.cfg.name.clone()).set(age as f64 / 1000.0);
+            metrics::gauge!(m::OLDEST_UNBACKED_AGE, "topic" => topic.name().to_string()).set(age as f64 / 1000.0);
         }
         for &part @ PartKey { topic: t, partition: p } in self.parts.keys() {
             let topic = &self.topics[t];
-            let Some(retention) = topic.retention_ms else { continue };
+            let Some(retention) = topic.retention_ms() else { continue };
             let age = oldest.get(&part).map_or(0, |ms| (now_ms - ms).max(0));
-            metrics::gauge!(m::RETENTION_HEADROOM, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
+            metrics::gauge!(m::RETENTION_HEADROOM, "topic" => topic.name().to_string(), "partition" => p.to_string())
                 .set((retention - age) as f64 / 1000.0);
         }
     }
@@ -139,7 +139,7 @@ impl Writer {
             let Some(o) = &st.offsets else { continue };
             st.watch.observe(now, o.position(), o.last_committed());
             let topic = &self.topics[t];
-            let limit = topic.policy.max_age + super::stall::STALL_MARGIN;
+            let limit = topic.policy().max_age + super::stall::STALL_MARGIN;
             let oldest_awaiting = self.files.oldest_awaiting(key);
             let stall = st.watch.stall(now, o.position(), limit, oldest_awaiting);
             let since = match &stall {
@@ -148,18 +148,18 @@ impl Writer {
                 }
                 None => None,
             };
-            metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.cfg.name.clone(), "partition" => p.to_string())
+            metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.name().to_string(), "partition" => p.to_string())
                 .set(since.map_or(0.0, |ms| ms as f64 / 1000.0));
             match &stall {
                 Some(why) => {
                     if !st.stalled {
                         let since = chrono::DateTime::from_timestamp_millis(since.unwrap_or(wall_ms)).map(|d| d.to_rfc3339()).unwrap_or_default();
-                        error!(topic = %topic.cfg.name, partition = p, since, committed = o.last_committed(), position = o.position(), "the backup of this partition is stalled: {why}");
+                        error!(topic = %topic.name(), partition = p, since, committed = o.last_committed(), position = o.position(), "the backup of this partition is stalled: {why}");
                     }
-                    stalled.push(format!("{}/{p}: {why}", topic.cfg.name));
+                    stalled.push(format!("{}/{p}: {why}", topic.name()));
                 }
                 None if st.stalled => {
-                    info!(topic = %topic.cfg.name, partition = p, committed = o.last_committed(), "the backup of this partition moves again")
+                    info!(topic = %topic.name(), partition = p, committed = o.last_committed(), "the backup of this partition moves again")
                 }
                 None => {}
             }

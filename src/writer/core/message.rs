@@ -58,16 +58,15 @@ impl Writer {
             // A pattern that does not fit the data dates events by another rung: say so, loudly
             // at first, then at each power of ten (the counter has every one).
             let topic = &mut self.topics[t];
-            topic.unparsed[f] += 1;
+            let n = topic.unparsed(f);
             self.summary.unparsed_timestamps += 1;
-            let field = &topic.cfg.timestamp_fields[f];
-            metrics::counter!(m::TIMESTAMPS_UNPARSED, "topic" => topic.cfg.name.clone(), "field" => field.clone()).increment(1);
-            let n = topic.unparsed[f];
+            let field = &topic.cfg().timestamp_fields[f];
+            metrics::counter!(m::TIMESTAMPS_UNPARSED, "topic" => topic.name().to_string(), "field" => field.clone()).increment(1);
             if n == 10_u64.pow(n.ilog10()) {
                 warn!(
-                    topic = %topic.cfg.name,
+                    topic = %topic.name(),
                     field = %field,
-                    pattern = topic.cfg.timestamp_input_pattern.as_deref().unwrap_or("RFC 3339 / ISO-8601"),
+                    pattern = topic.cfg().timestamp_input_pattern.as_deref().unwrap_or("RFC 3339 / ISO-8601"),
                     count = n,
                     partition = p,
                     offset = off,
@@ -78,25 +77,24 @@ impl Writer {
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
         // What the file gets: the value (Secor's lines) or the whole record.
-        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg.format == Format::Record {
+        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg().format == Format::Record {
             self.scratch.clear();
             crate::consumer::encode_record(&mut self.scratch, m, route.line_breaks.is_some());
             (&self.scratch, Some(false))
         } else {
             (payload, route.line_breaks)
         };
-        topic.events.increment(1);
-        topic.bytes.increment(payload.len() as u64);
+        topic.consumed(payload.len());
         match route.source {
             DateSource::Invalid(reason) => {
                 self.summary.invalid += 1;
-                metrics::counter!(m::INVALID_MESSAGES, "topic" => topic.cfg.name.clone(), "reason" => reason.as_str()).increment(1);
+                metrics::counter!(m::INVALID_MESSAGES, "topic" => topic.name().to_string(), "reason" => reason.as_str()).increment(1);
                 debug!(topic = m.topic(), partition = p, offset = off, reason = reason.as_str(), "invalid message");
             }
             DateSource::RecordTime => self.summary.record_time_dated += 1,
             DateSource::RecordTimeInstead(reason) => {
                 self.summary.record_time_dated += 1;
-                metrics::counter!(m::RECORD_TIME_DATED, "topic" => topic.cfg.name.clone(), "value" => reason.as_str()).increment(1);
+                metrics::counter!(m::RECORD_TIME_DATED, "topic" => topic.name().to_string(), "value" => reason.as_str()).increment(1);
             }
             DateSource::Field(_) | DateSource::Offset => {}
         }
@@ -131,9 +129,9 @@ impl Writer {
             Action::Rebuild(i) => Some(i),
             _ => None,
         };
-        if topic.markers {
+        if topic.markers() {
             // Per message: one string compare while the date does not change.
-            let seen = st.marking.saw_event(&topic.layout, &route, record_ms);
+            let seen = st.marking.saw_event(topic.layout(), &route, record_ms);
             topic.note_late(&mut self.summary, p, &route.date, seen);
         }
         let key =
@@ -144,8 +142,8 @@ impl Writer {
             (None, None) => unreachable!("a key is made for every message not rebuilt"),
         };
         let rebuilding = rebuild.is_some();
-        let appended = self.files.append(slot, off, line, line_breaks, record_ms, topic.framing, now);
-        let size_due = !rebuilding && topic.policy.due(appended.buffer, now) == Some(SealReason::Size);
+        let appended = self.files.append(slot, off, line, line_breaks, record_ms, topic.framing(), now);
+        let size_due = !rebuilding && topic.policy().due(appended.buffer, now) == Some(SealReason::Size);
         let (opened, newline) = (appended.opened, appended.newline_replaced);
         let offsets = st.offsets_from(off);
         if opened {

@@ -65,7 +65,7 @@ impl Writer {
             }
         };
         for ((TopicPartition { topic, partition: p }, c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
-            let Some(&t) = self.topic_index.get(topic.as_str()) else {
+            let Some(&t) = self.topics.index_of(topic.as_str()).as_ref() else {
                 continue;
             };
             let p = *p;
@@ -97,11 +97,11 @@ impl Writer {
             self.next_epoch += 1;
             let mut st = Partition::assigned(epoch, generation, start);
             let topic_rt = &self.topics[t];
-            let today = crate::completion::first_unpassed(topic_rt.tz, self.clock.wall_ms(), topic_rt.grace_ms);
-            if let Some(marked) = progress.marked.filter(|_| topic_rt.markers) {
+            let today = crate::completion::first_unpassed(topic_rt.tz(), self.clock.wall_ms(), topic_rt.grace_ms());
+            if let Some(marked) = progress.marked.filter(|_| topic_rt.markers()) {
                 topic_rt.report_complete_date(p, marked);
             }
-            st.marking = super::marking::Marking::assigned(progress, today, topic_rt.completion_start);
+            st.marking = super::marking::Marking::assigned(progress, today, topic_rt.completion_start());
             if let Some(s) = start {
                 st.recovery = Recovery::new(s, intents);
                 // Every recorded intent that is not wholly committed stays in the record.
@@ -143,20 +143,20 @@ impl Writer {
         }
         if sabotage::on(sabotage::Rule::WatermarksOnLoop) {
             // The rule before: read on the loop, waiting up to 30 s for the broker.
-            let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
+            let (topic, p) = (self.topics[key.topic].name().to_string(), key.partition);
             let read = broker.watermarks(&topic, p, Duration::from_secs(30));
             let now = self.clock.now();
             self.on_watermarks(key, read, now);
             return;
         }
         st.reads.asked = true;
-        broker.ask_watermarks(&self.topics[key.topic].cfg.name, key.partition);
+        broker.ask_watermarks(self.topics[key.topic].name(), key.partition);
     }
 
     /// Takes the watermark reads answered since the last call.
     pub(super) fn take_watermarks(&mut self, broker: &dyn Broker, now: Instant) {
         for a in broker.watermarks_answered() {
-            let Some(&t) = self.topic_index.get(a.topic.as_str()) else { continue };
+            let Some(&t) = self.topics.index_of(a.topic.as_str()).as_ref() else { continue };
             self.on_watermarks(PartKey::new(t, a.partition), a.read, now);
         }
     }
@@ -169,7 +169,7 @@ impl Writer {
         let Some(st) = self.parts.get_mut(&key) else { return };
         st.reads = WatermarkReads { asked: false, last: Some((now, read.as_ref().ok().copied())) };
         let Watermarks::Unread { committed: start } = st.watermarks else { return };
-        let (topic, p) = (self.topics[key.topic].cfg.name.clone(), key.partition);
+        let (topic, p) = (self.topics[key.topic].name().to_string(), key.partition);
         match read {
             Ok((low, high)) => {
                 if let Some(s) = start.filter(|s| *s < low) {
@@ -229,7 +229,7 @@ impl Writer {
             metrics::gauge!(m::PARTITION_STALLED_SINCE, "topic" => topic.clone(), "partition" => p.to_string()).set(0.0);
         }
         let parts: HashSet<PartKey> =
-            revoked.iter().filter_map(|tp| Some(PartKey::new(*self.topic_index.get(tp.topic.as_str())?, tp.partition))).collect();
+            revoked.iter().filter_map(|tp| Some(PartKey::new(self.topics.index_of(tp.topic.as_str())?, tp.partition))).collect();
         if lost {
             // Another member may already own these partitions: uploading or committing now
             // could only duplicate its work. Everything uncommitted is re-read by the new owner.
@@ -258,7 +258,7 @@ impl Writer {
         for &part @ PartKey { topic: t, partition: p } in &parts {
             self.parts.remove(&part);
             self.files.drop_rebuilds(t, p);
-            info!(topic = %self.topics[t].cfg.name, partition = p, lost, "partition revoked");
+            info!(topic = %self.topics[t].name(), partition = p, lost, "partition revoked");
         }
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
     }

@@ -19,7 +19,7 @@ impl Writer {
         };
         let current = self.parts.get(&f.part()).is_some_and(|s| s.epoch == f.epoch);
         if done.outcome == Outcome::Conflict {
-            metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].cfg.name.clone()).increment(1);
+            metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].name().to_string()).increment(1);
             error!(key = %f.intent.key, "a different blob already has this name; the file is not uploaded");
             if current {
                 self.stop_on_name_conflict(&f);
@@ -27,7 +27,7 @@ impl Writer {
             return;
         }
         failpoint::hit(failpoint::UPLOADED);
-        let name = self.topics[f.topic].cfg.name.clone();
+        let name = self.topics[f.topic].name().to_string();
         metrics::counter!(m::FILES_UPLOADED, "topic" => name.clone()).increment(1);
         metrics::counter!(m::BYTES_UPLOADED, "topic" => name.clone()).increment(done.stored_bytes);
         metrics::histogram!(m::UPLOAD_SECONDS, "topic" => name).record(done.elapsed.as_secs_f64());

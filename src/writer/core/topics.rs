@@ -1,0 +1,217 @@
+//! The configured topics as the core uses them: each topic's config parsed once (layout, time
+//! zone, completion settings, rotation, framing), its counters, and what the core learns about
+//! it while it runs (the earliest date its partitions judge from, timestamps it could not read).
+
+use std::collections::HashMap as StdHashMap;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rustc_hash::FxHashMap as HashMap;
+use tracing::{info, warn};
+
+use super::marking::Seen;
+use super::SetupError;
+use crate::buffer::{Framing, RotationPolicy};
+use crate::config::{Config, TopicConfig};
+use crate::metrics as m;
+use crate::naming::FileLayout;
+use crate::upload::{Existing, UploadJob};
+use crate::writer::RunSummary;
+
+/// Every configured topic, by its index in the config.
+pub(super) struct Topics {
+    list: Vec<Topic>,
+    index: HashMap<String, usize>,
+}
+
+/// One configured topic.
+pub(super) struct Topic {
+    cfg: TopicConfig,
+    layout: FileLayout,
+    /// The topic's `retention.ms`, when finite and known.
+    retention_ms: Option<i64>,
+    policy: RotationPolicy,
+    events: metrics::Counter,
+    bytes: metrics::Counter,
+    /// Per timestamp field: messages whose string there the pattern could not read.
+    unparsed: Vec<u64>,
+    /// Completion markers are written for the topic.
+    markers: bool,
+    /// The output time zone dates are in, and `completion_grace_secs` in ms.
+    tz: chrono_tz::Tz,
+    grace_ms: i64,
+    /// `completion_start_date`.
+    completion_start: Option<NaiveDate>,
+    /// The earliest first date to judge of the topic's partitions this writer owned: a
+    /// partition never marked judges from it too (an idle or empty partition is complete for
+    /// every date its siblings are judged for).
+    first_date: Option<NaiveDate>,
+    /// How its files frame messages (`file_format`).
+    framing: Framing,
+}
+
+impl Topics {
+    /// The config's topics, each parsed once; `retention_ms` as the brokers told it.
+    pub(super) fn new(config: &Config, retention_ms: &StdHashMap<String, i64>) -> Result<Topics, SetupError> {
+        let mut list = Vec::new();
+        for t in &config.topics {
+            let layout = t.layout()?;
+            if layout.secor().is_none() && !layout.pattern().is_partition_filterable() {
+                warn!(topic = %t.name, pattern = %t.file_pattern, "file_pattern has no -{{kafkaPartition}}- after the date; Sunbird's per-partition fetcher cannot select these files (kbackup's tools can)");
+            }
+            list.push(Topic {
+                events: metrics::counter!(m::EVENTS_CONSUMED, "topic" => t.name.clone()),
+                bytes: metrics::counter!(m::BYTES_CONSUMED, "topic" => t.name.clone()),
+                layout,
+                unparsed: vec![0; t.timestamp_fields.len()],
+                markers: t.markers(),
+                tz: t.output_tz()?,
+                grace_ms: t.completion_grace_secs as i64 * 1000,
+                completion_start: t.completion_start()?,
+                first_date: None,
+                retention_ms: retention_ms.get(&t.name).copied(),
+                policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
+                framing: match t.file_format {
+                    crate::config::FileFormat::Text => Framing::Lines,
+                    crate::config::FileFormat::SequenceFile => Framing::SequenceFile,
+                },
+                cfg: t.clone(),
+            });
+        }
+        let index = config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Topics { list, index })
+    }
+
+    /// The index of topic `name`, if it is configured.
+    pub(super) fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Every topic with its index.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Topic)> {
+        self.list.iter().enumerate()
+    }
+
+    /// Writes no completion markers (the simulation's release before markers).
+    #[cfg(test)]
+    pub(super) fn stop_marking(&mut self) {
+        for t in &mut self.list {
+            t.markers = false;
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Topics {
+    type Output = Topic;
+    fn index(&self, t: usize) -> &Topic {
+        &self.list[t]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Topics {
+    fn index_mut(&mut self, t: usize) -> &mut Topic {
+        &mut self.list[t]
+    }
+}
+
+impl Topic {
+    pub(super) fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Its config, as validated.
+    pub(super) fn cfg(&self) -> &TopicConfig {
+        &self.cfg
+    }
+
+    pub(super) fn layout(&self) -> &FileLayout {
+        &self.layout
+    }
+
+    pub(super) fn retention_ms(&self) -> Option<i64> {
+        self.retention_ms
+    }
+
+    pub(super) fn policy(&self) -> &RotationPolicy {
+        &self.policy
+    }
+
+    pub(super) fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Completion markers are written for it.
+    pub(super) fn markers(&self) -> bool {
+        self.markers
+    }
+
+    /// The output time zone its dates are in.
+    pub(super) fn tz(&self) -> chrono_tz::Tz {
+        self.tz
+    }
+
+    /// `completion_grace_secs`, in ms.
+    pub(super) fn grace_ms(&self) -> i64 {
+        self.grace_ms
+    }
+
+    /// `completion_start_date`.
+    pub(super) fn completion_start(&self) -> Option<NaiveDate> {
+        self.completion_start
+    }
+
+    /// Counts a consumed message of `bytes` bytes.
+    pub(super) fn consumed(&self, bytes: usize) {
+        self.events.increment(1);
+        self.bytes.increment(bytes as u64);
+    }
+
+    /// Counts a message whose timestamp field `f` the pattern could not read; returns how many
+    /// so far.
+    pub(super) fn unparsed(&mut self, f: usize) -> u64 {
+        self.unparsed[f] += 1;
+        self.unparsed[f]
+    }
+
+    /// Takes a never-marked partition's start into the topic's first date; returns the first
+    /// date now (what partitions at their log end judge from).
+    pub(super) fn offer_first_date(&mut self, offered: Option<NaiveDate>) -> Option<NaiveDate> {
+        self.first_date = match (self.first_date, offered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.first_date
+    }
+
+    /// Counts a late event (and says so for the first of its date).
+    pub(super) fn note_late(&self, summary: &mut RunSummary, p: i32, date: &str, seen: Seen) {
+        let Seen::Late { first } = seen else { return };
+        if first {
+            info!(topic = %self.cfg.name, partition = p, date, "late event: its date is already marked complete; a new marker will list its file");
+        }
+        summary.late_events += 1;
+        metrics::counter!(m::LATE_EVENTS, "topic" => self.cfg.name.clone()).increment(1);
+    }
+
+    /// The newest date marked on a partition, as the start of that day in epoch seconds.
+    pub(super) fn report_complete_date(&self, partition: i32, marked: NaiveDate) {
+        if let Some(ms) = crate::completion::local_midnight_ms(self.tz, marked) {
+            metrics::gauge!(m::COMPLETE_DATE, "topic" => self.cfg.name.clone(), "partition" => partition.to_string()).set(ms as f64 / 1000.0);
+        }
+    }
+
+    /// The upload of one of the topic's files, compressed as the topic says. The one place a
+    /// job is made: new files once their intent is recorded, rebuilt files once complete.
+    pub(super) fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
+        UploadJob {
+            id,
+            key: key.to_string(),
+            topic: self.cfg.name.clone(),
+            data,
+            compression: self.cfg.compression,
+            file_format: self.cfg.file_format,
+            level: self.cfg.compression_level,
+            existing,
+        }
+    }
+}
