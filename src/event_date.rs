@@ -79,10 +79,19 @@ pub fn millis_from_int(v: i64) -> Option<i64> {
     }
 }
 
+/// A Java date pattern letter kbackup has no equivalent for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Java date pattern letter `{letters}` (in `{pattern}`) has no kbackup equivalent")]
+pub struct UnsupportedLetter {
+    /// The letter as the pattern repeats it (`GG`).
+    pub letters: String,
+    pub pattern: String,
+}
+
 /// Converts a Java `SimpleDateFormat` pattern (Secor's `message.timestamp.input.pattern`,
 /// `secor.partition.output_dt_format`) to the strftime equivalent; the error says which
 /// pattern letter has none.
-pub fn strftime_from_java(p: &str) -> Result<String, String> {
+pub fn strftime_from_java(p: &str) -> Result<String, UnsupportedLetter> {
     let mut out = String::new();
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
@@ -122,9 +131,7 @@ pub fn strftime_from_java(p: &str) -> Result<String, String> {
             // RFC 822 and ISO 8601 offsets: -0800, -08:00.
             ('Z', 1..=3) => "%z",
             ('X', 3) => "%:z",
-            ('a'..='z' | 'A'..='Z', _) => {
-                return Err(format!("Java date pattern letter `{}` (in `{p}`) has no kbackup equivalent", c.to_string().repeat(run)))
-            }
+            ('a'..='z' | 'A'..='Z', _) => return Err(UnsupportedLetter { letters: c.to_string().repeat(run), pattern: p.to_string() }),
             ('%', _) => "%%",
             _ => {
                 out.extend(std::iter::repeat_n(c, run));

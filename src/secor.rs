@@ -315,7 +315,7 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
 
 /// Converts a Java `SimpleDateFormat` pattern to strftime; the error names `key`.
 pub fn java_date_pattern(key: &str, p: &str) -> Result<String, ConfigError> {
-    crate::event_date::strftime_from_java(p).map_err(|m| err(key, m))
+    crate::event_date::strftime_from_java(p).map_err(|e| err(key, e.to_string()))
 }
 
 /// Maps Secor properties to a kbackup config.

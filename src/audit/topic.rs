@@ -474,7 +474,7 @@ fn check_marker(m: &crate::completion::Marker, topic: &str, held: &Held<'_>, kaf
 
 /// A file that could not be read: with `skip_corrupt` its key (counted as not clean), else
 /// the error that stops the audit.
-fn corrupt_or_fail(opts: &Options, key: &str, e: String) -> Result<String, AuditError> {
+fn corrupt_or_fail(opts: &Options, key: &str, e: Unreadable) -> Result<String, AuditError> {
     if opts.skip_corrupt {
         tracing::warn!("{key}: {e}; skipped the rest of it (the result will not be clean)");
         Ok(key.to_string())
@@ -483,14 +483,23 @@ fn corrupt_or_fail(opts: &Options, key: &str, e: String) -> Result<String, Audit
     }
 }
 
+/// Why a stored file's lines could not be read.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("reading {key}: {source}")]
+    Get { key: String, source: object_store::Error },
+    #[error("corrupt or truncated: {0}")]
+    Corrupt(String),
+}
+
 /// Calls `f` on every line of a stored file (decompressed, without its `\n`).
-async fn read_lines(storage: &Storage, key: &str, mut f: impl FnMut(&[u8])) -> Result<(), String> {
-    let raw = storage.read(key).await.map_err(|e| format!("reading {key}: {e}"))?;
+async fn read_lines(storage: &Storage, key: &str, mut f: impl FnMut(&[u8])) -> Result<(), Unreadable> {
+    let raw = storage.read(key).await.map_err(|source| Unreadable::Get { key: key.to_string(), source })?;
     // A stray copy of a gzip file under another name (`….json.gz.tmp`) is read as what it holds.
     let gzip_inside = !key.ends_with(".gz") && raw.starts_with(&[0x1f, 0x8b]) && crate::naming::parse_name(key).is_none();
     let codec_key = if gzip_inside { format!("{key}.gz") } else { key.to_string() };
     for line in crate::seal::lines(&codec_key, &raw) {
-        let line = line.map_err(|e| format!("corrupt or truncated: {e}"))?;
+        let line = line.map_err(|e| Unreadable::Corrupt(e.to_string()))?;
         f(&line);
     }
     Ok(())

@@ -123,7 +123,8 @@ pub async fn run_jobs(
         tasks.push(tokio::spawn(async move {
             if let Some(g) = gate {
                 if let Err(why) = g.wait(&job.parts).await {
-                    return Finished { parts: job.parts, command: shown(&argv), log, outcome: Outcome::NotStarted(why), took: Duration::ZERO };
+                    let outcome = Outcome::NotStarted(why.to_string());
+                    return Finished { parts: job.parts, command: shown(&argv), log, outcome, took: Duration::ZERO };
                 }
             }
             let Ok(_permit) = sem.acquire_owned().await else {
@@ -143,7 +144,7 @@ pub async fn run_jobs(
                     Outcome::Succeeded
                 }
                 Ok(s) => Outcome::Failed(s.code().map_or_else(|| format!("killed by signal ({s})"), |c| format!("exit code {c}"))),
-                Err(e) => Outcome::NotStarted(e),
+                Err(e) => Outcome::NotStarted(e.to_string()),
             };
             Finished { parts: job.parts, command: shown(&argv), log, outcome, took: started.elapsed() }
         }));
@@ -185,10 +186,20 @@ pub async fn publish(kafka: &KafkaConfig, topic: &str, model: &str, jobs: &[Job]
     Ok(())
 }
 
+/// A job that could not be started.
+#[derive(Debug, thiserror::Error)]
+enum NotStarted {
+    #[error("creating {log}: {source}")]
+    Log { log: String, source: std::io::Error },
+    #[error("starting {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+}
+
 /// Runs `argv` with stdout and stderr in `log`.
-async fn run_logged(argv: &[String], log: &Path) -> Result<std::process::ExitStatus, String> {
-    let out = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+async fn run_logged(argv: &[String], log: &Path) -> Result<std::process::ExitStatus, NotStarted> {
+    let log_err = |source| NotStarted::Log { log: log.display().to_string(), source };
+    let out = std::fs::File::create(log).map_err(log_err)?;
+    let err = out.try_clone().map_err(log_err)?;
     tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -197,7 +208,7 @@ async fn run_logged(argv: &[String], log: &Path) -> Result<std::process::ExitSta
         .kill_on_drop(true)
         .status()
         .await
-        .map_err(|e| format!("starting {}: {e}", argv[0]))
+        .map_err(|source| NotStarted::Spawn { program: argv[0].clone(), source })
 }
 
 /// A command line for messages, with the (long) job config elided.

@@ -68,6 +68,16 @@ pub struct Waiter {
     pub poll: Duration,
 }
 
+/// The dates a job waits for were not complete by `--timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("{why} after --timeout {timeout} (the job was not started)")]
+pub struct TimedOut {
+    /// What was still missing (or why the markers could not be read), last time they were read.
+    pub why: String,
+    /// `--timeout` as given.
+    pub timeout: String,
+}
+
 impl Waiter {
     /// The (date, partitions) of `parts` that have no marker yet.
     pub async fn missing(&self, parts: &[i32]) -> Result<Vec<(String, Vec<i32>)>, crate::completion::read::ReadError> {
@@ -84,7 +94,7 @@ impl Waiter {
     }
 
     /// Returns once every date of `parts` is complete, or why not before the deadline.
-    pub async fn wait(&self, parts: &[i32]) -> Result<(), String> {
+    pub async fn wait(&self, parts: &[i32]) -> Result<(), TimedOut> {
         let said = |m: &[(String, Vec<i32>)]| m.iter().map(|(d, ps)| format!("{d}: partitions {ps:?}")).collect::<Vec<_>>().join("; ");
         let mut last = String::new();
         loop {
@@ -99,7 +109,7 @@ impl Waiter {
             }
             let now = Instant::now();
             let left = match self.deadline {
-                Some(d) if d <= now => return Err(format!("{why} after --timeout {} (the job was not started)", self.timeout)),
+                Some(d) if d <= now => return Err(TimedOut { why, timeout: self.timeout.clone() }),
                 Some(d) => d - now,
                 None => self.poll,
             };
