@@ -547,6 +547,15 @@ enum Unmatched {
     Partly { found: usize, lines: usize, topic: String, partition: i32, first: i64 },
 }
 
+/// The places ZooKeeper's survey found, those holding Secor's `group` first (stable otherwise):
+/// when only the chroot is wrong they are where Secor kept its position, and the message lists
+/// twelve places at most, in ZooKeeper's order, which left them out on a busy ensemble.
+fn holding_group_first(mut found: Vec<String>, group: &str) -> Vec<String> {
+    let holds = |entry: &String| entry.split_once(": ").is_some_and(|(_, groups)| groups.split(", ").any(|g| g == group));
+    found.sort_by_key(|entry| !holds(entry));
+    found
+}
+
 /// Where a text file that starts at `first` ends: its lines (fingerprints), found in order in
 /// the partition from `first` on; the offset after the last one.
 fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first: i64, log_end: i64, lines: &[u64]) -> Result<i64, Unmatched> {
@@ -688,7 +697,7 @@ pub async fn takeover(between: &Between<'_>, opts: TakeoverOptions) -> Result<Re
             files_exist(between.config).await?
         };
         if let Some(evidence) = evidence {
-            let found = zk.survey().await?;
+            let found = holding_group_first(zk.survey().await?, between.secor_group());
             return Err(TakeoverError::NoSecorNodes {
                 quorum: zk.quorum().to_string(),
                 path: zk.layout.offset("<topic>", 0).replace("/<topic>/0", ""),
@@ -871,5 +880,14 @@ pub async fn guard(config: &Config) -> Result<(), GuardError> {
         Ok(())
     } else {
         Err(GuardError::NaiveSwitch { group: config.kafka.group_id.clone(), partitions: bad })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn places_holding_the_group_come_first() {
+        let found: Vec<String> = ["/a/consumers: x, y", "/b", "/c/consumers: secor", "/consumers: z, secor"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(super::holding_group_first(found, "secor"), ["/c/consumers: secor", "/consumers: z, secor", "/a/consumers: x, y", "/b"]);
     }
 }
