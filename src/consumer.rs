@@ -460,8 +460,24 @@ pub fn partition_counts(
 
 /// [`partition_counts`] from async code: connects and looks up on the blocking pool.
 pub async fn lookup_partition_counts(k: &KafkaConfig, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
-    let cluster = Cluster::connect(k).map_err(LookupError::bare)?;
-    cluster.partition_counts(topics, timeout).await
+    // A metadata client alone: a one-off look-up has no use for `Cluster`'s admin client.
+    let client = Arc::new(metadata_client(k).map_err(LookupError::bare)?);
+    counts_with(client, topics, timeout).await
+}
+
+/// [`partition_counts`] over `client`, on the blocking pool; a refused login says why at once.
+async fn counts_with(
+    client: Arc<BaseConsumer<Diagnosing>>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, Option<usize>)>, LookupError> {
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        with_reason(&client, |c| partition_counts(c, &refs, timeout))
+    })
+    .await
+    .expect("a metadata lookup does not panic")
 }
 
 /// The cluster as `run`'s start-up and its side tasks see it: one metadata client and one
@@ -475,22 +491,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// Makes the clients (no round trip: librdkafka connects in the background).
-    pub fn connect(k: &KafkaConfig) -> rdkafka::error::KafkaResult<Arc<Cluster>> {
+    pub fn connect(k: &KafkaConfig) -> rdkafka::error::KafkaResult<Cluster> {
         let metadata = Arc::new(metadata_client(k)?);
         let admin = client_config(k, Role::Admin, &[]).create()?;
-        Ok(Arc::new(Cluster { metadata, admin }))
+        Ok(Cluster { metadata, admin })
     }
 
     /// The partition count of each topic (`None`: not on the cluster), looked up on the
     /// blocking pool; a refused login says why at once.
     pub async fn partition_counts(&self, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
-        let (client, topics) = (self.metadata.clone(), topics.to_vec());
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-            with_reason(&client, |c| partition_counts(c, &refs, timeout))
-        })
-        .await
-        .expect("a metadata lookup does not panic")
+        counts_with(self.metadata.clone(), topics, timeout).await
     }
 
     /// One topic's partition count and replication factor (`None`: not on the cluster).
