@@ -101,14 +101,14 @@ impl Writer {
     /// assigned, yet it is complete for every date its siblings are judged for). Not with
     /// `completion_start_date`, which every partition shares already.
     fn share_start(&mut self, key: PartKey) {
-        let Some(Some(offered)) = self.parts.get(&key).map(|st| st.marking.offered_start()) else { return };
+        let Some(offered) = self.parts.get(&key).and_then(|st| st.marking.offered_start()) else { return };
         let first = self.topics[key.topic].offer_first_date(offered);
         // Only a partition at its log end (by the last watermark read) takes it: one still
         // reading has events ahead that may be of those dates, and finds its own start.
         if !self.at_log_end(key) {
             return;
         }
-        let (Some(first), Some(st)) = (first, self.parts.get_mut(&key)) else { return };
+        let Some(st) = self.parts.get_mut(&key) else { return };
         if st.marking.take_start(first) {
             st.record_stale = true;
         }

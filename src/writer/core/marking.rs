@@ -148,8 +148,8 @@ impl Marking {
 
     /// The start this never-marked partition offers its siblings: `None` once a marker was
     /// written, or when the config fixed the start (every partition shares it already).
-    pub(super) fn offered_start(&self) -> Option<Option<NaiveDate>> {
-        (self.progress.marked.is_none() && self.floor.is_some()).then_some(self.start)
+    pub(super) fn offered_start(&self) -> Option<NaiveDate> {
+        self.start.filter(|_| self.progress.marked.is_none() && self.floor.is_some())
     }
 
     /// Takes a sibling's earlier start (an empty partition is complete for every date its
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn a_siblings_earlier_start_is_taken_once() {
         let mut m = Marking::assigned(Progress::default(), Some(d("2026-12-04")), None);
-        assert_eq!(m.offered_start(), Some(Some(d("2026-12-04"))));
+        assert_eq!(m.offered_start(), Some(d("2026-12-04")));
         assert!(m.take_start(d("2026-12-02")));
         assert!(!m.take_start(d("2026-12-02")), "the same start again changes nothing");
         assert!(!m.take_start(d("2026-12-03")), "a later one neither");

@@ -175,12 +175,10 @@ impl Topic {
 
     /// Takes a never-marked partition's start into the topic's first date; returns the first
     /// date now (what partitions at their log end judge from).
-    pub(super) fn offer_first_date(&mut self, offered: Option<NaiveDate>) -> Option<NaiveDate> {
-        self.first_date = match (self.first_date, offered) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.first_date
+    pub(super) fn offer_first_date(&mut self, offered: NaiveDate) -> NaiveDate {
+        let first = self.first_date.map_or(offered, |a| a.min(offered));
+        self.first_date = Some(first);
+        first
     }
 
     /// Counts a late event (and says so for the first of its date).
