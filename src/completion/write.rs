@@ -82,8 +82,8 @@ pub enum WriteError {
 pub enum Composed {
     /// The newest marker already lists these files: nothing to write.
     Stated(Stated),
-    /// Write `marker` under `key`, create-only; `stated` is the result once it is written.
-    Write { key: String, marker: Box<Marker>, stated: Stated },
+    /// Write `marker` under `stated.key`, create-only; `stated` is the result once it is written.
+    Write { marker: Box<Marker>, stated: Stated },
 }
 
 /// The marker `job` needs, from the date's `files` (sorted by key) and the `newest` marker of
@@ -122,7 +122,7 @@ pub fn compose(job: &MarkerJob, files: Vec<MarkedFile>, newest: Option<&Marker>,
         written_at: DateTime::<Utc>::from_timestamp_millis(now_ms).map(|t| t.to_rfc3339()).unwrap_or_default(),
         supersedes: supersedes.map(|s| marker_key(&path, &job.date_str, job.partition, s)),
     };
-    Composed::Write { key, marker: Box::new(marker), stated }
+    Composed::Write { marker: Box::new(marker), stated }
 }
 
 /// True if `key`, listed under the topic's data directory `dir`, is a file of the job's date
@@ -142,8 +142,8 @@ pub async fn state(store: &dyn ObjectStore, job: &MarkerJob, now_ms: i64, mode: 
         let newest = read::newest(store, &path, &job.date_str, Some(job.partition)).await?.remove(&job.partition);
         let (marker, stated) = match compose(job, files, newest.as_ref(), now_ms) {
             Composed::Stated(stated) => return Ok(stated),
-            Composed::Write { key: k, marker, stated } => {
-                key = k;
+            Composed::Write { marker, stated } => {
+                key = stated.key.clone();
                 (marker, stated)
             }
         };
@@ -256,11 +256,12 @@ mod tests {
     #[test]
     fn the_first_marker_is_written_then_stated_then_superseded_by_a_late_file() {
         let files = vec![file("2026-12-01-3-1.json.gz", 4), file("2026-12-01-3-2.json.gz", 6)];
-        let Composed::Write { key, marker, stated } = compose(&job(false), files.clone(), None, 1_764_547_200_000) else {
+        let Composed::Write { marker, stated } = compose(&job(false), files.clone(), None, 1_764_547_200_000) else {
             panic!("nothing was written yet")
         };
         assert_eq!((marker.seq, marker.events, stated.events, stated.files, stated.written), (1, 10, 10, 2, true));
-        assert_eq!(stated.key, key);
+        let key = stated.key.clone();
+        assert_eq!(key, marker_key("unique/raw", "2026-12-01", 3, 1));
         assert_eq!(marker.written_at, "2025-12-01T00:00:00+00:00");
         assert!(
             matches!(compose(&job(false), files.clone(), Some(&marker), 0), Composed::Stated(s) if !s.written && s.key == key),

@@ -625,10 +625,11 @@ impl World {
             .take_while(|(k, _)| k.starts_with(&mine))
             .last()
             .map(|(_, b)| serde_json::from_slice::<Marker>(b).expect("the simulation's markers parse"));
-        let (key, marker, stated) = match write::compose(job, files, newest.as_ref(), self.wall_ms()) {
+        let (marker, stated) = match write::compose(job, files, newest.as_ref(), self.wall_ms()) {
             Composed::Stated(stated) => return Ok(stated),
-            Composed::Write { key, marker, stated } => (key, marker, stated),
+            Composed::Write { marker, stated } => (marker, stated),
         };
+        let key = stated.key.clone();
         let slot = job.topic * super::PARTITIONS + job.partition as usize;
         self.ledger.marker_written(slot, &marker, &self.log[slot]);
         self.note(format!(
