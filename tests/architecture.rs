@@ -174,10 +174,15 @@ fn is_writer_core(rel: &str) -> bool {
 /// The fields of `struct Writer` (in `writer/core.rs`) declared visible outside the core.
 fn public_writer_fields(files: &[(String, String)]) -> Vec<String> {
     let Some((_, code)) = files.iter().find(|(rel, _)| rel == "writer/core.rs") else { return vec!["writer/core.rs is missing".into()] };
-    let Some(start) = code.find("pub(crate) struct Writer {") else { return vec!["struct Writer is missing".into()] };
+    visible_fields(code, "Writer").unwrap_or_else(|| vec!["struct Writer is missing".into()])
+}
+
+/// The fields of `struct name` in `code` declared with a visibility (`None`: no such struct).
+fn visible_fields(code: &str, name: &str) -> Option<Vec<String>> {
+    let start = code.find(&format!("struct {name} {{"))?;
     let body = &code[start..];
     let body = &body[..body.find("\n}").unwrap_or(body.len())];
-    body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub")).map(str::to_string).collect()
+    Some(body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub")).map(str::to_string).collect())
 }
 
 /// (file, what) for each use of real time, threads or tokio in the writer's core.
@@ -356,14 +361,9 @@ fn open_part_fields(files: &[(String, String)]) -> Vec<String> {
             found.push(format!("{file} is missing"));
             continue;
         };
-        let Some(start) = code.find(&format!("struct {name} {{")) else {
-            found.push(format!("{file}: struct {name} is missing"));
-            continue;
-        };
-        let body = &code[start..];
-        let body = &body[..body.find("\n}").unwrap_or(body.len())];
-        for l in body.lines().skip(1).map(str::trim).filter(|l| l.starts_with("pub")) {
-            found.push(format!("{file}: {name}.{l}"));
+        match visible_fields(code, name) {
+            Some(fields) => found.extend(fields.into_iter().map(|l| format!("{file}: {name}.{l}"))),
+            None => found.push(format!("{file}: struct {name} is missing")),
         }
     }
     found

@@ -367,18 +367,24 @@ fn the_simulation_catches_broken_rules() {
     assert!(missed.is_empty(), "broken rules not caught: {}", missed.join(", "));
 }
 
+/// One member, assigned everything, that has consumed and written for 20 turns.
+fn busy_member(seed: u64) -> (world::Shared, Sim) {
+    let (world, mut sim) = new_sim(seed, Width::of(seed));
+    sim.start_member();
+    sim.rebalance();
+    for _ in 0..20 {
+        sim.produce(10);
+        sim.step_member(0);
+    }
+    (world, sim)
+}
+
 #[test]
 fn a_stop_ends_within_its_bound_with_the_broker_frozen() {
     // A busy member, the broker frozen a moment before the signal: every call it makes (commits,
     // reads of committed offsets and watermarks) waits for the broker.
     for seed in 1..=50 {
-        let (world, mut sim) = new_sim(seed, Width::of(seed));
-        sim.start_member();
-        sim.rebalance();
-        for _ in 0..20 {
-            sim.produce(10);
-            sim.step_member(0);
-        }
+        let (world, mut sim) = busy_member(seed);
         let now = lock(&world).now_ms;
         lock(&world).faults = Faults { broker_frozen_until_ms: now + 60_000, ..Default::default() };
         sim.step_member(0);
@@ -392,13 +398,7 @@ fn a_stop_ends_within_its_bound_with_storage_frozen() {
     // The invariant is checked inside every graceful stop; this seed family forces frozen
     // storage across stops.
     for seed in 1..=50 {
-        let (world, mut sim) = new_sim(seed, Width::of(seed));
-        sim.start_member();
-        sim.rebalance();
-        for _ in 0..20 {
-            sim.produce(10);
-            sim.step_member(0);
-        }
+        let (world, mut sim) = busy_member(seed);
         lock(&world).faults = Faults { storage_frozen_until_ms: u64::MAX, ..Default::default() };
         let took = sim.stop_member(0).expect("the stop keeps its bound");
         assert!(took <= Duration::from_secs(8), "seed {seed}: the stop took {took:?}");
