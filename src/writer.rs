@@ -34,12 +34,13 @@
 //! | start-up (storage probe, topic metadata, Secor's guard, retention, topic settings) | before the loop | a signal ends start-up at once |
 //!
 //! Where things are: this file wires the parts and holds `run` (start-up, the loop, the bounded
-//! stop). The state machine is `core`: its state (`core.rs`, private to it), and in `core/` one owned
-//! partition (`partition.rs`), open files, files in flight, the byte ledger and sealing
-//! (`files.rs`), one partition's completion state (`marking.rs`), memory thresholds (`budget.rs`), when periodic work is due (`cadence.rs`), the topics parsed once (`topics.rs`), the stop's deadline and fatal reason (`stop.rs`), one message (`message.rs`), upload results
-//! (`uploads.rs`), intents and offset commits (`commits.rs`), assignment and revocation
-//! (`rebalance.rs`), periodic work (`housekeeping.rs`) and the per-batch decision
-//! (`decision.rs`). It reaches the world only through `ports.rs`: `kafka.rs` implements the
+//! stop). The state machine is `core`: `Writer` and its one `impl` (`core.rs`: the entry points and
+//! how they drive the parts), and in `core/` its owned parts, each keeping its fields to itself:
+//! the owned partitions (`partition.rs`), open files, files in flight and the byte ledger
+//! (`files.rs`), one partition's completion state (`marking.rs`), memory thresholds
+//! (`budget.rs`), when periodic work is due (`cadence.rs`), the topics parsed once
+//! (`topics.rs`), the stop's deadline and fatal reason (`stop.rs`), a partition's commit watch
+//! (`stall.rs`); `decision.rs` and `message.rs` hold the types the loop exchanges with it. It reaches the world only through `ports.rs`: `kafka.rs` implements the
 //! broker over librdkafka, `pipeline.rs` is the polling loop, and `sim` drives the same core
 //! through seeded simulations.
 

@@ -20,7 +20,9 @@
 //!   `partition.rs` once imported each other): a file names its siblings through `super::x` or
 //!   `crate::<dir>::x`, and those names form no cycle;
 //! - messages enter the core one way, `Writer::apply_batch`, which the polling loop and the
-//!   simulation both call: no file but the core's `message.rs` applies a single message;
+//!   simulation both call: no file but the core's `core.rs` applies a single message;
+//! - the writer is one `impl Writer`, in `writer/core.rs` (it was nine blocks over as many files,
+//!   each reading and writing every field);
 //! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
 //!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Topics` and `Topic` (`topics.rs`), `Budget` (`budget.rs`) and `CommitWatch` (`stall.rs`)
 //!   declare no field visible outside their file, so the writer goes through their methods;
@@ -323,13 +325,34 @@ fn sibling_cycles(files: &[(String, String)]) -> Vec<String> {
 fn no_circle_among_the_files_of_a_directory() {
     let files = code_files();
     let graphs = sibling_graphs(&files);
-    assert!(graphs["writer/core"]["message"].contains("files"), "the sibling imports were read: {:?}", graphs["writer/core"]);
+    assert!(graphs["writer/core"]["files"].contains("partition"), "the sibling imports were read: {:?}", graphs["writer/core"]);
     assert_eq!(sibling_cycles(&files), Vec::<String>::new());
 }
 
-/// Files other than the core's `message.rs` that apply a message themselves.
+/// Files other than the core's `core.rs` that apply a message themselves.
 fn message_applied_by(files: &[(String, String)]) -> Vec<String> {
-    files.iter().filter(|(rel, code)| rel != "writer/core/message.rs" && code.contains(".on_message(")).map(|(rel, _)| rel.clone()).collect()
+    files.iter().filter(|(rel, code)| rel != "writer/core.rs" && code.contains(".on_message(")).map(|(rel, _)| rel.clone()).collect()
+}
+
+/// Every `impl Writer` block of the crate, as `file:line` (the writer has one, in `core.rs`).
+fn writer_impls(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, code) in files {
+        for (i, line) in code.lines().enumerate() {
+            let l = line.trim_start();
+            if l.starts_with("impl Writer ") || l.starts_with("impl<") && l.contains("> Writer ") {
+                found.push(format!("{rel}:{}", i + 1));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_writer_has_one_impl() {
+    let impls = writer_impls(&code_files());
+    assert_eq!(impls.len(), 1, "one `impl Writer`, in writer/core.rs: {impls:?}");
+    assert!(impls[0].starts_with("writer/core.rs:"), "{impls:?}");
 }
 
 #[test]
@@ -501,7 +524,12 @@ fn the_rules_catch_violations() {
     parts[2].1 = "pub(super) struct Stop {\n    pub(super) fatal: Option<Fatal>,\n}".into();
     assert_eq!(open_part_fields(&parts), ["writer/core/stop.rs: Stop.pub(super) fatal: Option<Fatal>,"]);
     assert_eq!(message_applied_by(&f("writer/sim/group.rs", "m.writer.on_message(&msg, t, route, stamp, now);")), ["writer/sim/group.rs"]);
-    assert!(message_applied_by(&f("writer/core/message.rs", "self.on_message(&r.message, r.topic, r.route, r.generation, now);")).is_empty());
+    assert!(message_applied_by(&f("writer/core.rs", "self.on_message(&r.message, r.topic, r.route, r.generation, now);")).is_empty());
+    let two = vec![
+        ("writer/core.rs".to_string(), "impl Writer {\n}\n".to_string()),
+        ("writer/core/files.rs".to_string(), "impl Writer {\n}\n".to_string()),
+    ];
+    assert_eq!(writer_impls(&two), ["writer/core.rs:1", "writer/core/files.rs:1"]);
     let circle = vec![
         ("writer/core/partition.rs".to_string(), "use super::completion::Marking;".to_string()),
         ("writer/core/completion.rs".to_string(), "use super::{files::InFlight, Writer};".to_string()),

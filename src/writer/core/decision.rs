@@ -5,13 +5,6 @@
 
 use std::time::Duration;
 
-use tracing::{error, info, warn};
-
-use super::completion::MARKERS_WAIT;
-use super::Writer;
-use crate::sabotage::{self, Rule};
-use crate::writer::ports::Broker;
-
 /// How long the loop waits for uploads when the memory budget is full before it pauses
 /// consumption. Bounded, so that rebalances are still served.
 pub(crate) const UPLOAD_WAIT: Duration = Duration::from_secs(1);
@@ -59,74 +52,4 @@ pub(crate) enum Next {
     Poll { paused: bool },
     /// Stop: seal, upload, commit and leave within the stop's bound.
     Stop(StopReason),
-}
-
-impl Writer {
-    /// Decides what the loop does after a batch: periodic work; when buffers and uploads fill
-    /// the budget and uploads are behind, waiting for them rather than polling more (which lets
-    /// librdkafka's bounded prefetch fill up and stop fetching, at no cost; pausing would drop
-    /// what was prefetched), and pausing if they are stuck; then stop or poll.
-    pub(crate) fn after_batch(&mut self, broker: &dyn Broker, stop_requested: bool) -> Next {
-        if self.opts.until_caught_up && self.stop.caught_up_at().is_none() && self.caught_up() {
-            // Nothing more is read for these files in this run: uploaded and committed now, not
-            // at the exit, while the markers then due are written. Before the periodic work, so
-            // that the budget's backpressure sees their uploads.
-            let keys: Vec<crate::buffer::BufferKey> = self.files.open_keys().cloned().collect();
-            for k in &keys {
-                self.seal(k, crate::buffer::SealReason::CaughtUp);
-            }
-        }
-        let now = self.clock.now();
-        self.housekeeping(broker, now);
-        if self.waiting_for_uploads() && !sabotage::on(Rule::NoBackpressure) {
-            let deadline = self.clock.now() + UPLOAD_WAIT;
-            if self.wait_uploads(broker, deadline, |w| !w.waiting_for_uploads()) {
-                // Uploads drained while waiting: a pause the periodic work just applied ends
-                // now, not a poll later (the simulation's pause invariant found it lingering).
-                self.apply_backpressure(broker);
-            } else {
-                // Uploads are stuck, not just slow: stop fetching until they catch up.
-                self.pause(broker, "memory budget full and uploads are behind: consumption paused");
-            }
-        }
-        if let Some(why) = self.stop.fatal() {
-            error!(reason = %why, "stopping: the writer cannot continue safely");
-            return Next::Stop(StopReason::Fatal(why.clone()));
-        }
-        if stop_requested {
-            info!("stopping: sealing and uploading every open file");
-            return Next::Stop(StopReason::Requested);
-        }
-        if !(self.opts.until_caught_up && self.caught_up()) {
-            self.stop.behind();
-        } else {
-            let now = self.clock.now();
-            let since = self.stop.caught_up(now);
-            let outstanding = self.markers_outstanding(broker);
-            if !outstanding.is_empty() {
-                let parts: Vec<String> = outstanding.iter().map(|k| format!("{}/{}", self.topics[k.topic].name(), k.partition)).collect();
-                if now.duration_since(since) < MARKERS_WAIT {
-                    if since == now {
-                        info!(partitions = ?parts, "caught up: writing the completion markers now due before stopping");
-                    }
-                    return Next::Poll { paused: self.paused };
-                }
-                warn!(
-                    partitions = ?parts,
-                    waited_secs = MARKERS_WAIT.as_secs(),
-                    "stopping with completion markers still due: the next run writes them"
-                );
-            }
-            // The drain ends when the run caught up, not after the markers' wait.
-            let drain = self.first_message_at.map(|t| since.saturating_duration_since(t).as_secs_f64()).unwrap_or_default();
-            info!(
-                events = self.summary.events,
-                drain_seconds = drain,
-                events_per_second = (self.summary.events as f64 / drain.max(1e-9)).round(),
-                "caught up with the end offsets read at assignment"
-            );
-            return Next::Stop(StopReason::CaughtUp);
-        }
-        Next::Poll { paused: self.paused }
-    }
 }

@@ -8,18 +8,14 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustc_hash::FxHashMap as HashMap;
-use tracing::error;
 
 use super::partition::PartKey;
-use super::Writer;
 use crate::buffer::{Buffer, BufferKey, Framing, SealReason};
 use crate::intent::Intent;
-use crate::naming::NameContext;
 use crate::upload::Existing;
-use crate::writer::ports::Broker;
 
 /// A sealed file from seal to upload.
 pub(super) struct InFlight {
@@ -263,97 +259,5 @@ impl Files {
 impl InFlight {
     pub(super) fn part(&self) -> PartKey {
         PartKey::new(self.topic, self.partition)
-    }
-}
-
-impl Writer {
-    /// Seals the largest open buffer so its bytes move on to storage.
-    pub(super) fn seal_largest(&mut self) {
-        if let Some(key) = self.files.largest_open() {
-            self.seal(&key, SealReason::Memory);
-        }
-    }
-
-    /// Names a buffer and queues it for its intent record; the upload starts after that.
-    pub(super) fn seal(&mut self, key: &BufferKey, reason: SealReason) {
-        let Some(buf) = self.files.take_open(key) else {
-            return;
-        };
-        let topic = &self.topics[key.topic];
-        let st = self.parts.get(&PartKey::new(key.topic, key.partition));
-        let mut name_key;
-        let mut tries = 0;
-        loop {
-            let name = NameContext {
-                date: &key.date,
-                kafka_partition: key.partition,
-                current_ms: self.name_clock.next(self.clock.wall_ms()),
-                topic: topic.name(),
-                generation: topic.cfg().generation,
-                first_offset: buf.first_offset,
-                random: self.clock.random() as u16,
-            };
-            name_key = topic.layout().key(key.prefix.as_deref(), key.error, &name);
-            // A name the partition's record already holds (an earlier owner's file, with a
-            // clock ahead of ours) would collide for certain: take the next one. Bounded, for
-            // patterns whose names do not move with time.
-            tries += 1;
-            if tries >= 8 || !st.is_some_and(|st| st.intents.names(&name_key)) {
-                break;
-            }
-        }
-        let intent = Arc::new(Intent {
-            key: name_key,
-            prefix: key.prefix.as_deref().map(String::from),
-            date: key.date.to_string(),
-            error: key.error,
-            from: buf.first_offset,
-            to: buf.last_offset,
-            record_dated: self.dates_records_by_record_time(key.topic),
-        });
-        let epoch = st.map_or(0, |s| s.epoch);
-        let now = self.clock.now();
-        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, now);
-    }
-
-    /// Seals every open file of the given partitions.
-    pub(super) fn seal_partitions(&mut self, parts: &HashSet<PartKey>, reason: SealReason) {
-        let keys: Vec<BufferKey> = self.files.open_keys().filter(|k| parts.contains(&PartKey::new(k.topic, k.partition))).cloned().collect();
-        for k in &keys {
-            self.seal(k, reason);
-        }
-    }
-
-    /// Seals everything, waits for the uploads until `deadline`, and commits.
-    ///
-    /// Files being rebuilt that are not complete are not uploaded: a partial file under a
-    /// recorded name could stand in for the complete one. Their intents stay recorded and
-    /// their events uncommitted, so the next owner rebuilds them.
-    pub(crate) fn finish(&mut self, broker: &dyn Broker, deadline: Instant) {
-        let keys: Vec<BufferKey> = self.files.open_keys().cloned().collect();
-        for k in &keys {
-            self.seal(k, SealReason::Shutdown);
-        }
-        if !self.wait_uploads(broker, deadline, |w| w.files.inflight_count() == 0) {
-            self.summary.abandoned_files = self.files.inflight_count() as u64;
-            error!(files = self.files.inflight_count(), "shutdown timeout: some files were not uploaded");
-        }
-        // The final commit is retried until the stop's deadline: an exit that reports success
-        // must mean that what was uploaded is committed too.
-        loop {
-            self.commit(broker, None);
-            let due = self.uncommitted_partitions();
-            let left = self.stop.begun().map_or(Duration::ZERO, |d| d.saturating_duration_since(self.clock.now()));
-            if due == 0 || left.is_zero() {
-                self.summary.uncommitted_partitions = due as u64;
-                break;
-            }
-            self.clock.sleep(left.min(Duration::from_millis(200)));
-        }
-    }
-
-    /// Owned partitions whose safe offset is ahead of their last successful commit.
-    pub(crate) fn uncommitted_partitions(&self) -> usize {
-        self.parts.values().filter(|st| st.commit_due().is_some()).count()
     }
 }

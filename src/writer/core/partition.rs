@@ -57,6 +57,14 @@ pub(super) struct Partition {
     pub(super) stalled: bool,
 }
 
+/// One partition's part of a commit: its offset and the intent record as metadata.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) part: PartKey,
+    pub(super) offset: i64,
+    pub(super) metadata: String,
+}
+
 /// Whether a partition's watermarks were read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Watermarks {
