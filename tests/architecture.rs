@@ -24,7 +24,8 @@
 //! - the writer is one `impl Writer`, in `writer/core.rs` (it was nine blocks over as many files,
 //!   each reading and writing every field);
 //! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
-//!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Topics` and `Topic` (`topics.rs`), `Budget` (`budget.rs`) and `CommitWatch` (`stall.rs`)
+//!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Topics` and `Topic` (`topics.rs`), `Budget` (`budget.rs`), `CommitWatch` (`stall.rs`),
+//!   `Partitions` and `Partition` (`partition.rs`)
 //!   declare no field visible outside their file, so the writer goes through their methods;
 //! - `run`'s start-up makes its cluster clients once (`consumer::Cluster`) and shares them
 //!   between the topic check, the retention look-up and the topics' settings;
@@ -374,6 +375,8 @@ const OWNED_PARTS: &[(&str, &str)] = &[
     ("writer/core/topics.rs", "Topic"),
     ("writer/core/budget.rs", "Budget"),
     ("writer/core/stall.rs", "CommitWatch"),
+    ("writer/core/partition.rs", "Partitions"),
+    ("writer/core/partition.rs", "Partition"),
 ];
 
 /// Fields of the owned parts declared visible outside their file (or parts not found).

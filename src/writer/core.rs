@@ -22,9 +22,9 @@ use self::budget::Budget;
 use self::cadence::Cadence;
 use self::decision::UPLOAD_WAIT;
 use self::files::{Files, InFlight, RebuildKey, Slot};
-use self::marking::{of_day, CAUGHT_UP_CHECK, IDLE_CHECK, MARKER_RETRY};
+use self::marking::{of_day, Marking, CAUGHT_UP_CHECK, IDLE_CHECK, MARKER_RETRY};
 use self::message::place_of;
-use self::partition::{PartKey, Partition, Pending, WatermarkReads, Watermarks};
+use self::partition::{PartKey, Partitions, Pending, StallCheck, WatermarksRead};
 use self::stop::Stop;
 use self::topics::Topics;
 use super::{RunOptions, RunSummary};
@@ -85,8 +85,7 @@ pub(crate) struct Writer {
     /// Open files, files in flight, and the byte ledger over both.
     files: Files,
     /// Every owned partition.
-    parts: HashMap<PartKey, Partition>,
-    next_epoch: u64,
+    parts: Partitions,
     /// Keeps `{currentTimestamp}` strictly increasing within this process.
     name_clock: UploadClock,
     uploads: Box<dyn UploadQueue>,
@@ -141,8 +140,7 @@ impl Writer {
         Ok(Writer {
             topics,
             files: Files::default(),
-            parts: HashMap::default(),
-            next_epoch: 1,
+            parts: Partitions::default(),
             name_clock: UploadClock::default(),
             uploads,
             markers,
@@ -265,7 +263,7 @@ impl Writer {
         let (p, off) = (m.partition(), m.offset());
         let record_ms = m.timestamp().to_millis();
         let Some(st) =
-            self.parts.get_mut(&PartKey::new(t, p)).filter(|st| st.assigned_gen <= generation || sabotage::on(sabotage::Rule::KeepStaleMessages))
+            self.parts.get_mut(&PartKey::new(t, p)).filter(|st| st.polled_in(generation) || sabotage::on(sabotage::Rule::KeepStaleMessages))
         else {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
@@ -325,19 +323,13 @@ impl Writer {
 
         // A partition recovered from intents: some re-read messages are already stored, some
         // belong in files rebuilt under their recorded names.
-        let recovering = st.recovery.end();
+        let recovering = st.recovering();
         let action = match recovering {
-            Some(end) if off <= end && !sabotage::on(sabotage::Rule::IgnoreRecovery) => {
-                // Each intent by the rule of the build that recorded it: one from before record
-                // dating holds a record without an event time on its `invalid_date` place.
+            Some(_) => {
                 let here = Place { prefix: route.prefix.as_deref(), date: &route.date, error: route.to_error_path };
-                st.recovery.action_by_build(off, here, route.earlier.as_deref().map(place_of))
+                st.recovery_action(off, here, route.earlier.as_deref().map(place_of))
             }
-            _ => Action::Normal,
-        };
-        let action = match action {
-            Action::Rebuild(i) if sabotage::on(sabotage::Rule::RebuildFromSecond) && st.recovery.rebuild[i].from == off => Action::Skip,
-            a => a,
+            None => Action::Normal,
         };
         if action == Action::Skip {
             self.summary.skipped_already_stored += 1;
@@ -352,7 +344,7 @@ impl Writer {
         };
         if topic.markers() {
             // Per message: one string compare while the date does not change.
-            let seen = st.marking.saw_event(topic.layout(), &route, record_ms);
+            let seen = st.marking_mut().saw_event(topic.layout(), &route, record_ms);
             topic.note_late(&mut self.summary, p, &route.date, seen);
         }
         let key =
@@ -392,11 +384,8 @@ impl Writer {
         let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else {
             return;
         };
-        let Some(end) = st.recovery.end() else { return };
-        let ready: Vec<usize> = (0..st.recovery.rebuild.len()).filter(|i| !st.rebuilt.contains(i) && st.recovery.rebuild[*i].to <= off).collect();
-        for i in ready {
-            st.rebuilt.insert(i);
-            let intent = Arc::new(st.recovery.rebuild[i].clone());
+        let (epoch, ready) = (st.epoch(), st.ready_rebuilds(off));
+        for (i, intent) in ready.files {
             let Some(buf) = self.files.take_rebuilt(RebuildKey { part: PartKey::new(t, p), index: i }) else {
                 // None of its messages came back (deleted by retention before this run): the
                 // earlier upload, if any, is all there is.
@@ -410,14 +399,12 @@ impl Writer {
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
             let now = self.clock.now();
-            let (id, data) = self.files.launch(t, p, st.epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, now);
+            let (id, data) = self.files.launch(t, p, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, now);
             let data = data.expect("a file not awaiting its intent keeps its data");
             self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
-        if off >= end && st.rebuilt.len() == st.recovery.rebuild.len() {
+        if ready.recovered {
             debug!(partition = p, "recovery finished");
-            st.recovery = Recovery::default();
-            st.rebuilt.clear();
         }
     }
 
@@ -565,37 +552,18 @@ impl Writer {
             }
             let (intents, progress) = record.map(|r| (r.intents, r.progress)).unwrap_or_default();
             crate::metrics::zero_partition_counters(topic, p);
-            let epoch = self.next_epoch;
-            self.next_epoch += 1;
-            let mut st = Partition::assigned(epoch, generation, start);
             let topic_rt = &self.topics[t];
             let today = crate::completion::first_unpassed(topic_rt.tz(), self.clock.wall_ms(), topic_rt.grace_ms());
             if let Some(marked) = progress.marked.filter(|_| topic_rt.markers()) {
                 topic_rt.report_complete_date(p, marked);
             }
-            st.marking = self::marking::Marking::assigned(progress, today, topic_rt.completion_start());
-            if let Some(s) = start {
-                st.recovery = Recovery::new(s, intents);
-                // Every recorded intent that is not wholly committed stays in the record.
-                // In the order they were recorded: where ranges of one route overlap, that order
-                // decides which file a message belongs to (`Recovery::action`).
-                for i in st.recovery.pending() {
-                    st.intents.push(Arc::new(i.clone()));
-                }
-                if !st.recovery.is_empty() {
-                    info!(
-                        topic,
-                        partition = p,
-                        skip = st.recovery.skip.len(),
-                        rebuild = st.recovery.rebuild.len(),
-                        "resuming from recorded upload intents"
-                    );
-                }
+            let marking = Marking::assigned(progress, today, topic_rt.completion_start());
+            let read_watermarks = start.is_some() || self.opts.until_caught_up;
+            let st = self.parts.assign(PartKey::new(t, p), generation, start, intents, marking, read_watermarks);
+            let recovery = st.recovery();
+            if !recovery.is_empty() {
+                info!(topic, partition = p, skip = recovery.skip.len(), rebuild = recovery.rebuild.len(), "resuming from recorded upload intents");
             }
-            if start.is_some() || self.opts.until_caught_up {
-                st.watermarks = Watermarks::Unread { committed: start };
-            }
-            self.parts.insert(PartKey::new(t, p), st);
             self.ask_watermarks(broker, PartKey::new(t, p));
             // A number when there is a commit; absent (not the text "None") when there is none.
             match start {
@@ -610,7 +578,7 @@ impl Writer {
     /// to [`Writer::take_watermarks`]).
     fn ask_watermarks(&mut self, broker: &dyn Broker, key: PartKey) {
         let Some(st) = self.parts.get_mut(&key) else { return };
-        if st.reads.asked {
+        if !st.ask_read() {
             return;
         }
         if sabotage::on(sabotage::Rule::WatermarksOnLoop) {
@@ -621,7 +589,6 @@ impl Writer {
             self.on_watermarks(key, read, now);
             return;
         }
-        st.reads.asked = true;
         broker.ask_watermarks(self.topics[key.topic].name(), key.partition);
     }
 
@@ -639,26 +606,15 @@ impl Writer {
     /// would go unreported and `--until-caught-up` would never end).
     fn on_watermarks(&mut self, key: PartKey, read: Result<(i64, i64), BrokerError>, now: Instant) {
         let Some(st) = self.parts.get_mut(&key) else { return };
-        st.reads = WatermarkReads { asked: false, last: Some((now, read.as_ref().ok().copied())) };
-        let Watermarks::Unread { committed: start } = st.watermarks else { return };
-        let (topic, p) = (self.topics[key.topic].name().to_string(), key.partition);
-        match read {
-            Ok((low, high)) => {
-                if let Some(s) = start.filter(|s| *s < low) {
-                    // Rare (data already lost): the recovery is copied to name its files.
-                    let recovery = st.recovery.clone();
-                    self.report_lost(&topic, p, s, low, high, &recovery);
-                }
-                let until_caught_up = self.opts.until_caught_up;
-                if let Some(st) = self.parts.get_mut(&key) {
-                    if until_caught_up {
-                        // With no commit, consumption starts at the low watermark (earliest).
-                        st.target = Some(if start.unwrap_or(low).max(low) >= high { i64::MIN } else { high });
-                    }
-                    st.watermarks = Watermarks::Done;
-                }
+        let (topic, p) = (self.topics[key.topic].name(), key.partition);
+        match st.watermarks_answered(now, read, self.opts.until_caught_up) {
+            WatermarksRead::Noted | WatermarksRead::Checked => {}
+            WatermarksRead::Lost { committed, low, high } => {
+                // Rare (data already lost): the recovery is copied to name its files.
+                let (topic, recovery) = (topic.to_string(), st.recovery().clone());
+                self.report_lost(&topic, p, committed, low, high, &recovery);
             }
-            Err(err) => {
+            WatermarksRead::Failed(err) => {
                 error!(topic, partition = p, error = %err, "reading watermarks failed; trying again every few seconds (the lost-offsets check and --until-caught-up wait for them)");
             }
         }
@@ -718,7 +674,7 @@ impl Writer {
             let own = self.clock.now() + self.settings.revoke_timeout;
             let deadline = self.deadline().map_or(own, |d| d.min(own));
             let done = self.wait_uploads(broker, deadline, |w| {
-                !w.files.in_flight().any(|f| parts.contains(&f.part()) && Some(f.epoch) == w.parts.get(&f.part()).map(|s| s.epoch))
+                !w.files.in_flight().any(|f| parts.contains(&f.part()) && w.parts.is_current(&f.part(), f.epoch))
             });
             if !done {
                 warn!("revoke timeout: some uploads of revoked partitions are still running; their events stay uncommitted");
@@ -737,7 +693,7 @@ impl Writer {
 
     /// True once every owned partition reached its end offset.
     pub(crate) fn caught_up(&self) -> bool {
-        self.ever_assigned && !self.parts.is_empty() && self.parts.values().all(Partition::caught_up)
+        self.ever_assigned && self.parts.all_caught_up()
     }
 
     // ---- Periodic work ----
@@ -776,13 +732,7 @@ impl Writer {
             if !sabotage::on(sabotage::Rule::NoWatermarkRetry) && self.cadence.watermarks_due(now) {
                 // Still to read, and the last read failed: asked again (a read is never on the
                 // loop, so a broker that does not answer holds nothing).
-                let unread: Vec<PartKey> = self
-                    .parts
-                    .iter()
-                    .filter(|(_, st)| st.watermarks != Watermarks::Done && !st.reads.asked && st.reads.last.is_some())
-                    .map(|(k, _)| *k)
-                    .collect();
-                for key in unread {
+                for key in self.parts.reads_to_retry() {
                     self.ask_watermarks(broker, key);
                 }
             }
@@ -793,8 +743,8 @@ impl Writer {
             metrics::gauge!(m::POOLED_BYTES).set(crate::buffer::pooled_bytes() as f64);
             metrics::gauge!(m::OLDEST_BUFFER_AGE).set(oldest.as_secs_f64());
             metrics::gauge!(m::PAUSED).set(if self.paused { 1.0 } else { 0.0 });
-            for (&PartKey { topic: t, partition: p }, st) in &self.parts {
-                if let Some(o) = &st.offsets {
+            for (&PartKey { topic: t, partition: p }, st) in self.parts.iter() {
+                if let Some(o) = st.offsets() {
                     metrics::gauge!(m::CONSUMED_OFFSET, "topic" => self.topics[t].name().to_string(), "partition" => p.to_string())
                         .set(o.position() as f64);
                 }
@@ -865,12 +815,11 @@ impl Writer {
         let wall_ms = self.clock.wall_ms();
         let mut stalled = Vec::new();
         for (&key @ PartKey { topic: t, partition: p }, st) in self.parts.iter_mut() {
-            let Some(o) = &st.offsets else { continue };
-            st.watch.observe(now, o.position(), o.last_committed());
             let topic = &self.topics[t];
             let limit = topic.policy().max_age + self::stall::STALL_MARGIN;
-            let oldest_awaiting = self.files.oldest_awaiting(key);
-            let stall = st.watch.stall(now, o.position(), limit, oldest_awaiting);
+            let Some(StallCheck { stall, was_stalled, position, committed }) = st.check_stall(now, limit, self.files.oldest_awaiting(key)) else {
+                continue;
+            };
             let since = match &stall {
                 Some(self::stall::Stall::CommitStill { for_, .. }) | Some(self::stall::Stall::IntentWaiting { for_ }) => {
                     Some(wall_ms - for_.as_millis() as i64)
@@ -881,18 +830,17 @@ impl Writer {
                 .set(since.map_or(0.0, |ms| ms as f64 / 1000.0));
             match &stall {
                 Some(why) => {
-                    if !st.stalled {
+                    if !was_stalled {
                         let since = chrono::DateTime::from_timestamp_millis(since.unwrap_or(wall_ms)).map(|d| d.to_rfc3339()).unwrap_or_default();
-                        error!(topic = %topic.name(), partition = p, since, committed = o.last_committed(), position = o.position(), "the backup of this partition is stalled: {why}");
+                        error!(topic = %topic.name(), partition = p, since, committed, position, "the backup of this partition is stalled: {why}");
                     }
                     stalled.push(format!("{}/{p}: {why}", topic.name()));
                 }
-                None if st.stalled => {
-                    info!(topic = %topic.name(), partition = p, committed = o.last_committed(), "the backup of this partition moves again")
+                None if was_stalled => {
+                    info!(topic = %topic.name(), partition = p, committed, "the backup of this partition moves again")
                 }
                 None => {}
             }
-            st.stalled = stall.is_some();
         }
         stalled.sort();
         self.health.set_stalled(stalled);
@@ -942,7 +890,7 @@ impl Writer {
         let Some(f) = self.files.landed(done.id) else {
             return;
         };
-        let current = self.parts.get(&f.part()).is_some_and(|s| s.epoch == f.epoch);
+        let current = self.parts.is_current(&f.part(), f.epoch);
         if done.outcome == Outcome::Conflict {
             metrics::counter!(m::UPLOAD_FAILURES, "topic" => self.topics[f.topic].name().to_string()).increment(1);
             error!(key = %f.intent.key, "a different blob already has this name; the file is not uploaded");
@@ -978,11 +926,10 @@ impl Writer {
         if current {
             self.note_uploaded_for_completion(&f, done.outcome);
         }
-        match self.parts.get_mut(&f.part()).and_then(|st| st.offsets.as_mut()) {
-            Some(offsets) if current => offsets.release(f.held),
+        if !(current && self.parts.get_mut(&f.part()).is_some_and(|st| st.release(f.held))) {
             // The partition was revoked or lost while this upload ran; its new owner re-reads
             // these events from the last commit and finds this file through its intent.
-            _ => warn!(key = %f.intent.key, "upload finished after its partition was given up"),
+            warn!(key = %f.intent.key, "upload finished after its partition was given up");
         }
     }
 
@@ -994,8 +941,7 @@ impl Writer {
     /// again after a restart, under a new name.
     fn stop_on_name_conflict(&mut self, f: &InFlight) {
         if let Some(st) = self.parts.get_mut(&f.part()) {
-            st.intents.remove(&f.intent);
-            st.record_stale = true;
+            st.drop_taken_name(&f.intent);
         }
         self.stop.fail(Fatal::NameConflict { key: f.intent.key.clone() });
     }
@@ -1060,7 +1006,7 @@ impl Writer {
                 for id in &batch {
                     let f = self.files.get(*id).expect("awaiting files are in flight");
                     if let Some(st) = self.parts.get_mut(&f.part()) {
-                        st.intents.remove(&f.intent);
+                        st.unrecord(&f.intent);
                     }
                 }
                 self.cadence.intents_failed(self.clock.now());
@@ -1095,8 +1041,8 @@ impl Writer {
         for part in parts {
             if self.admit(part, &mut batch) > 0 {
                 let st = &self.parts[&part];
-                let offset = st.offsets.as_ref().map(|o| o.safe()).expect("admitted files have offsets");
-                let md = st.intents.metadata(offset, self.settings.metadata_limit, st.marking.progress()).expect("checked when admitted");
+                let offset = st.offsets().map(|o| o.safe()).expect("admitted files have offsets");
+                let md = st.metadata(offset, self.settings.metadata_limit).expect("checked when admitted");
                 commits.push(Pending { part, offset, metadata: md });
             }
         }
@@ -1110,7 +1056,7 @@ impl Writer {
         let limit = self.settings.metadata_limit;
         let mut added = 0;
         loop {
-            let Some(offset) = self.parts.get(&part).and_then(|st| st.offsets.as_ref()).map(|o| o.safe()) else { return added };
+            let Some(offset) = self.parts.get(&part).and_then(|st| st.offsets()).map(|o| o.safe()) else { return added };
             let next = self
                 .files
                 .awaiting()
@@ -1121,16 +1067,16 @@ impl Writer {
             let Some((_, id)) = next else { return added };
             let intent = self.files.get(id).expect("awaiting files are in flight").intent.clone();
             let st = self.parts.get_mut(&part).expect("checked above");
-            st.intents.push(intent.clone());
-            let fits = st.intents.metadata(offset, limit, st.marking.progress());
+            st.record(intent.clone());
+            let fits = st.metadata(offset, limit);
             let past_half = fits.as_ref().is_none_or(|md| md.len() > limit / 2);
             if past_half && !sabotage::on(sabotage::Rule::NoRecordRoomForOpenFiles) && self.seal_open_before(part, intent.to) {
                 // They begin before this file ends: recorded first (lowest first offset first).
-                self.parts.get_mut(&part).expect("checked above").intents.remove(&intent);
+                self.parts.get_mut(&part).expect("checked above").unrecord(&intent);
                 continue;
             }
             if fits.is_none() {
-                self.parts.get_mut(&part).expect("checked above").intents.remove(&intent);
+                self.parts.get_mut(&part).expect("checked above").unrecord(&intent);
                 if offset == self.files.get(id).map_or(i64::MIN, |f| f.held) {
                     // Cannot happen while every owner follows the rule above (an earlier
                     // release's record, inherited at assignment, can be fuller).
@@ -1186,11 +1132,7 @@ impl Writer {
         for c in commits {
             debug!(topic = %self.topics[c.part.topic].name(), partition = c.part.partition, offset = c.offset, "committed");
             if let Some(st) = self.parts.get_mut(&c.part) {
-                if let Some(offsets) = st.offsets.as_mut() {
-                    offsets.committed(c.offset);
-                }
-                st.intents.prune(c.offset);
-                st.record_stale = false;
+                st.committed(c.offset);
             }
         }
         failpoint::hit(failpoint::COMMITTED);
@@ -1201,12 +1143,12 @@ impl Writer {
     fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<PartKey>>) {
         self.cadence.committed(self.clock.now());
         let mut commits = Vec::new();
-        for (&part, st) in &self.parts {
+        for (&part, st) in self.parts.iter() {
             if only.is_some_and(|s| !s.contains(&part)) {
                 continue;
             }
             let Some(o) = st.commit_due() else { continue };
-            match st.intents.metadata(o, self.settings.metadata_limit, st.marking.progress()) {
+            match st.metadata(o, self.settings.metadata_limit) {
                 Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
                 // Cannot happen: a higher offset only drops intents from the record.
                 None => error!(partition = part.partition, "intent record too large to commit"),
@@ -1235,7 +1177,7 @@ impl Writer {
         let Some(date) = self.topics[f.topic].layout().dates().leading_date(&f.intent.date) else { return };
         if let Some(st) = self.parts.get_mut(&f.part()) {
             let file = MarkedFile { key: f.intent.key.clone(), events: f.events, first_offset: Some(f.intent.from), last_offset: Some(f.intent.to) };
-            st.marking.uploaded(date, file);
+            st.marking_mut().uploaded(date, file);
         }
     }
 
@@ -1258,7 +1200,7 @@ impl Writer {
         // wait for its age, its superseding marker is written before the run ends.
         let ending = self.opts.until_caught_up && self.stop.caught_up_at().is_some();
         for key in keys {
-            if self.parts[&key].marking.busy(now) {
+            if self.parts[&key].marking().busy(now) {
                 continue;
             }
             for due in self.dues(broker, key, now, wall_ms, IDLE_CHECK) {
@@ -1291,16 +1233,16 @@ impl Writer {
     /// assigned, yet it is complete for every date its siblings are judged for). Not with
     /// `completion_start_date`, which every partition shares already.
     fn share_start(&mut self, key: PartKey) {
-        let Some(offered) = self.parts.get(&key).and_then(|st| st.marking.offered_start()) else { return };
+        let Some(offered) = self.parts.get(&key).and_then(|st| st.marking().offered_start()) else { return };
         let first = self.topics[key.topic].offer_first_date(offered);
         // Only a partition at its log end (by the last watermark read) takes it: one still
         // reading has events ahead that may be of those dates, and finds its own start.
-        if !self.at_log_end(key) {
+        if !self.parts.get(&key).is_some_and(|st| st.at_log_end()) {
             return;
         }
         let Some(st) = self.parts.get_mut(&key) else { return };
-        if st.marking.take_start(first) {
-            st.record_stale = true;
+        if st.marking_mut().take_start(first) {
+            st.rewrite_record();
         }
     }
 
@@ -1308,7 +1250,7 @@ impl Writer {
     /// events, or, once it is caught up with its log end, by the wall clock.
     fn dues(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, wall_ms: i64, fresh: Duration) -> Vec<Due> {
         let (tz, grace) = (self.topics[key.topic].tz(), self.topics[key.topic].grace_ms());
-        let Some(mk) = self.parts.get(&key).map(|st| &st.marking) else { return Vec::new() };
+        let Some(mk) = self.parts.get(&key).map(|st| st.marking()) else { return Vec::new() };
         let dues = mk.dues_by_events(tz, grace);
         if !dues.is_empty() {
             return dues;
@@ -1334,7 +1276,7 @@ impl Writer {
         keys.sort_unstable();
         let mut out = Vec::new();
         for key in keys {
-            let mk = &self.parts[&key].marking;
+            let mk = self.parts[&key].marking();
             let (writing, failed) = (mk.writing(), mk.failed());
             if writing || (!failed && !self.dues(broker, key, now, wall_ms, CAUGHT_UP_CHECK).is_empty()) {
                 out.push(key);
@@ -1348,53 +1290,40 @@ impl Writer {
     fn settled(&self, key: PartKey, date: &str) -> bool {
         let Some(st) = self.parts.get(&key) else { return false };
         let same = |t: usize, p: i32| t == key.topic && p == key.partition;
-        st.recovery.is_empty()
+        st.recovery().is_empty()
             && st.commit_due().is_none()
             && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && of_day(&k.date, date))
             && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && of_day(&f.intent.date, date))
             && !self.files.rebuilding().any(|(p, _)| p == key)
     }
 
-    /// True if the last watermark read shows the partition consumed to its log end (no new
-    /// read). Against the position now, not the one at the read: a partition that reached the
-    /// end read a moment before it got there is caught up.
-    fn at_log_end(&self, key: PartKey) -> bool {
-        let Some(st) = self.parts.get(&key) else { return false };
-        match (st.reads.last, &st.offsets) {
-            (Some((_, Some((_, high)))), Some(o)) => o.position() >= high,
-            (Some((_, Some((low, high)))), None) => low >= high,
-            _ => false,
-        }
-    }
-
     /// True if the partition's consumption reached its log end (read again once the last read
     /// is `fresh` old): an idle partition passes a date by the wall clock.
     fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, fresh: Duration) -> bool {
-        let last = self.parts[&key].reads.last;
-        if last.is_none_or(|(at, _)| now.duration_since(at) >= fresh) {
+        if self.parts[&key].read_older_than(now, fresh) {
             // Asked off the loop; until the answer comes, the last one stands.
             self.ask_watermarks(broker, key);
         }
-        self.at_log_end(key)
+        self.parts[&key].at_log_end()
     }
 
     fn submit_marker(&mut self, key: PartKey, due: Due, date_str: String) {
         let topic = &self.topics[key.topic];
         let Some(st) = self.parts.get_mut(&key) else { return };
-        let complete_below = st.offsets.as_ref().map_or(0, |o| o.position());
+        let complete_below = st.offsets().map_or(0, |o| o.position());
         let date = due.date();
-        st.marking.job_started(date);
+        st.marking_mut().job_started(date);
         failpoint::hit(failpoint::MARKER_DUE);
         let job = MarkerJob {
             topic: key.topic,
             topic_name: topic.name().to_string(),
             layout: Arc::new(topic.layout().clone()),
             partition: key.partition,
-            epoch: st.epoch,
+            epoch: st.epoch(),
             date,
             date_str,
             complete_below,
-            known: st.marking.known(date),
+            known: st.marking().known(date),
             late: matches!(due, Due::Late(_)),
             success_files: topic.cfg().success_files(),
         };
@@ -1412,12 +1341,12 @@ impl Writer {
         let job = done.job;
         let key = PartKey::new(job.topic, job.partition);
         let topic = &self.topics[job.topic];
-        let Some(st) = self.parts.get_mut(&key).filter(|st| st.epoch == job.epoch) else { return };
+        let Some(st) = self.parts.get_mut(&key).filter(|st| st.epoch() == job.epoch) else { return };
         match done.result {
             Ok(stated) => {
-                let outcome = st.marking.job_done(job.date, job.late);
+                let outcome = st.marking_mut().job_done(job.date, job.late);
                 // The next commit carries the progress, even if the offset did not move.
-                st.record_stale = true;
+                st.rewrite_record();
                 if stated.written {
                     metrics::counter!(m::MARKERS_WRITTEN, "topic" => topic.name().to_string()).increment(1);
                     self.summary.markers_written += 1;
@@ -1442,7 +1371,7 @@ impl Writer {
             Err(e) => {
                 metrics::counter!(m::MARKER_FAILURES, "topic" => topic.name().to_string()).increment(1);
                 warn!(topic = %topic.name(), partition = job.partition, date = %job.date_str, error = %e, "writing a completion marker failed; will retry");
-                st.marking.job_failed(self.clock.now() + MARKER_RETRY);
+                st.marking_mut().job_failed(self.clock.now() + MARKER_RETRY);
             }
         }
     }
@@ -1480,7 +1409,7 @@ impl Writer {
             // clock ahead of ours) would collide for certain: take the next one. Bounded, for
             // patterns whose names do not move with time.
             tries += 1;
-            if tries >= 8 || !st.is_some_and(|st| st.intents.names(&name_key)) {
+            if tries >= 8 || !st.is_some_and(|st| st.names(&name_key)) {
                 break;
             }
         }
@@ -1493,7 +1422,7 @@ impl Writer {
             to: buf.last_offset,
             record_dated: self.dates_records_by_record_time(key.topic),
         });
-        let epoch = st.map_or(0, |s| s.epoch);
+        let epoch = st.map_or(0, |s| s.epoch());
         let now = self.clock.now();
         self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, now);
     }
@@ -1536,6 +1465,6 @@ impl Writer {
 
     /// Owned partitions whose safe offset is ahead of their last successful commit.
     pub(crate) fn uncommitted_partitions(&self) -> usize {
-        self.parts.values().filter(|st| st.commit_due().is_some()).count()
+        self.parts.uncommitted()
     }
 }
