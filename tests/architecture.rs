@@ -25,7 +25,7 @@
 //!   each reading and writing every field);
 //! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
 //!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Topics` and `Topic` (`topics.rs`), `Budget` (`budget.rs`), `CommitWatch` (`stall.rs`),
-//!   `Partitions` and `Partition` (`partition.rs`)
+//!   `Partitions` and `Partition` (`partition.rs`), `Commits` (`commits.rs`) and `Completion` (`completion.rs`)
 //!   declare no field visible outside their file, so the writer goes through their methods;
 //! - `run`'s start-up makes its cluster clients once (`consumer::Cluster`) and shares them
 //!   between the topic check, the retention look-up and the topics' settings;
@@ -33,7 +33,8 @@
 //!   `run` and `check` (which probe the writer's storage) opens storage itself, nor does `audit`;
 //! - one module-file convention: a module with children is `x.rs` beside `x/`, never `x/mod.rs`;
 //! - the README's code layout names every top-level module and only paths that exist, and the
-//!   number of sabotage rules it states is the number the simulation's test breaks.
+//!   number of sabotage rules it states is the number the simulation's test breaks; its line for
+//!   the writer names every file of the core.
 //!
 //! Each rule is a function over (path, code) pairs, and a test shows it catching a violation.
 
@@ -377,6 +378,8 @@ const OWNED_PARTS: &[(&str, &str)] = &[
     ("writer/core/stall.rs", "CommitWatch"),
     ("writer/core/partition.rs", "Partitions"),
     ("writer/core/partition.rs", "Partition"),
+    ("writer/core/commits.rs", "Commits"),
+    ("writer/core/completion.rs", "Completion"),
 ];
 
 /// Fields of the owned parts declared visible outside their file (or parts not found).
@@ -676,6 +679,26 @@ fn the_readme_layout_matches_the_tree() {
     let list = sim.split("let rules = [").nth(1).and_then(|r| r.split("];").next()).expect("the sabotage test's list of rules");
     let listed = list.matches("(Rule::").count();
     assert_eq!(stated_rule_count(&readme), Some(listed), "the README states how many rules the simulation's test breaks");
+}
+
+/// Files of `src/writer/core/` the README's line for the writer does not name (it lists the
+/// core's parts one by one, so a part added or removed shows here).
+fn core_files_unnamed(layout: &str, core_files: &[String]) -> Vec<String> {
+    let line = layout.lines().find(|l| l.starts_with("| `src/writer.rs`")).unwrap_or_default();
+    core_files.iter().filter(|f| !line.contains(&format!("`{f}`"))).map(|f| format!("the README's writer line does not name core/{f}")).collect()
+}
+
+#[test]
+fn the_readme_names_every_part_of_the_writer_core() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut files: Vec<String> =
+        std::fs::read_dir(root.join("src/writer/core")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert!(files.len() >= 10, "the core's files were read: {files:?}");
+    assert_eq!(core_files_unnamed(code_layout(&readme), &files), Vec::<String>::new());
+    let stale = "| `src/writer.rs` | the writer: `files.rs` (open files) |\n";
+    assert_eq!(core_files_unnamed(stale, &["files.rs".into(), "parts.rs".into()]), ["the README's writer line does not name core/parts.rs"]);
 }
 
 #[test]

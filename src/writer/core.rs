@@ -20,17 +20,19 @@ use tracing::{debug, error, info, warn};
 
 use self::budget::Budget;
 use self::cadence::Cadence;
+use self::commits::{Commits, Pending};
+use self::completion::{Completion, CAUGHT_UP_CHECK, IDLE_CHECK, MARKER_RETRY};
 use self::decision::UPLOAD_WAIT;
 use self::files::{Files, InFlight, RebuildKey, Slot};
-use self::marking::{of_day, Marking, CAUGHT_UP_CHECK, IDLE_CHECK, MARKER_RETRY};
+use self::marking::Marking;
 use self::message::place_of;
-use self::partition::{PartKey, Partitions, Pending, StallCheck, WatermarksRead};
+use self::partition::{PartKey, Partitions, StallCheck, WatermarksRead};
 use self::stop::Stop;
 use self::topics::Topics;
 use super::{RunOptions, RunSummary};
 use crate::buffer::{BufferKey, SealReason};
-use crate::completion::write::{MarkerDone, MarkerJob};
-use crate::completion::{Due, MarkedFile};
+use crate::completion::write::MarkerDone;
+use crate::completion::Due;
 use crate::config::{Config, Format};
 use crate::failpoint;
 use crate::health::Health;
@@ -40,7 +42,7 @@ use crate::naming::{NameContext, UploadClock};
 use crate::routing::{DateSource, Route};
 use crate::sabotage::{self, Rule};
 use crate::upload::{Existing, Outcome, UploadDone};
-use crate::writer::ports::{Broker, BrokerError, Clock, CommitEntry, FetchStart, MarkerQueue, Message, TopicPartition, UploadQueue, COMMIT_WAIT};
+use crate::writer::ports::{Broker, BrokerError, Clock, FetchStart, MarkerQueue, Message, TopicPartition, UploadQueue, COMMIT_WAIT};
 
 /// How long one read of the group's committed offsets may wait (read again until a minute has
 /// passed): short, so that a stop asked for meanwhile is not held past its bound.
@@ -48,6 +50,8 @@ const COMMITTED_WAIT: Duration = Duration::from_secs(2);
 
 mod budget;
 mod cadence;
+mod commits;
+mod completion;
 mod decision;
 mod files;
 mod marking;
@@ -57,20 +61,16 @@ mod stall;
 mod stop;
 mod topics;
 
+pub(crate) use self::completion::MARKERS_WAIT;
 pub use self::decision::Fatal;
 pub(crate) use self::decision::{Next, StopReason};
-pub(crate) use self::marking::MARKERS_WAIT;
 pub(crate) use self::message::Routed;
 
-/// The writer's settings, read from the config at start.
+/// The writer's settings for assignment and revocation, read from the config at start.
 struct Settings {
-    /// The most bytes of intent metadata one commit may carry.
-    metadata_limit: usize,
     revoke_timeout: Duration,
     /// The group's `session.timeout.ms`, for the message while waiting for an assignment.
     session_timeout_ms: String,
-    /// How long a commit may stay unanswered before the writer gives up (ports::commit_abandon).
-    commit_abandon: Duration,
     /// `auto.offset.reset` points at the end: an out-of-range commit skips the retained rest.
     offset_reset_to_end: bool,
     /// The config names Secor's ZooKeeper: a commit kbackup did not write is never resumed from
@@ -89,9 +89,12 @@ pub(crate) struct Writer {
     /// Keeps `{currentTimestamp}` strictly increasing within this process.
     name_clock: UploadClock,
     uploads: Box<dyn UploadQueue>,
-    markers: Box<dyn MarkerQueue>,
+    /// The marker jobs (owning their port).
+    completion: Completion,
     clock: Box<dyn Clock>,
     budget: Budget,
+    /// What a commit carries, and when an unanswered one is given up.
+    commits: Commits,
     /// What the config fixed at start; never changes.
     settings: Settings,
     /// When periodic work, commits and retries are due.
@@ -143,18 +146,17 @@ impl Writer {
             parts: Partitions::default(),
             name_clock: UploadClock::default(),
             uploads,
-            markers,
+            completion: Completion::new(markers),
             clock,
             budget: Budget::new(buffer_budget),
+            commits: Commits::new(config.writer.commit_metadata_limit, {
+                let group = crate::consumer::group_config(&config.kafka);
+                let ms = |key: &str, default: u64| group.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+                crate::writer::ports::commit_abandon(ms("session.timeout.ms", 45_000), ms("socket.timeout.ms", 60_000))
+            }),
             settings: Settings {
-                metadata_limit: config.writer.commit_metadata_limit,
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
                 session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
-                commit_abandon: {
-                    let group = crate::consumer::group_config(&config.kafka);
-                    let ms = |key: &str, default: u64| group.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
-                    crate::writer::ports::commit_abandon(ms("session.timeout.ms", 45_000), ms("socket.timeout.ms", 60_000))
-                },
                 offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
                 refuse_foreign_commits: config.secor.is_some(),
             },
@@ -753,9 +755,8 @@ impl Writer {
             self.watch_commits(now);
             // A commit never answered would hold every later one back for good.
             if let Some(since) = broker.unanswered_since().filter(|_| !sabotage::on(sabotage::Rule::WaitForCommitForever)) {
-                let waited = now.saturating_duration_since(since);
-                if waited >= self.settings.commit_abandon && self.stop.fatal().is_none() {
-                    self.stop.fail(Fatal::CommitUnanswered { secs: waited.as_secs() });
+                if let Some(why) = self.commits.abandoned(since, now).filter(|_| self.stop.fatal().is_none()) {
+                    self.stop.fail(why);
                 }
             }
             metrics::gauge!(m::READY).set(if self.health.ready().is_ok() { 1.0 } else { 0.0 });
@@ -923,8 +924,8 @@ impl Writer {
             ms = done.elapsed.as_millis() as u64,
             "uploaded"
         );
-        if current {
-            self.note_uploaded_for_completion(&f, done.outcome);
+        if let Some(st) = self.parts.get_mut(&f.part()).filter(|_| current) {
+            completion::note_uploaded(st, &self.topics[f.topic], &f, done.outcome);
         }
         if !(current && self.parts.get_mut(&f.part()).is_some_and(|st| st.release(f.held))) {
             // The partition was revoked or lost while this upload ran; its new owner re-reads
@@ -1040,10 +1041,7 @@ impl Writer {
         }
         for part in parts {
             if self.admit(part, &mut batch) > 0 {
-                let st = &self.parts[&part];
-                let offset = st.offsets().map(|o| o.safe()).expect("admitted files have offsets");
-                let md = st.metadata(offset, self.settings.metadata_limit).expect("checked when admitted");
-                commits.push(Pending { part, offset, metadata: md });
+                commits.push(self.commits.admitted(&self.parts, part));
             }
         }
         (batch, commits)
@@ -1053,7 +1051,7 @@ impl Writer {
     /// offset first (sealing open files that would otherwise be left without room, see
     /// `next_intents`); returns how many. The first that does not fit waits for a later commit.
     fn admit(&mut self, part: PartKey, batch: &mut Vec<u64>) -> usize {
-        let limit = self.settings.metadata_limit;
+        let limit = self.commits.metadata_limit();
         let mut added = 0;
         loop {
             let Some(offset) = self.parts.get(&part).and_then(|st| st.offsets()).map(|o| o.safe()) else { return added };
@@ -1111,10 +1109,7 @@ impl Writer {
 
     /// One synchronous commit of offsets with metadata; updates the partitions on success.
     fn commit_with_metadata(&mut self, broker: &dyn Broker, commits: &[Pending]) -> Result<(), BrokerError> {
-        let entries: Vec<CommitEntry<'_>> = commits
-            .iter()
-            .map(|c| CommitEntry { topic: self.topics[c.part.topic].name(), partition: c.part.partition, offset: c.offset, metadata: &c.metadata })
-            .collect();
+        let entries = Commits::entries(commits, &self.topics);
         let started = self.clock.now();
         // During a stop a commit waits no longer than the time left.
         let wait = self.call_wait(COMMIT_WAIT);
@@ -1142,23 +1137,10 @@ impl Writer {
     /// Commits every partition whose safe offset moved (only `only` if given), with its intents.
     fn commit(&mut self, broker: &dyn Broker, only: Option<&HashSet<PartKey>>) {
         self.cadence.committed(self.clock.now());
-        let mut commits = Vec::new();
-        for (&part, st) in self.parts.iter() {
-            if only.is_some_and(|s| !s.contains(&part)) {
-                continue;
-            }
-            let Some(o) = st.commit_due() else { continue };
-            match st.metadata(o, self.settings.metadata_limit) {
-                Some(md) => commits.push(Pending { part, offset: o, metadata: md }),
-                // Cannot happen: a higher offset only drops intents from the record.
-                None => error!(partition = part.partition, "intent record too large to commit"),
-            }
-        }
+        let commits = self.commits.due(&self.parts, only);
         if commits.is_empty() {
             return;
         }
-        // One order whatever the map's: commits and their logs are reproducible.
-        commits.sort_unstable_by_key(|c| c.part);
         // Not fatal: the offsets stay due and the next commit carries them.
         if let Err(e) = self.commit_with_metadata(broker, &commits) {
             warn!(error = %e, "offset commit failed; will retry");
@@ -1166,20 +1148,6 @@ impl Writer {
     }
 
     // ---- Completion markers ----
-
-    /// Remembers what an uploaded file of a dated route holds, for its date's marker.
-    fn note_uploaded_for_completion(&mut self, f: &InFlight, outcome: Outcome) {
-        // A rebuilt file found already there may hold more events than the rebuild (retention
-        // took the first ones before it): its marker reads it instead.
-        if f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !self.topics[f.topic].markers() {
-            return;
-        }
-        let Some(date) = self.topics[f.topic].layout().dates().leading_date(&f.intent.date) else { return };
-        if let Some(st) = self.parts.get_mut(&f.part()) {
-            let file = MarkedFile { key: f.intent.key.clone(), events: f.events, first_offset: Some(f.intent.from), last_offset: Some(f.intent.to) };
-            st.marking_mut().uploaded(date, file);
-        }
-    }
 
     /// Asks for the markers that are due: per partition, the dates it passed whose files are
     /// settled; open files of a passed date are sealed so that it settles.
@@ -1205,20 +1173,17 @@ impl Writer {
             }
             for due in self.dues(broker, key, now, wall_ms, IDLE_CHECK) {
                 let date_str = self.topics[key.topic].layout().dates().format(due.date());
-                if self.settled(key, &date_str) || sabotage::on(sabotage::Rule::MarkUnsettled) {
-                    self.submit_marker(key, due, date_str);
+                let settled = self.parts.get(&key).is_some_and(|st| completion::settled(st, &self.files, key, &date_str));
+                if settled || sabotage::on(sabotage::Rule::MarkUnsettled) {
+                    if let Some(st) = self.parts.get_mut(&key) {
+                        self.completion.submit(key, st, &self.topics[key.topic], due, date_str);
+                    }
                     break;
                 }
                 if matches!(due, Due::Next(_)) || ending {
                     // Passed but not settled: its open files need not wait for their age. (A
                     // late date's file does: late events trickle, and each would be a file.)
-                    let open: Vec<BufferKey> = self
-                        .files
-                        .open_keys()
-                        .filter(|k| k.topic == key.topic && k.partition == key.partition && !k.error && of_day(&k.date, &date_str))
-                        .cloned()
-                        .collect();
-                    for k in &open {
+                    for k in &completion::open_of_day(&self.files, key, &date_str) {
                         self.seal(k, SealReason::DatePassed);
                     }
                     // Dates are marked in order.
@@ -1285,18 +1250,6 @@ impl Writer {
         out
     }
 
-    /// True when every file of the date this owner holds on the partition is uploaded, its
-    /// recovery is over, and its offset is committed.
-    fn settled(&self, key: PartKey, date: &str) -> bool {
-        let Some(st) = self.parts.get(&key) else { return false };
-        let same = |t: usize, p: i32| t == key.topic && p == key.partition;
-        st.recovery().is_empty()
-            && st.commit_due().is_none()
-            && !self.files.open_keys().any(|k| same(k.topic, k.partition) && !k.error && of_day(&k.date, date))
-            && !self.files.in_flight().any(|f| same(f.topic, f.partition) && !f.intent.error && of_day(&f.intent.date, date))
-            && !self.files.rebuilding().any(|(p, _)| p == key)
-    }
-
     /// True if the partition's consumption reached its log end (read again once the last read
     /// is `fresh` old): an idle partition passes a date by the wall clock.
     fn caught_up_now(&mut self, broker: &dyn Broker, key: PartKey, now: Instant, fresh: Duration) -> bool {
@@ -1307,32 +1260,9 @@ impl Writer {
         self.parts[&key].at_log_end()
     }
 
-    fn submit_marker(&mut self, key: PartKey, due: Due, date_str: String) {
-        let topic = &self.topics[key.topic];
-        let Some(st) = self.parts.get_mut(&key) else { return };
-        let complete_below = st.offsets().map_or(0, |o| o.position());
-        let date = due.date();
-        st.marking_mut().job_started(date);
-        failpoint::hit(failpoint::MARKER_DUE);
-        let job = MarkerJob {
-            topic: key.topic,
-            topic_name: topic.name().to_string(),
-            layout: Arc::new(topic.layout().clone()),
-            partition: key.partition,
-            epoch: st.epoch(),
-            date,
-            date_str,
-            complete_below,
-            known: st.marking().known(date),
-            late: matches!(due, Due::Late(_)),
-            success_files: topic.cfg().success_files(),
-        };
-        self.markers.submit(job);
-    }
-
     /// Takes every marker result that is ready.
     pub(crate) fn drain_markers(&mut self) {
-        while let Some(done) = self.markers.next() {
+        while let Some(done) = self.completion.next() {
             self.on_marker(done);
         }
     }

@@ -1,27 +1,17 @@
 //! One owned partition's completion state: the dates its events passed, the files of each date
 //! it uploaded, the progress its commits carry, and the marker job under way. The writer asks
 //! it questions and tells it what happened; it never reaches into it (`core.rs` decides
-//! when a marker is due and submits the job).
+//! when a marker is due, `completion.rs` submits the job).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::NaiveDate;
 
 use crate::completion::{self, Due, MarkedFile, Progress};
 use crate::naming::FileLayout;
 use crate::routing::Route;
-
-/// How long a failed marker waits before it is tried again.
-pub(super) const MARKER_RETRY: Duration = Duration::from_secs(5);
-/// How long a caught-up `--until-caught-up` run goes on for the markers then due.
-pub(crate) const MARKERS_WAIT: Duration = Duration::from_secs(120);
-/// How often an idle partition's log end is read to tell whether it is caught up.
-pub(super) const IDLE_CHECK: Duration = Duration::from_secs(10);
-/// The same while a caught-up `--until-caught-up` run waits for its markers: a read from
-/// before it caught up (not at the end then) must not end the wait.
-pub(super) const CAUGHT_UP_CHECK: Duration = Duration::from_secs(1);
 
 /// Date strings a partition remembers parsed.
 const DATES_KEPT: usize = 4;
@@ -211,13 +201,6 @@ impl Marking {
         self.job = None;
         self.retry_at = Some(retry_at);
     }
-}
-
-/// True if a route's date string is of the day `day` (as the topic's names write it): the day
-/// itself, or a folder below it (stock Secor's `dt=<day>/offset=<N>`), so that no file of the
-/// day is overlooked when the day is declared complete.
-pub(super) fn of_day(route_date: &str, day: &str) -> bool {
-    route_date.strip_prefix(day).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -30,14 +30,6 @@ impl PartKey {
     }
 }
 
-/// One partition's part of a commit: its offset and the intent record as metadata.
-#[derive(Debug, Clone)]
-pub(super) struct Pending {
-    pub(super) part: PartKey,
-    pub(super) offset: i64,
-    pub(super) metadata: String,
-}
-
 /// Every owned partition, and the epoch the next assignment gets.
 #[derive(Debug)]
 pub(super) struct Partitions {
