@@ -40,7 +40,7 @@
 //! (`files.rs`), one partition's completion state (`marking.rs`), memory thresholds
 //! (`budget.rs`), when periodic work is due (`cadence.rs`), the topics parsed once
 //! (`topics.rs`), the stop's deadline and fatal reason (`stop.rs`), a partition's commit watch
-//! (`stall.rs`), what a commit carries (`commits.rs`), the marker jobs (`completion.rs`); `decision.rs` and `message.rs` hold the types the loop exchanges with it. It reaches the world only through `ports.rs`: `kafka.rs` implements the
+//! (`stall.rs`), what a commit carries (`commits.rs`), the marker jobs (`completion.rs`), the run's totals (`summary.rs`); `decision.rs` and `message.rs` hold the types the loop exchanges with it. It reaches the world only through `ports.rs`: `kafka.rs` implements the
 //! broker over librdkafka, `pipeline.rs` is the polling loop, and `sim` drives the same core
 //! through seeded simulations.
 

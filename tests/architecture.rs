@@ -25,7 +25,8 @@
 //!   each reading and writing every field);
 //! - the core's owned parts keep their fields to themselves: `Files` (`files.rs`), `Marking`
 //!   (`marking.rs`), `Stop` (`stop.rs`), `Cadence` (`cadence.rs`), `Topics` and `Topic` (`topics.rs`), `Budget` (`budget.rs`), `CommitWatch` (`stall.rs`),
-//!   `Partitions` and `Partition` (`partition.rs`), `Commits` (`commits.rs`) and `Completion` (`completion.rs`)
+//!   `Partitions` and `Partition` (`partition.rs`), `Commits` (`commits.rs`),
+//!   `Completion` (`completion.rs`) and `Summary` (`summary.rs`)
 //!   declare no field visible outside their file, so the writer goes through their methods;
 //! - `run`'s start-up makes its cluster clients once (`consumer::Cluster`) and shares them
 //!   between the topic check, the retention look-up and the topics' settings;
@@ -380,6 +381,7 @@ const OWNED_PARTS: &[(&str, &str)] = &[
     ("writer/core/partition.rs", "Partition"),
     ("writer/core/commits.rs", "Commits"),
     ("writer/core/completion.rs", "Completion"),
+    ("writer/core/summary.rs", "Summary"),
 ];
 
 /// Fields of the owned parts declared visible outside their file (or parts not found).

@@ -28,6 +28,7 @@ use self::marking::Marking;
 use self::message::place_of;
 use self::partition::{PartKey, Partitions, StallCheck, WatermarksRead};
 use self::stop::Stop;
+use self::summary::Summary;
 use self::topics::Topics;
 use super::{RunOptions, RunSummary};
 use crate::buffer::{BufferKey, SealReason};
@@ -38,7 +39,6 @@ use crate::failpoint;
 use crate::health::Health;
 use crate::intent::{self, Action, Intent, Place, Recovery};
 use crate::metrics as m;
-use crate::naming::{NameContext, UploadClock};
 use crate::routing::{DateSource, Route};
 use crate::sabotage::{self, Rule};
 use crate::upload::{Existing, Outcome, UploadDone};
@@ -59,6 +59,7 @@ mod message;
 mod partition;
 mod stall;
 mod stop;
+mod summary;
 mod topics;
 
 pub(crate) use self::completion::MARKERS_WAIT;
@@ -86,8 +87,6 @@ pub(crate) struct Writer {
     files: Files,
     /// Every owned partition.
     parts: Partitions,
-    /// Keeps `{currentTimestamp}` strictly increasing within this process.
-    name_clock: UploadClock,
     uploads: Box<dyn UploadQueue>,
     /// The marker jobs (owning their port).
     completion: Completion,
@@ -107,7 +106,8 @@ pub(crate) struct Writer {
     stop: Stop,
     health: Arc<Health>,
     opts: RunOptions,
-    summary: RunSummary,
+    /// The run's totals.
+    summary: Summary,
     /// The current message's record envelope, for `format = "record"` topics (reused).
     scratch: Vec<u8>,
     /// Behave as the release before record dating (the simulation's rolling upgrade).
@@ -144,7 +144,6 @@ impl Writer {
             topics,
             files: Files::default(),
             parts: Partitions::default(),
-            name_clock: UploadClock::default(),
             uploads,
             completion: Completion::new(markers),
             clock,
@@ -167,7 +166,7 @@ impl Writer {
             stop: Stop::new(Duration::from_secs(config.writer.shutdown_timeout_secs)),
             health,
             opts,
-            summary: RunSummary::default(),
+            summary: Summary::default(),
             scratch: Vec::new(),
             #[cfg(test)]
             before_record_dating: false,
@@ -191,7 +190,7 @@ impl Writer {
 
     /// The totals so far.
     pub(crate) fn summary(&self) -> &RunSummary {
-        &self.summary
+        self.summary.totals()
     }
 
     /// Starts a graceful stop that must end by `deadline`.
@@ -270,7 +269,7 @@ impl Writer {
             // Polled before a rebalance took the partition away (and maybe gave it back): the
             // message is not tracked, so it is not committed and its owner reads it again.
             debug!(topic = m.topic(), partition = p, offset = off, "message polled before its partition was revoked; dropped (not committed)");
-            self.summary.stale_dropped += 1;
+            self.summary.stale_dropped();
             return;
         };
         // No committed offset was known at assignment: tracking starts at the first message.
@@ -280,7 +279,7 @@ impl Writer {
             // at first, then at each power of ten (the counter has every one).
             let topic = &mut self.topics[t];
             let n = topic.unparsed(f);
-            self.summary.unparsed_timestamps += 1;
+            self.summary.unparsed_timestamp();
             let field = &topic.cfg().timestamp_fields[f];
             metrics::counter!(m::TIMESTAMPS_UNPARSED, "topic" => topic.name().to_string(), "field" => field.clone()).increment(1);
             if n == 10_u64.pow(n.ilog10()) {
@@ -308,19 +307,18 @@ impl Writer {
         topic.consumed(payload.len());
         match route.source {
             DateSource::Invalid(reason) => {
-                self.summary.invalid += 1;
+                self.summary.invalid();
                 metrics::counter!(m::INVALID_MESSAGES, "topic" => topic.name().to_string(), "reason" => reason.as_str()).increment(1);
                 debug!(topic = m.topic(), partition = p, offset = off, reason = reason.as_str(), "invalid message");
             }
-            DateSource::RecordTime => self.summary.record_time_dated += 1,
+            DateSource::RecordTime => self.summary.record_time_dated(),
             DateSource::RecordTimeInstead(reason) => {
-                self.summary.record_time_dated += 1;
+                self.summary.record_time_dated();
                 metrics::counter!(m::RECORD_TIME_DATED, "topic" => topic.name().to_string(), "value" => reason.as_str()).increment(1);
             }
             DateSource::Field(_) | DateSource::Offset => {}
         }
-        self.summary.events += 1;
-        self.summary.bytes_in += payload.len() as u64;
+        self.summary.consumed(payload.len());
         self.first_message_at.get_or_insert(now);
 
         // A partition recovered from intents: some re-read messages are already stored, some
@@ -334,7 +332,7 @@ impl Writer {
             None => Action::Normal,
         };
         if action == Action::Skip {
-            self.summary.skipped_already_stored += 1;
+            self.summary.skipped_already_stored();
             metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
             st.offsets_from(off).consumed(off);
             self.finish_rebuilds(t, p, off);
@@ -366,7 +364,7 @@ impl Writer {
         }
         offsets.consumed(off);
         if newline {
-            self.summary.newlines_replaced += 1;
+            self.summary.newlines_replaced();
         }
         if let Some(key) = key.filter(|_| size_due) {
             self.seal(&key, SealReason::Size);
@@ -394,7 +392,7 @@ impl Writer {
                 warn!(key = %intent.key, "recorded file could not be rebuilt: its messages are gone");
                 continue;
             };
-            self.summary.rebuilt_files += 1;
+            self.summary.rebuilt_file();
             metrics::counter!(m::FILES_REBUILT).increment(1);
             info!(key = %intent.key, events = buf.events, "rebuilding a file recorded by an earlier run");
             // Its intent is already in the partition's commits: no new record is needed. A blob of
@@ -470,9 +468,9 @@ impl Writer {
             // The drain ends when the run caught up, not after the markers' wait.
             let drain = self.first_message_at.map(|t| since.saturating_duration_since(t).as_secs_f64()).unwrap_or_default();
             info!(
-                events = self.summary.events,
+                events = self.summary.totals().events,
                 drain_seconds = drain,
-                events_per_second = (self.summary.events as f64 / drain.max(1e-9)).round(),
+                events_per_second = (self.summary.totals().events as f64 / drain.max(1e-9)).round(),
                 "caught up with the end offsets read at assignment"
             );
             return Next::Stop(StopReason::CaughtUp);
@@ -631,7 +629,7 @@ impl Writer {
         let until = if self.settings.offset_reset_to_end { high } else { low };
         let lost = (until - s) as u64;
         let recorded: Vec<&str> = recovery.skip.iter().chain(&recovery.rebuild).filter(|i| i.from < until).map(|i| i.key.as_str()).collect();
-        self.summary.lost_offsets += lost;
+        self.summary.lost_offsets(lost);
         metrics::counter!(m::OFFSETS_LOST, "topic" => topic.to_string(), "partition" => p.to_string()).increment(lost);
         if recorded.is_empty() {
             error!(
@@ -905,11 +903,7 @@ impl Writer {
         metrics::counter!(m::FILES_UPLOADED, "topic" => name.clone()).increment(1);
         metrics::counter!(m::BYTES_UPLOADED, "topic" => name.clone()).increment(done.stored_bytes);
         metrics::histogram!(m::UPLOAD_SECONDS, "topic" => name).record(done.elapsed.as_secs_f64());
-        self.summary.files += 1;
-        self.summary.bytes_out += done.stored_bytes;
-        if done.outcome == Outcome::AlreadyThere {
-            self.summary.already_there += 1;
-        }
+        self.summary.uploaded(done.stored_bytes, done.outcome == Outcome::AlreadyThere);
         info!(
             key = %f.intent.key,
             events = f.events,
@@ -1279,7 +1273,7 @@ impl Writer {
                 st.rewrite_record();
                 if stated.written {
                     metrics::counter!(m::MARKERS_WRITTEN, "topic" => topic.name().to_string()).increment(1);
-                    self.summary.markers_written += 1;
+                    self.summary.marker_written();
                 }
                 if let Some(marked) = outcome.marked {
                     topic.report_complete_date(job.partition, marked);
@@ -1320,29 +1314,8 @@ impl Writer {
         let Some(buf) = self.files.take_open(key) else {
             return;
         };
-        let topic = &self.topics[key.topic];
         let st = self.parts.get(&PartKey::new(key.topic, key.partition));
-        let mut name_key;
-        let mut tries = 0;
-        loop {
-            let name = NameContext {
-                date: &key.date,
-                kafka_partition: key.partition,
-                current_ms: self.name_clock.next(self.clock.wall_ms()),
-                topic: topic.name(),
-                generation: topic.cfg().generation,
-                first_offset: buf.first_offset,
-                random: self.clock.random() as u16,
-            };
-            name_key = topic.layout().key(key.prefix.as_deref(), key.error, &name);
-            // A name the partition's record already holds (an earlier owner's file, with a
-            // clock ahead of ours) would collide for certain: take the next one. Bounded, for
-            // patterns whose names do not move with time.
-            tries += 1;
-            if tries >= 8 || !st.is_some_and(|st| st.names(&name_key)) {
-                break;
-            }
-        }
+        let name_key = self.topics.name_file(key, buf.first_offset, &*self.clock, |file| st.is_some_and(|st| st.names(file)));
         let intent = Arc::new(Intent {
             key: name_key,
             prefix: key.prefix.as_deref().map(String::from),
@@ -1376,7 +1349,7 @@ impl Writer {
             self.seal(k, SealReason::Shutdown);
         }
         if !self.wait_uploads(broker, deadline, |w| w.files.inflight_count() == 0) {
-            self.summary.abandoned_files = self.files.inflight_count() as u64;
+            self.summary.abandoned_files(self.files.inflight_count() as u64);
             error!(files = self.files.inflight_count(), "shutdown timeout: some files were not uploaded");
         }
         // The final commit is retried until the stop's deadline: an exit that reports success
@@ -1386,7 +1359,7 @@ impl Writer {
             let due = self.uncommitted_partitions();
             let left = self.stop.begun().map_or(Duration::ZERO, |d| d.saturating_duration_since(self.clock.now()));
             if due == 0 || left.is_zero() {
-                self.summary.uncommitted_partitions = due as u64;
+                self.summary.uncommitted_partitions(due as u64);
                 break;
             }
             self.clock.sleep(left.min(Duration::from_millis(200)));

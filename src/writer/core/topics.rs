@@ -1,6 +1,7 @@
 //! The configured topics as the core uses them: each topic's config parsed once (layout, time
 //! zone, completion settings, rotation, framing), its counters, and what the core learns about
-//! it while it runs (the earliest date its partitions judge from, timestamps it could not read).
+//! it while it runs (the earliest date its partitions judge from, timestamps it could not read),
+//! and the names of its files.
 
 use std::collections::HashMap as StdHashMap;
 use std::time::Duration;
@@ -10,18 +11,21 @@ use rustc_hash::FxHashMap as HashMap;
 use tracing::{info, warn};
 
 use super::marking::Seen;
+use super::summary::Summary;
 use super::SetupError;
-use crate::buffer::{Framing, RotationPolicy};
+use crate::buffer::{BufferKey, Framing, RotationPolicy};
 use crate::config::{Config, TopicConfig};
 use crate::metrics as m;
-use crate::naming::FileLayout;
+use crate::naming::{FileLayout, NameContext, UploadClock};
 use crate::upload::{Existing, UploadJob};
-use crate::writer::RunSummary;
+use crate::writer::ports::Clock;
 
 /// Every configured topic, by its index in the config.
 pub(super) struct Topics {
     list: Vec<Topic>,
     index: HashMap<String, usize>,
+    /// Keeps `{currentTimestamp}` strictly increasing within this process.
+    name_clock: UploadClock,
 }
 
 /// One configured topic.
@@ -79,12 +83,38 @@ impl Topics {
             });
         }
         let index = config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Topics { list, index })
+        Ok(Topics { list, index, name_clock: UploadClock::default() })
     }
 
     /// The index of topic `name`, if it is configured.
     pub(super) fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+
+    /// The name of a file of route `key` whose first offset is `first_offset`, at the clock's
+    /// time. A name `taken` (one the partition's record already holds: an earlier owner's
+    /// file, with a clock ahead of ours) would collide for certain: the next one is taken.
+    /// Bounded, for patterns whose names do not move with time.
+    pub(super) fn name_file(&mut self, key: &BufferKey, first_offset: i64, clock: &dyn Clock, taken: impl Fn(&str) -> bool) -> String {
+        let Topics { list, name_clock, .. } = self;
+        let topic = &list[key.topic];
+        let mut tries = 0;
+        loop {
+            let name = NameContext {
+                date: &key.date,
+                kafka_partition: key.partition,
+                current_ms: name_clock.next(clock.wall_ms()),
+                topic: topic.name(),
+                generation: topic.cfg.generation,
+                first_offset,
+                random: clock.random() as u16,
+            };
+            let file = topic.layout.key(key.prefix.as_deref(), key.error, &name);
+            tries += 1;
+            if tries >= 8 || !taken(&file) {
+                return file;
+            }
+        }
     }
 
     /// Every topic with its index.
@@ -182,12 +212,12 @@ impl Topic {
     }
 
     /// Counts a late event (and says so for the first of its date).
-    pub(super) fn note_late(&self, summary: &mut RunSummary, p: i32, date: &str, seen: Seen) {
+    pub(super) fn note_late(&self, summary: &mut Summary, p: i32, date: &str, seen: Seen) {
         let Seen::Late { first } = seen else { return };
         if first {
             info!(topic = %self.cfg.name, partition = p, date, "late event: its date is already marked complete; a new marker will list its file");
         }
-        summary.late_events += 1;
+        summary.late_event();
         metrics::counter!(m::LATE_EVENTS, "topic" => self.cfg.name.clone()).increment(1);
     }
 
