@@ -330,9 +330,22 @@ pub fn validate_properties(k: &KafkaConfig) -> Result<(), ClientError> {
     // resolve, nothing sent anywhere) and silent about failing to connect there.
     let mut checked = k.clone();
     checked.brokers = "127.0.0.1:1".into();
-    group_config(&checked).create_with_context::<_, BaseConsumer<Silent>>(Silent).map_err(bad)?;
-    client_config(&checked, Role::Producer, &[]).create_with_context::<_, BaseProducer<Silent>>(Silent).map_err(bad)?;
+    let consumer = group_config(&checked).create_with_context::<_, BaseConsumer<Silent>>(Silent).map_err(bad)?;
+    destroy_in_background(consumer);
+    let producer = client_config(&checked, Role::Producer, &[]).create_with_context::<_, BaseProducer<Silent>>(Silent).map_err(bad)?;
+    destroy_in_background(producer);
     Ok(())
+}
+
+/// Destroys a librdkafka client on a thread of its own. Destroying one waits for its internal
+/// threads, which serve their queues in 100 ms turns: the config check's consumer held every
+/// command's start for a tenth of a second, and the start-up's admin client held a one-shot
+/// run's exit about as long (`scripts/bench`'s whole-process time against its drain). Nothing
+/// waits for that thread: a client handed to it is done with (never in a group, no commit or
+/// request pending), so if the process exits first nothing is lost.
+fn destroy_in_background<T: Send + 'static>(client: T) {
+    // If no thread can be made, the closure, and the client with it, is dropped here instead.
+    let _ = std::thread::Builder::new().name("kbackup-destroy".into()).spawn(move || drop(client));
 }
 
 /// A context that logs nothing: for clients created only to have librdkafka check a config.
@@ -485,8 +498,23 @@ async fn counts_with(
 /// look-up and the recording of the topics' settings (each used to make its own, per topic and
 /// every ten minutes). Neither joins the group.
 pub struct Cluster {
+    /// Taken only by `drop`, which destroys them in the background.
+    clients: Option<ClusterClients>,
+}
+
+struct ClusterClients {
     metadata: Arc<BaseConsumer<Diagnosing>>,
     admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The admin client's poll thread wakes every 100 ms: its join would hold whoever drops
+        // the cluster (a one-shot run's exit) that long.
+        if let Some(clients) = self.clients.take() {
+            destroy_in_background(clients);
+        }
+    }
 }
 
 impl Cluster {
@@ -494,18 +522,22 @@ impl Cluster {
     pub fn connect(k: &KafkaConfig) -> rdkafka::error::KafkaResult<Cluster> {
         let metadata = Arc::new(metadata_client(k)?);
         let admin = client_config(k, Role::Admin, &[]).create()?;
-        Ok(Cluster { metadata, admin })
+        Ok(Cluster { clients: Some(ClusterClients { metadata, admin }) })
+    }
+
+    fn clients(&self) -> &ClusterClients {
+        self.clients.as_ref().expect("only drop takes the clients")
     }
 
     /// The partition count of each topic (`None`: not on the cluster), looked up on the
     /// blocking pool; a refused login says why at once.
     pub async fn partition_counts(&self, topics: &[String], timeout: Duration) -> Result<Vec<(String, Option<usize>)>, LookupError> {
-        counts_with(self.metadata.clone(), topics, timeout).await
+        counts_with(self.clients().metadata.clone(), topics, timeout).await
     }
 
     /// One topic's partition count and replication factor (`None`: not on the cluster).
     pub async fn partitions_and_replication(&self, topic: &str) -> Result<Option<(i32, i32)>, LookupError> {
-        let (client, name) = (self.metadata.clone(), topic.to_string());
+        let (client, name) = (self.clients().metadata.clone(), topic.to_string());
         tokio::task::spawn_blocking(move || {
             let md = with_reason(&client, |c| fetch_metadata(c, Some(&name), Duration::from_secs(30)))?;
             Ok(md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty()).map(|t| {
@@ -522,7 +554,7 @@ impl Cluster {
         use rdkafka::admin::{AdminOptions, ResourceSpecifier};
         let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
         let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-        self.admin.describe_configs(&specs, &opts).await
+        self.clients().admin.describe_configs(&specs, &opts).await
     }
 
     /// `retention.ms` of each topic that has a finite time retention (absent: unknown, infinite
