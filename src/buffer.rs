@@ -80,8 +80,8 @@ impl Buffer {
         self.append_checked(offset, payload, None)
     }
 
-    /// [`Self::append`] when whether `payload` holds `\n`/`\r` may already be known (the
-    /// router finds out while validating JSON); `None` searches for them.
+    /// Appends one message as `append` does, when whether `payload` holds `\n`/`\r` may
+    /// already be known (the router finds out while validating JSON); `None` searches for them.
     pub fn append_checked(&mut self, offset: i64, payload: &[u8], line_breaks: Option<bool>) -> bool {
         self.last_offset = offset;
         self.events += 1;

@@ -195,7 +195,7 @@ struct Heard {
 
 impl BrokerSilence {
     /// One broker's figures from a snapshot taken at `now_ms`: responses received in total and
-    /// requests now waiting for a response. Call [`BrokerSilence::verdict`] after the last.
+    /// requests now waiting for a response. Call [`BrokerSilence::silent`] after the last.
     pub fn broker(&mut self, now_ms: i64, name: &str, rx: u64, waiting: i64) -> bool {
         let heard = self.brokers.entry(name.to_string()).or_insert(Heard { rx, waiting_since: None });
         let answered = heard.rx != rx;

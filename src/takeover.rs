@@ -9,7 +9,7 @@
 //!   position kbackup did not write.
 //!
 //! All three refuse while the groups have live members: positions move only between stopped
-//! programs. The decisions themselves are pure ([`plan`]).
+//! programs. The decisions themselves are pure ([`decide`]).
 
 pub mod decide;
 

@@ -40,7 +40,7 @@ pub struct PlanArgs {
     /// Bootstrap servers (default: --config's kafka.brokers; without --config, env KAFKA_BROKERS).
     #[arg(long)]
     pub brokers: Option<String>,
-    /// A kbackup config whose [kafka] section (brokers, TLS/SASL and other properties) the
+    /// A kbackup config whose `[kafka]` section (brokers, TLS/SASL and other properties) the
     /// partition look-up and the job-manager producer use; --brokers replaces its servers.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
@@ -57,7 +57,7 @@ pub struct PlanArgs {
     /// The jar's main class (Sunbird: org.ekstep.analytics.job.JobExecutor).
     #[arg(long)]
     pub class: Option<String>,
-    /// spark-submit's --master: local[*], or a cluster URL.
+    /// spark-submit's --master: `local[*]`, or a cluster URL.
     #[arg(long, default_value = "local[*]")]
     pub spark_master: String,
     /// The spark-submit to run (default: $SPARK_HOME/bin/spark-submit, else spark-submit on PATH).

@@ -807,7 +807,7 @@ impl Writer {
         }
     }
 
-    /// Per owned partition: is its backup still moving? A stall (see [`super::stall`]) turns
+    /// Per owned partition: is its backup still moving? A stall (see [`self::stall`]) turns
     /// readiness red naming the partition, sets `kbackup_partition_stalled_since_seconds` to
     /// when it began, and is logged when it begins and when it ends.
     fn watch_commits(&mut self, now: Instant) {
