@@ -140,6 +140,8 @@ impl Writer {
         crate::metrics::zero_counters(&config.topics);
         let topics = Topics::new(config, &opts.retention_ms)?;
         let now = clock.now();
+        let group = crate::consumer::group_config(&config.kafka);
+        let ms = |key: &str, default: u64| group.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
         Ok(Writer {
             topics,
             files: Files::default(),
@@ -148,14 +150,13 @@ impl Writer {
             completion: Completion::new(markers),
             clock,
             budget: Budget::new(buffer_budget),
-            commits: Commits::new(config.writer.commit_metadata_limit, {
-                let group = crate::consumer::group_config(&config.kafka);
-                let ms = |key: &str, default: u64| group.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
-                crate::writer::ports::commit_abandon(ms("session.timeout.ms", 45_000), ms("socket.timeout.ms", 60_000))
-            }),
+            commits: Commits::new(
+                config.writer.commit_metadata_limit,
+                crate::writer::ports::commit_abandon(ms("session.timeout.ms", 45_000), ms("socket.timeout.ms", 60_000)),
+            ),
             settings: Settings {
                 revoke_timeout: Duration::from_secs(config.writer.revoke_timeout_secs),
-                session_timeout_ms: crate::consumer::group_config(&config.kafka).get("session.timeout.ms").unwrap_or("45000").to_string(),
+                session_timeout_ms: group.get("session.timeout.ms").unwrap_or("45000").to_string(),
                 offset_reset_to_end: crate::consumer::resets_to_end(&config.kafka),
                 refuse_foreign_commits: config.secor.is_some(),
             },
@@ -1153,10 +1154,9 @@ impl Writer {
         }
         let now = self.clock.now();
         let wall_ms = self.clock.wall_ms();
-        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers()).collect();
-        keys.sort_unstable();
-        for key in &keys {
-            self.share_start(*key);
+        let keys = self.marked_partitions();
+        for &key in &keys {
+            self.share_start(key);
         }
         // A caught-up `--until-caught-up` run is about to stop: a late date's file need not
         // wait for its age, its superseding marker is written before the run ends.
@@ -1185,6 +1185,14 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The owned partitions of topics with completion markers, in key order (markers are judged
+    /// and waited for in one order whatever the map's).
+    fn marked_partitions(&self) -> Vec<PartKey> {
+        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers()).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// A partition never marked judges dates from the earliest first date of its topic's
@@ -1231,8 +1239,7 @@ impl Writer {
             return Vec::new();
         }
         let (now, wall_ms) = (self.clock.now(), self.clock.wall_ms());
-        let mut keys: Vec<PartKey> = self.parts.keys().copied().filter(|k| self.topics[k.topic].markers()).collect();
-        keys.sort_unstable();
+        let keys = self.marked_partitions();
         let mut out = Vec::new();
         for key in keys {
             let mk = self.parts[&key].marking();
