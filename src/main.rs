@@ -53,13 +53,26 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(tracing_subscriber::filter::filter_fn(|m| !is_repeated_close(m))))
+        .init();
+}
+
+/// The one error rdkafka's consumer module logs: its drop failing to close a consumer again
+/// after kbackup closed it itself (`consumer::close_and_destroy`, which reports its own
+/// failures). Anything librdkafka itself says comes through the client context instead.
+fn is_repeated_close(m: &tracing::Metadata<'_>) -> bool {
+    m.target() == "rdkafka::consumer::base_consumer" && *m.level() == tracing::Level::ERROR
 }
 
 /// Makes glibc return large buffers to the OS when they are freed.

@@ -292,7 +292,7 @@ pub fn run(
             drop(w);
             // Leaving the group fires a final revoke; every buffer is already sealed and committed.
             consumer.unsubscribe();
-            drop(consumer);
+            crate::consumer::close_and_destroy(consumer, deadline);
             let _ = finished_tx.send((summary, fatal));
         })
         .map_err(|e| start(&e))?;

@@ -338,6 +338,13 @@ impl Stack {
             .collect()
     }
 
+    /// The group's live members, as the coordinator lists them (none once every member left).
+    pub fn group_members(&self, group: &str) -> usize {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        let list = wait_for("the group list", Duration::from_secs(60), || c.fetch_group_list(Some(group), Duration::from_secs(10)).ok());
+        list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum()
+    }
+
     /// Azurite's base URL (`http://host:port`), for a proxy in front of it.
     pub fn blob_upstream(&self) -> String {
         self.connection_string
