@@ -248,12 +248,22 @@ pub fn applies(key: &str, role: Role) -> bool {
     }
 }
 
+/// Every client's defaults, before its role's.
+///
+/// `enable.sparse.connections = false`: connect to the brokers as soon as the client exists,
+/// not when a first request needs one. With sparse connections the first metadata request
+/// and the group join each waited for a connection made on demand: a one-shot run reached its
+/// first message 0.14-0.15 s after exec, against 0.04-0.07 s without (1M-event bench topic,
+/// file-none). A consumer talks to every partition leader anyway; a short-lived tool's client
+/// now opens its connections to all brokers at once, which a cluster's brokers take in stride.
+const BASE_DEFAULTS: &[(&str, &str)] = &[("enable.sparse.connections", "false")];
+
 /// The one place `[kafka]` becomes a librdkafka configuration: every client kbackup creates
 /// (writer, `verify`, `replay`, `plan`, `check`, metadata look-ups) starts from this.
 /// `defaults` are kbackup's own settings for the role; the operator's properties override
 /// them; `bootstrap.servers` is always the config's.
 pub fn client_config(k: &KafkaConfig, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut props: BTreeMap<&str, &str> = defaults.iter().copied().collect();
+    let mut props: BTreeMap<&str, &str> = BASE_DEFAULTS.iter().chain(defaults).copied().collect();
     for (key, value) in &k.properties {
         if applies(key, role) {
             props.insert(key.as_str(), value.as_str());
