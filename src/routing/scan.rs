@@ -175,6 +175,16 @@ impl<'t> Scanner<'t, '_> {
                 if self.stop_early && self.missing == 0 {
                     return Err(Stop::AllFound);
                 }
+            } else if next & self.missing == 0 {
+                // Off every wanted path. Most such values are strings: read inline, without
+                // the call and the container stack of a skip.
+                self.skip_ws();
+                if self.b.get(self.i) == Some(&b'"') {
+                    self.i += 1;
+                    self.string()?;
+                } else {
+                    self.skip_value()?;
+                }
             } else {
                 self.value(next, depth + 1)?;
             }
