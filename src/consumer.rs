@@ -386,6 +386,41 @@ pub fn close_and_destroy<C: ConsumerContext + 'static>(consumer: Arc<BaseConsume
     destroy_in_background(consumer);
 }
 
+/// A consumer that names a group, closed through [`close_and_destroy`] when dropped.
+///
+/// rdkafka's drop closes any consumer with a `group.id` in 100 ms steps and without a bound:
+/// each look-up client of the tools (a group's offsets, `verify`'s watermarks, `takeover`'s
+/// read of one message per partition) cost its caller up to a tenth of a second on the way out,
+/// and a failure of that close would be hidden by the binary's filter of rdkafka's repeated
+/// close (see `main.rs`). Every group consumer goes through this or through
+/// [`close_and_destroy`] directly, which reports its own failures.
+pub struct Closing<C: ConsumerContext + 'static>(Option<BaseConsumer<C>>);
+
+/// How long a look-up client may take to close: it never joined the group, so librdkafka has
+/// no revocation or final commit to wait for.
+const LOOKUP_CLOSE: Duration = Duration::from_secs(5);
+
+impl<C: ConsumerContext + 'static> Closing<C> {
+    pub fn new(consumer: BaseConsumer<C>) -> Closing<C> {
+        Closing(Some(consumer))
+    }
+}
+
+impl<C: ConsumerContext + 'static> std::ops::Deref for Closing<C> {
+    type Target = BaseConsumer<C>;
+    fn deref(&self) -> &BaseConsumer<C> {
+        self.0.as_ref().expect("taken only by drop")
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for Closing<C> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            close_and_destroy(Arc::new(consumer), std::time::Instant::now() + LOOKUP_CLOSE);
+        }
+    }
+}
+
 /// A context that logs nothing: for clients created only to have librdkafka check a config.
 struct Silent;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -66,7 +66,7 @@ impl Held {
 /// A client that looks at (and, for the tools that move positions, commits for) one group
 /// without joining it.
 pub struct GroupClient {
-    consumer: BaseConsumer<Diagnosing>,
+    consumer: crate::consumer::Closing<Diagnosing>,
     group: String,
 }
 
@@ -84,7 +84,7 @@ impl GroupClient {
     pub fn new(k: &KafkaConfig, group: &str) -> Result<GroupClient, LookupError> {
         let mut cfg = client_config(k, Role::Reader, &[]);
         cfg.set("group.id", group).set("enable.auto.commit", "false");
-        let consumer = cfg.create_with_context(Diagnosing::default()).map_err(LookupError::bare)?;
+        let consumer = crate::consumer::Closing::new(cfg.create_with_context(Diagnosing::default()).map_err(LookupError::bare)?);
         Ok(GroupClient { consumer, group: group.to_string() })
     }
 

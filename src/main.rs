@@ -69,8 +69,9 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The one error rdkafka's consumer module logs: its drop failing to close a consumer again
-/// after kbackup closed it itself (`consumer::close_and_destroy`, which reports its own
-/// failures). Anything librdkafka itself says comes through the client context instead.
+/// after kbackup closed it itself. Every consumer that names a group is closed by
+/// `consumer::close_and_destroy` (directly, or through `consumer::Closing`), which reports its
+/// own failures; anything librdkafka itself says comes through the client context instead.
 fn is_repeated_close(m: &tracing::Metadata<'_>) -> bool {
     m.target() == "rdkafka::consumer::base_consumer" && *m.level() == tracing::Level::ERROR
 }

@@ -565,8 +565,8 @@ fn match_in_kafka(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, first
     }
     let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
     c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-    let consumer: rdkafka::consumer::BaseConsumer<crate::consumer::Diagnosing> =
-        crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?;
+    let consumer =
+        crate::consumer::Closing::<crate::consumer::Diagnosing>::new(crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?);
     let (mut next, mut end) = (0usize, None);
     crate::consumer::read_range(&consumer, topic, p, first, log_end, |m| {
         if crate::audit::fingerprint(m.payload().unwrap_or_default()) == lines[next] {
@@ -630,8 +630,8 @@ fn read_one(kafka: &crate::config::KafkaConfig, topic: &str, p: i32, offset: i64
     use rdkafka::message::Message;
     let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
     c.set("group.id", "kbackup-takeover-reader").set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-    let consumer: rdkafka::consumer::BaseConsumer<crate::consumer::Diagnosing> =
-        crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?;
+    let consumer =
+        crate::consumer::Closing::<crate::consumer::Diagnosing>::new(crate::consumer::create_client(&c, crate::consumer::Diagnosing::default())?);
     let mut found = None;
     crate::consumer::read_range(&consumer, topic, p, offset, offset + 1, |m| {
         if m.offset() == offset {

@@ -202,11 +202,11 @@ pub async fn audit(
     // Partitions, watermarks and the group's committed offsets.
     let kafka = &config.kafka;
     let name = topic.name.clone();
-    let consumer: BaseConsumer<Diagnosing> = {
+    let consumer = {
         let mut c = crate::consumer::client_config(kafka, crate::consumer::Role::Reader, &[]);
         // The group only names whose committed offsets are read; verify never joins or commits.
         c.set("group.id", &kafka.group_id).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
-        crate::consumer::create_client(&c, Diagnosing::default()).map_err(failed)?
+        crate::consumer::Closing::<Diagnosing>::new(crate::consumer::create_client(&c, Diagnosing::default()).map_err(failed)?)
     };
     let md = crate::consumer::with_reason(&consumer, |c| crate::consumer::fetch_metadata(c, Some(&name), Duration::from_secs(30)))
         .map_err(|e| failed(format!("reading metadata from {}: {e}", kafka.brokers)))?;
