@@ -268,18 +268,32 @@ impl std::fmt::Debug for StorageConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip; `.gz` is appended to the file name.
+    /// gzip; `.gz` is appended to the file name (text and SequenceFiles).
     Gzip,
-    /// Plain newline-delimited JSON.
+    /// Uncompressed (plain newline-delimited JSON, or Parquet pages without a codec).
     None,
+    /// Zstandard pages (Parquet only; its default).
+    Zstd,
+    /// Snappy pages (Parquet only).
+    Snappy,
 }
 
 impl Compression {
-    /// The extension appended after the pattern's own (`.json` + `.gz`).
+    /// The extension appended after the pattern's own (`.json` + `.gz`). Parquet compresses
+    /// inside the file: its names never end with a codec's extension.
     pub fn extension(self) -> &'static str {
         match self {
             Compression::Gzip => ".gz",
-            Compression::None => "",
+            Compression::None | Compression::Zstd | Compression::Snappy => "",
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
         }
     }
 }
@@ -361,6 +375,9 @@ pub enum FileFormat {
     /// Hadoop's SequenceFile, key the offset (`LongWritable`), value the message
     /// (`BytesWritable`): stock Secor's default (`SequenceFileReaderWriterFactory`).
     SequenceFile,
+    /// Parquet: the Kafka envelope as typed columns, the value's bytes, and the value as a
+    /// Variant column for queries (see `columnar.rs`).
+    Parquet,
 }
 
 /// One `[[topic]]`: a Kafka topic and how its files are laid out.
@@ -377,9 +394,11 @@ pub struct TopicConfig {
     /// `value` (default, Secor's lines) or `record` (the whole Kafka record per line).
     #[serde(default)]
     pub format: Format,
-    /// `gzip` (default) or `none` (Secor: `secor.compression.codec`).
-    #[serde(default = "default_compression")]
-    pub compression: Compression,
+    /// Text and SequenceFiles: `gzip` (default) or `none` (Secor: `secor.compression.codec`).
+    /// Parquet: its page codec, `zstd` (default), `snappy` or `none`. Read it through
+    /// [`TopicConfig::compression`], which applies the file format's default.
+    #[serde(default, rename = "compression", skip_serializing_if = "Option::is_none")]
+    pub compression_set: Option<Compression>,
     /// gzip level 1-12: 1 (ISA-L's fastest; `gzip -6`'s ratio on telemetry), 2-3 (ISA-L's
     /// level 3), 4-12 (libdeflate's scale: smaller files for much more CPU).
     #[serde(default = "default_level")]
@@ -459,8 +478,9 @@ pub struct TopicConfig {
     pub hour_prefix: String,
     #[serde(default = "default_minute_prefix", skip_serializing_if = "is_default_minute_prefix")]
     pub minute_prefix: String,
-    /// `text` (default: one message per line) or `sequencefile` (Hadoop's, key the offset,
-    /// value the message: stock Secor's default).
+    /// `text` (default: one message per line), `sequencefile` (Hadoop's, key the offset,
+    /// value the message: stock Secor's default) or `parquet` (columns and a Variant of the
+    /// event, for queries; see `columnar.rs`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub file_format: FileFormat,
     /// With `layout = "secor"`: what follows the file name (`secor.file.extension`); default
@@ -544,7 +564,23 @@ impl TopicConfig {
     pub fn extension(&self) -> String {
         match (self.layout_kind, &self.file_extension) {
             (LayoutKind::Secor, Some(e)) => e.clone(),
-            _ => self.compression.extension().to_string(),
+            _ => self.compression().extension().to_string(),
+        }
+    }
+
+    /// True if the writer buffers each message as its record envelope line: files of
+    /// `format = "record"`, and Parquet files, which are transcoded from those lines.
+    pub fn buffers_envelopes(&self) -> bool {
+        self.format == Format::Record || self.file_format == FileFormat::Parquet
+    }
+
+    /// The compression the topic's files get: the configured one, or the file format's default
+    /// (gzip for text and SequenceFiles, as Secor's; zstd for Parquet).
+    pub fn compression(&self) -> Compression {
+        match (self.compression_set, self.file_format) {
+            (Some(c), _) => c,
+            (None, FileFormat::Parquet) => Compression::Zstd,
+            (None, FileFormat::Text | FileFormat::SequenceFile) => Compression::Gzip,
         }
     }
 
@@ -560,6 +596,7 @@ impl TopicConfig {
             date_format: &partition_format,
             extension: &self.extension(),
             records: self.format == Format::Record,
+            parquet: self.file_format == FileFormat::Parquet,
             open_prefixes: self.prefix_as_value,
             secor: match self.layout_kind {
                 LayoutKind::Pattern => None,
@@ -596,9 +633,6 @@ fn is_default_minute_prefix(s: &str) -> bool {
 
 fn default_pattern() -> String {
     DEFAULT_FILE_PATTERN.into()
-}
-fn default_compression() -> Compression {
-    Compression::Gzip
 }
 pub(crate) fn default_level() -> u32 {
     1
@@ -923,6 +957,35 @@ impl Config {
                     }
                 }
             }
+            match (t.file_format, t.compression()) {
+                (FileFormat::Parquet, Compression::Gzip) => {
+                    return Err(ConfigError::invalid(
+                        k("compression"),
+                        "Parquet compresses its pages itself: choose zstd (the default for Parquet), snappy or none",
+                    ))
+                }
+                (FileFormat::Text | FileFormat::SequenceFile, c @ (Compression::Zstd | Compression::Snappy)) => {
+                    return Err(ConfigError::invalid(
+                        k("compression"),
+                        format!("{} is a Parquet page codec: text and SequenceFiles are gzip-compressed or not at all (gzip or none)", c.as_str()),
+                    ))
+                }
+                _ => {}
+            }
+            if t.file_format == FileFormat::Parquet {
+                if t.layout_kind == LayoutKind::Secor {
+                    return Err(ConfigError::invalid(
+                        k("file_format"),
+                        "stock Secor's layout holds text or SequenceFiles: file_format = \"parquet\" needs layout = \"pattern\"",
+                    ));
+                }
+                if t.format == Format::Record {
+                    return Err(ConfigError::invalid(
+                        k("format"),
+                        "a Parquet file keeps partition, offset, timestamp, key and value as columns already; headers are not kept yet: use format = \"value\" with file_format = \"parquet\"",
+                    ));
+                }
+            }
             if t.file_format == FileFormat::SequenceFile && t.format == Format::Record {
                 return Err(ConfigError::invalid(
                     k("file_format"),
@@ -1038,6 +1101,27 @@ mod tests {
         path = "unique/raw"
     "#;
 
+    #[test]
+    fn each_file_format_has_its_compression_default_and_parquet_names_carry_no_codec() {
+        let text = Config::parse(GOOD, "t").unwrap();
+        assert_eq!((text.topics[0].compression(), text.topics[0].extension().as_str()), (Compression::Gzip, ".gz"));
+        let parquet = Config::parse(&format!("{GOOD}\nfile_format = \"parquet\""), "t").unwrap();
+        assert_eq!((parquet.topics[0].compression(), parquet.topics[0].extension().as_str()), (Compression::Zstd, ""));
+        assert!(parquet.topics[0].buffers_envelopes());
+        let snappy = Config::parse(&format!("{GOOD}\nfile_format = \"parquet\"\ncompression = \"snappy\""), "t").unwrap();
+        assert_eq!(snappy.topics[0].compression(), Compression::Snappy);
+        let ctx = crate::naming::NameContext {
+            date: "2026-12-06",
+            kafka_partition: 3,
+            current_ms: 1_796_000_000_000,
+            topic: "dev.telemetry.unique",
+            generation: 0,
+            first_offset: 0,
+            random: 0,
+        };
+        assert_eq!(parquet.topics[0].layout().unwrap().key(None, false, &ctx), "unique/raw/2026-12-06-3-1796000000000.parquet");
+    }
+
     fn err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
     }
@@ -1086,7 +1170,7 @@ mod tests {
         let t = &c.topics[0];
         assert_eq!(c.kafka.group_id, "kbackup");
         assert_eq!(t.file_pattern, DEFAULT_FILE_PATTERN);
-        assert_eq!(t.compression, Compression::Gzip);
+        assert_eq!(t.compression(), Compression::Gzip);
         assert_eq!(t.timestamp_fields, vec!["syncts", "@timestamp"]);
         assert_eq!(t.max_file_bytes, 100_000_000);
         assert_eq!(t.max_file_age_secs, 14_400);
@@ -1112,6 +1196,11 @@ mod tests {
             (format!("{GOOD}\nprefix_field = \"eid\""), "topic[0].prefix_map"),
             (format!("{GOOD}\nprefix_field = \"eid\"\nprefix_map = {{ A = \"a\" }}"), "topic[0].prefix_map"),
             (format!("{GOOD}\nmax_file_bytes = 0"), "topic[0].max_file_bytes"),
+            (format!("{GOOD}\nfile_format = \"parquet\"\ncompression = \"gzip\""), "topic[0].compression"),
+            (format!("{GOOD}\ncompression = \"zstd\""), "topic[0].compression"),
+            (format!("{GOOD}\nfile_format = \"sequencefile\"\ncompression = \"snappy\""), "topic[0].compression"),
+            (format!("{GOOD}\nfile_format = \"parquet\"\nformat = \"record\""), "topic[0].format"),
+            (format!("{GOOD}\nfile_format = \"parquet\"\nlayout = \"secor\""), "topic[0].file_format"),
             (format!("{GOOD}\ninvalid_date = \"yesterday\""), "topic[0].invalid_date"),
             (format!("{GOOD}\ntimestamp_fields = []"), "topic[0].timestamp_fields"),
             (format!("{GOOD}\ndate_format = \"%Y/%m/%d\""), "topic[0].date_format"),

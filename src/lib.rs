@@ -9,6 +9,7 @@ pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod buffer;
 pub mod cmd;
+pub(crate) mod columnar;
 pub(crate) mod commit;
 pub mod completion;
 pub mod config;

@@ -226,7 +226,15 @@ pub async fn list(storage: &Storage, layout: &FileLayout, sel: &Selection) -> Re
     let in_range = |d: NaiveDate| (d >= sel.from && d <= sel.to) || d == crate::naming::UNDATED;
     let stray = |meta: &object_store::ObjectMeta, date: NaiveDate| {
         let key = meta.location.to_string();
-        let name = ParsedName { date, kafka_partition: None, timestamp_ms: None, gzip: key.ends_with(".gz"), records: false, first_offset: None };
+        let name = ParsedName {
+            date,
+            kafka_partition: None,
+            timestamp_ms: None,
+            gzip: key.ends_with(".gz"),
+            records: false,
+            parquet: false,
+            first_offset: None,
+        };
         Listed { date: date_label(date), kafka_partition: None, timestamp: None, size: meta.size, key, name }
     };
     let listed = |key: String, size: u64, n: ParsedName| Listed {

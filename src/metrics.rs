@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const EVENTS_CONSUMED: &str = "kbackup_events_consumed_total";
 pub const BYTES_CONSUMED: &str = "kbackup_bytes_consumed_total";
 pub const INVALID_MESSAGES: &str = "kbackup_invalid_messages_total";
+pub const PARQUET_EVENTS_WITHOUT_VARIANT: &str = "kbackup_parquet_events_without_variant_total";
 pub const RECORD_TIME_DATED: &str = "kbackup_record_time_dated_total";
 pub const FILES_UPLOADED: &str = "kbackup_files_uploaded_total";
 pub const BYTES_UPLOADED: &str = "kbackup_bytes_uploaded_total";
@@ -75,6 +76,9 @@ pub fn zero_counters(topics: &[crate::config::TopicConfig]) {
         for reason in crate::routing::InvalidReason::ALL {
             counter!(INVALID_MESSAGES, "topic" => t.name.clone(), "reason" => reason.as_str()).increment(0);
         }
+        if t.file_format == crate::config::FileFormat::Parquet {
+            counter!(PARQUET_EVENTS_WITHOUT_VARIANT, "topic" => t.name.clone()).increment(0);
+        }
         if t.format == crate::config::Format::Record {
             for value in crate::routing::InvalidReason::UNDATABLE_VALUES {
                 counter!(RECORD_TIME_DATED, "topic" => t.name.clone(), "value" => value.as_str()).increment(0);
@@ -123,6 +127,10 @@ fn describe() {
     );
     describe_counter!(BYTES_CONSUMED, Unit::Bytes, "Message value bytes consumed from Kafka");
     describe_counter!(INVALID_MESSAGES, "Messages written to the invalid bucket, by reason");
+    describe_counter!(
+        PARQUET_EVENTS_WITHOUT_VARIANT,
+        "Messages of file_format = \"parquet\" topics whose value is not JSON a Variant holds: their event column is null, their value column keeps the bytes"
+    );
     describe_counter!(
         RECORD_TIME_DATED,
         "Records of format = \"record\" topics dated by their Kafka record time because the value gives no event time (empty: tombstones and empty values; not_json; not_utf8)"

@@ -387,12 +387,28 @@ pub struct ParsedName {
     pub gzip: bool,
     /// A `format = "record"` file (`….records.json`): one record envelope per line.
     pub records: bool,
+    /// A Parquet file (`….parquet`).
+    pub parquet: bool,
     /// The offset of its first message, when the name says (stock Secor's names).
     pub first_offset: Option<i64>,
 }
 
 /// What marks a record file's name: the pattern's `.json` (or its end) becomes this.
 pub const RECORDS_SUFFIX: &str = ".records.json";
+
+/// What marks a Parquet file's name: the pattern's `.json` (or its end) becomes this.
+pub const PARQUET_SUFFIX: &str = ".parquet";
+
+/// The name of a Parquet file rendered by a pattern: a trailing `.json` becomes `.parquet`,
+/// otherwise `.parquet` is appended (readers that pick files by suffix must not take it for
+/// JSON).
+fn parquet_name(mut name: String) -> String {
+    if name.ends_with(".json") {
+        name.truncate(name.len() - ".json".len());
+    }
+    name.push_str(PARQUET_SUFFIX);
+    name
+}
 
 /// The name of a record file rendered by a pattern: a trailing `.json` becomes
 /// `.records.json`, otherwise `.records.json` is appended.
@@ -416,6 +432,7 @@ pub struct FileLayout {
     topic: String,
     extension: String,
     records: bool,
+    parquet: bool,
     /// Stock Secor's layout, when the topic uses it (else names follow `pattern`).
     secor: Option<SecorNames>,
     /// Prefix folders are named by a field's value (`prefix_as_value`): readers find them by
@@ -516,6 +533,8 @@ pub struct LayoutSpec<'a> {
     pub extension: &'a str,
     /// `format = "record"`.
     pub records: bool,
+    /// `file_format = "parquet"`.
+    pub parquet: bool,
     /// Stock Secor's layout instead of `file_pattern`.
     pub secor: Option<SecorNames>,
     /// `prefix_as_value`: prefix folders named by a field's value.
@@ -547,6 +566,7 @@ impl FileLayout {
             topic: t.topic.to_string(),
             extension: t.extension.to_string(),
             records: t.records,
+            parquet: t.parquet,
             secor: t.secor.clone(),
             open_prefixes: t.open_prefixes,
         })
@@ -563,6 +583,7 @@ impl FileLayout {
             topic: String::new(),
             extension: ".gz".to_string(),
             records: false,
+            parquet: false,
             secor: None,
             open_prefixes: false,
         }
@@ -639,6 +660,7 @@ impl FileLayout {
         }
         let name = self.pattern.render(ctx);
         let name = if self.records { records_name(name) } else { name };
+        let name = if self.parquet { parquet_name(name) } else { name };
         blob_key(self.base(error), prefix, &name, &self.extension)
     }
 
@@ -718,11 +740,19 @@ impl FileLayout {
             Some(s) => (s, true),
             None => (file, false),
         };
-        // A record file's stem is read as the name it was rendered from: with `.json`, or
-        // without it for a pattern that has none (the pattern itself tells which).
-        let (stems, records) = match stem.strip_suffix(RECORDS_SUFFIX) {
-            Some(base) => ([Some(format!("{base}.json")), Some(base.to_string())], true),
-            None => ([Some(stem.to_string()), None], false),
+        // A Parquet or record file's stem is read as the name it was rendered from: with
+        // `.json`, or without it for a pattern that has none (the pattern itself tells which).
+        let (stem, parquet) = match stem.strip_suffix(PARQUET_SUFFIX) {
+            Some(base) => (base, true),
+            None => (stem, false),
+        };
+        let (stems, records) = match (stem.strip_suffix(RECORDS_SUFFIX.trim_end_matches(".json")), parquet) {
+            (Some(base), true) => ([Some(format!("{base}.json")), Some(base.to_string())], true),
+            (None, true) => ([Some(format!("{stem}.json")), Some(stem.to_string())], false),
+            (_, false) => match stem.strip_suffix(RECORDS_SUFFIX) {
+                Some(base) => ([Some(format!("{base}.json")), Some(base.to_string())], true),
+                None => ([Some(stem.to_string()), None], false),
+            },
         };
         let default_dates = DateFormat::default();
         let tries = std::iter::once((&self.pattern, &self.dates))
@@ -731,7 +761,15 @@ impl FileLayout {
         tries
             .flat_map(|(p, d)| stems.iter().flatten().map(move |s| (p, d, s)))
             .filter_map(|(p, d, s)| p.read(s, d, &self.topic))
-            .map(|(date, kafka_partition, timestamp_ms)| ParsedName { date, kafka_partition, timestamp_ms, gzip, records, first_offset: None })
+            .map(|(date, kafka_partition, timestamp_ms)| ParsedName {
+                date,
+                kafka_partition,
+                timestamp_ms,
+                gzip,
+                records,
+                parquet,
+                first_offset: None,
+            })
             .next()
     }
 }
@@ -768,6 +806,7 @@ impl FileLayout {
             timestamp_ms: None,
             gzip: file.ends_with(".gz"),
             records: false,
+            parquet: false,
             first_offset: Some(o.parse().ok()?),
         })
     }
@@ -932,11 +971,17 @@ mod tests {
             NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
             NaiveDate::from_ymd_opt(2099, 12, 31).unwrap(),
         ];
-        for (pat, format) in patterns.iter().flat_map(|p| [(*p, crate::config::Format::Value), (*p, crate::config::Format::Record)]) {
+        use crate::config::{FileFormat, Format};
+        for (pat, format, file_format) in patterns
+            .iter()
+            .flat_map(|p| [(*p, Format::Value, FileFormat::Text), (*p, Format::Record, FileFormat::Text), (*p, Format::Value, FileFormat::Parquet)])
+        {
             for fmt in formats {
                 let mut t = topic(pat, fmt);
                 t.format = format;
-                let records = format == crate::config::Format::Record;
+                t.file_format = file_format;
+                let records = format == Format::Record;
+                let parquet = file_format == FileFormat::Parquet;
                 crate::config::Config::parse(&format!("[kafka]\nbrokers='x:1'\n[storage]\nurl='file:///tmp/x'\n[[topic]]\nname='{}'\npath='unique/raw'\nfile_pattern='{pat}'\ndate_format='{fmt}'\n", t.name), "t")
                     .unwrap_or_else(|e| panic!("{pat} / {fmt} should be accepted: {e}"));
                 let layout = t.layout().unwrap();
@@ -959,9 +1004,12 @@ mod tests {
                             let has = |s: &str| pat.contains(s);
                             assert_eq!(n.kafka_partition, has("{kafkaPartition}").then_some(part), "{key}");
                             assert_eq!(n.timestamp_ms, has("{currentTimestamp}").then_some(ms), "{key}");
-                            assert!(n.gzip, "{key}");
+                            assert_eq!(n.gzip, !parquet, "{key}");
                             assert_eq!(n.records, records, "{key}");
+                            assert_eq!(n.parquet, parquet, "{key}");
                             assert_eq!(key.contains(".records.json"), records, "the name shows the format: {key}");
+                            assert_eq!(key.ends_with(".parquet"), parquet, "the name shows the file format: {key}");
+                            assert!(!(parquet && key.contains(".json")), "a Parquet file is not named as JSON: {key}");
                             if pat == DEFAULT_FILE_PATTERN && fmt == "%Y-%m-%d" {
                                 // Tools run with a bare --url read both formats of the default names.
                                 assert_eq!(FileLayout::bare("unique/raw").parse(&key).as_ref(), Some(&n), "{key}");

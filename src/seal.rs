@@ -16,6 +16,8 @@ use crate::config::{Compression, FileFormat};
 pub fn encode<T: AsRef<[u8]> + Send + 'static>(data: T, compression: Compression, level: u32) -> Bytes {
     match compression {
         Compression::None => Bytes::from_owner(data),
+        // The config check refuses them for anything but Parquet, which `encode_file` seals.
+        Compression::Zstd | Compression::Snappy => unreachable!("a Parquet page codec is never a text file's compression"),
         Compression::Gzip => {
             let data = data.as_ref();
             #[cfg(feature = "isal")]
@@ -54,25 +56,38 @@ fn isal_gzip(data: &[u8], level: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A sealed file: its bytes, and for Parquet how many values got no Variant (not JSON).
+pub struct Encoded {
+    pub body: Bytes,
+    pub without_variant: u64,
+}
+
 /// Encodes a file of `format`: a SequenceFile is buffered uncompressed (see
-/// [`crate::seqfile`]) and, with gzip, block-compressed here as Hadoop does; text files are
-/// [`encode`]d whole.
-pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, format: FileFormat, compression: Compression, level: u32) -> Bytes {
-    match (format, compression) {
+/// [`crate::seqfile`]) and, with gzip, block-compressed here as Hadoop does; a Parquet file is
+/// buffered as record envelope lines and transcoded here (see [`crate::columnar`]); text files
+/// are [`encode`]d whole.
+pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, format: FileFormat, compression: Compression, level: u32) -> Encoded {
+    let body = match (format, compression) {
         (FileFormat::SequenceFile, Compression::Gzip) => Bytes::from(
             crate::seqfile::block_compress(data.as_ref(), |b| encode(b.to_vec(), Compression::Gzip, level).to_vec())
                 .expect("a SequenceFile the writer framed reads back"),
         ),
+        (FileFormat::Parquet, _) => {
+            let sealed = crate::columnar::encode(data.as_ref(), compression, level).expect("the writer buffers record envelopes, which transcode");
+            return Encoded { body: Bytes::from(sealed.file), without_variant: sealed.not_json };
+        }
         _ => encode(data, compression, level),
-    }
+    };
+    Encoded { body, without_variant: 0 }
 }
 
 /// Reads a stored blob back as lines, decompressing by the key's `.gz` extension (the inverse
 /// of [`encode`]; multi-member gzip, as other writers may produce, is read whole). A
-/// SequenceFile (recognised by its header, whatever its name) reads as its values, each
+/// SequenceFile (recognised by its header, whatever its name) reads as its values, and a
+/// Parquet file (recognised by its magic) as the value lines a text file would hold, each
 /// followed by `\n`.
 pub fn reader<'a>(key: &str, stored: &'a [u8]) -> Box<dyn std::io::Read + 'a> {
-    if crate::seqfile::is_sequence_file(stored) {
+    if crate::seqfile::is_sequence_file(stored) || crate::columnar::is_parquet(stored) {
         let mut joined = Vec::with_capacity(stored.len());
         let mut failed = None;
         for r in lines(key, stored) {
@@ -114,6 +129,12 @@ impl std::io::Read for FailingReader {
 /// backup file. An `Err` item means the file is corrupt or truncated from there on.
 pub fn lines<'a>(key: &str, stored: &'a [u8]) -> Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + 'a> {
     use std::io::BufRead;
+    if crate::columnar::is_parquet(stored) {
+        return match crate::columnar::value_lines(stored) {
+            Ok(lines) => Box::new(lines.into_iter().map(Ok)),
+            Err(e) => Box::new(std::iter::once(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))),
+        };
+    }
     if crate::seqfile::is_sequence_file(stored) {
         return match crate::seqfile::Reader::new(stored) {
             Ok(r) => Box::new(r.map(|r| r.map(|r| r.value))),

@@ -524,7 +524,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 path: path.clone(),
                 file_pattern: n.file_pattern,
                 format: crate::config::Format::Value,
-                compression: n.compression,
+                compression_set: Some(n.compression),
                 compression_level: 1,
                 timestamp_fields: n.timestamp_fields,
                 timestamp_input_pattern: n.timestamp_input_pattern,
@@ -1237,7 +1237,7 @@ secor.messages.per.second=10000
         let t = &c.topics[0];
         assert_eq!(t.name, "prod.telemetry.unique");
         assert_eq!(t.path, "unique/raw");
-        assert_eq!(t.compression, Compression::Gzip);
+        assert_eq!(t.compression(), Compression::Gzip);
         assert_eq!(t.timestamp_fields, vec!["syncts", "@timestamp"]);
         assert_eq!(t.timestamp_input_pattern.as_deref(), Some("%Y-%m-%d"));
         assert_eq!(t.output_timezone, "Asia/Kolkata");
@@ -1255,7 +1255,7 @@ secor.messages.per.second=10000
             (
                 &s.path,
                 &s.file_pattern,
-                s.compression,
+                s.compression(),
                 &s.timestamp_fields,
                 &s.timestamp_input_pattern,
                 &s.output_timezone,
@@ -1266,7 +1266,7 @@ secor.messages.per.second=10000
             (
                 &t.path,
                 &t.file_pattern,
-                t.compression,
+                t.compression(),
                 &t.timestamp_fields,
                 &t.timestamp_input_pattern,
                 &t.output_timezone,
@@ -1473,7 +1473,7 @@ secor.messages.per.second=10000
         let t = &c.topics[0];
         assert_eq!(t.name, "prod.telemetry.unique");
         assert_eq!(
-            (t.layout_kind, t.file_format, t.compression, t.granularity),
+            (t.layout_kind, t.file_format, t.compression(), t.granularity),
             (LayoutKind::Secor, FileFormat::SequenceFile, Compression::None, Granularity::Day)
         );
         assert_eq!(

@@ -34,7 +34,7 @@ use super::{RunOptions, RunSummary};
 use crate::buffer::{BufferKey, SealReason};
 use crate::completion::write::MarkerDone;
 use crate::completion::Due;
-use crate::config::{Config, Format};
+use crate::config::Config;
 use crate::failpoint;
 use crate::health::Health;
 use crate::intent::{self, Action, Intent, Place, Recovery};
@@ -297,8 +297,9 @@ impl Writer {
         }
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
-        // What the file gets: the value (Secor's lines) or the whole record.
-        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg().format == Format::Record {
+        // What the file gets: the value (Secor's lines) or the whole record (also what a
+        // Parquet file is transcoded from when sealed).
+        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg().buffers_envelopes() {
             self.scratch.clear();
             crate::consumer::encode_record(&mut self.scratch, m, route.line_breaks.is_some());
             (&self.scratch, Some(false))

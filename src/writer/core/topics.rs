@@ -76,7 +76,8 @@ impl Topics {
                 retention_ms: retention_ms.get(&t.name).copied(),
                 policy: RotationPolicy { max_bytes: t.max_file_bytes, max_age: Duration::from_secs(t.max_file_age_secs) },
                 framing: match t.file_format {
-                    crate::config::FileFormat::Text => Framing::Lines,
+                    // A Parquet file is buffered as record envelope lines (see `columnar`).
+                    crate::config::FileFormat::Text | crate::config::FileFormat::Parquet => Framing::Lines,
                     crate::config::FileFormat::SequenceFile => Framing::SequenceFile,
                 },
                 cfg: t.clone(),
@@ -236,7 +237,7 @@ impl Topic {
             key: key.to_string(),
             topic: self.cfg.name.clone(),
             data,
-            compression: self.cfg.compression,
+            compression: self.cfg.compression(),
             file_format: self.cfg.file_format,
             level: self.cfg.compression_level,
             existing,

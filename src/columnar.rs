@@ -1,0 +1,472 @@
+//! Parquet files (`file_format = "parquet"`): the sealing of a buffer of record envelope lines
+//! into one Parquet file, and the reading of such a file back as the lines a text file of the
+//! same messages would hold.
+//!
+//! Columns, one row per Kafka message, in this order:
+//!
+//! | column | Parquet type | |
+//! |---|---|---|
+//! | `partition` | `INT32` required | Kafka partition |
+//! | `offset` | `INT64` required | Kafka offset |
+//! | `timestamp` | `INT64 TIMESTAMP(MILLIS, UTC)` optional | record time |
+//! | `key` | `BYTE_ARRAY` optional | message key, bytes as sent |
+//! | `value` | `BYTE_ARRAY` optional | message value, bytes as sent (null: a tombstone) |
+//! | `event` | group `VARIANT(1)` optional: `metadata`, `value` | the value as a Variant; null where the value is not JSON |
+//!
+//! Two columns for the event, on purpose: a Variant does not keep a document's bytes (an
+//! object's fields are stored sorted, numbers lose their text), while `verify` compares bytes
+//! and `replay` must restore them. `value` keeps them; `event` is what queries read (Spark 4.1+:
+//! `variant_get(event, '$.eid', 'string')`). See `docs/design/parquet-variant.md`.
+//!
+//! The writer buffers each message as its record envelope (`consumer::encode_record`, the same
+//! deterministic line `format = "record"` stores) and [`encode`] transcodes the buffer at seal
+//! time, as a SequenceFile is block-compressed then. The file depends only on those lines and
+//! on constants here (writer properties, `created_by`), so a file rebuilt from the same
+//! messages is byte-identical to its first upload, which the writer's recovery relies on.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::basic::{LogicalType, Repetition, TimeUnit, Type as Physical};
+use parquet::column::writer::ColumnWriter;
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnPath, Type};
+use parquet_variant::{Variant, VariantBuilder, VariantBuilderExt};
+
+use crate::config::Compression;
+
+/// What every file names as its writer: the column layout's version, not the crate's, so that
+/// a kbackup upgrade does not make a rebuilt file differ from its first upload.
+pub const CREATED_BY: &str = "kbackup parquet layout 1";
+
+/// A Parquet file starts and ends with this.
+const MAGIC: &[u8; 4] = b"PAR1";
+
+/// Input lines per row group, at most (the transcoding's working set is one row group's
+/// columns, besides the buffer being sealed and the compressed output).
+const ROW_GROUP_INPUT_BYTES: usize = 64 << 20;
+
+/// Why a buffer could not be transcoded, or a stored file not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnarError {
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("line {line} of the buffer is not a record envelope: {error}")]
+    Envelope { line: usize, error: crate::record::RecordError },
+    #[error("not a kbackup Parquet file: {0}")]
+    Layout(String),
+}
+
+/// True if `stored` is a Parquet file (its magic at both ends).
+pub fn is_parquet(stored: &[u8]) -> bool {
+    stored.len() >= 12 && stored.starts_with(MAGIC) && stored.ends_with(MAGIC)
+}
+
+/// The columns of one row group, gathered from envelope lines.
+#[derive(Default)]
+struct Columns {
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    timestamp: Vec<i64>,
+    timestamp_def: Vec<i16>,
+    key: Vec<ByteArray>,
+    key_def: Vec<i16>,
+    value: Vec<ByteArray>,
+    value_def: Vec<i16>,
+    event_metadata: Vec<ByteArray>,
+    event_value: Vec<ByteArray>,
+    event_def: Vec<i16>,
+    /// Values that are not JSON, or JSON a Variant cannot hold: their `event` is null.
+    not_json: u64,
+}
+
+impl Columns {
+    fn push(&mut self, r: crate::record::Record) {
+        self.partition.push(r.partition.unwrap_or(-1));
+        self.offset.push(r.offset.unwrap_or(-1));
+        optional(&mut self.timestamp, &mut self.timestamp_def, r.timestamp.map(|(t, _)| t));
+        optional(&mut self.key, &mut self.key_def, r.key.map(ByteArray::from));
+        match r.value.as_deref().and_then(to_variant) {
+            Some((metadata, value)) => {
+                self.event_metadata.push(metadata.into());
+                self.event_value.push(value.into());
+                self.event_def.push(1);
+            }
+            None => {
+                self.not_json += u64::from(r.value.is_some());
+                self.event_def.push(0);
+            }
+        }
+        optional(&mut self.value, &mut self.value_def, r.value.map(ByteArray::from));
+    }
+
+    fn rows(&self) -> usize {
+        self.offset.len()
+    }
+}
+
+fn optional<T>(values: &mut Vec<T>, defs: &mut Vec<i16>, v: Option<T>) {
+    defs.push(i16::from(v.is_some()));
+    values.extend(v);
+}
+
+/// A JSON value as a Variant (metadata, value); `None` if it is not JSON a Variant holds.
+fn to_variant(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    // serde_json's map is ordered by key and keeps the last of duplicate keys: the same
+    // document always gives the same Variant bytes.
+    let json: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let mut b = VariantBuilder::new();
+    append(&mut b, &json);
+    Some(b.finish())
+}
+
+fn append(b: &mut impl VariantBuilderExt, json: &serde_json::Value) {
+    use serde_json::Value;
+    match json {
+        Value::Null => b.append_value(Variant::Null),
+        Value::Bool(v) => b.append_value(*v),
+        Value::Number(n) => match n.as_i64() {
+            // The narrowest integer that holds it, as Spark's parse_json does.
+            Some(i) if i8::try_from(i).is_ok() => b.append_value(i as i8),
+            Some(i) if i16::try_from(i).is_ok() => b.append_value(i as i16),
+            Some(i) if i32::try_from(i).is_ok() => b.append_value(i as i32),
+            Some(i) => b.append_value(i),
+            // Fractions, exponents and integers beyond i64: a double (the `value` column keeps
+            // the exact text).
+            None => b.append_value(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => b.append_value(s.as_str()),
+        Value::Array(items) => {
+            let mut list = b.new_list();
+            for item in items {
+                append(&mut list, item);
+            }
+            list.finish();
+        }
+        Value::Object(fields) => {
+            let mut object = b.new_object();
+            for (name, field) in fields {
+                let mut f = parquet_variant::ObjectFieldBuilder::new(name, &mut object);
+                append(&mut f, field);
+            }
+            object.finish();
+        }
+    }
+}
+
+fn schema() -> Result<Type, ColumnarError> {
+    let leaf = |name: &str, physical: Physical, repetition: Repetition, logical: Option<LogicalType>| {
+        Type::primitive_type_builder(name, physical).with_repetition(repetition).with_logical_type(logical).build().map(Arc::new)
+    };
+    let event = Type::group_type_builder("event")
+        .with_repetition(Repetition::OPTIONAL)
+        .with_logical_type(Some(LogicalType::variant(Some(1))))
+        .with_fields(vec![
+            leaf("metadata", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?,
+            leaf("value", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?,
+        ])
+        .build()?;
+    Ok(Type::group_type_builder("kbackup")
+        .with_fields(vec![
+            leaf("partition", Physical::INT32, Repetition::REQUIRED, None)?,
+            leaf("offset", Physical::INT64, Repetition::REQUIRED, None)?,
+            leaf("timestamp", Physical::INT64, Repetition::OPTIONAL, Some(LogicalType::timestamp(true, TimeUnit::MILLIS)))?,
+            leaf("key", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
+            leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
+            Arc::new(event),
+        ])
+        .build()?)
+}
+
+fn properties(compression: Compression, level: u32) -> Result<WriterProperties, ColumnarError> {
+    let codec = match compression {
+        Compression::None => parquet::basic::Compression::UNCOMPRESSED,
+        Compression::Snappy => parquet::basic::Compression::SNAPPY,
+        Compression::Zstd => parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(level.clamp(1, 22) as i32)?),
+        // Refused by the config check (see `config::TopicConfig::compression`).
+        Compression::Gzip => return Err(ColumnarError::Layout("gzip is not a codec kbackup writes Parquet with".into())),
+    };
+    let mut b = WriterProperties::builder().set_created_by(CREATED_BY.into()).set_compression(codec);
+    // Values are unique per row: a dictionary only costs time, and min/max of whole events
+    // prune nothing. Keys (device ids) repeat, and offsets and times are what readers filter on.
+    for column in [["value"].as_slice(), &["event", "metadata"], &["event", "value"]] {
+        let path = ColumnPath::new(column.iter().map(|s| s.to_string()).collect());
+        b = b.set_column_dictionary_enabled(path.clone(), false).set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    Ok(b.build())
+}
+
+/// What sealing a buffer gave: the file, and how many values are not JSON (their `event` is
+/// null; the `value` column keeps them).
+pub struct Sealed {
+    pub file: Vec<u8>,
+    pub not_json: u64,
+}
+
+/// Transcodes a buffer of record envelope lines (each followed by `\n`) into one Parquet file.
+pub fn encode(lines: &[u8], compression: Compression, level: u32) -> Result<Sealed, ColumnarError> {
+    let props = Arc::new(properties(compression, level)?);
+    let mut w = SerializedFileWriter::new(Vec::new(), Arc::new(schema()?), props)?;
+    let mut not_json = 0;
+    let mut rest = lines;
+    let mut line_no = 0;
+    // Row group by row group: at most ROW_GROUP_INPUT_BYTES of lines each (always at least one
+    // row group, so an empty file still has its schema).
+    loop {
+        let mut cols = Columns::default();
+        let mut taken = 0;
+        while taken < ROW_GROUP_INPUT_BYTES && !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            let record = crate::record::decode(&rest[..end]).map_err(|error| ColumnarError::Envelope { line: line_no + 1, error })?;
+            cols.push(record);
+            line_no += 1;
+            taken += end + 1;
+            rest = rest.get(end + 1..).unwrap_or_default();
+        }
+        not_json += cols.not_json;
+        if cols.rows() > 0 || line_no == 0 {
+            write_row_group(&mut w, &cols)?;
+        }
+        if rest.is_empty() {
+            break;
+        }
+    }
+    Ok(Sealed { file: w.into_inner()?, not_json })
+}
+
+fn write_row_group(w: &mut SerializedFileWriter<Vec<u8>>, c: &Columns) -> Result<(), ColumnarError> {
+    let mut rg = w.next_row_group()?;
+    let mut index = 0;
+    while let Some(mut col) = rg.next_column()? {
+        match (index, col.untyped()) {
+            (0, ColumnWriter::Int32ColumnWriter(w)) => drop(w.write_batch(&c.partition, None, None)?),
+            (1, ColumnWriter::Int64ColumnWriter(w)) => drop(w.write_batch(&c.offset, None, None)?),
+            (2, ColumnWriter::Int64ColumnWriter(w)) => drop(w.write_batch(&c.timestamp, Some(&c.timestamp_def), None)?),
+            (3, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.key, Some(&c.key_def), None)?),
+            (4, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.value, Some(&c.value_def), None)?),
+            (5, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.event_metadata, Some(&c.event_def), None)?),
+            (6, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.event_value, Some(&c.event_def), None)?),
+            (i, _) => return Err(ColumnarError::Layout(format!("column {i} of the schema has no writer"))),
+        }
+        col.close()?;
+        index += 1;
+    }
+    rg.close()?;
+    Ok(())
+}
+
+/// One message read back from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    /// `None`: a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Row {
+    /// The line `format = "value"` would have stored: the value, raw line breaks as spaces
+    /// (a tombstone gives an empty line), as the writer's text files hold it.
+    pub fn value_line(&self) -> Vec<u8> {
+        let mut v = self.value.clone().unwrap_or_default();
+        for b in v.iter_mut().filter(|b| **b == b'\n' || **b == b'\r') {
+            *b = b' ';
+        }
+        v
+    }
+}
+
+/// The messages of a stored file, in order.
+pub fn rows(stored: &[u8]) -> Result<Vec<Row>, ColumnarError> {
+    let reader = SerializedFileReader::new(Bytes::copy_from_slice(stored))?;
+    let columns = reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.path().string()).collect::<Vec<_>>();
+    let want = ["partition", "offset", "timestamp", "key", "value"];
+    let index: Vec<usize> = want
+        .iter()
+        .map(|name| columns.iter().position(|c| c == name).ok_or_else(|| ColumnarError::Layout(format!("no column `{name}`"))))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g)?;
+        let n = usize::try_from(rg.metadata().num_rows()).unwrap_or(0);
+        let partition: Vec<i32> = read_required::<Int32Type>(rg.get_column_reader(index[0])?, n)?;
+        let offset: Vec<i64> = read_required::<Int64Type>(rg.get_column_reader(index[1])?, n)?;
+        let timestamp = read_optional::<Int64Type>(rg.get_column_reader(index[2])?, n)?;
+        let key = read_optional::<ByteArrayType>(rg.get_column_reader(index[3])?, n)?;
+        let value = read_optional::<ByteArrayType>(rg.get_column_reader(index[4])?, n)?;
+        if [partition.len(), offset.len(), timestamp.len(), key.len(), value.len()].iter().any(|l| *l != n) {
+            return Err(ColumnarError::Layout(format!("row group {g}: columns of unequal length")));
+        }
+        for ((((p, o), t), k), v) in partition.into_iter().zip(offset).zip(timestamp).zip(key).zip(value) {
+            out.push(Row { partition: p, offset: o, timestamp: t, key: k.map(|b| b.data().to_vec()), value: v.map(|b| b.data().to_vec()) });
+        }
+    }
+    Ok(out)
+}
+
+fn typed<T: parquet::data_type::DataType>(
+    reader: parquet::column::reader::ColumnReader,
+) -> Result<parquet::column::reader::ColumnReaderImpl<T>, ColumnarError> {
+    Ok(parquet::column::reader::get_typed_column_reader::<T>(reader))
+}
+
+fn read_required<T: parquet::data_type::DataType>(reader: parquet::column::reader::ColumnReader, rows: usize) -> Result<Vec<T::T>, ColumnarError> {
+    let mut r = typed::<T>(reader)?;
+    let mut values = Vec::with_capacity(rows);
+    while values.len() < rows {
+        let (records, _, _) = r.read_records(rows - values.len(), None, None, &mut values)?;
+        if records == 0 {
+            break;
+        }
+    }
+    Ok(values)
+}
+
+fn read_optional<T: parquet::data_type::DataType>(
+    reader: parquet::column::reader::ColumnReader,
+    rows: usize,
+) -> Result<Vec<Option<T::T>>, ColumnarError> {
+    let mut r = typed::<T>(reader)?;
+    let (mut values, mut defs) = (Vec::new(), Vec::with_capacity(rows));
+    while defs.len() < rows {
+        let (records, _, _) = r.read_records(rows - defs.len(), Some(&mut defs), None, &mut values)?;
+        if records == 0 {
+            break;
+        }
+    }
+    let mut values = values.into_iter();
+    defs.iter()
+        .map(
+            |d| if *d > 0 { values.next().map(Some).ok_or_else(|| ColumnarError::Layout("fewer values than defined rows".into())) } else { Ok(None) },
+        )
+        .collect()
+}
+
+/// The lines a text file of the same messages would hold (`format = "value"`), each without
+/// its `\n`: how every reader (`cat`, `verify`, `replay`, `repartition`) reads a Parquet file.
+pub fn value_lines(stored: &[u8]) -> Result<Vec<Vec<u8>>, ColumnarError> {
+    Ok(rows(stored)?.iter().map(Row::value_line).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
+        let value_is_json = value.is_some_and(|v| std::str::from_utf8(v).is_ok_and(crate::routing::is_json));
+        let view = crate::record::RecordView {
+            partition: Some(partition),
+            offset: Some(offset),
+            timestamp: Some((1_700_000_000_000 + offset, crate::record::TimestampKind::Create)),
+            key,
+            value,
+            value_is_json,
+        };
+        let mut out = Vec::new();
+        crate::record::encode(&mut out, &view, std::iter::empty());
+        out.push(b'\n');
+        out
+    }
+
+    fn buffer(values: &[Option<&[u8]>]) -> Vec<u8> {
+        values.iter().enumerate().flat_map(|(i, v)| envelope(3, 100 + i as i64, Some(b"did-1"), *v)).collect()
+    }
+
+    const ODD: &[Option<&[u8]>] = &[
+        Some(br#"{"eid":"START","ets":1700000000000,"mid":"m1","context":{"did":"d1"},"edata":{"x":[1,2.5,"s",null,true]}}"#),
+        Some(b"not json at all"),
+        Some(b"\xff\xfe binary"),
+        None,
+        Some(b""),
+        Some(b"{\"a\":\n1}"),
+        Some(br#"{"big":18446744073709551615,"neg":-129,"exp":1e3,"dup":1,"dup":2}"#),
+        Some(b"\"just a string\""),
+    ];
+
+    #[test]
+    fn a_file_reads_back_as_its_messages_and_value_lines() {
+        for c in [Compression::Zstd, Compression::Snappy, Compression::None] {
+            let sealed = encode(&buffer(ODD), c, 3).unwrap();
+            assert!(is_parquet(&sealed.file));
+            // not JSON: the text, the binary, the empty value (the tombstone has no value at all).
+            assert_eq!(sealed.not_json, 3);
+            let rows = rows(&sealed.file).unwrap();
+            assert_eq!(rows.len(), ODD.len());
+            for (i, (row, v)) in rows.iter().zip(ODD).enumerate() {
+                assert_eq!((row.partition, row.offset, row.timestamp), (3, 100 + i as i64, Some(1_700_000_000_100 + i as i64)));
+                assert_eq!(row.key.as_deref(), Some(&b"did-1"[..]));
+                assert_eq!(row.value.as_deref(), *v);
+            }
+            let lines = value_lines(&sealed.file).unwrap();
+            assert_eq!(lines[5], b"{\"a\": 1}");
+            assert_eq!(lines[3], b"");
+        }
+    }
+
+    #[test]
+    fn sealing_is_deterministic_and_names_no_crate_version() {
+        let a = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        let b = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        assert_eq!(a, b);
+        let footer = SerializedFileReader::new(Bytes::from(a)).unwrap();
+        assert_eq!(footer.metadata().file_metadata().created_by(), Some(CREATED_BY));
+    }
+
+    #[test]
+    fn the_event_column_is_a_variant_of_spec_version_one() {
+        let file = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        let r = SerializedFileReader::new(Bytes::from(file)).unwrap();
+        let schema = r.metadata().file_metadata().schema();
+        let event = schema.get_fields().iter().find(|f| f.name() == "event").unwrap();
+        // Spark 4.1 refuses the annotation without its version (VARIANT(0)).
+        assert_eq!(event.get_basic_info().logical_type_ref(), Some(&LogicalType::variant(Some(1))));
+        // The first event decodes to the same document.
+        let rg = r.get_row_group(0).unwrap();
+        let metadata = read_optional::<ByteArrayType>(rg.get_column_reader(5).unwrap(), ODD.len()).unwrap();
+        let value = read_optional::<ByteArrayType>(rg.get_column_reader(6).unwrap(), ODD.len()).unwrap();
+        let (m, v) = (metadata[0].as_ref().unwrap(), value[0].as_ref().unwrap());
+        let variant = Variant::new(m.data(), v.data());
+        let obj = variant.as_object().unwrap();
+        assert_eq!(obj.get("eid"), Some(Variant::from("START")));
+        assert_eq!(obj.get("ets"), Some(Variant::from(1_700_000_000_000i64)));
+        assert_eq!(obj.get("context").unwrap().as_object().unwrap().get("did"), Some(Variant::from("d1")));
+        // The rows that are not JSON have no event.
+        assert!(metadata[1].is_none() && metadata[2].is_none() && metadata[3].is_none() && metadata[4].is_none());
+        assert!(metadata[7].is_some());
+    }
+
+    #[test]
+    fn large_buffers_span_row_groups_in_order() {
+        let big = vec![b'x'; 1 << 20];
+        let value = format!("\"{}\"", std::str::from_utf8(&big).unwrap());
+        let values: Vec<Option<&[u8]>> = (0..80).map(|_| Some(value.as_bytes())).collect();
+        let file = encode(&buffer(&values), Compression::Zstd, 1).unwrap().file;
+        assert!(SerializedFileReader::new(Bytes::from(file.clone())).unwrap().num_row_groups() >= 2);
+        let rows = rows(&file).unwrap();
+        assert_eq!(rows.iter().map(|r| r.offset).collect::<Vec<_>>(), (100..180).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_empty_buffer_is_a_valid_empty_file() {
+        let file = encode(b"", Compression::Zstd, 1).unwrap().file;
+        assert!(is_parquet(&file));
+        assert!(rows(&file).unwrap().is_empty());
+    }
+
+    #[test]
+    fn damaged_files_are_errors_not_panics() {
+        let file = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        for cut in [0, 4, 12, file.len() / 2, file.len() - 9, file.len() - 1] {
+            assert!(rows(&file[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = file.clone();
+        let mid = flipped.len() / 3;
+        flipped[mid] ^= 0xff;
+        let _ = rows(&flipped);
+    }
+}

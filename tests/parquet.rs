@@ -1,0 +1,151 @@
+//! `file_format = "parquet"` (issue 40): the writer stores each message once, as a row of a
+//! Parquet file per Kafka partition and date, with its envelope in typed columns, its value's
+//! bytes, and its value as a Variant; the tools read those files as they read text files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, RowAccessor};
+use rdkafka::producer::FutureRecord;
+
+/// The i-th value: Sunbird-shaped JSON mostly, and every kind of value that is not.
+fn value(i: usize, now_ms: i64) -> Option<Vec<u8>> {
+    match i {
+        _ if i % 11 == 0 => None,
+        _ if i % 13 == 0 => Some(format!("not json {i}").into_bytes()),
+        _ if i % 17 == 0 => Some(vec![0, 0xfe, i as u8]),
+        _ if i % 23 == 0 => Some(format!("{{\"eid\":\"LOG\",\"mid\":\"m-{i}\",\n \"syncts\":{now_ms}}}").into_bytes()),
+        _ => Some(
+            format!(
+                r#"{{"eid":"{}","mid":"m-{i}","ets":{now_ms},"context":{{"did":"device-{}"}},"edata":{{"n":{i}.5}},"syncts":{now_ms}}}"#,
+                ["START", "END", "IMPRESSION"][i % 3],
+                i % 17
+            )
+            .into_bytes(),
+        ),
+    }
+}
+
+/// A message's key and value (`None`: absent).
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One stored row: partition, offset, key, value, and whether the event column is set.
+#[derive(Debug)]
+struct Stored {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    has_event: bool,
+}
+
+fn rows_of(key: &str, data: &[u8]) -> Vec<(i32, i64, Stored)> {
+    let r = SerializedFileReader::new(Bytes::copy_from_slice(data)).unwrap_or_else(|e| panic!("{key}: not Parquet ({e})"));
+    let schema = r.metadata().file_metadata().schema_descr().root_schema().clone();
+    let event = schema.get_fields().iter().find(|f| f.name() == "event").unwrap_or_else(|| panic!("{key}: no event column"));
+    assert_eq!(
+        event.get_basic_info().logical_type_ref(),
+        Some(&parquet::basic::LogicalType::variant(Some(1))),
+        "{key}: the event column is annotated VARIANT(1), which Spark 4.1 reads"
+    );
+    r.get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            let bytes = |i: usize| match &row.get_column_iter().nth(i).unwrap().1 {
+                Field::Null => None,
+                Field::Bytes(b) => Some(b.data().to_vec()),
+                other => panic!("{key}: column {i} is {other:?}"),
+            };
+            let has_event = !matches!(row.get_column_iter().nth(5).unwrap().1, Field::Null);
+            (row.get_int(0).unwrap(), row.get_long(1).unwrap(), Stored { key: bytes(3), value: bytes(4), has_event })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_files_hold_every_message_once_and_the_tools_read_them() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("pq");
+    stack.create_topic(&topic, 3).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let producer = stack.producer();
+    let mut sent: BTreeMap<(i32, i64), KeyValue> = BTreeMap::new();
+    for i in 0..300 {
+        let p = (i % 3) as i32;
+        let key = format!("device-{}", i % 17).into_bytes();
+        let v = value(i, now_ms);
+        let mut r = FutureRecord::<[u8], [u8]>::to(&topic).partition(p).key(&key);
+        if let Some(v) = &v {
+            r = r.payload(v);
+        }
+        let offset = producer.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap().offset;
+        sent.insert((p, offset), (Some(key), v));
+    }
+
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    // Small files: each partition's messages spread over several files.
+    let topics = topic_section(&topic, "pq/raw", "file_format = \"parquet\"\nmax_file_bytes = 20000");
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &topics, 3600));
+    let cfg_s = cfg.to_str().unwrap();
+    let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+    assert_eq!(stack.committed(&group, &topic, 3), stack.end_offsets(&topic, 3));
+
+    let blobs = read_all(&stack.storage(&container)).await;
+    assert!(blobs.len() > 3, "several files per partition: {:?}", blobs.keys().collect::<Vec<_>>());
+    let mut stored: BTreeMap<(i32, i64), Stored> = BTreeMap::new();
+    for (key, data) in &blobs {
+        let name = key.rsplit('/').next().unwrap();
+        assert!(name.ends_with(".parquet") && !name.contains(".json"), "the name shows the format: {key}");
+        let kp: i32 = name.split('-').nth(3).unwrap().parse().unwrap();
+        for (p, o, row) in rows_of(key, data) {
+            assert_eq!(p, kp, "{key}: row of partition {p} in a file named for {kp}");
+            assert!(stored.insert((p, o), row).is_none(), "partition {p} offset {o} stored twice");
+        }
+    }
+    assert_eq!(stored.len(), sent.len(), "every message once");
+    for ((p, o), (k, v)) in &sent {
+        let s = &stored[&(*p, *o)];
+        assert_eq!((&s.key, &s.value), (k, v), "partition {p} offset {o}: key and value bytes as sent");
+        let json = v.as_deref().is_some_and(|v| serde_json::from_slice::<serde_json::Value>(v).is_ok());
+        assert_eq!(s.has_event, json, "partition {p} offset {o}: a Variant exactly where the value is JSON");
+    }
+    let without = sent.values().filter(|(_, v)| v.as_deref().is_none_or(|v| serde_json::from_slice::<serde_json::Value>(v).is_err())).count();
+    assert!(without > 40, "the test has values that are not JSON: {without}");
+    let metrics = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+    assert!(!metrics.contains(" ERROR "), "{metrics}");
+
+    // verify reads the files as the value lines a text file would hold, against Kafka.
+    let report = run_ok(&stack, &["verify", "--config", cfg_s, "--topic", &topic, "--to-end"]);
+    assert!(report.trim_end().ends_with("clean"), "{report}");
+    // cat prints the values, line breaks as spaces, as Secor's text files hold them.
+    let all_dates = ["--from", "1970-01-01", "--to", "2099-12-31"];
+    let mut args = vec!["cat", "--config", cfg_s, "--topic", &topic];
+    args.extend_from_slice(&all_dates);
+    let printed = run_ok(&stack, &args);
+    let mut want: Vec<String> =
+        sent.values().map(|(_, v)| String::from_utf8_lossy(&v.clone().unwrap_or_default()).replace(['\n', '\r'], " ")).collect();
+    let mut got: Vec<String> = printed.lines().map(String::from).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    // ls names each file's Kafka partition.
+    let mut args = vec!["ls", "--config", cfg_s, "--topic", &topic];
+    args.extend_from_slice(&all_dates);
+    let listed = run_ok(&stack, &args);
+    for key in blobs.keys() {
+        assert!(listed.contains(key.rsplit('/').next().unwrap()), "ls shows {key}:\n{listed}");
+    }
+}
+
+fn run_ok(stack: &Stack, args: &[&str]) -> String {
+    let o = kbackup(stack, args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "kbackup {}:\n{stdout}\n{stderr}", args.join(" "));
+    stdout.into_owned()
+}
