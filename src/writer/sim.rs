@@ -102,6 +102,9 @@ pub(super) enum Width {
     /// The narrow world with topic `t` in stock Secor's layout and SequenceFiles: names that
     /// are the same for every owner of a file (its first offset), and binary framing.
     Stock,
+    /// The narrow world with topic `t` in Parquet files: files transcoded at seal time, whose
+    /// rebuilt copies must hold the same rows.
+    Parquet,
 }
 
 impl Width {
@@ -111,6 +114,8 @@ impl Width {
             Width::Wide
         } else if seed % 10 == 4 {
             Width::Stock
+        } else if seed % 10 == 6 {
+            Width::Parquet
         } else {
             Width::Narrow
         }
@@ -122,6 +127,7 @@ fn config(width: Width) -> Config {
         Width::Narrow => CONFIG.to_string(),
         Width::Wide => format!("{CONFIG}{TOPIC_U}"),
         Width::Stock => format!("{CONFIG}layout = 'secor'\nfile_format = 'sequencefile'\n"),
+        Width::Parquet => format!("{CONFIG}file_format = 'parquet'\n"),
     };
     Config::parse(&text, "simulation").expect("the simulation's config is valid")
 }
@@ -214,6 +220,19 @@ fn stock_secor_layout_schedules_keep_every_event_exactly_once() {
         assert_eq!(Width::of(seed), Width::Stock);
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed} (stock Secor's layout): {e}");
+        }
+    }
+}
+
+/// Parquet files under the same schedules: each file is transcoded when sealed, and a file
+/// rebuilt after a crash or met under its recorded name must hold the same rows.
+#[test]
+fn parquet_schedules_keep_every_event_exactly_once() {
+    let seeds: Vec<u64> = (0..100).map(|i| 6 + 10 * i).collect();
+    for seed in seeds {
+        assert_eq!(Width::of(seed), Width::Parquet);
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed} (Parquet files): {e}");
         }
     }
 }
@@ -321,6 +340,8 @@ fn the_simulation_catches_broken_rules() {
         (Rule::IgnoreRecovery, 2000, Width::Wide),
         (Rule::KeepStaleMessages, 2000, Width::Wide),
         (Rule::TrustRecordedName, 2000, Width::Narrow),
+        (Rule::TrustRecordedName, 2000, Width::Parquet),
+        (Rule::UnconditionalPut, 2000, Width::Parquet),
         (Rule::PlanByFirstOffset, 8000, Width::Narrow),
         (Rule::OverlappingCommits, 2000, Width::Wide),
         (Rule::NoBackpressure, 2000, Width::Wide),
