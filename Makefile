@@ -26,7 +26,7 @@ demo: up build
 # against GCS (KBACKUP_TEST_STORAGE=s3, =gcs).
 # The rolling restart of a three-broker cluster (tests/rolling_restart.rs, three minutes) runs in
 # the Azure and S3 passes.
-STORAGE_TESTS := --test run --test exactly_once --test faults --test tools --test verify --test stack --test records --test takeover --test truthful --test create_only --test completion --test stall --test secor_stock --test third_pass
+STORAGE_TESTS := --test run --test parquet --test exactly_once --test faults --test tools --test verify --test stack --test records --test takeover --test truthful --test create_only --test completion --test stall --test secor_stock --test third_pass
 test: deps up
 	set -a; eval "$$(scripts/devstack env)"; set +a; $(CARGO) test --all-targets && \
 	  KBACKUP_TEST_STORAGE=s3 $(CARGO) test $(STORAGE_TESTS) --test rolling_restart && \
