@@ -36,7 +36,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, Type};
 use parquet_variant::{Variant, VariantBuilder, VariantBuilderExt};
 
-use crate::config::Compression;
+use crate::config::{Compression, ShredType};
 
 /// What every file names as its writer: the column layout's version, not the crate's, so that
 /// a kbackup upgrade does not make a rebuilt file differ from its first upload.
@@ -65,6 +65,245 @@ pub fn is_parquet(stored: &[u8]) -> bool {
     stored.len() >= 12 && stored.starts_with(MAGIC) && stored.ends_with(MAGIC)
 }
 
+/// The fields shredded out of the event Variant into typed columns (`parquet_shred`), as a tree
+/// of object fields in name order: `context.did` is field `did` of field `context`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shred {
+    fields: Vec<(String, ShredNode)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ShredNode {
+    Leaf(ShredType),
+    Object(Shred),
+}
+
+impl Shred {
+    /// The tree of `paths` (dotted); an error names a path that is empty, has an empty part,
+    /// or is both a field and an object of other shredded fields.
+    pub fn new(paths: &std::collections::BTreeMap<String, ShredType>) -> Result<Shred, String> {
+        let mut root = Shred::default();
+        for (path, ty) in paths {
+            let parts: Vec<&str> = path.split('.').collect();
+            if parts.iter().any(|p| p.is_empty()) {
+                return Err(format!("`{path}`: a path is field names joined by `.`, none of them empty"));
+            }
+            root.insert(&parts, *ty).map_err(|()| format!("`{path}` is shredded both as a field and as an object holding other shredded fields"))?;
+        }
+        Ok(root)
+    }
+
+    fn insert(&mut self, parts: &[&str], ty: ShredType) -> Result<(), ()> {
+        let (first, rest) = parts.split_first().expect("a path has a part");
+        let at = match self.fields.binary_search_by(|(n, _)| n.as_str().cmp(first)) {
+            Ok(i) => i,
+            Err(i) => {
+                let node = if rest.is_empty() { ShredNode::Leaf(ty) } else { ShredNode::Object(Shred::default()) };
+                self.fields.insert(i, (first.to_string(), node));
+                i
+            }
+        };
+        match (&mut self.fields[at].1, rest.is_empty()) {
+            (ShredNode::Object(o), false) => o.insert(rest, ty),
+            (ShredNode::Leaf(t), true) if *t == ty => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The `typed_value` group of an object shredded into these fields.
+    fn typed_value(&self) -> Result<Type, ColumnarError> {
+        let mut fields = Vec::new();
+        for (name, node) in &self.fields {
+            let typed = match node {
+                ShredNode::Leaf(ShredType::String) => leaf("typed_value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, Some(LogicalType::String))?,
+                ShredNode::Leaf(ShredType::Int64) => leaf("typed_value", Physical::INT64, Repetition::OPTIONAL, None)?,
+                ShredNode::Object(o) => Arc::new(o.typed_value()?),
+            };
+            let group = Type::group_type_builder(name)
+                .with_repetition(Repetition::REQUIRED)
+                .with_fields(vec![leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?, typed])
+                .build()?;
+            fields.push(Arc::new(group));
+        }
+        Ok(Type::group_type_builder("typed_value").with_repetition(Repetition::OPTIONAL).with_fields(fields).build()?)
+    }
+
+    /// The leaf columns below this object's `typed_value`, in schema order.
+    fn leaves(&self, out: &mut Vec<Leaf>) {
+        for (_, node) in &self.fields {
+            out.push(Leaf::bytes());
+            match node {
+                ShredNode::Leaf(ShredType::String) => out.push(Leaf::bytes()),
+                ShredNode::Leaf(ShredType::Int64) => out.push(Leaf::Int64 { values: Vec::new(), defs: Vec::new() }),
+                ShredNode::Object(o) => o.leaves(out),
+            }
+        }
+    }
+}
+
+fn leaf(name: &str, physical: Physical, repetition: Repetition, logical: Option<LogicalType>) -> Result<Arc<Type>, ColumnarError> {
+    Ok(Type::primitive_type_builder(name, physical).with_repetition(repetition).with_logical_type(logical).build().map(Arc::new)?)
+}
+
+/// The values of one leaf column of the event group, with their definition levels.
+enum Leaf {
+    Bytes { values: Vec<ByteArray>, defs: Vec<i16> },
+    Int64 { values: Vec<i64>, defs: Vec<i16> },
+}
+
+impl Leaf {
+    fn bytes() -> Leaf {
+        Leaf::Bytes { values: Vec::new(), defs: Vec::new() }
+    }
+
+    /// An undefined entry, its nearest defined ancestor at `level`.
+    fn absent(&mut self, level: i16) {
+        match self {
+            Leaf::Bytes { defs, .. } | Leaf::Int64 { defs, .. } => defs.push(level),
+        }
+    }
+
+    fn push_bytes(&mut self, v: Vec<u8>, level: i16) {
+        if let Leaf::Bytes { values, defs } = self {
+            values.push(v.into());
+            defs.push(level);
+        }
+    }
+
+    fn push_int(&mut self, v: i64, level: i16) {
+        if let Leaf::Int64 { values, defs } = self {
+            values.push(v);
+            defs.push(level);
+        }
+    }
+}
+
+/// One position of a shredded Variant: its Variant-encoded `value` and its `typed_value`.
+#[derive(Debug, Default)]
+struct Part {
+    value: Option<Vec<u8>>,
+    typed: Typed,
+}
+
+#[derive(Debug, Default)]
+enum Typed {
+    #[default]
+    Null,
+    Str(String),
+    Int(i64),
+    /// A shredded object's fields, in the tree's order.
+    Object(Vec<Part>),
+}
+
+/// Encodes values of one document with its metadata: every field name of the document is in
+/// the dictionary (the shredding spec requires it, shredded or not), in sorted order, so every
+/// value of the document shares one metadata.
+struct Encoder<'a> {
+    names: Vec<&'a str>,
+}
+
+impl<'a> Encoder<'a> {
+    fn of(doc: &'a serde_json::Value) -> Encoder<'a> {
+        fn walk<'a>(v: &'a serde_json::Value, out: &mut std::collections::BTreeSet<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, f) in m {
+                        out.insert(k);
+                        walk(f, out);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+                _ => {}
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        walk(doc, &mut names);
+        Encoder { names: names.into_iter().collect() }
+    }
+
+    fn encode(&self, v: &serde_json::Value) -> (Vec<u8>, Vec<u8>) {
+        let mut b = VariantBuilder::new().with_field_names(self.names.iter().copied());
+        append(&mut b, v);
+        b.finish()
+    }
+
+    /// `v` shredded as `node` says.
+    fn part(&self, v: &serde_json::Value, node: &ShredNode) -> Part {
+        use serde_json::Value;
+        match (node, v) {
+            (ShredNode::Leaf(ShredType::String), Value::String(s)) => Part { value: None, typed: Typed::Str(s.clone()) },
+            (ShredNode::Leaf(ShredType::Int64), Value::Number(n)) if n.as_i64().is_some() => {
+                Part { value: None, typed: Typed::Int(n.as_i64().unwrap_or_default()) }
+            }
+            (ShredNode::Object(o), Value::Object(_)) => self.object(v, o),
+            _ => Part { value: Some(self.encode(v).1), typed: Typed::Null },
+        }
+    }
+
+    /// An object shredded into `shred`'s fields: the fields it has go to their columns, the
+    /// rest to `value` (none left: `value` is null).
+    fn object(&self, v: &serde_json::Value, shred: &Shred) -> Part {
+        let serde_json::Value::Object(map) = v else {
+            return Part { value: Some(self.encode(v).1), typed: Typed::Null };
+        };
+        let fields = shred.fields.iter().map(|(name, node)| map.get(name).map(|f| self.part(f, node)).unwrap_or_default()).collect();
+        let rest: serde_json::Map<String, serde_json::Value> = map
+            .iter()
+            .filter(|(k, _)| shred.fields.binary_search_by(|(n, _)| n.as_str().cmp(k)).is_err())
+            .map(|(k, f)| (k.clone(), f.clone()))
+            .collect();
+        let value = (!rest.is_empty()).then(|| self.encode(&serde_json::Value::Object(rest)).1);
+        Part { value, typed: Typed::Object(fields) }
+    }
+}
+
+/// Writes a shredded position's columns (`value`, then `typed_value`'s) into `leaves` from
+/// `at` on; `part` is `None` when its parent is undefined (every column gets `level`, the
+/// definition level of the nearest defined ancestor). Returns the next leaf index.
+fn push_part(node: Option<&ShredNode>, part: Option<&Part>, leaves: &mut [Leaf], at: usize, level: i16) -> usize {
+    let value_at = at;
+    match part.and_then(|p| p.value.clone()) {
+        Some(v) => leaves[value_at].push_bytes(v, level + 1),
+        None => leaves[value_at].absent(level),
+    }
+    let typed = part.map(|p| &p.typed);
+    match node {
+        None => at + 1,
+        Some(ShredNode::Leaf(ShredType::String)) => {
+            match typed {
+                Some(Typed::Str(s)) => leaves[at + 1].push_bytes(s.clone().into_bytes(), level + 1),
+                _ => leaves[at + 1].absent(level),
+            }
+            at + 2
+        }
+        Some(ShredNode::Leaf(ShredType::Int64)) => {
+            match typed {
+                Some(Typed::Int(i)) => leaves[at + 1].push_int(*i, level + 1),
+                _ => leaves[at + 1].absent(level),
+            }
+            at + 2
+        }
+        Some(ShredNode::Object(o)) => push_object(o, typed, leaves, at + 1, level),
+    }
+}
+
+/// The columns below an object's `typed_value` (defined at `level + 1` when `typed` is one).
+fn push_object(o: &Shred, typed: Option<&Typed>, leaves: &mut [Leaf], mut at: usize, level: i16) -> usize {
+    let fields = match typed {
+        Some(Typed::Object(fields)) => Some(fields),
+        _ => None,
+    };
+    let inner = if fields.is_some() { level + 1 } else { level };
+    for (i, (_, node)) in o.fields.iter().enumerate() {
+        at = push_part(Some(node), fields.map(|f| &f[i]), leaves, at, inner);
+    }
+    at
+}
+
 /// The columns of one row group, gathered from envelope lines.
 #[derive(Default)]
 struct Columns {
@@ -77,27 +316,48 @@ struct Columns {
     value: Vec<ByteArray>,
     value_def: Vec<i16>,
     event_metadata: Vec<ByteArray>,
-    event_value: Vec<ByteArray>,
     event_def: Vec<i16>,
+    /// The event group's columns after `metadata`: `value`, then `typed_value`'s leaves.
+    event_leaves: Vec<Leaf>,
     /// Values that are not JSON, or JSON a Variant cannot hold: their `event` is null.
     not_json: u64,
 }
 
 impl Columns {
-    fn push(&mut self, r: crate::record::Record) {
+    fn new(shred: &Shred) -> Columns {
+        let mut event_leaves = vec![Leaf::bytes()];
+        shred.leaves(&mut event_leaves);
+        Columns { event_leaves, ..Columns::default() }
+    }
+
+    fn push(&mut self, r: crate::record::Record, shred: &Shred) {
         self.partition.push(r.partition.unwrap_or(-1));
         self.offset.push(r.offset.unwrap_or(-1));
         optional(&mut self.timestamp, &mut self.timestamp_def, r.timestamp.map(|(t, _)| t));
         optional(&mut self.key, &mut self.key_def, r.key.map(ByteArray::from));
-        match r.value.as_deref().and_then(to_variant) {
-            Some((metadata, value)) => {
+        // serde_json's map is ordered by key and keeps the last of duplicate keys: the same
+        // document always gives the same Variant bytes.
+        match r.value.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
+            Some(doc) => {
+                let enc = Encoder::of(&doc);
+                let (metadata, whole) = enc.encode(&doc);
                 self.event_metadata.push(metadata.into());
-                self.event_value.push(value.into());
                 self.event_def.push(1);
+                if shred.is_empty() {
+                    // Unshredded: `value` is required and holds the whole document.
+                    self.event_leaves[0].push_bytes(whole, 1);
+                } else {
+                    let part = enc.object(&doc, shred);
+                    let end = push_part(Some(&ShredNode::Object(shred.clone())), Some(&part), &mut self.event_leaves, 0, 1);
+                    debug_assert_eq!(end, self.event_leaves.len());
+                }
             }
             None => {
                 self.not_json += u64::from(r.value.is_some());
                 self.event_def.push(0);
+                for l in &mut self.event_leaves {
+                    l.absent(0);
+                }
             }
         }
         optional(&mut self.value, &mut self.value_def, r.value.map(ByteArray::from));
@@ -111,16 +371,6 @@ impl Columns {
 fn optional<T>(values: &mut Vec<T>, defs: &mut Vec<i16>, v: Option<T>) {
     defs.push(i16::from(v.is_some()));
     values.extend(v);
-}
-
-/// A JSON value as a Variant (metadata, value); `None` if it is not JSON a Variant holds.
-fn to_variant(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    // serde_json's map is ordered by key and keeps the last of duplicate keys: the same
-    // document always gives the same Variant bytes.
-    let json: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let mut b = VariantBuilder::new();
-    append(&mut b, &json);
-    Some(b.finish())
 }
 
 fn append(b: &mut impl VariantBuilderExt, json: &serde_json::Value) {
@@ -157,17 +407,20 @@ fn append(b: &mut impl VariantBuilderExt, json: &serde_json::Value) {
     }
 }
 
-fn schema() -> Result<Type, ColumnarError> {
-    let leaf = |name: &str, physical: Physical, repetition: Repetition, logical: Option<LogicalType>| {
-        Type::primitive_type_builder(name, physical).with_repetition(repetition).with_logical_type(logical).build().map(Arc::new)
-    };
+fn schema(shred: &Shred) -> Result<Type, ColumnarError> {
+    // Unshredded, `value` holds every document whole (required); shredded, it holds what the
+    // typed columns do not (optional).
+    let mut event_fields = vec![leaf("metadata", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?];
+    if shred.is_empty() {
+        event_fields.push(leaf("value", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?);
+    } else {
+        event_fields.push(leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?);
+        event_fields.push(Arc::new(shred.typed_value()?));
+    }
     let event = Type::group_type_builder("event")
         .with_repetition(Repetition::OPTIONAL)
         .with_logical_type(Some(LogicalType::variant(Some(1))))
-        .with_fields(vec![
-            leaf("metadata", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?,
-            leaf("value", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?,
-        ])
+        .with_fields(event_fields)
         .build()?;
     Ok(Type::group_type_builder("kbackup")
         .with_fields(vec![
@@ -207,21 +460,21 @@ pub struct Sealed {
 }
 
 /// Transcodes a buffer of record envelope lines (each followed by `\n`) into one Parquet file.
-pub fn encode(lines: &[u8], compression: Compression, level: u32) -> Result<Sealed, ColumnarError> {
+pub fn encode(lines: &[u8], compression: Compression, level: u32, shred: &Shred) -> Result<Sealed, ColumnarError> {
     let props = Arc::new(properties(compression, level)?);
-    let mut w = SerializedFileWriter::new(Vec::new(), Arc::new(schema()?), props)?;
+    let mut w = SerializedFileWriter::new(Vec::new(), Arc::new(schema(shred)?), props)?;
     let mut not_json = 0;
     let mut rest = lines;
     let mut line_no = 0;
     // Row group by row group: at most ROW_GROUP_INPUT_BYTES of lines each (always at least one
     // row group, so an empty file still has its schema).
     loop {
-        let mut cols = Columns::default();
+        let mut cols = Columns::new(shred);
         let mut taken = 0;
         while taken < ROW_GROUP_INPUT_BYTES && !rest.is_empty() {
             let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
             let record = crate::record::decode(&rest[..end]).map_err(|error| ColumnarError::Envelope { line: line_no + 1, error })?;
-            cols.push(record);
+            cols.push(record, shred);
             line_no += 1;
             taken += end + 1;
             rest = rest.get(end + 1..).unwrap_or_default();
@@ -239,17 +492,35 @@ pub fn encode(lines: &[u8], compression: Compression, level: u32) -> Result<Seal
 
 fn write_row_group(w: &mut SerializedFileWriter<Vec<u8>>, c: &Columns) -> Result<(), ColumnarError> {
     let mut rg = w.next_row_group()?;
-    let mut index = 0;
+    let mut index: usize = 0;
     while let Some(mut col) = rg.next_column()? {
-        match (index, col.untyped()) {
-            (0, ColumnWriter::Int32ColumnWriter(w)) => drop(w.write_batch(&c.partition, None, None)?),
-            (1, ColumnWriter::Int64ColumnWriter(w)) => drop(w.write_batch(&c.offset, None, None)?),
-            (2, ColumnWriter::Int64ColumnWriter(w)) => drop(w.write_batch(&c.timestamp, Some(&c.timestamp_def), None)?),
-            (3, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.key, Some(&c.key_def), None)?),
-            (4, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.value, Some(&c.value_def), None)?),
-            (5, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.event_metadata, Some(&c.event_def), None)?),
-            (6, ColumnWriter::ByteArrayColumnWriter(w)) => drop(w.write_batch(&c.event_value, Some(&c.event_def), None)?),
-            (i, _) => return Err(ColumnarError::Layout(format!("column {i} of the schema has no writer"))),
+        let event_leaf = index.checked_sub(6).and_then(|i| c.event_leaves.get(i));
+        match (index, col.untyped(), event_leaf) {
+            (0, ColumnWriter::Int32ColumnWriter(w), _) => {
+                w.write_batch(&c.partition, None, None)?;
+            }
+            (1, ColumnWriter::Int64ColumnWriter(w), _) => {
+                w.write_batch(&c.offset, None, None)?;
+            }
+            (2, ColumnWriter::Int64ColumnWriter(w), _) => {
+                w.write_batch(&c.timestamp, Some(&c.timestamp_def), None)?;
+            }
+            (3, ColumnWriter::ByteArrayColumnWriter(w), _) => {
+                w.write_batch(&c.key, Some(&c.key_def), None)?;
+            }
+            (4, ColumnWriter::ByteArrayColumnWriter(w), _) => {
+                w.write_batch(&c.value, Some(&c.value_def), None)?;
+            }
+            (5, ColumnWriter::ByteArrayColumnWriter(w), _) => {
+                w.write_batch(&c.event_metadata, Some(&c.event_def), None)?;
+            }
+            (_, ColumnWriter::ByteArrayColumnWriter(w), Some(Leaf::Bytes { values, defs })) => {
+                w.write_batch(&values[..], Some(&defs[..]), None)?;
+            }
+            (_, ColumnWriter::Int64ColumnWriter(w), Some(Leaf::Int64 { values, defs })) => {
+                w.write_batch(&values[..], Some(&defs[..]), None)?;
+            }
+            (i, _, _) => return Err(ColumnarError::Layout(format!("column {i} of the schema has no writer"))),
         }
         col.close()?;
         index += 1;
@@ -391,7 +662,7 @@ mod tests {
     #[test]
     fn a_file_reads_back_as_its_messages_and_value_lines() {
         for c in [Compression::Zstd, Compression::Snappy, Compression::None] {
-            let sealed = encode(&buffer(ODD), c, 3).unwrap();
+            let sealed = encode(&buffer(ODD), c, 3, &Shred::default()).unwrap();
             assert!(is_parquet(&sealed.file));
             // not JSON: the text, the binary, the empty value (the tombstone has no value at all).
             assert_eq!(sealed.not_json, 3);
@@ -410,8 +681,8 @@ mod tests {
 
     #[test]
     fn sealing_is_deterministic_and_names_no_crate_version() {
-        let a = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
-        let b = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        let a = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
+        let b = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
         assert_eq!(a, b);
         let footer = SerializedFileReader::new(Bytes::from(a)).unwrap();
         assert_eq!(footer.metadata().file_metadata().created_by(), Some(CREATED_BY));
@@ -419,7 +690,7 @@ mod tests {
 
     #[test]
     fn the_event_column_is_a_variant_of_spec_version_one() {
-        let file = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
         let r = SerializedFileReader::new(Bytes::from(file)).unwrap();
         let schema = r.metadata().file_metadata().schema();
         let event = schema.get_fields().iter().find(|f| f.name() == "event").unwrap();
@@ -440,12 +711,120 @@ mod tests {
         assert!(metadata[7].is_some());
     }
 
+    /// A leaf column by its dotted path: definition levels, and the values of defined entries.
+    fn column<T: parquet::data_type::DataType>(file: &[u8], path: &str) -> (Vec<i16>, Vec<T::T>) {
+        let r = SerializedFileReader::new(Bytes::copy_from_slice(file)).unwrap();
+        let columns = r.metadata().file_metadata().schema_descr().columns().to_vec();
+        let i = columns.iter().position(|c| c.path().string() == path).unwrap_or_else(|| panic!("no column {path}"));
+        let rg = r.get_row_group(0).unwrap();
+        let mut reader = typed::<T>(rg.get_column_reader(i).unwrap()).unwrap();
+        let (mut defs, mut values) = (Vec::new(), Vec::new());
+        reader.read_records(1000, Some(&mut defs), None, &mut values).unwrap();
+        (defs, values)
+    }
+
+    fn json_of(metadata: &[u8], value: &[u8]) -> String {
+        let v = Variant::new(metadata, value);
+        let mut out = String::new();
+        write_json(&v, &mut out);
+        out
+    }
+
+    /// Enough of Variant-to-JSON for these tests (objects, strings, integers, null).
+    fn write_json(v: &Variant<'_, '_>, out: &mut String) {
+        match v {
+            Variant::Object(o) => {
+                out.push('{');
+                for (i, (k, f)) in o.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&format!("{k:?}:"));
+                    write_json(&f, out);
+                }
+                out.push('}');
+            }
+            Variant::Null => out.push_str("null"),
+            other => match (other.as_string(), other.as_int64()) {
+                (Some(s), _) => out.push_str(&format!("{s:?}")),
+                (_, Some(i)) => out.push_str(&i.to_string()),
+                _ => out.push_str(&format!("{other:?}")),
+            },
+        }
+    }
+
+    /// The shredding spec's cases (parquet-format's VariantShredding.md, "Objects"): present
+    /// and of the type, present of another type, present and null, missing, nested, partially
+    /// shredded, not an object, not JSON.
+    #[test]
+    fn shredded_fields_follow_the_variant_shredding_spec() {
+        let paths: std::collections::BTreeMap<String, ShredType> =
+            [("eid", ShredType::String), ("ets", ShredType::Int64), ("context.did", ShredType::String)]
+                .into_iter()
+                .map(|(p, t)| (p.to_string(), t))
+                .collect();
+        let shred = Shred::new(&paths).unwrap();
+        let docs: &[Option<&[u8]>] = &[
+            Some(br#"{"eid":"START","ets":1700000000000,"context":{"did":"d1","x":1},"y":2}"#),
+            Some(br#"{"eid":5,"ets":"soon"}"#),
+            Some(br#"{"eid":null,"context":"flat"}"#),
+            Some(br#"{}"#),
+            Some(br#""just a string""#),
+            Some(b"not json"),
+        ];
+        let file = encode(&buffer(docs), Compression::Zstd, 1, &shred).unwrap().file;
+        // Readers see the same messages.
+        assert_eq!(
+            rows(&file).unwrap().iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
+            docs.iter().map(|d| d.map(<[u8]>::to_vec)).collect::<Vec<_>>()
+        );
+        let (_, metadata) = column::<ByteArrayType>(&file, "event.metadata");
+        let meta = |row: usize| metadata[row].data().to_vec();
+        // event.value: the fields not shredded (none left: null), or the whole non-object.
+        let (defs, values) = column::<ByteArrayType>(&file, "event.value");
+        assert_eq!(defs, [2, 1, 1, 1, 2, 0]);
+        assert_eq!(json_of(&meta(0), values[0].data()), r#"{"y":2}"#);
+        assert_eq!(json_of(&meta(4), values[1].data()), r#""just a string""#);
+        // eid: typed where it is a string; another type, or null, in its value.
+        let (defs, values) = column::<ByteArrayType>(&file, "event.typed_value.eid.typed_value");
+        assert_eq!(defs, [3, 2, 2, 2, 1, 0]);
+        assert_eq!(values[0].data(), b"START");
+        let (defs, values) = column::<ByteArrayType>(&file, "event.typed_value.eid.value");
+        assert_eq!(defs, [2, 3, 3, 2, 1, 0], "missing (row 3) is null in both columns; present and null is a Variant null");
+        assert_eq!(json_of(&meta(1), values[0].data()), "5");
+        assert_eq!(json_of(&meta(2), values[1].data()), "null");
+        let (defs, values) = column::<Int64Type>(&file, "event.typed_value.ets.typed_value");
+        assert_eq!((defs, values), (vec![3, 2, 2, 2, 1, 0], vec![1_700_000_000_000]));
+        // context.did: nested one level deeper; context not an object keeps it in its value.
+        let (defs, values) = column::<ByteArrayType>(&file, "event.typed_value.context.typed_value.did.typed_value");
+        assert_eq!(defs, [4, 2, 2, 2, 1, 0]);
+        assert_eq!(values[0].data(), b"d1");
+        let (defs, values) = column::<ByteArrayType>(&file, "event.typed_value.context.value");
+        assert_eq!(defs, [3, 2, 3, 2, 1, 0]);
+        assert_eq!(json_of(&meta(0), values[0].data()), r#"{"x":1}"#);
+        assert_eq!(json_of(&meta(2), values[1].data()), r#""flat""#);
+        // Every field name is in the metadata, shredded or not.
+        let first = meta(0);
+        let m = parquet_variant::VariantMetadata::new(&first);
+        let names: Vec<&str> = m.iter().collect();
+        assert_eq!(names, ["context", "did", "eid", "ets", "x", "y"]);
+    }
+
+    #[test]
+    fn shred_paths_that_conflict_or_are_empty_are_refused() {
+        let of = |p: &[(&str, ShredType)]| Shred::new(&p.iter().map(|(p, t)| (p.to_string(), *t)).collect());
+        assert!(of(&[("context", ShredType::String), ("context.did", ShredType::String)]).is_err());
+        assert!(of(&[("a..b", ShredType::String)]).is_err());
+        assert!(of(&[("", ShredType::Int64)]).is_err());
+        assert!(of(&[("a.b", ShredType::String), ("a.c", ShredType::Int64), ("d", ShredType::Int64)]).is_ok());
+    }
+
     #[test]
     fn large_buffers_span_row_groups_in_order() {
         let big = vec![b'x'; 1 << 20];
         let value = format!("\"{}\"", std::str::from_utf8(&big).unwrap());
         let values: Vec<Option<&[u8]>> = (0..80).map(|_| Some(value.as_bytes())).collect();
-        let file = encode(&buffer(&values), Compression::Zstd, 1).unwrap().file;
+        let file = encode(&buffer(&values), Compression::Zstd, 1, &Shred::default()).unwrap().file;
         assert!(SerializedFileReader::new(Bytes::from(file.clone())).unwrap().num_row_groups() >= 2);
         let rows = rows(&file).unwrap();
         assert_eq!(rows.iter().map(|r| r.offset).collect::<Vec<_>>(), (100..180).collect::<Vec<_>>());
@@ -453,14 +832,14 @@ mod tests {
 
     #[test]
     fn an_empty_buffer_is_a_valid_empty_file() {
-        let file = encode(b"", Compression::Zstd, 1).unwrap().file;
+        let file = encode(b"", Compression::Zstd, 1, &Shred::default()).unwrap().file;
         assert!(is_parquet(&file));
         assert!(rows(&file).unwrap().is_empty());
     }
 
     #[test]
     fn damaged_files_are_errors_not_panics() {
-        let file = encode(&buffer(ODD), Compression::Zstd, 3).unwrap().file;
+        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
         for cut in [0, 4, 12, file.len() / 2, file.len() - 9, file.len() - 1] {
             assert!(rows(&file[..cut]).is_err(), "cut at {cut}");
         }

@@ -380,6 +380,17 @@ pub enum FileFormat {
     Parquet,
 }
 
+/// The type of a field shredded out of a Parquet file's Variant column: its `typed_value`
+/// column's. A value of another type stays in the field's Variant-encoded `value` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShredType {
+    /// `BYTE_ARRAY (STRING)`: JSON strings.
+    String,
+    /// `INT64`: JSON integers that fit 64 bits (epoch times, counts).
+    Int64,
+}
+
 /// One `[[topic]]`: a Kafka topic and how its files are laid out.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -483,6 +494,12 @@ pub struct TopicConfig {
     /// event, for queries; see `columnar.rs`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub file_format: FileFormat,
+    /// With `file_format = "parquet"`: the fields of each event kept in typed columns beside the
+    /// Variant (shredded), path → `string` or `int64`; dotted paths reach nested fields. Unset:
+    /// the timestamp fields (`int64`) and `prefix_field` (`string`). Read it through
+    /// [`TopicConfig::parquet_shred`].
+    #[serde(default, rename = "parquet_shred", skip_serializing_if = "Option::is_none")]
+    pub parquet_shred_set: Option<BTreeMap<String, ShredType>>,
     /// With `layout = "secor"`: what follows the file name (`secor.file.extension`); default
     /// `.gz` with gzip, none otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,6 +582,21 @@ impl TopicConfig {
         match (self.layout_kind, &self.file_extension) {
             (LayoutKind::Secor, Some(e)) => e.clone(),
             _ => self.compression().extension().to_string(),
+        }
+    }
+
+    /// The fields a Parquet file shreds: `parquet_shred`, or the timestamp fields (`int64`, epoch
+    /// times) and `prefix_field` (`string`), which readers filter and group by.
+    pub fn parquet_shred(&self) -> BTreeMap<String, ShredType> {
+        match &self.parquet_shred_set {
+            Some(m) => m.clone(),
+            None => {
+                let mut m: BTreeMap<String, ShredType> = self.timestamp_fields.iter().map(|f| (f.clone(), ShredType::Int64)).collect();
+                if let Some(p) = &self.prefix_field {
+                    m.entry(p.clone()).or_insert(ShredType::String);
+                }
+                m
+            }
         }
     }
 
@@ -972,7 +1004,13 @@ impl Config {
                 }
                 _ => {}
             }
+            if t.parquet_shred_set.is_some() && t.file_format != FileFormat::Parquet {
+                return Err(ConfigError::invalid(k("parquet_shred"), "shreds fields of Parquet files: it needs file_format = \"parquet\""));
+            }
             if t.file_format == FileFormat::Parquet {
+                if let Err(e) = crate::columnar::Shred::new(&t.parquet_shred()) {
+                    return Err(ConfigError::invalid(k("parquet_shred"), e));
+                }
                 if t.layout_kind == LayoutKind::Secor {
                     return Err(ConfigError::invalid(
                         k("file_format"),
@@ -1200,6 +1238,13 @@ mod tests {
             (format!("{GOOD}\ncompression = \"zstd\""), "topic[0].compression"),
             (format!("{GOOD}\nfile_format = \"sequencefile\"\ncompression = \"snappy\""), "topic[0].compression"),
             (format!("{GOOD}\nfile_format = \"parquet\"\nformat = \"record\""), "topic[0].format"),
+            (format!("{GOOD}\nparquet_shred = {{ eid = \"string\" }}"), "topic[0].parquet_shred"),
+            (
+                format!("{GOOD}\nfile_format = \"parquet\"\nparquet_shred = {{ context = \"string\", \"context.did\" = \"string\" }}"),
+                "topic[0].parquet_shred",
+            ),
+            (format!("{GOOD}\nfile_format = \"parquet\"\nparquet_shred = {{ \"a..b\" = \"string\" }}"), "topic[0].parquet_shred"),
+            (format!("{GOOD}\nfile_format = \"parquet\"\nparquet_shred = {{ eid = \"text\" }}"), "key `parquet_shred`"),
             (format!("{GOOD}\nfile_format = \"parquet\"\nlayout = \"secor\""), "topic[0].file_format"),
             (format!("{GOOD}\ninvalid_date = \"yesterday\""), "topic[0].invalid_date"),
             (format!("{GOOD}\ntimestamp_fields = []"), "topic[0].timestamp_fields"),

@@ -56,6 +56,37 @@ fn isal_gzip(data: &[u8], level: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// How a topic's files are sealed, made once per topic from its config.
+#[derive(Debug, Clone)]
+pub struct Sealing {
+    pub format: FileFormat,
+    pub compression: Compression,
+    pub level: u32,
+    /// Parquet: the fields shredded out of the event Variant.
+    pub shred: crate::columnar::Shred,
+}
+
+impl Sealing {
+    /// The topic's (its config is checked: a shredding it refuses is not used).
+    pub fn of(t: &crate::config::TopicConfig) -> Sealing {
+        Sealing {
+            format: t.file_format,
+            compression: t.compression(),
+            level: t.compression_level,
+            shred: if t.file_format == FileFormat::Parquet {
+                crate::columnar::Shred::new(&t.parquet_shred()).unwrap_or_default()
+            } else {
+                Default::default()
+            },
+        }
+    }
+
+    /// Plain settings without shredding (tests, tools).
+    pub fn plain(format: FileFormat, compression: Compression, level: u32) -> Sealing {
+        Sealing { format, compression, level, shred: Default::default() }
+    }
+}
+
 /// A sealed file: its bytes, and for Parquet how many values got no Variant (not JSON).
 pub struct Encoded {
     pub body: Bytes,
@@ -66,14 +97,16 @@ pub struct Encoded {
 /// [`crate::seqfile`]) and, with gzip, block-compressed here as Hadoop does; a Parquet file is
 /// buffered as record envelope lines and transcoded here (see [`crate::columnar`]); text files
 /// are [`encode`]d whole.
-pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, format: FileFormat, compression: Compression, level: u32) -> Encoded {
-    let body = match (format, compression) {
+pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, sealing: &Sealing) -> Encoded {
+    let (compression, level) = (sealing.compression, sealing.level);
+    let body = match (sealing.format, compression) {
         (FileFormat::SequenceFile, Compression::Gzip) => Bytes::from(
             crate::seqfile::block_compress(data.as_ref(), |b| encode(b.to_vec(), Compression::Gzip, level).to_vec())
                 .expect("a SequenceFile the writer framed reads back"),
         ),
         (FileFormat::Parquet, _) => {
-            let sealed = crate::columnar::encode(data.as_ref(), compression, level).expect("the writer buffers record envelopes, which transcode");
+            let sealed = crate::columnar::encode(data.as_ref(), compression, level, &sealing.shred)
+                .expect("the writer buffers record envelopes, which transcode");
             return Encoded { body: Bytes::from(sealed.file), without_variant: sealed.not_json };
         }
         _ => encode(data, compression, level),

@@ -553,6 +553,7 @@ pub fn map(props: &Properties) -> Result<Mapped, ConfigError> {
                 minute_prefix: n.minute_prefix,
                 file_format,
                 file_extension: n.file_extension,
+                parquet_shred_set: None,
                 record_time: n.record_time,
                 prefix_as_value: n.prefix_as_value,
                 success_files: None,

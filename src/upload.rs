@@ -18,7 +18,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::config::Compression;
 use crate::health::Health;
 use crate::seal;
 
@@ -41,9 +40,8 @@ pub struct UploadJob {
     /// For metrics labels.
     pub topic: String,
     pub data: crate::buffer::Memory,
-    pub compression: Compression,
-    pub file_format: crate::config::FileFormat,
-    pub level: u32,
+    /// How the file is encoded (shared by the topic's jobs).
+    pub sealing: Arc<seal::Sealing>,
     pub existing: Existing,
 }
 
@@ -100,10 +98,8 @@ impl Uploader {
         self.rt.spawn(async move {
             let _permit = this.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let started = Instant::now();
-            let UploadJob { id, key, topic, data, compression, file_format, level, existing } = job;
-            let sealed = tokio::task::spawn_blocking(move || seal::encode_file(data, file_format, compression, level))
-                .await
-                .expect("compression does not panic");
+            let UploadJob { id, key, topic, data, sealing, existing } = job;
+            let sealed = tokio::task::spawn_blocking(move || seal::encode_file(data, &sealing)).await.expect("compression does not panic");
             if sealed.without_variant > 0 {
                 metrics::counter!(crate::metrics::PARQUET_EVENTS_WITHOUT_VARIANT, "topic" => topic.clone()).increment(sealed.without_variant);
             }
@@ -317,6 +313,7 @@ fn ends_with_events(key: &str, theirs: &[u8], ours: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Compression;
     use object_store::memory::InMemory;
 
     fn gz(data: &[u8], level: u32) -> Bytes {
@@ -384,7 +381,7 @@ mod tests {
                 b.append(first + i as i64, v.as_bytes());
             }
             let c = if gz { Compression::Gzip } else { Compression::None };
-            seal::encode_file(b.data, crate::config::FileFormat::SequenceFile, c, 1).body.to_vec()
+            seal::encode_file(b.data, &seal::Sealing::plain(crate::config::FileFormat::SequenceFile, c, 1)).body.to_vec()
         };
         let a = seq(10, &["a", "b", "c"], false);
         assert!(same_events("d/1_0_00000000000000000010", &a, &seq(10, &["a", "b", "c"], true)));

@@ -434,6 +434,28 @@ async fn spark_reads_sequence_file_backups() {
     }
 }
 
+/// Every value of `topic`'s `partitions` partitions, parsed as JSON.
+fn stack_values(stack: &Stack, topic: &str, partitions: i32) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &stack.brokers).set("group.id", unique("reader")).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let total: i64 = stack.end_offsets(topic, partitions).iter().sum();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total {
+        assert!(Instant::now() < deadline, "read {} of {total} messages of {topic}", out.len());
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
 /// `file_format = "parquet"` read by a real Spark (issue 40): the same telemetry backed up as
 /// gzip JSON and as Parquet by two writers; Spark reads the Parquet files natively (the `event`
 /// column as a Variant) and finds every event once, and a day's count by `eid` through
@@ -448,7 +470,10 @@ async fn spark_queries_parquet_backups_like_json() {
     let src = unique("pqspark");
     stack.create_topic(&src, 4).await;
     let (first, last) = produce_telemetry(&stack, &src).await;
-    for (path, extra) in [("json/raw", ""), ("pq/raw", "file_format = \"parquet\"\n")] {
+    // Shredded as Sunbird's queries need (nested `context.did` too); `pq2` keeps the default
+    // (the timestamp fields).
+    let shredded = "file_format = \"parquet\"\nparquet_shred = { eid = \"string\", mid = \"string\", syncts = \"int64\", ets = \"int64\", \"context.did\" = \"string\" }\n";
+    for (path, extra) in [("json/raw", ""), ("pq/raw", shredded), ("pq2/raw", "file_format = \"parquet\"\n")] {
         let cfg = dir.path().join(format!("{}.toml", path.replace('/', "-")));
         std::fs::write(
             &cfg,
@@ -479,9 +504,11 @@ def by_eid(df, expr):
 pq_day = by_eid(spark.read.parquet(store + '/pq/raw/' + day + '-*.parquet'), "variant_get(event, '$.eid', 'string')")
 json_day = by_eid(spark.read.json(store + '/json/raw/' + day + '-*.json.gz'), 'eid')
 did = pq.selectExpr("variant_get(event, '$.context.did', 'string') as did").distinct().count()
+pq2_day = by_eid(spark.read.parquet(store + '/pq2/raw/' + day + '-*.parquet'), "variant_get(event, '$.eid', 'string')")
+whole = sorted(r[0] for r in pq.selectExpr("to_json(event)").collect())
 spark.read.parquet(store + '/pq/raw/' + day + '-*.parquet').createOrReplaceTempView('day')
 sql_day = {r[0]: r[1] for r in spark.sql("SELECT event:eid::string AS eid, count(*) FROM day GROUP BY 1").collect()}
-json.dump({'types': types, 'mids': mids, 'pq_day': pq_day, 'json_day': json_day, 'sql_day': sql_day, 'devices': did}, open(out, 'w'))
+json.dump({'types': types, 'mids': mids, 'pq_day': pq_day, 'json_day': json_day, 'sql_day': sql_day, 'pq2_day': pq2_day, 'whole': whole, 'devices': did}, open(out, 'w'))
 spark.stop()
 "#,
     )
@@ -512,6 +539,16 @@ spark.stop()
     assert!(json_day.as_object().is_some_and(|m| m.len() > 3), "the day {first} has several eids over JSON: {json_day}");
     assert_eq!(pq_day, json_day, "count by eid for {first}: Parquet (variant_get) equals JSON");
     assert_eq!(&got["sql_day"], json_day, "the same in SQL's path syntax (event:eid::string)");
+    assert_eq!(&got["pq2_day"], json_day, "the same over files shredded by default (the timestamp fields)");
+    // Spark rebuilds each whole event from the shredded columns and the rest: the same document.
+    let whole: Vec<serde_json::Value> = got["whole"].as_array().unwrap().iter().map(|j| serde_json::from_str(j.as_str().unwrap()).unwrap()).collect();
+    assert_eq!(whole.len(), 900);
+    let mut sent: Vec<serde_json::Value> = stack_values(&stack, &src, 4);
+    let mut rebuilt = whole;
+    let key = |v: &serde_json::Value| v.to_string();
+    sent.sort_by_key(key);
+    rebuilt.sort_by_key(key);
+    assert_eq!(rebuilt, sent, "to_json(event) over shredded files equals each event as produced");
     eprintln!(
         "spark: {} events over Parquet ({first}..{last}); count by eid for {first} equal to JSON's ({json_day}); spark-submit {:.1}s",
         mids.len(),

@@ -52,6 +52,8 @@ pub(super) struct Topic {
     first_date: Option<NaiveDate>,
     /// How its files frame messages (`file_format`).
     framing: Framing,
+    /// How its files are sealed.
+    sealing: std::sync::Arc<crate::seal::Sealing>,
 }
 
 impl Topics {
@@ -80,6 +82,7 @@ impl Topics {
                     crate::config::FileFormat::Text | crate::config::FileFormat::Parquet => Framing::Lines,
                     crate::config::FileFormat::SequenceFile => Framing::SequenceFile,
                 },
+                sealing: std::sync::Arc::new(crate::seal::Sealing::of(t)),
                 cfg: t.clone(),
             });
         }
@@ -232,15 +235,6 @@ impl Topic {
     /// The upload of one of the topic's files, compressed as the topic says. The one place a
     /// job is made: new files once their intent is recorded, rebuilt files once complete.
     pub(super) fn upload_job(&self, id: u64, key: &str, data: crate::buffer::Memory, existing: Existing) -> UploadJob {
-        UploadJob {
-            id,
-            key: key.to_string(),
-            topic: self.cfg.name.clone(),
-            data,
-            compression: self.cfg.compression(),
-            file_format: self.cfg.file_format,
-            level: self.cfg.compression_level,
-            existing,
-        }
+        UploadJob { id, key: key.to_string(), topic: self.cfg.name.clone(), data, sealing: self.sealing.clone(), existing }
     }
 }

@@ -548,7 +548,7 @@ pub(super) struct SimUploads {
 
 impl UploadQueue for SimUploads {
     fn submit(&mut self, job: UploadJob) {
-        let body = crate::seal::encode_file(job.data, job.file_format, job.compression, job.level).body;
+        let body = crate::seal::encode_file(job.data, &job.sealing).body;
         let mut w = lock(&self.world);
         let due_ms = w.now_ms + 1 + w.rng.below(300);
         let started_ms = w.now_ms;
