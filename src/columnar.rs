@@ -49,6 +49,13 @@ const MAGIC: &[u8; 4] = b"PAR1";
 /// columns, besides the buffer being sealed and the compressed output).
 const ROW_GROUP_INPUT_BYTES: usize = 64 << 20;
 
+/// What transcoding `buffered` bytes of envelope lines holds at most besides them: one row
+/// group's columns (the values' bytes, their Variants and what is shredded of them, each
+/// about the size of the lines), bounded by the row group size, and the compressed file.
+pub fn working_set(buffered: u64) -> u64 {
+    2 * buffered.min(ROW_GROUP_INPUT_BYTES as u64) + buffered / 4
+}
+
 /// Why a buffer could not be transcoded, or a stored file not read.
 #[derive(Debug, thiserror::Error)]
 pub enum ColumnarError {

@@ -14,7 +14,9 @@ The job config is Sunbird's shape:
 Files are selected as Sunbird's data fetcher does: for each date from startDate (or endDate minus
 `delta` days) to endDate, every key starting with `<prefix><date>`; with `partitions`, only keys
 matching `(\\d{4})-(\\d{2})-(\\d{2})-<p>-` for one of them. `local` reads `file://<bucket>/…`,
-`s3` reads `s3a://<bucket>/…`. Summaries follow WorkFlowSummaryModel's grouping: LOG, AUDIT and
+`s3` reads `s3a://<bucket>/…`. Files named `….parquet` (kbackup's `file_format = "parquet"`)
+are read as Parquet, each event's fields through its Variant column (`variant_get`; Spark 4.1+),
+the rest as JSON lines. Summaries follow WorkFlowSummaryModel's grouping: LOG, AUDIT and
 SEARCH events are dropped; events are grouped by (context.did, context.channel,
 context.pdata.id), ordered by ets, and cut into sessions at `idleTime` seconds of silence; one
 summary per session. The output (JSON lines) goes to `<output.dir>/partitions-<first>-<last>`,
@@ -76,13 +78,35 @@ def wanted_tag(search):
     return f"partitions-{parts[0]}-{parts[-1]}" if parts else "all"
 
 
+def events_of(spark, paths):
+    """The fields WFS reads of every event in `paths`: JSON lines and Parquet files alike."""
+    frames = []
+    text = [p for p in paths if not p.endswith(".parquet")]
+    columnar = [p for p in paths if p.endswith(".parquet")]
+    if text:
+        frames.append(spark.read.schema(SCHEMA).json(text)
+                      .select("eid", F.col("context.did").alias("did"), F.col("context.channel").alias("channel"),
+                              F.col("context.pdata.id").alias("pdata_id"), "ets", "mid"))
+    if columnar:
+        def field(path, kind):
+            # Shredded fields are read from their own columns; the rest from the Variant.
+            return F.expr(f"variant_get(event, '$.{path}', '{kind}')")
+        frames.append(spark.read.parquet(*columnar).where("event is not null")
+                      .select(field("eid", "string").alias("eid"), field("context.did", "string").alias("did"),
+                              field("context.channel", "string").alias("channel"), field("context.pdata.id", "string").alias("pdata_id"),
+                              field("ets", "bigint").alias("ets"), field("mid", "string").alias("mid")))
+    events = frames[0]
+    for f in frames[1:]:
+        events = events.unionByName(f)
+    return events
+
+
 def summaries(spark, paths, idle_secs):
     if not paths:
         return spark.createDataFrame([], "did string, channel string, pdata_id string, start long, end long, events long, time_spent double")
-    events = (spark.read.schema(SCHEMA).json(paths)
+    events = (events_of(spark, paths)
               .filter(~F.col("eid").isin(DROPPED))
-              .select(F.col("context.did").alias("did"), F.col("context.channel").alias("channel"),
-                      F.col("context.pdata.id").alias("pdata_id"), "ets", "mid"))
+              .select("did", "channel", "pdata_id", "ets", "mid"))
     by_user = Window.partitionBy("did", "channel", "pdata_id").orderBy("ets", "mid")
     gap = F.col("ets") - F.lag("ets").over(by_user)
     events = events.withColumn("new_session", F.when(gap.isNull() | (gap > idle_secs * 1000), 1).otherwise(0))

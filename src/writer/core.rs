@@ -401,7 +401,8 @@ impl Writer {
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
             let now = self.clock.now();
-            let (id, data) = self.files.launch(t, p, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, now);
+            let sealing = self.topics[t].sealing_bytes(buf.len());
+            let (id, data) = self.files.launch(t, p, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, sealing, now);
             let data = data.expect("a file not awaiting its intent keeps its data");
             self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
@@ -1335,7 +1336,8 @@ impl Writer {
         });
         let epoch = st.map_or(0, |s| s.epoch());
         let now = self.clock.now();
-        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, now);
+        let sealing = self.topics[key.topic].sealing_bytes(buf.len());
+        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, sealing, now);
     }
 
     /// Seals every open file of the given partitions.

@@ -136,6 +136,8 @@ impl Files {
 
     /// Puts a sealed buffer in flight; `awaiting_intent` files wait for their intent record
     /// (see `record_intents`), the others go to the upload queue at once. Returns its id.
+    /// `sealing` is what encoding it will hold besides the buffer (a Parquet file's columns),
+    /// charged with it until the upload ends.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch(
         &mut self,
@@ -147,11 +149,12 @@ impl Files {
         reason: SealReason,
         existing: Existing,
         awaiting_intent: bool,
+        sealing: u64,
         now: Instant,
     ) -> (u64, Option<crate::buffer::Memory>) {
         let id = self.next_id;
         self.next_id += 1;
-        let charged = buf.charged();
+        let charged = buf.charged() + sealing;
         self.inflight_bytes += charged;
         let (events, bytes, first_record_ms, held) = (buf.events, buf.len(), buf.first_record_ms, buf.first_offset);
         let (data, keep) = if awaiting_intent { (None, Some(buf.data)) } else { (Some(buf.data), None) };

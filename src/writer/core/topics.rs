@@ -174,6 +174,16 @@ impl Topic {
         self.framing
     }
 
+    /// Memory that sealing a file of `buffered` bytes holds besides the buffer itself.
+    pub(super) fn sealing_bytes(&self, buffered: u64) -> u64 {
+        match self.sealing.format {
+            crate::config::FileFormat::Parquet => crate::columnar::working_set(buffered),
+            // gzip's output and a SequenceFile's blocks are a fraction of the buffer, within the
+            // budget's slack.
+            crate::config::FileFormat::Text | crate::config::FileFormat::SequenceFile => 0,
+        }
+    }
+
     /// Completion markers are written for it.
     pub(super) fn markers(&self) -> bool {
         self.markers
