@@ -34,9 +34,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, Type};
-use parquet_variant::{Variant, VariantBuilder, VariantBuilderExt};
 
 use crate::config::{Compression, ShredType};
+
+mod variant;
 
 /// What every file names as its writer: the column layout's version, not the crate's, so that
 /// a kbackup upgrade does not make a rebuilt file differ from its first upload.
@@ -89,12 +90,12 @@ impl Shred {
     /// The tree of `paths` (dotted); an error names a path that is empty, has an empty part,
     /// or is both a field and an object of other shredded fields.
     pub fn new(paths: &std::collections::BTreeMap<String, ShredType>) -> Result<Shred, String> {
+        if let Some(e) = crate::config::shred_paths_error(paths) {
+            return Err(e);
+        }
         let mut root = Shred::default();
         for (path, ty) in paths {
             let parts: Vec<&str> = path.split('.').collect();
-            if parts.iter().any(|p| p.is_empty()) {
-                return Err(format!("`{path}`: a path is field names joined by `.`, none of them empty"));
-            }
             root.insert(&parts, *ty).map_err(|()| format!("`{path}` is shredded both as a field and as an object holding other shredded fields"))?;
         }
         Ok(root)
@@ -206,36 +207,25 @@ enum Typed {
     Object(Vec<Part>),
 }
 
-/// Encodes values of one document with its metadata: every field name of the document is in
-/// the dictionary (the shredding spec requires it, shredded or not), in sorted order, so every
-/// value of the document shares one metadata.
+/// Encodes the values of one document against its dictionary, so that every value of the
+/// document (the residual object, fields of another type) shares its one metadata.
 struct Encoder<'a> {
-    names: Vec<&'a str>,
+    dict: variant::Dictionary<'a>,
 }
 
 impl<'a> Encoder<'a> {
     fn of(doc: &'a serde_json::Value) -> Encoder<'a> {
-        fn walk<'a>(v: &'a serde_json::Value, out: &mut std::collections::BTreeSet<&'a str>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, f) in m {
-                        out.insert(k);
-                        walk(f, out);
-                    }
-                }
-                serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-                _ => {}
-            }
-        }
-        let mut names = std::collections::BTreeSet::new();
-        walk(doc, &mut names);
-        Encoder { names: names.into_iter().collect() }
+        Encoder { dict: variant::Dictionary::of(doc) }
     }
 
-    fn encode(&self, v: &serde_json::Value) -> (Vec<u8>, Vec<u8>) {
-        let mut b = VariantBuilder::new().with_field_names(self.names.iter().copied());
-        append(&mut b, v);
-        b.finish()
+    fn metadata(&self) -> Vec<u8> {
+        self.dict.metadata()
+    }
+
+    fn value(&self, v: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        variant::encode(v, &self.dict, &mut out);
+        out
     }
 
     /// `v` shredded as `node` says.
@@ -247,7 +237,7 @@ impl<'a> Encoder<'a> {
                 Part { value: None, typed: Typed::Int(n.as_i64().unwrap_or_default()) }
             }
             (ShredNode::Object(o), Value::Object(_)) => self.object(v, o),
-            _ => Part { value: Some(self.encode(v).1), typed: Typed::Null },
+            _ => Part { value: Some(self.value(v)), typed: Typed::Null },
         }
     }
 
@@ -255,15 +245,12 @@ impl<'a> Encoder<'a> {
     /// rest to `value` (none left: `value` is null).
     fn object(&self, v: &serde_json::Value, shred: &Shred) -> Part {
         let serde_json::Value::Object(map) = v else {
-            return Part { value: Some(self.encode(v).1), typed: Typed::Null };
+            return Part { value: Some(self.value(v)), typed: Typed::Null };
         };
         let fields = shred.fields.iter().map(|(name, node)| map.get(name).map(|f| self.part(f, node)).unwrap_or_default()).collect();
-        let rest: serde_json::Map<String, serde_json::Value> = map
-            .iter()
-            .filter(|(k, _)| shred.fields.binary_search_by(|(n, _)| n.as_str().cmp(k)).is_err())
-            .map(|(k, f)| (k.clone(), f.clone()))
-            .collect();
-        let value = (!rest.is_empty()).then(|| self.encode(&serde_json::Value::Object(rest)).1);
+        let mut rest = Vec::new();
+        let shredded = |k: &str| shred.fields.binary_search_by(|(n, _)| n.as_str().cmp(k)).is_ok();
+        let value = (variant::object(map, shredded, &self.dict, &mut rest) > 0).then_some(rest);
         Part { value, typed: Typed::Object(fields) }
     }
 }
@@ -347,15 +334,18 @@ impl Columns {
         match r.value.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) {
             Some(doc) => {
                 let enc = Encoder::of(&doc);
-                let (metadata, whole) = enc.encode(&doc);
-                self.event_metadata.push(metadata.into());
+                self.event_metadata.push(enc.metadata().into());
                 self.event_def.push(1);
                 if shred.is_empty() {
                     // Unshredded: `value` is required and holds the whole document.
-                    self.event_leaves[0].push_bytes(whole, 1);
+                    self.event_leaves[0].push_bytes(enc.value(&doc), 1);
                 } else {
                     let part = enc.object(&doc, shred);
-                    let end = push_part(Some(&ShredNode::Object(shred.clone())), Some(&part), &mut self.event_leaves, 0, 1);
+                    match part.value {
+                        Some(v) => self.event_leaves[0].push_bytes(v, 2),
+                        None => self.event_leaves[0].absent(1),
+                    }
+                    let end = push_object(shred, Some(&part.typed), &mut self.event_leaves, 1, 1);
                     debug_assert_eq!(end, self.event_leaves.len());
                 }
             }
@@ -378,40 +368,6 @@ impl Columns {
 fn optional<T>(values: &mut Vec<T>, defs: &mut Vec<i16>, v: Option<T>) {
     defs.push(i16::from(v.is_some()));
     values.extend(v);
-}
-
-fn append(b: &mut impl VariantBuilderExt, json: &serde_json::Value) {
-    use serde_json::Value;
-    match json {
-        Value::Null => b.append_value(Variant::Null),
-        Value::Bool(v) => b.append_value(*v),
-        Value::Number(n) => match n.as_i64() {
-            // The narrowest integer that holds it, as Spark's parse_json does.
-            Some(i) if i8::try_from(i).is_ok() => b.append_value(i as i8),
-            Some(i) if i16::try_from(i).is_ok() => b.append_value(i as i16),
-            Some(i) if i32::try_from(i).is_ok() => b.append_value(i as i32),
-            Some(i) => b.append_value(i),
-            // Fractions, exponents and integers beyond i64: a double (the `value` column keeps
-            // the exact text).
-            None => b.append_value(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => b.append_value(s.as_str()),
-        Value::Array(items) => {
-            let mut list = b.new_list();
-            for item in items {
-                append(&mut list, item);
-            }
-            list.finish();
-        }
-        Value::Object(fields) => {
-            let mut object = b.new_object();
-            for (name, field) in fields {
-                let mut f = parquet_variant::ObjectFieldBuilder::new(name, &mut object);
-                append(&mut f, field);
-            }
-            object.finish();
-        }
-    }
 }
 
 fn schema(shred: &Shred) -> Result<Type, ColumnarError> {
@@ -634,6 +590,7 @@ pub fn value_lines(stored: &[u8]) -> Result<Vec<Vec<u8>>, ColumnarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parquet_variant::Variant;
 
     fn envelope(partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
         let value_is_json = value.is_some_and(|v| std::str::from_utf8(v).is_ok_and(crate::routing::is_json));

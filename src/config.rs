@@ -391,6 +391,24 @@ pub enum ShredType {
     Int64,
 }
 
+/// Why a set of `parquet_shred` paths cannot be shredded: a path with an empty part, or a path
+/// that is both a field and the object of another shredded field (`context`, `context.did`).
+pub fn shred_paths_error(paths: &BTreeMap<String, ShredType>) -> Option<String> {
+    if let Some(p) = paths.keys().find(|p| p.split('.').any(str::is_empty)) {
+        return Some(format!("`{p}`: a path is field names joined by `.`, none of them empty"));
+    }
+    // In sorted order a path's extensions follow it (`.` sorts before letters and digits, and
+    // any other byte between would make the next path not an extension).
+    paths.keys().find_map(|p| {
+        paths
+            .range::<String, _>((std::ops::Bound::Excluded(p.clone()), std::ops::Bound::Unbounded))
+            .map(|(q, _)| q)
+            .take_while(|q| q.starts_with(p.as_str()))
+            .find(|q| q.as_bytes().get(p.len()) == Some(&b'.'))
+            .map(|q| format!("`{p}` is shredded both as a field and as the object holding `{q}`"))
+    })
+}
+
 /// One `[[topic]]`: a Kafka topic and how its files are laid out.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -1008,7 +1026,7 @@ impl Config {
                 return Err(ConfigError::invalid(k("parquet_shred"), "shreds fields of Parquet files: it needs file_format = \"parquet\""));
             }
             if t.file_format == FileFormat::Parquet {
-                if let Err(e) = crate::columnar::Shred::new(&t.parquet_shred()) {
+                if let Some(e) = shred_paths_error(&t.parquet_shred()) {
                     return Err(ConfigError::invalid(k("parquet_shred"), e));
                 }
                 if t.layout_kind == LayoutKind::Secor {

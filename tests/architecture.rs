@@ -679,7 +679,8 @@ fn the_readme_layout_matches_the_tree() {
     // The rules the simulation's test breaks: those of its default list.
     let sim = std::fs::read_to_string(root.join("src/writer/sim.rs")).unwrap();
     let list = sim.split("let rules = [").nth(1).and_then(|r| r.split("];").next()).expect("the sabotage test's list of rules");
-    let listed = list.matches("(Rule::").count();
+    // Distinct rules: a rule may be looked for in more than one world.
+    let listed = list.split("(Rule::").skip(1).filter_map(|r| r.split(',').next()).collect::<std::collections::BTreeSet<_>>().len();
     assert_eq!(stated_rule_count(&readme), Some(listed), "the README states how many rules the simulation's test breaks");
 }
 
