@@ -256,44 +256,36 @@ impl<'a> Encoder<'a> {
 }
 
 /// Writes a shredded position's columns (`value`, then `typed_value`'s) into `leaves` from
-/// `at` on; `part` is `None` when its parent is undefined (every column gets `level`, the
-/// definition level of the nearest defined ancestor). Returns the next leaf index.
-fn push_part(node: Option<&ShredNode>, part: Option<&Part>, leaves: &mut [Leaf], at: usize, level: i16) -> usize {
-    let value_at = at;
-    match part.and_then(|p| p.value.clone()) {
-        Some(v) => leaves[value_at].push_bytes(v, level + 1),
-        None => leaves[value_at].absent(level),
+/// `at` on, taking the part's bytes; `part` is `None` when its parent is undefined (every
+/// column gets `level`, the definition level of the nearest defined ancestor). Returns the next
+/// leaf index.
+fn push_part(node: &ShredNode, part: Option<Part>, leaves: &mut [Leaf], at: usize, level: i16) -> usize {
+    let (value, typed) = match part {
+        Some(p) => (p.value, Some(p.typed)),
+        None => (None, None),
+    };
+    match value {
+        Some(v) => leaves[at].push_bytes(v, level + 1),
+        None => leaves[at].absent(level),
     }
-    let typed = part.map(|p| &p.typed);
-    match node {
-        None => at + 1,
-        Some(ShredNode::Leaf(ShredType::String)) => {
-            match typed {
-                Some(Typed::Str(s)) => leaves[at + 1].push_bytes(s.clone().into_bytes(), level + 1),
-                _ => leaves[at + 1].absent(level),
-            }
-            at + 2
-        }
-        Some(ShredNode::Leaf(ShredType::Int64)) => {
-            match typed {
-                Some(Typed::Int(i)) => leaves[at + 1].push_int(*i, level + 1),
-                _ => leaves[at + 1].absent(level),
-            }
-            at + 2
-        }
-        Some(ShredNode::Object(o)) => push_object(o, typed, leaves, at + 1, level),
+    match (node, typed) {
+        (ShredNode::Leaf(_), Some(Typed::Str(s))) => leaves[at + 1].push_bytes(s.into_bytes(), level + 1),
+        (ShredNode::Leaf(_), Some(Typed::Int(i))) => leaves[at + 1].push_int(i, level + 1),
+        (ShredNode::Leaf(_), _) => leaves[at + 1].absent(level),
+        (ShredNode::Object(o), typed) => return push_object(o, typed, leaves, at + 1, level),
     }
+    at + 2
 }
 
 /// The columns below an object's `typed_value` (defined at `level + 1` when `typed` is one).
-fn push_object(o: &Shred, typed: Option<&Typed>, leaves: &mut [Leaf], mut at: usize, level: i16) -> usize {
-    let fields = match typed {
-        Some(Typed::Object(fields)) => Some(fields),
+fn push_object(o: &Shred, typed: Option<Typed>, leaves: &mut [Leaf], mut at: usize, level: i16) -> usize {
+    let mut fields = match typed {
+        Some(Typed::Object(fields)) => Some(fields.into_iter()),
         _ => None,
     };
     let inner = if fields.is_some() { level + 1 } else { level };
-    for (i, (_, node)) in o.fields.iter().enumerate() {
-        at = push_part(Some(node), fields.map(|f| &f[i]), leaves, at, inner);
+    for (_, node) in &o.fields {
+        at = push_part(node, fields.as_mut().and_then(Iterator::next), leaves, at, inner);
     }
     at
 }
@@ -345,7 +337,7 @@ impl Columns {
                         Some(v) => self.event_leaves[0].push_bytes(v, 2),
                         None => self.event_leaves[0].absent(1),
                     }
-                    let end = push_object(shred, Some(&part.typed), &mut self.event_leaves, 1, 1);
+                    let end = push_object(shred, Some(part.typed), &mut self.event_leaves, 1, 1);
                     debug_assert_eq!(end, self.event_leaves.len());
                 }
             }
@@ -507,11 +499,7 @@ impl Row {
     /// The line `format = "value"` would have stored: the value, raw line breaks as spaces
     /// (a tombstone gives an empty line), as the writer's text files hold it.
     pub fn value_line(&self) -> Vec<u8> {
-        let mut v = self.value.clone().unwrap_or_default();
-        for b in v.iter_mut().filter(|b| **b == b'\n' || **b == b'\r') {
-            *b = b' ';
-        }
-        v
+        crate::record::value_line(self.value.as_deref())
     }
 }
 

@@ -174,6 +174,16 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// A value as `format = "value"` stores it: raw line breaks written as spaces (a tombstone or
+/// an empty value gives an empty line). Parquet files are read back by the same rule.
+pub fn value_line(value: Option<&[u8]>) -> Vec<u8> {
+    let mut v = value.unwrap_or_default().to_vec();
+    for b in v.iter_mut().filter(|b| **b == b'\n' || **b == b'\r') {
+        *b = b' ';
+    }
+    v
+}
+
 /// One record read back from a record file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -265,13 +275,7 @@ impl Record {
     /// The value as `format = "value"` stores it: raw line breaks written as spaces (a
     /// tombstone or an empty value gives an empty line).
     pub fn value_line(&self) -> Vec<u8> {
-        let mut v = self.value.clone().unwrap_or_default();
-        for b in v.iter_mut() {
-            if *b == b'\n' || *b == b'\r' {
-                *b = b' ';
-            }
-        }
-        v
+        value_line(self.value.as_deref())
     }
 
     /// Encodes it again (the inverse of [`decode`]).
