@@ -17,6 +17,8 @@ pub struct BufferKey {
     pub date: Arc<str>,
     /// True for the `error_path` bucket.
     pub error: bool,
+    /// Which of the topic's outputs the file is of (`0` unless the topic has several).
+    pub output: u8,
 }
 
 /// How a file frames its messages.

@@ -118,6 +118,10 @@ pub struct SelectArgs {
     /// With --partitions, also keep old-name files that carry no partition.
     #[arg(long)]
     pub include_unpartitioned: bool,
+    /// Which of the topic's outputs, for a topic backed up more than once (one `[[topic]]`
+    /// entry per output, e.g. JSON and Parquet): 0 is its first entry.
+    #[arg(long, default_value_t = 0, requires = "topic")]
+    pub output: u8,
 }
 
 impl SelectArgs {
@@ -136,6 +140,7 @@ impl SelectArgs {
             if config.topic(&topic).is_none() {
                 return Err(usage(format!("topic `{topic}` is not in {}", arg.describe())).into());
             }
+            let config = config.with_output(&topic, self.output).map_err(|e| usage(e.to_string()))?;
             Place::Topic { config: Box::new(config), topic, path: self.path.clone() }
         } else {
             let url = self.url.clone().expect("clap requires --config, --secor-properties or --url");

@@ -866,15 +866,18 @@ impl Config {
         if w.upload_concurrency == 0 {
             return Err(ConfigError::invalid("writer.upload_concurrency", "must be at least 1"));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut layouts = std::collections::HashSet::new();
         for (i, t) in self.topics.iter().enumerate() {
             let k = |name: &str| format!("topic[{i}].{name}");
             if t.name.trim().is_empty() {
                 return Err(ConfigError::invalid(k("name"), "must not be empty"));
             }
-            if !seen.insert(t.name.clone()) {
-                return Err(ConfigError::invalid(k("name"), format!("topic `{}` is listed twice", t.name)));
+            match seen.get(t.name.as_str()) {
+                Some(&first) => self.check_output(i, first)?,
+                None => {
+                    seen.insert(&t.name, i);
+                }
             }
             check_path(&k("path"), &t.path)?;
             not_java(&k("date_format"), &t.date_format)?;
@@ -1094,11 +1097,114 @@ impl Config {
         Ok(())
     }
 
-    /// The topic section for a Kafka topic name.
+    /// The Kafka topics to read, each once, in config order (a topic listed once per output).
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for t in &self.topics {
+            if !names.contains(&t.name) {
+                names.push(t.name.clone());
+            }
+        }
+        names
+    }
+
+    /// The topic section for a Kafka topic name: its first output, when it has several.
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
     }
+
+    /// The config with output `output` of topic `name` as the topic's only entry, so that a
+    /// tool reading one topic's files (`verify`, `ls`, `cat`, …) reads that output's: `0` is the
+    /// first `[[topic]]` entry of the name.
+    pub fn with_output(mut self, name: &str, output: u8) -> Result<Config, ConfigError> {
+        let entries: Vec<usize> = (0..self.topics.len()).filter(|&i| self.topics[i].name == name).collect();
+        let Some(&keep) = entries.get(usize::from(output)) else {
+            return Err(ConfigError::invalid(
+                "--output",
+                format!(
+                    "topic `{name}` has {} output(s) in the config ([[topic]] entries of that name): 0 to {}",
+                    entries.len(),
+                    entries.len().saturating_sub(1)
+                ),
+            ));
+        };
+        let mut i = 0;
+        self.topics.retain(|_| {
+            let kept = !entries.contains(&i) || i == keep;
+            i += 1;
+            kept
+        });
+        Ok(self)
+    }
+
+    /// Checks `topic[i]`, a later output of the topic first listed as `topic[first]`: one read
+    /// of the topic routes each message once for all its outputs, so they must route alike,
+    /// and their files must not share names.
+    fn check_output(&self, i: usize, first: usize) -> Result<(), ConfigError> {
+        let (t, f) = (&self.topics[i], &self.topics[first]);
+        let k = |name: &str| format!("topic[{i}].{name}");
+        let outputs = self.topics[..i].iter().filter(|o| o.name == t.name).count();
+        if outputs >= MAX_OUTPUTS {
+            return Err(ConfigError::invalid(k("name"), format!("topic `{}` is listed more than {MAX_OUTPUTS} times (once per output)", t.name)));
+        }
+        let same = [
+            ("timestamp_fields", t.timestamp_fields == f.timestamp_fields),
+            ("timestamp_input_pattern", t.timestamp_input_pattern == f.timestamp_input_pattern),
+            ("message_timezone", t.message_timezone == f.message_timezone),
+            ("output_timezone", t.output_timezone == f.output_timezone),
+            ("date_format", t.partition_format() == f.partition_format()),
+            ("earliest_event_date", t.earliest_event_date == f.earliest_event_date),
+            ("latest_event_date", t.latest_event_date == f.latest_event_date),
+            ("prefix_field", t.prefix_field == f.prefix_field),
+            ("prefix_map", t.prefix_map == f.prefix_map),
+            ("prefix_as_value", t.prefix_as_value == f.prefix_as_value),
+            ("invalid_date", t.invalid_date == f.invalid_date),
+            ("error_path", t.error_path.is_some() == f.error_path.is_some()),
+            ("record_time", t.record_time == f.record_time),
+            ("format", t.format == f.format),
+            ("offset_buckets", t.offset_buckets == f.offset_buckets),
+        ];
+        if let Some((key, _)) = same.iter().find(|(_, same)| !same) {
+            return Err(ConfigError::invalid(
+                k(key),
+                format!(
+                    "differs from topic[{first}]'s: both back up topic `{}` in one read, as outputs that file each message on the same route (date, prefix); give them the same {key}",
+                    t.name
+                ),
+            ));
+        }
+        if t.completion_markers == Some(true) {
+            return Err(ConfigError::invalid(
+                k("completion_markers"),
+                format!("completion markers are written for topic `{}`'s first output (topic[{first}]) only", t.name),
+            ));
+        }
+        let segments = |p: &str| p.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>();
+        fn dirs(t: &TopicConfig) -> Vec<(&'static str, &String)> {
+            [Some(("path", &t.path)), t.error_path.as_ref().map(|e| ("error_path", e))].into_iter().flatten().collect()
+        }
+        for (j, o) in self.topics[..i].iter().enumerate().filter(|(_, o)| o.name == t.name) {
+            for (key, mine) in dirs(t) {
+                for (their_key, theirs) in dirs(o) {
+                    let (a, b) = (segments(mine), segments(theirs));
+                    if a.starts_with(&b) || b.starts_with(&a) {
+                        return Err(ConfigError::invalid(
+                            k(key),
+                            format!(
+                                "`{mine}` is, or is inside or around, topic[{j}].{their_key} `{theirs}`: each output of topic `{}` needs folders of its own (recovery tells their files apart by them)",
+                                t.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The most `[[topic]]` entries (outputs) one Kafka topic may have.
+pub const MAX_OUTPUTS: usize = 8;
 
 /// Parses a `YYYY-MM-DD` day.
 pub fn parse_day(key: &str, s: &str) -> Result<chrono::NaiveDate, ConfigError> {
@@ -1279,7 +1385,6 @@ mod tests {
             (format!("{GOOD}\ncompression = \"zstd\""), "compression"),
             (GOOD.replace("az://telemetry-data-store", "s4://x"), "storage.url"),
             (GOOD.replace("unique/raw", "unique//raw"), "topic[0].path"),
-            (format!("{GOOD}\n[[topic]]\nname = \"dev.telemetry.unique\"\npath = \"x\""), "topic[1].name"),
             (format!("{GOOD}\n[[topic]]\nname = \"other\"\npath = \"unique/raw/\""), "topic[1].path"),
             (GOOD.replace("[storage]", "[kafka.properties]\n\"enable.auto.commit\" = \"true\"\n[storage]"), "enable.auto.commit"),
         ];
@@ -1287,6 +1392,41 @@ mod tests {
             let e = err(&text);
             assert!(e.contains(key), "expected `{key}` in: {e}");
         }
+    }
+
+    #[test]
+    fn a_topic_listed_again_is_another_output_of_it() {
+        const PARQUET: &str = "\n[[topic]]\nname = \"dev.telemetry.unique\"\npath = \"unique/parquet\"\nfile_format = \"parquet\"";
+        let c = Config::parse(&format!("{GOOD}{PARQUET}\n[[topic]]\nname = \"other\"\npath = \"o\""), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.topic_names(), ["dev.telemetry.unique", "other"], "each topic read once");
+        assert_eq!(c.topic("dev.telemetry.unique").unwrap().path, "unique/raw", "the first output answers for the topic");
+        let cases = [
+            (format!("{GOOD}{PARQUET}\ntimestamp_fields = [\"ets\"]"), "topic[1].timestamp_fields`: differs from topic[0]'s"),
+            (format!("{GOOD}{PARQUET}\nprefix_field = \"eid\"\nprefix_map = {{ DEFAULT = \"x\" }}"), "topic[1].prefix_field"),
+            (format!("{GOOD}{PARQUET}\ndate_format = \"%d-%m-%Y\""), "topic[1].date_format"),
+            (format!("{GOOD}{PARQUET}\noutput_timezone = \"Asia/Kolkata\""), "topic[1].output_timezone"),
+            (format!("{GOOD}{PARQUET}\nerror_path = \"errors\""), "topic[1].error_path`: differs"),
+            (format!("{GOOD}{PARQUET}\ncompletion_markers = true"), "topic[1].completion_markers"),
+            (format!("{GOOD}{}", PARQUET.replace("unique/parquet", "unique")), "topic[1].path`: `unique` is, or is inside or around, topic[0].path"),
+            (format!("{GOOD}{}", PARQUET.replace("unique/parquet", "/unique/raw/p")), "topic[1].path"),
+            (format!("{GOOD}\nerror_path = \"e\"{PARQUET}\nerror_path = \"unique/raw/e\""), "topic[1].error_path`: `unique/raw/e`"),
+            (format!("{GOOD}{}", PARQUET.repeat(2).replace("unique/parquet", "p")), "topic[2].path`: `p` is, or is inside or around, topic[1].path"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(&text, "t").map(|_| format!("no error for {text}")).unwrap_or_else(|e| e.to_string());
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+        }
+        let many: String = (1..=MAX_OUTPUTS).map(|i| PARQUET.replace("unique/parquet", &format!("p{i}"))).collect();
+        assert!(err(&format!("{GOOD}{many}")).contains(&format!("topic[{MAX_OUTPUTS}].name")), "{}", err(&format!("{GOOD}{many}")));
+        // A tool reads one output's files: the one `--output` names.
+        let second = c.clone().with_output("dev.telemetry.unique", 1).unwrap();
+        assert_eq!(second.topics.iter().map(|t| t.path.as_str()).collect::<Vec<_>>(), ["unique/parquet", "o"]);
+        assert_eq!(c.clone().with_output("other", 0).unwrap().topics.len(), 3, "a topic's only output: nothing else changes");
+        let e = c.clone().with_output("dev.telemetry.unique", 2).unwrap_err().to_string();
+        assert!(e.contains("--output") && e.contains("has 2 output(s)"), "{e}");
+        // What routes alike may differ: sizes, ages, formats, names.
+        Config::parse(&format!("{GOOD}{PARQUET}\nmax_file_bytes = 5\nmax_file_age_secs = 9\nfile_pattern = \"{{partition}}-{{kafkaPartition}}-{{currentTimestamp}}.json\""), "t")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(Held::of(Some(40), ""), Held::Foreign { offset: 40 });
         assert_eq!(Held::of(Some(40), "some other tool"), Held::Foreign { offset: 40 });
         assert_eq!(Held::of(Some(40), "{\"v\":1,\"f\":[]}"), Held::Kbackup { offset: 40, adopted: None, unfinished: 0 });
-        let i = |from, to| Intent { key: "k".into(), prefix: None, date: "d".into(), error: false, from, to, record_dated: false };
+        let i = |from, to| Intent { key: "k".into(), prefix: None, date: "d".into(), error: false, from, to, record_dated: false, output: 0 };
         let md = intent::encode(&[i(10, 39), i(35, 60), i(61, 70)]);
         assert_eq!(Held::of(Some(40), &md), Held::Kbackup { offset: 40, adopted: None, unfinished: 2 }, "one wholly committed, two not");
         let adopted = intent::adopted_record(&Adopted { source: crate::intent::AdoptedFrom::Zookeeper, offset: 1200 });

@@ -79,16 +79,29 @@ pub struct Intent {
     /// there ([`Recovery::action_by_build`]). Older readers ignore the field.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
     pub record_dated: bool,
+    /// Which of its topic's outputs the file is of (`0`: the topic's first `[[topic]]` entry;
+    /// see `config` on outputs). Intents of later outputs ride in the record's `x` list, which
+    /// a release without outputs ignores, so it never takes them for its own files.
+    #[serde(rename = "o", default, skip_serializing_if = "is_zero")]
+    pub output: u8,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(o: &u8) -> bool {
+    *o == 0
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     v: u32,
+    /// The intents of the topic's first output.
     f: Vec<Intent>,
+    /// The intents of its other outputs, each naming its output (older readers ignore it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    x: Vec<Intent>,
     /// Set only by `kbackup takeover` (older readers ignore it: serde skips unknown fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     t: Option<Adopted>,
@@ -163,19 +176,27 @@ pub fn encode(intents: &[Intent]) -> String {
 /// Serializes intents and the partition's completion progress for the commit metadata.
 pub fn encode_with(intents: &[Intent], progress: &Progress) -> String {
     let c = (!progress.is_empty()).then(|| progress.clone());
-    serde_json::to_string(&Record { v: 1, f: intents.to_vec(), t: None, c }).expect("intents serialize")
+    let (f, x) = intents.iter().cloned().partition(|i| i.output == 0);
+    serde_json::to_string(&Record { v: 1, f, x, t: None, c }).expect("intents serialize")
 }
 
 /// The record `kbackup takeover` commits: no intents, and where the position came from.
 pub fn adopted_record(adopted: &Adopted) -> String {
-    serde_json::to_string(&Record { v: 1, f: Vec::new(), t: Some(adopted.clone()), c: None }).expect("a record serializes")
+    serde_json::to_string(&Record { v: 1, f: Vec::new(), x: Vec::new(), t: Some(adopted.clone()), c: None }).expect("a record serializes")
 }
 
 /// The record of a commit kbackup made; `None` for any other commit metadata, empty included
 /// (the Java client's auto-commit, `kafka-consumer-groups` and most tools write none).
 pub fn read_record(metadata: &str) -> Option<CommitRecord> {
     let r: Record = serde_json::from_str(metadata).ok()?;
-    (r.v == 1).then(|| CommitRecord { intents: r.f, adopted: r.t, progress: r.c.unwrap_or_default() })
+    if r.v != 1 {
+        return None;
+    }
+    // An intent of `f` is the first output's whatever it says (a reader ignoring `o` wrote it).
+    let first = r.f.into_iter().map(|i| Intent { output: 0, ..i });
+    // Outputs never share a file, so the order between outputs decides nothing (`Recovery`).
+    let intents = first.chain(r.x.into_iter().filter(|i| i.output != 0)).collect();
+    Some(CommitRecord { intents, adopted: r.t, progress: r.c.unwrap_or_default() })
 }
 
 /// Reads intents back; empty metadata (a commit by another tool, or none) means no intents.
@@ -188,7 +209,7 @@ pub fn decode(metadata: &str) -> Result<Vec<Intent>, DecodeError> {
     if r.v != 1 {
         return Err(DecodeError(format!("unknown version {}", r.v)));
     }
-    Ok(r.f)
+    Ok(r.f.into_iter().chain(r.x).collect())
 }
 
 impl Intent {
@@ -197,10 +218,13 @@ impl Intent {
         self.error == error && self.date == date && self.prefix.as_deref() == prefix
     }
 
-    /// True if the file's range spans `offset` and its route is `place`: where a file holds the
-    /// message, unless an earlier-recorded one does.
+    /// True if the file's range spans `offset` and its output and route are `place`'s: where a
+    /// file holds the message, unless an earlier-recorded one does.
     fn spans(&self, offset: i64, place: Place<'_>) -> bool {
-        self.from <= offset && offset <= self.to && self.route_matches(place.prefix, place.date, place.error)
+        self.from <= offset
+            && offset <= self.to
+            && (self.output == place.output || crate::sabotage::on(crate::sabotage::Rule::OutputsShareIntents))
+            && self.route_matches(place.prefix, place.date, place.error)
     }
 }
 
@@ -210,6 +234,8 @@ pub struct Place<'a> {
     pub prefix: Option<&'a str>,
     pub date: &'a str,
     pub error: bool,
+    /// The output whose file it is (each output of a topic files every message once).
+    pub output: u8,
 }
 
 /// What to do with one re-read message of a partition being recovered.
@@ -260,7 +286,7 @@ impl Recovery {
     /// Decides where the message at `offset` with the given route goes.
     #[cfg(test)]
     pub fn action(&self, offset: i64, prefix: Option<&str>, date: &str, error: bool) -> Action {
-        self.action_by_build(offset, Place { prefix, date, error }, None)
+        self.action_by_build(offset, Place { prefix, date, error, output: 0 }, None)
     }
 
     /// Decides where the message at `offset` goes, each intent judged by the rule of the build
@@ -379,7 +405,7 @@ mod tests {
     use super::*;
 
     fn intent(key: &str, date: &str, from: i64, to: i64) -> Intent {
-        Intent { key: key.into(), prefix: None, date: date.into(), error: false, from, to, record_dated: false }
+        Intent { key: key.into(), prefix: None, date: date.into(), error: false, from, to, record_dated: false, output: 0 }
     }
 
     #[test]
@@ -410,6 +436,37 @@ mod tests {
         // A writer that knows nothing of takeovers (the previous release) reads it as no intents.
         assert_eq!(decode(&md).unwrap(), vec![]);
         assert!(md.len() < 60, "{md}");
+    }
+
+    #[test]
+    fn later_outputs_ride_where_a_release_without_outputs_does_not_look() {
+        let first = intent("backup/t/2026-12-06-0-1.json", "2026-12-06", 10, 20);
+        let second = Intent { output: 1, ..intent("columns/t/2026-12-06-0-2.parquet", "2026-12-06", 12, 30) };
+        let md = encode(&[first.clone(), second.clone()]);
+        assert!(md.contains("\"x\":[") && md.contains("\"o\":1"), "{md}");
+        assert_eq!(read_record(&md).unwrap().intents, [first.clone(), second.clone()]);
+        // What a release without outputs reads: the first output's intents only.
+        #[derive(Deserialize)]
+        struct Before {
+            f: Vec<serde_json::Value>,
+        }
+        let before: Before = serde_json::from_str(&md).unwrap();
+        assert_eq!(before.f.len(), 1);
+        assert_eq!(before.f[0]["k"], "backup/t/2026-12-06-0-1.json");
+        // A one-output record is unchanged (no `x`, no `o`).
+        assert_eq!(encode(std::slice::from_ref(&first)), r#"{"v":1,"f":[{"k":"backup/t/2026-12-06-0-1.json","d":"2026-12-06","a":10,"b":20}]}"#);
+        // An intent of `f` is the first output's, whatever it says; one of `x` never is.
+        let odd = r#"{"v":1,"f":[{"k":"a","d":"D","a":1,"b":2,"o":3}],"x":[{"k":"b","d":"D","a":1,"b":2}]}"#;
+        assert_eq!(read_record(odd).unwrap().intents.iter().map(|i| (i.key.as_str(), i.output)).collect::<Vec<_>>(), [("a", 0)]);
+        // Each output's intent decides its own output's messages only.
+        let recovery = Recovery::new(12, vec![first, second]);
+        let at = |output| Place { prefix: None, date: "2026-12-06", error: false, output };
+        assert_eq!(recovery.action_by_build(15, at(0), None), Action::Skip);
+        assert_eq!(recovery.action_by_build(15, at(1), None), Action::Rebuild(0));
+        assert_eq!(recovery.action_by_build(25, at(0), None), Action::Normal);
+        assert_eq!(recovery.action_by_build(15, at(2), None), Action::Normal);
+        let _broken = crate::sabotage::break_rule(crate::sabotage::Rule::OutputsShareIntents);
+        assert_eq!(recovery.action_by_build(15, at(1), None), Action::Skip, "the broken rule skips what output 1 never stored");
     }
 
     #[test]
@@ -456,8 +513,8 @@ mod tests {
     fn each_intent_is_judged_by_the_rule_of_the_build_that_recorded_it() {
         // A record without an event time at offset 15: this build files it on its record-time
         // date D; the build before record dating filed it under the invalid date 1970-01-01.
-        let here = Place { prefix: None, date: "D", error: false };
-        let invalid = Place { prefix: None, date: "1970-01-01", error: false };
+        let here = Place { prefix: None, date: "D", error: false, output: 0 };
+        let invalid = Place { prefix: None, date: "1970-01-01", error: false, output: 0 };
         let new = |key, date, from, to| Intent { record_dated: true, ..intent(key, date, from, to) };
 
         // Both files by the earlier build: `d` spans 15 without holding it, `i` holds it. Trying

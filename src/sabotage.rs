@@ -57,6 +57,9 @@ pub(crate) enum Rule {
     /// Fill a partition's commit record without sealing the open files whose ranges begin
     /// inside the recorded ones (once full, the file holding the commit never fits; issue 34).
     NoRecordRoomForOpenFiles,
+    /// Let any output's intent decide a re-read message, not only its own output's: the other
+    /// output's stored file makes it skip a message it never stored (issue 40's outputs).
+    OutputsShareIntents,
 }
 
 #[cfg(test)]

@@ -301,7 +301,8 @@ pub struct HandbackOptions {
 
 /// Partitions of every configured topic, in config order.
 fn partitions_of(client: &GroupClient, config: &Config) -> Result<Vec<(String, i32)>, TakeoverError> {
-    let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+    let names = config.topic_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let counts = client.partition_counts(&names)?;
     let missing: Vec<String> = counts.iter().filter(|(_, n)| n.is_none()).map(|(t, _)| t.clone()).collect();
     if !missing.is_empty() {

@@ -210,7 +210,12 @@ pub fn run(
     core.listen(stop.clone());
     let writer = Arc::new(Mutex::new(core));
     // Topic names to config indices, for the routing helper.
-    let routing = Routing { topic_index: config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(), routers };
+    // A topic listed more than once (one entry per output) is routed by its first entry.
+    let mut topic_index = rustc_hash::FxHashMap::default();
+    for (i, t) in config.topics.iter().enumerate() {
+        topic_index.entry(t.name.clone()).or_insert(i);
+    }
+    let routing = Routing { topic_index, routers };
 
     let generation = Arc::new(AtomicU64::new(0));
     // One helper routes a batch while this thread appends the previous one and polls the next
@@ -231,7 +236,8 @@ pub fn run(
         Arc::new(crate::consumer::create_client(&crate::consumer::group_config(&config.kafka), ctx).map_err(|e| start(&e))?);
     // Commits run on a thread of their own (bounded, see ports::COMMIT_WAIT): they need the consumer.
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
-    let names: Vec<&str> = config.topics.iter().map(|t| t.name.as_str()).collect();
+    let names = config.topic_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(|e| start(&e))?;
     info!(group = %config.kafka.group_id, topics = %names.join(","), storage = %storage.describe, "writer started");
 

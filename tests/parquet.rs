@@ -185,6 +185,75 @@ async fn parquet_files_are_rebuilt_identically_after_a_crash() {
     assert_eq!(rows, 180, "every message once");
 }
 
+/// One consumer group backs a topic up twice in one read (issue 40's one pass, two outputs):
+/// gzip JSON for Secor's readers and Parquet for queries, two `[[topic]]` entries of the same
+/// name. A crash between uploads leaves the outputs at different points; the next run rebuilds
+/// or skips each output's files by that output's own intents, so each holds every message once,
+/// and the group's commit never passed a message either output had not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_read_backs_a_topic_up_as_json_and_parquet_each_exactly_once_through_a_crash() {
+    let Some(stack) = stack() else { return };
+    let topic = unique("pqtwo");
+    stack.create_topic(&topic, 3).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let date = chrono::DateTime::from_timestamp_millis(now_ms + 19_800_000).unwrap().date_naive().to_string();
+    let producer = stack.producer();
+    let mut expected = Vec::new();
+    let mut send = async |from: usize, to: usize| {
+        for i in from..to {
+            let line = format!(r#"{{"eid":"{}","mid":"two-{i}","context":{{"did":"d-{}"}},"syncts":{now_ms}}}"#, ["START", "END"][i % 2], i % 7);
+            let r = FutureRecord::<[u8], [u8]>::to(&topic).partition((i % 3) as i32).payload(line.as_bytes());
+            let d = producer.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+            expected.push(Expect { line: line.into_bytes(), partition: d.partition, date: date.clone(), dir: String::new() });
+        }
+    };
+    send(0, 240).await;
+    let (container, group) = (unique("c"), unique("g"));
+    let dir = tempfile::tempdir().unwrap();
+    // Sizes of their own: the two outputs' files of one range are sealed and uploaded apart.
+    let sections = format!(
+        "{}{}",
+        topic_section(&topic, "two/json", "max_file_bytes = 3000"),
+        topic_section(&topic, "two/parquet", "file_format = \"parquet\"\nmax_file_bytes = 5000")
+    );
+    let cfg = write_config(dir.path(), &config(&stack, &container, &group, &sections, 3600));
+    let mut crashed =
+        Running::start_with_env(&stack, &cfg, dir.path().join("crash.log"), &["--until-caught-up"], &[("KBACKUP_FAILPOINT", "uploaded:7")]);
+    assert_ne!(crashed.wait(Duration::from_secs(90)), 0, "the failpoint was never reached:\n{}", crashed.log_text());
+    let before = read_all(&stack.storage(&container)).await;
+    let parquet_before: usize = before.iter().filter(|(k, _)| k.starts_with("two/parquet/")).map(|(k, d)| rows_of(k, d).len()).sum();
+    assert!(before.len() >= 7 && parquet_before < 240, "the crash left a backup to finish: {:?}", before.keys().collect::<Vec<_>>());
+    send(240, 300).await;
+    let mut again = Running::start(&stack, &cfg, dir.path().join("recover.log"), &["--until-caught-up"]);
+    assert_eq!(again.wait(Duration::from_secs(90)), 0, "{}", again.log_text());
+    let log = again.log_text();
+    assert!(log.contains("resuming from recorded upload intents") && !log.contains(" ERROR "), "{log}");
+    assert_eq!(stack.committed(&group, &topic, 3), stack.end_offsets(&topic, 3));
+
+    let blobs = read_all(&stack.storage(&container)).await;
+    // The JSON output: Secor's lines, each once, in its partition's and date's files.
+    assert_exactly_once(&blobs, "two/json", &expected);
+    // The Parquet output: every (partition, offset) once, with the value sent.
+    let mut rows: BTreeMap<(i32, i64), Stored> = BTreeMap::new();
+    for (key, data) in blobs.iter().filter(|(k, _)| k.starts_with("two/parquet/")) {
+        assert!(key.ends_with(".parquet"), "{key}");
+        for (p, o, row) in rows_of(key, data) {
+            assert!(row.has_event, "{key}: {p}/{o} has its Variant");
+            assert!(rows.insert((p, o), row).is_none(), "{key}: partition {p} offset {o} stored twice in Parquet");
+        }
+    }
+    let mut values: Vec<Vec<u8>> = rows.into_values().map(|r| r.value.unwrap()).collect();
+    let mut sent: Vec<Vec<u8>> = expected.iter().map(|e| e.line.clone()).collect();
+    values.sort();
+    sent.sort();
+    assert_eq!(values.len(), 300, "every message once in Parquet");
+    assert_eq!(values, sent);
+    assert_eq!(blobs.keys().filter(|k| !k.starts_with("two/json/") && !k.starts_with("two/parquet/")).count(), 0, "{:?}", blobs.keys());
+    // verify and the other tools answer for the topic's first output.
+    let report = run_ok(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", &topic, "--to-end"]);
+    assert!(report.trim_end().ends_with("clean") && report.contains("300 expected, 300 lines"), "{report}");
+}
+
 fn run_ok(stack: &Stack, args: &[&str]) -> String {
     let o = kbackup(stack, args).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));

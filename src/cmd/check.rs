@@ -43,7 +43,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut failures = 0;
     let mut kafka_ok = false;
 
-    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let names = config.topic_names();
     let counts = crate::consumer::lookup_partition_counts(&config.kafka, &names, Duration::from_secs(15)).await;
     match counts {
         Ok(counts) => {

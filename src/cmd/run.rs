@@ -135,7 +135,7 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
     // Read side by side, each waiting on a round trip to the brokers. The check's failure ends
     // both at once (a refused login fails the check fast, while the retention read waits out
     // its request timeout).
-    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let names = config.topic_names();
     let retention = async { Ok::<_, anyhow::Error>(cluster.retention_ms(&names).await) };
     let ((), retention_ms) = tokio::try_join!(check_topics_exist(&config, &cluster), retention)?;
     // With a [secor] section: never resume from a position Secor's auto-commit left (the naive switch).
@@ -161,7 +161,7 @@ async fn start(args: &RunArgs) -> anyhow::Result<Started> {
 
 /// Fails before consuming anything if a configured topic does not exist.
 async fn check_topics_exist(config: &crate::config::Config, cluster: &crate::consumer::Cluster) -> anyhow::Result<()> {
-    let names: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
+    let names = config.topic_names();
     let counts = cluster
         .partition_counts(&names, std::time::Duration::from_secs(30))
         .await

@@ -47,13 +47,19 @@ pub struct VerifyArgs {
     /// One JSON object per partition on stdout, then one with the totals.
     #[arg(long)]
     pub json: bool,
+    /// Which of the topic's outputs to audit, for a topic backed up more than once (one
+    /// `[[topic]]` entry per output, e.g. JSON and Parquet): 0 is its first entry.
+    #[arg(long, default_value_t = 0)]
+    pub output: u8,
 }
 
 /// Audits every selected partition; exits 1 unless all are clean.
 pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     let usage = |m: String| anyhow::Error::from(ExitError { code: 2, message: m });
     let config = load_config(&a.config)?;
-    let topic = config.topic(&a.topic).ok_or_else(|| usage(format!("topic `{}` is not in the config", a.topic)))?;
+    config.topic(&a.topic).ok_or_else(|| usage(format!("topic `{}` is not in the config", a.topic)))?;
+    let config = config.with_output(&a.topic, a.output).map_err(|e| usage(e.to_string()))?;
+    let topic = config.topic(&a.topic).expect("the output's entry is the topic's");
     // `today` is the calendar day where the topic dates its files.
     let today = topic.today().map_err(|e| usage(e.to_string()))?;
     let shard = match (a.shards, a.shard_index) {

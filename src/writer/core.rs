@@ -263,7 +263,6 @@ impl Writer {
     /// Applies one routed message polled in rebalance generation `generation`.
     fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
-        let record_ms = m.timestamp().to_millis();
         let Some(st) =
             self.parts.get_mut(&PartKey::new(t, p)).filter(|st| st.polled_in(generation) || sabotage::on(sabotage::Rule::KeepStaleMessages))
         else {
@@ -297,15 +296,6 @@ impl Writer {
         }
         let topic = &self.topics[t];
         let payload = m.payload().unwrap_or_default();
-        // What the file gets: the value (Secor's lines) or the whole record (also what a
-        // Parquet file is transcoded from when sealed).
-        let (line, line_breaks): (&[u8], Option<bool>) = if topic.cfg().buffers_envelopes() {
-            self.scratch.clear();
-            crate::consumer::encode_record(&mut self.scratch, m, route.line_breaks.is_some());
-            (&self.scratch, Some(false))
-        } else {
-            (payload, route.line_breaks)
-        };
         topic.consumed(payload.len());
         match route.source {
             DateSource::Invalid(reason) => {
@@ -323,54 +313,14 @@ impl Writer {
         self.summary.consumed(payload.len());
         self.first_message_at.get_or_insert(now);
 
-        // A partition recovered from intents: some re-read messages are already stored, some
-        // belong in files rebuilt under their recorded names.
+        // One read, one route, a file per output: each output stores the message once.
         let recovering = st.recovering();
-        let action = match recovering {
-            Some(_) => {
-                let here = Place { prefix: route.prefix.as_deref(), date: &route.date, error: route.to_error_path };
-                st.recovery_action(off, here, route.earlier.as_deref().map(place_of))
-            }
-            None => Action::Normal,
-        };
-        if action == Action::Skip {
-            self.summary.skipped_already_stored();
-            metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
-            st.offsets_from(off).consumed(off);
-            self.finish_rebuilds(t, p, off);
-            return;
+        let mut rebuilding = false;
+        for o in 0..self.topics.outputs(t) {
+            rebuilding |= self.file_message(m, t, o, &route, recovering.is_some(), now);
         }
-        let rebuild = match action {
-            Action::Rebuild(i) => Some(i),
-            _ => None,
-        };
-        if topic.markers() {
-            // Per message: one string compare while the date does not change.
-            let seen = st.marking_mut().saw_event(topic.layout(), &route, record_ms);
-            topic.note_late(&mut self.summary, p, &route.date, seen);
-        }
-        let key =
-            rebuild.is_none().then_some(BufferKey { topic: t, partition: p, prefix: route.prefix, date: route.date, error: route.to_error_path });
-        let slot = match (rebuild, &key) {
-            (Some(index), _) => Slot::Rebuild(RebuildKey { part: PartKey::new(t, p), index }),
-            (None, Some(k)) => Slot::Open(k),
-            (None, None) => unreachable!("a key is made for every message not rebuilt"),
-        };
-        let rebuilding = rebuild.is_some();
-        let appended = self.files.append(slot, off, line, line_breaks, record_ms, topic.framing(), now);
-        let size_due = !rebuilding && topic.policy().due(appended.buffer, now) == Some(SealReason::Size);
-        let (opened, newline) = (appended.opened, appended.newline_replaced);
-        let offsets = st.offsets_from(off);
-        if opened {
-            offsets.hold(off);
-        }
-        offsets.consumed(off);
-        if newline {
-            self.summary.newlines_replaced();
-        }
-        if let Some(key) = key.filter(|_| size_due) {
-            self.seal(&key, SealReason::Size);
-        }
+        let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else { return };
+        st.offsets_from(off).consumed(off);
         if recovering.is_some() || rebuilding {
             self.finish_rebuilds(t, p, off);
         }
@@ -378,6 +328,78 @@ impl Writer {
         if self.budget.over(open, inflight) && !self.budget.uploads_behind(inflight) {
             self.seal_largest();
         }
+    }
+
+    /// Files message `m` of topic `t` in its output `o`'s file on `route` (or the file
+    /// rebuilt for it, or nowhere when that output stored it before: `recovering`). Returns true
+    /// if it went into a rebuilt file.
+    fn file_message<M: Message>(&mut self, m: &M, t: usize, o: u8, route: &Route, recovering: bool, now: Instant) -> bool {
+        let (p, off) = (m.partition(), m.offset());
+        let record_ms = m.timestamp().to_millis();
+        let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else { return false };
+        let output = self.topics.output(t, o);
+        // What the file gets: the value (Secor's lines) or the whole record (also what a
+        // Parquet file is transcoded from when sealed).
+        let payload = m.payload().unwrap_or_default();
+        let (line, line_breaks): (&[u8], Option<bool>) = if output.cfg().buffers_envelopes() {
+            self.scratch.clear();
+            crate::consumer::encode_record(&mut self.scratch, m, route.line_breaks.is_some());
+            (&self.scratch, Some(false))
+        } else {
+            (payload, route.line_breaks)
+        };
+
+        // A partition recovered from intents: some re-read messages are already stored, some
+        // belong in files rebuilt under their recorded names.
+        let action = if recovering {
+            let here = Place { prefix: route.prefix.as_deref(), date: &route.date, error: route.to_error_path, output: o };
+            let earlier = route.earlier.as_deref().map(|e| place_of(e, o));
+            st.recovery_action(off, here, earlier)
+        } else {
+            Action::Normal
+        };
+        if action == Action::Skip {
+            self.summary.skipped_already_stored();
+            metrics::counter!(m::SKIPPED_RECOVERED).increment(1);
+            return false;
+        }
+        let rebuild = match action {
+            Action::Rebuild(i) => Some(i),
+            _ => None,
+        };
+        if o == 0 && output.markers() {
+            // Per message: one string compare while the date does not change.
+            let seen = st.marking_mut().saw_event(output.layout(), route, record_ms);
+            output.note_late(&mut self.summary, p, &route.date, seen);
+        }
+        let key = rebuild.is_none().then(|| BufferKey {
+            topic: t,
+            partition: p,
+            prefix: route.prefix.clone(),
+            date: route.date.clone(),
+            error: route.to_error_path,
+            output: o,
+        });
+        let slot = match (rebuild, &key) {
+            (Some(index), _) => Slot::Rebuild(RebuildKey { part: PartKey::new(t, p), index }),
+            (None, Some(k)) => Slot::Open(k),
+            (None, None) => unreachable!("a key is made for every message not rebuilt"),
+        };
+        let rebuilding = rebuild.is_some();
+        let appended = self.files.append(slot, off, line, line_breaks, record_ms, output.framing(), now);
+        let size_due = !rebuilding && output.policy().due(appended.buffer, now) == Some(SealReason::Size);
+        let (opened, newline) = (appended.opened, appended.newline_replaced);
+        if opened {
+            // The partition's one commit waits for the lowest file of every output.
+            st.offsets_from(off).hold(off);
+        }
+        if newline && o == 0 {
+            self.summary.newlines_replaced();
+        }
+        if let Some(key) = key.filter(|_| size_due) {
+            self.seal(&key, SealReason::Size);
+        }
+        rebuilding
     }
 
     /// Seals every rebuilt file of (t, p) whose recorded range ends at or before `off`, and
@@ -401,10 +423,12 @@ impl Writer {
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
             let now = self.clock.now();
-            let sealing = self.topics[t].sealing_bytes(buf.len());
-            let (id, data) = self.files.launch(t, p, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, sealing, now);
+            let output = self.topics.output(t, intent.output);
+            let sealing = output.sealing_bytes(buf.len());
+            let (id, data) =
+                self.files.launch(t, p, intent.output, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, sealing, now);
             let data = data.expect("a file not awaiting its intent keeps its data");
-            self.uploads.submit(self.topics[t].upload_job(id, &intent.key, data, Existing::Rebuilt));
+            self.uploads.submit(self.topics.output(t, intent.output).upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
         if ready.recovered {
             debug!(partition = p, "recovery finished");
@@ -553,7 +577,21 @@ impl Writer {
                 }
                 _ => {}
             }
-            let (intents, progress) = record.map(|r| (r.intents, r.progress)).unwrap_or_default();
+            let (mut intents, progress) = record.map(|r| (r.intents, r.progress)).unwrap_or_default();
+            if let Some((i, now)) = intents.iter().find_map(|i| Some((i, self.topics.other_output_of(t, i.output, &i.key)?))) {
+                let (key, recorded) = (i.key.clone(), i.output);
+                self.stop.fail(Fatal::OutputsReordered { topic: topic.clone(), partition: p, key, recorded, now });
+                return;
+            }
+            let outputs = self.topics.outputs(t);
+            intents.retain(|i| {
+                let kept = i.output < outputs;
+                if !kept {
+                    // Its output was removed from the config: nothing writes its files now.
+                    warn!(topic, partition = p, file = %i.key, output = i.output, "the commit record names a file of an output no longer configured; it is not rebuilt");
+                }
+                kept
+            });
             crate::metrics::zero_partition_counters(topic, p);
             let topic_rt = &self.topics[t];
             let today = crate::completion::first_unpassed(topic_rt.tz(), self.clock.wall_ms(), topic_rt.grace_ms());
@@ -726,8 +764,12 @@ impl Writer {
             // The budget's books must match the buffers they describe (a path that dropped
             // buffers by length rather than charge once let them drift upwards).
             debug_assert!(self.files.books_balance(), "the byte ledger is out of step with the files it counts");
-            let due: Vec<BufferKey> =
-                self.files.open_files().filter(|(k, b)| self.topics[k.topic].policy().due(b, now).is_some()).map(|(k, _)| k.clone()).collect();
+            let due: Vec<BufferKey> = self
+                .files
+                .open_files()
+                .filter(|(k, b)| self.topics.output(k.topic, k.output).policy().due(b, now).is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in due {
                 self.seal(&k, SealReason::Age);
             }
@@ -994,7 +1036,7 @@ impl Writer {
                 for &id in &batch {
                     failpoint::hit(failpoint::INTENT_RECORDED);
                     let Some((f, data)) = self.files.recorded(id) else { continue };
-                    let job = self.topics[f.topic].upload_job(id, &f.intent.key, data, f.existing);
+                    let job = self.topics.output(f.topic, f.output).upload_job(id, &f.intent.key, data, f.existing);
                     self.uploads.submit(job);
                 }
             }
@@ -1333,11 +1375,12 @@ impl Writer {
             from: buf.first_offset,
             to: buf.last_offset,
             record_dated: self.dates_records_by_record_time(key.topic),
+            output: key.output,
         });
         let epoch = st.map_or(0, |s| s.epoch());
         let now = self.clock.now();
-        let sealing = self.topics[key.topic].sealing_bytes(buf.len());
-        self.files.launch(key.topic, key.partition, epoch, intent, buf, reason, Existing::Compare, true, sealing, now);
+        let sealing = self.topics.output(key.topic, key.output).sealing_bytes(buf.len());
+        self.files.launch(key.topic, key.partition, key.output, epoch, intent, buf, reason, Existing::Compare, true, sealing, now);
     }
 
     /// Seals every open file of the given partitions.

@@ -92,6 +92,21 @@ max_file_age_secs = 3
 completion_grace_secs = 60
 ";
 
+/// Topic `t`'s second output, in the outputs world: the same routing, Parquet files under
+/// their own path, and a size and age of their own (so the two outputs' files of one range
+/// are sealed, recorded and uploaded at different times).
+const TOPIC_T_PARQUET: &str = "
+[[topic]]
+name = 't'
+path = 'columns/t'
+error_path = 'columns/errors'
+output_timezone = 'Asia/Kolkata'
+file_format = 'parquet'
+max_file_bytes = 1100
+max_file_age_secs = 3
+completion_grace_secs = 60
+";
+
 /// Which topics a seed's world has. The narrow world (`t` alone) concentrates traffic on
 /// three partitions, which the rarest schedules need (two owners' files of one route
 /// overlapping, two owners' clocks giving one name); the wide one adds topic `u`.
@@ -105,6 +120,9 @@ pub(super) enum Width {
     /// The narrow world with topic `t` in Parquet files: files transcoded at seal time, whose
     /// rebuilt copies must hold the same rows.
     Parquet,
+    /// The narrow world with topic `t` backed up twice in one read: as text files and as
+    /// Parquet files (two outputs), each holding every message once.
+    Outputs,
 }
 
 impl Width {
@@ -116,6 +134,8 @@ impl Width {
             Width::Stock
         } else if seed % 10 == 6 {
             Width::Parquet
+        } else if seed % 10 == 8 {
+            Width::Outputs
         } else {
             Width::Narrow
         }
@@ -128,6 +148,7 @@ fn config(width: Width) -> Config {
         Width::Wide => format!("{CONFIG}{TOPIC_U}"),
         Width::Stock => format!("{CONFIG}layout = 'secor'\nfile_format = 'sequencefile'\n"),
         Width::Parquet => format!("{CONFIG}file_format = 'parquet'\n"),
+        Width::Outputs => format!("{CONFIG}{TOPIC_T_PARQUET}"),
     };
     Config::parse(&text, "simulation").expect("the simulation's config is valid")
 }
@@ -158,7 +179,7 @@ pub(super) struct Stats {
 fn new_sim(seed: u64, width: Width) -> (world::Shared, Sim) {
     let config = config(width);
     let ledger = Ledger::new(&config.topics);
-    let world = Arc::new(Mutex::new(World::new(seed, config.topics.len() * PARTITIONS, ledger)));
+    let world = Arc::new(Mutex::new(World::new(seed, config.topic_names().len() * PARTITIONS, ledger)));
     (world.clone(), Sim::new(world, config))
 }
 
@@ -220,6 +241,19 @@ fn stock_secor_layout_schedules_keep_every_event_exactly_once() {
         assert_eq!(Width::of(seed), Width::Stock);
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed} (stock Secor's layout): {e}");
+        }
+    }
+}
+
+/// One read, two outputs (text and Parquet) under the same schedules: each output holds every
+/// message once, and no commit passes a message either output has not stored.
+#[test]
+fn two_output_schedules_keep_every_event_exactly_once_in_each() {
+    let seeds: Vec<u64> = (0..100).map(|i| 8 + 10 * i).collect();
+    for seed in seeds {
+        assert_eq!(Width::of(seed), Width::Outputs);
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed} (two outputs): {e}");
         }
     }
 }
@@ -342,6 +376,8 @@ fn the_simulation_catches_broken_rules() {
         (Rule::TrustRecordedName, 2000, Width::Narrow),
         (Rule::TrustRecordedName, 2000, Width::Parquet),
         (Rule::UnconditionalPut, 2000, Width::Parquet),
+        (Rule::OutputsShareIntents, 2000, Width::Outputs),
+        (Rule::IgnoreRecovery, 2000, Width::Outputs),
         (Rule::PlanByFirstOffset, 8000, Width::Narrow),
         (Rule::OverlappingCommits, 2000, Width::Wide),
         (Rule::NoBackpressure, 2000, Width::Wide),

@@ -74,7 +74,8 @@ impl Completion {
 pub(super) fn note_uploaded(st: &mut Partition, topic: &Topic, f: &InFlight, outcome: Outcome) {
     // A rebuilt file found already there may hold more events than the rebuild (retention
     // took the first ones before it): its marker reads it instead.
-    if f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !topic.markers() {
+    // Markers list the first output's files (`topic`'s); the other outputs write none.
+    if f.output != 0 || f.intent.error || (f.existing == Existing::Rebuilt && outcome == Outcome::AlreadyThere) || !topic.markers() {
         return;
     }
     let Some(date) = topic.layout().dates().leading_date(&f.intent.date) else { return };

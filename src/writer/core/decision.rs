@@ -31,6 +31,12 @@ pub enum Fatal {
         "blob {key} exists with different content; stopping without committing its events (restart to re-read them under a new name; stock Secor's names never change: a Secor file of that name means Secor uploaded past where kbackup started, and `kbackup takeover --from-storage` moves past it)"
     )]
     NameConflict { key: String },
+    /// A partition's record names a file for one output that another output of the topic
+    /// writes: the topic's `[[topic]]` entries were reordered since it was committed.
+    #[error(
+        "{topic}/{partition}: the commit record names {key} as a file of the topic's output {recorded}, but output {now} writes under that path: the topic's [[topic]] entries were reordered; put them back in their order (recovery tells outputs apart by it)"
+    )]
+    OutputsReordered { topic: String, partition: i32, key: String, recorded: u8, now: u8 },
 }
 
 /// Why the loop ends.

@@ -21,6 +21,8 @@ use crate::upload::Existing;
 pub(super) struct InFlight {
     pub(super) topic: usize,
     pub(super) partition: i32,
+    /// Which of the topic's outputs it is of.
+    pub(super) output: u8,
     /// The assignment it belongs to; results for an older assignment are ignored.
     pub(super) epoch: u64,
     pub(super) intent: Arc<Intent>,
@@ -143,6 +145,7 @@ impl Files {
         &mut self,
         topic: usize,
         partition: i32,
+        output: u8,
         epoch: u64,
         intent: Arc<Intent>,
         buf: Buffer,
@@ -160,7 +163,22 @@ impl Files {
         let (data, keep) = if awaiting_intent { (None, Some(buf.data)) } else { (Some(buf.data), None) };
         self.inflight.insert(
             id,
-            InFlight { topic, partition, epoch, intent, held, events, bytes, charged, reason, data: keep, first_record_ms, existing, sealed_at: now },
+            InFlight {
+                topic,
+                partition,
+                output,
+                epoch,
+                intent,
+                held,
+                events,
+                bytes,
+                charged,
+                reason,
+                data: keep,
+                first_record_ms,
+                existing,
+                sealed_at: now,
+            },
         );
         if awaiting_intent {
             self.awaiting.push(id);

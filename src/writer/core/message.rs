@@ -13,7 +13,7 @@ pub(crate) struct Routed<M> {
     pub(crate) generation: u64,
 }
 
-/// Where an earlier build's rule put a message (recovery's `Place`).
-pub(super) fn place_of(p: &crate::routing::Placement) -> Place<'_> {
-    Place { prefix: p.prefix.as_deref(), date: &p.date, error: p.to_error_path }
+/// Where an earlier build's rule put a message in output `output` (recovery's `Place`).
+pub(super) fn place_of(p: &crate::routing::Placement, output: u8) -> Place<'_> {
+    Place { prefix: p.prefix.as_deref(), date: &p.date, error: p.to_error_path, output }
 }

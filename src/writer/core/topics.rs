@@ -21,9 +21,16 @@ use crate::upload::{Existing, UploadJob};
 use crate::writer::ports::Clock;
 
 /// Every configured topic, by its index in the config.
+///
+/// A Kafka topic listed in several `[[topic]]` entries has as many outputs: the first entry
+/// (its index is the topic's, in partition keys) routes and tracks its partitions, and each
+/// entry names, fills and uploads its own files (`BufferKey::output`).
 pub(super) struct Topics {
     list: Vec<Topic>,
+    /// Each Kafka topic's first entry.
     index: HashMap<String, usize>,
+    /// Per entry: the entries of its topic's outputs, in config order (empty for later outputs).
+    outputs: Vec<Vec<usize>>,
     /// Keeps `{currentTimestamp}` strictly increasing within this process.
     name_clock: UploadClock,
 }
@@ -86,13 +93,50 @@ impl Topics {
                 cfg: t.clone(),
             });
         }
-        let index = config.topics.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(Topics { list, index, name_clock: UploadClock::default() })
+        let mut index: HashMap<String, usize> = HashMap::default();
+        let mut outputs = vec![Vec::new(); list.len()];
+        for (i, t) in config.topics.iter().enumerate() {
+            let first = *index.entry(t.name.clone()).or_insert(i);
+            outputs[first].push(i);
+            if first != i {
+                // Markers list the files of one layout: the first output's (config refuses more).
+                list[i].markers = false;
+            }
+        }
+        Ok(Topics { list, index, outputs, name_clock: UploadClock::default() })
     }
 
-    /// The index of topic `name`, if it is configured.
+    /// The index of topic `name` (its first entry), if it is configured.
     pub(super) fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+
+    /// How many outputs topic `t` (a first entry) has.
+    pub(super) fn outputs(&self, t: usize) -> u8 {
+        self.outputs[t].len() as u8
+    }
+
+    /// Output `o` of topic `t` (a first entry): the entry whose files it writes.
+    pub(super) fn output(&self, t: usize, o: u8) -> &Topic {
+        &self.list[self.outputs[t][usize::from(o)]]
+    }
+
+    /// The output of topic `t` that writes under `key`, when another than `o` does: an intent
+    /// recorded for output `o` whose file another output names means the outputs were
+    /// reordered in the config (their paths are distinct and never nested).
+    pub(super) fn other_output_of(&self, t: usize, o: u8, key: &str) -> Option<u8> {
+        let under = |i: usize| {
+            let cfg = &self.list[i].cfg;
+            std::iter::once(&cfg.path).chain(&cfg.error_path).any(|dir| {
+                let dir = dir.trim_matches('/');
+                dir.is_empty() || key.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+            })
+        };
+        if self.outputs[t].len() < 2 {
+            return None;
+        }
+        let mine = self.outputs[t].get(usize::from(o)).is_some_and(|&i| under(i));
+        (!mine).then(|| self.outputs[t].iter().position(|&i| under(i)).map(|p| p as u8)).flatten()
     }
 
     /// The name of a file of route `key` whose first offset is `first_offset`, at the clock's
@@ -100,8 +144,8 @@ impl Topics {
     /// file, with a clock ahead of ours) would collide for certain: the next one is taken.
     /// Bounded, for patterns whose names do not move with time.
     pub(super) fn name_file(&mut self, key: &BufferKey, first_offset: i64, clock: &dyn Clock, taken: impl Fn(&str) -> bool) -> String {
-        let Topics { list, name_clock, .. } = self;
-        let topic = &list[key.topic];
+        let Topics { list, name_clock, outputs, .. } = self;
+        let topic = &list[outputs[key.topic][usize::from(key.output)]];
         let mut tries = 0;
         loop {
             let name = NameContext {
@@ -121,9 +165,9 @@ impl Topics {
         }
     }
 
-    /// Every topic with its index.
+    /// Every Kafka topic with its index (its first entry).
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Topic)> {
-        self.list.iter().enumerate()
+        self.list.iter().enumerate().filter(|(i, _)| !self.outputs[*i].is_empty())
     }
 
     /// Writes no completion markers (the simulation's release before markers).

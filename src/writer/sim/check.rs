@@ -64,8 +64,11 @@ pub(super) fn after_decision(w: &Writer, next: &Next, consumer_paused: bool) -> 
     Ok(())
 }
 
-/// What the ledger knows of one topic, to check where its lines belong.
+/// What the ledger knows of one topic's output (a `[[topic]]` entry), to check where its lines
+/// belong.
 struct TopicCheck {
+    /// The simulated topic's index in `TOPICS`.
+    kafka: usize,
     path: String,
     error_path: String,
     layout: FileLayout,
@@ -76,8 +79,8 @@ struct TopicCheck {
 
 pub(super) struct Ledger {
     topics: Vec<TopicCheck>,
-    /// Blobs holding each (slot, offset).
-    copies: BTreeMap<(usize, i64), u32>,
+    /// Blobs of each output (config entry) holding each (slot, offset).
+    copies: BTreeMap<(usize, usize, i64), u32>,
     /// Per slot: offsets below this were checked when a commit passed them.
     checked: Vec<i64>,
     /// Per slot: the group's committed offset, which must never move back (an earlier commit
@@ -121,6 +124,7 @@ impl Ledger {
             .map(|(i, t)| {
                 let layout = t.layout().expect("layout");
                 TopicCheck {
+                    kafka: TOPICS.iter().position(|n| *n == t.name).expect("a simulated topic"),
                     path: format!("{}/", layout.dir(None, false)),
                     error_path: format!("{}/", layout.dir(None, true)),
                     layout,
@@ -129,7 +133,7 @@ impl Ledger {
                 }
             })
             .collect();
-        let slots = topics.len() * PARTITIONS;
+        let slots = TOPICS.len() * PARTITIONS;
         Ledger {
             topics,
             copies: BTreeMap::new(),
@@ -182,8 +186,8 @@ impl Ledger {
                 continue;
             };
             let (owner, p) = unslot(s);
-            if owner != TOPICS[t] {
-                bad.push(format!("blob {key}: message {s}/{o} of topic {owner} is under topic {}'s path", TOPICS[t]));
+            if owner != TOPICS[topic.kafka] {
+                bad.push(format!("blob {key}: message {s}/{o} of topic {owner} is under topic {}'s path", TOPICS[topic.kafka]));
             }
             if let Some(r) = &envelope {
                 if r.partition != Some(p) || r.offset != Some(o) {
@@ -225,16 +229,16 @@ impl Ledger {
             if old != body {
                 self.violations.push(format!("blob {key} was overwritten with different content"));
             }
-            for id in self.messages(t, key, old) {
-                *self.copies.entry(id).or_default() -= 1;
+            for (s, o) in self.messages(t, key, old) {
+                *self.copies.entry((t, s, o)).or_default() -= 1;
             }
         }
         for (s, o) in self.messages(t, key, body) {
-            let n = self.copies.entry((s, o)).or_default();
+            let n = self.copies.entry((t, s, o)).or_default();
             *n += 1;
             if *n > 1 {
                 let n = *n;
-                self.violations.push(format!("message {s}/{o} is stored {n} times (again in {key})"));
+                self.violations.push(format!("message {s}/{o} is stored {n} times in output {t} (again in {key})"));
             }
         }
     }
@@ -245,11 +249,13 @@ impl Ledger {
             self.violations.push(format!("slot {p}'s committed offset moves back from {} to {offset}", self.committed[p]));
         }
         self.committed[p] = offset;
-        for o in self.checked[p]..offset {
-            let n = self.copies.get(&(p, o)).copied().unwrap_or(0);
-            if n != 1 {
-                self.violations.push(format!("a commit of slot {p} at {offset} passes offset {o}, which is stored {n} times"));
-                break;
+        for t in self.outputs_of(p) {
+            for o in self.checked[p]..offset {
+                let n = self.copies.get(&(t, p, o)).copied().unwrap_or(0);
+                if n != 1 {
+                    self.violations.push(format!("a commit of slot {p} at {offset} passes offset {o}, which output {t} stores {n} times"));
+                    break;
+                }
             }
         }
         self.checked[p] = self.checked[p].max(offset);
@@ -261,7 +267,8 @@ impl Ledger {
     /// record dating, which filed them under `invalid_date` (mixed versions during an upgrade
     /// are documented to leave such markers short).
     pub(super) fn marker_written(&mut self, slot: usize, marker: &crate::completion::Marker, log: &[super::Record]) {
-        let (t, _) = (slot / PARTITIONS, slot % PARTITIONS);
+        // Markers list the topic's first output's files.
+        let t = self.outputs_of(slot)[0];
         let topic = &self.topics[t];
         let below = marker.complete_below.clamp(0, log.len() as i64) as usize;
         // Each message's date is routed once (markers of a slot are many).
@@ -285,12 +292,21 @@ impl Ledger {
     /// After the run: every message of each partition (`ends[p]` of them) stored exactly once.
     pub(super) fn all_stored_once(&mut self, ends: &[i64]) {
         for (p, &end) in ends.iter().enumerate() {
-            let missing: Vec<i64> = (0..end).filter(|o| self.copies.get(&(p, *o)).copied().unwrap_or(0) != 1).collect();
-            if let Some(first) = missing.first() {
-                let n = self.copies.get(&(p, *first)).copied().unwrap_or(0);
-                self.violations
-                    .push(format!("slot {p}: {} of {end} messages are not stored exactly once (offset {first} is stored {n} times)", missing.len()));
+            for t in self.outputs_of(p) {
+                let missing: Vec<i64> = (0..end).filter(|o| self.copies.get(&(t, p, *o)).copied().unwrap_or(0) != 1).collect();
+                if let Some(first) = missing.first() {
+                    let n = self.copies.get(&(t, p, *first)).copied().unwrap_or(0);
+                    self.violations.push(format!(
+                        "slot {p}: {} of {end} messages are not stored exactly once in output {t} (offset {first} is stored {n} times)",
+                        missing.len()
+                    ));
+                }
             }
         }
+    }
+
+    /// The outputs (config entries) of slot `p`'s topic, first output first.
+    fn outputs_of(&self, p: usize) -> Vec<usize> {
+        (0..self.topics.len()).filter(|&t| self.topics[t].kafka == p / PARTITIONS).collect()
     }
 }

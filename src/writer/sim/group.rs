@@ -77,13 +77,13 @@ impl Sim {
         let routers = config.topics.iter().enumerate().map(|(i, t)| Router::new(t, i).expect("router")).collect();
         let routers_before = config.topics.iter().enumerate().map(|(i, t)| Router::before_record_dating(t, i).expect("router")).collect();
         // Half the wide worlds begin on the release before record dating and upgrade once.
-        let upgraded = config.topics.len() < 2 || lock(&world).rng.chance(0.5);
+        let upgraded = config.topic_names().len() < 2 || lock(&world).rng.chance(0.5);
         Sim { world, config, routers, routers_before, upgraded, markers: true, members: Vec::new(), gone: Vec::new(), stats: Stats::default() }
     }
 
     /// Every partition of every topic in this world.
     pub(super) fn slots(&self) -> usize {
-        self.config.topics.len() * PARTITIONS
+        self.config.topic_names().len() * PARTITIONS
     }
 
     pub(super) fn below(&self, n: u64) -> u64 {
@@ -281,7 +281,7 @@ impl Sim {
     /// three IST days (some routed by their `eid`), one in ten invalid. Each names its slot
     /// and offset.
     pub(super) fn produce(&mut self, n: u64) {
-        let wide = self.config.topics.len() > 1;
+        let wide = self.config.topic_names().len() > 1;
         let mut w = lock(&self.world);
         for _ in 0..n {
             // Three in four to `t`: one topic's partitions still get the traffic that makes
