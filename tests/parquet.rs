@@ -249,9 +249,23 @@ async fn one_read_backs_a_topic_up_as_json_and_parquet_each_exactly_once_through
     assert_eq!(values.len(), 300, "every message once in Parquet");
     assert_eq!(values, sent);
     assert_eq!(blobs.keys().filter(|k| !k.starts_with("two/json/") && !k.starts_with("two/parquet/")).count(), 0, "{:?}", blobs.keys());
-    // verify and the other tools answer for the topic's first output.
-    let report = run_ok(&stack, &["verify", "--config", cfg.to_str().unwrap(), "--topic", &topic, "--to-end"]);
-    assert!(report.trim_end().ends_with("clean") && report.contains("300 expected, 300 lines"), "{report}");
+    // verify, ls and cat answer for the topic's first output, or the one --output names.
+    let cfg_s = cfg.to_str().unwrap();
+    for output in ["0", "1"] {
+        let report = run_ok(&stack, &["verify", "--config", cfg_s, "--topic", &topic, "--to-end", "--output", output]);
+        assert!(report.trim_end().ends_with("clean") && report.contains("300 expected, 300 lines"), "output {output}: {report}");
+        let listed = run_ok(&stack, &["ls", "--config", cfg_s, "--topic", &topic, "--from", &date, "--output", output]);
+        let dir = if output == "0" { "two/json/" } else { "two/parquet/" };
+        let files = blobs.keys().filter(|k| k.starts_with(dir)).count();
+        assert_eq!(listed.lines().filter(|l| l.contains(if output == "0" { ".json.gz" } else { ".parquet" })).count(), files, "{listed}");
+        let printed = run_ok(&stack, &["cat", "--config", cfg_s, "--topic", &topic, "--from", &date, "--output", output]);
+        let mut lines: Vec<&[u8]> = printed.lines().map(str::as_bytes).collect();
+        lines.sort();
+        assert_eq!(lines, sent.iter().map(Vec::as_slice).collect::<Vec<_>>(), "cat --output {output}");
+    }
+    let o = kbackup(&stack, &["verify", "--config", cfg_s, "--topic", &topic, "--output", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && stderr.contains("has 2 output(s)"), "{stderr}");
 }
 
 fn run_ok(stack: &Stack, args: &[&str]) -> String {
