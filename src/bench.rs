@@ -171,13 +171,16 @@ pub enum PathStage {
     Append,
     /// Routing, appending, and gzip-compressing the sealed buffers.
     Gzip,
+    /// Routing, appending each message's record envelope (what a Parquet file is sealed from),
+    /// and transcoding the sealed buffers into Parquet (zstd, Sunbird's shredded fields).
+    Parquet,
 }
 
 /// Runs the per-event path to `stage` over `events` events; returns the seconds of the stage
 /// part (not the generation) and a checksum that keeps the work from being optimized away.
 pub fn path(events: u64, stage: PathStage) -> anyhow::Result<(f64, u64)> {
     use crate::buffer::Buffer;
-    use crate::config::Compression;
+    use crate::config::{Compression, ShredType};
     let mut g = crate::sample::TelemetryGen::new(7, 100_000, 1_580_472_000_000, 1_580_472_000_000 + 24 * 3_600_000);
     let batch: Vec<String> = (0..events).map(|i| g.next_event(i).1).collect();
     let cfg = crate::config::Config::parse(
@@ -188,6 +191,7 @@ pub fn path(events: u64, stage: PathStage) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let mut sum = 0u64;
     let mut files: Vec<(Arc<str>, Buffer)> = Vec::new();
+    let mut envelope = Vec::new();
     if stage != PathStage::Gen {
         for (off, e) in batch.iter().enumerate() {
             let route = router.route(Some(e.as_bytes()), Some(0), off as i64);
@@ -203,13 +207,45 @@ pub fn path(events: u64, stage: PathStage) -> anyhow::Result<(f64, u64)> {
                     files.len() - 1
                 }
             };
-            files[at].1.append_checked(off as i64, e.as_bytes(), route.line_breaks);
+            if stage == PathStage::Parquet {
+                let view = crate::record::RecordView {
+                    partition: Some(0),
+                    offset: Some(off as i64),
+                    timestamp: Some((1_580_472_000_000 + off as i64, crate::record::TimestampKind::Create)),
+                    key: None,
+                    value: Some(e.as_bytes()),
+                    value_is_json: route.line_breaks.is_some(),
+                };
+                envelope.clear();
+                crate::record::encode(&mut envelope, &view, std::iter::empty());
+                files[at].1.append_checked(off as i64, &envelope, Some(false));
+            } else {
+                files[at].1.append_checked(off as i64, e.as_bytes(), route.line_breaks);
+            }
         }
     }
+    let shred = crate::columnar::Shred::new(
+        &[
+            ("eid", ShredType::String),
+            ("mid", ShredType::String),
+            ("syncts", ShredType::Int64),
+            ("ets", ShredType::Int64),
+            ("context.did", ShredType::String),
+            ("actor.id", ShredType::String),
+        ]
+        .into_iter()
+        .map(|(p, t)| (p.to_string(), t))
+        .collect(),
+    )
+    .map_err(anyhow::Error::msg)?;
     for (_, buf) in files {
         sum += buf.len();
-        if stage == PathStage::Gzip {
-            sum += crate::seal::encode(buf.data, Compression::Gzip, crate::config::default_level()).len() as u64;
+        match stage {
+            PathStage::Gzip => sum += crate::seal::encode(buf.data, Compression::Gzip, crate::config::default_level()).len() as u64,
+            PathStage::Parquet => {
+                sum += crate::columnar::encode(buf.data.as_ref(), Compression::Zstd, crate::config::default_level(), &shred, false)?.file.len() as u64
+            }
+            _ => {}
         }
     }
     Ok((started.elapsed().as_secs_f64(), sum))

@@ -13,6 +13,15 @@
 //! | `value` | `BYTE_ARRAY` optional | message value, bytes as sent (null: a tombstone) |
 //! | `event` | group `VARIANT(1)` optional: `metadata`, `value` | the value as a Variant; null where the value is not JSON |
 //!
+//! With `format = "record"` (the whole record kept), two more, after `event`:
+//!
+//! | column | Parquet type | |
+//! |---|---|---|
+//! | `timestamp_type` | `BYTE_ARRAY STRING` optional | `create` or `log_append` (null: no timestamp) |
+//! | `headers` | `LIST` required of `element { key: STRING required, value: BYTE_ARRAY optional }` | the record's headers, in order (names may repeat) |
+//!
+//! A record file reads back as the record envelope lines a text record file would hold.
+//!
 //! Two columns for the event, on purpose: a Variant does not keep a document's bytes (an
 //! object's fields are stored sorted, numbers lose their text), while `verify` compares bytes
 //! and `replay` must restore them. `value` keeps them; `event` is what queries read (Spark 4.1+:
@@ -293,6 +302,17 @@ fn push_object(o: &Shred, typed: Option<Typed>, leaves: &mut [Leaf], mut at: usi
 /// The columns of one row group, gathered from envelope lines.
 #[derive(Default)]
 struct Columns {
+    /// `format = "record"`: the timestamp type and the headers are columns too.
+    records: bool,
+    timestamp_type: Vec<ByteArray>,
+    timestamp_type_def: Vec<i16>,
+    /// The headers list's two leaves, with definition and repetition levels (one entry per
+    /// header; an empty list is one undefined entry).
+    header_key: Vec<ByteArray>,
+    header_value: Vec<ByteArray>,
+    header_key_def: Vec<i16>,
+    header_value_def: Vec<i16>,
+    header_rep: Vec<i16>,
     partition: Vec<i32>,
     offset: Vec<i64>,
     timestamp: Vec<i64>,
@@ -310,13 +330,29 @@ struct Columns {
 }
 
 impl Columns {
-    fn new(shred: &Shred) -> Columns {
+    fn new(shred: &Shred, records: bool) -> Columns {
         let mut event_leaves = vec![Leaf::bytes()];
         shred.leaves(&mut event_leaves);
-        Columns { event_leaves, ..Columns::default() }
+        Columns { event_leaves, records, ..Columns::default() }
     }
 
     fn push(&mut self, r: crate::record::Record, shred: &Shred) {
+        if self.records {
+            let kind = r.timestamp.map(|(_, k)| ByteArray::from(k.as_str()));
+            optional(&mut self.timestamp_type, &mut self.timestamp_type_def, kind);
+            if r.headers.is_empty() {
+                self.header_key_def.push(0);
+                self.header_value_def.push(0);
+                self.header_rep.push(0);
+            }
+            for (i, (name, value)) in r.headers.iter().enumerate() {
+                self.header_rep.push(i16::from(i > 0));
+                self.header_key.push(ByteArray::from(name.as_bytes().to_vec()));
+                self.header_key_def.push(1);
+                self.header_value_def.push(1 + i16::from(value.is_some()));
+                self.header_value.extend(value.clone().map(ByteArray::from));
+            }
+        }
         self.partition.push(r.partition.unwrap_or(-1));
         self.offset.push(r.offset.unwrap_or(-1));
         optional(&mut self.timestamp, &mut self.timestamp_def, r.timestamp.map(|(t, _)| t));
@@ -362,7 +398,7 @@ fn optional<T>(values: &mut Vec<T>, defs: &mut Vec<i16>, v: Option<T>) {
     values.extend(v);
 }
 
-fn schema(shred: &Shred) -> Result<Type, ColumnarError> {
+fn schema(shred: &Shred, records: bool) -> Result<Type, ColumnarError> {
     // Unshredded, `value` holds every document whole (required); shredded, it holds what the
     // typed columns do not (optional).
     let mut event_fields = vec![leaf("metadata", Physical::BYTE_ARRAY, Repetition::REQUIRED, None)?];
@@ -377,16 +413,33 @@ fn schema(shred: &Shred) -> Result<Type, ColumnarError> {
         .with_logical_type(Some(LogicalType::variant(Some(1))))
         .with_fields(event_fields)
         .build()?;
-    Ok(Type::group_type_builder("kbackup")
-        .with_fields(vec![
-            leaf("partition", Physical::INT32, Repetition::REQUIRED, None)?,
-            leaf("offset", Physical::INT64, Repetition::REQUIRED, None)?,
-            leaf("timestamp", Physical::INT64, Repetition::OPTIONAL, Some(LogicalType::timestamp(true, TimeUnit::MILLIS)))?,
-            leaf("key", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
-            leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
-            Arc::new(event),
-        ])
-        .build()?)
+    let mut fields = vec![
+        leaf("partition", Physical::INT32, Repetition::REQUIRED, None)?,
+        leaf("offset", Physical::INT64, Repetition::REQUIRED, None)?,
+        leaf("timestamp", Physical::INT64, Repetition::OPTIONAL, Some(LogicalType::timestamp(true, TimeUnit::MILLIS)))?,
+        leaf("key", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
+        leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
+        Arc::new(event),
+    ];
+    if records {
+        // Parquet's three-level LIST (LogicalTypes.md): headers.list.element.{key, value}.
+        let element = Type::group_type_builder("element")
+            .with_repetition(Repetition::REQUIRED)
+            .with_fields(vec![
+                leaf("key", Physical::BYTE_ARRAY, Repetition::REQUIRED, Some(LogicalType::String))?,
+                leaf("value", Physical::BYTE_ARRAY, Repetition::OPTIONAL, None)?,
+            ])
+            .build()?;
+        let list = Type::group_type_builder("list").with_repetition(Repetition::REPEATED).with_fields(vec![Arc::new(element)]).build()?;
+        let headers = Type::group_type_builder("headers")
+            .with_repetition(Repetition::REQUIRED)
+            .with_logical_type(Some(LogicalType::List))
+            .with_fields(vec![Arc::new(list)])
+            .build()?;
+        fields.push(leaf("timestamp_type", Physical::BYTE_ARRAY, Repetition::OPTIONAL, Some(LogicalType::String))?);
+        fields.push(Arc::new(headers));
+    }
+    Ok(Type::group_type_builder("kbackup").with_fields(fields).build()?)
 }
 
 fn properties(compression: Compression, level: u32) -> Result<WriterProperties, ColumnarError> {
@@ -414,17 +467,18 @@ pub struct Sealed {
     pub not_json: u64,
 }
 
-/// Transcodes a buffer of record envelope lines (each followed by `\n`) into one Parquet file.
-pub fn encode(lines: &[u8], compression: Compression, level: u32, shred: &Shred) -> Result<Sealed, ColumnarError> {
+/// Transcodes a buffer of record envelope lines (each followed by `\n`) into one Parquet file;
+/// `records`: the file keeps whole records (`format = "record"`: timestamp type and headers).
+pub fn encode(lines: &[u8], compression: Compression, level: u32, shred: &Shred, records: bool) -> Result<Sealed, ColumnarError> {
     let props = Arc::new(properties(compression, level)?);
-    let mut w = SerializedFileWriter::new(Vec::new(), Arc::new(schema(shred)?), props)?;
+    let mut w = SerializedFileWriter::new(Vec::new(), Arc::new(schema(shred, records)?), props)?;
     let mut not_json = 0;
     let mut rest = lines;
     let mut line_no = 0;
     // Row group by row group: at most ROW_GROUP_INPUT_BYTES of lines each (always at least one
     // row group, so an empty file still has its schema).
     loop {
-        let mut cols = Columns::new(shred);
+        let mut cols = Columns::new(shred, records);
         let mut taken = 0;
         while taken < ROW_GROUP_INPUT_BYTES && !rest.is_empty() {
             let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
@@ -450,6 +504,26 @@ fn write_row_group(w: &mut SerializedFileWriter<Vec<u8>>, c: &Columns) -> Result
     let mut index: usize = 0;
     while let Some(mut col) = rg.next_column()? {
         let event_leaf = index.checked_sub(6).and_then(|i| c.event_leaves.get(i));
+        // The record columns follow the event's.
+        let record_column = index.checked_sub(6 + c.event_leaves.len()).filter(|_| c.records);
+        match (record_column, col.untyped()) {
+            (Some(0), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&c.timestamp_type, Some(&c.timestamp_type_def), None)?;
+            }
+            (Some(1), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&c.header_key, Some(&c.header_key_def), Some(&c.header_rep))?;
+            }
+            (Some(2), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&c.header_value, Some(&c.header_value_def), Some(&c.header_rep))?;
+            }
+            (Some(i), _) => return Err(ColumnarError::Layout(format!("record column {i} of the schema has no writer"))),
+            (None, _) => {}
+        }
+        if record_column.is_some() {
+            col.close()?;
+            index += 1;
+            continue;
+        }
         match (index, col.untyped(), event_leaf) {
             (0, ColumnWriter::Int32ColumnWriter(w), _) => {
                 w.write_batch(&c.partition, None, None)?;
@@ -493,13 +567,42 @@ pub struct Row {
     pub key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     pub value: Option<Vec<u8>>,
+    /// A record file's (`format = "record"`): the timestamp's type and the headers.
+    pub record: Option<RecordParts>,
+}
+
+/// A record's headers, in order: name, and value (`None`: a header without one).
+pub type Headers = Vec<(String, Option<Vec<u8>>)>;
+
+/// One leaf of a repeated column: its values, definition levels and repetition levels.
+type Levels = (Vec<ByteArray>, Vec<i16>, Vec<i16>);
+
+/// What a record file keeps of a message besides the columns every file has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordParts {
+    pub timestamp_type: Option<crate::record::TimestampKind>,
+    pub headers: Headers,
 }
 
 impl Row {
-    /// The line `format = "value"` would have stored: the value, raw line breaks as spaces
-    /// (a tombstone gives an empty line), as the writer's text files hold it.
-    pub fn value_line(&self) -> Vec<u8> {
-        crate::record::value_line(self.value.as_deref())
+    /// The line the file's text counterpart would hold: for a record file, the record's
+    /// envelope (as the writer encoded it); otherwise the value, raw line breaks as spaces (a
+    /// tombstone gives an empty line).
+    pub fn line(&self) -> Vec<u8> {
+        let Some(parts) = &self.record else {
+            return crate::record::value_line(self.value.as_deref());
+        };
+        let record = crate::record::Record {
+            partition: Some(self.partition),
+            offset: Some(self.offset),
+            timestamp: self.timestamp.map(|t| (t, parts.timestamp_type.unwrap_or(crate::record::TimestampKind::Create))),
+            key: self.key.clone(),
+            headers: parts.headers.clone(),
+            value: self.value.clone(),
+        };
+        let mut out = Vec::new();
+        record.encode(&mut out);
+        out
     }
 }
 
@@ -512,6 +615,13 @@ pub fn rows(stored: &[u8]) -> Result<Vec<Row>, ColumnarError> {
         .iter()
         .map(|name| columns.iter().position(|c| c == name).ok_or_else(|| ColumnarError::Layout(format!("no column `{name}`"))))
         .collect::<Result<_, _>>()?;
+    // A record file's columns: all three, or none.
+    let find = |name: &str| columns.iter().position(|c| c == name);
+    let record_columns = match [find("timestamp_type"), find("headers.list.element.key"), find("headers.list.element.value")] {
+        [Some(a), Some(b), Some(c)] => Some([a, b, c]),
+        [None, None, None] => None,
+        _ => return Err(ColumnarError::Layout("some of the record columns (timestamp_type, headers) are missing".into())),
+    };
     let mut out = Vec::new();
     for g in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(g)?;
@@ -524,8 +634,22 @@ pub fn rows(stored: &[u8]) -> Result<Vec<Row>, ColumnarError> {
         if [partition.len(), offset.len(), timestamp.len(), key.len(), value.len()].iter().any(|l| *l != n) {
             return Err(ColumnarError::Layout(format!("row group {g}: columns of unequal length")));
         }
+        let mut records = match &record_columns {
+            Some([kind, key, value]) => {
+                let kinds = read_optional::<ByteArrayType>(rg.get_column_reader(*kind)?, n)?;
+                let kinds = kinds.into_iter().map(|k| k.map(|k| timestamp_kind(k.data())).transpose()).collect::<Result<Vec<_>, _>>()?;
+                let headers = read_headers(rg.get_column_reader(*key)?, rg.get_column_reader(*value)?, n)?;
+                if kinds.len() != n || headers.len() != n {
+                    return Err(ColumnarError::Layout(format!("row group {g}: record columns of unequal length")));
+                }
+                kinds.into_iter().zip(headers).map(|(timestamp_type, headers)| Some(RecordParts { timestamp_type, headers })).collect()
+            }
+            None => vec![None; n],
+        }
+        .into_iter();
         for ((((p, o), t), k), v) in partition.into_iter().zip(offset).zip(timestamp).zip(key).zip(value) {
-            out.push(Row { partition: p, offset: o, timestamp: t, key: k.map(|b| b.data().to_vec()), value: v.map(|b| b.data().to_vec()) });
+            let record = records.next().flatten();
+            out.push(Row { partition: p, offset: o, timestamp: t, key: k.map(|b| b.data().to_vec()), value: v.map(|b| b.data().to_vec()), record });
         }
     }
     Ok(out)
@@ -569,10 +693,61 @@ fn read_optional<T: parquet::data_type::DataType>(
         .collect()
 }
 
-/// The lines a text file of the same messages would hold (`format = "value"`), each without
-/// its `\n`: how every reader (`cat`, `verify`, `replay`, `repartition`) reads a Parquet file.
-pub fn value_lines(stored: &[u8]) -> Result<Vec<Vec<u8>>, ColumnarError> {
-    Ok(rows(stored)?.iter().map(Row::value_line).collect())
+fn timestamp_kind(s: &[u8]) -> Result<crate::record::TimestampKind, ColumnarError> {
+    match s {
+        b"create" => Ok(crate::record::TimestampKind::Create),
+        b"log_append" => Ok(crate::record::TimestampKind::LogAppend),
+        other => Err(ColumnarError::Layout(format!("timestamp_type {:?} is neither create nor log_append", String::from_utf8_lossy(other)))),
+    }
+}
+
+/// The headers of `rows` rows from the list's two leaves (their levels: see `Columns::push`).
+fn read_headers(
+    keys: parquet::column::reader::ColumnReader,
+    values: parquet::column::reader::ColumnReader,
+    rows: usize,
+) -> Result<Vec<Headers>, ColumnarError> {
+    let levels = |reader| -> Result<Levels, ColumnarError> {
+        let mut r = typed::<ByteArrayType>(reader)?;
+        let (mut values, mut defs, mut reps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut read = 0;
+        while read < rows {
+            let (records, _, _) = r.read_records(rows - read, Some(&mut defs), Some(&mut reps), &mut values)?;
+            if records == 0 {
+                break;
+            }
+            read += records;
+        }
+        Ok((values, defs, reps))
+    };
+    let (names, name_defs, reps) = levels(keys)?;
+    let (values, value_defs, value_reps) = levels(values)?;
+    if name_defs.len() != value_defs.len() || reps != value_reps {
+        return Err(ColumnarError::Layout("the headers' key and value columns do not line up".into()));
+    }
+    let (mut names, mut values) = (names.into_iter(), values.into_iter());
+    let mut out: Vec<Headers> = Vec::with_capacity(rows);
+    for ((def, value_def), rep) in name_defs.into_iter().zip(value_defs).zip(reps) {
+        if rep == 0 {
+            out.push(Vec::new());
+        }
+        if def == 0 {
+            continue;
+        }
+        let bad = || ColumnarError::Layout("fewer header values than defined entries".into());
+        let name = names.next().ok_or_else(bad)?;
+        let name = String::from_utf8(name.data().to_vec()).map_err(|_| ColumnarError::Layout("a header name is not UTF-8".into()))?;
+        let value = if value_def == 2 { Some(values.next().ok_or_else(bad)?.data().to_vec()) } else { None };
+        out.last_mut().ok_or_else(|| ColumnarError::Layout("a header continues no row".into()))?.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The lines a text file of the same messages would hold (the values, or for a record file
+/// the record envelopes), each without its `\n`: how every reader (`cat`, `verify`,
+/// `replay`, `repartition`) reads a Parquet file.
+pub fn lines(stored: &[u8]) -> Result<Vec<Vec<u8>>, ColumnarError> {
+    Ok(rows(stored)?.iter().map(Row::line).collect())
 }
 
 #[cfg(test)]
@@ -614,7 +789,7 @@ mod tests {
     #[test]
     fn a_file_reads_back_as_its_messages_and_value_lines() {
         for c in [Compression::Zstd, Compression::Snappy, Compression::None] {
-            let sealed = encode(&buffer(ODD), c, 3, &Shred::default()).unwrap();
+            let sealed = encode(&buffer(ODD), c, 3, &Shred::default(), false).unwrap();
             assert!(is_parquet(&sealed.file));
             // not JSON: the text, the binary, the empty value (the tombstone has no value at all).
             assert_eq!(sealed.not_json, 3);
@@ -625,16 +800,63 @@ mod tests {
                 assert_eq!(row.key.as_deref(), Some(&b"did-1"[..]));
                 assert_eq!(row.value.as_deref(), *v);
             }
-            let lines = value_lines(&sealed.file).unwrap();
+            let lines = lines(&sealed.file).unwrap();
             assert_eq!(lines[5], b"{\"a\": 1}");
             assert_eq!(lines[3], b"");
         }
     }
 
     #[test]
+    fn a_record_file_reads_back_as_the_record_lines_it_was_sealed_from() {
+        use crate::record::{RecordView, TimestampKind};
+        type Case<'a> = (Option<(i64, TimestampKind)>, Vec<(&'a str, Option<&'a [u8]>)>, Option<&'a [u8]>);
+        let cases: Vec<Case> = vec![
+            (Some((1_700_000_000_000, TimestampKind::Create)), vec![], Some(br#"{"eid":"START","mid":"m1"}"#)),
+            (
+                Some((1_700_000_000_001, TimestampKind::LogAppend)),
+                vec![("trace", Some(b"abc")), ("empty", None), ("trace", Some(b"\xff"))],
+                Some(b"not json"),
+            ),
+            (None, vec![("only", Some(b""))], None),
+            (Some((5, TimestampKind::Create)), vec![], Some(b"\xff\xfe")),
+            (Some((6, TimestampKind::Create)), vec![("k", None)], Some(b"{\"a\":\n1}")),
+        ];
+        let mut buffer = Vec::new();
+        let mut want = Vec::new();
+        for (i, (timestamp, headers, value)) in cases.iter().enumerate() {
+            let value_is_json = value.is_some_and(|v| std::str::from_utf8(v).is_ok_and(crate::routing::is_json));
+            let view =
+                RecordView { partition: Some(2), offset: Some(40 + i as i64), timestamp: *timestamp, key: Some(b"k1"), value: *value, value_is_json };
+            let mut line = Vec::new();
+            crate::record::encode(&mut line, &view, headers.iter().copied());
+            buffer.extend_from_slice(&line);
+            buffer.push(b'\n');
+            want.push(line);
+        }
+        for shred in [Shred::default(), Shred::new(&[("eid".to_string(), ShredType::String)].into()).unwrap()] {
+            let sealed = encode(&buffer, Compression::Zstd, 3, &shred, true).unwrap();
+            assert_eq!(lines(&sealed.file).unwrap(), want, "byte for byte the record lines");
+            let rows = rows(&sealed.file).unwrap();
+            assert_eq!(rows[1].record.as_ref().unwrap().headers.len(), 3);
+            assert_eq!(rows[2].record.as_ref().unwrap().timestamp_type, None);
+            // The columns Spark sees: a list of (key, value) structs.
+            let (defs, keys) = column::<ByteArrayType>(&sealed.file, "headers.list.element.key");
+            assert_eq!(defs, [0, 1, 1, 1, 1, 0, 1]);
+            assert_eq!(keys.iter().map(|k| k.data()).collect::<Vec<_>>(), [&b"trace"[..], b"empty", b"trace", b"only", b"k"]);
+            let schema = SerializedFileReader::new(Bytes::from(sealed.file)).unwrap().metadata().file_metadata().schema().clone();
+            let headers = schema.get_fields().iter().find(|f| f.name() == "headers").unwrap();
+            assert_eq!(headers.get_basic_info().logical_type_ref(), Some(&LogicalType::List));
+        }
+        // A value file has neither column, and reads back as values.
+        let plain = encode(&buffer, Compression::Zstd, 3, &Shred::default(), false).unwrap().file;
+        assert!(rows(&plain).unwrap().iter().all(|r| r.record.is_none()));
+        assert_eq!(lines(&plain).unwrap()[1], b"not json");
+    }
+
+    #[test]
     fn sealing_is_deterministic_and_names_no_crate_version() {
-        let a = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
-        let b = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
+        let a = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default(), false).unwrap().file;
+        let b = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default(), false).unwrap().file;
         assert_eq!(a, b);
         let footer = SerializedFileReader::new(Bytes::from(a)).unwrap();
         assert_eq!(footer.metadata().file_metadata().created_by(), Some(CREATED_BY));
@@ -642,7 +864,7 @@ mod tests {
 
     #[test]
     fn the_event_column_is_a_variant_of_spec_version_one() {
-        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
+        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default(), false).unwrap().file;
         let r = SerializedFileReader::new(Bytes::from(file)).unwrap();
         let schema = r.metadata().file_metadata().schema();
         let event = schema.get_fields().iter().find(|f| f.name() == "event").unwrap();
@@ -670,8 +892,9 @@ mod tests {
         let i = columns.iter().position(|c| c.path().string() == path).unwrap_or_else(|| panic!("no column {path}"));
         let rg = r.get_row_group(0).unwrap();
         let mut reader = typed::<T>(rg.get_column_reader(i).unwrap()).unwrap();
-        let (mut defs, mut values) = (Vec::new(), Vec::new());
-        reader.read_records(1000, Some(&mut defs), None, &mut values).unwrap();
+        let (mut defs, mut reps, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let repeated = columns[i].max_rep_level() > 0;
+        reader.read_records(1000, Some(&mut defs), repeated.then_some(&mut reps), &mut values).unwrap();
         (defs, values)
     }
 
@@ -724,7 +947,7 @@ mod tests {
             Some(br#""just a string""#),
             Some(b"not json"),
         ];
-        let file = encode(&buffer(docs), Compression::Zstd, 1, &shred).unwrap().file;
+        let file = encode(&buffer(docs), Compression::Zstd, 1, &shred, false).unwrap().file;
         // Readers see the same messages.
         assert_eq!(
             rows(&file).unwrap().iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
@@ -776,7 +999,7 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let value = format!("\"{}\"", std::str::from_utf8(&big).unwrap());
         let values: Vec<Option<&[u8]>> = (0..80).map(|_| Some(value.as_bytes())).collect();
-        let file = encode(&buffer(&values), Compression::Zstd, 1, &Shred::default()).unwrap().file;
+        let file = encode(&buffer(&values), Compression::Zstd, 1, &Shred::default(), false).unwrap().file;
         assert!(SerializedFileReader::new(Bytes::from(file.clone())).unwrap().num_row_groups() >= 2);
         let rows = rows(&file).unwrap();
         assert_eq!(rows.iter().map(|r| r.offset).collect::<Vec<_>>(), (100..180).collect::<Vec<_>>());
@@ -784,14 +1007,14 @@ mod tests {
 
     #[test]
     fn an_empty_buffer_is_a_valid_empty_file() {
-        let file = encode(b"", Compression::Zstd, 1, &Shred::default()).unwrap().file;
+        let file = encode(b"", Compression::Zstd, 1, &Shred::default(), false).unwrap().file;
         assert!(is_parquet(&file));
         assert!(rows(&file).unwrap().is_empty());
     }
 
     #[test]
     fn damaged_files_are_errors_not_panics() {
-        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default()).unwrap().file;
+        let file = encode(&buffer(ODD), Compression::Zstd, 3, &Shred::default(), false).unwrap().file;
         for cut in [0, 4, 12, file.len() / 2, file.len() - 9, file.len() - 1] {
             assert!(rows(&file[..cut]).is_err(), "cut at {cut}");
         }

@@ -1038,12 +1038,6 @@ impl Config {
                         "stock Secor's layout holds text or SequenceFiles: file_format = \"parquet\" needs layout = \"pattern\"",
                     ));
                 }
-                if t.format == Format::Record {
-                    return Err(ConfigError::invalid(
-                        k("format"),
-                        "a Parquet file keeps partition, offset, timestamp, key and value as columns already; headers are not kept yet: use format = \"value\" with file_format = \"parquet\"",
-                    ));
-                }
             }
             if t.file_format == FileFormat::SequenceFile && t.format == Format::Record {
                 return Err(ConfigError::invalid(
@@ -1361,7 +1355,6 @@ mod tests {
             (format!("{GOOD}\nfile_format = \"parquet\"\ncompression = \"gzip\""), "topic[0].compression"),
             (format!("{GOOD}\ncompression = \"zstd\""), "topic[0].compression"),
             (format!("{GOOD}\nfile_format = \"sequencefile\"\ncompression = \"snappy\""), "topic[0].compression"),
-            (format!("{GOOD}\nfile_format = \"parquet\"\nformat = \"record\""), "topic[0].format"),
             (format!("{GOOD}\nparquet_shred = {{ eid = \"string\" }}"), "topic[0].parquet_shred"),
             (
                 format!("{GOOD}\nfile_format = \"parquet\"\nparquet_shred = {{ context = \"string\", \"context.did\" = \"string\" }}"),

@@ -35,7 +35,7 @@ pub enum TimestampKind {
 }
 
 impl TimestampKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             TimestampKind::Create => "create",
             TimestampKind::LogAppend => "log_append",
@@ -278,8 +278,8 @@ impl Record {
         value_line(self.value.as_deref())
     }
 
-    /// Encodes it again (the inverse of [`decode`]).
-    #[cfg(test)]
+    /// Encodes it again (the inverse of [`decode`]; a record file in Parquet is read back as
+    /// these lines).
     pub fn encode(&self, out: &mut Vec<u8>) {
         // The writer's own rule (the router's validator), so a re-encoded record is byte for byte
         // what the writer stored.

@@ -64,6 +64,8 @@ pub struct Sealing {
     pub level: u32,
     /// Parquet: the fields shredded out of the event Variant.
     pub shred: crate::columnar::Shred,
+    /// Parquet: whole records are kept (`format = "record"`: timestamp type and headers too).
+    pub records: bool,
 }
 
 impl Sealing {
@@ -78,12 +80,13 @@ impl Sealing {
             } else {
                 Default::default()
             },
+            records: t.format == crate::config::Format::Record,
         }
     }
 
     /// Plain settings without shredding (tests, tools).
     pub fn plain(format: FileFormat, compression: Compression, level: u32) -> Sealing {
-        Sealing { format, compression, level, shred: Default::default() }
+        Sealing { format, compression, level, shred: Default::default(), records: false }
     }
 }
 
@@ -105,7 +108,7 @@ pub fn encode_file<T: AsRef<[u8]> + Send + 'static>(data: T, sealing: &Sealing) 
                 .expect("a SequenceFile the writer framed reads back"),
         ),
         (FileFormat::Parquet, _) => {
-            let sealed = crate::columnar::encode(data.as_ref(), compression, level, &sealing.shred)
+            let sealed = crate::columnar::encode(data.as_ref(), compression, level, &sealing.shred, sealing.records)
                 .expect("the writer buffers record envelopes, which transcode");
             // The transcoding's many small allocations are freed into this thread's arena, which
             // glibc keeps: give them back, or RSS stays at the sum of every arena's peak.
@@ -170,7 +173,7 @@ impl std::io::Read for FailingReader {
 pub fn lines<'a>(key: &str, stored: &'a [u8]) -> Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + 'a> {
     use std::io::BufRead;
     if crate::columnar::is_parquet(stored) {
-        return match crate::columnar::value_lines(stored) {
+        return match crate::columnar::lines(stored) {
             Ok(lines) => Box::new(lines.into_iter().map(Ok)),
             Err(e) => Box::new(std::iter::once(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))),
         };

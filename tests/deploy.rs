@@ -269,7 +269,9 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported() {
     // Markers from two days ago (always past its grace), so the completion gauge is set.
     let start = (chrono::Utc::now() - chrono::Duration::days(2)).date_naive();
     let extra = format!("completion_start_date = \"{start}\"");
-    let cfg = write_config(dir.path(), &config(&stack, &unique("c"), &unique("g"), &topic_section(&topic, "unique/raw", &extra), 1));
+    // A second output in Parquet: its counter is on the dashboard too.
+    let sections = format!("{}{}", topic_section(&topic, "unique/raw", &extra), topic_section(&topic, "unique/parquet", "file_format = \"parquet\""));
+    let cfg = write_config(dir.path(), &config(&stack, &unique("c"), &unique("g"), &sections, 1));
     let mut run = Running::start(&stack, &cfg, dir.path().join("run.log"), &[]);
     run.wait_live(Duration::from_secs(30));
     // Some appear with the first upload or the first statistics report (every 5 s): wait for

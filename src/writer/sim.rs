@@ -123,12 +123,17 @@ pub(super) enum Width {
     /// The narrow world with topic `t` backed up twice in one read: as text files and as
     /// Parquet files (two outputs), each holding every message once.
     Outputs,
+    /// The wide world with topic `u`'s records (headers, timestamp types) in Parquet files.
+    WideParquet,
 }
 
 impl Width {
-    /// Odd seeds are wide, even ones narrow: CI's seeds cover both.
+    /// Odd seeds are wide, even ones narrow: CI's seeds cover both; the last digit picks the
+    /// files' kind (9: `u` in Parquet; 4: stock Secor's; 6: Parquet; 8: two outputs).
     fn of(seed: u64) -> Width {
-        if seed % 2 == 1 {
+        if seed % 10 == 9 {
+            Width::WideParquet
+        } else if seed % 2 == 1 {
             Width::Wide
         } else if seed % 10 == 4 {
             Width::Stock
@@ -149,6 +154,7 @@ fn config(width: Width) -> Config {
         Width::Stock => format!("{CONFIG}layout = 'secor'\nfile_format = 'sequencefile'\n"),
         Width::Parquet => format!("{CONFIG}file_format = 'parquet'\n"),
         Width::Outputs => format!("{CONFIG}{TOPIC_T_PARQUET}"),
+        Width::WideParquet => format!("{CONFIG}{}", TOPIC_U.replace("compression = 'gzip'", "file_format = 'parquet'")),
     };
     Config::parse(&text, "simulation").expect("the simulation's config is valid")
 }
@@ -254,6 +260,18 @@ fn two_output_schedules_keep_every_event_exactly_once_in_each() {
         assert_eq!(Width::of(seed), Width::Outputs);
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed} (two outputs): {e}");
+        }
+    }
+}
+
+/// Record files in Parquet (topic `u` of the wide world) under the same schedules.
+#[test]
+fn record_parquet_schedules_keep_every_event_exactly_once() {
+    let seeds: Vec<u64> = (0..50).map(|i| 9 + 10 * i).collect();
+    for seed in seeds {
+        assert_eq!(Width::of(seed), Width::WideParquet);
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed} (records in Parquet): {e}");
         }
     }
 }
