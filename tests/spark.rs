@@ -482,25 +482,46 @@ async fn spark_queries_parquet_backups_like_json() {
     let src = unique("pqspark");
     stack.create_topic(&src, 4).await;
     let (first, last) = produce_telemetry(&stack, &src).await;
-    // Shredded as Sunbird's queries need (nested `context.did` too); `pq2` keeps the default
-    // (the timestamp fields).
-    let shredded = "file_format = \"parquet\"\nparquet_shred = { eid = \"string\", mid = \"string\", syncts = \"int64\", ets = \"int64\", \"context.did\" = \"string\" }\n";
-    for (path, extra) in [("json/raw", ""), ("pq/raw", shredded), ("pq2/raw", "file_format = \"parquet\"\n")] {
-        let cfg = dir.path().join(format!("{}.toml", path.replace('/', "-")));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[storage]\nurl = \"file://{}\"\n[writer]\ncommit_interval_ms = 200\n\
-                 [[topic]]\nname = \"{src}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_bytes = 20000\n{extra}",
-                stack.brokers,
-                unique("g"),
-                store.display()
-            ),
-        )
-        .unwrap();
-        let mut run = Running::start(&stack, &cfg, dir.path().join(format!("{}.log", path.replace('/', "-"))), &["--until-caught-up"]);
-        assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
+    // Records with headers, for the record columns.
+    let records = unique("pqsparkrec");
+    stack.create_topic(&records, 2).await;
+    let producer = stack.producer();
+    for i in 0..20 {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in [("trace", Some(format!("t-{i}"))), ("nil", None), ("trace", Some("again".to_string()))].iter().take(i % 4) {
+            headers = headers.insert(rdkafka::message::Header { key: k, value: v.as_deref().map(str::as_bytes) });
+        }
+        let line = format!(r#"{{"eid":"LOG","mid":"r-{i}","syncts":{}}}"#, chrono::Utc::now().timestamp_millis());
+        let r = FutureRecord::<str, str>::to(&records).partition(i as i32 % 2).payload(&line).headers(headers);
+        producer.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     }
+    // One read, three outputs of the topic (issue 40's one pass): gzip JSON; Parquet shredded
+    // as Sunbird's queries need (nested `context.did` too); Parquet with the default shredding
+    // (the timestamp fields). And the records, whole, in Parquet.
+    let shredded = "file_format = \"parquet\"\nparquet_shred = { eid = \"string\", mid = \"string\", syncts = \"int64\", ets = \"int64\", \"context.did\" = \"string\" }\n";
+    let section = |topic: &str, path: &str, extra: &str| {
+        format!("[[topic]]\nname = \"{topic}\"\npath = \"{path}\"\noutput_timezone = \"Asia/Kolkata\"\nmax_file_bytes = 20000\n{extra}")
+    };
+    let sections = [
+        section(&src, "json/raw", ""),
+        section(&src, "pq/raw", shredded),
+        section(&src, "pq2/raw", "file_format = \"parquet\"\n"),
+        section(&records, "pqrec/raw", "file_format = \"parquet\"\nformat = \"record\"\n"),
+    ];
+    let cfg = dir.path().join("outputs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[storage]\nurl = \"file://{}\"\n[writer]\ncommit_interval_ms = 200\n{}",
+            stack.brokers,
+            unique("g"),
+            store.display(),
+            sections.join("")
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(&stack, &cfg, dir.path().join("outputs.log"), &["--until-caught-up"]);
+    assert_eq!(run.wait(Duration::from_secs(120)), 0, "{}", run.log_text());
     let script = dir.path().join("query.py");
     std::fs::write(
         &script,
@@ -518,9 +539,13 @@ json_day = by_eid(spark.read.json(store + '/json/raw/' + day + '-*.json.gz'), 'e
 did = pq.selectExpr("variant_get(event, '$.context.did', 'string') as did").distinct().count()
 pq2_day = by_eid(spark.read.parquet(store + '/pq2/raw/' + day + '-*.parquet'), "variant_get(event, '$.eid', 'string')")
 whole = sorted(r[0] for r in pq.selectExpr("to_json(event)").collect())
+rec = spark.read.parquet(store + '/pqrec/raw/*.records.parquet')
+rec_types = {f.name: f.dataType.simpleString() for f in rec.schema.fields}
+headers = sorted([r[0], r[1], [[h['key'], None if h['value'] is None else bytes(h['value']).decode()] for h in r[2]]]
+                 for r in rec.select('partition', 'offset', 'headers').collect())
 spark.read.parquet(store + '/pq/raw/' + day + '-*.parquet').createOrReplaceTempView('day')
 sql_day = {r[0]: r[1] for r in spark.sql("SELECT event:eid::string AS eid, count(*) FROM day GROUP BY 1").collect()}
-json.dump({'types': types, 'mids': mids, 'pq_day': pq_day, 'json_day': json_day, 'sql_day': sql_day, 'pq2_day': pq2_day, 'whole': whole, 'devices': did}, open(out, 'w'))
+json.dump({'types': types, 'mids': mids, 'pq_day': pq_day, 'json_day': json_day, 'sql_day': sql_day, 'pq2_day': pq2_day, 'whole': whole, 'devices': did, 'rec_types': rec_types, 'headers': headers}, open(out, 'w'))
 spark.stop()
 "#,
     )
@@ -561,6 +586,17 @@ spark.stop()
     sent.sort_by_key(key);
     rebuilt.sort_by_key(key);
     assert_eq!(rebuilt, sent, "to_json(event) over shredded files equals each event as produced");
+    // The record columns: Spark reads the headers as a list of (key, value), in order.
+    assert_eq!(got["rec_types"]["headers"], "array<struct<key:string,value:binary>>", "{}", got["rec_types"]);
+    assert_eq!(got["rec_types"]["timestamp_type"], "string", "{}", got["rec_types"]);
+    let headers = got["headers"].as_array().unwrap();
+    assert_eq!(headers.len(), 20, "every record once");
+    let with: Vec<usize> = headers.iter().map(|h| h[2].as_array().unwrap().len()).collect();
+    assert_eq!(with.iter().filter(|n| **n == 3).count(), 5, "{headers:?}");
+    assert!(
+        headers.iter().any(|h| h[2] == serde_json::json!([["trace", h[2][0][1].clone()], ["nil", null], ["trace", "again"]])),
+        "names repeat, a header without a value stays null, order kept: {headers:?}"
+    );
     eprintln!(
         "spark: {} events over Parquet ({first}..{last}); count by eid for {first} equal to JSON's ({json_day}); spark-submit {:.1}s",
         mids.len(),
