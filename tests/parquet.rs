@@ -224,6 +224,17 @@ async fn one_read_backs_a_topic_up_as_json_and_parquet_each_exactly_once_through
     let parquet_before: usize = before.iter().filter(|(k, _)| k.starts_with("two/parquet/")).map(|(k, d)| rows_of(k, d).len()).sum();
     assert!(before.len() >= 7 && parquet_before < 240, "the crash left a backup to finish: {:?}", before.keys().collect::<Vec<_>>());
     send(240, 300).await;
+    // The entries swapped: the record names the outputs by position, so this writer would
+    // take one output's files for the other's. It stops before consuming anything.
+    let swapped_cfg = dir.path().join("swapped").join("kbackup.toml");
+    std::fs::create_dir_all(swapped_cfg.parent().unwrap()).unwrap();
+    let swapped =
+        std::fs::read_to_string(&cfg).unwrap().replace("two/json", "two/SWAP").replace("two/parquet", "two/json").replace("two/SWAP", "two/parquet");
+    std::fs::write(&swapped_cfg, swapped).unwrap();
+    let mut refused = Running::start(&stack, &swapped_cfg, dir.path().join("swapped.log"), &["--until-caught-up"]);
+    assert_ne!(refused.wait(Duration::from_secs(90)), 0, "{}", refused.log_text());
+    assert!(refused.log_text().contains("entries were reordered"), "{}", refused.log_text());
+    assert_eq!(read_all(&stack.storage(&container)).await.len(), before.len(), "nothing written by the refused run");
     let mut again = Running::start(&stack, &cfg, dir.path().join("recover.log"), &["--until-caught-up"]);
     assert_eq!(again.wait(Duration::from_secs(90)), 0, "{}", again.log_text());
     let log = again.log_text();

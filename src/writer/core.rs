@@ -550,6 +550,12 @@ impl Writer {
                 }
             }
         };
+        // Before any partition is taken: a record naming one output's file under another
+        // output's folders means the entries were reordered, and nothing may be consumed.
+        if let Some(why) = self.reordered_outputs(assigned, &committed) {
+            self.stop.fail(why);
+            return;
+        }
         for ((TopicPartition { topic, partition: p }, c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
             let Some(&t) = self.topics.index_of(topic.as_str()).as_ref() else {
                 continue;
@@ -578,11 +584,6 @@ impl Writer {
                 _ => {}
             }
             let (mut intents, progress) = record.map(|r| (r.intents, r.progress)).unwrap_or_default();
-            if let Some((i, now)) = intents.iter().find_map(|i| Some((i, self.topics.other_output_of(t, i.output, &i.key)?))) {
-                let (key, recorded) = (i.key.clone(), i.output);
-                self.stop.fail(Fatal::OutputsReordered { topic: topic.clone(), partition: p, key, recorded, now });
-                return;
-            }
             let outputs = self.topics.outputs(t);
             intents.retain(|i| {
                 let kept = i.output < outputs;
@@ -613,6 +614,21 @@ impl Writer {
             }
         }
         metrics::gauge!(m::ASSIGNED_PARTITIONS).set(self.parts.len() as f64);
+    }
+
+    /// Why the assigned partitions' records cannot be resumed by this config's outputs: an
+    /// intent of one output names a file under another output's folders.
+    fn reordered_outputs(&self, assigned: &[TopicPartition], committed: &[crate::writer::ports::Committed]) -> Option<Fatal> {
+        for (TopicPartition { topic, partition }, c) in assigned.iter().zip(committed) {
+            let Some(t) = self.topics.index_of(topic) else { continue };
+            let Some(record) = intent::read_record(&c.metadata) else { continue };
+            for i in record.intents {
+                if let Some(now) = self.topics.other_output_of(t, i.output, &i.key) {
+                    return Some(Fatal::OutputsReordered { topic: topic.clone(), partition: *partition, key: i.key, recorded: i.output, now });
+                }
+            }
+        }
+        None
     }
 
     /// Asks for a partition's watermarks, unless a read is already asked (answers come back
