@@ -238,55 +238,41 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
+/// Runs `count` seeds ending in `last` (the world `width`); panics at the first that fails.
+fn every_seed_of(width: Width, last: u64, count: u64, what: &str) {
+    for seed in (0..count).map(|i| last + 10 * i) {
+        assert_eq!(Width::of(seed), width);
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed} ({what}): {e}");
+        }
+    }
+}
+
 /// Stock Secor's layout under the same schedules: every owner names a file by its first
 /// offset (so a rebuilt file and a zombie's meet the same name) and frames SequenceFiles.
 #[test]
 fn stock_secor_layout_schedules_keep_every_event_exactly_once() {
-    let seeds: Vec<u64> = (0..200).map(|i| 4 + 10 * i).collect();
-    for seed in seeds {
-        assert_eq!(Width::of(seed), Width::Stock);
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed} (stock Secor's layout): {e}");
-        }
-    }
+    every_seed_of(Width::Stock, 4, 200, "stock Secor's layout");
 }
 
 /// One read, two outputs (text and Parquet) under the same schedules: each output holds every
 /// message once, and no commit passes a message either output has not stored.
 #[test]
 fn two_output_schedules_keep_every_event_exactly_once_in_each() {
-    let seeds: Vec<u64> = (0..100).map(|i| 8 + 10 * i).collect();
-    for seed in seeds {
-        assert_eq!(Width::of(seed), Width::Outputs);
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed} (two outputs): {e}");
-        }
-    }
+    every_seed_of(Width::Outputs, 8, 100, "two outputs");
 }
 
 /// Record files in Parquet (topic `u` of the wide world) under the same schedules.
 #[test]
 fn record_parquet_schedules_keep_every_event_exactly_once() {
-    let seeds: Vec<u64> = (0..50).map(|i| 9 + 10 * i).collect();
-    for seed in seeds {
-        assert_eq!(Width::of(seed), Width::WideParquet);
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed} (records in Parquet): {e}");
-        }
-    }
+    every_seed_of(Width::WideParquet, 9, 50, "records in Parquet");
 }
 
 /// Parquet files under the same schedules: each file is transcoded when sealed, and a file
 /// rebuilt after a crash or met under its recorded name must hold the same rows.
 #[test]
 fn parquet_schedules_keep_every_event_exactly_once() {
-    let seeds: Vec<u64> = (0..100).map(|i| 6 + 10 * i).collect();
-    for seed in seeds {
-        assert_eq!(Width::of(seed), Width::Parquet);
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed} (Parquet files): {e}");
-        }
-    }
+    every_seed_of(Width::Parquet, 6, 100, "Parquet files");
 }
 
 #[test]
