@@ -60,6 +60,9 @@ pub(crate) enum Rule {
     /// Let any output's intent decide a re-read message, not only its own output's: the other
     /// output's stored file makes it skip a message it never stored (issue 40's outputs).
     OutputsShareIntents,
+    /// Pause consumption for uploads while a partition's recovery still needs messages read
+    /// (its rebuilt files, its commit and its record's room all wait for them).
+    PauseDuringRecovery,
 }
 
 #[cfg(test)]

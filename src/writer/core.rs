@@ -221,6 +221,46 @@ impl Writer {
         self.files.books_balance()
     }
 
+    /// What holds each owned partition's commit: the budget's state, each partition's offsets,
+    /// recovery and record size, and its open, rebuilding and in-flight files (the
+    /// simulation's report when commits stop moving).
+    #[cfg(test)]
+    pub(crate) fn describe_holds(&self) -> String {
+        let mut out = format!(
+            "  paused {}, open {} in flight {} of budget {}\n",
+            self.paused,
+            self.files.open_bytes(),
+            self.files.inflight_bytes(),
+            self.budget.limit()
+        );
+        let mut keys: Vec<&PartKey> = self.parts.keys().collect();
+        keys.sort();
+        for k in keys {
+            let st = &self.parts[k];
+            let safe = st.offsets().map_or(0, |o| o.safe());
+            let record = st.metadata(safe, usize::MAX).unwrap_or_default();
+            out.push_str(&format!(
+                "  {}/{}: offsets {:?}, recovering {:?}, record {} bytes\n",
+                k.topic,
+                k.partition,
+                st.offsets(),
+                st.recovering(),
+                record.len()
+            ));
+            for (b, buf) in self.files.open_files().filter(|(b, _)| b.topic == k.topic && b.partition == k.partition) {
+                out.push_str(&format!("    open output {} {} from {} ({} events)\n", b.output, b.date, buf.first_offset, buf.events));
+            }
+            for (_, buf) in self.files.rebuilding().filter(|(p, _)| p == k) {
+                out.push_str(&format!("    rebuilding from {} ({} events)\n", buf.first_offset, buf.events));
+            }
+            for f in self.files.in_flight().filter(|f| f.part() == *k) {
+                let awaiting = self.files.awaiting().iter().any(|id| self.files.get(*id).is_some_and(|g| std::ptr::eq(g, f)));
+                out.push_str(&format!("    in flight output {} {} held {} awaiting intent {awaiting}\n", f.output, f.intent.key, f.held));
+            }
+        }
+        out
+    }
+
     /// Bytes in open files, bytes in files being uploaded, and the budget over both (for the
     /// simulation's budget invariants).
     #[cfg(test)]
@@ -908,7 +948,7 @@ impl Writer {
 
     /// Pauses consumption while uploads hold most of the budget; resumes below half of it.
     fn apply_backpressure(&mut self, broker: &dyn Broker) {
-        if self.budget.pause(self.paused, self.files.inflight_bytes()) {
+        if self.budget.pause(self.paused, self.files.inflight_bytes()) && !self.recovery_reads_needed() {
             // Re-applied on every check so partitions assigned meanwhile are paused too.
             self.pause(broker, "uploads are behind: consumption paused");
         } else if self.paused && !sabotage::on(sabotage::Rule::NeverResume) {
@@ -941,7 +981,17 @@ impl Writer {
     /// the polling loop then waits for uploads rather than poll more.
     pub(crate) fn waiting_for_uploads(&self) -> bool {
         let (open, inflight) = (self.files.open_bytes(), self.files.inflight_bytes());
-        self.budget.over(open, inflight) && self.budget.uploads_behind(inflight)
+        self.budget.over(open, inflight) && self.budget.uploads_behind(inflight) && !self.recovery_reads_needed()
+    }
+
+    /// True while some partition's recovery still needs messages read. Its rebuilt files wait
+    /// for them, and so do its commit and the room in its record that the files sealed
+    /// meanwhile need before they may upload. Holding consumption for those uploads would wait
+    /// for ever: simulation seed 1308 (two outputs) filled a record while rebuilds waited for
+    /// paused consumption. What is read meanwhile is bounded by the recorded ranges (the
+    /// files an earlier owner had sealed).
+    fn recovery_reads_needed(&self) -> bool {
+        !sabotage::on(Rule::PauseDuringRecovery) && self.parts.iter().any(|(_, st)| st.recovering().is_some())
     }
 
     // ---- Upload results ----

@@ -262,6 +262,22 @@ fn two_output_schedules_keep_every_event_exactly_once_in_each() {
     every_seed_of(Width::Outputs, 8, 100, "two outputs");
 }
 
+/// Seeds of the two-output world where a partition's record filled with both outputs' intents
+/// while its rebuilt files waited for messages, and the budget's pause (for the uploads of files
+/// whose intents had no room) kept those messages from being read: commits never moved again.
+#[test]
+fn recovery_reads_on_while_uploads_wait_for_room_in_the_record() {
+    for seed in [1308, 1918, 3828, 8398] {
+        assert_eq!(Width::of(seed), Width::Outputs);
+        if let Err(e) = run_seed(seed) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+    let _broken = sabotage::break_rule(Rule::PauseDuringRecovery);
+    let e = run_seed(1308).expect_err("the rule before: paused while the recovery needed messages");
+    assert!(e.contains("no progress"), "{e}");
+}
+
 /// Record files in Parquet (topic `u` of the wide world) under the same schedules.
 #[test]
 fn record_parquet_schedules_keep_every_event_exactly_once() {
@@ -399,7 +415,9 @@ fn the_simulation_catches_broken_rules() {
     // Caught, but too far out for CI's time: looked for only when named below. PlaceBeforeBuild
     // first fails at seed 3323 (about 4 minutes); the unit test
     // `each_intent_is_judged_by_the_rule_of_the_build_that_recorded_it` shows it on its own.
-    let slow = [(Rule::PlaceBeforeBuild, 4000, Width::Wide)];
+    // PauseDuringRecovery first fails at seed 422 of the outputs world (about 100 s);
+    // `recovery_reads_on_while_uploads_wait_for_room_in_the_record` shows it at seed 1308.
+    let slow = [(Rule::PlaceBeforeBuild, 4000, Width::Wide), (Rule::PauseDuringRecovery, 2000, Width::Outputs)];
     // `KBACKUP_SIM_RULES=RuleA,RuleB` looks for those only (while working on one rule).
     let only: Option<Vec<String>> = std::env::var("KBACKUP_SIM_RULES").ok().map(|v| v.split(',').map(|r| r.trim().to_string()).collect());
     let named = |r: &Rule| only.as_ref().is_some_and(|o| o.contains(&format!("{r:?}")));

@@ -259,6 +259,7 @@ impl Sim {
             }
         }
         let committed: Vec<Option<i64>> = lock(&self.world).committed.iter().map(|c| c.as_ref().map(|c| c.0)).collect();
-        Err(self.report(&format!("no progress: after the faults ended, commits are {committed:?}, the ends {ends:?}")))
+        let holds: String = self.members.iter().map(|m| format!("member {}:\n{}", m.id, m.writer.describe_holds())).collect();
+        Err(self.report(&format!("no progress: after the faults ended, commits are {committed:?}, the ends {ends:?}\n{holds}")))
     }
 }
