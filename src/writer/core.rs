@@ -948,7 +948,7 @@ impl Writer {
 
     /// Pauses consumption while uploads hold most of the budget; resumes below half of it.
     fn apply_backpressure(&mut self, broker: &dyn Broker) {
-        if self.budget.pause(self.paused, self.files.inflight_bytes()) && !self.recovery_reads_needed() {
+        if self.budget.pause(self.paused, self.uploads_pressing()) {
             // Re-applied on every check so partitions assigned meanwhile are paused too.
             self.pause(broker, "uploads are behind: consumption paused");
         } else if self.paused && !sabotage::on(sabotage::Rule::NeverResume) {
@@ -981,17 +981,23 @@ impl Writer {
     /// the polling loop then waits for uploads rather than poll more.
     pub(crate) fn waiting_for_uploads(&self) -> bool {
         let (open, inflight) = (self.files.open_bytes(), self.files.inflight_bytes());
-        self.budget.over(open, inflight) && self.budget.uploads_behind(inflight) && !self.recovery_reads_needed()
+        self.budget.over(open, inflight) && self.budget.uploads_behind(self.uploads_pressing())
     }
 
-    /// True while some partition's recovery still needs messages read. Its rebuilt files wait
-    /// for them, and so do its commit and the room in its record that the files sealed
-    /// meanwhile need before they may upload. Holding consumption for those uploads would wait
-    /// for ever: simulation seed 1308 (two outputs) filled a record while rebuilds waited for
-    /// paused consumption. What is read meanwhile is bounded by the recorded ranges (the
-    /// files an earlier owner had sealed).
-    fn recovery_reads_needed(&self) -> bool {
-        !sabotage::on(Rule::PauseDuringRecovery) && self.parts.iter().any(|(_, st)| st.recovering().is_some())
+    /// The bytes in flight the budget's wait and pause count: every file in flight, except,
+    /// while some partition's recovery still needs messages read, the files still waiting for
+    /// room in their record. Those wait for the recovery (its rebuilt files hold the commit that
+    /// frees the room), which waits for reads: holding consumption for them waited for ever
+    /// (simulation seed 1308, two outputs: a record full of both outputs' intents). Files being
+    /// uploaded still count, so a slow store still holds consumption back.
+    fn uploads_pressing(&self) -> u64 {
+        let inflight = self.files.inflight_bytes();
+        let recovering = self.parts.iter().any(|(_, st)| st.recovering().is_some());
+        if recovering && !sabotage::on(Rule::PauseDuringRecovery) {
+            inflight - self.files.awaiting_bytes()
+        } else {
+            inflight
+        }
     }
 
     // ---- Upload results ----

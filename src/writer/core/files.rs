@@ -247,6 +247,11 @@ impl Files {
         &self.awaiting
     }
 
+    /// The memory charged to files waiting for their intent record.
+    pub(super) fn awaiting_bytes(&self) -> u64 {
+        self.awaiting.iter().filter_map(|id| self.inflight.get(id)).map(|f| f.charged).sum()
+    }
+
     /// When the oldest file of `part` waiting for its intent record was sealed.
     pub(super) fn oldest_awaiting(&self, part: PartKey) -> Option<Instant> {
         self.awaiting.iter().filter_map(|id| self.inflight.get(id)).filter(|f| f.part() == part).map(|f| f.sealed_at).min()
