@@ -226,11 +226,10 @@ async fn one_read_backs_a_topic_up_as_json_and_parquet_each_exactly_once_through
     send(240, 300).await;
     // The entries swapped: the record names the outputs by position, so this writer would
     // take one output's files for the other's. It stops before consuming anything.
-    let swapped_cfg = dir.path().join("swapped").join("kbackup.toml");
-    std::fs::create_dir_all(swapped_cfg.parent().unwrap()).unwrap();
     let swapped =
         std::fs::read_to_string(&cfg).unwrap().replace("two/json", "two/SWAP").replace("two/parquet", "two/json").replace("two/SWAP", "two/parquet");
-    std::fs::write(&swapped_cfg, swapped).unwrap();
+    std::fs::create_dir_all(dir.path().join("swapped")).unwrap();
+    let swapped_cfg = write_config(&dir.path().join("swapped"), &swapped);
     let mut refused = Running::start(&stack, &swapped_cfg, dir.path().join("swapped.log"), &["--until-caught-up"]);
     assert_ne!(refused.wait(Duration::from_secs(90)), 0, "{}", refused.log_text());
     assert!(refused.log_text().contains("entries were reordered"), "{}", refused.log_text());

@@ -307,7 +307,24 @@ async fn records_in_parquet_round_trip_exactly() {
     assert_eq!(with_headers.count(), 100, "every record's headers kept");
     let tgt = unique("recpqtgt");
     stack.create_topic(&tgt, 3).await;
-    let args = ["replay", "--config", cfg_s, "--topic", &src, "--to-topic", &tgt, "--offset-order", "--from", "1970-01-01", "--to", "2099-12-31"];
+    // Its progress file in the test's directory, not the working directory.
+    let ckpt = dir.path().join(format!("{tgt}.progress"));
+    let args = [
+        "replay",
+        "--config",
+        cfg_s,
+        "--topic",
+        &src,
+        "--to-topic",
+        &tgt,
+        "--offset-order",
+        "--from",
+        "1970-01-01",
+        "--to",
+        "2099-12-31",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ];
     run_ok(&stack, &args);
     assert_eq!(read_records(&stack, &tgt, 3), sent, "the same records, partition by partition, in order");
 }
