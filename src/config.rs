@@ -1091,15 +1091,21 @@ impl Config {
         Ok(())
     }
 
-    /// The Kafka topics to read, each once, in config order (a topic listed once per output).
-    pub fn topic_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for t in &self.topics {
-            if !names.contains(&t.name) {
-                names.push(t.name.clone());
+    /// Each Kafka topic once, in config order, with the index of its first `[[topic]]` entry:
+    /// the one that routes the topic and answers for it when it has several outputs.
+    pub fn first_entries(&self) -> Vec<(&str, usize)> {
+        let mut out: Vec<(&str, usize)> = Vec::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            if !out.iter().any(|(n, _)| *n == t.name) {
+                out.push((&t.name, i));
             }
         }
-        names
+        out
+    }
+
+    /// The Kafka topics to read, each once, in config order (a topic listed once per output).
+    pub fn topic_names(&self) -> Vec<String> {
+        self.first_entries().into_iter().map(|(n, _)| n.to_string()).collect()
     }
 
     /// The topic section for a Kafka topic name: its first output, when it has several.

@@ -209,12 +209,9 @@ pub fn run(
     let mut core = Writer::new(config, buffer_budget, uploads, markers, Box::new(SystemClock), health.clone(), opts).map_err(|e| start(&e))?;
     core.listen(stop.clone());
     let writer = Arc::new(Mutex::new(core));
-    // Topic names to config indices, for the routing helper.
-    // A topic listed more than once (one entry per output) is routed by its first entry.
-    let mut topic_index = rustc_hash::FxHashMap::default();
-    for (i, t) in config.topics.iter().enumerate() {
-        topic_index.entry(t.name.clone()).or_insert(i);
-    }
+    // Topic names to config indices, for the routing helper: a topic listed more than once (one
+    // entry per output) is routed by its first entry.
+    let topic_index = config.first_entries().into_iter().map(|(n, i)| (n.to_string(), i)).collect();
     let routing = Routing { topic_index, routers };
 
     let generation = Arc::new(AtomicU64::new(0));

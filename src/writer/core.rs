@@ -590,20 +590,21 @@ impl Writer {
                 }
             }
         };
+        // Each partition's record, read once.
+        let records: Vec<Option<intent::CommitRecord>> = committed.iter().map(|c| intent::read_record(&c.metadata)).collect();
         // Before any partition is taken: a record naming one output's file under another
         // output's folders means the entries were reordered, and nothing may be consumed.
-        if let Some(why) = self.reordered_outputs(assigned, &committed) {
+        if let Some(why) = self.reordered_outputs(assigned, &records) {
             self.stop.fail(why);
             return;
         }
-        for ((TopicPartition { topic, partition: p }, c), fetch) in assigned.iter().zip(committed).zip(starts.iter_mut()) {
+        for (((TopicPartition { topic, partition: p }, c), record), fetch) in assigned.iter().zip(committed).zip(records).zip(starts.iter_mut()) {
             let Some(&t) = self.topics.index_of(topic.as_str()).as_ref() else {
                 continue;
             };
             let p = *p;
             let start = c.offset;
             *fetch = start.map_or(FetchStart::Reset, FetchStart::At);
-            let record = intent::read_record(&c.metadata);
             match (start, &record) {
                 (Some(s), None) if self.settings.refuse_foreign_commits => {
                     self.stop.fail(Fatal::ForeignCommit { topic: topic.clone(), partition: p, offset: s });
@@ -658,13 +659,18 @@ impl Writer {
 
     /// Why the assigned partitions' records cannot be resumed by this config's outputs: an
     /// intent of one output names a file under another output's folders.
-    fn reordered_outputs(&self, assigned: &[TopicPartition], committed: &[crate::writer::ports::Committed]) -> Option<Fatal> {
-        for (TopicPartition { topic, partition }, c) in assigned.iter().zip(committed) {
-            let Some(t) = self.topics.index_of(topic) else { continue };
-            let Some(record) = intent::read_record(&c.metadata) else { continue };
-            for i in record.intents {
+    fn reordered_outputs(&self, assigned: &[TopicPartition], records: &[Option<intent::CommitRecord>]) -> Option<Fatal> {
+        for (TopicPartition { topic, partition }, record) in assigned.iter().zip(records) {
+            let (Some(t), Some(record)) = (self.topics.index_of(topic), record) else { continue };
+            for i in &record.intents {
                 if let Some(now) = self.topics.other_output_of(t, i.output, &i.key) {
-                    return Some(Fatal::OutputsReordered { topic: topic.clone(), partition: *partition, key: i.key, recorded: i.output, now });
+                    return Some(Fatal::OutputsReordered {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        key: i.key.clone(),
+                        recorded: i.output,
+                        now,
+                    });
                 }
             }
         }

@@ -93,10 +93,10 @@ impl Topics {
                 cfg: t.clone(),
             });
         }
-        let mut index: HashMap<String, usize> = HashMap::default();
+        let index: HashMap<String, usize> = config.first_entries().into_iter().map(|(n, i)| (n.to_string(), i)).collect();
         let mut outputs = vec![Vec::new(); list.len()];
         for (i, t) in config.topics.iter().enumerate() {
-            let first = *index.entry(t.name.clone()).or_insert(i);
+            let first = index[&t.name];
             outputs[first].push(i);
             if first != i {
                 // Markers list the files of one layout: the first output's (config refuses more).
