@@ -661,31 +661,37 @@ fn typed<T: parquet::data_type::DataType>(
     Ok(parquet::column::reader::get_typed_column_reader::<T>(reader))
 }
 
-fn read_required<T: parquet::data_type::DataType>(reader: parquet::column::reader::ColumnReader, rows: usize) -> Result<Vec<T::T>, ColumnarError> {
+/// The values of `rows` rows of a column, with their definition and repetition levels where
+/// asked for (a column that is optional, or inside a list).
+fn read_column<T: parquet::data_type::DataType>(
+    reader: parquet::column::reader::ColumnReader,
+    rows: usize,
+    mut defs: Option<&mut Vec<i16>>,
+    mut reps: Option<&mut Vec<i16>>,
+) -> Result<Vec<T::T>, ColumnarError> {
     let mut r = typed::<T>(reader)?;
     let mut values = Vec::with_capacity(rows);
-    while values.len() < rows {
-        let (records, _, _) = r.read_records(rows - values.len(), None, None, &mut values)?;
+    let mut read = 0;
+    while read < rows {
+        let (records, _, _) = r.read_records(rows - read, defs.as_deref_mut(), reps.as_deref_mut(), &mut values)?;
         if records == 0 {
             break;
         }
+        read += records;
     }
     Ok(values)
+}
+
+fn read_required<T: parquet::data_type::DataType>(reader: parquet::column::reader::ColumnReader, rows: usize) -> Result<Vec<T::T>, ColumnarError> {
+    read_column::<T>(reader, rows, None, None)
 }
 
 fn read_optional<T: parquet::data_type::DataType>(
     reader: parquet::column::reader::ColumnReader,
     rows: usize,
 ) -> Result<Vec<Option<T::T>>, ColumnarError> {
-    let mut r = typed::<T>(reader)?;
-    let (mut values, mut defs) = (Vec::new(), Vec::with_capacity(rows));
-    while defs.len() < rows {
-        let (records, _, _) = r.read_records(rows - defs.len(), Some(&mut defs), None, &mut values)?;
-        if records == 0 {
-            break;
-        }
-    }
-    let mut values = values.into_iter();
+    let mut defs = Vec::with_capacity(rows);
+    let mut values = read_column::<T>(reader, rows, Some(&mut defs), None)?.into_iter();
     defs.iter()
         .map(
             |d| if *d > 0 { values.next().map(Some).ok_or_else(|| ColumnarError::Layout("fewer values than defined rows".into())) } else { Ok(None) },
@@ -694,11 +700,10 @@ fn read_optional<T: parquet::data_type::DataType>(
 }
 
 fn timestamp_kind(s: &[u8]) -> Result<crate::record::TimestampKind, ColumnarError> {
-    match s {
-        b"create" => Ok(crate::record::TimestampKind::Create),
-        b"log_append" => Ok(crate::record::TimestampKind::LogAppend),
-        other => Err(ColumnarError::Layout(format!("timestamp_type {:?} is neither create nor log_append", String::from_utf8_lossy(other)))),
-    }
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(crate::record::TimestampKind::from_name)
+        .ok_or_else(|| ColumnarError::Layout(format!("timestamp_type {:?} is neither create nor log_append", String::from_utf8_lossy(s))))
 }
 
 /// The headers of `rows` rows from the list's two leaves (their levels: see `Columns::push`).
@@ -708,16 +713,8 @@ fn read_headers(
     rows: usize,
 ) -> Result<Vec<Headers>, ColumnarError> {
     let levels = |reader| -> Result<Levels, ColumnarError> {
-        let mut r = typed::<ByteArrayType>(reader)?;
-        let (mut values, mut defs, mut reps) = (Vec::new(), Vec::new(), Vec::new());
-        let mut read = 0;
-        while read < rows {
-            let (records, _, _) = r.read_records(rows - read, Some(&mut defs), Some(&mut reps), &mut values)?;
-            if records == 0 {
-                break;
-            }
-            read += records;
-        }
+        let (mut defs, mut reps) = (Vec::new(), Vec::new());
+        let values = read_column::<ByteArrayType>(reader, rows, Some(&mut defs), Some(&mut reps))?;
         Ok((values, defs, reps))
     };
     let (names, name_defs, reps) = levels(keys)?;

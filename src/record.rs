@@ -41,6 +41,11 @@ impl TimestampKind {
             TimestampKind::LogAppend => "log_append",
         }
     }
+
+    /// The kind [`TimestampKind::as_str`] names.
+    pub fn from_name(name: &str) -> Option<TimestampKind> {
+        [TimestampKind::Create, TimestampKind::LogAppend].into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 /// The parts of one record, borrowed from the consumer's message (or from a value-only line).
@@ -248,9 +253,11 @@ pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
     }
     let timestamp = match (w.timestamp, w.timestamp_type.as_deref()) {
         (None, _) => None,
-        (Some(t), Some("create") | None) => Some((t, TimestampKind::Create)),
-        (Some(t), Some("log_append")) => Some((t, TimestampKind::LogAppend)),
-        (Some(_), Some(other)) => return Err(RecordError::Field(format!("unknown timestamp_type `{other}`"))),
+        (Some(t), None) => Some((t, TimestampKind::Create)),
+        (Some(t), Some(name)) => match TimestampKind::from_name(name) {
+            Some(kind) => Some((t, kind)),
+            None => return Err(RecordError::Field(format!("unknown timestamp_type `{name}`"))),
+        },
     };
     let value = match (w.value, w.value_encoding.as_deref()) {
         (None, _) => None,
