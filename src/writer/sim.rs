@@ -238,9 +238,14 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
-/// Runs `count` seeds ending in `last` (the world `width`); panics at the first that fails.
-fn every_seed_of(width: Width, last: u64, count: u64, what: &str) {
-    for seed in (0..count).map(|i| last + 10 * i) {
+/// The first `count` seeds ending in `last`.
+fn ending_in(last: u64, count: u64) -> impl Iterator<Item = u64> {
+    (0..count).map(move |i| last + 10 * i)
+}
+
+/// Runs `seeds`, each of the world `width`; panics at the first that fails.
+fn every_seed_of(width: Width, seeds: impl IntoIterator<Item = u64>, what: &str) {
+    for seed in seeds {
         assert_eq!(Width::of(seed), width);
         if let Err(e) = run_seed(seed) {
             panic!("seed {seed} ({what}): {e}");
@@ -252,14 +257,14 @@ fn every_seed_of(width: Width, last: u64, count: u64, what: &str) {
 /// offset (so a rebuilt file and a zombie's meet the same name) and frames SequenceFiles.
 #[test]
 fn stock_secor_layout_schedules_keep_every_event_exactly_once() {
-    every_seed_of(Width::Stock, 4, 200, "stock Secor's layout");
+    every_seed_of(Width::Stock, ending_in(4, 200), "stock Secor's layout");
 }
 
 /// One read, two outputs (text and Parquet) under the same schedules: each output holds every
 /// message once, and no commit passes a message either output has not stored.
 #[test]
 fn two_output_schedules_keep_every_event_exactly_once_in_each() {
-    every_seed_of(Width::Outputs, 8, 100, "two outputs");
+    every_seed_of(Width::Outputs, ending_in(8, 100), "two outputs");
 }
 
 /// Seeds of the two-output world where a partition's record filled with both outputs' intents
@@ -269,12 +274,7 @@ fn two_output_schedules_keep_every_event_exactly_once_in_each() {
 /// 6578): only the files waiting for room in their record are left out of the pause.
 #[test]
 fn recovery_reads_on_while_uploads_wait_for_room_in_the_record() {
-    for seed in [1308, 1918, 3828, 8398, 4308, 6578] {
-        assert_eq!(Width::of(seed), Width::Outputs);
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed}: {e}");
-        }
-    }
+    every_seed_of(Width::Outputs, [1308, 1918, 3828, 8398, 4308, 6578], "two outputs, a recovery and a full record");
     let _broken = sabotage::break_rule(Rule::PauseDuringRecovery);
     let e = run_seed(1308).expect_err("the rule before: paused while the recovery needed messages");
     assert!(e.contains("no progress"), "{e}");
@@ -283,14 +283,14 @@ fn recovery_reads_on_while_uploads_wait_for_room_in_the_record() {
 /// Record files in Parquet (topic `u` of the wide world) under the same schedules.
 #[test]
 fn record_parquet_schedules_keep_every_event_exactly_once() {
-    every_seed_of(Width::WideParquet, 9, 50, "records in Parquet");
+    every_seed_of(Width::WideParquet, ending_in(9, 50), "records in Parquet");
 }
 
 /// Parquet files under the same schedules: each file is transcoded when sealed, and a file
 /// rebuilt after a crash or met under its recorded name must hold the same rows.
 #[test]
 fn parquet_schedules_keep_every_event_exactly_once() {
-    every_seed_of(Width::Parquet, 6, 100, "Parquet files");
+    every_seed_of(Width::Parquet, ending_in(6, 100), "Parquet files");
 }
 
 #[test]

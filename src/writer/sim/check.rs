@@ -133,7 +133,8 @@ impl Ledger {
                 }
             })
             .collect();
-        let slots = TOPICS.len() * PARTITIONS;
+        // The world's topics, each once whatever its outputs.
+        let slots = topics.iter().map(|t| t.kafka + 1).max().unwrap_or(0) * PARTITIONS;
         Ledger {
             topics,
             copies: BTreeMap::new(),
