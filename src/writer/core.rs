@@ -353,14 +353,14 @@ impl Writer {
         self.summary.consumed(payload.len());
         self.first_message_at.get_or_insert(now);
 
-        // One read, one route, a file per output: each output stores the message once.
+        // One read, one route, a file per output: each output stores the message once (the
+        // files it opens hold their first offset; nothing is committed in between).
         let recovering = st.recovering();
+        st.offsets_from(off).consumed(off);
         let mut rebuilding = false;
         for o in 0..self.topics.outputs(t) {
             rebuilding |= self.file_message(m, t, o, &route, recovering.is_some(), now);
         }
-        let Some(st) = self.parts.get_mut(&PartKey::new(t, p)) else { return };
-        st.offsets_from(off).consumed(off);
         if recovering.is_some() || rebuilding {
             self.finish_rebuilds(t, p, off);
         }
