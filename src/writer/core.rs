@@ -31,7 +31,7 @@ use self::stop::Stop;
 use self::summary::Summary;
 use self::topics::Topics;
 use super::{RunOptions, RunSummary};
-use crate::buffer::{BufferKey, SealReason};
+use crate::buffer::{BufferKey, BufferKeyRef, SealReason};
 use crate::completion::write::MarkerDone;
 use crate::completion::Due;
 use crate::config::Config;
@@ -293,15 +293,15 @@ impl Writer {
     /// showed up at ~4 % of a drain's CPU). The one entry for messages: the polling loop and
     /// the simulation both call it. Generic over the message type: librdkafka's borrowed
     /// messages in production, owned ones in the simulation.
-    pub(crate) fn apply_batch<M: Message>(&mut self, batch: impl IntoIterator<Item = Routed<M>>) {
+    pub(crate) fn apply_batch<M: Message, R: std::borrow::Borrow<Route>>(&mut self, batch: impl IntoIterator<Item = Routed<M, R>>) {
         let now = self.clock.now();
         for r in batch {
-            self.on_message(&r.message, r.topic, r.route, r.generation, now);
+            self.on_message(&r.message, r.topic, r.route.borrow(), r.generation, now);
         }
     }
 
     /// Applies one routed message polled in rebalance generation `generation`.
-    fn on_message<M: Message>(&mut self, m: &M, t: usize, route: Route, generation: u64, now: Instant) {
+    fn on_message<M: Message>(&mut self, m: &M, t: usize, route: &Route, generation: u64, now: Instant) {
         let (p, off) = (m.partition(), m.offset());
         let Some(st) =
             self.parts.get_mut(&PartKey::new(t, p)).filter(|st| st.polled_in(generation) || sabotage::on(sabotage::Rule::KeepStaleMessages))
@@ -359,7 +359,7 @@ impl Writer {
         st.offsets_from(off).consumed(off);
         let mut rebuilding = false;
         for o in 0..self.topics.outputs(t) {
-            rebuilding |= self.file_message(m, t, o, &route, recovering.is_some(), now);
+            rebuilding |= self.file_message(m, t, o, route, recovering.is_some(), now);
         }
         if recovering.is_some() || rebuilding {
             self.finish_rebuilds(t, p, off);
@@ -412,17 +412,17 @@ impl Writer {
             let seen = st.marking_mut().saw_event(output.layout(), route, record_ms);
             output.note_late(&mut self.summary, p, &route.date, seen);
         }
-        let key = rebuild.is_none().then(|| BufferKey {
+        let key = rebuild.is_none().then_some(BufferKeyRef {
             topic: t,
             partition: p,
-            prefix: route.prefix.clone(),
-            date: route.date.clone(),
+            prefix: route.prefix.as_ref(),
+            date: &route.date,
             error: route.to_error_path,
             output: o,
         });
         let slot = match (rebuild, &key) {
             (Some(index), _) => Slot::Rebuild(RebuildKey { part: PartKey::new(t, p), index }),
-            (None, Some(k)) => Slot::Open(k),
+            (None, Some(k)) => Slot::Open(*k),
             (None, None) => unreachable!("a key is made for every message not rebuilt"),
         };
         let rebuilding = rebuild.is_some();
@@ -437,7 +437,7 @@ impl Writer {
             self.summary.newlines_replaced();
         }
         if let Some(key) = key.filter(|_| size_due) {
-            self.seal(&key, SealReason::Size);
+            self.seal(&key.to_key(), SealReason::Size);
         }
         rebuilding
     }

@@ -61,12 +61,12 @@ impl<'c> Step<'_, 'c> {
     /// Applies a routed batch and does the periodic work under one lock, then (unless it is
     /// time to stop) polls the next batch into `next`. `busy`: another batch is being routed,
     /// so polling must not block. Returns true when the loop must end.
-    pub(super) fn run(&mut self, batch: &mut Vec<Polled<'c>>, routes: Vec<Option<(usize, Route)>>, busy: bool, next: &mut Vec<Polled<'c>>) -> bool {
+    pub(super) fn run(&mut self, batch: &mut Vec<Polled<'c>>, routes: &[Option<(usize, Route)>], busy: bool, next: &mut Vec<Polled<'c>>) -> bool {
         let consumer = self.consumer;
         let next_step = {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let messages = batch.drain(..).zip(routes).filter_map(|(item, route)| match (item, route) {
-                (Polled::Message(message, generation), Some((topic, route))) => Some(Routed { message, topic, route, generation }),
+                (Polled::Message(message, generation), Some((topic, route))) => Some(Routed { message, topic: *topic, route, generation }),
                 (Polled::Message(msg, _), None) => {
                     error!(topic = msg.topic(), "message from a topic that is not configured");
                     None

@@ -13,7 +13,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::partition::PartKey;
-use crate::buffer::{Buffer, BufferKey, Framing, SealReason};
+use crate::buffer::{Buffer, BufferKey, BufferKeyRef, Framing, SealReason};
 use crate::intent::Intent;
 use crate::upload::Existing;
 
@@ -55,7 +55,7 @@ pub(super) struct RebuildKey {
 
 /// Where a message goes: the open file of its route, or a file being rebuilt.
 pub(super) enum Slot<'k> {
-    Open(&'k BufferKey),
+    Open(BufferKeyRef<'k>),
     Rebuild(RebuildKey),
 }
 
@@ -70,7 +70,8 @@ pub(super) struct Appended<'b> {
 
 #[derive(Default)]
 pub(super) struct Files {
-    open: HashMap<BufferKey, Buffer>,
+    /// Looked up by borrowed keys ([`BufferKeyRef`]), hence hashbrown's map.
+    open: hashbrown::HashMap<BufferKey, Buffer, rustc_hash::FxBuildHasher>,
     rebuilding: HashMap<RebuildKey, Buffer>,
     inflight: HashMap<u64, InFlight>,
     /// Sealed files waiting for their intent to be committed, in seal order.
@@ -112,7 +113,17 @@ impl Files {
         now: Instant,
     ) -> Appended<'_> {
         let (buffer, opened) = match slot {
-            Slot::Open(key) => get_or_open(&mut self.open, key.clone(), offset, record_ms, framing, now),
+            Slot::Open(key) => {
+                // Found without cloning the key's names; cloned only for a file opened here.
+                let mut opened = false;
+                let buffer = self.open.entry_ref(&key).or_insert_with(|| {
+                    opened = true;
+                    let mut b = Buffer::framed(offset, now, framing);
+                    b.first_record_ms = record_ms;
+                    b
+                });
+                (buffer, opened)
+            }
             Slot::Rebuild(key) => get_or_open(&mut self.rebuilding, key, offset, record_ms, framing, now),
         };
         // A new file's bytes from before its first message (a SequenceFile's header) count too.

@@ -3,12 +3,14 @@
 use crate::intent::Place;
 use crate::routing::Route;
 
-/// A polled message with its route: what the core applies.
-pub(crate) struct Routed<M> {
+/// A polled message with its route: what the core applies. The route is borrowed by the
+/// polling loop (`R = &Route`): its names' reference counts are then moved only on the routing
+/// thread, which made and later drops them (see `writer::run`).
+pub(crate) struct Routed<M, R = Route> {
     pub(crate) message: M,
     /// The index of its topic in the config.
     pub(crate) topic: usize,
-    pub(crate) route: Route,
+    pub(crate) route: R,
     /// The rebalance generation it was polled in.
     pub(crate) generation: u64,
 }
