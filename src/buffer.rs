@@ -57,39 +57,29 @@ pub struct BufferKeyRef<'a> {
 }
 
 impl BufferKeyRef<'_> {
-    /// The owned key (clones the names: once per file opened).
-    pub fn to_key(self) -> BufferKey {
-        BufferKey {
-            topic: self.topic,
-            partition: self.partition,
-            prefix: self.prefix.cloned(),
-            date: self.date.clone(),
-            error: self.error,
-            output: self.output,
-        }
+    /// The fields as plain values: what the hash and the equality with an owned key both read,
+    /// so that the two cannot disagree.
+    fn fields(&self) -> (usize, i32, Option<&str>, &str, bool, u8) {
+        (self.topic, self.partition, self.prefix.map(|p| &**p), &**self.date, self.error, self.output)
     }
 }
 
+/// The owned key (clones the names: once per file opened).
 impl From<&BufferKeyRef<'_>> for BufferKey {
     fn from(k: &BufferKeyRef<'_>) -> BufferKey {
-        (*k).to_key()
+        BufferKey { topic: k.topic, partition: k.partition, prefix: k.prefix.cloned(), date: k.date.clone(), error: k.error, output: k.output }
     }
 }
 
 impl std::hash::Hash for BufferKeyRef<'_> {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self.topic, self.partition, self.prefix.map(|p| &**p), &**self.date, self.error, self.output).hash(h)
+        self.fields().hash(h)
     }
 }
 
 impl hashbrown::Equivalent<BufferKey> for BufferKeyRef<'_> {
     fn equivalent(&self, k: &BufferKey) -> bool {
-        self.topic == k.topic
-            && self.partition == k.partition
-            && self.output == k.output
-            && self.error == k.error
-            && *self.date == k.date
-            && self.prefix.map(|p| &**p) == k.prefix.as_deref()
+        self.fields() == k.borrowed().fields()
     }
 }
 
@@ -292,7 +282,7 @@ mod tests {
             let (prefix, date) = (k.prefix.as_deref().map(Arc::<str>::from), Arc::<str>::from(&*k.date));
             let probe = BufferKeyRef { prefix: prefix.as_ref(), date: &date, ..k.borrowed() };
             assert_eq!(map.get(&probe), Some(&i), "{k:?}");
-            assert_eq!(probe.to_key(), *k);
+            assert_eq!(BufferKey::from(&probe), *k);
             let mut entry_found = false;
             map.entry_ref(&probe).and_modify(|_| entry_found = true);
             assert!(entry_found, "{k:?}");

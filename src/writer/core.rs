@@ -437,7 +437,7 @@ impl Writer {
             self.summary.newlines_replaced();
         }
         if let Some(key) = key.filter(|_| size_due) {
-            self.seal(&key.to_key(), SealReason::Size);
+            self.seal(&BufferKey::from(&key), SealReason::Size);
         }
         rebuilding
     }
