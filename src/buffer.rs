@@ -113,6 +113,17 @@ pub struct Buffer {
     /// the file is not committed, which the retention headroom gauge measures.
     pub first_record_ms: Option<i64>,
     sequence: Option<Sequence>,
+    /// What sealing it will hold besides its bytes, by its length (a Parquet file's columns).
+    seal_cost: SealCost,
+}
+
+/// Memory that sealing a buffer of `len` bytes holds besides the buffer itself.
+pub type SealCost = fn(len: u64) -> u64;
+
+/// Sealing holds nothing worth counting besides the buffer (gzip's output and a SequenceFile's
+/// blocks are a fraction of it, within the budget's slack).
+pub fn no_seal_cost(_len: u64) -> u64 {
+    0
 }
 
 impl Buffer {
@@ -132,7 +143,15 @@ impl Buffer {
                 Some(Sequence { sync, last_sync: 0 })
             }
         };
-        Buffer { data, first_offset, last_offset: first_offset, events: 0, opened_at: now, first_record_ms: None, sequence }
+        Buffer { data, first_offset, last_offset: first_offset, events: 0, opened_at: now, first_record_ms: None, sequence, seal_cost: no_seal_cost }
+    }
+
+    /// The same buffer, charged from its first byte for what sealing it will hold besides it:
+    /// a seal then moves its charge to the uploads without raising the budget's total, so
+    /// sealing for memory never makes the writer hold more than the budget.
+    pub fn sealed_at_cost(mut self, seal_cost: SealCost) -> Buffer {
+        self.seal_cost = seal_cost;
+        self
     }
 
     /// Appends one message and its `\n`. Returns true if the value held raw `\n`/`\r` bytes,
@@ -179,9 +198,15 @@ impl Buffer {
         self.data.len() as u64
     }
 
-    /// Memory held, which the memory budget counts (a little more than `len`, see [`Memory`]).
+    /// Memory held, which the memory budget counts: a little more than `len` (see [`Memory`]),
+    /// plus what sealing it will hold (see [`Buffer::sealed_at_cost`]).
     pub fn charged(&self) -> u64 {
-        self.data.charged()
+        self.data.charged() + self.sealing_bytes()
+    }
+
+    /// What sealing it will hold besides its bytes.
+    pub fn sealing_bytes(&self) -> u64 {
+        (self.seal_cost)(self.len())
     }
 
     /// True if nothing was appended.
@@ -289,6 +314,20 @@ mod tests {
         }
         let absent = key(Some("other"), "2020-01-31", false, 0);
         assert_eq!(map.get(&absent.borrowed()), None);
+    }
+
+    #[test]
+    fn a_buffer_is_charged_what_sealing_it_will_hold_from_its_first_byte() {
+        let mut plain = Buffer::new(0, Instant::now());
+        let mut columnar = Buffer::new(0, Instant::now()).sealed_at_cost(crate::columnar::working_set);
+        for off in 0..1000 {
+            let line = vec![b'x'; 700 + off as usize % 300];
+            plain.append(off, &line);
+            columnar.append(off, &line);
+            assert_eq!(plain.sealing_bytes(), 0);
+            assert_eq!(columnar.sealing_bytes(), crate::columnar::working_set(columnar.len()));
+            assert_eq!(columnar.charged(), plain.charged() + columnar.sealing_bytes());
+        }
     }
 
     #[test]

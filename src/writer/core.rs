@@ -426,7 +426,7 @@ impl Writer {
             (None, None) => unreachable!("a key is made for every message not rebuilt"),
         };
         let rebuilding = rebuild.is_some();
-        let appended = self.files.append(slot, off, line, line_breaks, record_ms, output.framing(), now);
+        let appended = self.files.append(slot, off, line, line_breaks, record_ms, output.shape(), now);
         let size_due = !rebuilding && output.policy().due(appended.buffer, now) == Some(SealReason::Size);
         let (opened, newline) = (appended.opened, appended.newline_replaced);
         if opened {
@@ -463,10 +463,13 @@ impl Writer {
             // that name is the earlier upload of this very file only if it ends with the same
             // events; any other is a collision (see `Existing::Rebuilt`).
             let now = self.clock.now();
-            let output = self.topics.output(t, intent.output);
-            let sealing = output.sealing_bytes(buf.len());
-            let (id, data) =
-                self.files.launch(t, p, intent.output, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, sealing, now);
+            let charged = self.files.charged() + buf.charged();
+            let (id, data) = self.files.launch(t, p, intent.output, epoch, intent.clone(), buf, SealReason::Size, Existing::Rebuilt, false, now);
+            debug_assert!(
+                self.files.charged() <= charged,
+                "sealing a rebuilt file raised the memory charged from {charged} to {}",
+                self.files.charged()
+            );
             let data = data.expect("a file not awaiting its intent keeps its data");
             self.uploads.submit(self.topics.output(t, intent.output).upload_job(id, &intent.key, data, Existing::Rebuilt));
         }
@@ -1440,6 +1443,7 @@ impl Writer {
 
     /// Names a buffer and queues it for its intent record; the upload starts after that.
     fn seal(&mut self, key: &BufferKey, reason: SealReason) {
+        let charged = self.files.charged();
         let Some(buf) = self.files.take_open(key) else {
             return;
         };
@@ -1457,8 +1461,10 @@ impl Writer {
         });
         let epoch = st.map_or(0, |s| s.epoch());
         let now = self.clock.now();
-        let sealing = self.topics.output(key.topic, key.output).sealing_bytes(buf.len());
-        self.files.launch(key.topic, key.partition, key.output, epoch, intent, buf, reason, Existing::Compare, true, sealing, now);
+        self.files.launch(key.topic, key.partition, key.output, epoch, intent, buf, reason, Existing::Compare, true, now);
+        // Sealing for memory must free room or at least not take more: a seal that raised the
+        // total (the Parquet working set charged only here) let a 256 MiB budget hold 602 MB.
+        debug_assert!(self.files.charged() <= charged, "sealing raised the memory charged from {charged} to {}", self.files.charged());
     }
 
     /// Seals every open file of the given partitions.

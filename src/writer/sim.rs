@@ -398,6 +398,7 @@ fn the_simulation_catches_broken_rules() {
         (Rule::TrustRecordedName, 2000, Width::Narrow),
         (Rule::TrustRecordedName, 2000, Width::Parquet),
         (Rule::UnconditionalPut, 2000, Width::Parquet),
+        (Rule::ChargeSealingAtSeal, 200, Width::Parquet),
         (Rule::OutputsShareIntents, 2000, Width::Outputs),
         (Rule::IgnoreRecovery, 2000, Width::Outputs),
         (Rule::PlanByFirstOffset, 8000, Width::Narrow),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::partition::PartKey;
-use crate::buffer::{Buffer, BufferKey, BufferKeyRef, Framing, SealReason};
+use crate::buffer::{Buffer, BufferKey, BufferKeyRef, Framing, SealCost, SealReason};
 use crate::intent::Intent;
 use crate::upload::Existing;
 
@@ -53,6 +53,22 @@ pub(super) struct RebuildKey {
     pub(super) index: usize,
 }
 
+/// How an output's files are opened: their framing, and what sealing one will hold besides
+/// its bytes (charged while it is open, so that a seal does not raise the budget's total).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape {
+    pub(super) framing: Framing,
+    pub(super) seal_cost: SealCost,
+}
+
+impl Shape {
+    fn open(self, offset: i64, record_ms: Option<i64>, now: Instant) -> Buffer {
+        let mut b = Buffer::framed(offset, now, self.framing).sealed_at_cost(self.seal_cost);
+        b.first_record_ms = record_ms;
+        b
+    }
+}
+
 /// Where a message goes: the open file of its route, or a file being rebuilt.
 pub(super) enum Slot<'k> {
     Open(BufferKeyRef<'k>),
@@ -86,21 +102,19 @@ fn get_or_open<K: Hash + Eq>(
     key: K,
     offset: i64,
     record_ms: Option<i64>,
-    framing: Framing,
+    shape: Shape,
     now: Instant,
 ) -> (&mut Buffer, bool) {
     let mut opened = false;
     let buf = map.entry(key).or_insert_with(|| {
         opened = true;
-        let mut b = Buffer::framed(offset, now, framing);
-        b.first_record_ms = record_ms;
-        b
+        shape.open(offset, record_ms, now)
     });
     (buf, opened)
 }
 
 impl Files {
-    /// Appends one message to its file, opening the file (framed as `framing`) if needed.
+    /// Appends one message to its file, opening the file (of `shape`) if needed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn append(
         &mut self,
@@ -109,7 +123,7 @@ impl Files {
         line: &[u8],
         line_breaks: Option<bool>,
         record_ms: Option<i64>,
-        framing: Framing,
+        shape: Shape,
         now: Instant,
     ) -> Appended<'_> {
         let (buffer, opened) = match slot {
@@ -118,15 +132,14 @@ impl Files {
                 let mut opened = false;
                 let buffer = self.open.entry_ref(&key).or_insert_with(|| {
                     opened = true;
-                    let mut b = Buffer::framed(offset, now, framing);
-                    b.first_record_ms = record_ms;
-                    b
+                    shape.open(offset, record_ms, now)
                 });
                 (buffer, opened)
             }
-            Slot::Rebuild(key) => get_or_open(&mut self.rebuilding, key, offset, record_ms, framing, now),
+            Slot::Rebuild(key) => get_or_open(&mut self.rebuilding, key, offset, record_ms, shape, now),
         };
-        // A new file's bytes from before its first message (a SequenceFile's header) count too.
+        // A new file's bytes from before its first message (a SequenceFile's header) count too,
+        // and so does what sealing it will hold.
         let before = if opened { 0 } else { buffer.charged() };
         let newline_replaced = buffer.append_checked(offset, line, line_breaks);
         self.open_bytes += buffer.charged() - before;
@@ -149,8 +162,9 @@ impl Files {
 
     /// Puts a sealed buffer in flight; `awaiting_intent` files wait for their intent record
     /// (see `record_intents`), the others go to the upload queue at once. Returns its id.
-    /// `sealing` is what encoding it will hold besides the buffer (a Parquet file's columns),
-    /// charged with it until the upload ends.
+    /// It stays charged what it was charged open, what encoding it holds besides the buffer (a
+    /// Parquet file's columns) included, until the upload ends: a seal moves bytes from the
+    /// open files to the uploads and never adds any.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch(
         &mut self,
@@ -163,12 +177,14 @@ impl Files {
         reason: SealReason,
         existing: Existing,
         awaiting_intent: bool,
-        sealing: u64,
         now: Instant,
     ) -> (u64, Option<crate::buffer::Memory>) {
         let id = self.next_id;
         self.next_id += 1;
-        let charged = buf.charged() + sealing;
+        let mut charged = buf.charged();
+        if crate::sabotage::on(crate::sabotage::Rule::ChargeSealingAtSeal) {
+            charged += buf.sealing_bytes();
+        }
         self.inflight_bytes += charged;
         let (events, bytes, first_record_ms, held) = (buf.events, buf.len(), buf.first_record_ms, buf.first_offset);
         let (data, keep) = if awaiting_intent { (None, Some(buf.data)) } else { (Some(buf.data), None) };
@@ -270,6 +286,11 @@ impl Files {
 
     pub(super) fn inflight_count(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Everything the budget counts: open files and files in flight.
+    pub(super) fn charged(&self) -> u64 {
+        self.open_bytes + self.inflight_bytes
     }
 
     pub(super) fn open_bytes(&self) -> u64 {

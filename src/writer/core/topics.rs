@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use rustc_hash::FxHashMap as HashMap;
 use tracing::{info, warn};
 
+use super::files::Shape;
 use super::marking::Seen;
 use super::summary::Summary;
 use super::SetupError;
@@ -214,18 +215,13 @@ impl Topic {
         &self.policy
     }
 
-    pub(super) fn framing(&self) -> Framing {
-        self.framing
-    }
-
-    /// Memory that sealing a file of `buffered` bytes holds besides the buffer itself.
-    pub(super) fn sealing_bytes(&self, buffered: u64) -> u64 {
-        match self.sealing.format {
-            crate::config::FileFormat::Parquet => crate::columnar::working_set(buffered),
-            // gzip's output and a SequenceFile's blocks are a fraction of the buffer, within the
-            // budget's slack.
-            crate::config::FileFormat::Text | crate::config::FileFormat::SequenceFile => 0,
-        }
+    /// How its files are opened: their framing, and the memory sealing one holds besides it.
+    pub(super) fn shape(&self) -> Shape {
+        let seal_cost = match self.sealing.format {
+            crate::config::FileFormat::Parquet => crate::columnar::working_set,
+            crate::config::FileFormat::Text | crate::config::FileFormat::SequenceFile => crate::buffer::no_seal_cost,
+        };
+        Shape { framing: self.framing, seal_cost }
     }
 
     /// Completion markers are written for it.
