@@ -246,13 +246,15 @@ async fn every_partition_keeps_moving_through_a_rolling_restart() {
             if path.extension().is_some_and(|e| e == "log") {
                 let _ = std::fs::copy(&path, kept.join(path.file_name().unwrap()));
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                for line in text.lines().filter(|l| l.contains("commit") && !l.contains(" INFO ")) {
+                for line in
+                    text.lines().filter(|l| (l.contains("ommit") || l.contains("REQTMOUT") || l.contains("oordinator")) && !l.contains(" INFO "))
+                {
                     commit_lines.push_str(&format!("{}: {line}\n", path.file_name().unwrap().to_string_lossy()));
                 }
             }
         }
         panic!(
-            "{}\nwriters' logs kept in {} (brokers' in target/cluster-*); their commit warnings:\n{commit_lines}",
+            "{}\nwriters' logs kept in {} (brokers' in target/cluster-*); their warnings about commits, coordinators and timed-out requests:\n{commit_lines}",
             unexplained.join("\n"),
             kept.display()
         );
